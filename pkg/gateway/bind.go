@@ -1,0 +1,505 @@
+package gateway
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	networking "istio.io/client-go/pkg/apis/networking/v1"
+
+	"github.com/portico-gateway/portico/pkg/ir"
+	"github.com/portico-gateway/portico/pkg/status"
+)
+
+// classState accumulates one class's configuration.
+type classState struct {
+	labels   map[string]string
+	ports    map[portKey]*portGroup
+	order    []portKey
+	routes   map[string]*routeTable
+	clusters map[string]clusterKey
+	secrets  map[string]*ir.Secret
+}
+
+type portKey struct {
+	bind string
+	port uint32
+}
+
+// portGroup is every server that landed on one address:port.
+type portGroup struct {
+	key     portKey
+	family  string
+	owner   *gwServer // the oldest server: it decided the port's family
+	servers []*gwServer
+	// sni maps SNI names ("" for the catch-all) to what claimed them.
+	sni map[string]string
+	// chains collects TLS-family filter chains in creation order.
+	chains []*ir.FilterChain
+	tcp    *ir.TCPFilter
+	tcpBy  *vsInfo
+}
+
+// routeTable is a route configuration under construction.
+type routeTable struct {
+	name   string
+	port   uint32
+	vhosts map[string]*ir.VirtualHost
+	order  []string
+	// added remembers which VirtualService already contributed to which
+	// virtual host, so binding through two servers never duplicates routes.
+	added map[string]bool
+}
+
+func newRouteTable(name string, port uint32) *routeTable {
+	return &routeTable{name: name, port: port, vhosts: map[string]*ir.VirtualHost{}, added: map[string]bool{}}
+}
+
+func (t *routeTable) vhost(host string) *ir.VirtualHost {
+	if vh, ok := t.vhosts[host]; ok {
+		return vh
+	}
+	vh := &ir.VirtualHost{Name: ir.VirtualHostName(host, t.port), Domains: []string{host}}
+	t.vhosts[host] = vh
+	t.order = append(t.order, host)
+	return vh
+}
+
+// buildClass binds the Gateways of one class and returns its proxy
+// configuration (without name and labels, which the caller sets).
+func (b *builder) buildClass(gateways []*networking.Gateway, labels map[string]string) *ir.Proxy {
+	st := &classState{
+		labels:   labels,
+		ports:    map[portKey]*portGroup{},
+		routes:   map[string]*routeTable{},
+		clusters: map[string]clusterKey{},
+		secrets:  map[string]*ir.Secret{},
+	}
+	b.cur = st
+	defer func() { b.cur = nil }()
+	proxy := &ir.Proxy{}
+	selected := map[string]bool{}
+	for _, gw := range gateways {
+		key := gw.Namespace + "/" + gw.Name
+		selected[key] = true
+		proxy.Gateways = append(proxy.Gateways, key)
+		for _, s := range b.servers[key] {
+			b.mergeServer(st, s)
+		}
+	}
+	// Terminated chains claim their SNI names before passthrough chains, so
+	// a passthrough route can never shadow a certificate a server owns.
+	for _, k := range st.order {
+		g := st.ports[k]
+		for _, s := range g.servers {
+			switch s.kind {
+			case kindHTTP:
+				b.bindHTTP(st, g, s, selected)
+			case kindHTTPS:
+				b.bindHTTPS(st, g, s, selected)
+			case kindTLSTerminated:
+				b.bindTLSTerminated(st, g, s, selected)
+			case kindTCP:
+				b.bindTCP(st, g, s, selected)
+			}
+		}
+	}
+	for _, k := range st.order {
+		g := st.ports[k]
+		claimTerminatedSNI(g)
+		for _, s := range g.servers {
+			if s.kind == kindPassthrough {
+				b.bindPassthrough(st, g, s, selected)
+			}
+		}
+	}
+	proxy.Listeners = b.assembleListeners(st)
+	proxy.RouteConfigs = assembleRoutes(st)
+
+	names := make([]string, 0, len(st.clusters))
+	for n := range st.clusters {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		proxy.Clusters = append(proxy.Clusters, b.buildCluster(st.clusters[n]))
+	}
+	snames := make([]string, 0, len(st.secrets))
+	for n := range st.secrets {
+		snames = append(snames, n)
+	}
+	sort.Strings(snames)
+	for _, n := range snames {
+		proxy.Secrets = append(proxy.Secrets, st.secrets[n])
+	}
+	return proxy
+}
+
+// mergeServer places a server on its port, resolving conflicts in favour of
+// servers already there (servers arrive oldest Gateway first).
+func (b *builder) mergeServer(st *classState, s *gwServer) {
+	k := portKey{bind: s.bind, port: s.port}
+	g, ok := st.ports[k]
+	if !ok {
+		g = &portGroup{key: k, family: s.kind.family(), owner: s, sni: map[string]string{}}
+		st.ports[k] = g
+		st.order = append(st.order, k)
+	}
+	if g.family != s.kind.family() {
+		b.report.Add(s.gwKey, gwMessage(status.Error, status.ConflictingGateways, status.ReasonConflictingServer, s.field,
+			"port %d is already served as %s by %s (the older resource wins); this %s server is ignored",
+			s.port, g.owner.kind, g.owner.describe(), s.kind))
+		return
+	}
+	if g.family == "TLS" {
+		var kept []serverHost
+		for _, h := range s.hosts {
+			name := h.Host
+			if name == "*" {
+				name = ""
+			}
+			if owner, dup := g.sni[name]; dup && owner != s.describe() {
+				shown := h.Host
+				b.report.Add(s.gwKey, gwMessage(status.Error, status.ConflictingGateways, status.ReasonConflictingServer, s.field+".hosts",
+					"host %q on TLS port %d is already served by %s (the older resource wins); it is dropped from this server", shown, s.port, owner))
+				continue
+			}
+			g.sni[name] = s.describe()
+			kept = append(kept, h)
+		}
+		if len(kept) == 0 {
+			return
+		}
+		if len(kept) != len(s.hosts) {
+			cp := *s
+			cp.hosts = kept
+			s = &cp
+		}
+	}
+	g.servers = append(g.servers, s)
+	if s.tls != nil {
+		for _, sec := range s.secrets {
+			b.addSecret(sec)
+		}
+	}
+}
+
+// boundVirtualServices yields the VirtualServices that name the server's
+// Gateway, oldest first.
+func (b *builder) boundVirtualServices(s *gwServer) []*vsInfo {
+	return b.vsByGateway[s.gwKey.NamespacedName()]
+}
+
+func (b *builder) useCluster(st *classState, ck clusterKey) {
+	st.clusters[ck.name()] = ck
+}
+
+// bindHTTPRoutes adds the HTTP rules of every bound VirtualService to a
+// route table, for one server.
+func (b *builder) bindHTTPRoutes(st *classState, t *routeTable, s *gwServer, requireTLS bool) {
+	gwKey := s.gwKey.NamespacedName()
+	covered := map[string]bool{}
+	for _, info := range b.boundVirtualServices(s) {
+		if len(info.http) == 0 {
+			continue
+		}
+		for _, host := range hostIntersections(info, s) {
+			addedKey := host + "\x00" + info.key.String()
+			if t.added[addedKey] {
+				covered[host] = true
+				continue
+			}
+			var routes []*ir.Route
+			for _, rule := range info.http {
+				for _, m := range rule.matches {
+					if !m.appliesTo(gwKey, s.port, st.labels) {
+						continue
+					}
+					r := rule.route
+					r.Name, r.Match = m.name, m.match
+					routes = append(routes, &r)
+				}
+			}
+			if len(routes) == 0 {
+				continue
+			}
+			t.added[addedKey] = true
+			covered[host] = true
+			vh := t.vhost(host)
+			if by := catchAllOwner(vh); by != nil && *by != info.ref {
+				b.report.Add(info.key, status.Message{Code: status.VirtualServiceUnreachableRule, Level: status.Warning, Reason: status.ReasonConflictingServer,
+					Field: "spec.http", Message: fmt.Sprintf("on %s, VirtualService %s/%s (older) already matches every request, so these routes are not reached while it exists",
+						vh.Name, by.Namespace, by.Name)})
+			}
+			vh.RequireTLS = vh.RequireTLS || requireTLS
+			vh.Routes = append(vh.Routes, routes...)
+			vh.Sources = appendRef(vh.Sources, info.ref)
+			for _, rule := range info.http {
+				for _, ck := range rule.clusters {
+					b.useCluster(st, ck)
+				}
+			}
+		}
+	}
+	if requireTLS {
+		// Istio redirects every host of an httpsRedirect server, bound to a
+		// VirtualService or not.
+		for _, h := range s.hosts {
+			if !covered[h.Host] {
+				vh := t.vhost(h.Host)
+				vh.RequireTLS = true
+				vh.Sources = appendRef(vh.Sources, s.gwRef)
+			}
+		}
+	}
+}
+
+func (b *builder) bindHTTP(st *classState, g *portGroup, s *gwServer, _ map[string]bool) {
+	name := ir.HTTPRouteName(s.port)
+	t, ok := st.routes[name]
+	if !ok {
+		t = newRouteTable(name, s.port)
+		st.routes[name] = t
+	}
+	b.bindHTTPRoutes(st, t, s, s.httpsRedirect)
+	if len(g.chains) == 0 {
+		g.chains = append(g.chains, &ir.FilterChain{
+			Name: name,
+			HTTP: &ir.HTTPFilter{RouteConfig: name, StatPrefix: statPrefix(s)},
+		})
+	}
+	g.chains[0].Sources = appendRef(g.chains[0].Sources, s.gwRef)
+}
+
+func statPrefix(s *gwServer) string { return fmt.Sprintf("outbound_%s_%d", s.bind, s.port) }
+
+func (s *gwServer) serverNames() []string {
+	var out []string
+	for _, n := range s.sniNames() {
+		if n == "" {
+			return nil // catch-all: matches any SNI, and none
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+func (b *builder) bindHTTPS(st *classState, g *portGroup, s *gwServer, _ map[string]bool) {
+	name := ir.HTTPSRouteName(s.port, s.portName, s.gw.Name, s.gw.Namespace)
+	t := newRouteTable(name, s.port)
+	st.routes[name] = t
+	b.bindHTTPRoutes(st, t, s, false)
+	g.chains = append(g.chains, &ir.FilterChain{
+		Name:        name,
+		ServerNames: s.serverNames(),
+		TLS:         s.tls,
+		HTTP:        &ir.HTTPFilter{RouteConfig: name, StatPrefix: statPrefix(s), ForwardClientCert: true},
+		Sources:     []ir.Ref{s.gwRef},
+	})
+}
+
+// firstTCPRule finds the oldest TCP rule bound to a server.
+func (b *builder) firstTCPRule(s *gwServer) (*vsInfo, *l4Rule, []*vsInfo) {
+	gwKey := s.gwKey.NamespacedName()
+	var winner *vsInfo
+	var rule *l4Rule
+	var shadowed []*vsInfo
+	for _, info := range b.boundVirtualServices(s) {
+		if len(info.tcp) == 0 || len(hostIntersections(info, s)) == 0 {
+			continue
+		}
+		for _, r := range info.tcp {
+			applies := false
+			for _, m := range r.matches {
+				if m.appliesTo(gwKey, s.port) {
+					applies = true
+				}
+			}
+			if !applies {
+				continue
+			}
+			if rule == nil {
+				winner, rule = info, r
+			} else if info != winner {
+				shadowed = append(shadowed, info)
+			}
+		}
+	}
+	return winner, rule, shadowed
+}
+
+func (b *builder) tcpFilter(st *classState, info *vsInfo, rule *l4Rule) *ir.TCPFilter {
+	for _, ck := range rule.keys {
+		b.useCluster(st, ck)
+	}
+	return &ir.TCPFilter{StatPrefix: rule.clusters[0].Name, Clusters: rule.clusters, Source: info.ref}
+}
+
+func (b *builder) reportShadowed(shadowed []*vsInfo, winner *vsInfo, port uint32) {
+	for _, info := range shadowed {
+		b.report.Add(info.key, status.Message{Code: status.VirtualServiceUnreachableRule, Level: status.Warning, Reason: status.ReasonConflictingServer,
+			Field: "spec.tcp", Message: fmt.Sprintf("TCP port %d is already routed by VirtualService %s (the older resource wins); these tcp rules are not used there",
+				port, winner.key.NamespacedName())})
+	}
+}
+
+func (b *builder) bindTCP(st *classState, g *portGroup, s *gwServer, _ map[string]bool) {
+	info, rule, shadowed := b.firstTCPRule(s)
+	if rule == nil {
+		return
+	}
+	if g.tcp != nil {
+		// Another TCP server on this port was bound first.
+		if g.tcpBy != info {
+			b.reportShadowed(append([]*vsInfo{info}, shadowed...), g.tcpBy, s.port)
+		}
+		return
+	}
+	b.reportShadowed(shadowed, info, s.port)
+	g.tcp = b.tcpFilter(st, info, rule)
+	g.tcpBy = info
+	g.chains = append(g.chains, &ir.FilterChain{Name: fmt.Sprintf("tcp.%d", s.port), TCP: g.tcp, Sources: []ir.Ref{s.gwRef, info.ref}})
+}
+
+func (b *builder) bindTLSTerminated(st *classState, g *portGroup, s *gwServer, _ map[string]bool) {
+	info, rule, shadowed := b.firstTCPRule(s)
+	if rule == nil {
+		return
+	}
+	b.reportShadowed(shadowed, info, s.port)
+	g.chains = append(g.chains, &ir.FilterChain{
+		Name:        fmt.Sprintf("tls.%d.%s.%s.%s", s.port, s.portName, s.gw.Name, s.gw.Namespace),
+		ServerNames: s.serverNames(),
+		TLS:         s.tls,
+		TCP:         b.tcpFilter(st, info, rule),
+		Sources:     []ir.Ref{s.gwRef, info.ref},
+	})
+}
+
+// bindPassthrough creates one filter chain per tls rule match, selected by
+// the SNI names the rule and the server have in common.
+func (b *builder) bindPassthrough(st *classState, g *portGroup, s *gwServer, _ map[string]bool) {
+	gwKey := s.gwKey.NamespacedName()
+	for _, info := range b.boundVirtualServices(s) {
+		for _, rule := range info.tls {
+			for mi, m := range rule.matches {
+				if !m.appliesTo(gwKey, s.port) {
+					continue
+				}
+				var names []string
+				for _, sni := range m.sniHosts {
+					for _, sh := range s.hosts {
+						if sh.Namespace != "*" && sh.Namespace != info.obj.Namespace {
+							continue
+						}
+						if h, ok := intersectHosts(sni, sh.Host); ok {
+							n := h
+							if n == "*" {
+								n = ""
+							}
+							if owner, dup := g.sni["chain:"+n]; dup {
+								b.report.Add(info.key, status.Message{Code: status.VirtualServiceUnreachableRule, Level: status.Warning, Reason: status.ReasonConflictingServer,
+									Field:   fmt.Sprintf("%s.match[%d].sniHosts", rule.field, mi),
+									Message: fmt.Sprintf("SNI %q on port %d is already routed by %s (the older resource wins)", h, s.port, owner)})
+								continue
+							}
+							if !contains(names, n) {
+								names = append(names, n)
+							}
+						}
+					}
+				}
+				if len(names) == 0 {
+					continue
+				}
+				for _, n := range names {
+					g.sni["chain:"+n] = fmt.Sprintf("%s %s", info.key, rule.field)
+				}
+				var serverNames []string
+				for _, n := range names {
+					if n == "" {
+						serverNames = nil
+						break
+					}
+					serverNames = append(serverNames, n)
+				}
+				sort.Strings(serverNames)
+				g.chains = append(g.chains, &ir.FilterChain{
+					Name:        fmt.Sprintf("passthrough.%d.%s", s.port, strings.Join(names, ",")),
+					ServerNames: serverNames,
+					TCP:         b.tcpFilter(st, info, rule),
+					Sources:     []ir.Ref{s.gwRef, info.ref},
+				})
+			}
+		}
+	}
+}
+
+// claimTerminatedSNI records the SNI names of terminated chains so that
+// passthrough chains cannot reuse them (Envoy rejects duplicate matches).
+func claimTerminatedSNI(g *portGroup) {
+	for _, fc := range g.chains {
+		if fc.TLS == nil {
+			continue
+		}
+		if len(fc.ServerNames) == 0 {
+			g.sni["chain:"] = "TLS server " + fc.Name
+		}
+		for _, n := range fc.ServerNames {
+			g.sni["chain:"+n] = "TLS server " + fc.Name
+		}
+	}
+}
+
+func (b *builder) assembleListeners(st *classState) []*ir.Listener {
+	var out []*ir.Listener
+	for _, k := range st.order {
+		g := st.ports[k]
+		if len(g.chains) == 0 {
+			continue
+		}
+		l := &ir.Listener{Name: ir.ListenerName(k.bind, k.port), Address: k.bind, Port: k.port, FilterChains: g.chains}
+		for _, s := range g.servers {
+			l.Sources = appendRef(l.Sources, s.gwRef)
+		}
+		out = append(out, l)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Port != out[j].Port {
+			return out[i].Port < out[j].Port
+		}
+		return out[i].Address < out[j].Address
+	})
+	return out
+}
+
+func assembleRoutes(st *classState) []*ir.RouteConfig {
+	names := make([]string, 0, len(st.routes))
+	for n := range st.routes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out []*ir.RouteConfig
+	for _, n := range names {
+		t := st.routes[n]
+		rc := &ir.RouteConfig{Name: n}
+		for _, h := range t.order {
+			rc.VirtualHosts = append(rc.VirtualHosts, t.vhosts[h])
+		}
+		out = append(out, rc)
+	}
+	return out
+}
+
+// catchAllOwner returns the source of a route in vh that matches every
+// request, if any: routes after it can never be reached.
+func catchAllOwner(vh *ir.VirtualHost) *ir.Ref {
+	for _, r := range vh.Routes {
+		m := r.Match
+		if m.Path != nil && m.Path.Type == ir.MatchPrefix && m.Path.Value == "/" && len(m.Headers) == 0 && len(m.QueryParams) == 0 {
+			src := r.Source
+			return &src
+		}
+	}
+	return nil
+}

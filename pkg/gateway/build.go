@@ -1,0 +1,413 @@
+// Package gateway binds Istio Gateways (ports, protocols, TLS) to
+// VirtualServices (routing) and DestinationRules (backend policy) for each
+// class of gateway proxies, validating everything on the way. Its output is
+// one ir.Proxy per class plus a status for every input resource: problems
+// are resolved deterministically (the oldest resource wins) and reported,
+// never dropped silently.
+package gateway
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	networking "istio.io/client-go/pkg/apis/networking/v1"
+
+	"github.com/portico-gateway/portico/pkg/ir"
+	"github.com/portico-gateway/portico/pkg/resource"
+	"github.com/portico-gateway/portico/pkg/status"
+	ptls "github.com/portico-gateway/portico/pkg/tls"
+)
+
+// Options tune a build.
+type Options struct {
+	// DomainSuffix completes short service names (default cluster.local).
+	DomainSuffix string
+	// Classes are the label sets of the proxies known to exist (connected
+	// proxies, the embedded proxy). Every Gateway's own selector is a class
+	// too, so every Gateway is bound and reported even before a proxy for
+	// it connects.
+	Classes []map[string]string
+	// Now is used to check certificate validity (tests pin it).
+	Now func() time.Time
+}
+
+// Result is the output of a build.
+type Result struct {
+	// Proxies has one entry per class, sorted by name.
+	Proxies  []*ir.Proxy
+	Statuses []*status.Status
+}
+
+// Proxy returns the IR of the class with exactly these labels.
+func (r *Result) Proxy(labels map[string]string) *ir.Proxy {
+	name := ClassName(labels)
+	for _, p := range r.Proxies {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
+
+// ClassName is the canonical name of a label set: "k=v,k=v" sorted.
+func ClassName(labels map[string]string) string {
+	keys := sortedKeys(labels)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + labels[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+type builder struct {
+	opts     Options
+	report   *status.Report
+	reg      *registry
+	gateways map[string]*networking.Gateway // namespace/name
+	servers  map[string][]*gwServer         // valid servers per Gateway
+	vss      []*vsInfo
+	// vsByGateway lists, per Gateway, the VirtualServices naming it.
+	vsByGateway map[string][]*vsInfo
+	cur         *classState
+	// usesSourceLabels is set when some match has sourceLabels: the
+	// configuration then depends on each class's labels, not only on the
+	// Gateways it selects, so classes are not grouped.
+	usesSourceLabels bool
+}
+
+// Build binds and validates one snapshot of resources. It is a pure
+// function of its inputs.
+func Build(in *resource.Resources, opts Options) *Result {
+	if opts.DomainSuffix == "" {
+		opts.DomainSuffix = "cluster.local"
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	res := sortedCopy(in)
+	b := &builder{
+		opts:        opts,
+		report:      status.NewReport(),
+		gateways:    map[string]*networking.Gateway{},
+		servers:     map[string][]*gwServer{},
+		vsByGateway: map[string][]*vsInfo{},
+	}
+	b.track(res)
+	b.reg = newRegistry(res, opts.DomainSuffix, b.report)
+	for _, dr := range res.DestinationRules {
+		b.validateDestinationRule(dr)
+	}
+	for _, gw := range res.Gateways {
+		key := gw.Namespace + "/" + gw.Name
+		b.gateways[key] = gw
+		b.servers[key] = b.validateGateway(gw)
+	}
+	for _, vs := range res.VirtualServices {
+		info := b.convertVirtualService(vs)
+		if info == nil {
+			continue
+		}
+		b.vss = append(b.vss, info)
+		b.checkGatewayRefs(info)
+	}
+
+	result := &Result{}
+	for _, group := range b.classGroups(res.Gateways) {
+		p := b.buildClass(group.gateways, group.classes[0])
+		for _, labels := range group.classes {
+			cp := *p
+			cp.Name, cp.Labels = ClassName(labels), labels
+			result.Proxies = append(result.Proxies, &cp)
+		}
+	}
+	sort.Slice(result.Proxies, func(i, j int) bool { return result.Proxies[i].Name < result.Proxies[j].Name })
+	result.Statuses = b.report.Finalize()
+	return result
+}
+
+func sortedCopy(in *resource.Resources) *resource.Resources {
+	out := *in
+	out.Gateways = append([]*networking.Gateway(nil), in.Gateways...)
+	out.VirtualServices = append([]*networking.VirtualService(nil), in.VirtualServices...)
+	out.DestinationRules = append([]*networking.DestinationRule(nil), in.DestinationRules...)
+	out.ServiceEntries = append([]*networking.ServiceEntry(nil), in.ServiceEntries...)
+	out.Sort()
+	return &out
+}
+
+func (b *builder) track(res *resource.Resources) {
+	for _, o := range res.Gateways {
+		b.report.Track(resource.KeyOf(o), o.Generation)
+	}
+	for _, o := range res.VirtualServices {
+		b.report.Track(resource.KeyOf(o), o.Generation)
+	}
+	for _, o := range res.DestinationRules {
+		b.report.Track(resource.KeyOf(o), o.Generation)
+	}
+	for _, o := range res.ServiceEntries {
+		b.report.Track(resource.KeyOf(o), o.Generation)
+	}
+	for _, inv := range res.Invalid {
+		if inv.Key.Name == "" || !isIstioKind(inv.Key.Kind) {
+			continue
+		}
+		if b.report.Get(inv.Key) == nil {
+			b.report.Reject(inv.Key, status.Message{Code: status.SchemaValidationError, Level: status.Error, Reason: status.ReasonInvalidSpec,
+				Message: fmt.Sprintf("could not be read, so it is not used: %s", inv.Error)})
+			continue
+		}
+		b.report.Add(inv.Key, status.Message{Code: status.SchemaValidationError, Level: status.Error, Reason: status.ReasonStaleSpec,
+			Message: fmt.Sprintf("the latest version could not be read (%s); the last good version keeps serving", inv.Error)})
+	}
+}
+
+func isIstioKind(k string) bool {
+	switch k {
+	case resource.KindGateway, resource.KindVirtualService, resource.KindDestinationRule, resource.KindServiceEntry:
+		return true
+	}
+	return false
+}
+
+func (b *builder) validateDestinationRule(dr *networking.DestinationRule) {
+	key := resource.KeyOf(dr)
+	if dr.Spec.Host == "" {
+		b.report.Reject(key, status.Message{Code: status.SchemaValidationError, Level: status.Error, Reason: status.ReasonInvalidSpec, Field: "spec.host", Message: "host is required"})
+		return
+	}
+	host := fqdn(dr.Spec.Host, dr.Namespace, b.opts.DomainSuffix)
+	if err := validateHost(host, true); err != nil {
+		b.report.Reject(key, status.Message{Code: status.SchemaValidationError, Level: status.Error, Reason: status.ReasonInvalidSpec, Field: "spec.host", Message: err.Error()})
+		return
+	}
+	if !isWildcard(host) {
+		if drs := b.reg.destinationRules[host]; len(drs) > 1 && drs[0] != dr {
+			b.report.Add(key, status.Message{Code: status.ConflictingGateways, Level: status.Warning, Reason: status.ReasonConflictingServer, Field: "spec.host",
+				Message: fmt.Sprintf("DestinationRule %s/%s for the same host is older and is used instead", drs[0].Namespace, drs[0].Name)})
+		}
+		if b.reg.lookup(host) == nil {
+			b.report.Add(key, status.Message{Code: status.ReferencedResourceNotFound, Level: status.Warning, Reason: status.ReasonDestinationNotFound, Field: "spec.host",
+				Message: fmt.Sprintf("host %q matches no Service or ServiceEntry", host)})
+		}
+	}
+	names := map[string]bool{}
+	for i, s := range dr.Spec.Subsets {
+		field := fmt.Sprintf("spec.subsets[%d]", i)
+		if s.Name == "" {
+			b.report.Add(key, status.Message{Code: status.SchemaValidationError, Level: status.Error, Reason: status.ReasonInvalidSpec, Field: field + ".name", Message: "subset name is required"})
+		}
+		if names[s.Name] {
+			b.report.Add(key, status.Message{Code: status.SchemaValidationError, Level: status.Error, Reason: status.ReasonInvalidSpec, Field: field + ".name",
+				Message: fmt.Sprintf("duplicate subset name %q; the first definition is used", s.Name)})
+		}
+		names[s.Name] = true
+	}
+}
+
+// checkGatewayRefs reports gateways a VirtualService names that do not
+// exist and hosts no server of a named Gateway serves.
+func (b *builder) checkGatewayRefs(info *vsInfo) {
+	refs := append([]string(nil), info.gateways...)
+	for _, r := range info.http {
+		for _, m := range r.matches {
+			refs = append(refs, m.gateways...)
+		}
+	}
+	seen := map[string]bool{}
+	found, served := 0, 0
+	var notServed []string
+	var missing []status.Message
+	for _, ref := range refs {
+		if ref == "mesh" || seen[ref] {
+			continue
+		}
+		seen[ref] = true
+		if _, ok := b.gateways[ref]; !ok {
+			missing = append(missing, status.Message{Code: status.ReferencedResourceNotFound, Level: status.Error, Reason: status.ReasonGatewayNotFound, Field: "spec.gateways",
+				Message: fmt.Sprintf("Gateway %s not found%s", ref, b.gatewayHint(ref))})
+			continue
+		}
+		found++
+		b.vsByGateway[ref] = append(b.vsByGateway[ref], info)
+		if b.servesAny(info, ref) {
+			served++
+		} else {
+			notServed = append(notServed, ref)
+		}
+	}
+	for _, m := range missing {
+		if found == 0 {
+			b.report.Reject(info.key, m)
+		} else {
+			b.report.Add(info.key, m)
+		}
+	}
+	if found == 0 {
+		return
+	}
+	for _, ref := range notServed {
+		m := status.Message{Code: status.VirtualServiceHostNotFoundInGW, Level: status.Warning, Reason: status.ReasonHostNotServed, Field: "spec.hosts",
+			Message: fmt.Sprintf("no server of Gateway %s serves hosts %s for this VirtualService's rules (servers: %s)",
+				ref, strings.Join(info.hosts, ", "), b.describeServers(ref))}
+		if served == 0 {
+			m.Level = status.Error
+			b.report.Reject(info.key, m)
+		} else {
+			b.report.Add(info.key, m)
+		}
+	}
+}
+
+// gatewayHint points at a same-named Gateway in another namespace: a short
+// gateway name refers to the VirtualService's own namespace, which trips
+// people up.
+func (b *builder) gatewayHint(ref string) string {
+	_, name, _ := strings.Cut(ref, "/")
+	var others []string
+	for k := range b.gateways {
+		if _, n, _ := strings.Cut(k, "/"); n == name {
+			others = append(others, k)
+		}
+	}
+	if len(others) == 0 {
+		return ""
+	}
+	sort.Strings(others)
+	return fmt.Sprintf(" (a short name means the VirtualService's namespace; did you mean %s?)", strings.Join(others, " or "))
+}
+
+func (b *builder) describeServers(gwKey string) string {
+	var parts []string
+	for _, s := range b.servers[gwKey] {
+		var hosts []string
+		for _, h := range s.hosts {
+			hosts = append(hosts, h.Host)
+		}
+		parts = append(parts, fmt.Sprintf("%d/%s %s", s.port, s.protocol, strings.Join(hosts, ",")))
+	}
+	if len(parts) == 0 {
+		return "none valid"
+	}
+	return strings.Join(parts, "; ")
+}
+
+// servesAny reports whether some server of the Gateway can carry some rule
+// of the VirtualService.
+func (b *builder) servesAny(info *vsInfo, gwKey string) bool {
+	for _, s := range b.servers[gwKey] {
+		if !sectionFits(info, s.kind) {
+			continue
+		}
+		if len(hostIntersections(info, s)) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func sectionFits(info *vsInfo, k serverKind) bool {
+	switch k {
+	case kindHTTP, kindHTTPS:
+		return len(info.http) > 0
+	case kindPassthrough:
+		return len(info.tls) > 0
+	default:
+		return len(info.tcp) > 0
+	}
+}
+
+// hostIntersections returns the virtual host names a VirtualService gets on
+// a server, honouring the server hosts' namespace scopes.
+func hostIntersections(info *vsInfo, s *gwServer) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, vh := range info.hosts {
+		for _, sh := range s.hosts {
+			if sh.Namespace != "*" && sh.Namespace != info.obj.Namespace {
+				continue
+			}
+			if h, ok := intersectHosts(vh, sh.Host); ok && !seen[h] {
+				seen[h] = true
+				out = append(out, h)
+			}
+		}
+	}
+	return out
+}
+
+type classGroup struct {
+	gateways []*networking.Gateway
+	classes  []map[string]string
+}
+
+// classGroups computes the proxy classes and groups those that select the
+// same Gateways: they get the same configuration, built once.
+func (b *builder) classGroups(gateways []*networking.Gateway) []*classGroup {
+	var classes []map[string]string
+	seen := map[string]bool{}
+	add := func(l map[string]string) {
+		if l == nil {
+			l = map[string]string{}
+		}
+		if n := ClassName(l); !seen[n] {
+			seen[n] = true
+			classes = append(classes, l)
+		}
+	}
+	for _, l := range b.opts.Classes {
+		add(l)
+	}
+	for _, gw := range gateways {
+		add(gw.Spec.Selector)
+	}
+	groups := map[string]*classGroup{}
+	var order []string
+	for _, labels := range classes {
+		var selected []*networking.Gateway
+		var names []string
+		for _, gw := range gateways {
+			if labelsMatch(gw.Spec.Selector, labels) {
+				selected = append(selected, gw)
+				names = append(names, gw.Namespace+"/"+gw.Name)
+			}
+		}
+		k := strings.Join(names, ",")
+		if b.usesSourceLabels {
+			k += "|" + ClassName(labels)
+		}
+		g, ok := groups[k]
+		if !ok {
+			g = &classGroup{gateways: selected}
+			groups[k] = g
+			order = append(order, k)
+		}
+		g.classes = append(g.classes, labels)
+	}
+	out := make([]*classGroup, 0, len(order))
+	for _, k := range order {
+		out = append(out, groups[k])
+	}
+	return out
+}
+
+func (b *builder) checkCertificate(s *gwServer, name string, cert, key []byte) *status.Message {
+	pair, err := ptls.ParsePair(cert, key, b.opts.Now())
+	if err != nil {
+		m := gwMessage(status.Error, status.InvalidGatewayCredential, status.ReasonInvalidCertificate, s.field+".tls.credentialName",
+			"Secret %s/%s: %v; %s is ignored", s.gw.Namespace, name, err, s.describe())
+		return &m
+	}
+	var hosts []string
+	for _, h := range s.hosts {
+		hosts = append(hosts, h.Host)
+	}
+	if missing := ptls.UncoveredHosts(pair.Leaf, hosts); len(missing) > 0 {
+		b.report.Add(s.gwKey, gwMessage(status.Warning, status.InvalidGatewayCredential, status.ReasonInvalidCertificate, s.field+".tls.credentialName",
+			"the certificate in Secret %s/%s does not cover hosts %s (its names: %s); clients will reject it for those hosts",
+			s.gw.Namespace, name, strings.Join(missing, ", "), strings.Join(pair.Leaf.DNSNames, ", ")))
+	}
+	return nil
+}

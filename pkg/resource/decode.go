@@ -1,0 +1,343 @@
+package resource
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	networking "istio.io/client-go/pkg/apis/networking/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+)
+
+// DecodeError is a document that could not be read. It carries enough to
+// find the problem: the source, the document's index and line, the resource
+// (when the document named itself) and the field path.
+type DecodeError struct {
+	Source   string
+	Document int // 0-based index in a multi-document stream
+	Line     int // 1-based line where the document starts
+	Key      Key // zero when the document did not get that far
+	Field    string
+	Err      error
+}
+
+func (e *DecodeError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: document %d (line %d)", e.Source, e.Document, e.Line)
+	if e.Key.Name != "" {
+		fmt.Fprintf(&b, " %s", e.Key)
+	}
+	if e.Field != "" {
+		fmt.Fprintf(&b, ": %s", e.Field)
+	}
+	fmt.Fprintf(&b, ": %v", e.Err)
+	return b.String()
+}
+
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// FieldError is a problem at one field path inside a document.
+type FieldError struct {
+	Path string
+	Msg  string
+}
+
+func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
+
+// Document is one YAML document of a stream.
+type Document struct {
+	Index int
+	Line  int
+	Data  []byte
+}
+
+// SplitDocuments splits a multi-document YAML stream on "---" separators,
+// remembering where each document starts so errors can point at it. Empty
+// documents (only comments or whitespace) are skipped but still counted.
+func SplitDocuments(data []byte) []Document {
+	var docs []Document
+	var cur bytes.Buffer
+	start, line, index := 1, 0, 0
+	flush := func() {
+		if hasContent(cur.Bytes()) {
+			docs = append(docs, Document{Index: index, Line: start, Data: append([]byte(nil), cur.Bytes()...)})
+		}
+		index++
+		cur.Reset()
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64*1024), 16*1024*1024)
+	for sc.Scan() {
+		line++
+		text := sc.Text()
+		if strings.HasPrefix(text, "---") && strings.TrimSpace(strings.TrimPrefix(text, "---")) == "" || strings.HasPrefix(text, "--- #") {
+			if line > 1 || cur.Len() > 0 {
+				flush()
+			}
+			start = line + 1
+			continue
+		}
+		cur.WriteString(text)
+		cur.WriteByte('\n')
+	}
+	flush()
+	return docs
+}
+
+func hasContent(b []byte) bool {
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		t := bytes.TrimSpace(l)
+		if len(t) > 0 && t[0] != '#' {
+			return true
+		}
+	}
+	return false
+}
+
+// Decode reads every document of a YAML (or JSON) stream. Documents of kinds
+// Portico does not read (ConfigMaps, Deployments, …) are skipped without
+// error so users can keep their manifests together. Lists (kind: List or
+// *List) are expanded.
+func Decode(data []byte, source string) ([]Object, []*DecodeError) {
+	var objs []Object
+	var errs []*DecodeError
+	for _, doc := range SplitDocuments(data) {
+		o, err := DecodeDocument(doc.Data)
+		if err != nil {
+			var de *DecodeError
+			if !errors.As(err, &de) {
+				de = &DecodeError{Err: err}
+			}
+			de.Source, de.Document, de.Line = source, doc.Index, doc.Line
+			errs = append(errs, de)
+			continue
+		}
+		objs = append(objs, o...)
+	}
+	return objs, errs
+}
+
+type typeMeta struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   json.RawMessage   `json:"metadata"`
+	Items      []json.RawMessage `json:"items"`
+}
+
+// DecodeDocument decodes one document. It returns (nil, nil) for kinds that
+// Portico does not read.
+func DecodeDocument(data []byte) ([]Object, error) {
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, &DecodeError{Err: fmt.Errorf("invalid YAML: %w", err)}
+	}
+	return decodeJSON(js)
+}
+
+func decodeJSON(js []byte) ([]Object, error) {
+	if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
+		return nil, nil
+	}
+	var tm typeMeta
+	if err := json.Unmarshal(js, &tm); err != nil {
+		return nil, &DecodeError{Err: fmt.Errorf("not a Kubernetes object: %w", err)}
+	}
+	if tm.Kind == "" || tm.APIVersion == "" {
+		return nil, &DecodeError{Field: "kind", Err: errors.New("apiVersion and kind are required")}
+	}
+	if tm.Kind == "List" || strings.HasSuffix(tm.Kind, "List") && tm.Items != nil {
+		var out []Object
+		for i, item := range tm.Items {
+			objs, err := decodeJSON(item)
+			if err != nil {
+				var de *DecodeError
+				if errors.As(err, &de) {
+					de.Field = fmt.Sprintf("items[%d].%s", i, de.Field)
+					return nil, de
+				}
+				return nil, err
+			}
+			out = append(out, objs...)
+		}
+		return out, nil
+	}
+	group, version := splitAPIVersion(tm.APIVersion)
+	var meta metav1.ObjectMeta
+	if len(tm.Metadata) > 0 {
+		if err := strictUnmarshal(tm.Metadata, &meta); err != nil {
+			return nil, &DecodeError{Key: Key{Kind: tm.Kind}, Field: "metadata", Err: err}
+		}
+	}
+	if meta.Namespace == "" && tm.Kind != "Namespace" {
+		meta.Namespace = "default"
+	}
+	key := Key{Kind: tm.Kind, Namespace: meta.Namespace, Name: meta.Name}
+	if meta.Name == "" {
+		return nil, &DecodeError{Key: key, Field: "metadata.name", Err: errors.New("required")}
+	}
+
+	if group == IstioGroup {
+		if version != "v1alpha3" && version != "v1beta1" && version != "v1" {
+			return nil, &DecodeError{Key: key, Field: "apiVersion", Err: fmt.Errorf("unsupported version %q of %s (want v1alpha3, v1beta1 or v1)", version, IstioGroup)}
+		}
+		obj, err := decodeIstio(tm, meta, js)
+		if err != nil {
+			var fe *FieldError
+			if errors.As(err, &fe) {
+				return nil, &DecodeError{Key: key, Field: fe.Path, Err: errors.New(fe.Msg)}
+			}
+			return nil, &DecodeError{Key: key, Err: err}
+		}
+		if obj == nil {
+			return nil, nil
+		}
+		return []Object{obj}, nil
+	}
+
+	var obj Object
+	switch {
+	case group == "" && version == "v1" && tm.Kind == KindService:
+		obj = &corev1.Service{}
+	case group == "" && version == "v1" && tm.Kind == KindSecret:
+		obj = &corev1.Secret{}
+	case group == "" && version == "v1" && tm.Kind == KindPod:
+		pod := &corev1.Pod{}
+		if err := strictUnmarshal(js, pod); err != nil {
+			return nil, &DecodeError{Key: key, Err: err}
+		}
+		pod.Namespace = meta.Namespace
+		return []Object{PodMetadata(pod)}, nil
+	case group == "discovery.k8s.io" && version == "v1" && tm.Kind == KindEndpointSlice:
+		obj = &discoveryv1.EndpointSlice{}
+	default:
+		return nil, nil
+	}
+	if err := strictUnmarshal(js, obj); err != nil {
+		return nil, &DecodeError{Key: key, Err: err}
+	}
+	obj.SetNamespace(meta.Namespace)
+	if s, ok := obj.(*corev1.Secret); ok {
+		// The API server folds stringData into data; so do we.
+		for k, v := range s.StringData {
+			if s.Data == nil {
+				s.Data = map[string][]byte{}
+			}
+			s.Data[k] = []byte(v)
+		}
+		s.StringData = nil
+	}
+	return []Object{obj}, nil
+}
+
+// PodMetadata reduces a Pod to the metadata subsets need.
+func PodMetadata(pod *corev1.Pod) *metav1.PartialObjectMetadata {
+	return &metav1.PartialObjectMetadata{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: KindPod},
+		ObjectMeta: pod.ObjectMeta,
+	}
+}
+
+func splitAPIVersion(v string) (group, version string) {
+	if i := strings.LastIndexByte(v, '/'); i >= 0 {
+		return v[:i], v[i+1:]
+	}
+	return "", v
+}
+
+// strictUnmarshal decodes JSON and fails on unknown or duplicate fields, with
+// the field path in the message (sigs.k8s.io/json reports paths).
+func strictUnmarshal(data []byte, into any) error {
+	strictErrs, err := kjson.UnmarshalStrict(data, into)
+	if err != nil {
+		return err
+	}
+	if len(strictErrs) > 0 {
+		msgs := make([]string, 0, len(strictErrs))
+		for _, e := range strictErrs {
+			msgs = append(msgs, e.Error())
+		}
+		return errors.New(strings.Join(msgs, "; "))
+	}
+	return nil
+}
+
+type istioDoc struct {
+	Spec   json.RawMessage `json:"spec"`
+	Status json.RawMessage `json:"status"`
+}
+
+func decodeIstio(tm typeMeta, meta metav1.ObjectMeta, js []byte) (Object, error) {
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(js, &doc); err != nil {
+		return nil, err
+	}
+	for k := range doc {
+		switch k {
+		case "apiVersion", "kind", "metadata", "spec", "status":
+		default:
+			return nil, &FieldError{Path: k, Msg: "unknown field"}
+		}
+	}
+	var spec proto.Message
+	var obj Object
+	typ := metav1.TypeMeta{APIVersion: tm.APIVersion, Kind: tm.Kind}
+	switch tm.Kind {
+	case KindGateway:
+		o := &networking.Gateway{TypeMeta: typ, ObjectMeta: meta}
+		spec, obj = &o.Spec, o
+	case KindVirtualService:
+		o := &networking.VirtualService{TypeMeta: typ, ObjectMeta: meta}
+		spec, obj = &o.Spec, o
+	case KindDestinationRule:
+		o := &networking.DestinationRule{TypeMeta: typ, ObjectMeta: meta}
+		spec, obj = &o.Spec, o
+	case KindServiceEntry:
+		o := &networking.ServiceEntry{TypeMeta: typ, ObjectMeta: meta}
+		spec, obj = &o.Spec, o
+	default:
+		// Sidecars, EnvoyFilters, WorkloadEntries: not read by a gateway.
+		return nil, nil
+	}
+	raw := doc["spec"]
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, &FieldError{Path: "spec", Msg: "required"}
+	}
+	if err := UnmarshalSpec(raw, spec); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+// UnmarshalSpec decodes the JSON form of an Istio spec into msg exactly as
+// Istio reads it (camelCase or snake_case names, enum names, durations such
+// as "5s" or "3m"), rejecting unknown fields and wrong types with the path of
+// the offending field, e.g. "spec.http[0].retries.attempts".
+func UnmarshalSpec(raw []byte, msg proto.Message) error {
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		return &FieldError{Path: "spec", Msg: err.Error()}
+	}
+	norm, err := normalizeMessage(v, msg.ProtoReflect().Descriptor(), "spec")
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(norm)
+	if err != nil {
+		return fmt.Errorf("re-encoding spec: %w", err)
+	}
+	if err := (protojson.UnmarshalOptions{}).Unmarshal(b, msg); err != nil {
+		return &FieldError{Path: "spec", Msg: err.Error()}
+	}
+	return nil
+}

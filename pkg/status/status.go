@@ -1,0 +1,271 @@
+// Package status records what the controller thinks of every input
+// resource, in Istio's status shape: conditions (type, status, reason,
+// message, observedGeneration) and validation messages with Istio's stable
+// analysis codes (IST0101, …) so users can search for them.
+package status
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/portico-gateway/portico/pkg/resource"
+)
+
+// Level is a validation message's severity, as in istioctl analyze.
+type Level string
+
+// Levels.
+const (
+	Error   Level = "Error"
+	Warning Level = "Warning"
+	Info    Level = "Info"
+)
+
+// Code is a stable analysis code. Istio's codes are reused where Istio has
+// one for the same problem; Portico-specific ones use the PTC prefix.
+type Code struct {
+	ID   string `json:"code"`
+	Name string `json:"name"`
+}
+
+// Codes.
+var (
+	ReferencedResourceNotFound      = Code{"IST0101", "ReferencedResourceNotFound"}
+	SchemaValidationError           = Code{"IST0106", "SchemaValidationError"}
+	DestinationPortSelectorRequired = Code{"IST0112", "VirtualServiceDestinationPortSelectorRequired"}
+	VirtualServiceUnreachableRule   = Code{"IST0130", "VirtualServiceUnreachableRule"}
+	VirtualServiceIneffectiveMatch  = Code{"IST0131", "VirtualServiceIneffectiveMatch"}
+	VirtualServiceHostNotFoundInGW  = Code{"IST0132", "VirtualServiceHostNotFoundInGateway"}
+	SchemaWarning                   = Code{"IST0133", "SchemaWarning"}
+	GatewayDuplicateCertificate     = Code{"IST0138", "GatewayDuplicateCertificate"}
+	ConflictingGateways             = Code{"IST0145", "ConflictingGateways"}
+	InvalidGatewayCredential        = Code{"IST0161", "InvalidGatewayCredential"}
+	UnsupportedAtGateway            = Code{"PTC0001", "UnsupportedAtGateway"}
+	GatewayPortNotOnService         = Code{"PTC0002", "GatewayPortNotOnService"}
+	StaleSpec                       = Code{"PTC0003", "StaleSpec"}
+)
+
+// Condition types.
+const (
+	// Accepted is False when the resource is not used at all.
+	Accepted = "Accepted"
+	// ResolvedRefs is False when something the resource refers to is missing.
+	ResolvedRefs = "ResolvedRefs"
+	// Reconciled is True once the configuration reached every proxy.
+	Reconciled = "Reconciled"
+)
+
+// Reasons: stable CamelCase words users and tools can match on.
+const (
+	ReasonAccepted            = "Accepted"
+	ReasonResolvedRefs        = "ResolvedRefs"
+	ReasonInvalidSpec         = "InvalidSpec"
+	ReasonGatewayNotFound     = "GatewayNotFound"
+	ReasonHostNotServed       = "HostNotServed"
+	ReasonConflictingServer   = "ConflictingServer"
+	ReasonSubsetNotFound      = "SubsetNotFound"
+	ReasonDestinationNotFound = "DestinationNotFound"
+	ReasonPortRequired        = "PortRequired"
+	ReasonInvalidCertificate  = "InvalidCertificate"
+	ReasonSecretNotFound      = "SecretNotFound"
+	ReasonNoGateways          = "NoGateways"
+	ReasonPartiallyInvalid    = "PartiallyInvalid"
+	ReasonUnsupported         = "Unsupported"
+	ReasonStaleSpec           = "StaleSpec"
+)
+
+// Message is one finding about a resource.
+type Message struct {
+	Code   Code   `json:"code"`
+	Level  Level  `json:"level"`
+	Reason string `json:"reason"`
+	// Field is the path of the field the message is about, if any.
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
+}
+
+func (m Message) String() string {
+	s := fmt.Sprintf("%s [%s] %s", m.Level, m.Code.ID, m.Message)
+	if m.Field != "" {
+		s = fmt.Sprintf("%s [%s] %s: %s", m.Level, m.Code.ID, m.Field, m.Message)
+	}
+	return s
+}
+
+// Condition is one Istio status condition.
+type Condition struct {
+	Type               string `json:"type"`
+	Status             string `json:"status"`
+	Reason             string `json:"reason"`
+	Message            string `json:"message"`
+	ObservedGeneration int64  `json:"observedGeneration"`
+}
+
+// Status is the full status of one resource.
+type Status struct {
+	Key                resource.Key `json:"resource"`
+	ObservedGeneration int64        `json:"observedGeneration"`
+	Conditions         []Condition  `json:"conditions"`
+	Messages           []Message    `json:"validationMessages,omitempty"`
+	// Extra carries per-kind facts, e.g. the node ports a Gateway's
+	// servers are reachable on.
+	Extra map[string]string `json:"extra,omitempty"`
+
+	// rejected is set when the resource is not used at all.
+	rejected bool
+}
+
+// Report collects statuses for every resource seen during a build.
+type Report struct {
+	byKey map[resource.Key]*Status
+}
+
+// NewReport returns an empty report.
+func NewReport() *Report { return &Report{byKey: map[resource.Key]*Status{}} }
+
+// Track registers a resource so it gets a status even if nothing is wrong.
+func (r *Report) Track(key resource.Key, generation int64) *Status {
+	s, ok := r.byKey[key]
+	if !ok {
+		s = &Status{Key: key}
+		r.byKey[key] = s
+	}
+	if generation > s.ObservedGeneration {
+		s.ObservedGeneration = generation
+	}
+	return s
+}
+
+// Get returns the status of key, or nil.
+func (r *Report) Get(key resource.Key) *Status { return r.byKey[key] }
+
+// Add records a message on a tracked (or newly tracked) resource. Identical
+// messages are recorded once: the same resource is bound once per proxy
+// class and must not repeat itself.
+func (r *Report) Add(key resource.Key, m Message) {
+	s := r.Track(key, 0)
+	for _, old := range s.Messages {
+		if old == m {
+			return
+		}
+	}
+	s.Messages = append(s.Messages, m)
+}
+
+// Reject marks a resource as not used at all, with the message why.
+func (r *Report) Reject(key resource.Key, m Message) {
+	r.Add(key, m)
+	r.byKey[key].rejected = true
+}
+
+// SetExtra records a fact on a resource's status.
+func (r *Report) SetExtra(key resource.Key, name, value string) {
+	s := r.Track(key, 0)
+	if s.Extra == nil {
+		s.Extra = map[string]string{}
+	}
+	s.Extra[name] = value
+}
+
+// Finalize derives conditions from messages and returns all statuses sorted
+// by key. Call once, after the build.
+func (r *Report) Finalize() []*Status {
+	out := make([]*Status, 0, len(r.byKey))
+	for _, s := range r.byKey {
+		s.finalize()
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return lessKey(out[i].Key, out[j].Key) })
+	return out
+}
+
+func lessKey(a, b resource.Key) bool {
+	if a.Kind != b.Kind {
+		return a.Kind < b.Kind
+	}
+	if a.Namespace != b.Namespace {
+		return a.Namespace < b.Namespace
+	}
+	return a.Name < b.Name
+}
+
+func isRefReason(reason string) bool {
+	switch reason {
+	case ReasonSubsetNotFound, ReasonDestinationNotFound, ReasonSecretNotFound, ReasonGatewayNotFound:
+		return true
+	}
+	return false
+}
+
+func (s *Status) finalize() {
+	sort.SliceStable(s.Messages, func(i, j int) bool {
+		return levelRank(s.Messages[i].Level) < levelRank(s.Messages[j].Level)
+	})
+	accepted := Condition{Type: Accepted, Status: "True", Reason: ReasonAccepted, Message: "Configuration is valid and in use"}
+	var firstErr, firstWarn *Message
+	for i := range s.Messages {
+		m := &s.Messages[i]
+		if m.Level == Error && firstErr == nil {
+			firstErr = m
+		}
+		if m.Level == Warning && firstWarn == nil {
+			firstWarn = m
+		}
+	}
+	switch {
+	case s.rejected:
+		m := firstErr
+		if m == nil {
+			m = firstWarn
+		}
+		if m == nil {
+			m = &s.Messages[0]
+		}
+		accepted.Status, accepted.Reason, accepted.Message = "False", m.Reason, m.String()
+	case firstErr != nil:
+		accepted.Reason, accepted.Message = ReasonPartiallyInvalid, fmt.Sprintf("Partly in use: %s", firstErr)
+	case firstWarn != nil:
+		accepted.Message = fmt.Sprintf("In use, with warnings: %s", firstWarn)
+	}
+	resolved := Condition{Type: ResolvedRefs, Status: "True", Reason: ReasonResolvedRefs, Message: "All references resolved"}
+	var missing []string
+	for _, m := range s.Messages {
+		if isRefReason(m.Reason) {
+			missing = append(missing, m.String())
+		}
+	}
+	if len(missing) > 0 {
+		first := ""
+		for _, m := range s.Messages {
+			if isRefReason(m.Reason) {
+				first = m.Reason
+				break
+			}
+		}
+		resolved.Status, resolved.Reason, resolved.Message = "False", first, strings.Join(missing, "; ")
+	}
+	accepted.ObservedGeneration = s.ObservedGeneration
+	resolved.ObservedGeneration = s.ObservedGeneration
+	s.Conditions = []Condition{accepted, resolved}
+}
+
+func levelRank(l Level) int {
+	switch l {
+	case Error:
+		return 0
+	case Warning:
+		return 1
+	}
+	return 2
+}
+
+// Condition returns the condition of the given type, or nil.
+func (s *Status) Condition(typ string) *Condition {
+	for i := range s.Conditions {
+		if s.Conditions[i].Type == typ {
+			return &s.Conditions[i]
+		}
+	}
+	return nil
+}
