@@ -1,0 +1,189 @@
+// Package controller runs the pipeline: resources from a provider are bound
+// (pkg/gateway), translated (pkg/translate) and published (pkg/xds) for
+// every class of connected proxies, and statuses go to a sink. It holds the
+// last build for the debug endpoints.
+package controller
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/portico-gateway/portico/pkg/gateway"
+	"github.com/portico-gateway/portico/pkg/ir"
+	"github.com/portico-gateway/portico/pkg/resource"
+	"github.com/portico-gateway/portico/pkg/status"
+	"github.com/portico-gateway/portico/pkg/translate"
+	"github.com/portico-gateway/portico/pkg/xds"
+)
+
+// StatusSink receives every build's statuses.
+type StatusSink interface {
+	Update(ctx context.Context, statuses []*status.Status)
+}
+
+// Options configure the controller.
+type Options struct {
+	// StaticClasses are proxy classes always built, connected or not (the
+	// embedded proxy's, in standalone mode).
+	StaticClasses []map[string]string
+	DomainSuffix  string
+	Translate     translate.Options
+	// Registerer receives the controller's metrics; nil disables them.
+	Registerer prometheus.Registerer
+}
+
+// State is the outcome of the last build.
+type State struct {
+	Resources *resource.Resources
+	Result    *gateway.Result
+	// Errors by class: translation or validation failures. The class keeps
+	// serving its previous snapshot.
+	Errors    map[string]string
+	Versions  map[string]string
+	BuiltAt   time.Time
+	Duration  time.Duration
+	Published bool
+}
+
+// Controller is the pipeline.
+type Controller struct {
+	log     logr.Logger
+	xds     *xds.Server
+	opts    Options
+	sink    StatusSink
+	metrics *metrics
+
+	updates chan struct{}
+	mu      sync.Mutex
+	pending *resource.Resources
+	last    *resource.Resources
+
+	stateMu sync.RWMutex
+	state   *State
+	ready   chan struct{}
+	once    sync.Once
+}
+
+// New returns a controller publishing to server.
+func New(log logr.Logger, server *xds.Server, sink StatusSink, opts Options) *Controller {
+	return &Controller{
+		log: log, xds: server, opts: opts, sink: sink,
+		metrics: newMetrics(opts.Registerer),
+		updates: make(chan struct{}, 1),
+		ready:   make(chan struct{}),
+	}
+}
+
+// Update hands the controller a new snapshot of resources. It never blocks:
+// if a build is running, the newest snapshot replaces any waiting one.
+func (c *Controller) Update(res *resource.Resources) {
+	c.mu.Lock()
+	c.pending = res
+	c.mu.Unlock()
+	select {
+	case c.updates <- struct{}{}:
+	default:
+	}
+}
+
+// Ready is closed after the first successful build.
+func (c *Controller) Ready() <-chan struct{} { return c.ready }
+
+// State returns the last build's outcome (nil before the first).
+func (c *Controller) State() *State {
+	c.stateMu.RLock()
+	defer c.stateMu.RUnlock()
+	return c.state
+}
+
+// Run builds on every update and whenever a proxy of a new class connects,
+// until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.updates:
+			c.mu.Lock()
+			c.last, c.pending = c.pending, nil
+			c.mu.Unlock()
+		case <-c.xds.Changed():
+		}
+		if c.last == nil {
+			continue // a proxy connected before any configuration arrived
+		}
+		c.build(ctx, c.last)
+	}
+}
+
+func (c *Controller) classes() []map[string]string {
+	seen := map[string]bool{}
+	var out []map[string]string
+	for _, l := range append(append([]map[string]string(nil), c.opts.StaticClasses...), c.xds.Classes()...) {
+		if n := gateway.ClassName(l); !seen[n] {
+			seen[n] = true
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func (c *Controller) build(ctx context.Context, res *resource.Resources) {
+	start := time.Now()
+	classes := c.classes()
+	wanted := map[string]bool{}
+	for _, l := range classes {
+		wanted[gateway.ClassName(l)] = true
+	}
+	result := gateway.Build(res, gateway.Options{Classes: classes, DomainSuffix: c.opts.DomainSuffix})
+	bound := time.Now()
+	st := &State{Resources: res, Result: result, Errors: map[string]string{}, Versions: map[string]string{}, BuiltAt: start}
+	published := 0
+	for _, p := range result.Proxies {
+		if !wanted[p.Name] {
+			continue // no proxy of this class exists; bound only for status
+		}
+		if err := c.publish(ctx, p, st); err != nil {
+			st.Errors[p.Name] = err.Error()
+			c.metrics.errors.Inc()
+			c.log.Error(err, "configuration not published; the previous one keeps serving", "class", p.Name)
+			continue
+		}
+		published++
+	}
+	c.xds.Forget(wanted)
+	st.Duration = time.Since(start)
+	st.Published = len(st.Errors) == 0
+	c.metrics.bind.Observe(bound.Sub(start).Seconds())
+	c.metrics.build.Observe(st.Duration.Seconds())
+	c.metrics.resources.Set(float64(res.Len()))
+	c.stateMu.Lock()
+	c.state = st
+	c.stateMu.Unlock()
+	if c.sink != nil {
+		c.sink.Update(ctx, result.Statuses)
+	}
+	c.log.V(1).Info("configuration built", "classes", published, "resources", res.Len(), "duration", st.Duration)
+	if published > 0 || len(wanted) == 0 {
+		c.once.Do(func() { close(c.ready) })
+	}
+}
+
+func (c *Controller) publish(ctx context.Context, p *ir.Proxy, st *State) error {
+	tr, err := translate.Translate(p, c.opts.Translate)
+	if err != nil {
+		return fmt.Errorf("translating: %w", err)
+	}
+	snap, err := c.xds.Publish(ctx, p.Name, tr)
+	if err != nil {
+		return err
+	}
+	st.Versions[p.Name] = snap.Version()
+	c.metrics.pushes.Inc()
+	return nil
+}

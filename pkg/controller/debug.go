@@ -1,0 +1,196 @@
+package controller
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"sort"
+	"strings"
+
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/proto"
+	"sigs.k8s.io/yaml"
+
+	"github.com/portico-gateway/portico/pkg/configdump"
+	"github.com/portico-gateway/portico/pkg/ir"
+)
+
+// DebugHandler serves the controller's introspection endpoints:
+//
+//	/debug/ir?class=      the bound IR per proxy class (YAML; keys redacted)
+//	/debug/status         every resource's status (YAML)
+//	/debug/proxies        connected proxies and whether they are in sync
+//	/debug/config_dump?class=  what a class is sent, in Envoy's dump shape
+//	/healthz /readyz /metrics
+func (c *Controller) DebugHandler(gatherer prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-c.Ready():
+			fmt.Fprintln(w, "ok")
+		default:
+			http.Error(w, "no configuration built yet", http.StatusServiceUnavailable)
+		}
+	})
+	if gatherer != nil {
+		mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	}
+	mux.HandleFunc("/debug/ir", c.serveIR)
+	mux.HandleFunc("/debug/status", c.serveStatus)
+	mux.HandleFunc("/debug/proxies", c.serveProxies)
+	mux.HandleFunc("/debug/config_dump", c.serveConfigDump)
+	mux.HandleFunc("/debug/", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "/debug/ir?class=NAME\n/debug/status\n/debug/proxies\n/debug/config_dump?class=NAME&resource=&name_regex=\n/metrics /healthz /readyz")
+	})
+	return mux
+}
+
+func writeYAML(w http.ResponseWriter, v any) {
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/yaml")
+	w.Write(b)
+}
+
+func (c *Controller) serveIR(w http.ResponseWriter, r *http.Request) {
+	st := c.State()
+	if st == nil {
+		http.Error(w, "no configuration built yet", http.StatusServiceUnavailable)
+		return
+	}
+	class := r.URL.Query().Get("class")
+	var out []*ir.Proxy
+	for _, p := range st.Result.Proxies {
+		if class == "" || p.Name == class {
+			out = append(out, redactIR(p))
+		}
+	}
+	writeYAML(w, map[string]any{"proxies": out, "errors": st.Errors, "versions": st.Versions, "builtAt": st.BuiltAt, "duration": st.Duration.String()})
+}
+
+// redactIR copies a proxy with private keys removed.
+func redactIR(p *ir.Proxy) *ir.Proxy {
+	cp := *p
+	cp.Secrets = nil
+	for _, s := range p.Secrets {
+		sc := *s
+		if s.Inline != nil {
+			in := *s.Inline
+			if len(in.PrivateKey) > 0 {
+				in.PrivateKey = []byte("[redacted]")
+			}
+			sc.Inline = &in
+		}
+		cp.Secrets = append(cp.Secrets, &sc)
+	}
+	return &cp
+}
+
+func (c *Controller) serveStatus(w http.ResponseWriter, _ *http.Request) {
+	st := c.State()
+	if st == nil {
+		http.Error(w, "no configuration built yet", http.StatusServiceUnavailable)
+		return
+	}
+	writeYAML(w, map[string]any{"statuses": st.Result.Statuses, "invalid": st.Resources.Invalid})
+}
+
+// serveProxies is the equivalent of `istioctl proxy-status`.
+func (c *Controller) serveProxies(w http.ResponseWriter, _ *http.Request) {
+	type row struct {
+		ID      string            `json:"id"`
+		Class   string            `json:"class"`
+		Synced  map[string]string `json:"types"`
+		Version string            `json:"sent"`
+		Nacked  map[string]string `json:"nacked,omitempty"`
+	}
+	var rows []row
+	for _, n := range c.xds.Nodes() {
+		rw := row{ID: n.ID, Class: n.Class, Version: n.Sent, Nacked: n.Nacked, Synced: map[string]string{}}
+		snap, err := c.xds.Snapshot(n.Class)
+		for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType, resourcev3.SecretType} {
+			short := typ[strings.LastIndex(typ, ".")+1:]
+			switch {
+			case err != nil:
+				rw.Synced[short] = "NOT SENT"
+			case n.Nacked[typ] != "":
+				rw.Synced[short] = "STALE (NACKED)"
+			case n.Acked[typ] == snap.Versions[typ]:
+				rw.Synced[short] = "SYNCED"
+			default:
+				rw.Synced[short] = "STALE"
+			}
+		}
+		rows = append(rows, rw)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(rows)
+}
+
+func (c *Controller) serveConfigDump(w http.ResponseWriter, r *http.Request) {
+	class := r.URL.Query().Get("class")
+	if class == "" {
+		if st := c.State(); st != nil && len(st.Versions) == 1 {
+			for k := range st.Versions {
+				class = k
+			}
+		}
+	}
+	snap, err := c.xds.Snapshot(class)
+	if err != nil {
+		var classes []string
+		if st := c.State(); st != nil {
+			for k := range st.Versions {
+				classes = append(classes, k)
+			}
+		}
+		sort.Strings(classes)
+		http.Error(w, fmt.Sprintf("no snapshot for class %q; classes: %s", class, strings.Join(classes, " | ")), http.StatusNotFound)
+		return
+	}
+	q := configdump.Query{Resource: r.URL.Query().Get("resource"), IncludeEDS: r.URL.Query().Has("include_eds")}
+	if re := r.URL.Query().Get("name_regex"); re != "" {
+		q.NameRegex, err = regexp.Compile(re)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+	}
+	entries := func(typ string) []configdump.Entry {
+		var out []configdump.Entry
+		for name, res := range snap.GetResources(typ) {
+			out = append(out, configdump.Entry{Name: name, Resource: res.(proto.Message), Version: snap.Versions[typ]})
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+		return out
+	}
+	in := configdump.Input{
+		ClustersVersion: snap.Versions[resourcev3.ClusterType],
+		Clusters:        entries(resourcev3.ClusterType),
+		Listeners:       entries(resourcev3.ListenerType),
+		Routes:          entries(resourcev3.RouteType),
+		Secrets:         entries(resourcev3.SecretType),
+		Endpoints:       entries(resourcev3.EndpointType),
+	}
+	cd, err := configdump.Build(in, q)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	b, err := configdump.Marshal(cd)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
+}

@@ -1,0 +1,53 @@
+package controller
+
+import (
+	"context"
+	"reflect"
+	"sync"
+
+	"github.com/go-logr/logr"
+
+	"github.com/portico-gateway/portico/pkg/resource"
+	"github.com/portico-gateway/portico/pkg/status"
+)
+
+// LogSink reports statuses in the log, once per change: standalone mode has
+// no API server to write them to (they are also on /debug/status).
+type LogSink struct {
+	log  logr.Logger
+	mu   sync.Mutex
+	last map[resource.Key]*status.Status
+}
+
+// NewLogSink returns a sink logging to log.
+func NewLogSink(log logr.Logger) *LogSink {
+	return &LogSink{log: log, last: map[resource.Key]*status.Status{}}
+}
+
+// Update implements StatusSink.
+func (s *LogSink) Update(_ context.Context, statuses []*status.Status) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[resource.Key]bool{}
+	for _, st := range statuses {
+		seen[st.Key] = true
+		if old, ok := s.last[st.Key]; ok && reflect.DeepEqual(old.Conditions, st.Conditions) && reflect.DeepEqual(old.Messages, st.Messages) {
+			continue
+		}
+		s.last[st.Key] = st
+		acc := st.Condition(status.Accepted)
+		kv := []any{"resource", st.Key.String(), "accepted", acc.Status, "reason", acc.Reason, "generation", st.ObservedGeneration}
+		if len(st.Messages) == 0 {
+			s.log.Info("status", kv...)
+			continue
+		}
+		for _, m := range st.Messages {
+			s.log.Info("status", append(kv, "code", m.Code.ID, "level", string(m.Level), "field", m.Field, "message", m.Message)...)
+		}
+	}
+	for k := range s.last {
+		if !seen[k] {
+			delete(s.last, k)
+		}
+	}
+}

@@ -1,0 +1,279 @@
+package file
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/portico-gateway/portico/pkg/resource"
+)
+
+func vs(name, host string) string {
+	return fmt.Sprintf(`apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: %s}
+spec:
+  hosts: [%s]
+  gateways: [gw]
+  http: [{route: [{destination: {host: web}}]}]
+`, name, host)
+}
+
+// watch runs a provider and records every snapshot it publishes.
+type watch struct {
+	mu    sync.Mutex
+	snaps []*resource.Resources
+	cond  chan struct{}
+}
+
+func startProvider(t *testing.T, dir string) *watch {
+	t.Helper()
+	w := &watch{cond: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := New(dir, logr.Discard(), Options{Holdoff: 30 * time.Millisecond, MaxDelay: 200 * time.Millisecond})
+	done := make(chan error, 1)
+	go func() {
+		done <- p.Run(ctx, func(r *resource.Resources) {
+			w.mu.Lock()
+			w.snaps = append(w.snaps, r)
+			w.mu.Unlock()
+			select {
+			case w.cond <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	w.await(t, "initial snapshot", func(*resource.Resources) bool { return true })
+	return w
+}
+
+func (w *watch) latest() *resource.Resources {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.snaps) == 0 {
+		return nil
+	}
+	return w.snaps[len(w.snaps)-1]
+}
+
+func (w *watch) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.snaps)
+}
+
+// await waits (with a deadline) until the latest snapshot satisfies ok.
+func (w *watch) await(t *testing.T, what string, ok func(*resource.Resources) bool) *resource.Resources {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		if r := w.latest(); r != nil && ok(r) {
+			return r
+		}
+		select {
+		case <-w.cond:
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s; latest: %s", what, describe(w.latest()))
+		}
+	}
+}
+
+func describe(r *resource.Resources) string {
+	if r == nil {
+		return "none"
+	}
+	var parts []string
+	for _, v := range r.VirtualServices {
+		parts = append(parts, fmt.Sprintf("%s=%v@%d", v.Name, v.Spec.Hosts, v.Generation))
+	}
+	for _, i := range r.Invalid {
+		parts = append(parts, "invalid:"+i.Error)
+	}
+	return strings.Join(parts, "; ")
+}
+
+func hostOf(r *resource.Resources, name string) string {
+	for _, v := range r.VirtualServices {
+		if v.Name == name && len(v.Spec.Hosts) > 0 {
+			return v.Spec.Hosts[0]
+		}
+	}
+	return ""
+}
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestInitialLoadRecursiveAndMultiDocument(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "a.yaml"), vs("a", "a.example.com")+"---\n"+vs("b", "b.example.com"))
+	write(t, filepath.Join(dir, "team", "nested", "c.yml"), vs("c", "c.example.com"))
+	write(t, filepath.Join(dir, "README.md"), "not config")
+	write(t, filepath.Join(dir, ".hidden", "d.yaml"), vs("d", "d.example.com"))
+	w := startProvider(t, dir)
+	r := w.latest()
+	if got := describe(r); len(r.VirtualServices) != 3 || hostOf(r, "c") != "c.example.com" {
+		t.Fatalf("loaded %s", got)
+	}
+	for _, v := range r.VirtualServices {
+		if v.Generation != 1 || v.Namespace != "default" {
+			t.Errorf("%s: generation %d namespace %q", v.Name, v.Generation, v.Namespace)
+		}
+	}
+}
+
+func TestEditorRenameOverAndGenerations(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "vs.yaml")
+	write(t, path, vs("a", "one.example.com"))
+	w := startProvider(t, dir)
+
+	// Like vim or an IDE: write a temporary file, rename it over.
+	tmp := filepath.Join(dir, ".vs.yaml.swp")
+	write(t, tmp, vs("a", "two.example.com"))
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	r := w.await(t, "renamed-over content", func(r *resource.Resources) bool { return hostOf(r, "a") == "two.example.com" })
+	if g := r.VirtualServices[0].Generation; g != 2 {
+		t.Errorf("generation after a change = %d, want 2", g)
+	}
+	// Touching the file without changing it keeps the generation.
+	write(t, path, vs("a", "two.example.com")+"\n# a comment\n")
+	before := w.count()
+	w.await(t, "reload after touch", func(*resource.Resources) bool { return w.count() > before })
+	if g := w.latest().VirtualServices[0].Generation; g != 2 {
+		t.Errorf("generation after a no-op edit = %d, want 2", g)
+	}
+}
+
+func TestPartialWriteKeepsLastGoodVersion(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "vs.yaml")
+	full := vs("a", "good.example.com")
+	write(t, path, full)
+	w := startProvider(t, dir)
+
+	// A writer that has written only part of the file.
+	write(t, path, full[:len(full)-25])
+	r := w.await(t, "the partial write reported", func(r *resource.Resources) bool { return len(r.Invalid) > 0 })
+	if hostOf(r, "a") != "good.example.com" {
+		t.Fatalf("last good version not kept: %s", describe(r))
+	}
+	if e := r.Invalid[0]; e.Source != "vs.yaml" || !strings.Contains(e.Error, "vs.yaml: document 0") {
+		t.Errorf("error should name file and document: %+v", e)
+	}
+	// A document with a typo names the field.
+	write(t, path, strings.Replace(vs("a", "typo.example.com"), "hosts:", "hostz:", 1))
+	r = w.await(t, "the typo reported", func(r *resource.Resources) bool {
+		return len(r.Invalid) > 0 && strings.Contains(r.Invalid[0].Error, "spec.hostz")
+	})
+	if r.Invalid[0].Key.Name != "a" || hostOf(r, "a") != "good.example.com" {
+		t.Fatalf("typo: %s", describe(r))
+	}
+	// The writer finishes: the new version replaces the old one.
+	write(t, path, vs("a", "new.example.com"))
+	w.await(t, "the completed write", func(r *resource.Resources) bool { return hostOf(r, "a") == "new.example.com" && len(r.Invalid) == 0 })
+}
+
+// TestKubernetesConfigMapSwap reproduces how the kubelet updates a mounted
+// ConfigMap: files are symlinks into "..data", which is itself a symlink
+// swapped atomically to a new timestamped directory.
+func TestKubernetesConfigMapSwap(t *testing.T) {
+	dir := t.TempDir()
+	mkVersion := func(name, host string) {
+		write(t, filepath.Join(dir, name, "vs.yaml"), vs("a", host))
+	}
+	mkVersion("..2026_01_01_00_00_00.000000001", "v1.example.com")
+	if err := os.Symlink("..2026_01_01_00_00_00.000000001", filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("..data/vs.yaml", filepath.Join(dir, "vs.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	w := startProvider(t, dir)
+	if hostOf(w.latest(), "a") != "v1.example.com" {
+		t.Fatalf("initial: %s", describe(w.latest()))
+	}
+	mkVersion("..2026_01_01_00_01_00.000000002", "v2.example.com")
+	if err := os.Symlink("..2026_01_01_00_01_00.000000002", filepath.Join(dir, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(filepath.Join(dir, "..2026_01_01_00_00_00.000000001"))
+	w.await(t, "the swapped version", func(r *resource.Resources) bool { return hostOf(r, "a") == "v2.example.com" })
+	if n := len(w.latest().VirtualServices); n != 1 {
+		t.Errorf("the hidden versioned directories must not be read as config: %d VirtualServices", n)
+	}
+}
+
+func TestRemovalAndNewDirectories(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "a.yaml"), vs("a", "a.example.com"))
+	write(t, filepath.Join(dir, "sub", "b.yaml"), vs("b", "b.example.com"))
+	w := startProvider(t, dir)
+
+	write(t, filepath.Join(dir, "new", "deeper", "c.yaml"), vs("c", "c.example.com"))
+	w.await(t, "a file in a new directory", func(r *resource.Resources) bool { return hostOf(r, "c") != "" })
+	if err := os.Remove(filepath.Join(dir, "a.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	w.await(t, "a removed file's objects gone", func(r *resource.Resources) bool { return hostOf(r, "a") == "" })
+	if err := os.RemoveAll(filepath.Join(dir, "sub")); err != nil {
+		t.Fatal(err)
+	}
+	r := w.await(t, "a removed directory's objects gone", func(r *resource.Resources) bool { return hostOf(r, "b") == "" })
+	if hostOf(r, "c") == "" {
+		t.Fatal("unrelated objects were lost")
+	}
+}
+
+func TestDuplicateObjectsReported(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "1.yaml"), vs("a", "first.example.com"))
+	write(t, filepath.Join(dir, "2.yaml"), vs("a", "second.example.com"))
+	w := startProvider(t, dir)
+	r := w.latest()
+	if hostOf(r, "a") != "first.example.com" || len(r.Invalid) != 1 || !strings.Contains(r.Invalid[0].Error, "also defined in 1.yaml") {
+		t.Fatalf("duplicates: %s", describe(r))
+	}
+}
+
+func TestBurstsAreBatched(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "vs.yaml")
+	write(t, path, vs("a", "h0.example.com"))
+	w := startProvider(t, dir)
+	before := w.count()
+	const writes = 30
+	for i := 1; i <= writes; i++ {
+		write(t, path, vs("a", fmt.Sprintf("h%d.example.com", i)))
+		time.Sleep(5 * time.Millisecond) // a writer's pace, not synchronisation
+	}
+	w.await(t, "the last write", func(r *resource.Resources) bool { return hostOf(r, "a") == fmt.Sprintf("h%d.example.com", writes) })
+	if n := w.count() - before; n >= writes/2 {
+		t.Errorf("%d writes caused %d reloads; events are not batched", writes, n)
+	}
+}

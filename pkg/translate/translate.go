@@ -1,0 +1,171 @@
+// Package translate turns a proxy's IR into Envoy v3 resources. It is a pure
+// function: the same IR always yields byte-identical resources. Names follow
+// Istio (listeners 0.0.0.0_80, route configs http.80, clusters
+// outbound|80||host, secrets kubernetes://name) and every resource carries
+// metadata naming the Istio resources it came from.
+//
+// The Go edge proxy (pkg/proxy) implements exactly the subset of Envoy's API
+// emitted here; anything added here must be honoured there (or NACKed).
+package translate
+
+import (
+	"fmt"
+	"sort"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/portico-gateway/portico/pkg/ir"
+)
+
+// Options tune translation.
+type Options struct {
+	// SystemCAPath is where upstream certificates are verified when a
+	// DestinationRule originates TLS without caCertificates (Istio's
+	// VERIFY_CERTIFICATE_AT_CLIENT behaviour).
+	SystemCAPath string
+	// ServerName is the value of the "server" response header.
+	ServerName string
+	// DisableAccessLog turns off the stdout access log.
+	DisableAccessLog bool
+}
+
+// DefaultSystemCAPath is Debian's CA bundle, which Istio's proxy image uses too.
+const DefaultSystemCAPath = "/etc/ssl/certs/ca-certificates.crt"
+
+// Resources are one proxy's Envoy resources, each list sorted by name.
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+	Endpoints []*endpointv3.ClusterLoadAssignment
+	Secrets   []*tlsv3.Secret
+}
+
+// Count returns the number of resources.
+func (r *Resources) Count() int {
+	return len(r.Listeners) + len(r.Routes) + len(r.Clusters) + len(r.Endpoints) + len(r.Secrets)
+}
+
+// Translate converts one proxy's IR. It fails only on IR that binding
+// should never produce (a bug, reported with the resource it came from).
+func Translate(p *ir.Proxy, opts Options) (*Resources, error) {
+	if opts.SystemCAPath == "" {
+		opts.SystemCAPath = DefaultSystemCAPath
+	}
+	if opts.ServerName == "" {
+		opts.ServerName = "istio-envoy"
+	}
+	t := &translator{opts: opts}
+	out := &Resources{}
+	for _, l := range p.Listeners {
+		lis, err := t.listener(l)
+		if err != nil {
+			return nil, fmt.Errorf("listener %s (from %s): %w", l.Name, refList(l.Sources), err)
+		}
+		out.Listeners = append(out.Listeners, lis)
+	}
+	for _, rc := range p.RouteConfigs {
+		r, err := t.routeConfig(rc)
+		if err != nil {
+			return nil, fmt.Errorf("route configuration %s: %w", rc.Name, err)
+		}
+		out.Routes = append(out.Routes, r)
+	}
+	for _, c := range p.Clusters {
+		cl, cla, err := t.cluster(c)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %s (from %s): %w", c.Name, refList(c.Sources), err)
+		}
+		out.Clusters = append(out.Clusters, cl)
+		if cla != nil {
+			out.Endpoints = append(out.Endpoints, cla)
+		}
+	}
+	for _, s := range p.Secrets {
+		sec, err := secret(s)
+		if err != nil {
+			return nil, fmt.Errorf("secret %s (from %s): %w", s.Name, refList(s.Sources), err)
+		}
+		out.Secrets = append(out.Secrets, sec)
+	}
+	sort.Slice(out.Listeners, func(i, j int) bool { return out.Listeners[i].Name < out.Listeners[j].Name })
+	sort.Slice(out.Routes, func(i, j int) bool { return out.Routes[i].Name < out.Routes[j].Name })
+	sort.Slice(out.Clusters, func(i, j int) bool { return out.Clusters[i].Name < out.Clusters[j].Name })
+	sort.Slice(out.Endpoints, func(i, j int) bool { return out.Endpoints[i].ClusterName < out.Endpoints[j].ClusterName })
+	sort.Slice(out.Secrets, func(i, j int) bool { return out.Secrets[i].Name < out.Secrets[j].Name })
+	return out, nil
+}
+
+type translator struct {
+	opts Options
+}
+
+func refList(refs []ir.Ref) string {
+	if len(refs) == 0 {
+		return "no source"
+	}
+	s := refs[0].String()
+	for _, r := range refs[1:] {
+		s += ", " + r.String()
+	}
+	return s
+}
+
+// toAny packs a message; packing a generated message cannot fail.
+func toAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic(fmt.Sprintf("packing %T: %v", m, err))
+	}
+	return a
+}
+
+// adsSource is the config source of everything but listeners and clusters:
+// the same ADS stream.
+func adsSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+	}
+}
+
+// Metadata namespaces. "istio" keeps Istio's keys so its tools work;
+// "portico" lists every source.
+const (
+	metaIstio   = "istio"
+	metaPortico = "portico"
+)
+
+// sourceMetadata names the resources an object came from.
+func sourceMetadata(refs []ir.Ref, extra map[string]*structpb.Value) *corev3.Metadata {
+	if len(refs) == 0 && len(extra) == 0 {
+		return nil
+	}
+	md := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{}}
+	istio := &structpb.Struct{Fields: map[string]*structpb.Value{}}
+	for k, v := range extra {
+		istio.Fields[k] = v
+	}
+	if len(refs) > 0 {
+		if _, ok := istio.Fields["config"]; !ok {
+			istio.Fields["config"] = structpb.NewStringValue(refs[0].ConfigPath())
+		}
+		list := make([]*structpb.Value, len(refs))
+		for i, r := range refs {
+			list[i] = structpb.NewStringValue(r.String())
+		}
+		md.FilterMetadata[metaPortico] = &structpb.Struct{Fields: map[string]*structpb.Value{
+			"sources": structpb.NewListValue(&structpb.ListValue{Values: list}),
+		}}
+	}
+	md.FilterMetadata[metaIstio] = istio
+	return md
+}

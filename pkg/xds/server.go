@@ -1,0 +1,339 @@
+// Package xds serves Envoy configuration over gRPC with go-control-plane:
+// one validated snapshot per class of proxies (proxies with the same
+// labels), the aggregated stream in both state-of-the-world and delta
+// flavours, and a registry of connected proxies with what they acknowledged.
+package xds
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/portico-gateway/portico/pkg/translate"
+)
+
+// Node metadata keys, as Istio's proxies send them.
+const (
+	MetadataLabels    = "LABELS"
+	MetadataNamespace = "NAMESPACE"
+)
+
+// NodeLabels reads a proxy's labels from its node metadata.
+func NodeLabels(n *corev3.Node) map[string]string {
+	out := map[string]string{}
+	for k, v := range n.GetMetadata().GetFields()[MetadataLabels].GetStructValue().GetFields() {
+		out[k] = v.GetStringValue()
+	}
+	return out
+}
+
+// ClassFunc names the class of a label set (gateway.ClassName).
+type ClassFunc func(labels map[string]string) string
+
+// Server is the xDS server.
+type Server struct {
+	log       logr.Logger
+	cache     cachev3.SnapshotCache
+	className ClassFunc
+	valid     validated
+
+	mu sync.Mutex
+	// nodes by node ID; streams map stream IDs to node IDs.
+	nodes     map[string]*Node
+	streams   map[int64]string
+	published map[string]*Snapshot // by class
+	classes   map[string]map[string]string
+	// changed is signalled (never blocking) when a proxy of a class with no
+	// snapshot connects, so the controller builds that class.
+	changed chan struct{}
+}
+
+// Node is what the server knows about one connected proxy.
+type Node struct {
+	ID          string            `json:"id"`
+	Cluster     string            `json:"cluster,omitempty"`
+	Class       string            `json:"class"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Streams     int               `json:"streams"`
+	ConnectedAt time.Time         `json:"connected_at"`
+	// Acked and Nacked hold, per type URL, the last version the proxy
+	// accepted and the last error it reported.
+	Acked  map[string]string `json:"acked,omitempty"`
+	Nacked map[string]string `json:"nacked,omitempty"`
+	// Sent is the class snapshot version last given to the proxy.
+	Sent string `json:"sent,omitempty"`
+}
+
+// NewServer returns a server with an empty cache.
+func NewServer(log logr.Logger, className ClassFunc) *Server {
+	s := &Server{
+		log:       log,
+		className: className,
+		valid:     validated{seen: map[string]struct{}{}},
+		nodes:     map[string]*Node{},
+		streams:   map[int64]string{},
+		published: map[string]*Snapshot{},
+		classes:   map[string]map[string]string{},
+		changed:   make(chan struct{}, 1),
+	}
+	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log.WithName("cache").V(2)})
+	return s
+}
+
+// Changed is signalled when a proxy of an unbuilt class connects.
+func (s *Server) Changed() <-chan struct{} { return s.changed }
+
+// Classes returns the label sets of connected proxies.
+func (s *Server) Classes() []map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.classes))
+	for n := range s.classes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	out := make([]map[string]string, 0, len(names))
+	for _, n := range names {
+		out = append(out, maps.Clone(s.classes[n]))
+	}
+	return out
+}
+
+// Nodes returns a copy of the registry, sorted by ID.
+func (s *Server) Nodes() []Node {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Node, 0, len(s.nodes))
+	for _, n := range s.nodes {
+		c := *n
+		c.Labels, c.Acked, c.Nacked = maps.Clone(n.Labels), maps.Clone(n.Acked), maps.Clone(n.Nacked)
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Snapshot returns the snapshot last published for a class.
+func (s *Server) Snapshot(class string) (*Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap, ok := s.published[class]
+	if !ok {
+		return nil, ErrNoSnapshot
+	}
+	return snap, nil
+}
+
+// Publish validates resources for a class and, if they are valid, hands
+// them to every proxy of the class. An invalid set is never published: the
+// error names the offending resource and its sources, and the previous
+// snapshot keeps serving.
+func (s *Server) Publish(ctx context.Context, class string, res *translate.Resources) (*Snapshot, error) {
+	snap, err := s.valid.NewSnapshot(res)
+	if err != nil {
+		return nil, fmt.Errorf("class %s: %w", class, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.published[class]; ok && old.Version() == snap.Version() {
+		return old, nil
+	}
+	s.published[class] = snap
+	for _, n := range s.nodes {
+		if n.Class == class {
+			if err := s.cache.SetSnapshot(ctx, n.ID, snap.Snapshot); err != nil {
+				return nil, fmt.Errorf("setting snapshot for %s: %w", n.ID, err)
+			}
+			n.Sent = snap.Version()
+		}
+	}
+	return snap, nil
+}
+
+// Forget drops snapshots of classes no longer built.
+func (s *Server) Forget(keep map[string]bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for class := range s.published {
+		if !keep[class] && !s.hasNodes(class) {
+			delete(s.published, class)
+		}
+	}
+}
+
+func (s *Server) hasNodes(class string) bool {
+	for _, n := range s.nodes {
+		if n.Class == class {
+			return true
+		}
+	}
+	return false
+}
+
+// register records a proxy on its first request on a stream.
+func (s *Server) register(streamID int64, node *corev3.Node) {
+	if node == nil || node.GetId() == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.streams[streamID]; ok {
+		return
+	}
+	s.streams[streamID] = node.GetId()
+	n, ok := s.nodes[node.GetId()]
+	if ok {
+		n.Streams++
+		return
+	}
+	labels := NodeLabels(node)
+	class := s.className(labels)
+	n = &Node{ID: node.GetId(), Cluster: node.GetCluster(), Class: class, Labels: labels, Streams: 1,
+		ConnectedAt: time.Now(), Acked: map[string]string{}, Nacked: map[string]string{}}
+	s.nodes[n.ID] = n
+	s.log.Info("proxy connected", "node", n.ID, "class", class)
+	if _, known := s.classes[class]; !known {
+		s.classes[class] = labels
+	}
+	if snap, ok := s.published[class]; ok {
+		if err := s.cache.SetSnapshot(context.Background(), n.ID, snap.Snapshot); err != nil {
+			s.log.Error(err, "setting snapshot", "node", n.ID)
+		}
+		n.Sent = snap.Version()
+		return
+	}
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Server) unregister(streamID int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id, ok := s.streams[streamID]
+	if !ok {
+		return
+	}
+	delete(s.streams, streamID)
+	n := s.nodes[id]
+	if n == nil {
+		return
+	}
+	n.Streams--
+	if n.Streams > 0 {
+		return
+	}
+	delete(s.nodes, id)
+	s.cache.ClearSnapshot(id)
+	s.log.Info("proxy disconnected", "node", id, "class", n.Class)
+	if !s.hasNodes(n.Class) {
+		delete(s.classes, n.Class)
+	}
+}
+
+// record notes an ACK or NACK from a proxy.
+func (s *Server) record(streamID int64, typeURL, version, nonce string, errDetail string) {
+	if nonce == "" {
+		return // initial request, not a response to anything
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.nodes[s.streams[streamID]]
+	if n == nil {
+		return
+	}
+	if errDetail != "" {
+		n.Nacked[typeURL] = errDetail
+		s.log.Info("proxy rejected configuration (NACK)", "node", n.ID, "type", typeURL, "error", errDetail)
+		return
+	}
+	n.Acked[typeURL] = version
+	delete(n.Nacked, typeURL)
+}
+
+// callbacks adapts the server to go-control-plane's stream callbacks.
+func (s *Server) callbacks() serverv3.Callbacks {
+	return serverv3.CallbackFuncs{
+		StreamRequestFunc: func(id int64, r *discoveryv3.DiscoveryRequest) error {
+			s.register(id, r.GetNode())
+			s.record(id, r.GetTypeUrl(), r.GetVersionInfo(), r.GetResponseNonce(), r.GetErrorDetail().GetMessage())
+			return nil
+		},
+		StreamClosedFunc: func(id int64, _ *corev3.Node) { s.unregister(id) },
+		StreamDeltaRequestFunc: func(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
+			s.register(id, r.GetNode())
+			s.record(id, r.GetTypeUrl(), "", r.GetResponseNonce(), r.GetErrorDetail().GetMessage())
+			return nil
+		},
+		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.unregister(id) },
+	}
+}
+
+// Register adds the ADS and per-type discovery services to a gRPC server.
+func (s *Server) Register(ctx context.Context, g *grpc.Server) {
+	x := serverv3.NewServer(ctx, s.cache, s.callbacks())
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, x)
+	clusterservice.RegisterClusterDiscoveryServiceServer(g, x)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(g, x)
+	listenerservice.RegisterListenerDiscoveryServiceServer(g, x)
+	routeservice.RegisterRouteDiscoveryServiceServer(g, x)
+	secretservice.RegisterSecretDiscoveryServiceServer(g, x)
+}
+
+// NewGRPCServer returns a gRPC server tuned for long-lived xDS streams.
+func NewGRPCServer() *grpc.Server {
+	return grpc.NewServer(
+		grpc.MaxConcurrentStreams(100000),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
+	)
+}
+
+// Serve runs the xDS gRPC server on lis until ctx ends.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	g := NewGRPCServer()
+	s.Register(ctx, g)
+	errc := make(chan error, 1)
+	go func() { errc <- g.Serve(lis) }()
+	select {
+	case <-ctx.Done():
+		stopped := make(chan struct{})
+		go func() { g.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(5 * time.Second):
+			g.Stop()
+		}
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("xds server: %w", err)
+	}
+}
+
+// cacheLogger routes go-control-plane's logging through logr.
+type cacheLogger struct{ log logr.Logger }
+
+func (l cacheLogger) Debugf(format string, args ...any) { l.log.Info(fmt.Sprintf(format, args...)) }
+func (l cacheLogger) Infof(format string, args ...any)  { l.log.Info(fmt.Sprintf(format, args...)) }
+func (l cacheLogger) Warnf(format string, args ...any)  { l.log.Info(fmt.Sprintf(format, args...)) }
+func (l cacheLogger) Errorf(format string, args ...any) {
+	l.log.Error(fmt.Errorf(format, args...), "xds cache")
+}

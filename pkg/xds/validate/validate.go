@@ -1,0 +1,79 @@
+// Package validate checks Envoy resources the way Envoy would before
+// accepting them: every message's protoc-gen-validate rules (ValidateAll),
+// including messages packed in Any fields (typed_config and friends), which
+// ValidateAll alone does not look into.
+package validate
+
+import (
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	// Register every extension type pkg/translate packs into Any fields so
+	// they can be unpacked here.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+)
+
+type validator interface{ ValidateAll() error }
+
+// Deep validates m and every message packed in its Any fields.
+func Deep(m proto.Message) error {
+	return deep(m.ProtoReflect(), string(m.ProtoReflect().Descriptor().FullName()))
+}
+
+func deep(m protoreflect.Message, path string) error {
+	if v, ok := m.Interface().(validator); ok {
+		if err := v.ValidateAll(); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	var err error
+	m.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
+		if fd.Kind() != protoreflect.MessageKind && fd.Kind() != protoreflect.GroupKind {
+			return true
+		}
+		fpath := path + "." + string(fd.Name())
+		switch {
+		case fd.IsMap():
+			if fd.MapValue().Kind() != protoreflect.MessageKind {
+				return true
+			}
+			val.Map().Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
+				err = visit(v.Message(), fmt.Sprintf("%s[%v]", fpath, k.Interface()))
+				return err == nil
+			})
+		case fd.IsList():
+			l := val.List()
+			for i := 0; i < l.Len() && err == nil; i++ {
+				err = visit(l.Get(i).Message(), fmt.Sprintf("%s[%d]", fpath, i))
+			}
+		default:
+			err = visit(val.Message(), fpath)
+		}
+		return err == nil
+	})
+	return err
+}
+
+// visit descends into a message, unpacking Any first.
+func visit(m protoreflect.Message, path string) error {
+	if a, ok := m.Interface().(*anypb.Any); ok {
+		inner, err := a.UnmarshalNew()
+		if err != nil {
+			return fmt.Errorf("%s: cannot unpack %s: %w", path, a.GetTypeUrl(), err)
+		}
+		return deep(inner.ProtoReflect(), path+"<"+string(inner.ProtoReflect().Descriptor().FullName())+">")
+	}
+	return deep(m, path)
+}
