@@ -1,0 +1,168 @@
+// Command gateway-controller binds Istio Gateway, VirtualService,
+// DestinationRule and ServiceEntry resources and serves them to gateway
+// proxies as Envoy xDS.
+//
+// In standalone mode (--standalone --config-dir DIR) it reads YAML from a
+// directory and runs an embedded edge proxy: one process, nothing else
+// needed. In Kubernetes mode it watches the API server.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/portico-gateway/portico/internal/logging"
+	"github.com/portico-gateway/portico/pkg/controller"
+	"github.com/portico-gateway/portico/pkg/gateway"
+	"github.com/portico-gateway/portico/pkg/provider/file"
+	"github.com/portico-gateway/portico/pkg/resource"
+	"github.com/portico-gateway/portico/pkg/xds"
+)
+
+type config struct {
+	standalone   bool
+	configDir    string
+	xdsAddress   string
+	debugAddress string
+	logLevel     string
+	logJSON      bool
+	proxyLabels  string
+	domainSuffix string
+	embedded     embeddedProxyConfig
+	kube         kubeConfig
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	var cfg config
+	fs := flag.NewFlagSet("gateway-controller", flag.ContinueOnError)
+	fs.BoolVar(&cfg.standalone, "standalone", false, "read configuration from --config-dir instead of Kubernetes, and run an embedded edge proxy")
+	fs.StringVar(&cfg.configDir, "config-dir", "config/samples/quickstart", "standalone: directory of YAML resources (watched, recursive)")
+	fs.StringVar(&cfg.xdsAddress, "xds-address", "", "address of the xDS gRPC server (default 127.0.0.1:18000 standalone, :15010 in Kubernetes)")
+	fs.StringVar(&cfg.debugAddress, "debug-address", "127.0.0.1:15014", "address of /debug, /metrics, /healthz and /readyz (empty disables)")
+	fs.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warning, error")
+	fs.BoolVar(&cfg.logJSON, "log-json", false, "log JSON instead of text")
+	fs.StringVar(&cfg.proxyLabels, "proxy-labels", "istio=ingressgateway", "standalone: labels of the embedded proxy (k=v,k=v), matched by Gateway selectors")
+	fs.StringVar(&cfg.domainSuffix, "domain-suffix", "cluster.local", "DNS suffix completing short service names")
+	cfg.embedded.register(fs)
+	cfg.kube.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log, err := logging.New(cfg.logLevel, !cfg.logJSON)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if cfg.standalone {
+		err = runStandalone(ctx, log, cfg)
+	} else {
+		err = runKubernetes(ctx, log, cfg)
+	}
+	if err != nil {
+		log.Error(err, "gateway-controller failed")
+		return 1
+	}
+	return 0
+}
+
+// ParseLabels reads "k=v,k=v".
+func ParseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		kv = strings.TrimSpace(kv)
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("invalid label %q: want key=value", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// serveHTTP runs an HTTP server until ctx ends.
+func serveHTTP(ctx context.Context, log logr.Logger, addr string, h http.Handler) error {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	log.Info("serving", "address", lis.Addr().String())
+	if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func runStandalone(ctx context.Context, log logging.Logger, cfg config) error {
+	labels, err := ParseLabels(cfg.proxyLabels)
+	if err != nil {
+		return fmt.Errorf("--proxy-labels: %w", err)
+	}
+	if fi, err := os.Stat(cfg.configDir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("--config-dir %q is not a directory", cfg.configDir)
+	}
+	if cfg.xdsAddress == "" {
+		cfg.xdsAddress = "127.0.0.1:18000"
+	}
+	reg := newRegistry()
+	server := xds.NewServer(log.WithName("xds"), gateway.ClassName)
+	ctrl := controller.New(log.WithName("controller"), server, controller.NewLogSink(log.WithName("status")), controller.Options{
+		StaticClasses: []map[string]string{labels},
+		DomainSuffix:  cfg.domainSuffix,
+		Registerer:    reg,
+	})
+	lis, err := net.Listen("tcp", cfg.xdsAddress)
+	if err != nil {
+		return fmt.Errorf("listening for xDS on %s: %w", cfg.xdsAddress, err)
+	}
+	log.Info("standalone mode", "config-dir", cfg.configDir, "xds", lis.Addr().String(), "proxy-labels", cfg.proxyLabels)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return server.Serve(ctx, lis) })
+	g.Go(func() error { return ctrl.Run(ctx) })
+	g.Go(func() error {
+		p := file.New(cfg.configDir, log.WithName("file"), file.Options{})
+		return p.Run(ctx, func(r *resource.Resources) { ctrl.Update(r) })
+	})
+	if cfg.debugAddress != "" {
+		g.Go(func() error { return serveHTTP(ctx, log.WithName("debug"), cfg.debugAddress, ctrl.DebugHandler(reg)) })
+	}
+	if !cfg.embedded.disabled {
+		g.Go(func() error { return runEmbeddedProxy(ctx, log, cfg, lis.Addr().String(), labels, reg) })
+	}
+	return g.Wait()
+}

@@ -1,0 +1,99 @@
+// Package proxycmd holds the edge proxy's command-line options, shared by
+// cmd/edge-proxy and the proxy embedded in the controller's standalone mode.
+package proxycmd
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/portico-gateway/portico/internal/logging"
+	"github.com/portico-gateway/portico/pkg/proxy"
+)
+
+// Flags are the proxy's options as flags.
+type Flags struct {
+	NodeID       string
+	Cluster      string
+	Namespace    string
+	AdminAddress string
+	DrainTime    time.Duration
+	PortMap      string
+	SOTW         bool
+	AccessLog    string
+}
+
+// Register adds the flags to fs. Defaults suit a Kubernetes pod (POD_NAME,
+// POD_NAMESPACE from the downward API).
+func (f *Flags) Register(fs *flag.FlagSet, defaultPortMap string) {
+	host, _ := os.Hostname()
+	if v := os.Getenv("POD_NAME"); v != "" {
+		host = v
+	}
+	ns := os.Getenv("POD_NAMESPACE")
+	if ns == "" {
+		ns = "istio-system"
+	}
+	fs.StringVar(&f.NodeID, "node-id", host, "proxy node id reported to the controller")
+	fs.StringVar(&f.Cluster, "service-cluster", "istio-ingressgateway", "proxy cluster name reported to the controller")
+	fs.StringVar(&f.Namespace, "namespace", ns, "namespace the proxy runs in")
+	fs.StringVar(&f.AdminAddress, "admin-address", "127.0.0.1:15000", "address of the Envoy-compatible admin interface (empty disables)")
+	fs.DurationVar(&f.DrainTime, "drain-time", 45*time.Second, "how long replaced or removed listeners let connections finish")
+	fs.StringVar(&f.PortMap, "port-map", defaultPortMap, "remap listener ports when binding, e.g. 80:31380,443:31390 (empty: bind as configured)")
+	fs.BoolVar(&f.SOTW, "sotw", false, "use state-of-the-world xDS instead of delta xDS")
+	fs.StringVar(&f.AccessLog, "access-log", "stdout", "access log destination: stdout, stderr or off")
+}
+
+// ParsePortMap reads "80:31380,443:31390".
+func ParsePortMap(s string) (map[uint32]uint32, error) {
+	out := map[uint32]uint32{}
+	for _, kv := range strings.Split(s, ",") {
+		kv = strings.TrimSpace(kv)
+		if kv == "" {
+			continue
+		}
+		from, to, ok := strings.Cut(kv, ":")
+		f, err1 := strconv.ParseUint(from, 10, 16)
+		t, err2 := strconv.ParseUint(to, 10, 16)
+		if !ok || err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("invalid port mapping %q: want from:to", kv)
+		}
+		out[uint32(f)] = uint32(t)
+	}
+	return out, nil
+}
+
+// Options builds proxy options.
+func (f *Flags) Options(xdsAddress string, labels map[string]string, log logging.Logger) (proxy.Options, error) {
+	pm, err := ParsePortMap(f.PortMap)
+	if err != nil {
+		return proxy.Options{}, fmt.Errorf("--port-map: %w", err)
+	}
+	o := proxy.Options{
+		NodeID: f.NodeID, Cluster: f.Cluster, Namespace: f.Namespace, Labels: labels,
+		XDSAddress: xdsAddress, SOTW: f.SOTW, AdminAddress: f.AdminAddress, DrainTime: f.DrainTime, PortMap: pm,
+		SetLogLevel: func(level string) error {
+			l, err := logging.ParseLevel(level)
+			if err != nil {
+				return err
+			}
+			log.Level.SetLevel(l)
+			return nil
+		},
+		LogLevel:    func() string { return log.Level.Level().String() },
+		CommandLine: os.Args,
+	}
+	switch f.AccessLog {
+	case "stdout":
+		o.AccessLog = os.Stdout
+	case "stderr":
+		o.AccessLog = os.Stderr
+	case "off", "":
+	default:
+		return o, fmt.Errorf("--access-log: want stdout, stderr or off, got %q", f.AccessLog)
+	}
+	return o, nil
+}

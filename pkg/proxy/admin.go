@@ -1,0 +1,450 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/portico-gateway/portico/pkg/configdump"
+)
+
+func (p *Proxy) serveAdmin(ctx context.Context) error {
+	lis, err := net.Listen("tcp", p.opts.AdminAddress)
+	if err != nil {
+		return fmt.Errorf("admin: listening on %s: %w", p.opts.AdminAddress, err)
+	}
+	srv := &http.Server{Handler: p.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	p.log.Info("admin interface", "address", lis.Addr().String())
+	if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+var adminEndpoints = []struct{ path, help string }{
+	{"/certs", "print certs on machine"},
+	{"/clusters", "upstream cluster status"},
+	{"/config_dump", "dump current Envoy configs (?resource=, ?name_regex=, ?include_eds)"},
+	{"/drain_listeners", "drain listeners (POST)"},
+	{"/healthcheck/fail", "cause the server to fail health checks (POST)"},
+	{"/healthcheck/ok", "cause the server to pass health checks (POST)"},
+	{"/listeners", "print listener info (?format=json)"},
+	{"/logging", "query/change logging levels (POST ?level=debug)"},
+	{"/quitquitquit", "exit the server (POST)"},
+	{"/ready", "print server state, return 200 if LIVE, otherwise return 503"},
+	{"/server_info", "print server version/status information"},
+	{"/stats", "print server stats (?filter=, ?format=json)"},
+	{"/stats/prometheus", "print server stats in prometheus format"},
+}
+
+// AdminHandler serves Envoy's admin endpoints.
+func (p *Proxy) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+		fmt.Fprintln(w, "admin commands are:")
+		for _, e := range adminEndpoints {
+			fmt.Fprintf(w, "  %s: %s\n", e.path, e.help)
+		}
+	})
+	mux.HandleFunc("/ready", p.adminReady)
+	mux.HandleFunc("/server_info", p.adminServerInfo)
+	mux.HandleFunc("/config_dump", p.adminConfigDump)
+	mux.HandleFunc("/listeners", p.adminListeners)
+	mux.HandleFunc("/clusters", p.adminClusters)
+	mux.HandleFunc("/stats", p.adminStats)
+	mux.HandleFunc("/stats/prometheus", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		p.Stats.WritePrometheus(w)
+	})
+	mux.HandleFunc("/logging", p.adminLogging)
+	mux.HandleFunc("/certs", p.adminCerts)
+	mux.HandleFunc("/healthcheck/fail", post(func(w http.ResponseWriter, _ *http.Request) {
+		p.healthFailed.Store(true)
+		fmt.Fprintln(w, "OK")
+	}))
+	mux.HandleFunc("/healthcheck/ok", post(func(w http.ResponseWriter, _ *http.Request) {
+		p.healthFailed.Store(false)
+		fmt.Fprintln(w, "OK")
+	}))
+	mux.HandleFunc("/drain_listeners", post(func(w http.ResponseWriter, _ *http.Request) {
+		p.draining.Store(true)
+		p.Listeners.Drain()
+		fmt.Fprintln(w, "OK")
+	}))
+	mux.HandleFunc("/quitquitquit", post(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "OK")
+		p.Quit()
+	}))
+	return mux
+}
+
+// post rejects other methods, as Envoy's mutating endpoints do.
+func post(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", "POST")
+			http.Error(w, "This endpoint requires POST", http.StatusMethodNotAllowed)
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (p *Proxy) state() string {
+	switch {
+	case p.draining.Load():
+		return "DRAINING"
+	case !p.ready.Load():
+		return "PRE_INITIALIZING"
+	}
+	return "LIVE"
+}
+
+func (p *Proxy) adminReady(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	st := p.state()
+	if p.healthFailed.Load() && st == "LIVE" {
+		st = "DRAINING"
+	}
+	if st != "LIVE" {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	fmt.Fprintln(w, st)
+}
+
+func writeProto(w http.ResponseWriter, m proto.Message) {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: " ", UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
+	w.Write([]byte("\n"))
+}
+
+func (p *Proxy) adminServerInfo(w http.ResponseWriter, _ *http.Request) {
+	st := adminv3.ServerInfo_LIVE
+	switch p.state() {
+	case "DRAINING":
+		st = adminv3.ServerInfo_DRAINING
+	case "PRE_INITIALIZING":
+		st = adminv3.ServerInfo_PRE_INITIALIZING
+	}
+	up := durationpb.New(time.Since(p.started).Truncate(time.Second))
+	writeProto(w, &adminv3.ServerInfo{
+		Version: Version, State: st, UptimeCurrentEpoch: up, UptimeAllEpochs: up, HotRestartVersion: "disabled",
+		Node: p.Node(),
+		CommandLineOptions: &adminv3.CommandLineOptions{
+			ServiceNode: p.opts.NodeID, ServiceCluster: p.opts.Cluster, DrainTime: durationpb.New(p.opts.DrainTime),
+			LogLevel: p.logLevel(), AdminAddressPath: p.opts.AdminAddress,
+		},
+	})
+}
+
+func (p *Proxy) logLevel() string {
+	if p.opts.LogLevel != nil {
+		return p.opts.LogLevel()
+	}
+	return "info"
+}
+
+func entries[T any](m map[string]*compiled[T], failure *configdump.Failure) []configdump.Entry {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	out := make([]configdump.Entry, 0, len(names))
+	for _, n := range names {
+		c := m[n]
+		out = append(out, configdump.Entry{Name: n, Resource: c.msg, Version: c.version, Updated: c.updated, Error: failure})
+	}
+	return out
+}
+
+// DumpInput assembles what /config_dump shows: what is active (and, for
+// listeners, what is still warming).
+func (p *Proxy) DumpInput() configdump.Input {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clusters := map[string]*compiled[struct{}]{}
+	for n, c := range p.clusters {
+		clusters[n] = &compiled[struct{}]{msg: c.msg, version: c.version, updated: c.updated}
+	}
+	in := configdump.Input{
+		BootstrapUpdated: p.started,
+		Clusters:         entries(clusters, p.failures[resourcev3.ClusterType]),
+		Listeners:        entries(p.activeListeners, p.failures[resourcev3.ListenerType]),
+		Routes:           entries(p.activeRoutes, p.failures[resourcev3.RouteType]),
+		Secrets:          entries(p.secrets, p.failures[resourcev3.SecretType]),
+		Endpoints:        entries(p.endpoints, p.failures[resourcev3.EndpointType]),
+	}
+	if len(p.clusters) > 0 {
+		for _, c := range p.clusters {
+			in.ClustersVersion = c.version
+			break
+		}
+	}
+	in.Bootstrap = p.bootstrap()
+	return in
+}
+
+func (p *Proxy) adminConfigDump(w http.ResponseWriter, r *http.Request) {
+	q := configdump.Query{Resource: r.URL.Query().Get("resource"), IncludeEDS: r.URL.Query().Has("include_eds")}
+	if re := r.URL.Query().Get("name_regex"); re != "" {
+		var err error
+		if q.NameRegex, err = regexp.Compile(re); err != nil {
+			http.Error(w, "invalid name_regex: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+	}
+	if r.URL.Query().Has("mask") {
+		http.Error(w, "mask is not supported", http.StatusBadRequest)
+		return
+	}
+	cd, err := configdump.Build(p.DumpInput(), q)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	b, err := configdump.Marshal(cd)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
+	w.Write([]byte("\n"))
+}
+
+func (p *Proxy) adminListeners(w http.ResponseWriter, r *http.Request) {
+	var statuses []*adminv3.ListenerStatus
+	for _, name := range p.Listeners.Names() {
+		host, port, _ := net.SplitHostPort(p.Listeners.BoundAddress(name))
+		pn, _ := strconv.Atoi(port)
+		statuses = append(statuses, &adminv3.ListenerStatus{Name: name, LocalAddress: &corev3.Address{Address: &corev3.Address_SocketAddress{
+			SocketAddress: &corev3.SocketAddress{Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(pn)}}}}})
+	}
+	if r.URL.Query().Get("format") == "json" {
+		writeProto(w, &adminv3.Listeners{ListenerStatuses: statuses})
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	for _, s := range statuses {
+		sa := s.LocalAddress.GetSocketAddress()
+		fmt.Fprintf(w, "%s::%s\n", s.Name, net.JoinHostPort(sa.Address, strconv.Itoa(int(sa.GetPortValue()))))
+	}
+}
+
+func (p *Proxy) adminClusters(w http.ResponseWriter, r *http.Request) {
+	status := p.Clusters.Status()
+	if r.URL.Query().Get("format") == "json" {
+		byCluster := map[string]*adminv3.ClusterStatus{}
+		var order []string
+		for _, h := range status {
+			cs, ok := byCluster[h.Cluster]
+			if !ok {
+				cs = &adminv3.ClusterStatus{Name: h.Cluster}
+				byCluster[h.Cluster] = cs
+				order = append(order, h.Cluster)
+			}
+			host, port, _ := net.SplitHostPort(h.Addr)
+			pn, _ := strconv.Atoi(port)
+			hs := &adminv3.HostStatus{
+				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(pn)}}}},
+				Stats: []*adminv3.SimpleMetric{
+					{Name: "rq_active", Value: uint64(h.Active), Type: adminv3.SimpleMetric_GAUGE},
+					{Name: "rq_success", Value: h.Success}, {Name: "rq_error", Value: h.Errors},
+				},
+				HealthStatus: &adminv3.HostHealthStatus{FailedOutlierCheck: h.Ejected, EdsHealthStatus: healthOf(h.Healthy)},
+				Weight:       h.Weight,
+			}
+			cs.HostStatuses = append(cs.HostStatuses, hs)
+		}
+		out := &adminv3.Clusters{}
+		for _, n := range order {
+			out.ClusterStatuses = append(out.ClusterStatuses, byCluster[n])
+		}
+		writeProto(w, out)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	for _, name := range p.Clusters.Names() {
+		c := p.Clusters.Get(name)
+		l := c.Config().Limits
+		fmt.Fprintf(w, "%s::observability_name::%s\n", name, name)
+		fmt.Fprintf(w, "%s::default_priority::max_connections::%d\n", name, clampLimit(l.MaxConnections))
+		fmt.Fprintf(w, "%s::default_priority::max_pending_requests::%d\n", name, clampLimit(l.MaxPendingRequests))
+		fmt.Fprintf(w, "%s::default_priority::max_requests::%d\n", name, clampLimit(l.MaxRequests))
+		fmt.Fprintf(w, "%s::default_priority::max_retries::%d\n", name, clampLimit(l.MaxRetries))
+		for _, h := range status {
+			if h.Cluster != name {
+				continue
+			}
+			health := "healthy"
+			if h.Ejected {
+				health = "/failed_outlier_check"
+			} else if !h.Healthy {
+				health = "/failed_eds_health"
+			}
+			fmt.Fprintf(w, "%s::%s::rq_active::%d\n", name, h.Addr, h.Active)
+			fmt.Fprintf(w, "%s::%s::rq_success::%d\n", name, h.Addr, h.Success)
+			fmt.Fprintf(w, "%s::%s::rq_error::%d\n", name, h.Addr, h.Errors)
+			fmt.Fprintf(w, "%s::%s::health_flags::%s\n", name, h.Addr, health)
+			fmt.Fprintf(w, "%s::%s::weight::%d\n", name, h.Addr, h.Weight)
+		}
+	}
+}
+
+func clampLimit(v int64) int64 {
+	if v > 4294967295 {
+		return 4294967295
+	}
+	return v
+}
+
+func healthOf(ok bool) corev3.HealthStatus {
+	if ok {
+		return corev3.HealthStatus_HEALTHY
+	}
+	return corev3.HealthStatus_UNHEALTHY
+}
+
+func (p *Proxy) adminStats(w http.ResponseWriter, r *http.Request) {
+	var filter func(string) bool
+	if f := r.URL.Query().Get("filter"); f != "" {
+		re, err := regexp.Compile(f)
+		if err != nil {
+			http.Error(w, "invalid filter: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		filter = re.MatchString
+	}
+	if r.URL.Query().Has("usedonly") {
+		prev := filter
+		filter = func(n string) bool {
+			if prev != nil && !prev(n) {
+				return false
+			}
+			v, _ := p.Stats.Lookup(n)
+			return v != 0
+		}
+	}
+	if r.URL.Query().Get("format") == "json" {
+		var sb strings.Builder
+		p.Stats.WriteText(&sb, filter)
+		type stat struct {
+			Name  string `json:"name"`
+			Value any    `json:"value"`
+		}
+		var out struct {
+			Stats []stat `json:"stats"`
+		}
+		for _, line := range strings.Split(strings.TrimSpace(sb.String()), "\n") {
+			name, val, ok := strings.Cut(line, ": ")
+			if !ok {
+				continue
+			}
+			if n, err := strconv.ParseInt(val, 10, 64); err == nil {
+				out.Stats = append(out.Stats, stat{name, n})
+			} else {
+				out.Stats = append(out.Stats, stat{name, val})
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(out)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	p.Stats.WriteText(w, filter)
+}
+
+func (p *Proxy) adminLogging(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if len(q) > 0 {
+		if r.Method != http.MethodPost {
+			http.Error(w, "This endpoint requires POST", http.StatusMethodNotAllowed)
+			return
+		}
+		if p.opts.SetLogLevel == nil {
+			http.Error(w, "log level cannot be changed", http.StatusBadRequest)
+			return
+		}
+		level := q.Get("level")
+		if level == "" {
+			// "?<logger>=<level>": there is one logger tree; apply it.
+			for _, vs := range q {
+				if len(vs) > 0 {
+					level = vs[0]
+				}
+			}
+		}
+		if err := p.opts.SetLogLevel(level); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	fmt.Fprintln(w, "active loggers:")
+	for _, name := range []string{"admin", "config", "connection", "http", "router", "upstream", "xds"} {
+		fmt.Fprintf(w, "  %s: %s\n", name, p.logLevel())
+	}
+}
+
+func (p *Proxy) adminCerts(w http.ResponseWriter, _ *http.Request) {
+	out := &adminv3.Certificates{}
+	now := time.Now()
+	for _, info := range p.Secrets.Infos() {
+		c := &adminv3.Certificate{}
+		if info.Cert != nil {
+			c.CertChain = append(c.CertChain, certDetails(info.Name, info.Source, info.Cert.SerialNumber, info.Cert.DNSNames, info.Cert.NotBefore, info.Cert.NotAfter, now))
+		}
+		for _, ca := range info.CA {
+			c.CaCert = append(c.CaCert, certDetails(info.Name, info.Source, ca.SerialNumber, ca.DNSNames, ca.NotBefore, ca.NotAfter, now))
+		}
+		out.Certificates = append(out.Certificates, c)
+	}
+	writeProto(w, out)
+}
+
+func certDetails(name, source, serial string, dns []string, from, to, now time.Time) *adminv3.CertificateDetails {
+	d := &adminv3.CertificateDetails{
+		Path:                name + " (" + source + ")",
+		SerialNumber:        serial,
+		DaysUntilExpiration: uint64(max(0, to.Sub(now).Hours()/24)),
+		ValidFrom:           timestamppb.New(from),
+		ExpirationTime:      timestamppb.New(to),
+	}
+	for _, n := range dns {
+		d.SubjectAltNames = append(d.SubjectAltNames, &adminv3.SubjectAlternateName{Name: &adminv3.SubjectAlternateName_Dns{Dns: n}})
+	}
+	return d
+}

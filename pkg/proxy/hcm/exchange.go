@@ -1,0 +1,325 @@
+package hcm
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/portico-gateway/portico/pkg/proxy/accesslog"
+	"github.com/portico-gateway/portico/pkg/proxy/httpx"
+	"github.com/portico-gateway/portico/pkg/proxy/router"
+)
+
+// exchange is one request's state as it crosses the proxy.
+type exchange struct {
+	h        *Handler
+	ctx      context.Context
+	req      *httpx.Request
+	w        ResponseWriter
+	start    time.Time
+	flags    accesslog.Flags
+	status   int
+	upstream string
+	// upstreamTime is the time to the first upstream response byte.
+	upstreamTime time.Duration
+	external     bool
+	route        *router.Route
+	// respHeaders are added to any response (CORS, hash cookies).
+	extraResp []httpx.Field
+	origPath  string
+	xff, ua   string
+	requestID string
+	bytesIn   int64
+}
+
+// ServeRequest runs one request through the pipeline and reports whether
+// the connection may serve another.
+func (h *Handler) ServeRequest(ctx context.Context, req *httpx.Request, w ResponseWriter) bool {
+	x := &exchange{h: h, ctx: ctx, req: req, w: w, start: time.Now(), upstreamTime: -1}
+	if c := w.Context(); c != nil {
+		x.ctx = c
+	}
+	h.st.rqTotal.Inc()
+	h.st.bare.Inc()
+	h.st.rqActive.Inc()
+	keep := x.run()
+	h.st.rqActive.Dec()
+	h.st.rqTime.Observe(time.Since(x.start))
+	if x.status > 0 && x.status < 600 {
+		h.st.rqClass[x.status/100].Inc()
+	}
+	if h.cfg.AccessLog && h.env.AccessLog != nil {
+		x.log()
+	}
+	return keep
+}
+
+func (x *exchange) log() {
+	e := accesslog.Entry{
+		Start: x.start, Method: x.req.Method, Path: x.origPath, Protocol: x.req.Proto, Code: x.status, Flags: x.flags,
+		BytesReceived: x.bytesIn, BytesSent: x.w.Written(), Duration: time.Since(x.start), UpstreamServiceTime: x.upstreamTime,
+		ForwardedFor: x.xff, UserAgent: x.ua, RequestID: x.requestID, Authority: x.req.Authority, UpstreamHost: x.upstream,
+	}
+	if e.Path == "" {
+		e.Path = x.req.Target
+	}
+	x.h.env.AccessLog.Log(&e)
+}
+
+func (x *exchange) run() bool {
+	h, req := x.h, x.req
+	x.origPath = req.Target
+	if req.ContentLength > 0 {
+		x.bytesIn = req.ContentLength
+	}
+	if !x.edgeHeaders() {
+		return x.reply(400, "", nil) && false
+	}
+	if h.cfg.NormalizePath {
+		p, ok := normalizePath(req.Target)
+		if !ok {
+			return x.reply(400, "", nil) && false
+		}
+		req.Target = p
+	}
+	host := req.Authority
+	if h.cfg.StripAnyHostPort {
+		host = router.StripPort(host)
+	}
+	table := h.env.Routes(h.cfg.RouteConfig)
+	var vh *router.VirtualHost
+	if table != nil {
+		vh = table.VirtualHost(host)
+	}
+	if vh == nil {
+		return x.noRoute()
+	}
+	if vh.RequireTLS == router.RequireTLSAll && req.TLS == nil ||
+		vh.RequireTLS == router.RequireTLSExternalOnly && req.TLS == nil && x.external {
+		h.st.rqRedirect.Inc()
+		loc := "https://" + host + req.Target
+		return x.reply(301, "", []httpx.Field{{Name: "location", Value: loc}})
+	}
+	route := vh.Match(req)
+	if route == nil {
+		return x.noRoute()
+	}
+	x.route = route
+	if f := route.Fault; f != nil || h.cfg.Fault != nil {
+		if f == nil {
+			f = h.cfg.Fault
+		}
+		if done, keep := x.fault(f); done {
+			return keep
+		}
+	}
+	if route.CORS != nil && h.cfg.HasCORS {
+		if done, keep := x.cors(route.CORS); done {
+			return keep
+		}
+	}
+	switch route.Action {
+	case router.DirectResponse:
+		h.st.rqDirect.Inc()
+		x.applyRequestOps(nil)
+		return x.reply(route.Direct.Status, route.Direct.Body, nil)
+	case router.Redirect:
+		h.st.rqRedirect.Inc()
+		return x.reply(route.Redirect.Code, "", []httpx.Field{{Name: "location", Value: x.redirectLocation(route.Redirect, host)}})
+	}
+	return x.forward(route)
+}
+
+func (x *exchange) noRoute() bool {
+	x.h.st.noRoute.Inc()
+	x.flags |= accesslog.NoRouteFound
+	return x.reply(404, "", nil)
+}
+
+// applyRequestOps runs a route's (and a chosen cluster's) request header
+// operations: the cluster's first, so the route's win.
+func (x *exchange) applyRequestOps(wc *router.WeightedCluster) {
+	if wc != nil && !wc.RequestHeaders.Empty() {
+		wc.RequestHeaders.Apply(&x.req.Header)
+	}
+	if x.route != nil && !x.route.RequestHeaders.Empty() {
+		x.route.RequestHeaders.Apply(&x.req.Header)
+	}
+}
+
+func (x *exchange) redirectLocation(r *router.RedirectAction, host string) string {
+	scheme := x.req.Scheme
+	if r.Scheme != "" {
+		scheme = r.Scheme
+	}
+	hostname, port := host, ""
+	if orig := x.req.Authority; strings.Contains(orig, ":") && !x.h.cfg.StripAnyHostPort {
+		hostname = router.StripPort(orig)
+		port = orig[len(hostname)+1:]
+	}
+	if r.Host != "" {
+		hostname = r.Host
+	}
+	if r.Port != 0 {
+		port = strconv.Itoa(int(r.Port))
+	}
+	if r.Scheme != "" && r.Port == 0 {
+		port = "" // switching scheme drops a port from the original request
+	}
+	if port == "80" && scheme == "http" || port == "443" && scheme == "https" {
+		port = ""
+	}
+	path, query := x.req.Path(), x.req.Query()
+	switch {
+	case r.Path != "":
+		path = r.Path
+		if i := strings.IndexByte(path, '?'); i >= 0 {
+			path, query = path[:i], path[i+1:]
+		}
+	case r.PrefixRewrite != "":
+		path = x.route.RewritePrefix(path, r.PrefixRewrite)
+	}
+	if r.StripQuery {
+		query = ""
+	}
+	loc := scheme + "://" + hostname
+	if port != "" {
+		loc += ":" + port
+	}
+	loc += path
+	if query != "" {
+		loc += "?" + query
+	}
+	return loc
+}
+
+// fault applies delay and abort; it reports whether the request is done.
+func (x *exchange) fault(f *router.Fault) (done, keep bool) {
+	if f.DelayPerMillion > 0 && rand.Uint32N(1000000) < f.DelayPerMillion {
+		x.flags |= accesslog.DelayInjected
+		x.h.st.rqDelay.Inc()
+		t := time.NewTimer(f.Delay)
+		select {
+		case <-t.C:
+		case <-x.ctx.Done():
+			t.Stop()
+			x.flags |= accesslog.DownstreamConnectionTermination
+			x.status = 499
+			return true, false
+		}
+	}
+	if f.AbortPerMillion > 0 && rand.Uint32N(1000000) < f.AbortPerMillion {
+		x.flags |= accesslog.FaultInjected
+		x.h.st.rqFault.Inc()
+		if f.GRPCStatus >= 0 {
+			return true, x.reply(200, "", []httpx.Field{{Name: "content-type", Value: "application/grpc"},
+				{Name: "grpc-status", Value: strconv.Itoa(f.GRPCStatus)}, {Name: "grpc-message", Value: "fault filter abort"}})
+		}
+		return true, x.reply(f.AbortStatus, "fault filter abort", nil)
+	}
+	return false, true
+}
+
+// cors answers preflights and decorates actual responses, as Envoy's CORS
+// filter does.
+func (x *exchange) cors(c *router.CORS) (done, keep bool) {
+	origin := x.req.Header.Get("origin")
+	if origin == "" {
+		return false, true
+	}
+	allowed := c.AllowsOrigin(origin)
+	preflight := x.req.Method == "OPTIONS" && x.req.Header.Has("access-control-request-method")
+	if preflight {
+		x.h.st.rqCORSPreflight.Inc()
+		if !allowed {
+			if c.ForwardNotMatchingPreflights {
+				return false, true
+			}
+			return true, x.reply(200, "", nil)
+		}
+		hdr := []httpx.Field{{Name: "access-control-allow-origin", Value: origin}}
+		if c.AllowCredentials {
+			hdr = append(hdr, httpx.Field{Name: "access-control-allow-credentials", Value: "true"})
+		}
+		if c.AllowMethods != "" {
+			hdr = append(hdr, httpx.Field{Name: "access-control-allow-methods", Value: c.AllowMethods})
+		}
+		if c.AllowHeaders != "" {
+			hdr = append(hdr, httpx.Field{Name: "access-control-allow-headers", Value: c.AllowHeaders})
+		}
+		if c.MaxAge != "" {
+			hdr = append(hdr, httpx.Field{Name: "access-control-max-age", Value: c.MaxAge})
+		}
+		return true, x.reply(200, "", hdr)
+	}
+	if allowed {
+		x.extraResp = append(x.extraResp, httpx.Field{Name: "access-control-allow-origin", Value: origin})
+		if c.AllowCredentials {
+			x.extraResp = append(x.extraResp, httpx.Field{Name: "access-control-allow-credentials", Value: "true"})
+		}
+		if c.ExposeHeaders != "" {
+			x.extraResp = append(x.extraResp, httpx.Field{Name: "access-control-expose-headers", Value: c.ExposeHeaders})
+		}
+	}
+	return false, true
+}
+
+// reply sends a locally generated response. It reports whether the
+// connection can continue.
+func (x *exchange) reply(status int, body string, extra []httpx.Field) bool {
+	return x.h.localReply(x.w, x.req, status, body, append(extra, x.extraResp...), x)
+}
+
+// localReply writes a response the proxy generated itself.
+func (h *Handler) localReply(w ResponseWriter, req *httpx.Request, status int, body string, extra []httpx.Field, xs ...*exchange) bool {
+	if len(xs) > 0 {
+		xs[0].status = status
+	}
+	if w.Started() {
+		w.CloseAfter() // too late for a clean response: end the connection
+		return false
+	}
+	var hdr httpx.Header
+	hdr.Fields = make([]httpx.Field, 0, 4+len(extra))
+	for _, f := range extra {
+		hdr.Fields = append(hdr.Fields, f)
+	}
+	if body != "" && !hdr.Has("content-type") {
+		hdr.Add("content-type", "text/plain")
+	}
+	hdr.Add("date", httpDate())
+	hdr.Add("server", h.cfg.ServerName)
+	if x := firstOr(xs); x != nil && x.route != nil && !x.route.ResponseHeaders.Empty() {
+		x.route.ResponseHeaders.Apply(&hdr)
+	}
+	noBody := req.Method == "HEAD" || status == 204 || status == 304
+	w.WriteHeader(status, &hdr, int64(len(body)), noBody)
+	if body != "" && !noBody {
+		w.Write([]byte(body))
+	}
+	w.Finish(nil)
+	return status != 400 && status != 431
+}
+
+func firstOr(xs []*exchange) *exchange {
+	if len(xs) > 0 {
+		return xs[0]
+	}
+	return nil
+}
+
+// queryValue returns a query parameter of the request.
+func (x *exchange) queryValue(name string) (string, bool) {
+	q, err := url.ParseQuery(x.req.Query())
+	if err != nil {
+		return "", false
+	}
+	v, ok := q[name]
+	if !ok || len(v) == 0 {
+		return "", false
+	}
+	return v[0], true
+}

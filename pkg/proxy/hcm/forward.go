@@ -1,0 +1,737 @@
+package hcm
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/portico-gateway/portico/pkg/proxy/accesslog"
+	"github.com/portico-gateway/portico/pkg/proxy/httpx"
+	"github.com/portico-gateway/portico/pkg/proxy/router"
+	"github.com/portico-gateway/portico/pkg/proxy/upstream"
+)
+
+// maxReplayBody is the largest request body kept for retries and mirrors
+// (Envoy's default per-connection buffer limit is 1 MiB).
+const maxReplayBody = 1 << 20
+
+// Envoy's local reply bodies.
+const (
+	bodyNoHealthy   = "no healthy upstream"
+	bodyOverflow    = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+	bodyConnectFail = "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+	bodyReset       = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+	bodyProtocol    = "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+	bodyTimeout     = "upstream request timeout"
+	bodyNoCluster   = "cluster not found"
+)
+
+type failKind int
+
+const (
+	failNone failKind = iota
+	failConnect
+	failOverflow
+	failTimeout // per-try or global
+	failReset   // connection ended before a response
+	failProtocol
+	failCancelled // the client went away
+)
+
+// attempt is the outcome of one try.
+type attempt struct {
+	fail  failKind
+	err   error
+	conn  *upstream.Conn
+	resp  *httpx.Response
+	h2    *http.Response
+	first time.Time // first response byte
+}
+
+func pickWeighted(r *router.Route) *router.WeightedCluster {
+	if len(r.Clusters) == 1 {
+		return &r.Clusters[0]
+	}
+	n := rand.Uint32N(r.TotalWeight)
+	for i := range r.Clusters {
+		if n < r.Clusters[i].Weight {
+			return &r.Clusters[i]
+		}
+		n -= r.Clusters[i].Weight
+	}
+	return &r.Clusters[len(r.Clusters)-1]
+}
+
+// bodySource replays a buffered request body or streams it once.
+type bodySource struct {
+	buffered []byte
+	replay   bool
+	stream   io.Reader
+	length   int64 // -1 unknown
+	used     bool
+}
+
+func (b *bodySource) reader() (io.Reader, bool) {
+	if b.replay {
+		return bytes.NewReader(b.buffered), true
+	}
+	if b.used {
+		return nil, false
+	}
+	b.used = true
+	return b.stream, true
+}
+
+func (x *exchange) forward(route *router.Route) bool {
+	h, req := x.h, x.req
+	wc := pickWeighted(route)
+	x.applyRequestOps(wc)
+	req.Target = route.RewriteTarget(req.Target)
+	if h.cfg.StripAnyHostPort {
+		req.Authority = router.StripPort(req.Authority)
+	}
+	if route.Rewrite.Host != "" {
+		req.Authority = route.Rewrite.Host
+	}
+	httpx.RemoveHopByHop(&req.Header)
+	cluster := h.env.Clusters.Get(wc.Name)
+	if cluster == nil {
+		h.st.noCluster.Inc()
+		x.flags |= accesslog.NoClusterFound
+		return x.reply(503, bodyNoCluster, nil)
+	}
+	hash, hasHash := x.hashKey(route)
+	body, ok := x.prepareBody(route)
+	if !ok {
+		return x.reply(400, "", nil) && false
+	}
+	if len(route.Mirrors) > 0 && body.replay {
+		x.mirror(route, body.buffered)
+	}
+	if !cluster.AcquireRequest() {
+		cluster.Stats.RqPendingOverflow.Inc()
+		x.flags |= accesslog.UpstreamOverflow
+		return x.reply(503, bodyOverflow, nil)
+	}
+	defer cluster.ReleaseRequest()
+
+	var deadline time.Time
+	if route.Timeout > 0 {
+		deadline = x.start.Add(route.Timeout)
+	}
+	policy := route.Retry
+	retries := uint32(0)
+	if policy != nil && body.replay {
+		retries = policy.NumRetries
+	}
+	var tried []*upstream.Host
+	retried := false
+	for n := 0; ; n++ {
+		opts := upstream.PickOptions{Hash: hash, HasHash: hasHash}
+		if policy != nil && policy.PreviousHosts && len(tried) > 0 {
+			opts.Exclude = func(c *upstream.Host) bool {
+				for _, t := range tried {
+					if t == c {
+						return true
+					}
+				}
+				return false
+			}
+			opts.Attempts = policy.HostSelectionAttempts
+		}
+		host := cluster.Pick(opts)
+		if host == nil {
+			x.flags |= accesslog.NoHealthyUpstream
+			return x.reply(503, bodyNoHealthy, nil)
+		}
+		tried = append(tried, host)
+		x.upstream = host.Addr
+		cluster.Stats.RqTotal.Inc()
+		host.Active.Add(1)
+		a := x.try(cluster, host, &body, deadline, policy)
+		retriable := false
+		switch a.fail {
+		case failNone:
+			status := x.responseStatus(&a)
+			if status >= 500 {
+				cluster.Report(host, upstream.ServerError, status)
+			} else {
+				cluster.Report(host, upstream.Success, status)
+			}
+			retriable = policy != nil && policy.RetriableStatus(status, grpcStatus(&a))
+			if !retriable || uint32(n) >= retries || !cluster.AcquireRetry() {
+				if retriable {
+					x.flags |= accesslog.UpstreamRetryLimitExceeded
+				}
+				if retried && !retriable {
+					cluster.Stats.RqRetrySuccess.Inc()
+				}
+				keep := x.respond(cluster, host, &a, wc, route)
+				host.Active.Add(-1)
+				return keep
+			}
+			x.discardResponse(cluster, &a)
+		case failCancelled:
+			host.Active.Add(-1)
+			x.flags |= accesslog.DownstreamConnectionTermination
+			x.status = 499
+			return false
+		case failOverflow:
+			host.Active.Add(-1)
+			x.flags |= accesslog.UpstreamOverflow
+			return x.reply(503, bodyOverflow, nil)
+		default:
+			cluster.Report(host, upstream.LocalFailure, 0)
+			if policy != nil {
+				switch a.fail {
+				case failConnect:
+					retriable = policy.RetriableConnectFailure()
+				case failTimeout:
+					retriable = policy.On&(router.Retry5xx|router.RetryGatewayError) != 0
+				default:
+					retriable = policy.RetriableReset() || policy.On&router.RetryGatewayError != 0
+				}
+			}
+			globalTimeout := a.fail == failTimeout && !deadline.IsZero() && !time.Now().Before(deadline)
+			if globalTimeout || !retriable || uint32(n) >= retries || !cluster.AcquireRetry() {
+				host.Active.Add(-1)
+				if retriable && !globalTimeout {
+					x.flags |= accesslog.UpstreamRetryLimitExceeded
+				}
+				return x.failReply(cluster, a.fail)
+			}
+		}
+		host.Active.Add(-1)
+		retried = true
+		cluster.Stats.RqRetry.Inc()
+		ok := x.backoff(policy, n, deadline)
+		cluster.ReleaseRetry()
+		if !ok {
+			return x.failReply(cluster, failTimeout)
+		}
+	}
+}
+
+func (x *exchange) failReply(c *upstream.Cluster, f failKind) bool {
+	switch f {
+	case failConnect:
+		x.flags |= accesslog.UpstreamConnectionFailure
+		return x.reply(503, bodyConnectFail, nil)
+	case failTimeout:
+		x.flags |= accesslog.UpstreamRequestTimeout
+		c.Stats.RqTimeout.Inc()
+		x.h.st.rqTimeout.Inc()
+		return x.reply(504, bodyTimeout, nil)
+	case failProtocol:
+		x.flags |= accesslog.UpstreamProtocolError
+		return x.reply(503, bodyProtocol, nil)
+	default:
+		x.flags |= accesslog.UpstreamConnectionTermination
+		return x.reply(503, bodyReset, nil)
+	}
+}
+
+// backoff waits Envoy's jittered exponential backoff before a retry, never
+// past the deadline. It reports false when the deadline passed.
+func (x *exchange) backoff(p *router.RetryPolicy, n int, deadline time.Time) bool {
+	base := 25 * time.Millisecond
+	maxd := 250 * time.Millisecond
+	if p != nil {
+		base, maxd = p.BackoffBase, p.BackoffMax
+	}
+	ceil := base << min(n, 16)
+	if ceil > maxd || ceil <= 0 {
+		ceil = maxd
+	}
+	d := time.Duration(rand.Int64N(int64(ceil) + 1))
+	if !deadline.IsZero() {
+		if left := time.Until(deadline); left <= 0 {
+			return false
+		} else if d > left {
+			d = left
+		}
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-x.ctx.Done():
+		return false
+	}
+}
+
+// prepareBody decides whether the request body can be replayed (retries,
+// mirrors): bodies up to maxReplayBody are read into memory first.
+func (x *exchange) prepareBody(route *router.Route) (bodySource, bool) {
+	req := x.req
+	if !req.HasBody() {
+		return bodySource{replay: true, length: 0}, true
+	}
+	needReplay := route.Retry != nil && route.Retry.NumRetries > 0 || len(route.Mirrors) > 0
+	if expect := req.Header.Get("expect"); strings.EqualFold(expect, "100-continue") {
+		req.Header.Del("expect")
+		if w, ok := x.w.(*h1Writer); ok {
+			w.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+			w.bw.Flush()
+		}
+	}
+	if !needReplay || req.ContentLength > maxReplayBody {
+		return bodySource{stream: &countingReader{r: req.Body, n: &x.bytesIn}, length: req.ContentLength}, true
+	}
+	limit := int64(maxReplayBody)
+	if req.ContentLength >= 0 {
+		limit = req.ContentLength
+	}
+	buf := make([]byte, 0, min(limit, 64<<10))
+	b := bytes.NewBuffer(buf)
+	n, err := io.CopyN(b, req.Body, limit+1)
+	x.bytesIn = n
+	if err != nil && err != io.EOF {
+		return bodySource{}, false
+	}
+	if n > limit {
+		// Too big to keep: stream what was read followed by the rest.
+		return bodySource{stream: io.MultiReader(bytes.NewReader(b.Bytes()), &countingReader{r: req.Body, n: &x.bytesIn}), length: req.ContentLength}, true
+	}
+	return bodySource{buffered: b.Bytes(), replay: true, length: int64(b.Len())}, true
+}
+
+type countingReader struct {
+	r io.Reader
+	n *int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	*c.n += int64(n)
+	return n, err
+}
+
+// hashKey computes the consistent-hash key from the route's hash policies.
+func (x *exchange) hashKey(r *router.Route) (uint64, bool) {
+	if len(r.Hash) == 0 {
+		return 0, false
+	}
+	var h uint64
+	found := false
+	for _, p := range r.Hash {
+		var v string
+		ok := false
+		switch {
+		case p.Header != "":
+			if p.Header == ":authority" {
+				v, ok = x.req.Authority, true
+			} else {
+				v, ok = x.req.Header.Lookup(p.Header)
+			}
+		case p.Cookie != "":
+			v, ok = cookieValue(x.req.Header.Get("cookie"), p.Cookie)
+			if !ok && p.CookieTTL > 0 {
+				// Envoy generates the cookie so later requests stick.
+				v, ok = newRequestID(), true
+				attr := "; Max-Age=" + strconv.Itoa(int(p.CookieTTL.Seconds())) + "; HttpOnly"
+				if p.CookiePath != "" {
+					attr += "; Path=" + p.CookiePath
+				}
+				x.extraResp = append(x.extraResp, httpx.Field{Name: "set-cookie", Value: p.Cookie + "=\"" + v + "\"" + attr})
+			}
+		case p.SourceIP:
+			if a := x.req.RemoteAddr.Addr(); a.IsValid() {
+				v, ok = a.Unmap().String(), true
+			}
+		case p.QueryParam != "":
+			v, ok = x.queryValue(p.QueryParam)
+		}
+		if ok {
+			h = h*31 + xxhash.Sum64String(v)
+			found = true
+		}
+	}
+	return h, found
+}
+
+func cookieValue(header, name string) (string, bool) {
+	for _, part := range strings.Split(header, ";") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if ok && k == name {
+			return strings.Trim(v, "\""), true
+		}
+	}
+	return "", false
+}
+
+func grpcStatus(a *attempt) int {
+	var v string
+	if a.resp != nil {
+		v = a.resp.Header.Get("grpc-status")
+	} else if a.h2 != nil {
+		v = a.h2.Header.Get("Grpc-Status")
+	}
+	if v == "" {
+		return -1
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+func (x *exchange) responseStatus(a *attempt) int {
+	if a.resp != nil {
+		return a.resp.Status
+	}
+	return a.h2.StatusCode
+}
+
+// try sends the request to one host.
+func (x *exchange) try(c *upstream.Cluster, host *upstream.Host, body *bodySource, deadline time.Time, p *router.RetryPolicy) attempt {
+	tryDeadline := deadline
+	if p != nil && p.PerTryTimeout > 0 {
+		if d := time.Now().Add(p.PerTryTimeout); tryDeadline.IsZero() || d.Before(tryDeadline) {
+			tryDeadline = d
+		}
+	}
+	if c.HTTP2() {
+		return x.tryH2(c, host, body, tryDeadline)
+	}
+	ctx := x.ctx
+	if !tryDeadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, tryDeadline)
+		defer cancel()
+	}
+	for replays := 0; ; replays++ {
+		conn, err := c.Get(ctx, host)
+		if err != nil {
+			switch {
+			case errors.Is(err, upstream.ErrOverflow):
+				return attempt{fail: failOverflow, err: err}
+			case x.ctx.Err() != nil:
+				return attempt{fail: failCancelled, err: err}
+			case errors.Is(err, context.DeadlineExceeded):
+				return attempt{fail: failTimeout, err: err}
+			}
+			return attempt{fail: failConnect, err: err}
+		}
+		a := x.exchangeH1(c, conn, body, tryDeadline)
+		// A pooled connection the server closed while idle fails before any
+		// response byte; replay once on a fresh connection.
+		if a.fail == failReset && a.first.IsZero() && conn.Reused && replays == 0 && body.replay {
+			continue
+		}
+		return a
+	}
+}
+
+func (x *exchange) exchangeH1(c *upstream.Cluster, conn *upstream.Conn, body *bodySource, deadline time.Time) attempt {
+	req := x.req
+	conn.NC.SetDeadline(deadline)
+	r, ok := body.reader()
+	if !ok {
+		c.Release(conn, false)
+		return attempt{fail: failReset, err: errors.New("request body already sent")}
+	}
+	length := body.length
+	if body.replay {
+		length = int64(len(body.buffered))
+	}
+	httpx.WriteRequestHead(conn.BW, req.Method, req.Target, req.Authority, &req.Header, length)
+	var err error
+	if r != nil && length != 0 {
+		if length > 0 {
+			_, err = io.CopyN(conn.BW, r, length)
+		} else {
+			cw := httpx.ChunkedWriter{W: conn.BW}
+			if _, err = io.Copy(cw, r); err == nil {
+				err = cw.Close()
+			}
+		}
+	}
+	if err == nil {
+		err = conn.BW.Flush()
+	}
+	if err != nil {
+		c.Release(conn, false)
+		if isTimeout(err) {
+			return attempt{fail: failTimeout, err: err}
+		}
+		return attempt{fail: failReset, err: err}
+	}
+	resp := &httpx.Response{}
+	var scratch [2048]byte
+	if err := httpx.ReadResponse(conn.BR, req.Method, resp, scratch[:0]); err != nil {
+		first := time.Time{}
+		if conn.BR.Buffered() > 0 {
+			first = time.Now()
+		}
+		c.Release(conn, false)
+		switch {
+		case isTimeout(err):
+			return attempt{fail: failTimeout, err: err, first: first}
+		case errors.Is(err, httpx.ErrMalformed) || errors.Is(err, httpx.ErrHeaderTooLarge):
+			return attempt{fail: failProtocol, err: err, first: time.Now()}
+		}
+		return attempt{fail: failReset, err: err, first: first}
+	}
+	return attempt{conn: conn, resp: resp, first: time.Now()}
+}
+
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// discardResponse drops a response that will be retried.
+func (x *exchange) discardResponse(c *upstream.Cluster, a *attempt) {
+	if a.h2 != nil {
+		io.CopyN(io.Discard, a.h2.Body, 64<<10)
+		a.h2.Body.Close()
+		return
+	}
+	reusable := !a.resp.Close && httpx.Discard(a.resp.Body, 64<<10)
+	a.conn.NC.SetDeadline(time.Time{})
+	c.Release(a.conn, reusable)
+}
+
+// respond streams the upstream response to the client.
+func (x *exchange) respond(c *upstream.Cluster, host *upstream.Host, a *attempt, wc *router.WeightedCluster, route *router.Route) bool {
+	if a.h2 != nil {
+		return x.respondH2(c, a, wc, route)
+	}
+	resp := a.resp
+	hdr := &resp.Header
+	httpx.RemoveHopByHop(hdr)
+	x.decorateResponse(hdr, wc, route, a)
+	x.status = resp.Status
+	c.Stats.Response(resp.Status)
+	c.Stats.RqTime.Observe(time.Since(x.start))
+	noBody := x.req.Method == "HEAD" || resp.Status == 204 || resp.Status == 304
+	x.w.WriteHeader(resp.Status, hdr, resp.ContentLength, noBody)
+	var copyErr error
+	if resp.Body != nil {
+		copyErr = x.copyBody(resp.Body, a.conn.BR)
+	}
+	x.w.Finish(nil)
+	reusable := copyErr == nil && !resp.Close && httpx.Drained(resp.Body)
+	a.conn.NC.SetDeadline(time.Time{})
+	c.Release(a.conn, reusable)
+	if copyErr != nil {
+		var we *httpx.WriteError
+		if errors.As(copyErr, &we) {
+			x.flags |= accesslog.DownstreamConnectionTermination
+		} else if isTimeout(copyErr) {
+			x.flags |= accesslog.UpstreamRequestTimeout
+			c.Stats.RqTimeout.Inc()
+		} else {
+			x.flags |= accesslog.UpstreamConnectionTermination
+		}
+		x.w.CloseAfter()
+		return false
+	}
+	return true
+}
+
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyBody streams a body, flushing to the client whenever the upstream has
+// nothing more buffered, so streamed responses are not held back.
+func (x *exchange) copyBody(r io.Reader, br *bufio.Reader) error {
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := *bp
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := x.w.Write(buf[:n]); werr != nil {
+				return &httpx.WriteError{Err: werr}
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if br != nil && br.Buffered() == 0 {
+			if ferr := x.w.Flush(); ferr != nil {
+				return &httpx.WriteError{Err: ferr}
+			}
+		}
+	}
+}
+
+// decorateResponse applies response header operations and Envoy's own
+// response headers.
+func (x *exchange) decorateResponse(hdr *httpx.Header, wc *router.WeightedCluster, route *router.Route, a *attempt) {
+	if !wc.ResponseHeaders.Empty() {
+		wc.ResponseHeaders.Apply(hdr)
+	}
+	if !route.ResponseHeaders.Empty() {
+		route.ResponseHeaders.Apply(hdr)
+	}
+	if !a.first.IsZero() {
+		x.upstreamTime = a.first.Sub(x.start)
+		hdr.Set("x-envoy-upstream-service-time", itoa(x.upstreamTime.Milliseconds()))
+	}
+	hdr.Set("server", x.h.cfg.ServerName)
+	if !hdr.Has("date") {
+		hdr.Add("date", httpDate())
+	}
+	for _, f := range x.extraResp {
+		hdr.Add(f.Name, f.Value)
+	}
+}
+
+// tryH2 sends the request over HTTP/2 (gRPC, h2 clusters).
+func (x *exchange) tryH2(c *upstream.Cluster, host *upstream.Host, body *bodySource, deadline time.Time) attempt {
+	ctx := x.ctx
+	var cancel context.CancelFunc = func() {}
+	if !deadline.IsZero() {
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+	}
+	r, ok := body.reader()
+	if !ok {
+		cancel()
+		return attempt{fail: failReset, err: errors.New("request body already sent")}
+	}
+	hreq, err := http.NewRequestWithContext(ctx, x.req.Method, "http://upstream"+x.req.Target, r)
+	if err != nil {
+		cancel()
+		return attempt{fail: failProtocol, err: err}
+	}
+	hreq.Host = x.req.Authority
+	hreq.ContentLength = body.length
+	if body.replay {
+		hreq.ContentLength = int64(len(body.buffered))
+	}
+	for _, f := range x.req.Header.Fields {
+		hreq.Header.Add(f.Name, f.Value)
+	}
+	resp, err := c.RoundTripH2(hreq, host)
+	if err != nil {
+		cancel()
+		switch {
+		case x.ctx.Err() != nil:
+			return attempt{fail: failCancelled, err: err}
+		case errors.Is(err, context.DeadlineExceeded):
+			return attempt{fail: failTimeout, err: err}
+		case errors.Is(err, upstream.ErrConnectFailure):
+			return attempt{fail: failConnect, err: err}
+		}
+		return attempt{fail: failReset, err: err}
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return attempt{h2: resp, first: time.Now()}
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+func (x *exchange) respondH2(c *upstream.Cluster, a *attempt, wc *router.WeightedCluster, route *router.Route) bool {
+	resp := a.h2
+	defer resp.Body.Close()
+	var hdr httpx.Header
+	for k, vs := range resp.Header {
+		for _, v := range vs {
+			hdr.Add(k, v)
+		}
+	}
+	httpx.RemoveHopByHop(&hdr)
+	hdr.Del("content-length")
+	x.decorateResponse(&hdr, wc, route, a)
+	x.status = resp.StatusCode
+	c.Stats.Response(resp.StatusCode)
+	c.Stats.RqTime.Observe(time.Since(x.start))
+	noBody := x.req.Method == "HEAD" || resp.StatusCode == 204 || resp.StatusCode == 304
+	x.w.WriteHeader(resp.StatusCode, &hdr, resp.ContentLength, noBody)
+	err := x.copyBody(resp.Body, nil)
+	var trailers *httpx.Header
+	if len(resp.Trailer) > 0 {
+		trailers = &httpx.Header{}
+		for k, vs := range resp.Trailer {
+			for _, v := range vs {
+				trailers.Add(k, v)
+			}
+		}
+	}
+	x.w.Finish(trailers)
+	if err != nil {
+		x.flags |= accesslog.UpstreamConnectionTermination
+		x.w.CloseAfter()
+		return false
+	}
+	return true
+}
+
+// mirror sends copies of the request to mirror clusters, fire and forget:
+// their outcome never touches the client's response.
+func (x *exchange) mirror(route *router.Route, body []byte) {
+	env := x.h.env
+	for _, m := range route.Mirrors {
+		if m.PerMillion < 1000000 && rand.Uint32N(1000000) >= m.PerMillion {
+			continue
+		}
+		c := env.Clusters.Get(m.Cluster)
+		if c == nil || !env.mirrorSlot() {
+			continue
+		}
+		req := &httpx.Request{Method: x.req.Method, Target: route.RewriteTarget(x.req.Target), Authority: shadowHost(x.req.Authority),
+			Header: x.req.Header.Clone(), Proto: x.req.Proto}
+		timeout := route.Timeout
+		if timeout <= 0 {
+			timeout = 15 * time.Second
+		}
+		go func() {
+			defer env.mirrorDone()
+			ctx, cancel := context.WithTimeout(env.Ctx, timeout)
+			defer cancel()
+			host := c.Pick(upstream.PickOptions{})
+			if host == nil {
+				return
+			}
+			mx := &exchange{h: x.h, ctx: ctx, req: req, start: time.Now()}
+			src := bodySource{buffered: body, replay: true, length: int64(len(body))}
+			c.Stats.RqTotal.Inc()
+			var a attempt
+			if c.HTTP2() {
+				a = mx.tryH2(c, host, &src, time.Now().Add(timeout))
+			} else {
+				a = mx.try(c, host, &src, time.Now().Add(timeout), nil)
+			}
+			switch {
+			case a.resp != nil:
+				c.Stats.Response(a.resp.Status)
+				mx.discardResponse(c, &a)
+			case a.h2 != nil:
+				c.Stats.Response(a.h2.StatusCode)
+				mx.discardResponse(c, &a)
+			}
+		}()
+	}
+}
+
+// shadowHost appends "-shadow" to the host part, as Envoy does.
+func shadowHost(authority string) string {
+	host := router.StripPort(authority)
+	return host + "-shadow" + authority[len(host):]
+}

@@ -1,0 +1,278 @@
+package hcm
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// internal reports whether an address is "internal" in Envoy's sense
+// (RFC 1918, RFC 4193 unique local, loopback): such clients are trusted
+// with their x-request-id and x-envoy-* headers.
+func internal(a netip.Addr) bool {
+	return a.IsLoopback() || a.IsPrivate()
+}
+
+// edgeHeaders applies Envoy's edge behaviour (use_remote_address): append
+// the peer to x-forwarded-for, set x-forwarded-proto, decide whether the
+// request is external, sanitise x-envoy-* headers from external clients,
+// and make sure there is an x-request-id. It returns false for requests
+// that must be rejected.
+func (x *exchange) edgeHeaders() bool {
+	h, req := x.h, x.req
+	remote := req.RemoteAddr.Addr().Unmap()
+	xff, hasXFF := req.Header.Lookup("x-forwarded-for")
+	if h.cfg.UseRemoteAddress {
+		x.external = !internal(remote)
+		if remote.IsValid() {
+			if hasXFF {
+				xff += "," + remote.String()
+			} else {
+				xff = remote.String()
+			}
+			req.Header.Set("x-forwarded-for", xff)
+		}
+		req.Header.Set("x-forwarded-proto", req.Scheme)
+	} else {
+		// Trust the last hop in x-forwarded-for.
+		if hasXFF {
+			parts := strings.Split(xff, ",")
+			idx := len(parts) - 1 - h.cfg.XFFTrustedHops
+			if idx >= 0 {
+				if a, err := netip.ParseAddr(strings.TrimSpace(parts[idx])); err == nil {
+					x.external = !internal(a)
+				}
+			}
+		}
+		if !req.Header.Has("x-forwarded-proto") {
+			req.Header.Set("x-forwarded-proto", req.Scheme)
+		}
+	}
+	x.xff = xff
+	if x.external {
+		for i := 0; i < len(req.Header.Fields); i++ {
+			if strings.HasPrefix(req.Header.Fields[i].Name, "x-envoy-") {
+				req.Header.Del(req.Header.Fields[i].Name)
+				i--
+			}
+		}
+		if remote.IsValid() {
+			req.Header.Set("x-envoy-external-address", remote.String())
+		}
+	} else if h.cfg.UseRemoteAddress {
+		req.Header.Set("x-envoy-internal", "true")
+	}
+	rid := req.Header.Get("x-request-id")
+	if h.cfg.GenerateRequestID && (rid == "" || x.external) {
+		rid = newRequestID()
+		req.Header.Set("x-request-id", rid)
+	}
+	x.requestID = rid
+	x.ua = req.Header.Get("user-agent")
+	x.clientCert()
+	return true
+}
+
+// clientCert applies forward_client_cert_details: drop what the client
+// sent, and (SANITIZE_SET) describe the verified client certificate.
+func (x *exchange) clientCert() {
+	h, req := x.h, x.req
+	switch h.cfg.ForwardClientCert {
+	case XFCCForwardOnly, XFCCAlwaysForwardOnly:
+		return
+	case XFCCAppendForward:
+	default:
+		req.Header.Del("x-forwarded-client-cert")
+	}
+	if h.cfg.ForwardClientCert != XFCCSanitizeSet && h.cfg.ForwardClientCert != XFCCAppendForward {
+		return
+	}
+	if req.TLS == nil || len(req.TLS.PeerCertificates) == 0 {
+		return
+	}
+	cert := req.TLS.PeerCertificates[0]
+	sum := sha256.Sum256(cert.Raw)
+	var b strings.Builder
+	b.WriteString("Hash=")
+	b.WriteString(hex.EncodeToString(sum[:]))
+	if h.cfg.CertSubject {
+		b.WriteString(`;Subject="`)
+		b.WriteString(strings.ReplaceAll(cert.Subject.String(), `"`, `\"`))
+		b.WriteByte('"')
+	}
+	if h.cfg.CertURI {
+		for _, u := range cert.URIs {
+			b.WriteString(";URI=" + u.String())
+		}
+	}
+	if h.cfg.CertDNS {
+		for _, d := range cert.DNSNames {
+			b.WriteString(";DNS=" + d)
+		}
+	}
+	if h.cfg.ForwardClientCert == XFCCAppendForward && req.Header.Has("x-forwarded-client-cert") {
+		req.Header.Set("x-forwarded-client-cert", req.Header.Get("x-forwarded-client-cert")+","+b.String())
+		return
+	}
+	req.Header.Set("x-forwarded-client-cert", b.String())
+}
+
+const hexDigits = "0123456789abcdef"
+
+// newRequestID returns a random (version 4) UUID.
+func newRequestID() string {
+	var b [16]byte
+	a, c := rand.Uint64(), rand.Uint64()
+	for i := 0; i < 8; i++ {
+		b[i], b[8+i] = byte(a>>(8*i)), byte(c>>(8*i))
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var out [36]byte
+	j := 0
+	for i, v := range b {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out[j] = '-'
+			j++
+		}
+		out[j], out[j+1] = hexDigits[v>>4], hexDigits[v&0xf]
+		j += 2
+	}
+	return string(out[:])
+}
+
+// normalizePath applies RFC 3986 normalisation to the path part of a
+// target, as Envoy's normalize_path does: decode percent-encoded unreserved
+// characters, uppercase other escapes, and remove dot segments. It rejects
+// targets whose path does not start with '/' (and "*").
+func normalizePath(target string) (string, bool) {
+	if target == "*" {
+		return target, true
+	}
+	path, query := target, ""
+	if i := strings.IndexByte(target, '?'); i >= 0 {
+		path, query = target[:i], target[i:]
+	}
+	if !strings.HasPrefix(path, "/") {
+		return "", false
+	}
+	if !strings.Contains(path, "%") && !strings.Contains(path, "/.") {
+		return target, true // the common case: nothing to do
+	}
+	var b strings.Builder
+	for i := 0; i < len(path); i++ {
+		c := path[i]
+		if c == '%' {
+			if i+2 >= len(path) || !isHex(path[i+1]) || !isHex(path[i+2]) {
+				return "", false
+			}
+			v := unhex(path[i+1])<<4 | unhex(path[i+2])
+			if isUnreserved(v) {
+				b.WriteByte(v)
+			} else {
+				b.WriteByte('%')
+				b.WriteByte(upper(path[i+1]))
+				b.WriteByte(upper(path[i+2]))
+			}
+			i += 2
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return removeDotSegments(b.String()) + query, true
+}
+
+func removeDotSegments(p string) string {
+	segs := strings.Split(p, "/")
+	out := make([]string, 0, len(segs))
+	for i, s := range segs {
+		switch s {
+		case ".":
+			if i == len(segs)-1 {
+				out = append(out, "")
+			}
+		case "..":
+			if len(out) > 1 {
+				out = out[:len(out)-1]
+			}
+			if i == len(segs)-1 {
+				out = append(out, "")
+			}
+		default:
+			out = append(out, s)
+		}
+	}
+	r := strings.Join(out, "/")
+	if !strings.HasPrefix(r, "/") {
+		r = "/" + r
+	}
+	return r
+}
+
+func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
+
+func unhex(c byte) byte {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0'
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
+}
+
+func upper(c byte) byte {
+	if c >= 'a' && c <= 'f' {
+		return c - 32
+	}
+	return c
+}
+
+func isUnreserved(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+type dateCache struct {
+	sec int64
+	s   string
+}
+
+var cachedDate atomic.Pointer[dateCache]
+
+// httpDate returns the current time in HTTP format, formatted at most once
+// per second.
+func httpDate() string {
+	now := time.Now()
+	if d := cachedDate.Load(); d != nil && d.sec == now.Unix() {
+		return d.s
+	}
+	d := &dateCache{sec: now.Unix(), s: now.UTC().Format("Mon, 02 Jan 2006 15:04:05 GMT")}
+	cachedDate.Store(d)
+	return d.s
+}
+
+func itoa(n int64) string {
+	var b [20]byte
+	i := len(b)
+	if n == 0 {
+		return "0"
+	}
+	neg := n < 0
+	if neg {
+		n = -n
+	}
+	for n > 0 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	if neg {
+		i--
+		b[i] = '-'
+	}
+	return string(b[i:])
+}

@@ -1,0 +1,178 @@
+package httpx
+
+import (
+	"bufio"
+	"io"
+	"net/http"
+	"strconv"
+)
+
+// hopByHop are the headers that describe one connection, never forwarded.
+var hopByHop = [...]string{"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+
+// RemoveHopByHop deletes hop-by-hop headers, including those a Connection
+// header names.
+func RemoveHopByHop(h *Header) {
+	if c, ok := h.Lookup("connection"); ok {
+		for _, tok := range splitComma(c) {
+			h.Del(tok)
+		}
+	}
+	for _, n := range hopByHop {
+		h.Del(n)
+	}
+}
+
+func splitComma(s string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == ',' {
+			tok := s[start:i]
+			for len(tok) > 0 && (tok[0] == ' ' || tok[0] == '\t') {
+				tok = tok[1:]
+			}
+			for len(tok) > 0 && (tok[len(tok)-1] == ' ' || tok[len(tok)-1] == '\t') {
+				tok = tok[:len(tok)-1]
+			}
+			if tok != "" {
+				out = append(out, tok)
+			}
+			start = i + 1
+		}
+	}
+	return out
+}
+
+func writeFields(bw *bufio.Writer, h *Header) {
+	for _, f := range h.Fields {
+		bw.WriteString(f.Name)
+		bw.WriteString(": ")
+		bw.WriteString(f.Value)
+		bw.WriteString("\r\n")
+	}
+}
+
+// WriteRequestHead writes a request line and headers. bodyLen is the
+// body length, -1 for chunked, 0 for none.
+func WriteRequestHead(bw *bufio.Writer, method, target, authority string, h *Header, bodyLen int64) {
+	bw.WriteString(method)
+	bw.WriteByte(' ')
+	bw.WriteString(target)
+	bw.WriteString(" HTTP/1.1\r\nhost: ")
+	bw.WriteString(authority)
+	bw.WriteString("\r\n")
+	writeFields(bw, h)
+	switch {
+	case bodyLen > 0:
+		bw.WriteString("content-length: ")
+		var num [20]byte
+		bw.Write(strconv.AppendInt(num[:0], bodyLen, 10))
+		bw.WriteString("\r\n")
+	case bodyLen < 0:
+		bw.WriteString("transfer-encoding: chunked\r\n")
+	case method == "POST" || method == "PUT" || method == "PATCH":
+		bw.WriteString("content-length: 0\r\n")
+	}
+	bw.WriteString("\r\n")
+}
+
+var statusLines = func() map[int]string {
+	m := map[int]string{}
+	for code := 100; code < 600; code++ {
+		if t := http.StatusText(code); t != "" {
+			m[code] = "HTTP/1.1 " + strconv.Itoa(code) + " " + t + "\r\n"
+		}
+	}
+	return m
+}()
+
+// WriteResponseHead writes a status line and headers. bodyLen is the body
+// length or -1 when unknown: then the body is chunked if the client speaks
+// HTTP/1.1, else delimited by closing the connection. It returns whether
+// the body must be chunked.
+func WriteResponseHead(bw *bufio.Writer, status int, h *Header, bodyLen int64, clientProto string, close, noBody bool) (chunked bool) {
+	if line, ok := statusLines[status]; ok {
+		bw.WriteString(line)
+	} else {
+		bw.WriteString("HTTP/1.1 ")
+		var num [8]byte
+		bw.Write(strconv.AppendInt(num[:0], int64(status), 10))
+		bw.WriteString(" \r\n")
+	}
+	writeFields(bw, h)
+	switch {
+	case bodyLen >= 0:
+		if !(noBody && bodyLen == 0 && (status == 204 || status == 304 || status/100 == 1)) {
+			bw.WriteString("content-length: ")
+			var num [20]byte
+			bw.Write(strconv.AppendInt(num[:0], bodyLen, 10))
+			bw.WriteString("\r\n")
+		}
+	case noBody:
+	case clientProto == "HTTP/1.1":
+		bw.WriteString("transfer-encoding: chunked\r\n")
+		chunked = true
+	default:
+		close = true
+	}
+	if close {
+		bw.WriteString("connection: close\r\n")
+	}
+	bw.WriteString("\r\n")
+	return chunked
+}
+
+// ChunkedWriter encodes chunked transfer coding onto a buffered writer.
+type ChunkedWriter struct {
+	W *bufio.Writer
+}
+
+func (c ChunkedWriter) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var num [16]byte
+	c.W.Write(strconv.AppendInt(num[:0], int64(len(p)), 16))
+	c.W.WriteString("\r\n")
+	n, err := c.W.Write(p)
+	if err != nil {
+		return n, err
+	}
+	_, err = c.W.WriteString("\r\n")
+	return n, err
+}
+
+// Close writes the last chunk.
+func (c ChunkedWriter) Close() error {
+	_, err := c.W.WriteString("0\r\n\r\n")
+	return err
+}
+
+// CopyBody copies a body to w, flushing fl when the source has nothing
+// buffered so streamed responses are not held back.
+func CopyBody(w io.Writer, r io.Reader, buf []byte, fl interface{ Flush() error }) (int64, error) {
+	var total int64
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return total, &WriteError{werr}
+			}
+			total += int64(n)
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// WriteError marks a failure writing to the destination (as opposed to
+// reading from the source).
+type WriteError struct{ Err error }
+
+func (e *WriteError) Error() string { return "write: " + e.Err.Error() }
+func (e *WriteError) Unwrap() error { return e.Err }

@@ -1,0 +1,234 @@
+package listener
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"strings"
+)
+
+// ClientHello is what the TLS inspector learns from a connection's first
+// bytes.
+type ClientHello struct {
+	TLS        bool
+	ServerName string
+	ALPN       []string
+}
+
+var errNotHello = errors.New("not a TLS ClientHello")
+
+// maxHello bounds how much the inspector reads (Envoy's is 64 KiB).
+const maxHello = 64 << 10
+
+// PeekClientHello reads a connection's ClientHello without consuming it:
+// the returned reader replays every byte read. A connection that does not
+// start with a TLS handshake record is reported as not TLS.
+func PeekClientHello(br *bufio.Reader) (ClientHello, error) {
+	first, err := br.Peek(1)
+	if err != nil {
+		return ClientHello{}, err
+	}
+	if first[0] != 0x16 {
+		return ClientHello{}, nil // plain text
+	}
+	// Collect handshake bytes across records until the whole ClientHello
+	// message (4-byte header + body) is available.
+	var msg []byte
+	offset := 0
+	for {
+		hdr, err := br.Peek(offset + 5)
+		if err != nil {
+			return ClientHello{TLS: true}, err
+		}
+		rec := hdr[offset:]
+		if rec[0] != 0x16 {
+			return ClientHello{TLS: true}, errNotHello
+		}
+		n := int(binary.BigEndian.Uint16(rec[3:5]))
+		if n == 0 || offset+5+n > maxHello {
+			return ClientHello{TLS: true}, errNotHello
+		}
+		full, err := br.Peek(offset + 5 + n)
+		if err != nil {
+			return ClientHello{TLS: true}, err
+		}
+		msg = append(msg, full[offset+5:]...)
+		offset += 5 + n
+		if len(msg) >= 4 {
+			need := 4 + (int(msg[1])<<16 | int(msg[2])<<8 | int(msg[3]))
+			if msg[0] != 1 {
+				return ClientHello{TLS: true}, errNotHello
+			}
+			if need > maxHello {
+				return ClientHello{TLS: true}, errNotHello
+			}
+			if len(msg) >= need {
+				h, err := ParseClientHello(msg[:need])
+				h.TLS = true
+				return h, err
+			}
+		}
+	}
+}
+
+// ParseClientHello parses a handshake message (type, length, body).
+func ParseClientHello(msg []byte) (ClientHello, error) {
+	var h ClientHello
+	p := parser(msg)
+	typ, ok := p.u8()
+	if !ok || typ != 1 {
+		return h, errNotHello
+	}
+	body, ok := p.bytes24()
+	if !ok {
+		return h, errNotHello
+	}
+	p = parser(body)
+	if !p.skip(2 + 32) { // legacy_version, random
+		return h, errNotHello
+	}
+	if _, ok := p.bytes8(); !ok { // session id
+		return h, errNotHello
+	}
+	if _, ok := p.bytes16(); !ok { // cipher suites
+		return h, errNotHello
+	}
+	if _, ok := p.bytes8(); !ok { // compression methods
+		return h, errNotHello
+	}
+	if len(p) == 0 {
+		return h, nil // no extensions
+	}
+	exts, ok := p.bytes16()
+	if !ok {
+		return h, errNotHello
+	}
+	for len(exts) > 0 {
+		typ, ok1 := exts.u16()
+		data, ok2 := exts.bytes16()
+		if !ok1 || !ok2 {
+			return h, errNotHello
+		}
+		switch typ {
+		case 0: // server_name
+			list, ok := data.bytes16()
+			if !ok {
+				return h, errNotHello
+			}
+			for len(list) > 0 {
+				nameType, ok1 := list.u8()
+				name, ok2 := list.bytes16()
+				if !ok1 || !ok2 {
+					return h, errNotHello
+				}
+				if nameType == 0 && h.ServerName == "" {
+					h.ServerName = strings.ToLower(strings.TrimSuffix(string(name), "."))
+				}
+			}
+		case 16: // application_layer_protocol_negotiation
+			list, ok := data.bytes16()
+			if !ok {
+				return h, errNotHello
+			}
+			for len(list) > 0 {
+				proto, ok := list.bytes8()
+				if !ok || len(proto) == 0 {
+					return h, errNotHello
+				}
+				h.ALPN = append(h.ALPN, string(proto))
+			}
+		}
+	}
+	return h, nil
+}
+
+type parser []byte
+
+func (p *parser) u8() (byte, bool) {
+	if len(*p) < 1 {
+		return 0, false
+	}
+	v := (*p)[0]
+	*p = (*p)[1:]
+	return v, true
+}
+
+func (p *parser) u16() (uint16, bool) {
+	if len(*p) < 2 {
+		return 0, false
+	}
+	v := binary.BigEndian.Uint16(*p)
+	*p = (*p)[2:]
+	return v, true
+}
+
+func (p *parser) skip(n int) bool {
+	if len(*p) < n {
+		return false
+	}
+	*p = (*p)[n:]
+	return true
+}
+
+func (p *parser) take(n int) (parser, bool) {
+	if n < 0 || len(*p) < n {
+		return nil, false
+	}
+	v := (*p)[:n]
+	*p = (*p)[n:]
+	return v, true
+}
+
+func (p *parser) bytes8() (parser, bool) {
+	n, ok := p.u8()
+	if !ok {
+		return nil, false
+	}
+	return p.take(int(n))
+}
+
+func (p *parser) bytes16() (parser, bool) {
+	n, ok := p.u16()
+	if !ok {
+		return nil, false
+	}
+	return p.take(int(n))
+}
+
+func (p *parser) bytes24() (parser, bool) {
+	if len(*p) < 3 {
+		return nil, false
+	}
+	n := int((*p)[0])<<16 | int((*p)[1])<<8 | int((*p)[2])
+	*p = (*p)[3:]
+	return p.take(n)
+}
+
+// replayConn is a connection whose first bytes come from a bufio.Reader
+// that already peeked them.
+type replayConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if c.r != nil {
+		if c.r.Buffered() > 0 {
+			return c.r.Read(p)
+		}
+		c.r = nil // drained: read the socket directly from now on
+	}
+	return c.Conn.Read(p)
+}
+
+// CloseWrite half-closes the underlying connection.
+func (c *replayConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+var _ io.Reader = (*replayConn)(nil)

@@ -1,0 +1,685 @@
+// Package proxy is Portico's Go edge proxy: it consumes the xDS Portico's
+// controller serves (or any control plane emitting the same subset) and
+// carries HTTP, HTTPS and TCP traffic, with an Envoy-compatible admin
+// interface. Updates are applied atomically and in dependency order: a
+// route never points at a cluster the proxy does not have, a listener
+// never serves before its routes and certificates are there.
+package proxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/go-logr/logr"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/portico-gateway/portico/pkg/configdump"
+	"github.com/portico-gateway/portico/pkg/proxy/accesslog"
+	"github.com/portico-gateway/portico/pkg/proxy/hcm"
+	"github.com/portico-gateway/portico/pkg/proxy/listener"
+	"github.com/portico-gateway/portico/pkg/proxy/router"
+	"github.com/portico-gateway/portico/pkg/proxy/stats"
+	"github.com/portico-gateway/portico/pkg/proxy/supported"
+	"github.com/portico-gateway/portico/pkg/proxy/upstream"
+	"github.com/portico-gateway/portico/pkg/proxy/xdsclient"
+	ptls "github.com/portico-gateway/portico/pkg/tls"
+)
+
+// Version is reported by /server_info.
+const Version = "portico-edge-proxy/0.1"
+
+// Options configure a proxy.
+type Options struct {
+	NodeID    string
+	Cluster   string
+	Namespace string
+	Labels    map[string]string
+	// XDSAddress is the controller's ADS address (host:port).
+	XDSAddress string
+	// SOTW uses state-of-the-world xDS instead of delta.
+	SOTW bool
+	// AdminAddress serves the admin interface ("" disables it).
+	AdminAddress string
+	// DrainTime is how long replaced listeners let connections finish.
+	DrainTime time.Duration
+	// PortMap remaps listener ports when binding (80 → 31380, …).
+	PortMap map[uint32]uint32
+	// AccessLog receives access logs (nil: none).
+	AccessLog io.Writer
+	// WarmingTimeout bounds how long a resource waits for what it
+	// depends on before it is applied anyway (Envoy's initial fetch
+	// timeout is 15 s).
+	WarmingTimeout time.Duration
+	// SetLogLevel changes the log level (for /logging); nil disables.
+	SetLogLevel func(string) error
+	// LogLevel reports the current level.
+	LogLevel func() string
+	// CommandLine is shown by /server_info.
+	CommandLine []string
+}
+
+// Proxy is a running edge proxy.
+type Proxy struct {
+	opts      Options
+	log       logr.Logger
+	started   time.Time
+	Stats     *stats.Store
+	Secrets   *ptls.Store
+	Clusters  *upstream.Manager
+	Listeners *listener.Manager
+	accessLog *accesslog.Logger
+	client    *xdsclient.Client
+	routes    atomic.Pointer[map[string]*router.Table]
+
+	mu       sync.Mutex
+	received map[string]bool
+	// Compiled, accepted state by type.
+	clusters  map[string]*compiledCluster
+	endpoints map[string]*compiled[[]upstream.EndpointSpec]
+	routeCfgs map[string]*compiled[*router.Table]
+	lsnrs     map[string]*compiled[*listener.Spec]
+	secrets   map[string]*compiled[ptls.Spec]
+	// What is active.
+	activeRoutes    map[string]*compiled[*router.Table]
+	activeListeners map[string]*compiled[*listener.Spec]
+	failures        map[string]*configdump.Failure
+
+	ready        atomic.Bool
+	healthFailed atomic.Bool
+	draining     atomic.Bool
+	kick         chan struct{}
+	quit         chan struct{}
+	quitOnce     sync.Once
+
+	updSuccess, updRejected map[string]*stats.Counter
+	connected               *stats.Gauge
+}
+
+type compiled[T any] struct {
+	value   T
+	msg     proto.Message
+	version string
+	hash    string
+	updated time.Time
+	seen    time.Time // when this version first arrived (warming clock)
+}
+
+type compiledCluster struct {
+	compiled[*upstream.ClusterConfig]
+}
+
+// New creates a proxy. Run starts it.
+func New(opts Options, log logr.Logger) *Proxy {
+	if opts.DrainTime == 0 {
+		opts.DrainTime = 45 * time.Second
+	}
+	if opts.WarmingTimeout == 0 {
+		opts.WarmingTimeout = 10 * time.Second
+	}
+	p := &Proxy{
+		opts: opts, log: log, started: time.Now(), Stats: stats.NewStore(),
+		received: map[string]bool{}, clusters: map[string]*compiledCluster{}, endpoints: map[string]*compiled[[]upstream.EndpointSpec]{},
+		routeCfgs: map[string]*compiled[*router.Table]{}, lsnrs: map[string]*compiled[*listener.Spec]{}, secrets: map[string]*compiled[ptls.Spec]{},
+		activeRoutes: map[string]*compiled[*router.Table]{}, activeListeners: map[string]*compiled[*listener.Spec]{},
+		failures: map[string]*configdump.Failure{}, kick: make(chan struct{}, 1), quit: make(chan struct{}),
+		updSuccess: map[string]*stats.Counter{}, updRejected: map[string]*stats.Counter{},
+	}
+	empty := map[string]*router.Table{}
+	p.routes.Store(&empty)
+	if opts.AccessLog != nil {
+		p.accessLog = accesslog.New(opts.AccessLog)
+	}
+	for t, short := range map[string]string{resourcev3.ClusterType: "cluster_manager.cds", resourcev3.EndpointType: "cluster_manager.eds",
+		resourcev3.ListenerType: "listener_manager.lds", resourcev3.RouteType: "http.rds", resourcev3.SecretType: "sds"} {
+		p.updSuccess[t] = p.Stats.Counter(stats.Plain(short), "update_success")
+		p.updRejected[t] = p.Stats.Counter(stats.Plain(short), "update_rejected")
+	}
+	p.connected = p.Stats.Gauge(stats.Plain("control_plane"), "connected_state")
+	return p
+}
+
+// Node is the node identity sent to the control plane.
+func (p *Proxy) Node() *corev3.Node {
+	labels := map[string]any{}
+	for k, v := range p.opts.Labels {
+		labels[k] = v
+	}
+	md, _ := structpb.NewStruct(map[string]any{"LABELS": labels, "NAMESPACE": p.opts.Namespace})
+	return &corev3.Node{Id: p.opts.NodeID, Cluster: p.opts.Cluster, Metadata: md, UserAgentName: "portico-edge-proxy", UserAgentVersionType: &corev3.Node_UserAgentVersion{UserAgentVersion: Version}}
+}
+
+// Ready reports whether the first configuration is applied and the proxy
+// has not been told to fail health checks.
+func (p *Proxy) Ready() bool { return p.ready.Load() && !p.healthFailed.Load() && !p.draining.Load() }
+
+// Run runs the proxy until ctx ends or /quitquitquit is called.
+func (p *Proxy) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.quit:
+			p.log.Info("shutting down (quitquitquit)")
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	p.Secrets = ptls.NewStore(p.log.WithName("certs"), p.onSecretEvent)
+	p.Clusters = upstream.NewManager(ctx, p.log.WithName("upstream"), p.Stats, p.Secrets)
+	env := &hcm.Env{Routes: p.routeTable, Clusters: p.Clusters, Stats: p.Stats, AccessLog: p.accessLog, Log: p.log.WithName("http"), Ctx: ctx}
+	p.Listeners = listener.NewManager(ctx, listener.Deps{HTTP: env, Secrets: p.Secrets, Stats: p.Stats, Log: p.log.WithName("listener")}, p.opts.DrainTime, p.opts.PortMap)
+	p.client = xdsclient.New(xdsclient.Options{Address: p.opts.XDSAddress, Node: p.Node(), SOTW: p.opts.SOTW}, p, p.log.WithName("xds"))
+	p.Stats.Gauge(stats.Plain("server"), "live").Set(1)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return p.Secrets.Run(gctx) })
+	g.Go(func() error { return p.client.Run(gctx) })
+	g.Go(func() error { p.warmLoop(gctx); return nil })
+	if p.accessLog != nil {
+		g.Go(func() error { p.accessLog.Run(gctx, time.Second); return nil })
+	}
+	if p.opts.AdminAddress != "" {
+		g.Go(func() error { return p.serveAdmin(gctx) })
+	}
+	err := g.Wait()
+	p.Listeners.Close()
+	p.Clusters.Close()
+	return err
+}
+
+// Quit asks the proxy to stop.
+func (p *Proxy) Quit() { p.quitOnce.Do(func() { close(p.quit) }) }
+
+func (p *Proxy) onSecretEvent(e ptls.Event) {
+	sc := stats.Plain("sds." + e.Name)
+	if e.OK {
+		p.Stats.Counter(sc, "update_success").Inc()
+	} else {
+		p.Stats.Counter(sc, "update_rejected").Inc()
+	}
+	// A secret arriving may let a warming listener start.
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (p *Proxy) routeTable(name string) *router.Table { return (*p.routes.Load())[name] }
+
+// warmLoop re-applies state while something is warming, so timeouts fire
+// and late dependencies are picked up.
+func (p *Proxy) warmLoop(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.kick:
+		case <-t.C:
+		}
+		p.mu.Lock()
+		if p.warming() {
+			if err := p.reconcile(); err != nil {
+				p.log.Error(err, "applying configuration")
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
+// warming reports whether accepted state is not yet all active.
+func (p *Proxy) warming() bool {
+	for name, c := range p.routeCfgs {
+		if a, ok := p.activeRoutes[name]; !ok || a.hash != c.hash {
+			return true
+		}
+	}
+	for name, c := range p.lsnrs {
+		if a, ok := p.activeListeners[name]; !ok || a.hash != c.hash {
+			return true
+		}
+	}
+	return false
+}
+
+// Connected implements xdsclient.Handler.
+func (p *Proxy) Connected(up bool) {
+	if up {
+		p.connected.Set(1)
+	} else {
+		p.connected.Set(0)
+	}
+}
+
+func hashOf(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:8])
+}
+
+// Update implements xdsclient.Handler: it compiles every resource of the
+// type (rejecting the update if anything is unsupported or invalid) and
+// applies the resulting state.
+func (p *Proxy) Update(typeURL string, resources map[string]xdsclient.Resource, version string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	err := p.update(typeURL, resources, version)
+	now := time.Now()
+	if err != nil {
+		p.updRejected[typeURL].Inc()
+		p.failures[typeURL] = &configdump.Failure{Details: err.Error(), Version: version, At: now}
+		return err
+	}
+	p.updSuccess[typeURL].Inc()
+	delete(p.failures, typeURL)
+	return nil
+}
+
+func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, version string) error {
+	now := time.Now()
+	names := make([]string, 0, len(resources))
+	for n := range resources {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	entry := func(r xdsclient.Resource, msg proto.Message, prevHash string, prevSeen, prevUpdated time.Time) (string, string, time.Time, time.Time) {
+		h := hashOf(r.Any.GetValue())
+		v := r.Version
+		if v == "" {
+			v = version
+		}
+		if h == prevHash {
+			return h, v, prevSeen, prevUpdated
+		}
+		return h, v, now, now
+	}
+	switch typeURL {
+	case resourcev3.ClusterType:
+		next := map[string]*compiledCluster{}
+		for _, n := range names {
+			r := resources[n]
+			c := &clusterv3.Cluster{}
+			if err := r.Any.UnmarshalTo(c); err != nil {
+				return fmt.Errorf("cluster %s: %w", n, err)
+			}
+			if err := supported.Check(c); err != nil {
+				return fmt.Errorf("cluster %s: %w", n, err)
+			}
+			cfg, err := upstream.CompileCluster(c)
+			if err != nil {
+				return fmt.Errorf("cluster %s: %w", n, err)
+			}
+			old := p.clusters[n]
+			var ph string
+			var ps, pu time.Time
+			if old != nil {
+				ph, ps, pu = old.hash, old.seen, old.updated
+			}
+			h, v, seen, upd := entry(r, c, ph, ps, pu)
+			next[n] = &compiledCluster{compiled[*upstream.ClusterConfig]{value: cfg, msg: c, version: v, hash: h, seen: seen, updated: upd}}
+		}
+		p.clusters = next
+	case resourcev3.EndpointType:
+		next := map[string]*compiled[[]upstream.EndpointSpec]{}
+		for _, n := range names {
+			r := resources[n]
+			cla := &endpointv3.ClusterLoadAssignment{}
+			if err := r.Any.UnmarshalTo(cla); err != nil {
+				return fmt.Errorf("endpoints %s: %w", n, err)
+			}
+			if err := supported.Check(cla); err != nil {
+				return fmt.Errorf("endpoints %s: %w", n, err)
+			}
+			eps, err := upstream.CompileEndpoints(cla)
+			if err != nil {
+				return fmt.Errorf("endpoints %s: %w", n, err)
+			}
+			old := p.endpoints[n]
+			var ph string
+			var ps, pu time.Time
+			if old != nil {
+				ph, ps, pu = old.hash, old.seen, old.updated
+			}
+			h, v, seen, upd := entry(r, cla, ph, ps, pu)
+			next[n] = &compiled[[]upstream.EndpointSpec]{value: eps, msg: cla, version: v, hash: h, seen: seen, updated: upd}
+		}
+		for n, c := range next {
+			if old, ok := p.endpoints[n]; !ok || old.hash != c.hash {
+				p.Clusters.SetEndpoints(n, c.value)
+			}
+		}
+		p.endpoints = next
+	case resourcev3.RouteType:
+		next := map[string]*compiled[*router.Table]{}
+		for _, n := range names {
+			r := resources[n]
+			rc := &routev3.RouteConfiguration{}
+			if err := r.Any.UnmarshalTo(rc); err != nil {
+				return fmt.Errorf("route configuration %s: %w", n, err)
+			}
+			if err := supported.Check(rc); err != nil {
+				return fmt.Errorf("route configuration %s: %w", n, err)
+			}
+			old := p.routeCfgs[n]
+			h := hashOf(r.Any.GetValue())
+			if old != nil && old.hash == h {
+				next[n] = old
+				continue
+			}
+			t, err := router.Compile(rc)
+			if err != nil {
+				return fmt.Errorf("route configuration %s: %w", n, err)
+			}
+			v := r.Version
+			if v == "" {
+				v = version
+			}
+			next[n] = &compiled[*router.Table]{value: t, msg: rc, version: v, hash: h, seen: now, updated: now}
+		}
+		p.routeCfgs = next
+	case resourcev3.ListenerType:
+		next := map[string]*compiled[*listener.Spec]{}
+		for _, n := range names {
+			r := resources[n]
+			l := &listenerv3.Listener{}
+			if err := r.Any.UnmarshalTo(l); err != nil {
+				return fmt.Errorf("listener %s: %w", n, err)
+			}
+			if err := supported.Check(l); err != nil {
+				return fmt.Errorf("listener %s: %w", n, err)
+			}
+			old := p.lsnrs[n]
+			h := hashOf(r.Any.GetValue())
+			if old != nil && old.hash == h {
+				next[n] = old
+				continue
+			}
+			s, err := listener.Compile(l)
+			if err != nil {
+				return err
+			}
+			v := r.Version
+			if v == "" {
+				v = version
+			}
+			next[n] = &compiled[*listener.Spec]{value: s, msg: l, version: v, hash: h, seen: now, updated: now}
+		}
+		prev := p.lsnrs
+		p.lsnrs = next
+		p.received[typeURL] = true
+		if err := p.reconcile(); err != nil {
+			p.lsnrs = prev // a listener could not be bound: reject the update
+			p.reconcile()
+			return err
+		}
+		return nil
+	case resourcev3.SecretType:
+		next := map[string]*compiled[ptls.Spec]{}
+		for _, n := range names {
+			r := resources[n]
+			s := &tlsv3.Secret{}
+			if err := r.Any.UnmarshalTo(s); err != nil {
+				return fmt.Errorf("secret %s: %w", n, err)
+			}
+			if err := supported.Check(s); err != nil {
+				return fmt.Errorf("secret %s: %w", n, err)
+			}
+			spec, err := secretSpec(s)
+			if err != nil {
+				return fmt.Errorf("secret %s: %w", n, err)
+			}
+			old := p.secrets[n]
+			h := hashOf(r.Any.GetValue())
+			if old != nil && old.hash == h {
+				next[n] = old
+				continue
+			}
+			if err := p.Secrets.Set(n, spec); err != nil {
+				return err
+			}
+			v := r.Version
+			if v == "" {
+				v = version
+			}
+			next[n] = &compiled[ptls.Spec]{value: spec, msg: s, version: v, hash: h, seen: now, updated: now}
+		}
+		for n := range p.secrets {
+			if _, ok := next[n]; !ok {
+				p.Secrets.Remove(n)
+			}
+		}
+		p.secrets = next
+	default:
+		return fmt.Errorf("unsupported resource type %s", typeURL)
+	}
+	p.received[typeURL] = true
+	return p.reconcile()
+}
+
+func secretSpec(s *tlsv3.Secret) (ptls.Spec, error) {
+	var spec ptls.Spec
+	data := func(d *corev3.DataSource) ([]byte, string, error) {
+		switch v := d.GetSpecifier().(type) {
+		case nil:
+			return nil, "", nil
+		case *corev3.DataSource_Filename:
+			return nil, v.Filename, nil
+		case *corev3.DataSource_InlineBytes:
+			return v.InlineBytes, "", nil
+		case *corev3.DataSource_InlineString:
+			return []byte(v.InlineString), "", nil
+		}
+		return nil, "", fmt.Errorf("unsupported data source")
+	}
+	var err error
+	switch t := s.Type.(type) {
+	case *tlsv3.Secret_TlsCertificate:
+		if spec.CertPEM, spec.CertFile, err = data(t.TlsCertificate.CertificateChain); err != nil {
+			return spec, err
+		}
+		if spec.KeyPEM, spec.KeyFile, err = data(t.TlsCertificate.PrivateKey); err != nil {
+			return spec, err
+		}
+		spec.WatchDir = t.TlsCertificate.GetWatchedDirectory().GetPath()
+	case *tlsv3.Secret_ValidationContext:
+		if spec.CAPEM, spec.CAFile, err = data(t.ValidationContext.TrustedCa); err != nil {
+			return spec, err
+		}
+		spec.WatchDir = t.ValidationContext.GetWatchedDirectory().GetPath()
+	default:
+		return spec, fmt.Errorf("unsupported secret type %T", s.Type)
+	}
+	if (spec.CertFile != "") != (spec.KeyFile != "") && spec.CAFile == "" {
+		return spec, fmt.Errorf("certificate and key must both be files or both inline")
+	}
+	return spec, nil
+}
+
+// Wanted implements xdsclient.Handler.
+func (p *Proxy) Wanted(typeURL string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	set := map[string]bool{}
+	switch typeURL {
+	case resourcev3.EndpointType:
+		for _, c := range p.clusters {
+			if c.value.Discovery == upstream.EDS {
+				set[c.value.EDSServiceName] = true
+			}
+		}
+	case resourcev3.RouteType:
+		for _, l := range p.lsnrs {
+			for _, r := range l.value.RouteConfigs() {
+				set[r] = true
+			}
+		}
+	case resourcev3.SecretType:
+		for _, l := range p.lsnrs {
+			for _, s := range l.value.Secrets() {
+				set[s] = true
+			}
+		}
+		for _, c := range p.clusters {
+			if t := c.value.TLS; t != nil {
+				if t.CertSecret != "" {
+					set[t.CertSecret] = true
+				}
+				if t.ValidationSecret != "" {
+					set[t.ValidationSecret] = true
+				}
+			}
+		}
+	}
+	out := make([]string, 0, len(set))
+	for n := range set {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// reconcile applies accepted state in dependency order. Called with p.mu.
+func (p *Proxy) reconcile() error {
+	now := time.Now()
+	timedOut := func(seen time.Time) bool { return now.Sub(seen) > p.opts.WarmingTimeout }
+
+	// 1. Clusters. Keep clusters that active routes or listeners still use
+	// even if CDS dropped them, until those move on (make-before-break).
+	cfgs := make(map[string]upstream.Versioned, len(p.clusters))
+	for n, c := range p.clusters {
+		cfgs[n] = upstream.Versioned{Config: c.value, Hash: c.hash}
+	}
+	p.Clusters.Apply(cfgs, p.activeClusterRefs())
+
+	clusterReady := func(name string, seen time.Time) bool {
+		c := p.Clusters.Get(name)
+		return c != nil && (c.Warm() || timedOut(seen))
+	}
+
+	// 2. Route tables whose clusters are all present (and warm).
+	nextRoutes := map[string]*compiled[*router.Table]{}
+	for n, rc := range p.routeCfgs {
+		ready := true
+		if !timedOut(rc.seen) {
+			for _, c := range rc.value.Clusters {
+				if !clusterReady(c, rc.seen) {
+					ready = false
+					break
+				}
+			}
+		}
+		switch {
+		case ready:
+			nextRoutes[n] = rc
+		case p.activeRoutes[n] != nil:
+			nextRoutes[n] = p.activeRoutes[n] // the previous version keeps serving
+		}
+	}
+	// Tables RDS dropped stay while a running listener still uses them.
+	for n, rc := range p.activeRoutes {
+		if _, ok := nextRoutes[n]; !ok && p.listenerUsesRoute(n) {
+			nextRoutes[n] = rc
+		}
+	}
+	tables := make(map[string]*router.Table, len(nextRoutes))
+	for n, rc := range nextRoutes {
+		tables[n] = rc.value
+	}
+	p.activeRoutes = nextRoutes
+	p.routes.Store(&tables)
+
+	// 3. Listeners whose routes, secrets and clusters are all there.
+	nextListeners := map[string]*compiled[*listener.Spec]{}
+	for n, l := range p.lsnrs {
+		ready := timedOut(l.seen)
+		if !ready {
+			ready = true
+			for _, r := range l.value.RouteConfigs() {
+				if _, ok := tables[r]; !ok {
+					ready = false
+				}
+			}
+			for _, s := range l.value.Secrets() {
+				if !p.Secrets.Has(s) {
+					ready = false
+				}
+			}
+			for _, c := range l.value.Clusters() {
+				if !clusterReady(c, l.seen) {
+					ready = false
+				}
+			}
+		}
+		switch {
+		case ready:
+			nextListeners[n] = l
+		case p.activeListeners[n] != nil:
+			nextListeners[n] = p.activeListeners[n]
+		}
+	}
+	specs := make(map[string]*listener.Spec, len(nextListeners))
+	for n, l := range nextListeners {
+		specs[n] = l.value
+	}
+	if err := p.Listeners.Apply(specs); err != nil {
+		return err
+	}
+	p.activeListeners = nextListeners
+
+	// 4. Drop clusters nothing uses any more.
+	p.Clusters.Apply(cfgs, p.activeClusterRefs())
+	keepEDS := map[string]bool{}
+	for n := range p.endpoints {
+		keepEDS[n] = true
+	}
+	p.Clusters.ForgetEndpoints(keepEDS)
+
+	if !p.ready.Load() && p.received[resourcev3.ClusterType] && p.received[resourcev3.ListenerType] && len(nextListeners) == len(p.lsnrs) {
+		p.ready.Store(true)
+		p.log.Info("configuration applied; proxy is ready", "listeners", len(nextListeners), "clusters", len(p.clusters), "routes", len(nextRoutes))
+	}
+	return nil
+}
+
+func (p *Proxy) listenerUsesRoute(name string) bool {
+	for _, l := range p.activeListeners {
+		for _, r := range l.value.RouteConfigs() {
+			if r == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// activeClusterRefs lists clusters active routes and listeners use.
+func (p *Proxy) activeClusterRefs() map[string]bool {
+	refs := map[string]bool{}
+	for _, rc := range p.activeRoutes {
+		for _, c := range rc.value.Clusters {
+			refs[c] = true
+		}
+	}
+	for _, l := range p.activeListeners {
+		for _, c := range l.value.Clusters() {
+			refs[c] = true
+		}
+	}
+	return refs
+}

@@ -1,0 +1,329 @@
+// Package stats is the proxy's statistics store, with Envoy's names
+// (http.<stat_prefix>.downstream_rq_2xx, cluster.<name>.upstream_rq_total,
+// …). Components resolve their counters once and bump them with atomics on
+// the hot path; names are built from a scope and tags, so the Prometheus
+// view can carry tags without parsing names that contain dots.
+package stats
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Tag is a Prometheus label derived from a scope.
+type Tag struct {
+	Name  string
+	Value string
+}
+
+// Scope names a group of stats: a prefix like "cluster.outbound|80||web"
+// with the tags Prometheus should see instead of the embedded value.
+type Scope struct {
+	Prefix string // e.g. "cluster.outbound|80||web.default.svc.cluster.local"
+	// Family replaces the prefix in Prometheus names, e.g. "cluster".
+	Family string
+	Tags   []Tag
+}
+
+// Counter only goes up.
+type Counter struct {
+	v atomic.Uint64
+}
+
+// Inc adds one.
+func (c *Counter) Inc() { c.v.Add(1) }
+
+// Add adds n.
+func (c *Counter) Add(n uint64) { c.v.Add(n) }
+
+// Value reads the counter.
+func (c *Counter) Value() uint64 { return c.v.Load() }
+
+// Gauge goes up and down.
+type Gauge struct {
+	v atomic.Int64
+}
+
+// Inc adds one.
+func (g *Gauge) Inc() { g.v.Add(1) }
+
+// Dec subtracts one.
+func (g *Gauge) Dec() { g.v.Add(-1) }
+
+// Set replaces the value.
+func (g *Gauge) Set(v int64) { g.v.Store(v) }
+
+// Add adds d.
+func (g *Gauge) Add(d int64) { g.v.Add(d) }
+
+// Value reads the gauge.
+func (g *Gauge) Value() int64 { return g.v.Load() }
+
+// Histogram records durations in milliseconds in fixed buckets.
+type Histogram struct {
+	counts [len(histBuckets) + 1]atomic.Uint64
+	sum    atomic.Uint64 // microseconds
+	n      atomic.Uint64
+}
+
+// Envoy's default histogram buckets, in milliseconds.
+var histBuckets = [...]float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
+
+// Observe records a duration.
+func (h *Histogram) Observe(d time.Duration) {
+	ms := float64(d) / float64(time.Millisecond)
+	i := sort.SearchFloat64s(histBuckets[:], ms)
+	h.counts[i].Add(1)
+	h.sum.Add(uint64(d / time.Microsecond))
+	h.n.Add(1)
+}
+
+type kind int
+
+const (
+	kindCounter kind = iota
+	kindGauge
+	kindHistogram
+)
+
+type entry struct {
+	scope *Scope
+	name  string // stat name within the scope, e.g. "upstream_rq_total"
+	kind  kind
+	c     *Counter
+	g     *Gauge
+	h     *Histogram
+}
+
+func (e *entry) full() string {
+	if e.scope == nil || e.scope.Prefix == "" {
+		return e.name
+	}
+	return e.scope.Prefix + "." + e.name
+}
+
+// Store holds every stat.
+type Store struct {
+	mu      sync.RWMutex
+	entries map[string]*entry
+}
+
+// NewStore returns an empty store.
+func NewStore() *Store { return &Store{entries: map[string]*entry{}} }
+
+func (s *Store) get(scope *Scope, name string, k kind) *entry {
+	full := name
+	if scope != nil && scope.Prefix != "" {
+		full = scope.Prefix + "." + name
+	}
+	s.mu.RLock()
+	e, ok := s.entries[full]
+	s.mu.RUnlock()
+	if ok {
+		return e
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.entries[full]; ok {
+		return e
+	}
+	e = &entry{scope: scope, name: name, kind: k}
+	switch k {
+	case kindCounter:
+		e.c = &Counter{}
+	case kindGauge:
+		e.g = &Gauge{}
+	case kindHistogram:
+		e.h = &Histogram{}
+	}
+	s.entries[full] = e
+	return e
+}
+
+// Counter returns (creating once) a counter in scope. Asking again for the
+// same name returns the same counter, so stats survive config updates.
+func (s *Store) Counter(scope *Scope, name string) *Counter { return s.get(scope, name, kindCounter).c }
+
+// Gauge returns (creating once) a gauge in scope.
+func (s *Store) Gauge(scope *Scope, name string) *Gauge { return s.get(scope, name, kindGauge).g }
+
+// Histogram returns (creating once) a histogram in scope.
+func (s *Store) Histogram(scope *Scope, name string) *Histogram {
+	return s.get(scope, name, kindHistogram).h
+}
+
+// Lookup returns the value of a counter or gauge by full name.
+func (s *Store) Lookup(full string) (int64, bool) {
+	s.mu.RLock()
+	e, ok := s.entries[full]
+	s.mu.RUnlock()
+	if !ok {
+		return 0, false
+	}
+	switch e.kind {
+	case kindCounter:
+		return int64(e.c.Value()), true
+	case kindGauge:
+		return e.g.Value(), true
+	}
+	return int64(e.h.n.Load()), true
+}
+
+func (s *Store) sorted(filter func(string) bool) []*entry {
+	s.mu.RLock()
+	out := make([]*entry, 0, len(s.entries))
+	for full, e := range s.entries {
+		if filter == nil || filter(full) {
+			out = append(out, e)
+		}
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].full() < out[j].full() })
+	return out
+}
+
+// WriteText writes "name: value" lines as Envoy's /stats does. filter, if
+// set, selects names.
+func (s *Store) WriteText(w io.Writer, filter func(string) bool) {
+	for _, e := range s.sorted(filter) {
+		switch e.kind {
+		case kindCounter:
+			fmt.Fprintf(w, "%s: %d\n", e.full(), e.c.Value())
+		case kindGauge:
+			fmt.Fprintf(w, "%s: %d\n", e.full(), e.g.Value())
+		case kindHistogram:
+			n := e.h.n.Load()
+			if n == 0 {
+				fmt.Fprintf(w, "%s: No recorded values\n", e.full())
+				continue
+			}
+			fmt.Fprintf(w, "%s: count=%d sum_ms=%.3f\n", e.full(), n, float64(e.h.sum.Load())/1000)
+		}
+	}
+}
+
+// promName sanitises a name the way Envoy does: envoy_ prefix, anything
+// outside [a-zA-Z0-9_] becomes '_'.
+func promName(parts ...string) string {
+	var b strings.Builder
+	b.WriteString("envoy_")
+	for i, p := range parts {
+		if p == "" {
+			continue
+		}
+		if i > 0 && b.Len() > len("envoy_") {
+			b.WriteByte('_')
+		}
+		for _, r := range p {
+			if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' {
+				b.WriteRune(r)
+			} else {
+				b.WriteByte('_')
+			}
+		}
+	}
+	return b.String()
+}
+
+func promLabels(tags []Tag) string {
+	if len(tags) == 0 {
+		return ""
+	}
+	parts := make([]string, len(tags))
+	for i, t := range tags {
+		parts[i] = fmt.Sprintf("%s=%q", t.Name, t.Value)
+	}
+	return "{" + strings.Join(parts, ",") + "}"
+}
+
+// WritePrometheus writes the Prometheus text format, grouping stats of a
+// family (e.g. every cluster's upstream_rq_total) under one metric name
+// with tags.
+func (s *Store) WritePrometheus(w io.Writer) {
+	type sample struct {
+		labels string
+		e      *entry
+	}
+	families := map[string][]sample{}
+	kinds := map[string]kind{}
+	for _, e := range s.sorted(nil) {
+		family, prefix := "", ""
+		var tags []Tag
+		if e.scope != nil {
+			family, tags = e.scope.Family, e.scope.Tags
+			if family == "" {
+				prefix = e.scope.Prefix
+			}
+		}
+		name := promName(family, prefix, e.name)
+		families[name] = append(families[name], sample{labels: promLabels(tags), e: e})
+		kinds[name] = e.kind
+	}
+	names := make([]string, 0, len(families))
+	for n := range families {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		switch kinds[n] {
+		case kindCounter:
+			fmt.Fprintf(w, "# TYPE %s counter\n", n)
+			for _, s := range families[n] {
+				fmt.Fprintf(w, "%s%s %d\n", n, s.labels, s.e.c.Value())
+			}
+		case kindGauge:
+			fmt.Fprintf(w, "# TYPE %s gauge\n", n)
+			for _, s := range families[n] {
+				fmt.Fprintf(w, "%s%s %d\n", n, s.labels, s.e.g.Value())
+			}
+		case kindHistogram:
+			fmt.Fprintf(w, "# TYPE %s histogram\n", n)
+			for _, s := range families[n] {
+				h := s.e.h
+				cum := uint64(0)
+				base := strings.TrimSuffix(strings.TrimPrefix(s.labels, "{"), "}")
+				sep := ""
+				if base != "" {
+					sep = ","
+				}
+				for i, b := range histBuckets {
+					cum += h.counts[i].Load()
+					fmt.Fprintf(w, "%s_bucket{%s%sle=\"%s\"} %d\n", n, base, sep, strconv.FormatFloat(b, 'f', -1, 64), cum)
+				}
+				cum += h.counts[len(histBuckets)].Load()
+				fmt.Fprintf(w, "%s_bucket{%s%sle=\"+Inf\"} %d\n", n, base, sep, cum)
+				fmt.Fprintf(w, "%s_sum%s %s\n", n, s.labels, strconv.FormatFloat(float64(h.sum.Load())/1000, 'f', 3, 64))
+				fmt.Fprintf(w, "%s_count%s %d\n", n, s.labels, h.n.Load())
+			}
+		}
+	}
+}
+
+// ClusterScope is the scope of a cluster's stats.
+func ClusterScope(name string) *Scope {
+	return &Scope{Prefix: "cluster." + name, Family: "cluster", Tags: []Tag{{"envoy_cluster_name", name}}}
+}
+
+// HTTPScope is the scope of an HTTP connection manager's stats.
+func HTTPScope(prefix string) *Scope {
+	return &Scope{Prefix: "http." + prefix, Family: "http", Tags: []Tag{{"envoy_http_conn_manager_prefix", prefix}}}
+}
+
+// TCPScope is the scope of a TCP proxy's stats.
+func TCPScope(prefix string) *Scope {
+	return &Scope{Prefix: "tcp." + prefix, Family: "tcp", Tags: []Tag{{"envoy_tcp_prefix", prefix}}}
+}
+
+// ListenerScope is the scope of a listener's stats (by address).
+func ListenerScope(address string) *Scope {
+	return &Scope{Prefix: "listener." + address, Family: "listener", Tags: []Tag{{"envoy_listener_address", address}}}
+}
+
+// Plain is a scope with a fixed prefix and no tags (server.*, …).
+func Plain(prefix string) *Scope { return &Scope{Prefix: prefix} }

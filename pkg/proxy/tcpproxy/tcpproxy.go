@@ -1,0 +1,220 @@
+// Package tcpproxy proxies raw TCP connections (MySQL on 3306, TLS
+// passthrough) to weighted clusters, as Envoy's tcp_proxy filter does.
+package tcpproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+
+	"github.com/portico-gateway/portico/pkg/proxy/accesslog"
+	"github.com/portico-gateway/portico/pkg/proxy/stats"
+	"github.com/portico-gateway/portico/pkg/proxy/upstream"
+)
+
+// WeightedCluster is a destination with its share.
+type WeightedCluster struct {
+	Name   string
+	Weight uint32
+}
+
+// Config is a compiled TcpProxy.
+type Config struct {
+	StatPrefix  string
+	Clusters    []WeightedCluster
+	Total       uint32
+	IdleTimeout time.Duration
+	AccessLog   bool
+}
+
+// Compile converts a TcpProxy filter.
+func Compile(tp *tcpproxyv3.TcpProxy) (*Config, error) {
+	cfg := &Config{StatPrefix: tp.StatPrefix, IdleTimeout: time.Hour}
+	if tp.IdleTimeout != nil {
+		cfg.IdleTimeout = tp.IdleTimeout.AsDuration()
+	}
+	switch c := tp.ClusterSpecifier.(type) {
+	case *tcpproxyv3.TcpProxy_Cluster:
+		cfg.Clusters, cfg.Total = []WeightedCluster{{Name: c.Cluster, Weight: 1}}, 1
+	case *tcpproxyv3.TcpProxy_WeightedClusters:
+		for _, wc := range c.WeightedClusters.Clusters {
+			cfg.Clusters = append(cfg.Clusters, WeightedCluster{Name: wc.Name, Weight: wc.Weight})
+			cfg.Total += wc.Weight
+		}
+		if cfg.Total == 0 {
+			return nil, fmt.Errorf("tcp proxy %s: weighted clusters have no weight", tp.StatPrefix)
+		}
+	default:
+		return nil, fmt.Errorf("tcp proxy %s: no cluster", tp.StatPrefix)
+	}
+	for _, a := range tp.AccessLog {
+		if a.Name != "envoy.access_loggers.stdout" {
+			return nil, fmt.Errorf("unsupported access logger %q", a.Name)
+		}
+		cfg.AccessLog = true
+	}
+	return cfg, nil
+}
+
+// Handler proxies connections for one configuration.
+type Handler struct {
+	cfg      *Config
+	clusters *upstream.Manager
+	log      *accesslog.Logger
+
+	cxTotal, noRoute, rx, tx, idle *stats.Counter
+	cxActive                       *stats.Gauge
+
+	draining atomic.Bool
+}
+
+// NewHandler returns a handler for cfg.
+func NewHandler(cfg *Config, clusters *upstream.Manager, store *stats.Store, log *accesslog.Logger) *Handler {
+	sc := stats.TCPScope(cfg.StatPrefix)
+	return &Handler{cfg: cfg, clusters: clusters, log: log,
+		cxTotal: store.Counter(sc, "downstream_cx_total"), noRoute: store.Counter(sc, "downstream_cx_no_route"),
+		rx: store.Counter(sc, "downstream_cx_rx_bytes_total"), tx: store.Counter(sc, "downstream_cx_tx_bytes_total"),
+		idle: store.Counter(sc, "idle_timeout"), cxActive: store.Gauge(sc, "downstream_cx_active")}
+}
+
+// Config returns the handler's configuration.
+func (h *Handler) Config() *Config { return h.cfg }
+
+// Drain marks the handler as replaced. TCP connections carry no requests
+// to end gracefully, so they run until either side closes or the listener
+// drain deadline closes them.
+func (h *Handler) Drain(time.Duration) { h.draining.Store(true) }
+
+func (h *Handler) pick() string {
+	if len(h.cfg.Clusters) == 1 {
+		return h.cfg.Clusters[0].Name
+	}
+	n := rand.Uint32N(h.cfg.Total)
+	for _, c := range h.cfg.Clusters {
+		if n < c.Weight {
+			return c.Name
+		}
+		n -= c.Weight
+	}
+	return h.cfg.Clusters[len(h.cfg.Clusters)-1].Name
+}
+
+// ServeConn proxies one downstream connection until both directions end.
+func (h *Handler) ServeConn(ctx context.Context, down net.Conn) {
+	start := time.Now()
+	h.cxTotal.Inc()
+	h.cxActive.Inc()
+	defer h.cxActive.Dec()
+	entry := accesslog.Entry{Start: start, TCP: true, UpstreamServiceTime: -1}
+	defer func() {
+		down.Close()
+		if h.cfg.AccessLog && h.log != nil {
+			entry.Duration = time.Since(start)
+			h.log.Log(&entry)
+		}
+	}()
+	c := h.clusters.Get(h.pick())
+	if c == nil {
+		h.noRoute.Inc()
+		entry.Flags |= accesslog.NoClusterFound
+		return
+	}
+	host := c.Pick(upstream.PickOptions{})
+	if host == nil {
+		entry.Flags |= accesslog.NoHealthyUpstream
+		return
+	}
+	entry.UpstreamHost = host.Addr
+	up, err := c.DialRaw(ctx, host)
+	if err != nil {
+		if errors.Is(err, upstream.ErrOverflow) {
+			entry.Flags |= accesslog.UpstreamOverflow
+		} else {
+			entry.Flags |= accesslog.UpstreamConnectionFailure
+			c.Report(host, upstream.LocalFailure, 0)
+		}
+		return
+	}
+	defer up.Close()
+	host.Active.Add(1)
+	defer host.Active.Add(-1)
+	c.Report(host, upstream.Success, 0)
+
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); entry.BytesReceived = pipe(up, down, &last, h.rx, c.Stats.CxTxBytes) }()
+	go func() { defer wg.Done(); entry.BytesSent = pipe(down, up, &last, h.tx, c.Stats.CxRxBytes) }()
+	go func() { wg.Wait(); close(done) }()
+
+	tick := time.NewTicker(min(h.cfg.IdleTimeout/2+time.Millisecond, time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+			up.Close()
+			down.Close()
+			<-done
+			return
+		case now := <-tick.C:
+			if h.cfg.IdleTimeout > 0 && now.Sub(time.Unix(0, last.Load())) > h.cfg.IdleTimeout {
+				h.idle.Inc()
+				up.Close()
+				down.Close()
+				<-done
+				return
+			}
+		}
+	}
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// pipe copies src to dst, then half-closes dst so the peer sees EOF while
+// the other direction keeps flowing.
+func pipe(dst, src net.Conn, last *atomic.Int64, counters ...*stats.Counter) int64 {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var total int64
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			last.Store(time.Now().UnixNano())
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				src.Close()
+				break
+			}
+			total += int64(n)
+			for _, c := range counters {
+				c.Add(uint64(n))
+			}
+		}
+		if err != nil {
+			if err != io.EOF {
+				dst.Close()
+				src.Close()
+				return total
+			}
+			break
+		}
+	}
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	} else {
+		dst.Close()
+	}
+	return total
+}

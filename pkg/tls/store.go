@@ -1,0 +1,419 @@
+package tls
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	cryptotls "crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/go-logr/logr"
+)
+
+// Spec describes where an SDS secret's material comes from: inline PEM (a
+// Kubernetes Secret read by the controller) or files on this machine
+// (mounted secrets), reloaded when WatchDir changes.
+type Spec struct {
+	CertPEM, KeyPEM, CAPEM    []byte
+	CertFile, KeyFile, CAFile string
+	WatchDir                  string
+}
+
+func (s Spec) files() bool { return s.CertFile != "" || s.KeyFile != "" || s.CAFile != "" }
+
+// Material is validated certificate material.
+type Material struct {
+	Pair    *Pair
+	CA      *x509.CertPool
+	CACerts []*x509.Certificate
+	// Version is a hash of the PEM bytes.
+	Version  string
+	LoadedAt time.Time
+}
+
+// Info describes one secret for /certs and config dumps.
+type Info struct {
+	Name      string     `json:"name"`
+	Source    string     `json:"source"`
+	Version   string     `json:"version"`
+	LoadedAt  time.Time  `json:"loaded_at"`
+	Cert      *CertInfo  `json:"certificate,omitempty"`
+	CA        []CertInfo `json:"ca_certificates,omitempty"`
+	LastError string     `json:"last_error,omitempty"`
+}
+
+// Event reports a load: ok, or rejected with why (the old material stays).
+type Event struct {
+	Name string
+	OK   bool
+	Err  error
+}
+
+type entry struct {
+	name    string
+	spec    Spec
+	mat     *Material
+	lastErr string
+}
+
+// Store holds certificate material by SDS name. Readers (TLS handshakes)
+// take the current material under a read lock; updates swap it whole.
+type Store struct {
+	log   logr.Logger
+	now   func() time.Time
+	onEvt func(Event)
+
+	mu      sync.RWMutex
+	entries map[string]*entry
+
+	watchMu sync.Mutex
+	watcher *fsnotify.Watcher
+	dirs    map[string]int // watched directory → reference count
+	dirty   chan string
+}
+
+// NewStore returns an empty store. onEvent (optional) observes loads.
+func NewStore(log logr.Logger, onEvent func(Event)) *Store {
+	if onEvent == nil {
+		onEvent = func(Event) {}
+	}
+	return &Store{log: log, now: time.Now, onEvt: onEvent, entries: map[string]*entry{}, dirs: map[string]int{}, dirty: make(chan string, 64)}
+}
+
+// Set adds or replaces a secret. Invalid material is an error and leaves
+// any previous material of that name in place.
+func (s *Store) Set(name string, spec Spec) error {
+	mat, err := s.load(spec)
+	s.mu.Lock()
+	e, ok := s.entries[name]
+	if !ok {
+		e = &entry{name: name}
+		s.entries[name] = e
+	}
+	oldSpec := e.spec
+	e.spec = spec
+	if err != nil {
+		e.lastErr = err.Error()
+	} else {
+		e.mat, e.lastErr = mat, ""
+	}
+	s.mu.Unlock()
+	if oldSpec.WatchDir != spec.WatchDir || oldSpec.files() != spec.files() {
+		s.unwatch(oldSpec)
+		s.watch(spec)
+	}
+	s.onEvt(Event{Name: name, OK: err == nil, Err: err})
+	if err != nil {
+		return fmt.Errorf("secret %s: %w", name, err)
+	}
+	return nil
+}
+
+// Remove forgets a secret.
+func (s *Store) Remove(name string) {
+	s.mu.Lock()
+	e, ok := s.entries[name]
+	delete(s.entries, name)
+	s.mu.Unlock()
+	if ok {
+		s.unwatch(e.spec)
+	}
+}
+
+// Names lists stored secrets.
+func (s *Store) Names() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]string, 0, len(s.entries))
+	for n := range s.entries {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Has reports whether a secret has usable material.
+func (s *Store) Has(name string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.entries[name]
+	return ok && e.mat != nil
+}
+
+// ErrNotFound is returned for secrets that are missing or never loaded.
+var ErrNotFound = errors.New("secret not available")
+
+func (s *Store) material(name string) (*Material, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.entries[name]
+	if !ok || e.mat == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	return e.mat, nil
+}
+
+// Certificate returns the current certificate of a secret.
+func (s *Store) Certificate(name string) (*cryptotls.Certificate, error) {
+	m, err := s.material(name)
+	if err != nil {
+		return nil, err
+	}
+	if m.Pair == nil {
+		return nil, fmt.Errorf("secret %s has no certificate", name)
+	}
+	return &m.Pair.Certificate, nil
+}
+
+// CAPool returns the current CA pool of a secret.
+func (s *Store) CAPool(name string) (*x509.CertPool, error) {
+	m, err := s.material(name)
+	if err != nil {
+		return nil, err
+	}
+	if m.CA == nil {
+		return nil, fmt.Errorf("secret %s has no CA certificates", name)
+	}
+	return m.CA, nil
+}
+
+// Infos describes every secret.
+func (s *Store) Infos() []Info {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Info, 0, len(s.entries))
+	for _, e := range s.entries {
+		in := Info{Name: e.name, Source: source(e.spec), LastError: e.lastErr}
+		if m := e.mat; m != nil {
+			in.Version, in.LoadedAt = m.Version, m.LoadedAt
+			if m.Pair != nil {
+				ci := m.Pair.Info
+				in.Cert = &ci
+			}
+			for _, c := range m.CACerts {
+				in.CA = append(in.CA, Describe(c))
+			}
+		}
+		out = append(out, in)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func source(s Spec) string {
+	if !s.files() {
+		return "inline"
+	}
+	var parts []string
+	for _, f := range []string{s.CertFile, s.KeyFile, s.CAFile} {
+		if f != "" {
+			parts = append(parts, f)
+		}
+	}
+	return fmt.Sprint(parts)
+}
+
+func (s *Store) load(spec Spec) (*Material, error) {
+	certPEM, keyPEM, caPEM := spec.CertPEM, spec.KeyPEM, spec.CAPEM
+	var err error
+	read := func(path string) []byte {
+		if path == "" || err != nil {
+			return nil
+		}
+		var b []byte
+		b, err = os.ReadFile(path)
+		if err != nil {
+			err = fmt.Errorf("reading %s: %w", path, err)
+		}
+		return b
+	}
+	if spec.files() {
+		certPEM, keyPEM, caPEM = read(spec.CertFile), read(spec.KeyFile), read(spec.CAFile)
+		if err != nil {
+			return nil, err
+		}
+	}
+	h := sha256.New()
+	mat := &Material{LoadedAt: s.now()}
+	if len(certPEM) > 0 || len(keyPEM) > 0 {
+		pair, err := ParsePair(certPEM, keyPEM, s.now())
+		if err != nil {
+			return nil, err
+		}
+		mat.Pair = pair
+		h.Write(certPEM)
+		h.Write(keyPEM)
+	}
+	if len(caPEM) > 0 {
+		pool, certs, err := ParseCABundle(caPEM)
+		if err != nil {
+			return nil, err
+		}
+		mat.CA, mat.CACerts = pool, certs
+		h.Write(caPEM)
+	}
+	if mat.Pair == nil && mat.CA == nil {
+		return nil, errors.New("no certificate, key or CA")
+	}
+	mat.Version = hex.EncodeToString(h.Sum(nil))[:16]
+	return mat, nil
+}
+
+// watchDir is the directory whose changes reload a spec.
+func watchDir(s Spec) string {
+	if !s.files() {
+		return ""
+	}
+	if s.WatchDir != "" {
+		return s.WatchDir
+	}
+	for _, f := range []string{s.CertFile, s.CAFile, s.KeyFile} {
+		if f != "" {
+			return filepath.Dir(f)
+		}
+	}
+	return ""
+}
+
+func (s *Store) watch(spec Spec) {
+	dir := watchDir(spec)
+	if dir == "" {
+		return
+	}
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	s.dirs[dir]++
+	if s.dirs[dir] == 1 && s.watcher != nil {
+		if err := s.watcher.Add(dir); err != nil {
+			s.log.Error(err, "watching certificate directory", "dir", dir)
+		}
+	}
+}
+
+func (s *Store) unwatch(spec Spec) {
+	dir := watchDir(spec)
+	if dir == "" {
+		return
+	}
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	if s.dirs[dir]--; s.dirs[dir] <= 0 {
+		delete(s.dirs, dir)
+		if s.watcher != nil {
+			s.watcher.Remove(dir)
+		}
+	}
+}
+
+// Run watches the directories of file-backed secrets and reloads them on
+// change, until ctx ends. Changes are batched for a short holdoff so a
+// kubelet "..data" swap or an editor's rename is seen as one update.
+func (s *Store) Run(ctx context.Context) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("creating certificate watcher: %w", err)
+	}
+	defer w.Close()
+	s.watchMu.Lock()
+	s.watcher = w
+	for dir := range s.dirs {
+		if err := w.Add(dir); err != nil {
+			s.log.Error(err, "watching certificate directory", "dir", dir)
+		}
+	}
+	s.watchMu.Unlock()
+	defer func() {
+		s.watchMu.Lock()
+		s.watcher = nil
+		s.watchMu.Unlock()
+	}()
+	const holdoff = 50 * time.Millisecond
+	pending := map[string]bool{}
+	var timer *time.Timer
+	var timerC <-chan time.Time
+	// A periodic rescan also catches changes fsnotify cannot see (a
+	// directory created after the watch, network filesystems).
+	rescan := time.NewTicker(5 * time.Second)
+	defer rescan.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return nil
+			}
+			pending[filepath.Dir(ev.Name)] = true
+			if timer == nil {
+				timer = time.NewTimer(holdoff)
+				timerC = timer.C
+			}
+		case err, ok := <-w.Errors:
+			if ok {
+				s.log.Error(err, "certificate watcher")
+			}
+		case <-rescan.C:
+			s.reloadChanged(nil)
+		case <-timerC:
+			timer, timerC = nil, nil
+			dirs := pending
+			pending = map[string]bool{}
+			s.reloadChanged(dirs)
+		}
+	}
+}
+
+// reloadChanged reloads file secrets in dirs (all when nil) whose content
+// changed, keeping the old material when the new one is invalid.
+func (s *Store) reloadChanged(dirs map[string]bool) {
+	s.mu.RLock()
+	var todo []*entry
+	for _, e := range s.entries {
+		d := watchDir(e.spec)
+		if d == "" {
+			continue
+		}
+		if dirs == nil || dirs[d] || dirs[filepath.Clean(d)] {
+			todo = append(todo, e)
+		}
+	}
+	s.mu.RUnlock()
+	for _, e := range todo {
+		s.mu.RLock()
+		spec, old := e.spec, e.mat
+		s.mu.RUnlock()
+		mat, err := s.load(spec)
+		if err == nil && old != nil && mat.Version == old.Version {
+			continue // nothing changed
+		}
+		s.mu.Lock()
+		if cur, ok := s.entries[e.name]; ok && cur == e && equalSpec(cur.spec, spec) {
+			if err != nil {
+				e.lastErr = err.Error()
+			} else {
+				e.mat, e.lastErr = mat, ""
+			}
+		}
+		s.mu.Unlock()
+		if err != nil {
+			s.log.Error(err, "certificate reload rejected; the previous certificate keeps serving", "secret", e.name)
+		} else {
+			s.log.Info("certificate reloaded", "secret", e.name, "version", mat.Version)
+		}
+		s.onEvt(Event{Name: e.name, OK: err == nil, Err: err})
+	}
+}
+
+func equalSpec(a, b Spec) bool {
+	return a.CertFile == b.CertFile && a.KeyFile == b.KeyFile && a.CAFile == b.CAFile && a.WatchDir == b.WatchDir &&
+		bytes.Equal(a.CertPEM, b.CertPEM) && bytes.Equal(a.KeyPEM, b.KeyPEM) && bytes.Equal(a.CAPEM, b.CAPEM)
+}
