@@ -9,6 +9,8 @@
 package configdump
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"time"
@@ -181,7 +183,23 @@ func Build(in Input, q Query) (*adminv3.ConfigDump, error) {
 
 // Marshal renders a dump as Envoy does: indented JSON with proto field names.
 func Marshal(cd *adminv3.ConfigDump) ([]byte, error) {
-	return protojson.MarshalOptions{Multiline: true, Indent: " ", UseProtoNames: true}.Marshal(cd)
+	return MarshalJSON(cd, false)
+}
+
+// MarshalJSON renders a message as stable, indented JSON with proto field
+// names (protojson alone varies its whitespace from run to run, which
+// makes dumps hard to diff). withDefaults also prints zero values.
+func MarshalJSON(m proto.Message, withDefaults bool) ([]byte, error) {
+	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues: withDefaults}.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", " "); err != nil {
+		return nil, err
+	}
+	out.WriteByte('\n')
+	return out.Bytes(), nil
 }
 
 // Redact hides private keys in a secret, as Envoy's dump does.

@@ -16,7 +16,6 @@ import (
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -140,14 +139,14 @@ func (p *Proxy) adminReady(w http.ResponseWriter, _ *http.Request) {
 }
 
 func writeProto(w http.ResponseWriter, m proto.Message) {
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: " ", UseProtoNames: true}.Marshal(m)
+	// Default values are shown, as Envoy shows them ("state": "LIVE").
+	b, err := configdump.MarshalJSON(m, true)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(b)
-	w.Write([]byte("\n"))
 }
 
 func (p *Proxy) adminServerInfo(w http.ResponseWriter, _ *http.Request) {
@@ -242,7 +241,6 @@ func (p *Proxy) adminConfigDump(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(b)
-	w.Write([]byte("\n"))
 }
 
 func (p *Proxy) adminListeners(w http.ResponseWriter, r *http.Request) {

@@ -106,6 +106,9 @@ type Proxy struct {
 	kick         chan struct{}
 	quit         chan struct{}
 	quitOnce     sync.Once
+	// ctx bounds the components' background work; Run cancels it.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	updSuccess, updRejected map[string]*stats.Counter
 	connected               *stats.Gauge
@@ -151,6 +154,12 @@ func New(opts Options, log logr.Logger) *Proxy {
 		p.updRejected[t] = p.Stats.Counter(stats.Plain(short), "update_rejected")
 	}
 	p.connected = p.Stats.Gauge(stats.Plain("control_plane"), "connected_state")
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.Secrets = ptls.NewStore(p.log.WithName("certs"), p.onSecretEvent)
+	p.Clusters = upstream.NewManager(p.ctx, p.log.WithName("upstream"), p.Stats, p.Secrets)
+	env := &hcm.Env{Routes: p.routeTable, Clusters: p.Clusters, Stats: p.Stats, AccessLog: p.accessLog, Log: p.log.WithName("http"), Ctx: p.ctx}
+	p.Listeners = listener.NewManager(p.ctx, listener.Deps{HTTP: env, Secrets: p.Secrets, Stats: p.Stats, Log: p.log.WithName("listener")}, opts.DrainTime, opts.PortMap)
+	p.client = xdsclient.New(xdsclient.Options{Address: opts.XDSAddress, Node: p.Node(), SOTW: opts.SOTW}, p, p.log.WithName("xds"))
 	return p
 }
 
@@ -168,10 +177,14 @@ func (p *Proxy) Node() *corev3.Node {
 // has not been told to fail health checks.
 func (p *Proxy) Ready() bool { return p.ready.Load() && !p.healthFailed.Load() && !p.draining.Load() }
 
-// Run runs the proxy until ctx ends or /quitquitquit is called.
+// Run runs the proxy until ctx ends or /quitquitquit is called. A proxy
+// runs once.
 func (p *Proxy) Run(ctx context.Context) error {
+	defer p.cancel()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	stop := context.AfterFunc(ctx, p.cancel)
+	defer stop()
 	go func() {
 		select {
 		case <-p.quit:
@@ -180,11 +193,6 @@ func (p *Proxy) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}()
-	p.Secrets = ptls.NewStore(p.log.WithName("certs"), p.onSecretEvent)
-	p.Clusters = upstream.NewManager(ctx, p.log.WithName("upstream"), p.Stats, p.Secrets)
-	env := &hcm.Env{Routes: p.routeTable, Clusters: p.Clusters, Stats: p.Stats, AccessLog: p.accessLog, Log: p.log.WithName("http"), Ctx: ctx}
-	p.Listeners = listener.NewManager(ctx, listener.Deps{HTTP: env, Secrets: p.Secrets, Stats: p.Stats, Log: p.log.WithName("listener")}, p.opts.DrainTime, p.opts.PortMap)
-	p.client = xdsclient.New(xdsclient.Options{Address: p.opts.XDSAddress, Node: p.Node(), SOTW: p.opts.SOTW}, p, p.log.WithName("xds"))
 	p.Stats.Gauge(stats.Plain("server"), "live").Set(1)
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -682,4 +690,11 @@ func (p *Proxy) activeClusterRefs() map[string]bool {
 		}
 	}
 	return refs
+}
+
+// Flush writes buffered access log entries.
+func (p *Proxy) Flush() {
+	if p.accessLog != nil {
+		p.accessLog.Flush()
+	}
 }

@@ -94,7 +94,7 @@ func parseFields(block []byte, h *Header) error {
 			switch {
 			case c >= 'A' && c <= 'Z':
 				name[j] = c + ('a' - 'A')
-			case c == ' ' || c == '\t' || c < 0x21 || c == 0x7f:
+			case !isTokenChar(c):
 				return fmt.Errorf("%w: invalid header name %q", ErrMalformed, name)
 			}
 		}
@@ -107,6 +107,14 @@ func parseFields(block []byte, h *Header) error {
 		h.Fields = append(h.Fields, Field{Name: toString(name), Value: toString(value)})
 	}
 	return nil
+}
+
+// isTokenChar reports whether c may appear in a header name (RFC 9110 tchar).
+func isTokenChar(c byte) bool {
+	if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
 // framing describes how a message body is delimited.
@@ -420,7 +428,7 @@ func (c *chunkedReader) crlf() error {
 		}
 		return err
 	}
-	if len(trimCR(b)) != len(b)-1 || len(b) > 2 {
+	if !(len(b) == 1 || len(b) == 2 && b[0] == '\r') {
 		return fmt.Errorf("%w: missing CRLF after chunk", ErrMalformed)
 	}
 	return nil

@@ -1,0 +1,41 @@
+# Portico — see README.md.
+GO      ?= go
+BIN     := bin
+CACHE   ?= $(HOME)/.cache/portico
+
+.PHONY: all build run test unit e2e bench fmt lint clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# Standalone mode on the quickstart: demo backends + controller + embedded
+# proxy. Ctrl-C stops everything.
+run: build
+	@./hack/run-quickstart.sh
+
+# The whole test suite: vet, unit and integration tests with the race
+# detector, then the end-to-end tests against a real kube-apiserver.
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+unit:
+	$(GO) test -race -count=1 ./pkg/... ./internal/... ./cmd/...
+
+e2e:
+	$(GO) test -count=1 -timeout 30m -v ./test/e2e/...
+
+bench:
+	./bench/run.sh
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN)
