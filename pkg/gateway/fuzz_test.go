@@ -1,0 +1,48 @@
+package gateway
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/portico-gateway/portico/internal/golden"
+	"github.com/portico-gateway/portico/pkg/resource"
+)
+
+// FuzzDecodeAndBind feeds arbitrary YAML through decoding and binding. It
+// must never panic, every proxy must carry a name, and every resource must
+// get a status with conditions. (Translation of the resulting IR is fuzzed
+// for validity in pkg/translate.)
+func FuzzDecodeAndBind(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.in.yaml")
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(golden.ExpandPEM(b))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		objs, _ := resource.Decode(data, "fuzz")
+		res := &resource.Resources{}
+		for _, o := range objs {
+			if err := res.Add(o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out := Build(res, Options{Classes: []map[string]string{{"istio": "ingressgateway"}}, Now: func() time.Time { return goldenNow }})
+		for _, p := range out.Proxies {
+			for _, l := range p.Listeners {
+				if len(l.FilterChains) == 0 {
+					t.Fatalf("listener %s without filter chains", l.Name)
+				}
+			}
+		}
+		for _, s := range out.Statuses {
+			if len(s.Conditions) != 2 {
+				t.Fatalf("status of %s has %d conditions", s.Key, len(s.Conditions))
+			}
+		}
+	})
+}

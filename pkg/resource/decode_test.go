@@ -1,0 +1,87 @@
+package resource
+
+import (
+	"strings"
+	"testing"
+
+	networkingapi "istio.io/api/networking/v1alpha3"
+	networking "istio.io/client-go/pkg/apis/networking/v1"
+)
+
+func TestDecodeReportsFieldPaths(t *testing.T) {
+	cases := []struct {
+		name, yaml, field, msg string
+	}{
+		{"unknown field with suggestion", "spec:\n  hosts: [a]\n  http:\n  - route: [{destination: {hots: x}}]\n",
+			"spec.http[0].route[0].destination.hots", `did you mean "host"`},
+		{"wrong type", "spec:\n  hosts: [a]\n  http:\n  - retries: {attempts: two}\n", "spec.http[0].retries.attempts", "expected an integer"},
+		{"bad duration", "spec:\n  hosts: [a]\n  http:\n  - timeout: 5 seconds\n", "spec.http[0].timeout", "invalid duration"},
+		{"bad enum", "spec:\n  hosts: [a]\n  http:\n  - redirect: {derivePort: SOMETIMES}\n", "spec.http[0].redirect.derivePort", "unknown value"},
+		{"two oneof members", "spec:\n  hosts: [a]\n  http:\n  - match: [{uri: {exact: /a, prefix: /b}}]\n", "spec.http[0].match[0].uri", "only one of"},
+		{"top level", "spex: {}\n", "spex", "unknown field"},
+	}
+	for _, c := range cases {
+		doc := "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: ns}\n" + c.yaml
+		_, errs := Decode([]byte(doc), "f.yaml")
+		if len(errs) != 1 {
+			t.Errorf("%s: %d errors", c.name, len(errs))
+			continue
+		}
+		e := errs[0]
+		if !strings.HasPrefix(e.Field, strings.Split(c.field, "[")[0]) || !strings.Contains(e.Error(), c.field) || !strings.Contains(e.Error(), c.msg) {
+			t.Errorf("%s: %v (want field %s, %q)", c.name, e, c.field, c.msg)
+		}
+		if e.Key != (Key{Kind: "VirtualService", Namespace: "ns", Name: "vs"}) || e.Source != "f.yaml" {
+			t.Errorf("%s: key %v source %s", c.name, e.Key, e.Source)
+		}
+	}
+}
+
+func TestDecodeAcceptsWhatIstioUsersWrite(t *testing.T) {
+	doc := `apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata:
+  name: rating
+spec:
+  host: rating
+  trafficPolicy:
+    connectionPool:
+      http: {http1MaxPendingRequests: 3, maxRequestsPerConnection: 3}
+      tcp: {maxConnections: 3, connect_timeout: 250ms}
+    outlierDetection: {baseEjectionTime: 3m, consecutive5xxErrors: 1, interval: 1s, maxEjectionPercent: 100}
+    loadBalancer: {simple: LEAST_REQUEST}
+---
+# comment-only document
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: ignored}
+`
+	objs, errs := Decode([]byte(doc), "dr.yaml")
+	if len(errs) > 0 {
+		t.Fatal(errs[0])
+	}
+	if len(objs) != 1 {
+		t.Fatalf("got %d objects, want 1 (ConfigMaps are skipped)", len(objs))
+	}
+	dr := objs[0]
+	if dr.GetNamespace() != "default" {
+		t.Errorf("namespace defaults to default, got %q", dr.GetNamespace())
+	}
+	var spec *networkingapi.DestinationRule = &dr.(*drType).Spec
+	if got := spec.TrafficPolicy.OutlierDetection.BaseEjectionTime.AsDuration().String(); got != "3m0s" {
+		t.Errorf("baseEjectionTime = %s", got)
+	}
+	if got := spec.TrafficPolicy.ConnectionPool.Tcp.ConnectTimeout.AsDuration().String(); got != "250ms" {
+		t.Errorf("snake_case field: connectTimeout = %s", got)
+	}
+}
+
+func TestSplitDocumentsLines(t *testing.T) {
+	docs := SplitDocuments([]byte("a: 1\n---\n# only a comment\n---\nb: 2\nc: 3\n--- # trailing\nd: 4\n"))
+	if len(docs) != 3 || docs[0].Line != 1 || docs[1].Line != 5 || docs[1].Index != 2 || docs[2].Line != 8 {
+		t.Fatalf("%+v", docs)
+	}
+}
+
+type drType = networking.DestinationRule
