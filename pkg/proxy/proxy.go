@@ -235,11 +235,17 @@ func (p *Proxy) routeTable(name string) *router.Table { return (*p.routes.Load()
 func (p *Proxy) warmLoop(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
+	certs := time.NewTicker(5 * time.Second)
+	defer certs.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-p.kick:
+			p.updateCertStats()
+		case <-certs.C:
+			p.updateCertStats()
+			continue
 		case <-t.C:
 		}
 		p.mu.Lock()
@@ -696,5 +702,37 @@ func (p *Proxy) activeClusterRefs() map[string]bool {
 func (p *Proxy) Flush() {
 	if p.accessLog != nil {
 		p.accessLog.Flush()
+	}
+}
+
+// updateCertStats publishes each secret's time to expiry
+// (sds.<name>.expiration_seconds) and Envoy's
+// server.days_until_first_cert_expiring.
+func (p *Proxy) updateCertStats() {
+	now := time.Now()
+	first := int64(-1)
+	for _, info := range p.Secrets.Infos() {
+		var exp time.Time
+		switch {
+		case info.Cert != nil:
+			exp = info.Cert.NotAfter
+		case len(info.CA) > 0:
+			exp = info.CA[0].NotAfter
+			for _, ca := range info.CA[1:] {
+				if ca.NotAfter.Before(exp) {
+					exp = ca.NotAfter
+				}
+			}
+		default:
+			continue
+		}
+		secs := int64(exp.Sub(now).Seconds())
+		p.Stats.Gauge(stats.Plain("sds."+info.Name), "expiration_seconds").Set(secs)
+		if days := secs / 86400; first < 0 || days < first {
+			first = days
+		}
+	}
+	if first >= 0 {
+		p.Stats.Gauge(stats.Plain("server"), "days_until_first_cert_expiring").Set(first)
 	}
 }

@@ -56,6 +56,13 @@ func ParsePair(certPEM, keyPEM []byte, now time.Time) (*Pair, error) {
 	c, err := cryptotls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		if strings.Contains(err.Error(), "does not match") {
+			// The key may belong to a later certificate: the chain is then
+			// out of order (the leaf must come first).
+			for i, other := range chain[1:] {
+				if matchesKey(other, c.PrivateKey, keyPEM) {
+					return nil, fmt.Errorf("certificate chain is out of order: the key belongs to certificate %d (%s), which must come first", i+1, other.Subject.CommonName)
+				}
+			}
 			return nil, errors.New("private key does not match the certificate")
 		}
 		return nil, fmt.Errorf("key pair: %w", err)
@@ -176,4 +183,11 @@ func UncoveredHosts(leaf *x509.Certificate, hosts []string) []string {
 		}
 	}
 	return out
+}
+
+// matchesKey reports whether the private key in keyPEM belongs to cert.
+func matchesKey(cert *x509.Certificate, _ crypto.PrivateKey, keyPEM []byte) bool {
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
+	_, err := cryptotls.X509KeyPair(certPEM, keyPEM)
+	return err == nil
 }
