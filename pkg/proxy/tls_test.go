@@ -40,7 +40,9 @@ func clientCert(t *testing.T, name string) tls.Certificate {
 // httpsGet makes one request over a fresh TLS connection.
 func httpsGet(addr string, cfg *tls.Config, host string) (*http.Response, testenv.Echo, error) {
 	tr := &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "tcp", addr) }}
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		}}
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + host + "/")
 	if err != nil {
