@@ -253,7 +253,9 @@ type Backend struct {
 	Hits atomic.Int64
 	// Status, when set, is returned instead of 200.
 	Status atomic.Int32
-	srv    *httptest.Server
+	// Delay, in milliseconds, is waited before answering.
+	Delay atomic.Int64
+	srv   *httptest.Server
 }
 
 // Echo is what a backend answers.
@@ -268,6 +270,13 @@ type Echo struct {
 
 func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b.Hits.Add(1)
+	if d := b.Delay.Load(); d > 0 {
+		select {
+		case <-time.After(time.Duration(d) * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+	}
 	if s := b.Status.Load(); s != 0 {
 		w.WriteHeader(int(s))
 		fmt.Fprintf(w, "%s says %d\n", b.Name, s)

@@ -501,7 +501,14 @@ spec:
 	close(stop)
 	wg.Wait()
 	if failed.Load() > 0 {
-		t.Fatalf("%d of %d requests failed across 12 config pushes; first: %v", failed.Load(), failed.Load()+ok.Load(), firstErr.Load())
+		p.Proxy.Flush()
+		var bad []string
+		for _, l := range strings.Split(p.Log.String(), "\n") {
+			if !strings.Contains(l, "\" 200 ") && l != "" {
+				bad = append(bad, l)
+			}
+		}
+		t.Fatalf("%d of %d requests failed across 12 config pushes; first: %v\n%s", failed.Load(), failed.Load()+ok.Load(), firstErr.Load(), strings.Join(bad, "\n"))
 	}
 	t.Logf("%d requests across 12 pushes, none failed", ok.Load())
 	if v1.Hits.Load() == 0 || v2.Hits.Load() == 0 {

@@ -17,7 +17,6 @@ import (
 var (
 	ErrOverflow       = errors.New("upstream connection pool overflow")
 	ErrConnectFailure = errors.New("upstream connection failure")
-	ErrClusterClosed  = errors.New("cluster removed")
 )
 
 // Conn is a pooled HTTP/1.1 upstream connection.
@@ -68,11 +67,9 @@ func (c *Cluster) Get(ctx context.Context, h *Host) (*Conn, error) {
 	p := h.pool
 	now := time.Now()
 	var stale []*Conn
+	// A cluster replaced by a configuration push still serves the requests
+	// that already chose it: it just keeps no idle connections.
 	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return nil, ErrClusterClosed
-	}
 	for len(p.idle) > 0 {
 		conn := p.idle[len(p.idle)-1]
 		p.idle[len(p.idle)-1] = nil
@@ -140,8 +137,6 @@ func (c *Cluster) wait(ctx context.Context, h *Host) (*Conn, error) {
 			c.wakeOne()
 		}
 		return nil, ctx.Err()
-	case <-c.closed:
-		return nil, ErrClusterClosed
 	}
 }
 

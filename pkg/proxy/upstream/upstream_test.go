@@ -1,0 +1,270 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/portico-gateway/portico/pkg/proxy/stats"
+)
+
+// tcpServer accepts connections and holds them open.
+func tcpServer(t *testing.T) EndpointSpec {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lis.Close() })
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			go func() { buf := make([]byte, 1); c.Read(buf); c.Close() }()
+		}
+	}()
+	return EndpointSpec{Address: "127.0.0.1", Port: uint32(lis.Addr().(*net.TCPAddr).Port), Weight: 1, Healthy: true}
+}
+
+func newManager(t *testing.T) *Manager {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	m := NewManager(ctx, logr.Discard(), stats.NewStore(), nil)
+	t.Cleanup(m.Close)
+	return m
+}
+
+func cfg(name string, mut func(*ClusterConfig)) *ClusterConfig {
+	c := &ClusterConfig{Name: name, Discovery: EDS, EDSServiceName: name, ConnectTimeout: time.Second, PanicThreshold: 50, IdleTimeout: time.Hour,
+		Limits: Limits{MaxConnections: 1 << 40, MaxPendingRequests: 1 << 40, MaxRequests: 1 << 40, MaxRetries: 3}}
+	if mut != nil {
+		mut(c)
+	}
+	return c
+}
+
+func eps(n int) []EndpointSpec {
+	var out []EndpointSpec
+	for i := 0; i < n; i++ {
+		out = append(out, EndpointSpec{Address: fmt.Sprintf("10.0.0.%d", i+1), Port: 80, Weight: 1, Healthy: true})
+	}
+	return out
+}
+
+// TestReplacedClusterServesInflightRequests: a request that picked a
+// cluster just before a push replaced it must still get a connection.
+func TestReplacedClusterServesInflightRequests(t *testing.T) {
+	m := newManager(t)
+	ep := tcpServer(t)
+	m.SetEndpoints("c", []EndpointSpec{ep})
+	m.Apply(map[string]Versioned{"c": {Config: cfg("c", nil), Hash: "1"}}, nil)
+	old := m.Get("c")
+	m.Apply(map[string]Versioned{"c": {Config: cfg("c", func(c *ClusterConfig) { c.Limits.MaxRetries = 9 }), Hash: "2"}}, nil)
+	if m.Get("c") == old {
+		t.Fatal("the cluster was not replaced")
+	}
+	h := old.Pick(PickOptions{})
+	conn, err := old.Get(context.Background(), h)
+	if err != nil {
+		t.Fatalf("a replaced cluster refused an in-flight request: %v", err)
+	}
+	old.Release(conn, true) // not pooled any more: closed
+	if n := old.Connections(); n != 0 {
+		t.Errorf("a replaced cluster kept %d connections", n)
+	}
+}
+
+func TestRoundRobinWeightedAndPanic(t *testing.T) {
+	m := newManager(t)
+	m.Apply(map[string]Versioned{"rr": {Config: cfg("rr", nil), Hash: "1"}}, nil)
+	c := m.Get("rr")
+	c.setEndpoints(eps(3))
+	counts := map[string]int{}
+	for i := 0; i < 300; i++ {
+		counts[c.Pick(PickOptions{}).Addr]++
+	}
+	for a, n := range counts {
+		if n != 100 {
+			t.Errorf("round robin: %s got %d of 300", a, n)
+		}
+	}
+	weighted := eps(2)
+	weighted[0].Weight = 3
+	c.setEndpoints(weighted)
+	counts = map[string]int{}
+	for i := 0; i < 400; i++ {
+		counts[c.Pick(PickOptions{}).Addr]++
+	}
+	if counts["10.0.0.1:80"] != 300 || counts["10.0.0.2:80"] != 100 {
+		t.Errorf("weighted round robin 3:1: %v", counts)
+	}
+	// Unhealthy hosts are skipped; below the panic threshold all are used.
+	sick := eps(4)
+	sick[0].Healthy, sick[1].Healthy = false, false
+	c.setEndpoints(sick)
+	if c.HealthyCount() != 2 {
+		t.Errorf("healthy = %d", c.HealthyCount())
+	}
+	sick[2].Healthy = false
+	c.setEndpoints(sick)
+	if c.HealthyCount() != 4 || !c.hosts.Load().panic {
+		t.Errorf("one healthy host of four (25%% < 50%%) must put the cluster in panic mode")
+	}
+}
+
+func TestHashingIsStableAndSpread(t *testing.T) {
+	for _, lb := range []LBPolicy{RingHash, Maglev} {
+		m := newManager(t)
+		m.Apply(map[string]Versioned{"h": {Config: cfg("h", func(c *ClusterConfig) {
+			c.LB = lb
+			c.RingSize = map[LBPolicy]uint64{RingHash: 1024, Maglev: 1031}[lb]
+		}), Hash: "1"}}, nil)
+		c := m.Get("h")
+		c.setEndpoints(eps(4))
+		first := map[uint64]*Host{}
+		used := map[*Host]bool{}
+		for k := uint64(0); k < 200; k++ {
+			h := c.Pick(PickOptions{Hash: k * 0x9e3779b97f4a7c15, HasHash: true})
+			first[k] = h
+			used[h] = true
+		}
+		for k := uint64(0); k < 200; k++ {
+			if c.Pick(PickOptions{Hash: k * 0x9e3779b97f4a7c15, HasHash: true}) != first[k] {
+				t.Fatalf("policy %d: key %d moved", lb, k)
+			}
+		}
+		if len(used) != 4 {
+			t.Errorf("policy %d: keys reached %d of 4 hosts", lb, len(used))
+		}
+		// Removing one host moves only the keys that were on it.
+		c.setEndpoints(eps(3))
+		moved := 0
+		for k := uint64(0); k < 200; k++ {
+			h := c.Pick(PickOptions{Hash: k * 0x9e3779b97f4a7c15, HasHash: true})
+			if first[k].Addr != "10.0.0.4:80" && h.Addr != first[k].Addr {
+				moved++
+			}
+		}
+		// Ring hash, like Envoy's, gives the remaining hosts more replicas
+		// when one leaves, so a few other keys move too; most must stay.
+		if moved > 200/4 {
+			t.Errorf("policy %d: %d keys not on the removed host moved", lb, moved)
+		}
+	}
+}
+
+func TestOutlierEjectionGrowsAndReturns(t *testing.T) {
+	m := newManager(t)
+	base := 150 * time.Millisecond
+	m.Apply(map[string]Versioned{"o": {Config: cfg("o", func(c *ClusterConfig) {
+		c.Outlier = &OutlierConfig{Consecutive5xx: 2, Enforcing5xx: 100, ConsecutiveGateway: 5, Interval: 20 * time.Millisecond,
+			BaseEjectionTime: base, MaxEjectionTime: time.Minute, MaxEjectionPercent: 100}
+	}), Hash: "1"}}, nil)
+	c := m.Get("o")
+	c.setEndpoints(eps(2))
+	h := c.Hosts()[0]
+	c.Report(h, ServerError, 500)
+	if h.Ejected() {
+		t.Fatal("ejected after one error with consecutive5xx: 2")
+	}
+	c.Report(h, Success, 200) // a success resets the count
+	c.Report(h, ServerError, 500)
+	if h.Ejected() {
+		t.Fatal("ejected although a success came between the errors")
+	}
+	ejectAndMeasure := func() time.Duration {
+		c.Report(h, ServerError, 500)
+		c.Report(h, ServerError, 500)
+		if !h.Ejected() {
+			t.Fatal("not ejected after two consecutive 5xx")
+		}
+		start := time.Now()
+		for h.Ejected() {
+			if time.Since(start) > 10*time.Second {
+				t.Fatal("never returned")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return time.Since(start)
+	}
+	if d := ejectAndMeasure(); d < base {
+		t.Errorf("first ejection lasted %v, want at least %v", d, base)
+	}
+	if d := ejectAndMeasure(); d < 2*base {
+		t.Errorf("second ejection lasted %v, want at least %v (base × 2)", d, 2*base)
+	}
+	if v := c.Stats.EjectionsTotal.Value(); v != 2 {
+		t.Errorf("ejections_total = %d", v)
+	}
+	// Connection failures count as gateway errors unless split.
+	g := c.Hosts()[1]
+	for i := 0; i < 5; i++ {
+		c.Report(g, LocalFailure, 0)
+	}
+	if !g.Ejected() {
+		t.Error("five local failures must eject (consecutive 5xx)")
+	}
+}
+
+func TestPendingOverflowAndMaxConnections(t *testing.T) {
+	m := newManager(t)
+	ep := tcpServer(t)
+	m.SetEndpoints("p", []EndpointSpec{ep})
+	m.Apply(map[string]Versioned{"p": {Config: cfg("p", func(c *ClusterConfig) {
+		c.Limits.MaxConnections, c.Limits.MaxPendingRequests = 1, 1
+	}), Hash: "1"}}, nil)
+	c := m.Get("p")
+	h := c.Pick(PickOptions{})
+	conn, err := c.Get(context.Background(), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *Conn, 1)
+	go func() {
+		w, err := c.Get(context.Background(), h) // pending
+		if err != nil {
+			t.Error(err)
+		}
+		got <- w
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for c.pendingRequests.Load() != 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := c.Get(context.Background(), h); !errors.Is(err, ErrOverflow) {
+		t.Fatalf("a second pending request must overflow, got %v", err)
+	}
+	if c.Stats.RqPendingOverflow.Value() != 1 || c.Stats.CxOverflow.Value() < 1 {
+		t.Errorf("overflow stats: pending %d cx %d", c.Stats.RqPendingOverflow.Value(), c.Stats.CxOverflow.Value())
+	}
+	c.Release(conn, true) // handed straight to the waiter
+	w := <-got
+	if w != conn {
+		t.Error("the released connection should go to the pending request")
+	}
+	c.Release(w, false)
+	if c.Connections() != 0 {
+		t.Errorf("connections = %d", c.Connections())
+	}
+}
+
+func TestCompileEndpointsAndAddresses(t *testing.T) {
+	m := newManager(t)
+	m.Apply(map[string]Versioned{"d": {Config: cfg("d", nil), Hash: "1"}}, nil)
+	c := m.Get("d")
+	c.setEndpoints([]EndpointSpec{{Address: "::1", Port: 8080, Weight: 1, Healthy: true}, {Address: "10.0.0.1", Port: 80, Weight: 1, Healthy: true}})
+	addrs := map[string]bool{}
+	for _, h := range c.Hosts() {
+		addrs[h.Addr] = true
+	}
+	if !addrs["[::1]:8080"] || !addrs[net.JoinHostPort("10.0.0.1", strconv.Itoa(80))] {
+		t.Errorf("host addresses %v", addrs)
+	}
+}
