@@ -16,14 +16,14 @@ import (
 	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/ir"
 	"github.com/portico-gateway/portico/pkg/resource"
-	"github.com/portico-gateway/portico/pkg/status"
 	"github.com/portico-gateway/portico/pkg/translate"
 	"github.com/portico-gateway/portico/pkg/xds"
 )
 
-// StatusSink receives every build's statuses.
+// StatusSink receives every build's result (statuses, and the proxies'
+// configuration for sinks that act on it, like Service port management).
 type StatusSink interface {
-	Update(ctx context.Context, statuses []*status.Status)
+	Update(ctx context.Context, result *gateway.Result)
 }
 
 // Options configure the controller.
@@ -31,8 +31,11 @@ type Options struct {
 	// StaticClasses are proxy classes always built, connected or not (the
 	// embedded proxy's, in standalone mode).
 	StaticClasses []map[string]string
-	DomainSuffix  string
-	Translate     translate.Options
+	// ExtraClasses, if set, adds classes at every build (e.g. the selectors
+	// of gateway Services whose ports Portico manages).
+	ExtraClasses func() []map[string]string
+	DomainSuffix string
+	Translate    translate.Options
 	// Registerer receives the controller's metrics; nil disables them.
 	Registerer prometheus.Registerer
 }
@@ -124,7 +127,11 @@ func (c *Controller) Run(ctx context.Context) error {
 func (c *Controller) classes() []map[string]string {
 	seen := map[string]bool{}
 	var out []map[string]string
-	for _, l := range append(append([]map[string]string(nil), c.opts.StaticClasses...), c.xds.Classes()...) {
+	all := append(append([]map[string]string(nil), c.opts.StaticClasses...), c.xds.Classes()...)
+	if c.opts.ExtraClasses != nil {
+		all = append(all, c.opts.ExtraClasses()...)
+	}
+	for _, l := range all {
 		if n := gateway.ClassName(l); !seen[n] {
 			seen[n] = true
 			out = append(out, l)
@@ -166,7 +173,7 @@ func (c *Controller) build(ctx context.Context, res *resource.Resources) {
 	c.state = st
 	c.stateMu.Unlock()
 	if c.sink != nil {
-		c.sink.Update(ctx, result.Statuses)
+		c.sink.Update(ctx, result)
 	}
 	c.log.V(1).Info("configuration built", "classes", published, "resources", res.Len(), "duration", st.Duration)
 	if published > 0 || len(wanted) == 0 {

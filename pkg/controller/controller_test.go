@@ -36,9 +36,9 @@ type sink struct {
 	last []*status.Status
 }
 
-func (s *sink) Update(_ context.Context, st []*status.Status) {
+func (s *sink) Update(_ context.Context, r *gateway.Result) {
 	s.mu.Lock()
-	s.last = st
+	s.last = r.Statuses
 	s.mu.Unlock()
 }
 

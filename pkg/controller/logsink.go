@@ -7,6 +7,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/resource"
 	"github.com/portico-gateway/portico/pkg/status"
 )
@@ -25,7 +26,8 @@ func NewLogSink(log logr.Logger) *LogSink {
 }
 
 // Update implements StatusSink.
-func (s *LogSink) Update(_ context.Context, statuses []*status.Status) {
+func (s *LogSink) Update(_ context.Context, result *gateway.Result) {
+	statuses := result.Statuses
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seen := map[resource.Key]bool{}

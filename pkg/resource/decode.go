@@ -143,6 +143,10 @@ func DecodeDocument(data []byte) ([]Object, error) {
 	return decodeJSON(js)
 }
 
+// DecodeJSON decodes one object (or List) from JSON, as DecodeDocument
+// does from YAML.
+func DecodeJSON(js []byte) ([]Object, error) { return decodeJSON(js) }
+
 func decodeJSON(js []byte) ([]Object, error) {
 	if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
 		return nil, nil

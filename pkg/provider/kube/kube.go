@@ -1,0 +1,388 @@
+// Package kube provides resources from a Kubernetes API server with
+// controller-runtime: the Istio networking kinds (in whichever version the
+// cluster serves: Portico's CRDs or Istio's own), Services,
+// EndpointSlices, pod labels (metadata-only) and only the Secrets that
+// Gateways and DestinationRules reference. Events are batched into
+// snapshots; statuses and gateway Service ports are written back by the
+// elected leader, while every replica serves xDS.
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/portico-gateway/portico/pkg/resource"
+)
+
+// Options configure the provider.
+type Options struct {
+	Config *rest.Config
+	// LeaderElection elects the replica that writes statuses and Service
+	// ports; the rest only serve xDS.
+	LeaderElection          bool
+	LeaderElectionNamespace string
+	LeaderElectionID        string
+	// MetricsAddress and HealthAddress serve /metrics and /healthz, /readyz.
+	MetricsAddress string
+	HealthAddress  string
+	// Holdoff and MaxDelay batch events into snapshots.
+	Holdoff  time.Duration
+	MaxDelay time.Duration
+}
+
+// Istio kinds, in the order Portico prefers versions.
+var istioKinds = []string{resource.KindGateway, resource.KindVirtualService, resource.KindDestinationRule, resource.KindServiceEntry}
+
+var preferredVersions = []string{"v1", "v1beta1", "v1alpha3"}
+
+// Provider watches the API server.
+type Provider struct {
+	opts Options
+	log  logr.Logger
+	mgr  manager.Manager
+	// gvks are the served versions chosen for the Istio kinds.
+	gvks map[string]schema.GroupVersionKind
+
+	trigger chan struct{}
+	secrets *secretWatcher
+
+	mu      sync.Mutex
+	decoded map[string]decodedObject // uid → last decode, reused while resourceVersion is unchanged
+	elected bool
+}
+
+type decodedObject struct {
+	rv  string
+	obj resource.Object
+	err *resource.DecodeError
+}
+
+// New connects to the API server and prepares the watches.
+func New(opts Options, log logr.Logger) (*Provider, error) {
+	if opts.Holdoff == 0 {
+		opts.Holdoff = 100 * time.Millisecond
+	}
+	if opts.MaxDelay == 0 {
+		opts.MaxDelay = 500 * time.Millisecond
+	}
+	if opts.LeaderElectionID == "" {
+		opts.LeaderElectionID = "portico-controller-leader"
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	mgr, err := ctrl.NewManager(opts.Config, ctrl.Options{
+		Scheme:                        scheme,
+		Logger:                        log.WithName("manager"),
+		Metrics:                       metricsserver.Options{BindAddress: orDisabled(opts.MetricsAddress)},
+		HealthProbeBindAddress:        orDisabled(opts.HealthAddress),
+		LeaderElection:                opts.LeaderElection,
+		LeaderElectionID:              opts.LeaderElectionID,
+		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		// Secrets are never read through the cache (which would cache all
+		// of them): only referenced ones are watched, by name.
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating controller manager: %w", err)
+	}
+	p := &Provider{opts: opts, log: log, mgr: mgr, gvks: map[string]schema.GroupVersionKind{},
+		trigger: make(chan struct{}, 1), decoded: map[string]decodedObject{}}
+	for _, kind := range istioKinds {
+		gvk, err := p.servedVersion(kind)
+		if err != nil {
+			return nil, err
+		}
+		p.gvks[kind] = gvk
+	}
+	p.secrets, err = newSecretWatcher(opts.Config, log.WithName("secrets"), p.kick)
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func orDisabled(addr string) string {
+	if addr == "" {
+		return "0"
+	}
+	return addr
+}
+
+// servedVersion picks the version of an Istio kind the cluster serves,
+// preferring v1: Portico works unchanged against Istio's own CRDs.
+func (p *Provider) servedVersion(kind string) (schema.GroupVersionKind, error) {
+	m, err := p.mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: resource.IstioGroup, Kind: kind}, preferredVersions...)
+	if err != nil {
+		return schema.GroupVersionKind{}, fmt.Errorf("%s.%s is not served by the API server; install the CRDs (kubectl apply -k config/crd): %w", kind, resource.IstioGroup, err)
+	}
+	return m.GroupVersionKind, nil
+}
+
+// Manager exposes the controller-runtime manager (to add runnables).
+func (p *Provider) Manager() manager.Manager { return p.mgr }
+
+// Client is a client reading from the cache and writing to the API server.
+func (p *Provider) Client() client.Client { return p.mgr.GetClient() }
+
+// GVK returns the served version used for an Istio kind.
+func (p *Provider) GVK(kind string) schema.GroupVersionKind { return p.gvks[kind] }
+
+// Elected is closed when this replica leads.
+func (p *Provider) Elected() <-chan struct{} { return p.mgr.Elected() }
+
+func (p *Provider) kick() {
+	select {
+	case p.trigger <- struct{}{}:
+	default:
+	}
+}
+
+func (p *Provider) watched() []client.Object {
+	var objs []client.Object
+	for _, kind := range istioKinds {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(p.gvks[kind])
+		objs = append(objs, u)
+	}
+	pods := &metav1.PartialObjectMetadata{}
+	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Pod"))
+	return append(objs, &corev1.Service{}, &discoveryv1.EndpointSlice{}, pods)
+}
+
+// Run starts the manager and publishes a snapshot after every batch of
+// changes until ctx ends.
+func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	handler := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { p.kick() },
+		UpdateFunc: func(any, any) { p.kick() },
+		DeleteFunc: func(any) { p.kick() },
+	}
+	for _, obj := range p.watched() {
+		inf, err := p.mgr.GetCache().GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("watching %T: %w", obj, err)
+		}
+		if _, err := inf.AddEventHandler(handler); err != nil {
+			return err
+		}
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- p.mgr.Start(ctx) }()
+	if !p.mgr.GetCache().WaitForCacheSync(ctx) {
+		if err := <-errc; err != nil {
+			return err
+		}
+		return ctx.Err()
+	}
+	p.log.Info("caches synced", "versions", p.gvks)
+	go p.secrets.run(ctx)
+	var timer *time.Timer
+	var timerC <-chan time.Time
+	var first time.Time
+	p.kick()
+	for {
+		select {
+		case <-ctx.Done():
+			return <-errc
+		case err := <-errc:
+			return err
+		case <-p.trigger:
+			now := time.Now()
+			if timer == nil {
+				first = now
+				timer = time.NewTimer(p.opts.Holdoff)
+				timerC = timer.C
+				continue
+			}
+			timer.Reset(max(0, min(p.opts.Holdoff, p.opts.MaxDelay-now.Sub(first))))
+		case <-timerC:
+			timer, timerC = nil, nil
+			res, err := p.snapshot(ctx)
+			if err != nil {
+				p.log.Error(err, "reading the cache")
+				continue
+			}
+			p.secrets.want(referencedSecrets(res))
+			publish(res)
+		}
+	}
+}
+
+// snapshot lists every watched object from the cache.
+func (p *Provider) snapshot(ctx context.Context) (*resource.Resources, error) {
+	res := &resource.Resources{}
+	c := p.mgr.GetCache()
+	seen := map[string]bool{}
+	for _, kind := range istioKinds {
+		list := &unstructured.UnstructuredList{}
+		gvk := p.gvks[kind]
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		if err := c.List(ctx, list); err != nil {
+			return nil, fmt.Errorf("listing %s: %w", kind, err)
+		}
+		for i := range list.Items {
+			u := &list.Items[i]
+			seen[string(u.GetUID())] = true
+			obj, derr := p.decode(u)
+			if derr != nil {
+				res.Invalid = append(res.Invalid, resource.InvalidResource{Key: resource.Key{Kind: kind, Namespace: u.GetNamespace(), Name: u.GetName()},
+					Source: fmt.Sprintf("%s %s/%s", gvk.GroupVersion(), u.GetNamespace(), u.GetName()), Error: derr.Error()})
+				continue
+			}
+			res.Add(obj)
+		}
+	}
+	p.mu.Lock()
+	for uid := range p.decoded {
+		if !seen[uid] {
+			delete(p.decoded, uid)
+		}
+	}
+	p.mu.Unlock()
+	var svcs corev1.ServiceList
+	if err := c.List(ctx, &svcs); err != nil {
+		return nil, err
+	}
+	for i := range svcs.Items {
+		res.Services = append(res.Services, &svcs.Items[i])
+	}
+	var slices discoveryv1.EndpointSliceList
+	if err := c.List(ctx, &slices); err != nil {
+		return nil, err
+	}
+	for i := range slices.Items {
+		res.EndpointSlices = append(res.EndpointSlices, &slices.Items[i])
+	}
+	pods := &metav1.PartialObjectMetadataList{}
+	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
+	if err := c.List(ctx, pods); err != nil {
+		return nil, err
+	}
+	for i := range pods.Items {
+		res.Pods = append(res.Pods, &pods.Items[i])
+	}
+	res.Secrets = p.secrets.snapshot()
+	res.Sort()
+	return res, nil
+}
+
+// decode reads an Istio object with Portico's strict decoder, so a
+// resource the API server accepted but Portico cannot use (an invalid
+// regex, a wrong type under Istio's permissive CRDs) gets a status rather
+// than being dropped. Results are reused while resourceVersion is the same.
+func (p *Provider) decode(u *unstructured.Unstructured) (resource.Object, error) {
+	uid, rv := string(u.GetUID()), u.GetResourceVersion()
+	p.mu.Lock()
+	if d, ok := p.decoded[uid]; ok && d.rv == rv {
+		p.mu.Unlock()
+		if d.err != nil {
+			return nil, d.err
+		}
+		return d.obj, nil
+	}
+	p.mu.Unlock()
+	js, err := json.Marshal(u.Object)
+	if err != nil {
+		return nil, err
+	}
+	objs, err := resource.DecodeJSON(js)
+	var de *resource.DecodeError
+	switch {
+	case err != nil:
+		de, _ = err.(*resource.DecodeError)
+		if de == nil {
+			de = &resource.DecodeError{Err: err}
+		}
+	case len(objs) != 1:
+		de = &resource.DecodeError{Err: fmt.Errorf("decoded %d objects", len(objs))}
+	}
+	p.mu.Lock()
+	if de != nil {
+		p.decoded[uid] = decodedObject{rv: rv, err: de}
+		p.mu.Unlock()
+		return nil, de
+	}
+	p.decoded[uid] = decodedObject{rv: rv, obj: objs[0]}
+	p.mu.Unlock()
+	return objs[0], nil
+}
+
+// referencedSecrets lists the Secrets Gateways and DestinationRules name,
+// with Istio's "<name>-cacert" companions.
+func referencedSecrets(res *resource.Resources) map[secretKey]bool {
+	out := map[secretKey]bool{}
+	for _, gw := range res.Gateways {
+		for _, s := range gw.Spec.Servers {
+			t := s.GetTls()
+			if t == nil {
+				continue
+			}
+			names := append([]string{}, t.CredentialNames...)
+			if t.CredentialName != "" {
+				names = append(names, t.CredentialName)
+			}
+			if t.CaCertCredentialName != "" {
+				names = append(names, t.CaCertCredentialName)
+			}
+			for _, n := range names {
+				out[secretKey{gw.Namespace, n}] = true
+				out[secretKey{gw.Namespace, n + "-cacert"}] = true
+			}
+		}
+	}
+	for _, dr := range res.DestinationRules {
+		collect := func(name string) {
+			if name != "" {
+				out[secretKey{dr.Namespace, name}] = true
+			}
+		}
+		tp := dr.Spec.TrafficPolicy
+		if tp != nil {
+			collect(tp.GetTls().GetCredentialName())
+			for _, pl := range tp.PortLevelSettings {
+				collect(pl.GetTls().GetCredentialName())
+			}
+		}
+		for _, s := range dr.Spec.Subsets {
+			collect(s.GetTrafficPolicy().GetTls().GetCredentialName())
+		}
+	}
+	return out
+}
+
+// sortedKeys is for logs.
+func sortedKeys(m map[secretKey]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k.namespace+"/"+k.name)
+	}
+	sort.Strings(out)
+	return out
+}

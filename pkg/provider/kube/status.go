@@ -1,0 +1,203 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/time/rate"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/portico-gateway/portico/pkg/gateway"
+	"github.com/portico-gateway/portico/pkg/resource"
+	"github.com/portico-gateway/portico/pkg/status"
+)
+
+// StatusWriter writes statuses back onto the Istio resources, in Istio's
+// shape, from the elected replica only. A status is written only when it
+// differs from what the resource already carries, and writes are
+// rate-limited so a large change cannot flood the API server.
+type StatusWriter struct {
+	p       *Provider
+	log     logr.Logger
+	limiter *rate.Limiter
+	ports   *ServicePorts
+
+	mu      sync.Mutex
+	pending []*status.Status
+	result  *gateway.Result
+	kick    chan struct{}
+}
+
+// NewStatusWriter returns a writer; Run starts it.
+func NewStatusWriter(p *Provider, ports *ServicePorts, log logr.Logger) *StatusWriter {
+	return &StatusWriter{p: p, log: log, limiter: rate.NewLimiter(50, 100), ports: ports, kick: make(chan struct{}, 1)}
+}
+
+// Update implements controller.StatusSink: it records the latest statuses
+// and lets the writer loop catch up.
+func (w *StatusWriter) Update(_ context.Context, result *gateway.Result) {
+	w.mu.Lock()
+	w.pending, w.result = result.Statuses, result
+	w.mu.Unlock()
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run writes statuses while this replica is the leader, until ctx ends.
+func (w *StatusWriter) Run(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-w.p.Elected():
+	}
+	w.log.Info("elected: writing statuses and gateway Service ports")
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.kick:
+		}
+		w.mu.Lock()
+		statuses, result := w.pending, w.result
+		w.mu.Unlock()
+		if w.ports != nil && result != nil {
+			exposed := w.ports.Reconcile(ctx, result)
+			statuses = withExposure(statuses, exposed)
+		}
+		for _, st := range statuses {
+			if err := w.write(ctx, st); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				w.log.Error(err, "writing status", "resource", st.Key.String())
+			}
+		}
+	}
+}
+
+// withExposure adds each Gateway's "Exposed" condition.
+func withExposure(statuses []*status.Status, exposed map[resource.Key]status.Condition) []*status.Status {
+	if len(exposed) == 0 {
+		return statuses
+	}
+	out := make([]*status.Status, len(statuses))
+	for i, st := range statuses {
+		cond, ok := exposed[st.Key]
+		if !ok {
+			out[i] = st
+			continue
+		}
+		cp := *st
+		cond.ObservedGeneration = st.ObservedGeneration
+		cp.Conditions = append(append([]status.Condition(nil), st.Conditions...), cond)
+		out[i] = &cp
+	}
+	return out
+}
+
+var levels = map[status.Level]string{status.Error: "ERROR", status.Warning: "WARNING", status.Info: "INFO"}
+
+// istioStatus renders a status as Istio's IstioStatus (protojson spelling:
+// int64 as strings), keeping transition times of unchanged conditions.
+func istioStatus(st *status.Status, current map[string]any, now time.Time) map[string]any {
+	prevLTT := map[string]any{}
+	if conds, ok := current["conditions"].([]any); ok {
+		for _, c := range conds {
+			if m, ok := c.(map[string]any); ok {
+				prevLTT[fmt.Sprint(m["type"], "/", m["status"])] = m["lastTransitionTime"]
+			}
+		}
+	}
+	var conds []any
+	for _, c := range st.Conditions {
+		ltt := prevLTT[c.Type+"/"+c.Status]
+		if ltt == nil {
+			ltt = now.UTC().Format(time.RFC3339)
+		}
+		conds = append(conds, map[string]any{
+			"type": c.Type, "status": c.Status, "reason": c.Reason, "message": c.Message,
+			"lastTransitionTime": ltt, "observedGeneration": strconv.FormatInt(c.ObservedGeneration, 10),
+		})
+	}
+	out := map[string]any{"conditions": conds, "observedGeneration": strconv.FormatInt(st.ObservedGeneration, 10)}
+	var msgs []any
+	for _, m := range st.Messages {
+		vm := map[string]any{
+			"type":  map[string]any{"code": m.Code.ID, "name": m.Code.Name},
+			"level": levels[m.Level],
+			// Istio's AnalysisMessageBase has no text; the status schema
+			// preserves unknown fields, so the text travels along.
+			"message": m.Message,
+		}
+		if strings.HasPrefix(m.Code.ID, "IST") {
+			vm["documentationUrl"] = "https://istio.io/latest/docs/reference/config/analysis/" + strings.ToLower(m.Code.ID) + "/"
+		}
+		if m.Field != "" {
+			vm["field"] = m.Field
+		}
+		msgs = append(msgs, vm)
+	}
+	if len(msgs) > 0 {
+		out["validationMessages"] = msgs
+	}
+	return out
+}
+
+// normalise round-trips through JSON so comparisons ignore Go types.
+func normalise(v any) any {
+	b, _ := json.Marshal(v)
+	var out any
+	json.Unmarshal(b, &out)
+	return out
+}
+
+func (w *StatusWriter) write(ctx context.Context, st *status.Status) error {
+	gvk, ok := w.p.gvks[st.Key.Kind]
+	if !ok {
+		return nil // not an Istio kind
+	}
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(gvk)
+	if err := w.p.mgr.GetCache().Get(ctx, types.NamespacedName{Namespace: st.Key.Namespace, Name: st.Key.Name}, u); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil // deleted meanwhile
+		}
+		return err
+	}
+	if st.ObservedGeneration < u.GetGeneration() {
+		return nil // a newer generation is being built; its status follows
+	}
+	current, _ := u.Object["status"].(map[string]any)
+	desired := istioStatus(st, current, time.Now())
+	if reflect.DeepEqual(normalise(current), normalise(desired)) {
+		return nil
+	}
+	if err := w.limiter.Wait(ctx); err != nil {
+		return err
+	}
+	patch, err := json.Marshal(map[string]any{"status": desired})
+	if err != nil {
+		return err
+	}
+	obj := &unstructured.Unstructured{}
+	obj.SetGroupVersionKind(gvk)
+	obj.SetNamespace(st.Key.Namespace)
+	obj.SetName(st.Key.Name)
+	err = w.p.mgr.GetClient().Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch), client.FieldOwner("portico"))
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
