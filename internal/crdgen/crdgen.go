@@ -9,11 +9,11 @@ import (
 	"fmt"
 	"sort"
 
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 )
@@ -60,8 +60,8 @@ func Generate(k Kind) *apiextv1.CustomResourceDefinition {
 	crd := &apiextv1.CustomResourceDefinition{
 		TypeMeta: metav1.TypeMeta{APIVersion: "apiextensions.k8s.io/v1", Kind: "CustomResourceDefinition"},
 		ObjectMeta: metav1.ObjectMeta{
-			Name:   k.Plural + ".networking.istio.io",
-			Labels: map[string]string{"app.kubernetes.io/part-of": "portico", "app.kubernetes.io/name": "portico-crds"},
+			Name:        k.Plural + ".networking.istio.io",
+			Labels:      map[string]string{"app.kubernetes.io/part-of": "portico", "app.kubernetes.io/name": "portico-crds"},
 			Annotations: map[string]string{"portico.io/generated-by": "internal/crdgen from istio.io/api"},
 		},
 		Spec: apiextv1.CustomResourceDefinitionSpec{

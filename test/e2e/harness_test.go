@@ -66,8 +66,8 @@ type harness struct {
 	// ports maps Gateway ports to where the proxy binds them.
 	ports map[uint32]uint32
 
-	mu    sync.Mutex
-	pods  []*pod
+	mu     sync.Mutex
+	pods   []*pod
 	nextIP int
 }
 
