@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/portico-gateway/portico/internal/logging"
 	"github.com/portico-gateway/portico/internal/proxycmd"
@@ -22,7 +23,7 @@ func main() { os.Exit(run(os.Args[1:])) }
 func run(args []string) int {
 	fs := flag.NewFlagSet("edge-proxy", flag.ContinueOnError)
 	var pf proxycmd.Flags
-	pf.Register(fs, "")
+	pf.Register(fs, proxycmd.Defaults{StatusAddress: ":15021", TerminationDrain: 5 * time.Second})
 	xdsAddr := fs.String("xds-address", "127.0.0.1:18000", "the controller's xDS (ADS) address")
 	labels := fs.String("labels", "istio=ingressgateway", "proxy labels (k=v,k=v) that Gateway selectors match")
 	level := fs.String("log-level", "info", "log level: debug, info, warning, error")

@@ -22,12 +22,13 @@ import (
 )
 
 type kubeConfig struct {
-	kubeconfig    string
-	leaderElect   bool
-	leaderNS      string
-	healthAddress string
-	nodePorts     string
-	targetPorts   string
+	kubeconfig     string
+	leaderElect    bool
+	leaderNS       string
+	healthAddress  string
+	metricsAddress string
+	nodePorts      string
+	targetPorts    string
 }
 
 func (k *kubeConfig) register(fs *flag.FlagSet) {
@@ -39,6 +40,7 @@ func (k *kubeConfig) register(fs *flag.FlagSet) {
 	fs.BoolVar(&k.leaderElect, "leader-elect", true, "Kubernetes mode: elect one replica to write statuses and Service ports (every replica serves xDS)")
 	fs.StringVar(&k.leaderNS, "leader-election-namespace", ns, "Kubernetes mode: namespace of the leader election Lease")
 	fs.StringVar(&k.healthAddress, "health-address", ":15021", "Kubernetes mode: address of the /healthz and /readyz probes")
+	fs.StringVar(&k.metricsAddress, "metrics-address", ":15020", "Kubernetes mode: address of the Prometheus /metrics endpoint (empty disables)")
 	fs.StringVar(&k.nodePorts, "node-ports", "80:31380,443:31390,3306:31400", "Kubernetes mode: preferred node ports for ports added to managed gateway Services")
 	fs.StringVar(&k.targetPorts, "target-ports", "", "Kubernetes mode: container ports of the gateway proxies for added Service ports, e.g. 80:8080,443:8443 (default: same as the port)")
 }
@@ -70,7 +72,7 @@ func runKubernetes(ctx context.Context, log logging.Logger, cfg config) error {
 		cfg.xdsAddress = ":15010"
 	}
 	prov, err := kube.New(kube.Options{Config: rc, LeaderElection: cfg.kube.leaderElect, LeaderElectionNamespace: cfg.kube.leaderNS,
-		HealthAddress: cfg.kube.healthAddress}, log.WithName("kube"))
+		HealthAddress: cfg.kube.healthAddress, MetricsAddress: cfg.kube.metricsAddress}, log.WithName("kube"))
 	if err != nil {
 		return err
 	}

@@ -24,11 +24,22 @@ type Flags struct {
 	PortMap      string
 	SOTW         bool
 	AccessLog    string
+	// StatusAddress and TerminationDrain: see proxy.Options.
+	StatusAddress    string
+	TerminationDrain time.Duration
+}
+
+// Defaults differ between a proxy in a pod and one embedded in standalone
+// mode (which should not open ports beyond localhost, nor linger on Ctrl-C).
+type Defaults struct {
+	PortMap          string
+	StatusAddress    string
+	TerminationDrain time.Duration
 }
 
 // Register adds the flags to fs. Defaults suit a Kubernetes pod (POD_NAME,
 // POD_NAMESPACE from the downward API).
-func (f *Flags) Register(fs *flag.FlagSet, defaultPortMap string) {
+func (f *Flags) Register(fs *flag.FlagSet, d Defaults) {
 	host, _ := os.Hostname()
 	if v := os.Getenv("POD_NAME"); v != "" {
 		host = v
@@ -42,9 +53,11 @@ func (f *Flags) Register(fs *flag.FlagSet, defaultPortMap string) {
 	fs.StringVar(&f.Namespace, "namespace", ns, "namespace the proxy runs in")
 	fs.StringVar(&f.AdminAddress, "admin-address", "127.0.0.1:15000", "address of the Envoy-compatible admin interface (empty disables)")
 	fs.DurationVar(&f.DrainTime, "drain-time", 45*time.Second, "how long replaced or removed listeners let connections finish")
-	fs.StringVar(&f.PortMap, "port-map", defaultPortMap, "remap listener ports when binding, e.g. 80:31380,443:31390 (empty: bind as configured)")
+	fs.StringVar(&f.PortMap, "port-map", d.PortMap, "remap listener ports when binding, e.g. 80:31380,443:31390 (empty: bind as configured)")
 	fs.BoolVar(&f.SOTW, "sotw", false, "use state-of-the-world xDS instead of delta xDS")
 	fs.StringVar(&f.AccessLog, "access-log", "stdout", "access log destination: stdout, stderr or off")
+	fs.StringVar(&f.StatusAddress, "status-address", d.StatusAddress, "address of /healthz/ready and /stats/prometheus for probes and scrapers (empty disables)")
+	fs.DurationVar(&f.TerminationDrain, "termination-drain-duration", d.TerminationDrain, "on SIGTERM, fail readiness and keep serving, draining connections, this long before exiting")
 }
 
 // ParsePortMap reads "80:31380,443:31390".
@@ -84,7 +97,9 @@ func (f *Flags) Options(xdsAddress string, labels map[string]string, log logging
 			return nil
 		},
 		LogLevel:    func() string { return log.Level.Level().String() },
-		CommandLine: os.Args,
+		CommandLine:      os.Args,
+		StatusAddress:    f.StatusAddress,
+		TerminationDrain: f.TerminationDrain,
 	}
 	switch f.AccessLog {
 	case "stdout":

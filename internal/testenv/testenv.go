@@ -151,7 +151,8 @@ type Proxy struct {
 	Admin  *httptest.Server
 	Log    *SyncBuffer
 	cancel context.CancelFunc
-	done   chan error
+	done   chan struct{} // closed when Run returned, with err set
+	err    error
 }
 
 // SyncBuffer is a goroutine-safe buffer for access logs.
@@ -179,6 +180,9 @@ type ProxyOptions struct {
 	SOTW      bool
 	DrainTime time.Duration
 	NodeID    string
+	// TerminationDrain and StatusAddress: see proxy.Options.
+	TerminationDrain time.Duration
+	StatusAddress    string
 }
 
 // StartProxy runs an edge proxy connected to addr.
@@ -198,11 +202,14 @@ func StartProxy(t testing.TB, addr string, o ProxyOptions) *Proxy {
 	p := proxy.New(proxy.Options{
 		NodeID: o.NodeID, Cluster: "istio-ingressgateway", Namespace: "istio-system", Labels: Ingress,
 		XDSAddress: addr, SOTW: o.SOTW, DrainTime: o.DrainTime, PortMap: pm, AccessLog: logBuf,
-		WarmingTimeout: 5 * time.Second,
+		WarmingTimeout: 5 * time.Second, TerminationDrain: o.TerminationDrain, StatusAddress: o.StatusAddress,
 	}, Logger(t))
 	ctx, cancel := context.WithCancel(context.Background())
-	tp := &Proxy{Proxy: p, Ports: pm, Log: logBuf, cancel: cancel, done: make(chan error, 1)}
-	go func() { tp.done <- p.Run(ctx) }()
+	tp := &Proxy{Proxy: p, Ports: pm, Log: logBuf, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		tp.err = p.Run(ctx)
+		close(tp.done)
+	}()
 	tp.Admin = httptest.NewServer(p.AdminHandler())
 	t.Cleanup(func() {
 		tp.Admin.Close()
@@ -211,7 +218,7 @@ func StartProxy(t testing.TB, addr string, o ProxyOptions) *Proxy {
 	return tp
 }
 
-// Stop stops the proxy (idempotent).
+// Stop stops the proxy and waits for it (idempotent).
 func (p *Proxy) Stop() {
 	if p.cancel == nil {
 		return
@@ -220,6 +227,16 @@ func (p *Proxy) Stop() {
 	<-p.done
 	p.cancel = nil
 }
+
+// Terminate tells the proxy to stop (as SIGTERM does) and returns a
+// channel closed when it has; Err then holds Run's result.
+func (p *Proxy) Terminate() <-chan struct{} {
+	p.cancel()
+	return p.done
+}
+
+// Err is what Run returned, once the channel from Terminate is closed.
+func (p *Proxy) Err() error { return p.err }
 
 // URL returns http://127.0.0.1:<bound port of configured port>.
 func (p *Proxy) URL(port uint32) string { return fmt.Sprintf("http://127.0.0.1:%d", p.Ports[port]) }

@@ -24,18 +24,35 @@ import (
 )
 
 func (p *Proxy) serveAdmin(ctx context.Context) error {
-	lis, err := net.Listen("tcp", p.opts.AdminAddress)
+	return p.serveHTTP(ctx, "admin interface", p.opts.AdminAddress, p.AdminHandler())
+}
+
+// StatusHandler serves what the kubelet and Prometheus need from outside
+// the pod, as Istio's status port does: the admin interface itself stays
+// on localhost.
+func (p *Proxy) StatusHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz/ready", p.adminReady)
+	mux.HandleFunc("/stats/prometheus", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		p.Stats.WritePrometheus(w)
+	})
+	return mux
+}
+
+func (p *Proxy) serveHTTP(ctx context.Context, what, addr string, h http.Handler) error {
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("admin: listening on %s: %w", p.opts.AdminAddress, err)
+		return fmt.Errorf("%s: listening on %s: %w", what, addr, err)
 	}
-	srv := &http.Server{Handler: p.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		srv.Shutdown(sctx)
 	}()
-	p.log.Info("admin interface", "address", lis.Addr().String())
+	p.log.Info(what, "address", lis.Addr().String())
 	if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
@@ -94,7 +111,7 @@ func (p *Proxy) AdminHandler() http.Handler {
 	}))
 	mux.HandleFunc("/drain_listeners", post(func(w http.ResponseWriter, _ *http.Request) {
 		p.draining.Store(true)
-		p.Listeners.Drain()
+		p.Listeners.Drain(0)
 		fmt.Fprintln(w, "OK")
 	}))
 	mux.HandleFunc("/quitquitquit", post(func(w http.ResponseWriter, _ *http.Request) {

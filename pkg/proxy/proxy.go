@@ -72,6 +72,14 @@ type Options struct {
 	LogLevel func() string
 	// CommandLine is shown by /server_info.
 	CommandLine []string
+	// StatusAddress serves /healthz/ready and /stats/prometheus beyond
+	// localhost (Istio's status port, 15021); empty disables.
+	StatusAddress string
+	// TerminationDrain is how long the proxy keeps serving, draining,
+	// after it is told to stop (SIGTERM): readiness fails at once so the
+	// load balancer stops sending clients, while those already on their
+	// way are still served (Istio's terminationDrainDuration, 5 s).
+	TerminationDrain time.Duration
 }
 
 // Proxy is a running edge proxy.
@@ -181,21 +189,23 @@ func (p *Proxy) Ready() bool { return p.ready.Load() && !p.healthFailed.Load() &
 // runs once.
 func (p *Proxy) Run(ctx context.Context) error {
 	defer p.cancel()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(ctx, p.cancel)
-	defer stop()
+	// The components run until the termination drain is over, not merely
+	// until ctx ends.
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
 	go func() {
 		select {
 		case <-p.quit:
 			p.log.Info("shutting down (quitquitquit)")
-			cancel()
 		case <-ctx.Done():
+			p.terminationDrain(runCtx)
+		case <-runCtx.Done():
 		}
+		stopRun()
 	}()
 	p.Stats.Gauge(stats.Plain("server"), "live").Set(1)
 
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error { return p.Secrets.Run(gctx) })
 	g.Go(func() error { return p.client.Run(gctx) })
 	g.Go(func() error { p.warmLoop(gctx); return nil })
@@ -205,10 +215,35 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if p.opts.AdminAddress != "" {
 		g.Go(func() error { return p.serveAdmin(gctx) })
 	}
+	if p.opts.StatusAddress != "" {
+		g.Go(func() error { return p.serveHTTP(gctx, "status port", p.opts.StatusAddress, p.StatusHandler()) })
+	}
 	err := g.Wait()
+	p.cancel()
 	p.Listeners.Close()
 	p.Clusters.Close()
 	return err
+}
+
+// terminationDrain fails readiness and drains every listener for
+// TerminationDrain before the proxy stops, so a rolling update or scale
+// down drops no request. Connections still open at the end are closed.
+func (p *Proxy) terminationDrain(runCtx context.Context) {
+	d := p.opts.TerminationDrain
+	if d <= 0 || !p.ready.Load() {
+		return
+	}
+	p.log.Info("draining before exit", "duration", d)
+	p.draining.Store(true)
+	p.Stats.Gauge(stats.Plain("server"), "live").Set(0)
+	p.Listeners.Drain(d)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-p.quit:
+	case <-runCtx.Done():
+	}
 }
 
 // Quit asks the proxy to stop.

@@ -606,3 +606,89 @@ spec:
 		return err != nil
 	})
 }
+
+// TestTerminationDrain: told to stop, the proxy fails readiness at once but
+// keeps serving for the termination drain — the request in flight
+// completes, a client arriving late is still served and told to close —
+// then exits.
+func TestTerminationDrain(t *testing.T) {
+	v1 := testenv.StartBackend(t, "v1")
+	cp := testenv.StartControlPlane(t, "")
+	cp.Publish(t, gateway80+`
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: app}
+spec:
+  hosts: ['*']
+  gateways: [istio-system/gw]
+  http: [{route: [{destination: {host: app}}]}]
+`+testenv.ServiceEntry("app", "app.default.svc.cluster.local", 80, "HTTP", v1))
+	status := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	const drain = 1500 * time.Millisecond
+	p := testenv.StartProxy(t, cp.Addr, testenv.ProxyOptions{Ports: []uint32{80}, TerminationDrain: drain, StatusAddress: status})
+	p.WaitReady(t)
+	ready := func() int {
+		resp, err := http.Get("http://" + status + "/healthz/ready")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := ready(); got != 200 {
+		t.Fatalf("status port /healthz/ready before termination: %d", got)
+	}
+
+	keepAlive := &http.Client{Transport: &http.Transport{}}
+	defer keepAlive.CloseIdleConnections()
+	get(t, keepAlive, p.URL(80)+"/", "app.example.com", nil) // opens a pooled connection
+
+	v1.Delay.Store(500)
+	inflight := make(chan *http.Response, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", p.URL(80)+"/slow", nil)
+		resp, err := (&http.Client{}).Do(req)
+		if err != nil {
+			t.Errorf("request in flight at termination: %v", err)
+			inflight <- nil
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		inflight <- resp
+	}()
+	testenv.WaitFor(t, "the slow request to reach the backend", func() bool { return v1.Hits.Load() >= 2 })
+	started := time.Now()
+	done := p.Terminate()
+
+	testenv.WaitFor(t, "readiness to fail", func() bool { return ready() == http.StatusServiceUnavailable })
+	if resp := <-inflight; resp != nil && resp.StatusCode != 200 {
+		t.Errorf("request in flight at termination: %d", resp.StatusCode)
+	}
+	v1.Delay.Store(0)
+	// A pooled connection is served and told to close; a new connection
+	// (a client the load balancer still sent) is accepted and served.
+	resp, _ := get(t, keepAlive, p.URL(80)+"/", "app.example.com", nil)
+	if resp.StatusCode != 200 || !resp.Close {
+		t.Errorf("during the drain a keep-alive request gets 200 and Connection: close, got %d close=%v", resp.StatusCode, resp.Close)
+	}
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	if resp, _ := get(t, fresh, p.URL(80)+"/", "app.example.com", nil); resp.StatusCode != 200 {
+		t.Errorf("a new connection during the drain: %d", resp.StatusCode)
+	}
+	select {
+	case <-done:
+		if err := p.Err(); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if took := time.Since(started); took < drain {
+			t.Errorf("the proxy exited %v after termination, before its %v drain", took, drain)
+		}
+	case <-time.After(drain + 10*time.Second):
+		t.Fatal("the proxy did not exit after its drain")
+	}
+	if _, err := net.DialTimeout("tcp", p.Addr(80), time.Second); err == nil {
+		t.Error("the listener still accepts after the proxy exited")
+	}
+}

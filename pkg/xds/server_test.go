@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -152,6 +153,7 @@ func listenerNames(t *testing.T, r *sotw.Response) []string {
 		}
 		names = append(names, l.Name)
 	}
+	sort.Strings(names) // a response carries resources in no particular order
 	return names
 }
 

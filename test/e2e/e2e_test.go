@@ -8,7 +8,9 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -436,6 +438,31 @@ spec:
 	if n := stop(); n == 0 || failures.Load() > 0 {
 		t.Fatalf("%d requests failed (of %d) while bad input was applied", failures.Load(), n)
 	}
+
+	// Statuses are written only when they change: an unrelated change
+	// rebuilds everything but leaves bad-gateway's object untouched.
+	rv := h.istioObject(t, "VirtualService", "default", "bad-gateway").GetResourceVersion()
+	h.apply(t, `
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: unrelated}
+spec:
+  hosts: [unrelated.example.com]
+  gateways: [istio-system/default-gateway]
+  http: [{route: [{destination: {host: counter}}]}]
+`)
+	eventually(t, "the unrelated route and its status", 30*time.Second, func() error {
+		if code, _, err := h.httpGet(80, "unrelated.example.com", "/", nil); err != nil || code != 200 {
+			return fmt.Errorf("%d %v", code, err)
+		}
+		if c := condition(h.istioStatus(t, "VirtualService", "default", "unrelated"), "Accepted"); c == nil || c["status"] != "True" {
+			return fmt.Errorf("unrelated: %v", c)
+		}
+		return nil
+	})
+	if got := h.istioObject(t, "VirtualService", "default", "bad-gateway").GetResourceVersion(); got != rv {
+		t.Errorf("bad-gateway was rewritten (resourceVersion %s → %s) although its status did not change", rv, got)
+	}
 }
 
 // TestGatewayServicePortsFollowGateways: a managed gateway Service gains
@@ -661,5 +688,42 @@ spec:
 	})
 	if n := stop(); n == 0 || failures.Load() > 0 {
 		t.Fatalf("%d of %d requests failed across a controller restart", failures.Load(), n)
+	}
+}
+
+// TestControllerProbesAndMetrics: the probes the Deployments use (the
+// controller's and the proxy's status port) and the Prometheus endpoints
+// answer, with Portico's own metrics.
+func TestControllerProbesAndMetrics(t *testing.T) {
+	get := func(url string) (int, string, error) {
+		resp, err := http.Get(url)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	for _, url := range []string{h.healthAddr + "/healthz", h.healthAddr + "/readyz", h.proxyStatus + "/healthz/ready"} {
+		eventually(t, url, 30*time.Second, func() error {
+			code, body, err := get("http://" + url)
+			if err != nil || code != 200 {
+				return fmt.Errorf("%d %s %v", code, body, err)
+			}
+			return nil
+		})
+	}
+	code, body, err := get("http://" + h.metricsAddr + "/metrics")
+	if err != nil || code != 200 {
+		t.Fatalf("/metrics: %d %v", code, err)
+	}
+	for _, m := range []string{"portico_resources ", "portico_build_duration_seconds_count", "controller_runtime_"} {
+		if !strings.Contains(body, m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+	code, body, err = get("http://" + h.proxyStatus + "/stats/prometheus")
+	if err != nil || code != 200 || !strings.Contains(body, "envoy_cluster_upstream_rq_total") {
+		t.Errorf("proxy /stats/prometheus: %d %v\n%.300s", code, err, body)
 	}
 }

@@ -58,11 +58,14 @@ type harness struct {
 	kubeconfig string
 	client     client.Client
 
-	controller *process
-	proxy      *process
-	xdsAddr    string
-	adminAddr  string
-	debugAddr  string
+	controller  *process
+	proxy       *process
+	xdsAddr     string
+	adminAddr   string
+	debugAddr   string
+	healthAddr  string
+	metricsAddr string
+	proxyStatus string
 	// ports maps Gateway ports to where the proxy binds them.
 	ports map[uint32]uint32
 
@@ -185,6 +188,9 @@ func setup() (*harness, error) {
 	hs.xdsAddr = fmt.Sprintf("127.0.0.1:%d", freePort())
 	hs.debugAddr = fmt.Sprintf("127.0.0.1:%d", freePort())
 	hs.adminAddr = fmt.Sprintf("127.0.0.1:%d", freePort())
+	hs.healthAddr = fmt.Sprintf("127.0.0.1:%d", freePort())
+	hs.metricsAddr = fmt.Sprintf("127.0.0.1:%d", freePort())
+	hs.proxyStatus = fmt.Sprintf("127.0.0.1:%d", freePort())
 	if err := hs.startController(); err != nil {
 		return hs, err
 	}
@@ -193,7 +199,8 @@ func setup() (*harness, error) {
 		pm = append(pm, fmt.Sprintf("%d:%d", from, to))
 	}
 	hs.proxy, err = hs.start("edge-proxy", hs.bins["edge-proxy"], "--xds-address", hs.xdsAddr, "--labels", "istio=ingressgateway",
-		"--node-id", "istio-ingressgateway-e2e", "--admin-address", hs.adminAddr, "--port-map", strings.Join(pm, ","), "--drain-time", "2s")
+		"--node-id", "istio-ingressgateway-e2e", "--admin-address", hs.adminAddr, "--port-map", strings.Join(pm, ","), "--drain-time", "2s",
+		"--status-address", hs.proxyStatus, "--termination-drain-duration", "1s")
 	if err != nil {
 		return hs, err
 	}
@@ -203,7 +210,7 @@ func setup() (*harness, error) {
 func (hs *harness) startController() error {
 	var err error
 	hs.controller, err = hs.start("gateway-controller", hs.bins["gateway-controller"], "--kubeconfig", hs.kubeconfig,
-		"--xds-address", hs.xdsAddr, "--debug-address", hs.debugAddr, "--health-address", fmt.Sprintf("127.0.0.1:%d", freePort()),
+		"--xds-address", hs.xdsAddr, "--debug-address", hs.debugAddr, "--health-address", hs.healthAddr, "--metrics-address", hs.metricsAddr,
 		"--leader-election-namespace", "portico-system", "--log-level", "debug")
 	return err
 }
@@ -475,14 +482,19 @@ func (hs *harness) delete(t *testing.T, apiVersion, kind, namespace, name string
 // istioStatus reads the status of an Istio resource.
 func (hs *harness) istioStatus(t *testing.T, kind, namespace, name string) map[string]any {
 	t.Helper()
+	st, _ := hs.istioObject(t, kind, namespace, name).Object["status"].(map[string]any)
+	return st
+}
+
+func (hs *harness) istioObject(t *testing.T, kind, namespace, name string) *unstructured.Unstructured {
+	t.Helper()
 	u := &unstructured.Unstructured{}
 	u.SetAPIVersion("networking.istio.io/v1")
 	u.SetKind(kind)
 	if err := hs.client.Get(context.Background(), types.NamespacedName{Namespace: namespace, Name: name}, u); err != nil {
 		t.Fatal(err)
 	}
-	st, _ := u.Object["status"].(map[string]any)
-	return st
+	return u
 }
 
 // condition finds a condition in an Istio status.

@@ -10,9 +10,12 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -69,6 +72,9 @@ type Provider struct {
 	mu      sync.Mutex
 	decoded map[string]decodedObject // uid → last decode, reused while resourceVersion is unchanged
 	elected bool
+	// synced is set once the first snapshot is published: until then the
+	// replica would serve an empty configuration, so it is not ready.
+	synced atomic.Bool
 }
 
 type decodedObject struct {
@@ -121,6 +127,14 @@ func New(opts Options, log logr.Logger) (*Provider, error) {
 		return nil, err
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("snapshot", func(*http.Request) error {
+		if !p.synced.Load() {
+			return errors.New("caches not synced yet")
+		}
+		return nil
+	}); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -231,6 +245,7 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 			}
 			p.secrets.want(referencedSecrets(res))
 			publish(res)
+			p.synced.Store(true)
 		}
 	}
 }

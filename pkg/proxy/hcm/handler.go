@@ -232,10 +232,11 @@ func (h *Handler) serveH1(ctx context.Context, nc net.Conn, br *bufio.Reader, st
 	req := &httpx.Request{}
 	w := &h1Writer{bw: bw}
 	idle := h.idleTimeout()
+	// A draining handler still serves the next request on every
+	// connection, new or pooled, and answers it with Connection: close:
+	// closing an idle connection instead would race the client's next
+	// request. Connections still idle at the drain deadline are closed.
 	for {
-		if h.draining.Load() {
-			return
-		}
 		nc.SetReadDeadline(time.Now().Add(idle))
 		err := httpx.ReadRequest(br, req, scratch[:0])
 		if err != nil {

@@ -529,14 +529,20 @@ func (m *Manager) Close() {
 	}
 }
 
-// Drain drains every listener's connections (for shutdown).
-func (m *Manager) Drain() {
+// Drain drains every listener's connections for d (0: the listener drain
+// time): responses ask clients to reconnect, connections still open at
+// the end are closed. Listeners keep accepting meanwhile, since clients
+// keep arriving until the load balancer notices the proxy is leaving.
+func (m *Manager) Drain(d time.Duration) {
+	if d <= 0 {
+		d = m.drain
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, r := range m.listeners {
 		if g := r.gen.Load(); g != nil {
 			for _, c := range g.chains {
-				c.drain(m.drain)
+				c.drain(d)
 			}
 		}
 	}
