@@ -96,7 +96,7 @@ func (f *Flags) Options(xdsAddress string, labels map[string]string, log logging
 			log.Level.SetLevel(l)
 			return nil
 		},
-		LogLevel:    func() string { return log.Level.Level().String() },
+		LogLevel:         func() string { return log.Level.Level().String() },
 		CommandLine:      os.Args,
 		StatusAddress:    f.StatusAddress,
 		TerminationDrain: f.TerminationDrain,
