@@ -5,11 +5,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -20,39 +20,57 @@ import (
 
 func main() { os.Exit(run(os.Args[1:])) }
 
-func run(args []string) int {
+// flags are the command line, parsed.
+type flags struct {
+	proxy   proxycmd.Flags
+	xdsAddr string
+	labels  map[string]string
+	level   string
+	logJSON bool
+}
+
+func parseFlags(args []string) (*flags, error) {
 	fs := flag.NewFlagSet("edge-proxy", flag.ContinueOnError)
-	var pf proxycmd.Flags
-	pf.Register(fs, proxycmd.Defaults{StatusAddress: ":15021", TerminationDrain: 5 * time.Second})
-	xdsAddr := fs.String("xds-address", "127.0.0.1:18000", "the controller's xDS (ADS) address")
+	f := &flags{}
+	f.proxy.Register(fs, proxycmd.Defaults{StatusAddress: ":15021", TerminationDrain: 5 * time.Second})
+	fs.StringVar(&f.xdsAddr, "xds-address", "127.0.0.1:18000", "the controller's xDS (ADS) address")
 	labels := fs.String("labels", "istio=ingressgateway", "proxy labels (k=v,k=v) that Gateway selectors match")
-	level := fs.String("log-level", "info", "log level: debug, info, warning, error")
-	logJSON := fs.Bool("log-json", false, "log JSON instead of text")
+	fs.StringVar(&f.level, "log-level", "info", "log level: debug, info, warning, error")
+	fs.BoolVar(&f.logJSON, "log-json", false, "log JSON instead of text")
 	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	var err error
+	if f.labels, err = proxycmd.ParseLabels(*labels); err != nil {
+		return nil, fmt.Errorf("--labels: %w", err)
+	}
+	return f, nil
+}
+
+func run(args []string) int {
+	f, err := parseFlags(args)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, err)
+		}
 		return 2
 	}
-	log, err := logging.New(*level, !*logJSON)
+	log, err := logging.New(f.level, !f.logJSON)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	lbls := map[string]string{}
-	for _, kv := range strings.Split(*labels, ",") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok && k != "" {
-			lbls[k] = v
-		} else if strings.TrimSpace(kv) != "" {
-			fmt.Fprintf(os.Stderr, "--labels: invalid label %q\n", kv)
-			return 2
-		}
-	}
-	opts, err := pf.Options(*xdsAddr, lbls, log)
+	opts, err := f.proxy.Options(f.xdsAddr, f.labels, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log.Info("edge proxy starting", "node", opts.NodeID, "xds", opts.XDSAddress, "labels", *labels)
+	log.Info("edge proxy starting", "node", opts.NodeID, "xds", opts.XDSAddress, "labels", f.labels)
 	if err := proxy.New(opts, log.WithName("proxy")).Run(ctx); err != nil {
 		log.Error(err, "edge proxy failed")
 		return 1

@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/portico-gateway/portico/internal/logging"
+	"github.com/portico-gateway/portico/internal/proxycmd"
 	"github.com/portico-gateway/portico/pkg/controller"
 	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/provider/file"
@@ -50,7 +50,7 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
-func run(args []string) int {
+func parseFlags(args []string) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("gateway-controller", flag.ContinueOnError)
 	fs.BoolVar(&cfg.standalone, "standalone", false, "read configuration from --config-dir instead of Kubernetes, and run an embedded edge proxy")
@@ -64,6 +64,20 @@ func run(args []string) int {
 	cfg.embedded.register(fs)
 	cfg.kube.register(fs)
 	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return cfg, nil
+}
+
+func run(args []string) int {
+	cfg, err := parseFlags(args)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, err)
+		}
 		return 2
 	}
 	log, err := logging.New(cfg.logLevel, !cfg.logJSON)
@@ -83,23 +97,6 @@ func run(args []string) int {
 		return 1
 	}
 	return 0
-}
-
-// ParseLabels reads "k=v,k=v".
-func ParseLabels(s string) (map[string]string, error) {
-	out := map[string]string{}
-	for _, kv := range strings.Split(s, ",") {
-		kv = strings.TrimSpace(kv)
-		if kv == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("invalid label %q: want key=value", kv)
-		}
-		out[k] = v
-	}
-	return out, nil
 }
 
 func newRegistry() *prometheus.Registry {
@@ -129,7 +126,7 @@ func serveHTTP(ctx context.Context, log logr.Logger, addr string, h http.Handler
 }
 
 func runStandalone(ctx context.Context, log logging.Logger, cfg config) error {
-	labels, err := ParseLabels(cfg.proxyLabels)
+	labels, err := proxycmd.ParseLabels(cfg.proxyLabels)
 	if err != nil {
 		return fmt.Errorf("--proxy-labels: %w", err)
 	}

@@ -60,6 +60,23 @@ func (f *Flags) Register(fs *flag.FlagSet, d Defaults) {
 	fs.DurationVar(&f.TerminationDrain, "termination-drain-duration", d.TerminationDrain, "on SIGTERM, fail readiness and keep serving, draining connections, this long before exiting")
 }
 
+// ParseLabels reads "k=v,k=v".
+func ParseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		kv = strings.TrimSpace(kv)
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("invalid label %q: want key=value", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
 // ParsePortMap reads "80:31380,443:31390".
 func ParsePortMap(s string) (map[uint32]uint32, error) {
 	out := map[uint32]uint32{}

@@ -174,13 +174,27 @@ func setup() (*harness, error) {
 	if hs.client, err = client.New(hs.cfg, client.Options{Scheme: scheme}); err != nil {
 		return hs, err
 	}
-	if err := hs.writeKubeconfig(); err != nil {
-		return hs, err
-	}
 	for _, ns := range []string{"istio-system", "portico-system", "springistiodemo"} {
 		if err := hs.client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return hs, err
 		}
+	}
+	// The controller runs as config/deploy's ServiceAccount, with exactly
+	// the RBAC the manifests grant: a missing permission fails the tests.
+	rbac, err := os.ReadFile(filepath.Join(root, "config", "deploy", "controller", "rbac.yaml"))
+	if err != nil {
+		return hs, err
+	}
+	if err := hs.applyYAML(context.Background(), string(rbac)); err != nil {
+		return hs, err
+	}
+	sa, err := hs.env.AddUser(envtest.User{Name: "system:serviceaccount:portico-system:portico-controller",
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:portico-system", "system:authenticated"}}, nil)
+	if err != nil {
+		return hs, err
+	}
+	if err := hs.writeKubeconfig(sa.Config()); err != nil {
+		return hs, err
 	}
 	for _, p := range []uint32{80, 443, 3306, 8080} {
 		hs.ports[p] = freePort()
@@ -215,10 +229,10 @@ func (hs *harness) startController() error {
 	return err
 }
 
-func (hs *harness) writeKubeconfig() error {
+func (hs *harness) writeKubeconfig(cfg *rest.Config) error {
 	c := clientcmdapi.NewConfig()
-	c.Clusters["e2e"] = &clientcmdapi.Cluster{Server: hs.cfg.Host, CertificateAuthorityData: hs.cfg.CAData}
-	c.AuthInfos["e2e"] = &clientcmdapi.AuthInfo{ClientCertificateData: hs.cfg.CertData, ClientKeyData: hs.cfg.KeyData, Token: hs.cfg.BearerToken}
+	c.Clusters["e2e"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	c.AuthInfos["e2e"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
 	c.Contexts["e2e"] = &clientcmdapi.Context{Cluster: "e2e", AuthInfo: "e2e"}
 	c.CurrentContext = "e2e"
 	hs.kubeconfig = filepath.Join(hs.work, "kubeconfig")
@@ -431,40 +445,52 @@ func (hs *harness) endpoints(t *testing.T, namespace, name string, ports []corev
 // apply creates or updates every object of a YAML stream, as kubectl apply.
 func (hs *harness) apply(t *testing.T, yamlText string) {
 	t.Helper()
+	if err := hs.applyYAML(context.Background(), yamlText); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (hs *harness) applyYAML(ctx context.Context, yamlText string) error {
 	docs := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(yamlText)))
 	for {
 		doc, err := docs.Read()
 		if errors.Is(err, io.EOF) {
-			return
+			return nil
 		}
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		// Strict, as kubectl is: a duplicated key is a mistake in the test.
 		u := &unstructured.Unstructured{}
 		if err := sigsyaml.UnmarshalStrict(doc, &u.Object); err != nil {
-			t.Fatalf("applying %s: %v", doc, err)
+			return fmt.Errorf("applying %s: %w", doc, err)
 		}
 		if len(u.Object) == 0 {
 			continue
 		}
-		if u.GetNamespace() == "" {
+		if u.GetNamespace() == "" && hs.namespaced(u) {
 			u.SetNamespace("default")
 		}
 		existing := &unstructured.Unstructured{}
 		existing.SetGroupVersionKind(u.GroupVersionKind())
-		err = hs.client.Get(context.Background(), client.ObjectKeyFromObject(u), existing)
+		err = hs.client.Get(ctx, client.ObjectKeyFromObject(u), existing)
 		switch {
 		case apierrors.IsNotFound(err):
-			err = hs.client.Create(context.Background(), u)
+			err = hs.client.Create(ctx, u)
 		case err == nil:
 			u.SetResourceVersion(existing.GetResourceVersion())
-			err = hs.client.Update(context.Background(), u)
+			err = hs.client.Update(ctx, u)
 		}
 		if err != nil {
-			t.Fatalf("applying %s %s: %v", u.GetKind(), u.GetName(), err)
+			return fmt.Errorf("applying %s %s: %w", u.GetKind(), u.GetName(), err)
 		}
 	}
+}
+
+// namespaced asks the API server's discovery whether a kind is namespaced.
+func (hs *harness) namespaced(u *unstructured.Unstructured) bool {
+	ok, err := hs.client.IsObjectNamespaced(u)
+	return err != nil || ok
 }
 
 func (hs *harness) delete(t *testing.T, apiVersion, kind, namespace, name string) {
