@@ -52,6 +52,7 @@ const (
 type harness struct {
 	root       string
 	work       string
+	assets     string // kube-apiserver and etcd
 	bins       map[string]string
 	env        *envtest.Environment
 	cfg        *rest.Config
@@ -137,6 +138,7 @@ func setup() (*harness, error) {
 		return hs, err
 	}
 	assets := strings.TrimSpace(string(out))
+	hs.assets = assets
 	fmt.Printf("e2e: kube-apiserver and etcd in %s (%v)\n", assets, time.Since(start).Round(time.Second))
 	for _, name := range []string{"gateway-controller", "edge-proxy", "demo-backend"} {
 		path := filepath.Join(work, name)
@@ -193,7 +195,8 @@ func setup() (*harness, error) {
 	if err != nil {
 		return hs, err
 	}
-	if err := hs.writeKubeconfig(sa.Config()); err != nil {
+	hs.kubeconfig = filepath.Join(hs.work, "kubeconfig")
+	if err := writeKubeconfig(sa.Config(), hs.kubeconfig); err != nil {
 		return hs, err
 	}
 	for _, p := range []uint32{80, 443, 3306, 8080} {
@@ -229,14 +232,13 @@ func (hs *harness) startController() error {
 	return err
 }
 
-func (hs *harness) writeKubeconfig(cfg *rest.Config) error {
+func writeKubeconfig(cfg *rest.Config, path string) error {
 	c := clientcmdapi.NewConfig()
 	c.Clusters["e2e"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
 	c.AuthInfos["e2e"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
 	c.Contexts["e2e"] = &clientcmdapi.Context{Cluster: "e2e", AuthInfo: "e2e"}
 	c.CurrentContext = "e2e"
-	hs.kubeconfig = filepath.Join(hs.work, "kubeconfig")
-	return clientcmd.WriteToFile(*c, hs.kubeconfig)
+	return clientcmd.WriteToFile(*c, path)
 }
 
 func cleanupNetwork() {
@@ -451,6 +453,10 @@ func (hs *harness) apply(t *testing.T, yamlText string) {
 }
 
 func (hs *harness) applyYAML(ctx context.Context, yamlText string) error {
+	return applyYAML(ctx, hs.client, yamlText)
+}
+
+func applyYAML(ctx context.Context, c client.Client, yamlText string) error {
 	docs := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(yamlText)))
 	for {
 		doc, err := docs.Read()
@@ -468,29 +474,23 @@ func (hs *harness) applyYAML(ctx context.Context, yamlText string) error {
 		if len(u.Object) == 0 {
 			continue
 		}
-		if u.GetNamespace() == "" && hs.namespaced(u) {
+		if namespaced, err := c.IsObjectNamespaced(u); u.GetNamespace() == "" && (namespaced || err != nil) {
 			u.SetNamespace("default")
 		}
 		existing := &unstructured.Unstructured{}
 		existing.SetGroupVersionKind(u.GroupVersionKind())
-		err = hs.client.Get(ctx, client.ObjectKeyFromObject(u), existing)
+		err = c.Get(ctx, client.ObjectKeyFromObject(u), existing)
 		switch {
 		case apierrors.IsNotFound(err):
-			err = hs.client.Create(ctx, u)
+			err = c.Create(ctx, u)
 		case err == nil:
 			u.SetResourceVersion(existing.GetResourceVersion())
-			err = hs.client.Update(ctx, u)
+			err = c.Update(ctx, u)
 		}
 		if err != nil {
 			return fmt.Errorf("applying %s %s: %w", u.GetKind(), u.GetName(), err)
 		}
 	}
-}
-
-// namespaced asks the API server's discovery whether a kind is namespaced.
-func (hs *harness) namespaced(u *unstructured.Unstructured) bool {
-	ok, err := hs.client.IsObjectNamespaced(u)
-	return err != nil || ok
 }
 
 func (hs *harness) delete(t *testing.T, apiVersion, kind, namespace, name string) {
