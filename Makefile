@@ -18,6 +18,7 @@ run: build
 # The whole test suite: vet, unit and integration tests with the race
 # detector, then the end-to-end tests against a real kube-apiserver.
 test:
+	./hack/ensure-test-deps.sh
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
 
@@ -25,6 +26,7 @@ unit:
 	$(GO) test -race -count=1 ./pkg/... ./internal/... ./cmd/...
 
 e2e:
+	./hack/ensure-test-deps.sh
 	$(GO) test -count=1 -timeout 30m -v ./test/e2e/...
 
 bench:
