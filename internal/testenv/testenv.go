@@ -283,6 +283,10 @@ type Echo struct {
 	Host    string            `json:"host"`
 	Headers map[string]string `json:"headers"`
 	Proto   string            `json:"proto"`
+	// TransferEncoding and ContentLength describe the request body framing
+	// the backend received.
+	TransferEncoding []string `json:"transferEncoding,omitempty"`
+	ContentLength    int64    `json:"contentLength"`
 }
 
 func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -305,7 +309,8 @@ func (b *Backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("x-backend", b.Name)
-	json.NewEncoder(w).Encode(Echo{Backend: b.Name, Method: r.Method, Path: r.URL.RequestURI(), Host: r.Host, Headers: hdr, Proto: r.Proto})
+	json.NewEncoder(w).Encode(Echo{Backend: b.Name, Method: r.Method, Path: r.URL.RequestURI(), Host: r.Host, Headers: hdr, Proto: r.Proto,
+		TransferEncoding: r.TransferEncoding, ContentLength: r.ContentLength})
 }
 
 // StartBackend runs an HTTP backend on loopback.

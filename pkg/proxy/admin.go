@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"regexp"
 	"sort"
 	"strconv"
@@ -63,6 +64,7 @@ var adminEndpoints = []struct{ path, help string }{
 	{"/certs", "print certs on machine"},
 	{"/clusters", "upstream cluster status"},
 	{"/config_dump", "dump current Envoy configs (?resource=, ?name_regex=, ?include_eds)"},
+	{"/debug/pprof/", "Go profiles of the edge proxy (pprof)"},
 	{"/drain_listeners", "drain listeners (POST)"},
 	{"/healthcheck/fail", "cause the server to fail health checks (POST)"},
 	{"/healthcheck/ok", "cause the server to pass health checks (POST)"},
@@ -114,6 +116,12 @@ func (p *Proxy) AdminHandler() http.Handler {
 		p.Listeners.Drain(0)
 		fmt.Fprintln(w, "OK")
 	}))
+	// Go's profiler, for the Go proxy only (Envoy has no such endpoint);
+	// the admin interface is on localhost.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/quitquitquit", post(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "OK")
 		p.Quit()

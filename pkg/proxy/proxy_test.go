@@ -274,6 +274,11 @@ spec:
 		if e.Backend != "web" || e.Proto != want || e.Headers["x-forwarded-proto"] != "https" {
 			t.Errorf("https (h2=%v): %+v", h2, e)
 		}
+		// A GET without a body must not grow one on the way (an HTTP/2
+		// stream ended by its HEADERS has no DATA to forward).
+		if len(e.TransferEncoding) > 0 || e.ContentLength != 0 {
+			t.Errorf("https (h2=%v): a GET reached the backend with a body: %v %d", h2, e.TransferEncoding, e.ContentLength)
+		}
 	}
 
 	// Passthrough: the client's TLS session ends at the backend itself.

@@ -546,7 +546,10 @@ func (x *exchange) respond(c *upstream.Cluster, host *upstream.Host, a *attempt,
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // copyBody streams a body, flushing to the client whenever the upstream has
-// nothing more buffered, so streamed responses are not held back.
+// nothing more buffered, so streamed responses are not held back. Once the
+// body is complete nothing is flushed here: the end of the response
+// flushes, so a small response leaves in one write (one HTTP/2 frame
+// burst) rather than two.
 func (x *exchange) copyBody(r io.Reader, br *bufio.Reader) error {
 	bp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bp)
@@ -563,6 +566,9 @@ func (x *exchange) copyBody(r io.Reader, br *bufio.Reader) error {
 		}
 		if err != nil {
 			return err
+		}
+		if httpx.Drained(r) {
+			return nil
 		}
 		if br != nil && br.Buffered() == 0 {
 			if ferr := x.w.Flush(); ferr != nil {

@@ -362,10 +362,10 @@ func (h *Handler) serveH2Request(rw http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil {
 		req.Scheme = "https"
 	}
-	if req.ContentLength == 0 && r.Body != http.NoBody {
-		req.ContentLength = -1 // unknown length: a DATA stream may follow
-	}
-	if r.Body == http.NoBody {
+	// The HTTP/2 server reports -1 for a body of unknown length and 0 when
+	// the stream ended with its HEADERS (or announced content-length: 0):
+	// only then is there no body to forward (nor to buffer for retries).
+	if r.ContentLength == 0 || r.Body == http.NoBody {
 		req.Body, req.ContentLength = nil, 0
 	}
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {

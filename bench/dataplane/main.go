@@ -1,0 +1,280 @@
+// Command dataplane benchmarks the edge proxy against nginx and haproxy
+// (Debian's packages) and against no proxy at all, in one run on
+// loopback: HTTP/1.1 keep-alive, HTTPS keep-alive, HTTP/2 over TLS and raw
+// TCP. It reports requests/s, p50/p99 latency and the proxy's CPU time per
+// request — the figure that does not depend on how fast the load
+// generator is — and each proxy's CPU cost relative to nginx.
+//
+// Run it from the repository root (make bench does): it builds the
+// Portico binaries. On machines with two or more CPUs the proxies are
+// pinned to the last CPU and the load generator and backends to the
+// others, so each proxy gets one core of its own.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/portico-gateway/portico/internal/testpki"
+)
+
+var profileProto string
+
+type row struct {
+	target, proto string
+	res           loadResult
+	cpu           time.Duration // proxy CPU during the measurement window
+}
+
+func (r row) cpuPerRequest() time.Duration {
+	if r.res.requests == 0 {
+		return 0
+	}
+	return r.cpu / time.Duration(r.res.requests)
+}
+
+func main() {
+	duration := flag.Duration("duration", 5*time.Second, "measurement time per target, protocol and round")
+	rounds := flag.Int("rounds", 3, "interleaved rounds; figures are medians")
+	warmup := flag.Duration("warmup", 2*time.Second, "warm-up before each measurement")
+	conns := flag.Int("conns", 16, "connections (HTTP/1.1, HTTPS, TCP)")
+	h2conns := flag.Int("h2-conns", 4, "HTTP/2 connections")
+	h2streams := flag.Int("h2-streams", 4, "concurrent HTTP/2 streams per connection")
+	targets := flag.String("targets", "direct,portico,nginx,haproxy", "what to measure")
+	protos := flag.String("protos", "http1,https,h2,tcp", "protocols")
+	out := flag.String("out", "", "also write the Markdown table to this file")
+	pin := flag.Bool("pin", true, "pin proxies to the last CPU and the load to the others (needs 2+ CPUs)")
+	cpuprofile := flag.String("portico-cpuprofile", "", "write a CPU profile of the edge proxy for HTTP/1.1 to this file")
+	flag.StringVar(&profileProto, "portico-profile-proto", "http1", "the protocol -portico-cpuprofile profiles")
+	binDir := flag.String("bin-dir", "", "use the Portico binaries in this directory instead of building them")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *rounds, *duration, *warmup, *conns, *h2conns, *h2streams, strings.Split(*targets, ","), strings.Split(*protos, ","), *out, *pin, *cpuprofile, *binDir); err != nil {
+		fmt.Fprintln(os.Stderr, "dataplane:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, rounds int, duration, warmup time.Duration, conns, h2conns, h2streams int, targets, protos []string, out string, pin bool, cpuprofile, binDir string) error {
+	work, err := os.MkdirTemp("", "portico-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	e := &env{work: work, bins: filepath.Join(work, "bin"), certs: filepath.Join(work, "certs")}
+	if binDir != "" {
+		e.bins = binDir
+	} else {
+		fmt.Fprintln(os.Stderr, "building Portico…")
+		build := exec.Command("go", "build", "-o", e.bins+"/", "./cmd/gateway-controller", "./cmd/edge-proxy")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("building (run from the repository root): %w", err)
+		}
+	}
+	os.MkdirAll(e.certs, 0o755)
+	for _, n := range []string{"server.crt", "server.key", "ca.crt"} {
+		os.WriteFile(filepath.Join(e.certs, n), testpki.Read(n), 0o600)
+	}
+	os.WriteFile(filepath.Join(e.certs, "combined.pem"), append(testpki.Read("server.crt"), testpki.Read("server.key")...), 0o600)
+
+	if n := numCPU(); pin && n >= 2 {
+		var set unix.CPUSet
+		for i := 0; i < n-1; i++ {
+			set.Set(i)
+		}
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			return fmt.Errorf("pinning the load generator: %w", err)
+		}
+		e.proxyCPU = fmt.Sprint(n - 1)
+	}
+	be, err := startBackends(ctx)
+	if err != nil {
+		return err
+	}
+	e.be = be
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(testpki.Read("ca.crt"))
+	tlsCfg := &tls.Config{ServerName: "bench.example.com", RootCAs: pool, ClientSessionCache: tls.NewLRUClientSessionCache(64)}
+
+	starters := map[string]func(*env) (*target, error){"direct": direct, "portico": portico, "nginx": nginx, "haproxy": haproxy}
+	// Every target runs for the whole benchmark; rounds interleave them so
+	// that drift in the machine's speed affects all alike, and each figure
+	// reported is the median over the rounds.
+	var running []*target
+	defer func() {
+		for _, t := range running {
+			t.stop()
+		}
+	}()
+	for _, name := range targets {
+		start, ok := starters[name]
+		if !ok {
+			return fmt.Errorf("unknown target %q", name)
+		}
+		if (name == "nginx" || name == "haproxy") && !lookPath(name) {
+			fmt.Fprintf(os.Stderr, "skipping %s: not installed (bench/run.sh installs it)\n", name)
+			continue
+		}
+		t, err := start(e)
+		if err != nil {
+			dumpLogs(e)
+			return err
+		}
+		running = append(running, t)
+	}
+	samples := map[string][]row{} // target/proto → one row per round
+	var order []string
+	for round := 0; round < rounds; round++ {
+		for _, proto := range protos {
+			for i := range running {
+				t := running[(i+round)%len(running)]
+				addr, ok := t.ports[proto]
+				if !ok {
+					continue
+				}
+				spec := loadSpec{proto: proto, addr: addr, tls: tlsCfg, conns: conns, warmup: warmup, duration: duration}
+				if proto == "h2" {
+					spec.conns, spec.streams = h2conns, h2streams
+				}
+				var before time.Duration
+				profile := t.name == "portico" && proto == profileProto && cpuprofile != "" && round == 0
+				res, err := runLoad(ctx, spec, func() {
+					before = cpuTime(t.pids())
+					if profile {
+						go fetchProfile(t, cpuprofile, duration)
+					}
+				}, func() {})
+				after := cpuTime(t.pids())
+				if err != nil {
+					dumpLogs(e)
+					return fmt.Errorf("%s %s: %w", t.name, proto, err)
+				}
+				r := row{target: t.name, proto: proto, res: res, cpu: after - before}
+				key := t.name + "/" + proto
+				if _, seen := samples[key]; !seen {
+					order = append(order, key)
+				}
+				samples[key] = append(samples[key], r)
+				fmt.Fprintf(os.Stderr, "round %d  %-8s %-6s %9.0f req/s  p50 %7s  p99 %7s  cpu %6.1f µs/req  errors %d\n", round+1, t.name, proto, res.rps(),
+					res.p50.Round(time.Microsecond), res.p99.Round(time.Microsecond), us(r.cpuPerRequest()), res.errors)
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+			}
+		}
+	}
+	var rows []row
+	for _, key := range order {
+		rows = append(rows, median(samples[key]))
+	}
+	table := report(rows, duration, rounds, conns, h2conns, h2streams, e.proxyCPU != "")
+	fmt.Print(table)
+	if out != "" {
+		return os.WriteFile(out, []byte(table), 0o644)
+	}
+	return nil
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+func dumpLogs(e *env) {
+	for _, l := range e.logs {
+		b, _ := os.ReadFile(l)
+		fmt.Fprintf(os.Stderr, "----- %s -----\n%s\n", filepath.Base(l), tail(string(b), 30))
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// fetchProfile saves a CPU profile of the edge proxy over the
+// measurement window, from its admin interface's /debug/pprof.
+func fetchProfile(t *target, path string, d time.Duration) {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", t.admin, int(d.Seconds())))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+		return
+	}
+	defer f.Close()
+	io.Copy(f, resp.Body)
+}
+
+var protoNames = map[string]string{"http1": "HTTP/1.1 keep-alive", "https": "HTTPS keep-alive", "h2": "HTTP/2 (TLS)", "tcp": "TCP (64-byte echo)"}
+
+// median takes, figure by figure, the median over rounds.
+func median(rs []row) row {
+	pick := func(less func(a, b row) bool) row {
+		c := append([]row(nil), rs...)
+		sort.Slice(c, func(i, j int) bool { return less(c[i], c[j]) })
+		return c[len(c)/2]
+	}
+	out := pick(func(a, b row) bool { return a.cpuPerRequest() < b.cpuPerRequest() })
+	out.res.requests = pick(func(a, b row) bool { return a.res.rps() < b.res.rps() }).res.requests
+	out.res.elapsed = pick(func(a, b row) bool { return a.res.rps() < b.res.rps() }).res.elapsed
+	out.cpu = out.cpuPerRequest() * time.Duration(out.res.requests) // keep cpu/req the median
+	out.res.p50 = pick(func(a, b row) bool { return a.res.p50 < b.res.p50 }).res.p50
+	out.res.p99 = pick(func(a, b row) bool { return a.res.p99 < b.res.p99 }).res.p99
+	return out
+}
+
+func report(rows []row, duration time.Duration, rounds, conns, h2conns, h2streams int, pinned bool) string {
+	var b strings.Builder
+	host, _ := os.Hostname()
+	fmt.Fprintf(&b, "Data plane, %s on %s (%d CPUs%s): medians of %d interleaved rounds of %v, %d connections (HTTP/2: %d×%d streams), access logs off.\n\n",
+		time.Now().UTC().Format("2006-01-02"), host, numCPU(), map[bool]string{true: ", each proxy pinned to one CPU", false: ""}[pinned],
+		rounds, duration, conns, h2conns, h2streams)
+	fmt.Fprintln(&b, "| Protocol | Target | req/s | p50 | p99 | proxy CPU µs/req | CPU vs nginx |")
+	fmt.Fprintln(&b, "| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+	nginxCPU := map[string]time.Duration{}
+	for _, r := range rows {
+		if r.target == "nginx" {
+			nginxCPU[r.proto] = r.cpuPerRequest()
+		}
+	}
+	for _, proto := range []string{"http1", "https", "h2", "tcp"} {
+		for _, r := range rows {
+			if r.proto != proto {
+				continue
+			}
+			cpu, ratio := "—", "—"
+			if r.target != "direct" {
+				cpu = fmt.Sprintf("%.1f", us(r.cpuPerRequest()))
+				if n := nginxCPU[proto]; n > 0 {
+					ratio = fmt.Sprintf("%.2f×", float64(r.cpuPerRequest())/float64(n))
+				}
+			}
+			fmt.Fprintf(&b, "| %s | %s | %.0f | %v | %v | %s | %s |\n", protoNames[proto], r.target, r.res.rps(),
+				r.res.p50.Round(time.Microsecond), r.res.p99.Round(time.Microsecond), cpu, ratio)
+		}
+	}
+	return b.String()
+}
