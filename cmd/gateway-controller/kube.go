@@ -72,7 +72,8 @@ func runKubernetes(ctx context.Context, log logging.Logger, cfg config) error {
 		cfg.xdsAddress = ":15010"
 	}
 	prov, err := kube.New(kube.Options{Config: rc, LeaderElection: cfg.kube.leaderElect, LeaderElectionNamespace: cfg.kube.leaderNS,
-		HealthAddress: cfg.kube.healthAddress, MetricsAddress: cfg.kube.metricsAddress}, log.WithName("kube"))
+		HealthAddress: cfg.kube.healthAddress, MetricsAddress: cfg.kube.metricsAddress,
+		Holdoff: cfg.debounceAfter, MaxDelay: cfg.debounceMax}, log.WithName("kube"))
 	if err != nil {
 		return err
 	}

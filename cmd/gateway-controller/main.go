@@ -42,8 +42,11 @@ type config struct {
 	logJSON      bool
 	proxyLabels  string
 	domainSuffix string
-	embedded     embeddedProxyConfig
-	kube         kubeConfig
+	// debounceAfter and debounceMax batch changes before a rebuild.
+	debounceAfter time.Duration
+	debounceMax   time.Duration
+	embedded      embeddedProxyConfig
+	kube          kubeConfig
 }
 
 func main() {
@@ -61,6 +64,8 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&cfg.logJSON, "log-json", false, "log JSON instead of text")
 	fs.StringVar(&cfg.proxyLabels, "proxy-labels", "istio=ingressgateway", "standalone: labels of the embedded proxy (k=v,k=v), matched by Gateway selectors")
 	fs.StringVar(&cfg.domainSuffix, "domain-suffix", "cluster.local", "DNS suffix completing short service names")
+	fs.DurationVar(&cfg.debounceAfter, "debounce-after", 100*time.Millisecond, "wait this long after a change for more before rebuilding (Istio's PILOT_DEBOUNCE_AFTER)")
+	fs.DurationVar(&cfg.debounceMax, "debounce-max", 500*time.Millisecond, "never postpone a rebuild more than this after the first change of a burst")
 	cfg.embedded.register(fs)
 	cfg.kube.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -152,7 +157,7 @@ func runStandalone(ctx context.Context, log logging.Logger, cfg config) error {
 	g.Go(func() error { return server.Serve(ctx, lis) })
 	g.Go(func() error { return ctrl.Run(ctx) })
 	g.Go(func() error {
-		p := file.New(cfg.configDir, log.WithName("file"), file.Options{})
+		p := file.New(cfg.configDir, log.WithName("file"), file.Options{Holdoff: cfg.debounceAfter, MaxDelay: cfg.debounceMax})
 		return p.Run(ctx, func(r *resource.Resources) { ctrl.Update(r) })
 	})
 	if cfg.debugAddress != "" {

@@ -66,6 +66,11 @@ type Controller struct {
 	pending *resource.Resources
 	last    *resource.Resources
 
+	// translators remember each class's last translation, so a change
+	// re-translates only what it touches. Used by the build loop only.
+	translators map[string]*translate.Translator
+	builder     *gateway.Builder
+
 	stateMu sync.RWMutex
 	state   *State
 	ready   chan struct{}
@@ -76,9 +81,11 @@ type Controller struct {
 func New(log logr.Logger, server *xds.Server, sink StatusSink, opts Options) *Controller {
 	return &Controller{
 		log: log, xds: server, opts: opts, sink: sink,
-		metrics: newMetrics(opts.Registerer),
-		updates: make(chan struct{}, 1),
-		ready:   make(chan struct{}),
+		metrics:     newMetrics(opts.Registerer),
+		updates:     make(chan struct{}, 1),
+		ready:       make(chan struct{}),
+		translators: map[string]*translate.Translator{},
+		builder:     gateway.NewBuilder(),
 	}
 }
 
@@ -147,7 +154,7 @@ func (c *Controller) build(ctx context.Context, res *resource.Resources) {
 	for _, l := range classes {
 		wanted[gateway.ClassName(l)] = true
 	}
-	result := gateway.Build(res, gateway.Options{Classes: classes, DomainSuffix: c.opts.DomainSuffix})
+	result := c.builder.Build(res, gateway.Options{Classes: classes, DomainSuffix: c.opts.DomainSuffix})
 	bound := time.Now()
 	st := &State{Resources: res, Result: result, Errors: map[string]string{}, Versions: map[string]string{}, BuiltAt: start}
 	published := 0
@@ -164,6 +171,11 @@ func (c *Controller) build(ctx context.Context, res *resource.Resources) {
 		published++
 	}
 	c.xds.Forget(wanted)
+	for class := range c.translators {
+		if !wanted[class] {
+			delete(c.translators, class)
+		}
+	}
 	st.Duration = time.Since(start)
 	st.Published = len(st.Errors) == 0
 	c.metrics.bind.Observe(bound.Sub(start).Seconds())
@@ -182,7 +194,12 @@ func (c *Controller) build(ctx context.Context, res *resource.Resources) {
 }
 
 func (c *Controller) publish(ctx context.Context, p *ir.Proxy, st *State) error {
-	tr, err := translate.Translate(p, c.opts.Translate)
+	t, ok := c.translators[p.Name]
+	if !ok {
+		t = translate.NewTranslator(c.opts.Translate)
+		c.translators[p.Name] = t
+	}
+	tr, err := t.Translate(p)
 	if err != nil {
 		return fmt.Errorf("translating: %w", err)
 	}

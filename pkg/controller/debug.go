@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"regexp"
 	"sort"
 	"strings"
@@ -11,7 +12,6 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
 	"github.com/portico-gateway/portico/pkg/configdump"
@@ -43,8 +43,13 @@ func (c *Controller) DebugHandler(gatherer prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("/debug/status", c.serveStatus)
 	mux.HandleFunc("/debug/proxies", c.serveProxies)
 	mux.HandleFunc("/debug/config_dump", c.serveConfigDump)
+	// Go's profiler (the debug address is on localhost by default).
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/debug/", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "/debug/ir?class=NAME\n/debug/status\n/debug/proxies\n/debug/config_dump?class=NAME&resource=&name_regex=\n/metrics /healthz /readyz")
+		fmt.Fprintln(w, "/debug/ir?class=NAME\n/debug/status\n/debug/proxies\n/debug/config_dump?class=NAME&resource=&name_regex=\n/debug/pprof/\n/metrics /healthz /readyz")
 	})
 	return mux
 }
@@ -167,8 +172,8 @@ func (c *Controller) serveConfigDump(w http.ResponseWriter, r *http.Request) {
 	}
 	entries := func(typ string) []configdump.Entry {
 		var out []configdump.Entry
-		for name, res := range snap.GetResources(typ) {
-			out = append(out, configdump.Entry{Name: name, Resource: res.(proto.Message), Version: snap.Versions[typ]})
+		for name, res := range snap.Originals(typ) {
+			out = append(out, configdump.Entry{Name: name, Resource: res, Version: snap.Versions[typ]})
 		}
 		sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 		return out

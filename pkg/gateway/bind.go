@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	networking "istio.io/client-go/pkg/apis/networking/v1"
@@ -122,7 +123,7 @@ func (b *builder) buildClass(gateways []*networking.Gateway, labels map[string]s
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		proxy.Clusters = append(proxy.Clusters, b.buildCluster(st.clusters[n]))
+		proxy.Clusters = append(proxy.Clusters, b.clusterOnce(st.clusters[n]))
 	}
 	snames := make([]string, 0, len(st.secrets))
 	for n := range st.secrets {
@@ -209,17 +210,7 @@ func (b *builder) bindHTTPRoutes(st *classState, t *routeTable, s *gwServer, req
 				covered[host] = true
 				continue
 			}
-			var routes []*ir.Route
-			for _, rule := range info.http {
-				for _, m := range rule.matches {
-					if !m.appliesTo(gwKey, s.port, st.labels) {
-						continue
-					}
-					r := rule.route
-					r.Name, r.Match = m.name, m.match
-					routes = append(routes, &r)
-				}
-			}
+			routes := b.httpRoutes(info, gwKey, s.port, st.labels)
 			if len(routes) == 0 {
 				continue
 			}
@@ -252,6 +243,36 @@ func (b *builder) bindHTTPRoutes(st *classState, t *routeTable, s *gwServer, req
 			}
 		}
 	}
+}
+
+// httpRoutes returns a VirtualService's routes for one server. They are
+// remembered with the conversion, so a VirtualService that did not change
+// yields the very same routes build after build (and translation, seeing
+// them unchanged, reuses what it made of them).
+func (b *builder) httpRoutes(info *vsInfo, gwKey string, port uint32, labels map[string]string) []*ir.Route {
+	key := gwKey + "\x00" + strconv.FormatUint(uint64(port), 10)
+	if b.usesSourceLabels {
+		key += "\x00" + ClassName(labels)
+	}
+	if routes, ok := info.routes[key]; ok {
+		return routes
+	}
+	var routes []*ir.Route
+	for _, rule := range info.http {
+		for _, m := range rule.matches {
+			if !m.appliesTo(gwKey, port, labels) {
+				continue
+			}
+			r := rule.route
+			r.Name, r.Match = m.name, m.match
+			routes = append(routes, &r)
+		}
+	}
+	if info.routes == nil {
+		info.routes = map[string][]*ir.Route{}
+	}
+	info.routes[key] = routes
+	return routes
 }
 
 func (b *builder) bindHTTP(st *classState, g *portGroup, s *gwServer, _ map[string]bool) {

@@ -9,6 +9,7 @@ package gateway
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -75,11 +76,151 @@ type builder struct {
 	// configuration then depends on each class's labels, not only on the
 	// Gateways it selects, so classes are not grouped.
 	usesSourceLabels bool
+	// prevVS and nextVS carry VirtualService conversions between builds;
+	// deps collects the destination hosts of the conversion under way.
+	prevVS, nextVS map[*networking.VirtualService]*vsMemo
+	deps           map[string]string
+	// prevClusters and nextClusters carry clusters between builds;
+	// sideEffects counts what building a cluster did besides returning it
+	// (status messages, secrets), which makes it unfit for reuse.
+	prevClusters, nextClusters map[string]*clusterMemo
+	sideEffects                int
+}
+
+// clusterOnce builds a cluster, or reuses the previous build's when it was
+// built from the same registry entry and DestinationRule and had no side
+// effects.
+func (b *builder) clusterOnce(ck clusterKey) *ir.Cluster {
+	name := ck.name()
+	svc, dr := b.reg.lookup(ck.host), b.reg.destinationRule(ck.host)
+	if m, ok := b.nextClusters[name]; ok && m.svc == svc && m.dr == dr {
+		return m.cluster
+	}
+	if m, ok := b.prevClusters[name]; ok && m.svc == svc && m.dr == dr {
+		b.nextClusters[name] = m
+		return m.cluster
+	}
+	before := b.sideEffects
+	c := b.buildCluster(ck)
+	if b.sideEffects == before && c.TLS == nil {
+		b.nextClusters[name] = &clusterMemo{svc: svc, dr: dr, cluster: c}
+	}
+	return c
+}
+
+// convertVirtualServiceOnce converts a VirtualService, or replays its
+// previous conversion (result and status messages) when the object is the
+// same and its destinations resolve as they did.
+func (b *builder) convertVirtualServiceOnce(vs *networking.VirtualService) *vsInfo {
+	key := resource.KeyOf(vs)
+	if m, ok := b.prevVS[vs]; ok && m.domainSuffix == b.opts.DomainSuffix && b.depsUnchanged(m.deps) {
+		for _, msg := range m.messages {
+			b.report.Add(key, msg)
+		}
+		if m.rejected {
+			b.report.Get(key).Reject()
+		}
+		b.usesSourceLabels = b.usesSourceLabels || m.usesSourceLabels
+		b.nextVS[vs] = m
+		return m.info
+	}
+	before := 0
+	if st := b.report.Get(key); st != nil {
+		before = len(st.Messages)
+	}
+	outer := b.usesSourceLabels
+	b.usesSourceLabels = false
+	b.deps = map[string]string{}
+	info := b.convertVirtualService(vs)
+	m := &vsMemo{info: info, usesSourceLabels: b.usesSourceLabels, domainSuffix: b.opts.DomainSuffix, deps: b.deps}
+	b.usesSourceLabels = b.usesSourceLabels || outer
+	b.deps = nil
+	if st := b.report.Get(key); st != nil {
+		m.messages = append([]status.Message(nil), st.Messages[before:]...)
+		m.rejected = st.Rejected()
+	}
+	b.nextVS[vs] = m
+	return info
+}
+
+func (b *builder) depsUnchanged(deps map[string]string) bool {
+	for host, sig := range deps {
+		if b.destSignature(host) != sig {
+			return false
+		}
+	}
+	return true
+}
+
+// destSignature is everything converting a destination looks at: the
+// service the host resolves to and its ports, and the DestinationRule with
+// its subsets.
+func (b *builder) destSignature(host string) string {
+	var sb strings.Builder
+	if svc := b.reg.lookup(host); svc != nil {
+		sb.WriteString(svc.FQDN)
+		for _, p := range svc.Ports {
+			sb.WriteByte(' ')
+			sb.WriteString(strconv.FormatUint(uint64(p.Number), 10))
+			sb.WriteByte('/')
+			sb.WriteString(p.Name)
+			sb.WriteByte('/')
+			sb.WriteString(p.Protocol)
+		}
+	}
+	sb.WriteByte('|')
+	if dr := b.reg.destinationRule(host); dr != nil {
+		sb.WriteString(dr.Namespace)
+		sb.WriteByte('/')
+		sb.WriteString(dr.Name)
+		for _, s := range dr.Spec.Subsets {
+			sb.WriteByte(' ')
+			sb.WriteString(s.Name)
+		}
+	}
+	return sb.String()
 }
 
 // Build binds and validates one snapshot of resources. It is a pure
 // function of its inputs.
 func Build(in *resource.Resources, opts Options) *Result {
+	return NewBuilder().Build(in, opts)
+}
+
+// Builder builds snapshot after snapshot, reusing the conversion of every
+// VirtualService that did not change (the same object) and whose
+// destinations still resolve the same way, so that editing one
+// VirtualService among thousands converts one. Its results equal Build's.
+// Not safe for concurrent use.
+type Builder struct {
+	vs       map[*networking.VirtualService]*vsMemo
+	services map[string]serviceMemo
+	clusters map[string]*clusterMemo
+}
+
+// clusterMemo is a cluster with what it was built from.
+type clusterMemo struct {
+	svc     *service
+	dr      *networking.DestinationRule
+	cluster *ir.Cluster
+}
+
+// NewBuilder returns a builder with nothing remembered.
+func NewBuilder() *Builder { return &Builder{} }
+
+// vsMemo is one VirtualService's conversion and what it depended on.
+type vsMemo struct {
+	info             *vsInfo // nil when nothing of it could be used
+	messages         []status.Message
+	rejected         bool
+	usesSourceLabels bool
+	domainSuffix     string
+	// deps maps each destination host to how it resolved (destSignature).
+	deps map[string]string
+}
+
+// Build binds and validates one snapshot, like the package's Build.
+func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 	if opts.DomainSuffix == "" {
 		opts.DomainSuffix = "cluster.local"
 	}
@@ -88,14 +229,20 @@ func Build(in *resource.Resources, opts Options) *Result {
 	}
 	res := sortedCopy(in)
 	b := &builder{
-		opts:        opts,
-		report:      status.NewReport(),
-		gateways:    map[string]*networking.Gateway{},
-		servers:     map[string][]*gwServer{},
-		vsByGateway: map[string][]*vsInfo{},
+		opts:         opts,
+		report:       status.NewReport(),
+		gateways:     map[string]*networking.Gateway{},
+		servers:      map[string][]*gwServer{},
+		vsByGateway:  map[string][]*vsInfo{},
+		prevVS:       bl.vs,
+		nextVS:       make(map[*networking.VirtualService]*vsMemo, len(in.VirtualServices)),
+		prevClusters: bl.clusters,
+		nextClusters: make(map[string]*clusterMemo, len(bl.clusters)),
 	}
+	regMemo := &registryMemo{prev: bl.services, next: make(map[string]serviceMemo, len(in.Services))}
+	defer func() { bl.vs, bl.services, bl.clusters = b.nextVS, regMemo.next, b.nextClusters }()
 	b.track(res)
-	b.reg = newRegistry(res, opts.DomainSuffix, b.report)
+	b.reg = newRegistry(res, opts.DomainSuffix, b.report, regMemo)
 	for _, dr := range res.DestinationRules {
 		b.validateDestinationRule(dr)
 	}
@@ -105,7 +252,7 @@ func Build(in *resource.Resources, opts Options) *Result {
 		b.servers[key] = b.validateGateway(gw)
 	}
 	for _, vs := range res.VirtualServices {
-		info := b.convertVirtualService(vs)
+		info := b.convertVirtualServiceOnce(vs)
 		if info == nil {
 			continue
 		}

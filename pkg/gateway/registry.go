@@ -3,13 +3,16 @@ package gateway
 import (
 	"fmt"
 	"net"
+	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networking "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/portico-gateway/portico/pkg/ir"
 	"github.com/portico-gateway/portico/pkg/resource"
@@ -112,7 +115,54 @@ func refOf(kind string, ns, name string) ir.Ref {
 	return ir.Ref{Kind: kind, Namespace: ns, Name: name}
 }
 
-func newRegistry(res *resource.Resources, domainSuffix string, report *status.Report) *registry {
+// serviceMemo is a Kubernetes Service's registry entry with the signature
+// of what it was built from.
+type serviceMemo struct {
+	sig string
+	svc *service
+}
+
+// registryMemo carries Service entries from one build to the next, so that
+// an unchanged Service (and EndpointSlices, and Pods) keeps its entry —
+// and the clusters built from it can be reused.
+type registryMemo struct {
+	prev, next map[string]serviceMemo // by namespace/name
+}
+
+// identity names one version of an object: its UID and resourceVersion
+// when an API server gave it one (a cache hands out new copies of the same
+// version), else the object itself (files are decoded once per change).
+func identity(o metav1.Object) string {
+	if rv := o.GetResourceVersion(); rv != "" {
+		return string(o.GetUID()) + "@" + rv
+	}
+	return strconv.FormatUint(uint64(reflect.ValueOf(o).Pointer()), 16)
+}
+
+// kubeServiceSignature identifies everything fromKubeService reads.
+func kubeServiceSignature(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, pods map[string]*metav1.PartialObjectMetadata) string {
+	var sb strings.Builder
+	sb.WriteString(identity(svc))
+	for _, es := range slices {
+		sb.WriteByte(' ')
+		sb.WriteString(identity(es))
+		for _, ep := range es.Endpoints {
+			if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
+				ns := ep.TargetRef.Namespace
+				if ns == "" {
+					ns = es.Namespace
+				}
+				if p, ok := pods[ns+"/"+ep.TargetRef.Name]; ok {
+					sb.WriteByte(',')
+					sb.WriteString(identity(p))
+				}
+			}
+		}
+	}
+	return sb.String()
+}
+
+func newRegistry(res *resource.Resources, domainSuffix string, report *status.Report, memo *registryMemo) *registry {
 	r := &registry{
 		domainSuffix:     domainSuffix,
 		services:         map[string]*service{},
@@ -120,8 +170,10 @@ func newRegistry(res *resource.Resources, domainSuffix string, report *status.Re
 		secrets:          map[string]*corev1.Secret{},
 	}
 	podLabels := map[string]map[string]string{}
+	pods := map[string]*metav1.PartialObjectMetadata{}
 	for _, p := range res.Pods {
 		podLabels[p.Namespace+"/"+p.Name] = p.Labels
+		pods[p.Namespace+"/"+p.Name] = p
 	}
 	slices := map[string][]*discoveryv1.EndpointSlice{}
 	for _, es := range res.EndpointSlices {
@@ -132,8 +184,21 @@ func newRegistry(res *resource.Resources, domainSuffix string, report *status.Re
 		slices[es.Namespace+"/"+svc] = append(slices[es.Namespace+"/"+svc], es)
 	}
 	for _, svc := range res.Services {
-		s := r.fromKubeService(svc, slices[svc.Namespace+"/"+svc.Name], podLabels)
+		own := slices[svc.Namespace+"/"+svc.Name]
+		var sig string
+		if memo != nil {
+			sig = domainSuffix + " " + kubeServiceSignature(svc, own, pods)
+			if m, ok := memo.prev[svc.Namespace+"/"+svc.Name]; ok && m.sig == sig {
+				r.services[m.svc.FQDN] = m.svc
+				memo.next[svc.Namespace+"/"+svc.Name] = m
+				continue
+			}
+		}
+		s := r.fromKubeService(svc, own, podLabels)
 		r.services[s.FQDN] = s
+		if memo != nil {
+			memo.next[svc.Namespace+"/"+svc.Name] = serviceMemo{sig: sig, svc: s}
+		}
 	}
 	for _, se := range res.ServiceEntries {
 		r.addServiceEntry(se, report)

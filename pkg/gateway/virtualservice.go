@@ -29,6 +29,8 @@ type vsInfo struct {
 	http     []*httpRule
 	tls      []*l4Rule
 	tcp      []*l4Rule
+	// routes caches httpRoutes per server (and class, with sourceLabels).
+	routes map[string][]*ir.Route
 }
 
 // httpRule is one entry of spec.http; each match becomes one route.

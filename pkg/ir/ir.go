@@ -7,6 +7,7 @@ package ir
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -464,7 +465,8 @@ type InlineSecret struct {
 
 // ClusterName is Istio's cluster name for a service port and subset.
 func ClusterName(port uint32, subset, fqdn string) string {
-	return fmt.Sprintf("outbound|%d|%s|%s", port, subset, fqdn)
+	// Built by hand: it is computed for every route of every build.
+	return "outbound|" + strconv.FormatUint(uint64(port), 10) + "|" + subset + "|" + fqdn
 }
 
 // ListenerName is Istio's gateway listener name.
@@ -482,7 +484,9 @@ func HTTPSRouteName(port uint32, portName, gateway, namespace string) string {
 }
 
 // VirtualHostName is Istio's virtual host name.
-func VirtualHostName(host string, port uint32) string { return fmt.Sprintf("%s:%d", host, port) }
+func VirtualHostName(host string, port uint32) string {
+	return host + ":" + strconv.FormatUint(uint64(port), 10)
+}
 
 // FileCertSecretName is Istio's SDS name for a file certificate pair.
 func FileCertSecretName(cert, key string) string { return "file-cert:" + cert + "~" + key }

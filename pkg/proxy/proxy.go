@@ -101,6 +101,10 @@ type Proxy struct {
 	clusters  map[string]*compiledCluster
 	endpoints map[string]*compiled[[]upstream.EndpointSpec]
 	routeCfgs map[string]*compiled[*router.Table]
+	// vhosts are the compiled virtual hosts of the route configurations,
+	// by the hash of their bytes (vhostKeys: the other way round).
+	vhosts    map[string]compiledVirtualHost
+	vhostKeys map[*routev3.VirtualHost]string
 	lsnrs     map[string]*compiled[*listener.Spec]
 	secrets   map[string]*compiled[ptls.Spec]
 	// What is active.
@@ -328,8 +332,10 @@ func hashOf(b []byte) string {
 func (p *Proxy) Update(typeURL string, resources map[string]xdsclient.Resource, version string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	start := time.Now()
 	err := p.update(typeURL, resources, version)
 	now := time.Now()
+	p.log.V(1).Info("update", "type", typeURL, "resources", len(resources), "duration", now.Sub(start), "error", err)
 	if err != nil {
 		p.updRejected[typeURL].Inc()
 		p.failures[typeURL] = &configdump.Failure{Details: err.Error(), Version: version, At: now}
@@ -363,6 +369,14 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 		next := map[string]*compiledCluster{}
 		for _, n := range names {
 			r := resources[n]
+			if old := p.clusters[n]; old != nil && old.hash == hashOf(r.Any.GetValue()) {
+				c := *old
+				if c.version = r.Version; c.version == "" {
+					c.version = version
+				}
+				next[n] = &c
+				continue
+			}
 			c := &clusterv3.Cluster{}
 			if err := r.Any.UnmarshalTo(c); err != nil {
 				return fmt.Errorf("cluster %s: %w", n, err)
@@ -388,6 +402,14 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 		next := map[string]*compiled[[]upstream.EndpointSpec]{}
 		for _, n := range names {
 			r := resources[n]
+			if old := p.endpoints[n]; old != nil && old.hash == hashOf(r.Any.GetValue()) {
+				c := *old
+				if c.version = r.Version; c.version == "" {
+					c.version = version
+				}
+				next[n] = &c
+				continue
+			}
 			cla := &endpointv3.ClusterLoadAssignment{}
 			if err := r.Any.UnmarshalTo(cla); err != nil {
 				return fmt.Errorf("endpoints %s: %w", n, err)
@@ -416,32 +438,38 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 		p.endpoints = next
 	case resourcev3.RouteType:
 		next := map[string]*compiled[*router.Table]{}
+		vhosts := map[string]compiledVirtualHost{}
 		for _, n := range names {
 			r := resources[n]
-			rc := &routev3.RouteConfiguration{}
-			if err := r.Any.UnmarshalTo(rc); err != nil {
-				return fmt.Errorf("route configuration %s: %w", n, err)
-			}
-			if err := supported.Check(rc); err != nil {
-				return fmt.Errorf("route configuration %s: %w", n, err)
-			}
-			old := p.routeCfgs[n]
 			h := hashOf(r.Any.GetValue())
-			if old != nil && old.hash == h {
-				next[n] = old
-				continue
-			}
-			t, err := router.Compile(rc)
-			if err != nil {
-				return fmt.Errorf("route configuration %s: %w", n, err)
-			}
 			v := r.Version
 			if v == "" {
 				v = version
 			}
+			if old := p.routeCfgs[n]; old != nil && old.hash == h {
+				c := *old
+				c.version = v
+				next[n] = &c
+				// Its virtual hosts stay remembered for the others.
+				for _, vh := range old.msg.(*routev3.RouteConfiguration).VirtualHosts {
+					if key, ok := p.vhostKeys[vh]; ok {
+						vhosts[key] = p.vhosts[key]
+					}
+				}
+				continue
+			}
+			t, rc, err := compileRouteConfiguration(r.Any.GetValue(), p.vhosts, vhosts)
+			if err != nil {
+				return fmt.Errorf("route configuration %s: %w", n, err)
+			}
 			next[n] = &compiled[*router.Table]{value: t, msg: rc, version: v, hash: h, seen: now, updated: now}
 		}
 		p.routeCfgs = next
+		p.vhosts = vhosts
+		p.vhostKeys = make(map[*routev3.VirtualHost]string, len(vhosts))
+		for key, c := range vhosts {
+			p.vhostKeys[c.msg] = key
+		}
 	case resourcev3.ListenerType:
 		next := map[string]*compiled[*listener.Spec]{}
 		for _, n := range names {
@@ -482,6 +510,14 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 		next := map[string]*compiled[ptls.Spec]{}
 		for _, n := range names {
 			r := resources[n]
+			if old := p.secrets[n]; old != nil && old.hash == hashOf(r.Any.GetValue()) {
+				c := *old
+				if c.version = r.Version; c.version == "" {
+					c.version = version
+				}
+				next[n] = &c
+				continue
+			}
 			s := &tlsv3.Secret{}
 			if err := r.Any.UnmarshalTo(s); err != nil {
 				return fmt.Errorf("secret %s: %w", n, err)

@@ -23,6 +23,12 @@ func trafficSetup(t *testing.T, rules string, backends ...*testenv.Backend) *tes
 	cp.Publish(t, gateway80+"---\n"+rules+testenv.ServiceEntry("rating", "rating.default.svc.cluster.local", 80, "HTTP", backends...))
 	p := testenv.StartProxy(t, cp.Addr, testenv.ProxyOptions{Ports: []uint32{80}})
 	p.WaitReady(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			p.Stop() // flushes the access log
+			t.Logf("access log:\n%s", p.Log.String())
+		}
+	})
 	return p
 }
 

@@ -112,6 +112,36 @@ type InvalidResource struct {
 	Error  string `json:"error"`
 }
 
+// All returns every object of the snapshot, kind by kind.
+func (r *Resources) All() []Object {
+	out := make([]Object, 0, r.Len())
+	for _, o := range r.Gateways {
+		out = append(out, o)
+	}
+	for _, o := range r.VirtualServices {
+		out = append(out, o)
+	}
+	for _, o := range r.DestinationRules {
+		out = append(out, o)
+	}
+	for _, o := range r.ServiceEntries {
+		out = append(out, o)
+	}
+	for _, o := range r.Services {
+		out = append(out, o)
+	}
+	for _, o := range r.EndpointSlices {
+		out = append(out, o)
+	}
+	for _, o := range r.Pods {
+		out = append(out, o)
+	}
+	for _, o := range r.Secrets {
+		out = append(out, o)
+	}
+	return out
+}
+
 // Add appends obj to the list for its kind. Unknown kinds return an error.
 func (r *Resources) Add(obj Object) error {
 	switch o := obj.(type) {

@@ -137,6 +137,12 @@ func (r *Report) Track(key resource.Key, generation int64) *Status {
 	return s
 }
 
+// Rejected reports whether the resource is not used at all.
+func (s *Status) Rejected() bool { return s.rejected }
+
+// Reject marks the resource as not used at all (its messages say why).
+func (s *Status) Reject() { s.rejected = true }
+
 // Get returns the status of key, or nil.
 func (r *Report) Get(key resource.Key) *Status { return r.byKey[key] }
 

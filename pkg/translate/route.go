@@ -26,27 +26,23 @@ const PreviousHostsPredicate = "envoy.retry_host_predicates.previous_hosts"
 // hostSelectionRetryMaxAttempts is Istio's value.
 const hostSelectionRetryMaxAttempts = 5
 
-func (t *translator) routeConfig(rc *ir.RouteConfig) (*routev3.RouteConfiguration, error) {
-	out := &routev3.RouteConfiguration{Name: rc.Name, ValidateClusters: wrapperspb.Bool(false)}
-	for _, vh := range rc.VirtualHosts {
-		v := &routev3.VirtualHost{
-			Name:     vh.Name,
-			Domains:  vh.Domains,
-			Metadata: sourceMetadata(vh.Sources, nil),
-		}
-		if vh.RequireTLS {
-			v.RequireTls = routev3.VirtualHost_ALL
-		}
-		for _, r := range vh.Routes {
-			route, err := t.route(r)
-			if err != nil {
-				return nil, fmt.Errorf("virtual host %s, route %s (from %s): %w", vh.Name, r.Name, r.Source, err)
-			}
-			v.Routes = append(v.Routes, route)
-		}
-		out.VirtualHosts = append(out.VirtualHosts, v)
+func (t *translator) virtualHost(vh *ir.VirtualHost) (*routev3.VirtualHost, error) {
+	v := &routev3.VirtualHost{
+		Name:     vh.Name,
+		Domains:  vh.Domains,
+		Metadata: sourceMetadata(vh.Sources, nil),
 	}
-	return out, nil
+	if vh.RequireTLS {
+		v.RequireTls = routev3.VirtualHost_ALL
+	}
+	for _, r := range vh.Routes {
+		route, err := t.route(r)
+		if err != nil {
+			return nil, fmt.Errorf("virtual host %s, route %s (from %s): %w", vh.Name, r.Name, r.Source, err)
+		}
+		v.Routes = append(v.Routes, route)
+	}
+	return v, nil
 }
 
 func (t *translator) route(r *ir.Route) (*routev3.Route, error) {

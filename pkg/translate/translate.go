@@ -10,6 +10,7 @@ package translate
 
 import (
 	"fmt"
+	"reflect"
 	"sort"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/portico-gateway/portico/pkg/ir"
 )
@@ -57,13 +59,53 @@ func (r *Resources) Count() int {
 // Translate converts one proxy's IR. It fails only on IR that binding
 // should never produce (a bug, reported with the resource it came from).
 func Translate(p *ir.Proxy, opts Options) (*Resources, error) {
+	return NewTranslator(opts).Translate(p)
+}
+
+// Translator translates one proxy class's IR build after build. Virtual
+// hosts and clusters whose IR did not change since the previous build keep
+// their Envoy messages (the very same pointers), so that a change to one
+// VirtualService among thousands costs one virtual host's translation, and
+// the xDS server can recognise everything else as unchanged without
+// marshalling it. The output is identical to a fresh translation; the
+// messages it returns must not be modified. Not safe for concurrent use.
+type Translator struct {
+	t        *translator
+	vhosts   map[string]memoVirtualHost
+	clusters map[string]memoCluster
+}
+
+type memoVirtualHost struct {
+	ir  *ir.VirtualHost
+	out *routev3.VirtualHost
+}
+
+type memoCluster struct {
+	ir  *ir.Cluster
+	out *clusterv3.Cluster
+	cla *endpointv3.ClusterLoadAssignment
+}
+
+// NewTranslator returns a translator with nothing remembered.
+func NewTranslator(opts Options) *Translator {
 	if opts.SystemCAPath == "" {
 		opts.SystemCAPath = DefaultSystemCAPath
 	}
 	if opts.ServerName == "" {
 		opts.ServerName = "istio-envoy"
 	}
-	t := &translator{opts: opts}
+	return &Translator{t: &translator{opts: opts}}
+}
+
+// Translate converts a proxy's IR, reusing what the previous call built for
+// unchanged virtual hosts and clusters. The IR must not be modified
+// afterwards (it is kept to compare with the next build's).
+func (tr *Translator) Translate(p *ir.Proxy) (*Resources, error) {
+	t := tr.t
+	// Only what this build uses is remembered, so deleted resources are
+	// forgotten.
+	vhosts := make(map[string]memoVirtualHost, len(tr.vhosts))
+	clusters := make(map[string]memoCluster, len(p.Clusters))
 	out := &Resources{}
 	for _, l := range p.Listeners {
 		lis, err := t.listener(l)
@@ -73,20 +115,35 @@ func Translate(p *ir.Proxy, opts Options) (*Resources, error) {
 		out.Listeners = append(out.Listeners, lis)
 	}
 	for _, rc := range p.RouteConfigs {
-		r, err := t.routeConfig(rc)
-		if err != nil {
-			return nil, fmt.Errorf("route configuration %s: %w", rc.Name, err)
+		r := &routev3.RouteConfiguration{Name: rc.Name, ValidateClusters: wrapperspb.Bool(false)}
+		for _, vh := range rc.VirtualHosts {
+			key := rc.Name + "\x00" + vh.Name
+			m, ok := tr.vhosts[key]
+			if !ok || !reflect.DeepEqual(m.ir, vh) {
+				v, err := t.virtualHost(vh)
+				if err != nil {
+					return nil, fmt.Errorf("route configuration %s: %w", rc.Name, err)
+				}
+				m = memoVirtualHost{ir: vh, out: v}
+			}
+			vhosts[key] = m
+			r.VirtualHosts = append(r.VirtualHosts, m.out)
 		}
 		out.Routes = append(out.Routes, r)
 	}
 	for _, c := range p.Clusters {
-		cl, cla, err := t.cluster(c)
-		if err != nil {
-			return nil, fmt.Errorf("cluster %s (from %s): %w", c.Name, refList(c.Sources), err)
+		m, ok := tr.clusters[c.Name]
+		if !ok || !reflect.DeepEqual(m.ir, c) {
+			cl, cla, err := t.cluster(c)
+			if err != nil {
+				return nil, fmt.Errorf("cluster %s (from %s): %w", c.Name, refList(c.Sources), err)
+			}
+			m = memoCluster{ir: c, out: cl, cla: cla}
 		}
-		out.Clusters = append(out.Clusters, cl)
-		if cla != nil {
-			out.Endpoints = append(out.Endpoints, cla)
+		clusters[c.Name] = m
+		out.Clusters = append(out.Clusters, m.out)
+		if m.cla != nil {
+			out.Endpoints = append(out.Endpoints, m.cla)
 		}
 	}
 	for _, s := range p.Secrets {
@@ -96,6 +153,7 @@ func Translate(p *ir.Proxy, opts Options) (*Resources, error) {
 		}
 		out.Secrets = append(out.Secrets, sec)
 	}
+	tr.vhosts, tr.clusters = vhosts, clusters
 	sort.Slice(out.Listeners, func(i, j int) bool { return out.Listeners[i].Name < out.Listeners[j].Name })
 	sort.Slice(out.Routes, func(i, j int) bool { return out.Routes[i].Name < out.Routes[j].Name })
 	sort.Slice(out.Clusters, func(i, j int) bool { return out.Clusters[i].Name < out.Clusters[j].Name })

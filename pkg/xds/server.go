@@ -52,13 +52,13 @@ type Server struct {
 	log       logr.Logger
 	cache     cachev3.SnapshotCache
 	className ClassFunc
-	valid     validated
 
 	mu sync.Mutex
 	// nodes by node ID; streams map stream IDs to node IDs.
 	nodes     map[string]*Node
 	streams   map[int64]string
 	published map[string]*Snapshot // by class
+	memos     map[string]*memo     // by class, for the next snapshot
 	classes   map[string]map[string]string
 	// changed is signalled (never blocking) when a proxy of a class with no
 	// snapshot connects, so the controller builds that class.
@@ -86,10 +86,10 @@ func NewServer(log logr.Logger, className ClassFunc) *Server {
 	s := &Server{
 		log:       log,
 		className: className,
-		valid:     validated{seen: map[string]struct{}{}},
 		nodes:     map[string]*Node{},
 		streams:   map[int64]string{},
 		published: map[string]*Snapshot{},
+		memos:     map[string]*memo{},
 		classes:   map[string]map[string]string{},
 		changed:   make(chan struct{}, 1),
 	}
@@ -146,12 +146,16 @@ func (s *Server) Snapshot(class string) (*Snapshot, error) {
 // error names the offending resource and its sources, and the previous
 // snapshot keeps serving.
 func (s *Server) Publish(ctx context.Context, class string, res *translate.Resources) (*Snapshot, error) {
-	snap, err := s.valid.NewSnapshot(res)
+	s.mu.Lock()
+	prev := s.memos[class]
+	s.mu.Unlock()
+	snap, next, err := NewSnapshot(res, prev)
 	if err != nil {
 		return nil, fmt.Errorf("class %s: %w", class, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.memos[class] = next
 	if old, ok := s.published[class]; ok && old.Version() == snap.Version() {
 		return old, nil
 	}
@@ -174,6 +178,7 @@ func (s *Server) Forget(keep map[string]bool) {
 	for class := range s.published {
 		if !keep[class] && !s.hasNodes(class) {
 			delete(s.published, class)
+			delete(s.memos, class)
 		}
 	}
 }

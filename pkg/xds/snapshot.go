@@ -5,13 +5,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/portico-gateway/portico/pkg/translate"
 	"github.com/portico-gateway/portico/pkg/xds/validate"
@@ -34,7 +36,14 @@ type Snapshot struct {
 	Versions map[string]string
 	// hashes holds each resource's content hash by type and name.
 	hashes map[string]map[string]string
+	// originals are the resources as translated, by type and name (what is
+	// handed to the xDS cache may be a pre-encoded stand-in).
+	originals map[string]map[string]proto.Message
 }
+
+// Originals returns the resources of a type as translated, by name: for
+// inspection (config dumps), not for serving.
+func (s *Snapshot) Originals(typeURL string) map[string]proto.Message { return s.originals[typeURL] }
 
 // Version summarises all type versions.
 func (s *Snapshot) Version() string {
@@ -45,38 +54,149 @@ func (s *Snapshot) Version() string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-// validated remembers resources (by content hash) that already passed deep
-// validation: most pushes change a few resources, and validating thousands
-// of unchanged route entries again would dominate push latency.
-type validated struct {
-	mu   sync.Mutex
-	seen map[string]struct{}
+// memo remembers, for one class, what its last published snapshot held:
+// each message's content hash by pointer (the translator hands back the
+// very same messages for what did not change, so they need not be
+// marshalled again), the wire bytes of virtual hosts, and the hashes that
+// passed validation (so unchanged content is not validated again). Only
+// the last snapshot's entries are kept: deleted resources are forgotten.
+type memo struct {
+	hashes map[proto.Message]string
+	wire   map[*routev3.VirtualHost][]byte
+	valid  map[string]struct{}
 }
 
-func (v *validated) check(hash string, m proto.Message) error {
-	v.mu.Lock()
-	_, ok := v.seen[hash]
-	v.mu.Unlock()
-	if ok {
-		return nil
+func newMemo() *memo {
+	return &memo{hashes: map[proto.Message]string{}, wire: map[*routev3.VirtualHost][]byte{}, valid: map[string]struct{}{}}
+}
+
+// builder versions one snapshot, filling the next memo from the previous.
+type builder struct {
+	prev, next *memo
+	opts       proto.MarshalOptions
+}
+
+func (b *builder) sum(bytes []byte) string {
+	sum := sha256.Sum256(bytes)
+	return hex.EncodeToString(sum[:16])
+}
+
+// hash returns a message's content hash, marshalling only messages the
+// previous snapshot did not already hold.
+func (b *builder) hash(m proto.Message) (string, error) {
+	h, ok := b.prev.hashes[m]
+	if !ok {
+		bytes, err := b.opts.Marshal(m)
+		if err != nil {
+			return "", err
+		}
+		h = b.sum(bytes)
 	}
-	if err := validate.Deep(m); err != nil {
-		return err
+	b.next.hashes[m] = h
+	return h, nil
+}
+
+// virtualHost returns a virtual host's hash and wire bytes.
+func (b *builder) virtualHost(vh *routev3.VirtualHost) (string, []byte, error) {
+	h, ok := b.prev.hashes[vh]
+	bytes := b.prev.wire[vh]
+	if !ok || bytes == nil {
+		var err error
+		if bytes, err = b.opts.Marshal(vh); err != nil {
+			return "", nil, err
+		}
+		h = b.sum(bytes)
 	}
-	v.mu.Lock()
-	if len(v.seen) > 1<<20 {
-		v.seen = map[string]struct{}{} // bound memory; revalidation is only slower
+	b.next.hashes[vh], b.next.wire[vh] = h, bytes
+	return h, bytes, nil
+}
+
+// check validates content not validated before.
+func (b *builder) check(hash string, m proto.Message) error {
+	if _, ok := b.prev.valid[hash]; !ok {
+		if _, ok := b.next.valid[hash]; !ok {
+			if err := validate.Deep(m); err != nil {
+				return err
+			}
+		}
 	}
-	v.seen[hash] = struct{}{}
-	v.mu.Unlock()
+	b.next.valid[hash] = struct{}{}
 	return nil
 }
+
+// resource hashes and checks one resource, and returns what to publish.
+//
+// A route configuration is taken apart: its virtual hosts are hashed and
+// validated one by one, so that a change to one of thousands costs one
+// (Envoy's rules for a route configuration are those of its parts). What
+// is published for it carries its wire encoding, assembled from the
+// virtual hosts' remembered bytes: the xDS server would otherwise marshal
+// the whole route configuration again for every change to any of its
+// virtual hosts, the largest cost of a push at scale.
+func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, error) {
+	rc, ok := r.(*routev3.RouteConfiguration)
+	if !ok {
+		h, err := b.hash(r)
+		if err != nil {
+			return "", nil, err
+		}
+		return h, r, b.check(h, r)
+	}
+	// The shell: everything but the virtual hosts (and, for the wire, the
+	// name, which the published message carries as a field).
+	shell := &routev3.RouteConfiguration{}
+	src, dst := rc.ProtoReflect(), shell.ProtoReflect()
+	src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Name() != "virtual_hosts" {
+			dst.Set(fd, v)
+		}
+		return true
+	})
+	shellBytes, err := b.opts.Marshal(shell)
+	if err != nil {
+		return "", nil, err
+	}
+	h := b.sum(shellBytes)
+	if err := b.check(h, shell); err != nil {
+		return "", nil, err
+	}
+	shell.Name = ""
+	body, err := b.opts.Marshal(shell)
+	if err != nil {
+		return "", nil, err
+	}
+	sum := sha256.New()
+	sum.Write([]byte(h))
+	for i, vh := range rc.VirtualHosts {
+		h, bytes, err := b.virtualHost(vh)
+		if err != nil {
+			return "", nil, err
+		}
+		if err := b.check(h, vh); err != nil {
+			return "", nil, fmt.Errorf("virtual_hosts[%d] (%s): %w", i, vh.GetName(), err)
+		}
+		sum.Write([]byte(h))
+		body = protowire.AppendTag(body, virtualHostsField, protowire.BytesType)
+		body = protowire.AppendBytes(body, bytes)
+	}
+	wire := &routev3.RouteConfiguration{Name: rc.Name}
+	wire.ProtoReflect().SetUnknown(body)
+	return hex.EncodeToString(sum.Sum(nil)[:16]), wire, nil
+}
+
+// virtualHostsField is RouteConfiguration.virtual_hosts.
+var virtualHostsField = (&routev3.RouteConfiguration{}).ProtoReflect().Descriptor().Fields().ByName("virtual_hosts").Number()
 
 // NewSnapshot versions and checks resources: Consistent() (every EDS and
 // RDS resource referenced, every reference present) and Envoy's validation
 // rules on every message, Any fields unpacked. An error names the resource
-// and the Istio resources it came from.
-func (v *validated) NewSnapshot(res *translate.Resources) (*Snapshot, error) {
+// and the Istio resources it came from. prev is the class's memo (nil for
+// none); the memo for the next snapshot is returned with it.
+func NewSnapshot(res *translate.Resources, prev *memo) (*Snapshot, *memo, error) {
+	if prev == nil {
+		prev = newMemo()
+	}
+	b := &builder{prev: prev, next: newMemo(), opts: proto.MarshalOptions{Deterministic: true}}
 	byType := map[string][]cachetypes.Resource{
 		resourcev3.ClusterType:  toResources(res.Clusters),
 		resourcev3.EndpointType: toResources(res.Endpoints),
@@ -84,39 +204,39 @@ func (v *validated) NewSnapshot(res *translate.Resources) (*Snapshot, error) {
 		resourcev3.ListenerType: toResources(res.Listeners),
 		resourcev3.RouteType:    toResources(res.Routes),
 	}
-	snap := &Snapshot{Snapshot: &cachev3.Snapshot{}, Versions: map[string]string{}, hashes: map[string]map[string]string{}}
-	opts := proto.MarshalOptions{Deterministic: true}
+	snap := &Snapshot{Snapshot: &cachev3.Snapshot{}, Versions: map[string]string{}, hashes: map[string]map[string]string{},
+		originals: map[string]map[string]proto.Message{}}
 	for _, typ := range typeOrder {
 		items := byType[typ]
 		typeHash := sha256.New()
 		hashes := make(map[string]string, len(items))
+		published := make([]cachetypes.Resource, 0, len(items))
+		originals := make(map[string]proto.Message, len(items))
 		for _, r := range items {
-			b, err := opts.Marshal(r)
-			if err != nil {
-				return nil, fmt.Errorf("marshalling %s %s: %w", shortType(typ), cachev3.GetResourceName(r), err)
-			}
-			sum := sha256.Sum256(b)
-			hash := hex.EncodeToString(sum[:16])
 			name := cachev3.GetResourceName(r)
-			if err := v.check(hash, r); err != nil {
-				return nil, fmt.Errorf("invalid %s %s (from %s): %w", shortType(typ), name, sources(r), err)
+			hash, pub, err := b.resource(r)
+			if err != nil {
+				return nil, nil, fmt.Errorf("invalid %s %s (from %s): %w", shortType(typ), name, sources(r), err)
 			}
 			hashes[name] = hash
+			published = append(published, pub)
+			originals[name] = r
 			typeHash.Write([]byte(name))
-			typeHash.Write(sum[:])
+			typeHash.Write([]byte(hash))
 		}
 		version := hex.EncodeToString(typeHash.Sum(nil))[:16]
 		snap.Versions[typ] = version
 		snap.hashes[typ] = hashes
-		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(version, items)
+		snap.originals[typ] = originals
+		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(version, published)
 	}
 	// Delta xDS compares per-resource versions; reuse the hashes above
 	// instead of letting the cache marshal everything again.
 	snap.VersionMap = snap.hashes
 	if err := snap.Consistent(); err != nil {
-		return nil, fmt.Errorf("inconsistent snapshot: %w", err)
+		return nil, nil, fmt.Errorf("inconsistent snapshot: %w", err)
 	}
-	return snap, nil
+	return snap, b.next, nil
 }
 
 func toResources[T cachetypes.Resource](list []T) []cachetypes.Resource {

@@ -259,30 +259,68 @@ func (vh *VirtualHost) Match(req *httpx.Request) *Route {
 // Compile turns a RouteConfiguration into a table. It fails on anything it
 // cannot honour (an invalid regex), so the update is NACKed.
 func Compile(rc *routev3.RouteConfiguration) (*Table, error) {
-	t := &Table{Name: rc.Name, IgnorePortInHost: rc.IgnorePortInHostMatching, exact: map[string]*VirtualHost{}}
+	vhosts := make([]*CompiledVirtualHost, 0, len(rc.VirtualHosts))
+	for _, v := range rc.VirtualHosts {
+		cv, err := CompileVirtualHost(v)
+		if err != nil {
+			return nil, err
+		}
+		vhosts = append(vhosts, cv)
+	}
+	return Assemble(rc.Name, rc.IgnorePortInHostMatching, vhosts)
+}
+
+// CompiledVirtualHost is a virtual host compiled on its own, so that a
+// route configuration whose other virtual hosts changed can reuse it.
+// It is immutable and may be shared by several tables.
+type CompiledVirtualHost struct {
+	VirtualHost *VirtualHost
+	Domains     []string // lower case
+	Clusters    []string // every cluster its routes may send to
+}
+
+// CompileVirtualHost compiles one virtual host.
+func CompileVirtualHost(v *routev3.VirtualHost) (*CompiledVirtualHost, error) {
+	vh := &VirtualHost{Name: v.Name, RequireTLS: int(v.RequireTls)}
+	clusters := map[string]bool{}
+	for i, r := range v.Routes {
+		route, err := compileRoute(r)
+		if err != nil {
+			return nil, fmt.Errorf("virtual host %s route %d (%s): %w", v.Name, i, r.Name, err)
+		}
+		for _, c := range route.Clusters {
+			clusters[c.Name] = true
+		}
+		for _, m := range route.Mirrors {
+			clusters[m.Cluster] = true
+		}
+		vh.Routes = append(vh.Routes, route)
+	}
+	out := &CompiledVirtualHost{VirtualHost: vh}
+	for _, d := range v.Domains {
+		out.Domains = append(out.Domains, strings.ToLower(d))
+	}
+	for c := range clusters {
+		out.Clusters = append(out.Clusters, c)
+	}
+	return out, nil
+}
+
+// Assemble builds a table from compiled virtual hosts, in order.
+func Assemble(name string, ignorePortInHost bool, vhosts []*CompiledVirtualHost) (*Table, error) {
+	t := &Table{Name: name, IgnorePortInHost: ignorePortInHost, exact: map[string]*VirtualHost{}}
 	clusters := map[string]bool{}
 	seen := map[string]string{}
-	for _, v := range rc.VirtualHosts {
-		vh := &VirtualHost{Name: v.Name, RequireTLS: int(v.RequireTls)}
-		for i, r := range v.Routes {
-			route, err := compileRoute(r)
-			if err != nil {
-				return nil, fmt.Errorf("virtual host %s route %d (%s): %w", v.Name, i, r.Name, err)
-			}
-			for _, c := range route.Clusters {
-				clusters[c.Name] = true
-			}
-			for _, m := range route.Mirrors {
-				clusters[m.Cluster] = true
-			}
-			vh.Routes = append(vh.Routes, route)
+	for _, cv := range vhosts {
+		vh := cv.VirtualHost
+		for _, c := range cv.Clusters {
+			clusters[c] = true
 		}
-		for _, d := range v.Domains {
-			d = strings.ToLower(d)
+		for _, d := range cv.Domains {
 			if prev, dup := seen[d]; dup {
-				return nil, fmt.Errorf("domain %q is in both virtual hosts %s and %s", d, prev, v.Name)
+				return nil, fmt.Errorf("domain %q is in both virtual hosts %s and %s", d, prev, vh.Name)
 			}
-			seen[d] = v.Name
+			seen[d] = vh.Name
 			switch {
 			case d == "*":
 				t.any = vh

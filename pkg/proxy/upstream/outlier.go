@@ -125,6 +125,9 @@ func (c *Cluster) maybeEject(h *Host, enforcing uint32, enforced counter) bool {
 	c.Stats.EjectionsEnforced.Inc()
 	enforced.Inc()
 	c.rebuild()
+	// Its idle connections will not be used while it is ejected; they must
+	// not hold the cluster's max_connections against the other hosts.
+	c.closeIdle(h)
 	return true
 }
 

@@ -89,6 +89,14 @@ func (c *Cluster) Get(ctx context.Context, h *Host) (*Conn, error) {
 		return c.dial(ctx, h)
 	}
 	c.connections.Add(-1)
+	// At the limit, an idle connection to another host is worth less than
+	// this request: close it and use its capacity.
+	if c.reclaimIdle(h) {
+		if c.connections.Add(1) <= c.cfg.Limits.MaxConnections {
+			return c.dial(ctx, h)
+		}
+		c.connections.Add(-1) // another request took it first
+	}
 	c.Stats.CxOverflow.Inc()
 	c.Stats.CBCxOpen.Set(1)
 	return c.wait(ctx, h)
@@ -224,6 +232,47 @@ func (c *Cluster) Release(conn *Conn, reusable bool) {
 		p.mu.Unlock()
 	}
 	c.discard(conn, false)
+}
+
+// reclaimIdle closes one idle connection held by a host other than h,
+// without waking a waiter (the caller takes the capacity). It reports
+// whether it found one.
+func (c *Cluster) reclaimIdle(h *Host) bool {
+	hs := c.hosts.Load()
+	if hs == nil {
+		return false
+	}
+	for _, other := range hs.all {
+		if other == h {
+			continue
+		}
+		p := other.pool
+		p.mu.Lock()
+		if n := len(p.idle); n > 0 {
+			conn := p.idle[0]
+			p.idle = append(p.idle[:0], p.idle[1:]...)
+			p.mu.Unlock()
+			conn.NC.Close()
+			c.Stats.CxDestroy.Inc()
+			c.Stats.CxActive.Dec()
+			c.connections.Add(-1)
+			return true
+		}
+		p.mu.Unlock()
+	}
+	return false
+}
+
+// closeIdle closes a host's idle connections.
+func (c *Cluster) closeIdle(h *Host) {
+	p := h.pool
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, conn := range idle {
+		c.discard(conn, false)
+	}
 }
 
 func (c *Cluster) discardAll(conns []*Conn, idle bool) {

@@ -268,3 +268,41 @@ func TestCompileEndpointsAndAddresses(t *testing.T) {
 		t.Errorf("host addresses %v", addrs)
 	}
 }
+
+// TestIdleConnectionsDoNotStarveOtherHosts: at max_connections, an idle
+// connection to one host is closed to serve a request for another, and an
+// ejected host's idle connections are closed at once (seed 002: a failing
+// v2 ejected must not hold the cluster's three connections).
+func TestIdleConnectionsDoNotStarveOtherHosts(t *testing.T) {
+	m := newManager(t)
+	a, b := tcpServer(t), tcpServer(t)
+	m.SetEndpoints("p", []EndpointSpec{a, b})
+	m.Apply(map[string]Versioned{"p": {Config: cfg("p", func(c *ClusterConfig) {
+		c.Limits.MaxConnections, c.Limits.MaxPendingRequests = 1, 1
+		c.Outlier = &OutlierConfig{Consecutive5xx: 1, Enforcing5xx: 100, Interval: time.Hour, BaseEjectionTime: time.Hour, MaxEjectionPercent: 100}
+	}), Hash: "1"}}, nil)
+	c := m.Get("p")
+	hosts := c.Hosts()
+	conn, err := c.Get(context.Background(), hosts[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Release(conn, true) // idle on host 0, holding the only connection
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	other, err := c.Get(ctx, hosts[1])
+	if err != nil {
+		t.Fatalf("a request for host 1 must get the idle connection's capacity: %v", err)
+	}
+	if other.Host != hosts[1] || c.Connections() != 1 {
+		t.Errorf("host %v, %d connections", other.Host.Addr, c.Connections())
+	}
+	c.Release(other, true) // now idle on host 1
+	c.Report(hosts[1], ServerError, 503)
+	if !hosts[1].Ejected() {
+		t.Fatal("host 1 should be ejected")
+	}
+	if c.Connections() != 0 {
+		t.Errorf("an ejected host keeps %d idle connections", c.Connections())
+	}
+}

@@ -19,14 +19,30 @@ type validator interface{ ValidateAll() error }
 
 // Deep validates m and every message packed in its Any fields.
 func Deep(m proto.Message) error {
-	return deep(m.ProtoReflect(), string(m.ProtoReflect().Descriptor().FullName()))
+	return tree(m.ProtoReflect(), string(m.ProtoReflect().Descriptor().FullName()))
 }
 
-func deep(m protoreflect.Message, path string) error {
+// tree validates a message with ValidateAll, which checks the whole tree
+// of embedded messages but does not look inside Any fields; those are
+// then found, unpacked and validated the same way. (Calling ValidateAll
+// at every level instead would validate each subtree once per ancestor.)
+func tree(m protoreflect.Message, path string) error {
 	if v, ok := m.Interface().(validator); ok {
 		if err := v.ValidateAll(); err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
+	}
+	return anys(m, path)
+}
+
+// anys walks a message for Any fields and validates what they hold.
+func anys(m protoreflect.Message, path string) error {
+	if a, ok := m.Interface().(*anypb.Any); ok {
+		inner, err := a.UnmarshalNew()
+		if err != nil {
+			return fmt.Errorf("%s: cannot unpack %s: %w", path, a.GetTypeUrl(), err)
+		}
+		return tree(inner.ProtoReflect(), path+"<"+string(inner.ProtoReflect().Descriptor().FullName())+">")
 	}
 	var err error
 	m.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
@@ -40,30 +56,18 @@ func deep(m protoreflect.Message, path string) error {
 				return true
 			}
 			val.Map().Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
-				err = visit(v.Message(), fmt.Sprintf("%s[%v]", fpath, k.Interface()))
+				err = anys(v.Message(), fmt.Sprintf("%s[%v]", fpath, k.Interface()))
 				return err == nil
 			})
 		case fd.IsList():
 			l := val.List()
 			for i := 0; i < l.Len() && err == nil; i++ {
-				err = visit(l.Get(i).Message(), fmt.Sprintf("%s[%d]", fpath, i))
+				err = anys(l.Get(i).Message(), fmt.Sprintf("%s[%d]", fpath, i))
 			}
 		default:
-			err = visit(val.Message(), fpath)
+			err = anys(val.Message(), fpath)
 		}
 		return err == nil
 	})
 	return err
-}
-
-// visit descends into a message, unpacking Any first.
-func visit(m protoreflect.Message, path string) error {
-	if a, ok := m.Interface().(*anypb.Any); ok {
-		inner, err := a.UnmarshalNew()
-		if err != nil {
-			return fmt.Errorf("%s: cannot unpack %s: %w", path, a.GetTypeUrl(), err)
-		}
-		return deep(inner.ProtoReflect(), path+"<"+string(inner.ProtoReflect().Descriptor().FullName())+">")
-	}
-	return deep(m, path)
 }

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/portico-gateway/portico/internal/scale"
+	"github.com/portico-gateway/portico/pkg/controller"
+	"github.com/portico-gateway/portico/pkg/gateway"
+	"github.com/portico-gateway/portico/pkg/provider/file"
+	"github.com/portico-gateway/portico/pkg/xds"
+)
+
+var ingress = map[string]string{"istio": "ingressgateway"}
+
+// pipelineResult is what a child process reports.
+type pipelineResult struct {
+	VirtualServices int     `json:"virtualServices"`
+	Routes          int     `json:"routes"`
+	Objects         int     `json:"objects"`
+	FirstPublish    float64 `json:"firstPublishSeconds"` // provider start → snapshot published
+	Build           float64 `json:"buildSeconds"`        // bind + translate + publish of that build
+	PeakRSSMiB      float64 `json:"peakRSSMiB"`
+	// Memory release.
+	BaselineMiB float64 `json:"baselineMiB,omitempty"`
+	LoadedMiB   float64 `json:"loadedMiB,omitempty"`
+	ReleasedMiB float64 `json:"releasedMiB,omitempty"`
+}
+
+type pipeline struct {
+	ctrl   *controller.Controller
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// startPipeline runs provider → controller → xDS server in this process,
+// as standalone mode does (without a proxy: the snapshot is built for the
+// ingress class all the same).
+func startPipeline(dir string) *pipeline {
+	ctx, cancel := context.WithCancel(context.Background())
+	srv := xds.NewServer(logr.Discard(), gateway.ClassName)
+	ctrl := controller.New(logr.Discard(), srv, nil, controller.Options{StaticClasses: []map[string]string{ingress}})
+	p := &pipeline{ctrl: ctrl, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		go ctrl.Run(ctx)
+		file.New(dir, logr.Discard(), file.Options{}).Run(ctx, ctrl.Update)
+	}()
+	return p
+}
+
+func (p *pipeline) stop() { p.cancel(); <-p.done }
+
+// waitFor polls the controller's state until cond holds.
+func (p *pipeline) waitFor(what string, cond func(*controller.State) bool) (*controller.State, error) {
+	deadline := time.Now().Add(5 * time.Minute)
+	for time.Now().Before(deadline) {
+		if st := p.ctrl.State(); st != nil && cond(st) {
+			return st, nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil, fmt.Errorf("timed out waiting for %s", what)
+}
+
+// childPipeline measures one size in a fresh process, so that peak RSS is
+// this size's alone.
+func childPipeline(dir string, n int) (pipelineResult, error) {
+	o := scale.Options{VirtualServices: n}
+	start := time.Now()
+	p := startPipeline(dir)
+	defer p.stop()
+	st, err := p.waitFor("the first build", func(st *controller.State) bool { return st.Published })
+	if err != nil {
+		return pipelineResult{}, err
+	}
+	return pipelineResult{VirtualServices: n, Routes: o.Routes(), Objects: st.Resources.Len(),
+		FirstPublish: time.Since(start).Seconds(), Build: st.Duration.Seconds(), PeakRSSMiB: mib(status("VmHWM"))}, nil
+}
+
+// childMemory creates n VirtualServices (with their services) in a running
+// pipeline, then deletes them, and reports RSS after a forced GC at each
+// step.
+func childMemory(dir string, n int) (pipelineResult, error) {
+	o := scale.Options{VirtualServices: n}
+	p := startPipeline(dir)
+	defer p.stop()
+	settle := func() int64 {
+		runtime.GC()
+		debug.FreeOSMemory()
+		return status("VmRSS")
+	}
+	base, err := p.waitFor("the first build", func(st *controller.State) bool { return st.Published })
+	if err != nil {
+		return pipelineResult{}, err
+	}
+	baseObjects := base.Resources.Len()
+	r := pipelineResult{VirtualServices: n, Routes: o.Routes(), BaselineMiB: mib(settle())}
+	for i := 0; i < n; i++ {
+		if err := os.WriteFile(serviceFile(dir, i), []byte(scale.Join(o.Service(i, 0))), 0o644); err != nil {
+			return r, err
+		}
+	}
+	st, err := p.waitFor("the services to be built", func(st *controller.State) bool { return st.Resources.Len() == baseObjects+6*n && st.Published })
+	if err != nil {
+		return r, err
+	}
+	r.Objects, r.Build = st.Resources.Len(), st.Duration.Seconds()
+	r.LoadedMiB = mib(settle())
+	files, _ := filepath.Glob(filepath.Join(dir, "svc-*.yaml"))
+	for _, f := range files {
+		os.Remove(f)
+	}
+	if _, err := p.waitFor("the services to be gone", func(st *controller.State) bool { return st.Resources.Len() == baseObjects }); err != nil {
+		return r, err
+	}
+	r.ReleasedMiB = mib(settle())
+	r.PeakRSSMiB = mib(status("VmHWM"))
+	return r, nil
+}
+
+// runChild is the entry point of a child process.
+func runChild(kind, dir string, n int) error {
+	var r pipelineResult
+	var err error
+	switch kind {
+	case "pipeline":
+		r, err = childPipeline(dir, n)
+	case "memory":
+		r, err = childMemory(dir, n)
+	default:
+		err = fmt.Errorf("unknown child %q", kind)
+	}
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(r)
+}

@@ -1,0 +1,82 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+func vhost(name, domain, cluster string) *routev3.VirtualHost {
+	return &routev3.VirtualHost{Name: name, Domains: []string{domain}, Routes: []*routev3.Route{{
+		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}},
+	}}}
+}
+
+func wire(t *testing.T, rc *routev3.RouteConfiguration) []byte {
+	t.Helper()
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestCompileRouteConfigurationReusesVirtualHosts: a route configuration
+// arriving again with one virtual host changed decodes and compiles only
+// that one; the result equals a full decode.
+func TestCompileRouteConfigurationReusesVirtualHosts(t *testing.T) {
+	rc := &routev3.RouteConfiguration{Name: "http.80", ValidateClusters: wrapperspb.Bool(false), IgnorePortInHostMatching: true,
+		VirtualHosts: []*routev3.VirtualHost{vhost("a:80", "a.example.com", "ca"), vhost("b:80", "b.example.com", "cb"), vhost("c:80", "*.example.org", "cc")}}
+	first := map[string]compiledVirtualHost{}
+	t1, m1, err := compileRouteConfiguration(wire(t, rc), nil, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(m1, rc) {
+		t.Fatalf("decoded %v, want %v", m1, rc)
+	}
+	if len(first) != 3 || strings.Join(t1.Clusters, ",") != "ca,cb,cc" || !t1.IgnorePortInHost {
+		t.Fatalf("%d virtual hosts remembered, clusters %v", len(first), t1.Clusters)
+	}
+
+	changed := proto.Clone(rc).(*routev3.RouteConfiguration)
+	changed.VirtualHosts[1] = vhost("b:80", "b.example.com", "cb-v2")
+	second := map[string]compiledVirtualHost{}
+	t2, m2, err := compileRouteConfiguration(wire(t, changed), first, second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(m2, changed) {
+		t.Fatalf("decoded %v, want %v", m2, changed)
+	}
+	if m2.VirtualHosts[0] != m1.VirtualHosts[0] || m2.VirtualHosts[2] != m1.VirtualHosts[2] {
+		t.Error("unchanged virtual hosts were decoded again")
+	}
+	if m2.VirtualHosts[1] == m1.VirtualHosts[1] {
+		t.Error("the changed virtual host was not decoded")
+	}
+	if got := t2.VirtualHost("b.example.com").Routes[0].Clusters[0].Name; got != "cb-v2" {
+		t.Errorf("b.example.com routes to %s", got)
+	}
+	if got := t2.VirtualHost("x.example.org:80").Routes[0].Clusters[0].Name; got != "cc" {
+		t.Errorf("*.example.org routes to %s", got)
+	}
+	if len(second) != 3 {
+		t.Errorf("%d virtual hosts remembered, want 3 (the old b forgotten)", len(second))
+	}
+
+	bad := proto.Clone(rc).(*routev3.RouteConfiguration)
+	bad.VirtualHosts[2].IncludeRequestAttemptCount = true
+	if _, _, err := compileRouteConfiguration(wire(t, bad), first, map[string]compiledVirtualHost{}); err == nil || !strings.Contains(err.Error(), "c:80") {
+		t.Errorf("an unsupported field in a virtual host: %v", err)
+	}
+	dup := proto.Clone(rc).(*routev3.RouteConfiguration)
+	dup.VirtualHosts[1].Domains = []string{"a.example.com"}
+	if _, _, err := compileRouteConfiguration(wire(t, dup), first, map[string]compiledVirtualHost{}); err == nil {
+		t.Error("a domain in two virtual hosts must be rejected")
+	}
+}
