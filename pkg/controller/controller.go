@@ -207,6 +207,7 @@ func (c *Controller) publish(ctx context.Context, p *ir.Proxy, st *State) error 
 	if err != nil {
 		return err
 	}
+	c.log.V(1).Info("published", "class", p.Name, "version", snap.Version())
 	st.Versions[p.Name] = snap.Version()
 	c.metrics.pushes.Inc()
 	return nil

@@ -2,7 +2,7 @@ package controller
 
 import (
 	"context"
-	"reflect"
+	"slices"
 	"sync"
 
 	"github.com/go-logr/logr"
@@ -33,7 +33,7 @@ func (s *LogSink) Update(_ context.Context, result *gateway.Result) {
 	seen := map[resource.Key]bool{}
 	for _, st := range statuses {
 		seen[st.Key] = true
-		if old, ok := s.last[st.Key]; ok && reflect.DeepEqual(old.Conditions, st.Conditions) && reflect.DeepEqual(old.Messages, st.Messages) {
+		if old, ok := s.last[st.Key]; ok && slices.Equal(old.Conditions, st.Conditions) && slices.Equal(old.Messages, st.Messages) {
 			continue
 		}
 		s.last[st.Key] = st

@@ -3,7 +3,6 @@ package gateway
 import (
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 
 	networking "istio.io/client-go/pkg/apis/networking/v1"
@@ -49,11 +48,16 @@ type routeTable struct {
 	order  []string
 	// added remembers which VirtualService already contributed to which
 	// virtual host, so binding through two servers never duplicates routes.
-	added map[string]bool
+	added map[addedKey]bool
+}
+
+type addedKey struct {
+	host string
+	vs   *vsInfo
 }
 
 func newRouteTable(name string, port uint32) *routeTable {
-	return &routeTable{name: name, port: port, vhosts: map[string]*ir.VirtualHost{}, added: map[string]bool{}}
+	return &routeTable{name: name, port: port, vhosts: map[string]*ir.VirtualHost{}, added: map[addedKey]bool{}}
 }
 
 func (t *routeTable) vhost(host string) *ir.VirtualHost {
@@ -205,8 +209,8 @@ func (b *builder) bindHTTPRoutes(st *classState, t *routeTable, s *gwServer, req
 			continue
 		}
 		for _, host := range hostIntersections(info, s) {
-			addedKey := host + "\x00" + info.key.String()
-			if t.added[addedKey] {
+			added := addedKey{host: host, vs: info}
+			if t.added[added] {
 				covered[host] = true
 				continue
 			}
@@ -214,7 +218,7 @@ func (b *builder) bindHTTPRoutes(st *classState, t *routeTable, s *gwServer, req
 			if len(routes) == 0 {
 				continue
 			}
-			t.added[addedKey] = true
+			t.added[added] = true
 			covered[host] = true
 			vh := t.vhost(host)
 			if by := catchAllOwner(vh); by != nil && *by != info.ref {
@@ -250,9 +254,9 @@ func (b *builder) bindHTTPRoutes(st *classState, t *routeTable, s *gwServer, req
 // yields the very same routes build after build (and translation, seeing
 // them unchanged, reuses what it made of them).
 func (b *builder) httpRoutes(info *vsInfo, gwKey string, port uint32, labels map[string]string) []*ir.Route {
-	key := gwKey + "\x00" + strconv.FormatUint(uint64(port), 10)
+	key := boundKey{gateway: gwKey, port: port}
 	if b.usesSourceLabels {
-		key += "\x00" + ClassName(labels)
+		key.class = ClassName(labels)
 	}
 	if routes, ok := info.routes[key]; ok {
 		return routes
@@ -269,7 +273,7 @@ func (b *builder) httpRoutes(info *vsInfo, gwKey string, port uint32, labels map
 		}
 	}
 	if info.routes == nil {
-		info.routes = map[string][]*ir.Route{}
+		info.routes = map[boundKey][]*ir.Route{}
 	}
 	info.routes[key] = routes
 	return routes

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	networking "istio.io/client-go/pkg/apis/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/portico-gateway/portico/pkg/ir"
 	"github.com/portico-gateway/portico/pkg/resource"
@@ -108,6 +109,29 @@ func (b *builder) clusterOnce(ck clusterKey) *ir.Cluster {
 	return c
 }
 
+// sameRegistryInputs reports whether everything the registry is built from
+// is the same objects (or, from an API server, the same versions).
+func sameRegistryInputs(a, b *resource.Resources) bool {
+	return sameObjects(a.Services, b.Services) && sameObjects(a.EndpointSlices, b.EndpointSlices) && sameObjects(a.Pods, b.Pods) &&
+		sameObjects(a.ServiceEntries, b.ServiceEntries) && sameObjects(a.DestinationRules, b.DestinationRules) && sameObjects(a.Secrets, b.Secrets)
+}
+
+func sameObjects[T metav1.Object](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if metav1.Object(a[i]) == metav1.Object(b[i]) {
+			continue
+		}
+		rv := a[i].GetResourceVersion()
+		if rv == "" || rv != b[i].GetResourceVersion() || a[i].GetUID() != b[i].GetUID() {
+			return false
+		}
+	}
+	return true
+}
+
 // convertVirtualServiceOnce converts a VirtualService, or replays its
 // previous conversion (result and status messages) when the object is the
 // same and its destinations resolve as they did.
@@ -194,8 +218,13 @@ func Build(in *resource.Resources, opts Options) *Result {
 // Not safe for concurrent use.
 type Builder struct {
 	vs       map[*networking.VirtualService]*vsMemo
-	services map[string]serviceMemo
+	services map[objectName]serviceMemo
 	clusters map[string]*clusterMemo
+	// registry is the last registry and what it was built from, reused
+	// whole when none of it changed (and it reported nothing).
+	registry       *registry
+	registryInputs *resource.Resources
+	registryDomain string
 }
 
 // clusterMemo is a cluster with what it was built from.
@@ -239,10 +268,22 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 		prevClusters: bl.clusters,
 		nextClusters: make(map[string]*clusterMemo, len(bl.clusters)),
 	}
-	regMemo := &registryMemo{prev: bl.services, next: make(map[string]serviceMemo, len(in.Services))}
+	regMemo := &registryMemo{prev: bl.services, next: make(map[objectName]serviceMemo, len(in.Services))}
 	defer func() { bl.vs, bl.services, bl.clusters = b.nextVS, regMemo.next, b.nextClusters }()
 	b.track(res)
-	b.reg = newRegistry(res, opts.DomainSuffix, b.report, regMemo)
+	if bl.registry != nil && bl.registryDomain == opts.DomainSuffix && sameRegistryInputs(bl.registryInputs, res) {
+		b.reg = bl.registry
+		regMemo.next = bl.services
+	} else {
+		before := b.report.Added()
+		b.reg = newRegistry(res, opts.DomainSuffix, b.report, regMemo)
+		bl.registry, bl.registryInputs, bl.registryDomain = nil, nil, ""
+		if b.report.Added() == before {
+			bl.registry, bl.registryDomain = b.reg, opts.DomainSuffix
+			bl.registryInputs = &resource.Resources{Services: res.Services, EndpointSlices: res.EndpointSlices, Pods: res.Pods,
+				ServiceEntries: res.ServiceEntries, DestinationRules: res.DestinationRules, Secrets: res.Secrets}
+		}
+	}
 	for _, dr := range res.DestinationRules {
 		b.validateDestinationRule(dr)
 	}

@@ -1,13 +1,14 @@
 package gateway
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net"
 	"reflect"
 	"sort"
-	"strconv"
 	"strings"
 
+	"github.com/cespare/xxhash/v2"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networking "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -118,7 +119,7 @@ func refOf(kind string, ns, name string) ir.Ref {
 // serviceMemo is a Kubernetes Service's registry entry with the signature
 // of what it was built from.
 type serviceMemo struct {
-	sig string
+	sig uint64
 	svc *service
 }
 
@@ -126,41 +127,49 @@ type serviceMemo struct {
 // an unchanged Service (and EndpointSlices, and Pods) keeps its entry —
 // and the clusters built from it can be reused.
 type registryMemo struct {
-	prev, next map[string]serviceMemo // by namespace/name
+	prev, next map[objectName]serviceMemo
 }
 
-// identity names one version of an object: its UID and resourceVersion
-// when an API server gave it one (a cache hands out new copies of the same
-// version), else the object itself (files are decoded once per change).
-func identity(o metav1.Object) string {
+// identity feeds one version of an object to h: its UID and
+// resourceVersion when an API server gave it one (a cache hands out new
+// copies of the same version), else the object itself (files are decoded
+// once per change).
+func identity(h *xxhash.Digest, o metav1.Object) {
 	if rv := o.GetResourceVersion(); rv != "" {
-		return string(o.GetUID()) + "@" + rv
+		h.WriteString(string(o.GetUID()))
+		h.WriteString("@")
+		h.WriteString(rv)
+		return
 	}
-	return strconv.FormatUint(uint64(reflect.ValueOf(o).Pointer()), 16)
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(reflect.ValueOf(o).Pointer()))
+	h.Write(b[:])
 }
 
 // kubeServiceSignature identifies everything fromKubeService reads.
-func kubeServiceSignature(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, pods map[string]*metav1.PartialObjectMetadata) string {
-	var sb strings.Builder
-	sb.WriteString(identity(svc))
+func kubeServiceSignature(domainSuffix string, svc *corev1.Service, slices []*discoveryv1.EndpointSlice, pods map[objectName]*metav1.PartialObjectMetadata) uint64 {
+	h := xxhash.New()
+	h.WriteString(domainSuffix)
+	identity(h, svc)
 	for _, es := range slices {
-		sb.WriteByte(' ')
-		sb.WriteString(identity(es))
+		identity(h, es)
 		for _, ep := range es.Endpoints {
 			if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
 				ns := ep.TargetRef.Namespace
 				if ns == "" {
 					ns = es.Namespace
 				}
-				if p, ok := pods[ns+"/"+ep.TargetRef.Name]; ok {
-					sb.WriteByte(',')
-					sb.WriteString(identity(p))
+				if p, ok := pods[objectName{ns, ep.TargetRef.Name}]; ok {
+					identity(h, p)
 				}
 			}
 		}
 	}
-	return sb.String()
+	return h.Sum64()
 }
+
+// objectName is a namespace and a name, as a map key.
+type objectName struct{ namespace, name string }
 
 func newRegistry(res *resource.Resources, domainSuffix string, report *status.Report, memo *registryMemo) *registry {
 	r := &registry{
@@ -169,35 +178,35 @@ func newRegistry(res *resource.Resources, domainSuffix string, report *status.Re
 		destinationRules: map[string][]*networking.DestinationRule{},
 		secrets:          map[string]*corev1.Secret{},
 	}
-	podLabels := map[string]map[string]string{}
-	pods := map[string]*metav1.PartialObjectMetadata{}
+	pods := make(map[objectName]*metav1.PartialObjectMetadata, len(res.Pods))
 	for _, p := range res.Pods {
-		podLabels[p.Namespace+"/"+p.Name] = p.Labels
-		pods[p.Namespace+"/"+p.Name] = p
+		pods[objectName{p.Namespace, p.Name}] = p
 	}
-	slices := map[string][]*discoveryv1.EndpointSlice{}
+	slices := make(map[objectName][]*discoveryv1.EndpointSlice, len(res.Services))
 	for _, es := range res.EndpointSlices {
 		svc := es.Labels[discoveryv1.LabelServiceName]
 		if svc == "" {
 			continue
 		}
-		slices[es.Namespace+"/"+svc] = append(slices[es.Namespace+"/"+svc], es)
+		k := objectName{es.Namespace, svc}
+		slices[k] = append(slices[k], es)
 	}
 	for _, svc := range res.Services {
-		own := slices[svc.Namespace+"/"+svc.Name]
-		var sig string
+		k := objectName{svc.Namespace, svc.Name}
+		own := slices[k]
+		var sig uint64
 		if memo != nil {
-			sig = domainSuffix + " " + kubeServiceSignature(svc, own, pods)
-			if m, ok := memo.prev[svc.Namespace+"/"+svc.Name]; ok && m.sig == sig {
+			sig = kubeServiceSignature(domainSuffix, svc, own, pods)
+			if m, ok := memo.prev[k]; ok && m.sig == sig {
 				r.services[m.svc.FQDN] = m.svc
-				memo.next[svc.Namespace+"/"+svc.Name] = m
+				memo.next[k] = m
 				continue
 			}
 		}
-		s := r.fromKubeService(svc, own, podLabels)
+		s := r.fromKubeService(svc, own, pods)
 		r.services[s.FQDN] = s
 		if memo != nil {
-			memo.next[svc.Namespace+"/"+svc.Name] = serviceMemo{sig: sig, svc: s}
+			memo.next[k] = serviceMemo{sig: sig, svc: s}
 		}
 	}
 	for _, se := range res.ServiceEntries {
@@ -248,7 +257,7 @@ func normalizeProtocol(p string) string {
 	return "TCP"
 }
 
-func (r *registry) fromKubeService(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, podLabels map[string]map[string]string) *service {
+func (r *registry) fromKubeService(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, pods map[objectName]*metav1.PartialObjectMetadata) *service {
 	s := &service{
 		FQDN:      svc.Name + "." + svc.Namespace + ".svc." + r.domainSuffix,
 		Namespace: svc.Namespace,
@@ -286,7 +295,9 @@ func (r *registry) fromKubeService(svc *corev1.Service, slices []*discoveryv1.En
 				if ns == "" {
 					ns = es.Namespace
 				}
-				labels = podLabels[ns+"/"+ep.TargetRef.Name]
+				if p, ok := pods[objectName{ns, ep.TargetRef.Name}]; ok {
+					labels = p.Labels
+				}
 			}
 			for _, addr := range ep.Addresses {
 				idx, ok := seen[addr]

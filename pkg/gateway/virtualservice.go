@@ -30,7 +30,13 @@ type vsInfo struct {
 	tls      []*l4Rule
 	tcp      []*l4Rule
 	// routes caches httpRoutes per server (and class, with sourceLabels).
-	routes map[string][]*ir.Route
+	routes map[boundKey][]*ir.Route
+}
+
+type boundKey struct {
+	gateway string
+	port    uint32
+	class   string
 }
 
 // httpRule is one entry of spec.http; each match becomes one route.

@@ -201,7 +201,13 @@ func Older(a, b metav1.Object) bool {
 }
 
 func sortObjects[T metav1.Object](list []T) {
-	sort.SliceStable(list, func(i, j int) bool { return Older(list[i], list[j]) })
+	less := func(i, j int) bool { return Older(list[i], list[j]) }
+	// Providers hand over sorted lists and every build sorts its copy:
+	// checking is linear, sorting is not.
+	if sort.SliceIsSorted(list, less) {
+		return
+	}
+	sort.SliceStable(list, less)
 }
 
 // Len is the number of objects in the snapshot.

@@ -119,7 +119,11 @@ type Status struct {
 // Report collects statuses for every resource seen during a build.
 type Report struct {
 	byKey map[resource.Key]*Status
+	added int
 }
+
+// Added counts the messages recorded so far.
+func (r *Report) Added() int { return r.added }
 
 // NewReport returns an empty report.
 func NewReport() *Report { return &Report{byKey: map[resource.Key]*Status{}} }
@@ -157,6 +161,7 @@ func (r *Report) Add(key resource.Key, m Message) {
 		}
 	}
 	s.Messages = append(s.Messages, m)
+	r.added++
 }
 
 // Reject marks a resource as not used at all, with the message why.

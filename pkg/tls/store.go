@@ -77,6 +77,7 @@ type Store struct {
 
 	watchMu sync.Mutex
 	watcher *fsnotify.Watcher
+	stopped bool           // Run has returned: no new watcher
 	dirs    map[string]int // watched directory → reference count
 	dirty   chan string
 }
@@ -292,11 +293,27 @@ func (s *Store) watch(spec Spec) {
 	s.watchMu.Lock()
 	defer s.watchMu.Unlock()
 	s.dirs[dir]++
-	if s.dirs[dir] == 1 && s.watcher != nil {
-		if err := s.watcher.Add(dir); err != nil {
+	// The watch is in place when Set returns, Run or not: a file replaced
+	// right after is not missed (its event waits for Run).
+	if w := s.ensureWatcher(); s.dirs[dir] == 1 && w != nil {
+		if err := w.Add(dir); err != nil {
 			s.log.Error(err, "watching certificate directory", "dir", dir)
 		}
 	}
+}
+
+// ensureWatcher creates the file watcher on first use (watchMu held). If
+// it cannot be created, the periodic rescan still catches changes.
+func (s *Store) ensureWatcher() *fsnotify.Watcher {
+	if s.watcher == nil && !s.stopped {
+		w, err := fsnotify.NewWatcher()
+		if err != nil {
+			s.log.Error(err, "creating certificate watcher; changes are seen by the periodic rescan only")
+			return nil
+		}
+		s.watcher = w
+	}
+	return s.watcher
 }
 
 func (s *Store) unwatch(spec Spec) {
@@ -318,24 +335,23 @@ func (s *Store) unwatch(spec Spec) {
 // change, until ctx ends. Changes are batched for a short holdoff so a
 // kubelet "..data" swap or an editor's rename is seen as one update.
 func (s *Store) Run(ctx context.Context) error {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("creating certificate watcher: %w", err)
-	}
-	defer w.Close()
 	s.watchMu.Lock()
-	s.watcher = w
-	for dir := range s.dirs {
-		if err := w.Add(dir); err != nil {
-			s.log.Error(err, "watching certificate directory", "dir", dir)
-		}
-	}
+	w := s.ensureWatcher()
 	s.watchMu.Unlock()
 	defer func() {
 		s.watchMu.Lock()
-		s.watcher = nil
+		if s.watcher != nil {
+			s.watcher.Close()
+			s.watcher = nil
+		}
+		s.stopped = true
 		s.watchMu.Unlock()
 	}()
+	var events <-chan fsnotify.Event
+	var errs <-chan error
+	if w != nil {
+		events, errs = w.Events, w.Errors
+	}
 	const holdoff = 50 * time.Millisecond
 	pending := map[string]bool{}
 	var timer *time.Timer
@@ -348,7 +364,7 @@ func (s *Store) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case ev, ok := <-w.Events:
+		case ev, ok := <-events:
 			if !ok {
 				return nil
 			}
@@ -357,7 +373,7 @@ func (s *Store) Run(ctx context.Context) error {
 				timer = time.NewTimer(holdoff)
 				timerC = timer.C
 			}
-		case err, ok := <-w.Errors:
+		case err, ok := <-errs:
 			if ok {
 				s.log.Error(err, "certificate watcher")
 			}

@@ -1,11 +1,14 @@
 package xds
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 
+	"github.com/cespare/xxhash/v2"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -64,10 +67,30 @@ type memo struct {
 	hashes map[proto.Message]string
 	wire   map[*routev3.VirtualHost][]byte
 	valid  map[string]struct{}
+	routes map[string]*routeMemo // by name
+	// consistent identifies the references last checked by Consistent():
+	// listeners and clusters (which refer) and the names of route
+	// configurations and endpoints (which are referred to).
+	consistent uint64
 }
 
-func newMemo() *memo {
-	return &memo{hashes: map[proto.Message]string{}, wire: map[*routev3.VirtualHost][]byte{}, valid: map[string]struct{}{}}
+// routeMemo is a route configuration as last published: when its shell and
+// virtual hosts are the same again, so is what was published for it.
+type routeMemo struct {
+	shell     []byte
+	shellHash string
+	vhosts    []*routev3.VirtualHost
+	hash      string
+	wire      *routev3.RouteConfiguration
+}
+
+// newMemo returns an empty memo sized like like (which may be nil).
+func newMemo(like *memo) *memo {
+	if like == nil {
+		like = &memo{}
+	}
+	return &memo{hashes: make(map[proto.Message]string, len(like.hashes)), wire: make(map[*routev3.VirtualHost][]byte, len(like.wire)),
+		valid: make(map[string]struct{}, len(like.valid)), routes: make(map[string]*routeMemo, len(like.routes))}
 }
 
 // builder versions one snapshot, filling the next memo from the previous.
@@ -156,19 +179,32 @@ func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, 
 	if err != nil {
 		return "", nil, err
 	}
+	if m := b.prev.routes[rc.Name]; m != nil && bytes.Equal(m.shell, shellBytes) && slices.Equal(m.vhosts, rc.VirtualHosts) {
+		// Nothing changed: carry it over.
+		b.next.valid[m.shellHash] = struct{}{}
+		for _, vh := range m.vhosts {
+			h := b.prev.hashes[vh]
+			b.next.hashes[vh], b.next.wire[vh] = h, b.prev.wire[vh]
+			b.next.valid[h] = struct{}{}
+		}
+		b.next.routes[rc.Name] = m
+		return m.hash, m.wire, nil
+	}
 	h := b.sum(shellBytes)
 	if err := b.check(h, shell); err != nil {
 		return "", nil, err
 	}
 	shell.Name = ""
-	body, err := b.opts.Marshal(shell)
+	head, err := b.opts.Marshal(shell)
 	if err != nil {
 		return "", nil, err
 	}
 	sum := sha256.New()
 	sum.Write([]byte(h))
+	encoded := make([][]byte, len(rc.VirtualHosts))
+	size := len(head)
 	for i, vh := range rc.VirtualHosts {
-		h, bytes, err := b.virtualHost(vh)
+		h, vb, err := b.virtualHost(vh)
 		if err != nil {
 			return "", nil, err
 		}
@@ -176,12 +212,20 @@ func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, 
 			return "", nil, fmt.Errorf("virtual_hosts[%d] (%s): %w", i, vh.GetName(), err)
 		}
 		sum.Write([]byte(h))
+		encoded[i] = vb
+		size += protowire.SizeTag(virtualHostsField) + protowire.SizeBytes(len(vb))
+	}
+	body := make([]byte, 0, size)
+	body = append(body, head...)
+	for _, vb := range encoded {
 		body = protowire.AppendTag(body, virtualHostsField, protowire.BytesType)
-		body = protowire.AppendBytes(body, bytes)
+		body = protowire.AppendBytes(body, vb)
 	}
 	wire := &routev3.RouteConfiguration{Name: rc.Name}
 	wire.ProtoReflect().SetUnknown(body)
-	return hex.EncodeToString(sum.Sum(nil)[:16]), wire, nil
+	m := &routeMemo{shell: shellBytes, shellHash: h, vhosts: rc.VirtualHosts, hash: hex.EncodeToString(sum.Sum(nil)[:16]), wire: wire}
+	b.next.routes[rc.Name] = m
+	return m.hash, m.wire, nil
 }
 
 // virtualHostsField is RouteConfiguration.virtual_hosts.
@@ -194,9 +238,9 @@ var virtualHostsField = (&routev3.RouteConfiguration{}).ProtoReflect().Descripto
 // none); the memo for the next snapshot is returned with it.
 func NewSnapshot(res *translate.Resources, prev *memo) (*Snapshot, *memo, error) {
 	if prev == nil {
-		prev = newMemo()
+		prev = newMemo(nil)
 	}
-	b := &builder{prev: prev, next: newMemo(), opts: proto.MarshalOptions{Deterministic: true}}
+	b := &builder{prev: prev, next: newMemo(prev), opts: proto.MarshalOptions{Deterministic: true}}
 	byType := map[string][]cachetypes.Resource{
 		resourcev3.ClusterType:  toResources(res.Clusters),
 		resourcev3.EndpointType: toResources(res.Endpoints),
@@ -233,8 +277,23 @@ func NewSnapshot(res *translate.Resources, prev *memo) (*Snapshot, *memo, error)
 	// Delta xDS compares per-resource versions; reuse the hashes above
 	// instead of letting the cache marshal everything again.
 	snap.VersionMap = snap.hashes
-	if err := snap.Consistent(); err != nil {
-		return nil, nil, fmt.Errorf("inconsistent snapshot: %w", err)
+	// References only change with listeners, clusters, or the names of
+	// what they refer to: a change to a route's content needs no new check.
+	key := xxhash.New()
+	key.WriteString(snap.Versions[resourcev3.ListenerType])
+	key.WriteString(snap.Versions[resourcev3.ClusterType])
+	for _, typ := range []string{resourcev3.RouteType, resourcev3.EndpointType} {
+		for _, r := range byType[typ] {
+			key.WriteString(cachev3.GetResourceName(r))
+			key.WriteString("\x00")
+		}
+		key.WriteString("\x01")
+	}
+	b.next.consistent = key.Sum64()
+	if b.next.consistent != prev.consistent {
+		if err := snap.Consistent(); err != nil {
+			return nil, nil, fmt.Errorf("inconsistent snapshot: %w", err)
+		}
 	}
 	return snap, b.next, nil
 }

@@ -25,6 +25,10 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/go-logr/logr"
+	networking "istio.io/client-go/pkg/apis/networking/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/portico-gateway/portico/pkg/resource"
 )
@@ -46,6 +50,19 @@ type Provider struct {
 	mu    sync.Mutex
 	files map[string]*fileState
 	gens  map[resource.Key]generation
+
+	// last is the last snapshot, with where each object sits in its list
+	// and which keys each file contributed, so that a change to a few files
+	// patches it instead of merging and sorting thousands of objects again.
+	// dirty lists the files loaded since; structural is set when files
+	// appeared or went, which needs a full merge.
+	last       *resource.Resources
+	lastPos    map[resource.Key]int
+	lastKeys   map[string][]resource.Key
+	lastDups   []resource.InvalidResource
+	dirty      map[string]bool
+	structural bool
+	merges     int // full merges, for tests
 }
 
 type fileState struct {
@@ -68,7 +85,7 @@ func New(dir string, log logr.Logger, opts Options) *Provider {
 	if opts.MaxDelay == 0 {
 		opts.MaxDelay = 500 * time.Millisecond
 	}
-	return &Provider{dir: dir, log: log, opts: opts, files: map[string]*fileState{}, gens: map[resource.Key]generation{}}
+	return &Provider{dir: dir, log: log, opts: opts, files: map[string]*fileState{}, gens: map[resource.Key]generation{}, dirty: map[string]bool{}}
 }
 
 // Run loads the directory, publishes it, and publishes again after every
@@ -218,6 +235,7 @@ func (p *Provider) reload(paths []string) {
 		for dir := range scanned {
 			if f == dir || strings.HasPrefix(f, dir+string(filepath.Separator)) {
 				delete(p.files, f)
+				p.structural = true
 				p.log.Info("config file removed", "file", f)
 				break
 			}
@@ -238,10 +256,15 @@ func (p *Provider) loadFile(path string) {
 	if err != nil {
 		rel = path
 	}
+	p.dirty[path] = true
+	if _, known := p.files[path]; !known {
+		p.structural = true
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if os.IsNotExist(err) {
 			delete(p.files, path)
+			p.structural = true
 			return
 		}
 		st := p.files[path]
@@ -279,6 +302,13 @@ func (p *Provider) loadFile(path string) {
 func (p *Provider) Snapshot() *resource.Resources {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.last != nil && !p.structural {
+		if res, ok := p.patch(); ok {
+			clear(p.dirty)
+			return res
+		}
+	}
+	p.merges++
 	paths := make([]string, 0, len(p.files))
 	for f := range p.files {
 		paths = append(paths, f)
@@ -287,24 +317,24 @@ func (p *Provider) Snapshot() *resource.Resources {
 	res := &resource.Resources{}
 	seen := map[resource.Key]string{}
 	live := map[resource.Key]bool{}
+	keys := make(map[string][]resource.Key, len(paths))
+	var dups []resource.InvalidResource
 	for _, f := range paths {
 		st := p.files[f]
 		rel, _ := filepath.Rel(p.dir, f)
 		for _, o := range st.objs {
 			key := resource.KeyOf(o)
 			if prev, dup := seen[key]; dup {
-				res.Invalid = append(res.Invalid, resource.InvalidResource{Key: key, Source: rel,
+				dups = append(dups, resource.InvalidResource{Key: key, Source: rel,
 					Error: fmt.Sprintf("%s is also defined in %s, which is used", key, prev)})
 				continue
 			}
 			seen[key] = rel
 			live[key] = true
+			keys[f] = append(keys[f], key)
 			if err := res.Add(o); err != nil {
 				p.log.Error(err, "unexpected object", "file", rel)
 			}
-		}
-		for _, e := range st.errs {
-			res.Invalid = append(res.Invalid, resource.InvalidResource{Key: e.Key, Source: e.Source, Error: e.Error()})
 		}
 	}
 	for k := range p.gens {
@@ -312,8 +342,134 @@ func (p *Provider) Snapshot() *resource.Resources {
 			delete(p.gens, k)
 		}
 	}
+	res.Invalid = append(dups, p.fileErrors(paths)...)
 	res.Sort()
+	p.last, p.lastKeys, p.lastDups = res, keys, dups
+	p.lastPos = make(map[resource.Key]int, res.Len())
+	for _, o := range res.All() {
+		p.lastPos[resource.KeyOf(o)] = 0
+	}
+	index := func(objs []resource.Object) {
+		for i, o := range objs {
+			p.lastPos[resource.KeyOf(o)] = i
+		}
+	}
+	index(asObjects(res.Gateways))
+	index(asObjects(res.VirtualServices))
+	index(asObjects(res.DestinationRules))
+	index(asObjects(res.ServiceEntries))
+	index(asObjects(res.Services))
+	index(asObjects(res.EndpointSlices))
+	index(asObjects(res.Pods))
+	index(asObjects(res.Secrets))
+	clear(p.dirty)
+	p.structural = false
 	return res
+}
+
+func asObjects[T resource.Object](list []T) []resource.Object {
+	out := make([]resource.Object, len(list))
+	for i, o := range list {
+		out[i] = o
+	}
+	return out
+}
+
+// fileErrors lists every file's current decode errors, in path order.
+func (p *Provider) fileErrors(paths []string) []resource.InvalidResource {
+	var out []resource.InvalidResource
+	for _, f := range paths {
+		for _, e := range p.files[f].errs {
+			out = append(out, resource.InvalidResource{Key: e.Key, Source: e.Source, Error: e.Error()})
+		}
+	}
+	return out
+}
+
+// patch derives the next snapshot from the last when the dirty files
+// define exactly the objects they did (new versions of them): the objects
+// are replaced where they sit, in copies of the lists they are in. It
+// reports false when a full merge is needed.
+func (p *Provider) patch() (*resource.Resources, bool) {
+	next := *p.last
+	cloned := map[string]bool{}
+	for f := range p.dirty {
+		st := p.files[f]
+		if st == nil {
+			return nil, false
+		}
+		old := p.lastKeys[f]
+		if len(st.objs) != len(old) {
+			return nil, false
+		}
+		for i, o := range st.objs {
+			key := resource.KeyOf(o)
+			if key != old[i] {
+				return nil, false
+			}
+			if !replaceAt(&next, o, p.lastPos[key], cloned) {
+				return nil, false
+			}
+		}
+	}
+	if len(next.Invalid) > 0 || p.anyErrors() {
+		paths := make([]string, 0, len(p.files))
+		for f := range p.files {
+			paths = append(paths, f)
+		}
+		sort.Strings(paths)
+		next.Invalid = append(append([]resource.InvalidResource(nil), p.lastDups...), p.fileErrors(paths)...)
+		next.Sort()
+	}
+	p.last = &next
+	return &next, true
+}
+
+func (p *Provider) anyErrors() bool {
+	for _, st := range p.files {
+		if len(st.errs) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// replaceAt puts o at index i of its kind's list, copying the list the
+// first time it is touched (the previous snapshot must not change).
+func replaceAt(r *resource.Resources, o resource.Object, i int, cloned map[string]bool) bool {
+	kind := resource.KindOf(o)
+	ok := false
+	switch v := o.(type) {
+	case *networking.Gateway:
+		r.Gateways, ok = put(r.Gateways, v, i, kind, cloned)
+	case *networking.VirtualService:
+		r.VirtualServices, ok = put(r.VirtualServices, v, i, kind, cloned)
+	case *networking.DestinationRule:
+		r.DestinationRules, ok = put(r.DestinationRules, v, i, kind, cloned)
+	case *networking.ServiceEntry:
+		r.ServiceEntries, ok = put(r.ServiceEntries, v, i, kind, cloned)
+	case *corev1.Service:
+		r.Services, ok = put(r.Services, v, i, kind, cloned)
+	case *discoveryv1.EndpointSlice:
+		r.EndpointSlices, ok = put(r.EndpointSlices, v, i, kind, cloned)
+	case *metav1.PartialObjectMetadata:
+		r.Pods, ok = put(r.Pods, v, i, kind, cloned)
+	case *corev1.Secret:
+		r.Secrets, ok = put(r.Secrets, v, i, kind, cloned)
+	}
+	return ok
+}
+
+func put[T resource.Object](list []T, v T, i int, kind string, cloned map[string]bool) ([]T, bool) {
+	if i >= len(list) || resource.KeyOf(list[i]) != resource.KeyOf(v) {
+		return list, false
+	}
+	if !cloned[kind] {
+		list = append([]T(nil), list...)
+		cloned[kind] = true
+	}
+	list[i] = v
+	return list, true
 }
 
 // stamp gives a freshly decoded object a generation that grows when its

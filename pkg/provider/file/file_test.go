@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	"sigs.k8s.io/yaml"
 
 	"github.com/portico-gateway/portico/pkg/resource"
 )
@@ -275,5 +277,74 @@ func TestBurstsAreBatched(t *testing.T) {
 	w.await(t, "the last write", func(r *resource.Resources) bool { return hostOf(r, "a") == fmt.Sprintf("h%d.example.com", writes) })
 	if n := w.count() - before; n >= writes/2 {
 		t.Errorf("%d writes caused %d reloads; events are not batched", writes, n)
+	}
+}
+
+// TestPatchedSnapshotEqualsFullMerge: after edits that keep a file's
+// objects (the snapshot is patched in place), that add an object, that
+// break a document or define an object twice (full merge), the snapshot
+// always equals what a fresh provider reading the directory produces.
+func TestPatchedSnapshotEqualsFullMerge(t *testing.T) {
+	dir := t.TempDir()
+	vs := func(name, host string) string {
+		return "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: " + name + ", namespace: ns}\nspec:\n  hosts: [" + host + "]\n  gateways: [gw]\n  http: [{route: [{destination: {host: a}}]}]\n"
+	}
+	write := func(name, content string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, n := range []string{"c", "a", "b"} {
+		write(n+".yaml", vs(n, n+".example.com")+"---\n"+vs(n+"-2", fmt.Sprint(i)+".example.com"))
+	}
+	p := New(dir, logr.Discard(), Options{})
+	p.reload(nil)
+	p.Snapshot()
+	// Generations count edits since the provider started, so a fresh
+	// provider has its own; everything else must be equal.
+	generation := regexp.MustCompile(`(?m)^\s*generation: \d+\n`)
+	render := func(r *resource.Resources) string {
+		b, err := yaml.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return generation.ReplaceAllString(string(b), "")
+	}
+	fresh := func() string {
+		q := New(dir, logr.Discard(), Options{})
+		q.reload(nil)
+		return render(q.Snapshot())
+	}
+	steps := []struct {
+		name, file, content string
+		patched             bool
+	}{
+		{"same objects, new content", "b.yaml", vs("b", "new.example.com") + "---\n" + vs("b-2", "x.example.com"), true},
+		{"an object added", "a.yaml", vs("a", "a.example.com") + "---\n" + vs("a-2", "0.example.com") + "---\n" + vs("a-3", "z.example.com"), false},
+		// (A fresh provider has no last good version of c.yaml: checked below.)
+		{"a broken document", "c.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: c, namespace: ns}\nspec: {hosts: 3}\n", true},
+		{"fixed again", "c.yaml", vs("c", "c2.example.com") + "---\n" + vs("c-2", "2.example.com"), true},
+		{"an object defined twice", "d.yaml", vs("b", "dup.example.com"), false},
+		{"the shadowed copy edited", "d.yaml", vs("b", "dup2.example.com"), false},
+	}
+	for _, step := range steps {
+		write(step.file, step.content)
+		merges := p.merges
+		prev := p.last
+		p.reload([]string{filepath.Join(dir, step.file)})
+		snap := p.Snapshot()
+		if step.name == "a broken document" {
+			// The last good objects stay; the error is reported.
+			kept := *snap
+			kept.Invalid = prev.Invalid
+			if render(&kept) != render(prev) || len(snap.Invalid) != 1 || !strings.Contains(snap.Invalid[0].Error, "spec.hosts") {
+				t.Errorf("%s: %v", step.name, snap.Invalid)
+			}
+		} else if got, want := render(snap), fresh(); got != want {
+			t.Errorf("%s: snapshot differs from a full merge:\n%s\nwant:\n%s", step.name, got, want)
+		}
+		if patched := p.merges == merges; patched != step.patched {
+			t.Errorf("%s: patched = %v, want %v", step.name, patched, step.patched)
+		}
 	}
 }

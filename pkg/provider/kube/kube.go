@@ -259,7 +259,7 @@ func (p *Provider) snapshot(ctx context.Context) (*resource.Resources, error) {
 		list := &unstructured.UnstructuredList{}
 		gvk := p.gvks[kind]
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-		if err := c.List(ctx, list); err != nil {
+		if err := c.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("listing %s: %w", kind, err)
 		}
 		for i := range list.Items {
@@ -281,15 +281,18 @@ func (p *Provider) snapshot(ctx context.Context) (*resource.Resources, error) {
 		}
 	}
 	p.mu.Unlock()
+	// The cache's own objects, not copies: snapshots are never modified,
+	// and unchanged objects keep their identity from one snapshot to the
+	// next (which the binder uses to reuse work).
 	var svcs corev1.ServiceList
-	if err := c.List(ctx, &svcs); err != nil {
+	if err := c.List(ctx, &svcs, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	for i := range svcs.Items {
 		res.Services = append(res.Services, &svcs.Items[i])
 	}
 	var slices discoveryv1.EndpointSliceList
-	if err := c.List(ctx, &slices); err != nil {
+	if err := c.List(ctx, &slices, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	for i := range slices.Items {
@@ -297,7 +300,7 @@ func (p *Provider) snapshot(ctx context.Context) (*resource.Resources, error) {
 	}
 	pods := &metav1.PartialObjectMetadataList{}
 	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
-	if err := c.List(ctx, pods); err != nil {
+	if err := c.List(ctx, pods, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	for i := range pods.Items {

@@ -306,6 +306,7 @@ func (c *Client) runDelta(ctx context.Context, conn *grpc.ClientConn) error {
 			c.setConnected(true)
 		}
 		t := resp.TypeUrl
+		c.log.V(1).Info("received", "type", t, "resources", len(resp.Resources), "removed", len(resp.RemovedResources))
 		c.mu.Lock()
 		st, known := c.state[t]
 		var next map[string]Resource
