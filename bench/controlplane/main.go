@@ -30,6 +30,8 @@ import (
 	"github.com/portico-gateway/portico/internal/scale"
 )
 
+var verbose *bool
+
 type bench struct {
 	work, bins     string
 	profileDir     string
@@ -51,6 +53,7 @@ func main() {
 	proxyArgs := flag.String("proxy-args", "", "extra edge-proxy flags (comma-separated)")
 	out := flag.String("out", "", "also write the Markdown report here")
 	binDir := flag.String("bin-dir", "", "use Portico binaries from this directory instead of building them")
+	verbose = flag.Bool("v", false, "print every propagation sample")
 	keep := flag.Bool("keep", false, "keep the scratch directory (configurations and logs)")
 	profiles := flag.String("profiles", "", "save 5 s CPU profiles of the proxy and controller during each propagation measurement in this directory")
 	flag.Parse()
@@ -189,6 +192,9 @@ func (b *bench) run(ctx context.Context, sizes []int, memoryN int, routes []int,
 					failures = fmt.Sprintf(" (%d not seen within 10 s)", res.Failures)
 				}
 				fmt.Fprintf(os.Stderr, "%s %d routes %s: p50 %v p99 %v max %v%s\n", mode, n, load, res.percentile(0.5), res.percentile(0.99), res.percentile(1), failures)
+				if *verbose {
+					fmt.Fprintf(os.Stderr, "  samples (in order): %v\n", res.Samples)
+				}
 				fmt.Fprintf(&r, "| %s | %d | %s | %d%s | %s | %s | %s |\n", mode, n, load, len(res.Samples), failures,
 					ms(res.percentile(0.5)), ms(res.percentile(0.99)), ms(res.percentile(1)))
 			}

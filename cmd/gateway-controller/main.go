@@ -64,8 +64,10 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&cfg.logJSON, "log-json", false, "log JSON instead of text")
 	fs.StringVar(&cfg.proxyLabels, "proxy-labels", "istio=ingressgateway", "standalone: labels of the embedded proxy (k=v,k=v), matched by Gateway selectors")
 	fs.StringVar(&cfg.domainSuffix, "domain-suffix", "cluster.local", "DNS suffix completing short service names")
-	fs.DurationVar(&cfg.debounceAfter, "debounce-after", 100*time.Millisecond, "wait this long after a change for more before rebuilding (Istio's PILOT_DEBOUNCE_AFTER)")
-	fs.DurationVar(&cfg.debounceMax, "debounce-max", 500*time.Millisecond, "never postpone a rebuild more than this after the first change of a burst")
+	// A rebuild costs what the change touches, so there is little to gain
+	// from waiting long for more changes (Istio waits 100 ms).
+	fs.DurationVar(&cfg.debounceAfter, "debounce-after", 10*time.Millisecond, "wait this long after a change for more before rebuilding (Istio's PILOT_DEBOUNCE_AFTER)")
+	fs.DurationVar(&cfg.debounceMax, "debounce-max", time.Second, "never postpone a rebuild more than this after the first change of a burst")
 	cfg.embedded.register(fs)
 	cfg.kube.register(fs)
 	if err := fs.Parse(args); err != nil {

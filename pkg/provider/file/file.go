@@ -80,10 +80,10 @@ type generation struct {
 // New returns a provider for dir.
 func New(dir string, log logr.Logger, opts Options) *Provider {
 	if opts.Holdoff == 0 {
-		opts.Holdoff = 100 * time.Millisecond
+		opts.Holdoff = 10 * time.Millisecond
 	}
 	if opts.MaxDelay == 0 {
-		opts.MaxDelay = 500 * time.Millisecond
+		opts.MaxDelay = time.Second
 	}
 	return &Provider{dir: dir, log: log, opts: opts, files: map[string]*fileState{}, gens: map[resource.Key]generation{}, dirty: map[string]bool{}}
 }

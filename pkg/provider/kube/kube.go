@@ -86,10 +86,10 @@ type decodedObject struct {
 // New connects to the API server and prepares the watches.
 func New(opts Options, log logr.Logger) (*Provider, error) {
 	if opts.Holdoff == 0 {
-		opts.Holdoff = 100 * time.Millisecond
+		opts.Holdoff = 10 * time.Millisecond
 	}
 	if opts.MaxDelay == 0 {
-		opts.MaxDelay = 500 * time.Millisecond
+		opts.MaxDelay = time.Second
 	}
 	if opts.LeaderElectionID == "" {
 		opts.LeaderElectionID = "portico-controller-leader"
