@@ -359,7 +359,13 @@ func (b *builder) upstreamTLS(c *ir.Cluster, t *networkingapi.ClientTLSSettings,
 		if sec == nil {
 			warn(status.Error, status.ReferencedResourceNotFound, status.ReasonSecretNotFound, "spec.trafficPolicy.tls.credentialName",
 				"Secret %s/%s not found; connections to %s fail until it exists", ns, t.CredentialName, c.Service)
-			u.CertificateSecret = ir.KubernetesSecretName(t.CredentialName)
+			// Name the secret the mode needs anyway, so the cluster fails
+			// closed now and starts working as soon as the Secret exists.
+			if t.Mode == networkingapi.ClientTLSSettings_MUTUAL {
+				u.CertificateSecret = ir.KubernetesSecretName(t.CredentialName)
+			} else {
+				u.ValidationSecret = ir.KubernetesSecretName(t.CredentialName + "-cacert")
+			}
 			c.TLS = u
 			return
 		}
