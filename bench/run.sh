@@ -33,6 +33,6 @@ if [[ $what == all || $what == dataplane ]]; then
   go run ./bench/dataplane -out bench/results/dataplane.md "${@:2}"
 fi
 if [[ $what == all || $what == controlplane ]]; then
-  go test -run '^$' -bench . -benchmem -benchtime 3x ./pkg/gateway ./pkg/translate | tee bench/results/controlplane-go-bench.txt
+  go test -run '^$' -bench . -benchmem -benchtime 3x ./pkg/gateway ./pkg/translate ./pkg/controller | tee bench/results/controlplane-go-bench.txt
   go run ./bench/controlplane -out bench/results/controlplane.md "${@:2}"
 fi

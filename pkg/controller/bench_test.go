@@ -67,3 +67,28 @@ func BenchmarkRebuildAfterOneChange(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkFullRebuild is a cold start: bind, translate, validate and
+// publish everything for the ingress class with no earlier build to reuse.
+func BenchmarkFullRebuild(b *testing.B) {
+	for _, n := range []int{100, 1000, 5000} {
+		b.Run(fmt.Sprintf("vs=%d", n), func(b *testing.B) {
+			o := scale.Options{VirtualServices: n}
+			res, err := o.Resources()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				srv := xds.NewServer(logr.Discard(), gateway.ClassName)
+				c := New(logr.Discard(), srv, nil, Options{StaticClasses: []map[string]string{ingress}})
+				c.build(context.Background(), res)
+				if !c.State().Published {
+					b.Fatal(c.State().Errors)
+				}
+			}
+			b.ReportMetric(float64(o.Routes()), "routes")
+		})
+	}
+}

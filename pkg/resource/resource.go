@@ -6,7 +6,9 @@ package resource
 
 import (
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	networking "istio.io/client-go/pkg/apis/networking/v1"
@@ -189,25 +191,29 @@ func (r *Resources) Sort() {
 
 // Older reports whether a sorts before b: earlier creationTimestamp, then
 // namespace, then name.
-func Older(a, b metav1.Object) bool {
-	ta, tb := a.GetCreationTimestamp().Time, b.GetCreationTimestamp().Time
-	if !ta.Equal(tb) {
-		return ta.Before(tb)
+func Older(a, b metav1.Object) bool { return compareAge(a, b) < 0 }
+
+func compareAge(a, b metav1.Object) int {
+	if c := a.GetCreationTimestamp().Time.Compare(b.GetCreationTimestamp().Time); c != 0 {
+		return c
 	}
-	if a.GetNamespace() != b.GetNamespace() {
-		return a.GetNamespace() < b.GetNamespace()
+	if c := strings.Compare(a.GetNamespace(), b.GetNamespace()); c != 0 {
+		return c
 	}
-	return a.GetName() < b.GetName()
+	return strings.Compare(a.GetName(), b.GetName())
 }
 
 func sortObjects[T metav1.Object](list []T) {
-	less := func(i, j int) bool { return Older(list[i], list[j]) }
+	cmp := func(a, b T) int { return compareAge(a, b) }
 	// Providers hand over sorted lists and every build sorts its copy:
-	// checking is linear, sorting is not.
-	if sort.SliceIsSorted(list, less) {
+	// checking is linear, sorting is not. Namespace/name is unique within
+	// a kind, so the order is total and an unstable sort is enough (the
+	// stable one is O(n log² n), felt at thousands of objects per change
+	// in Kubernetes mode, where the cache lists in no particular order).
+	if slices.IsSortedFunc(list, cmp) {
 		return
 	}
-	sort.SliceStable(list, less)
+	slices.SortFunc(list, cmp)
 }
 
 // Len is the number of objects in the snapshot.

@@ -2,6 +2,7 @@ package xds_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"sort"
@@ -356,4 +357,41 @@ func TestADSDelta(t *testing.T) {
 		n, _ := nodeState(srv, "gw-delta")
 		return n.Nacked[resourcev3.ClusterType] != ""
 	})
+}
+
+// TestColdSnapshotValidatesInParallel publishes a first snapshot large
+// enough to be prepared in parallel: a single invalid message among
+// hundreds is still found and named.
+func TestColdSnapshotValidatesInParallel(t *testing.T) {
+	srv, _ := startServer(t)
+	class := gateway.ClassName(ingress)
+	many := func(bad int) *translate.Resources {
+		res := translateSeed(t, nil)
+		vhosts := res.Routes[0].VirtualHosts
+		rc := proto.Clone(res.Routes[0]).(*routev3.RouteConfiguration)
+		for i := range 400 {
+			vh := proto.Clone(vhosts[0]).(*routev3.VirtualHost)
+			vh.Name, vh.Domains = fmt.Sprintf("host-%d:80", i), []string{fmt.Sprintf("host-%d.example.com", i)}
+			if i == bad {
+				vh.Routes[0].Match = &routev3.RouteMatch{} // no path specifier
+			}
+			rc.VirtualHosts = append(rc.VirtualHosts, vh)
+		}
+		res.Routes[0] = rc
+		return res
+	}
+	if _, err := srv.Publish(t.Context(), class, many(317)); err == nil || !strings.Contains(err.Error(), "host-317") {
+		t.Fatalf("the invalid virtual host should be named, got %v", err)
+	}
+	if _, err := srv.Snapshot(class); err == nil {
+		t.Fatal("an invalid first snapshot was published")
+	}
+	snap, err := srv.Publish(t.Context(), class, many(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := translateSeed(t, nil).Routes[0].Name
+	if got := len(snap.Originals(resourcev3.RouteType)[name].(*routev3.RouteConfiguration).VirtualHosts); got < 400 {
+		t.Fatalf("published %d virtual hosts", got)
+	}
 }

@@ -6,7 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -97,6 +100,78 @@ func newMemo(like *memo) *memo {
 type builder struct {
 	prev, next *memo
 	opts       proto.MarshalOptions
+	// pre holds what prepare computed in parallel for new messages.
+	pre map[proto.Message]*prepared
+}
+
+// prepared is the per-message work of a snapshot, done ahead in parallel.
+type prepared struct {
+	hash    string
+	wire    []byte // the encoding, kept for virtual hosts
+	err     error  // marshalling failed
+	checked bool   // validation ran (the hash was not known to be valid)
+	invalid error  // what validation found
+}
+
+// parallelFrom is how many new messages make parallel preparation worth
+// its goroutines: a cold start or a large change, not an edit.
+const parallelFrom = 256
+
+// prepare marshals, hashes and validates the messages the previous
+// snapshot did not have, spread over the available CPUs. Each message is
+// independent, and on a cold start of thousands of VirtualServices this
+// is most of a snapshot's cost. The sequential pass then only looks up.
+func (b *builder) prepare(byType map[string][]cachetypes.Resource) {
+	var work []proto.Message
+	for _, items := range byType {
+		for _, r := range items {
+			if rc, ok := r.(*routev3.RouteConfiguration); ok {
+				for _, vh := range rc.VirtualHosts {
+					if _, ok := b.prev.hashes[vh]; !ok || b.prev.wire[vh] == nil {
+						work = append(work, vh)
+					}
+				}
+				continue
+			}
+			if _, ok := b.prev.hashes[r]; !ok {
+				work = append(work, r)
+			}
+		}
+	}
+	if len(work) < parallelFrom {
+		return
+	}
+	results := make([]prepared, len(work))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(work) {
+					return
+				}
+				r := &results[i]
+				bytes, err := b.opts.Marshal(work[i])
+				if err != nil {
+					r.err = err
+					continue
+				}
+				r.hash = b.sum(bytes)
+				if _, ok := work[i].(*routev3.VirtualHost); ok {
+					r.wire = bytes
+				}
+				if _, ok := b.prev.valid[r.hash]; !ok {
+					r.checked, r.invalid = true, validate.Deep(work[i])
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.pre = make(map[proto.Message]*prepared, len(work))
+	for i, m := range work {
+		b.pre[m] = &results[i]
+	}
 }
 
 func (b *builder) sum(bytes []byte) string {
@@ -108,6 +183,12 @@ func (b *builder) sum(bytes []byte) string {
 // previous snapshot did not already hold.
 func (b *builder) hash(m proto.Message) (string, error) {
 	h, ok := b.prev.hashes[m]
+	if p := b.pre[m]; !ok && p != nil {
+		if p.err != nil {
+			return "", p.err
+		}
+		h, ok = p.hash, true
+	}
 	if !ok {
 		bytes, err := b.opts.Marshal(m)
 		if err != nil {
@@ -123,6 +204,12 @@ func (b *builder) hash(m proto.Message) (string, error) {
 func (b *builder) virtualHost(vh *routev3.VirtualHost) (string, []byte, error) {
 	h, ok := b.prev.hashes[vh]
 	bytes := b.prev.wire[vh]
+	if p := b.pre[vh]; (!ok || bytes == nil) && p != nil {
+		if p.err != nil {
+			return "", nil, p.err
+		}
+		h, bytes, ok = p.hash, p.wire, true
+	}
 	if !ok || bytes == nil {
 		var err error
 		if bytes, err = b.opts.Marshal(vh); err != nil {
@@ -138,7 +225,11 @@ func (b *builder) virtualHost(vh *routev3.VirtualHost) (string, []byte, error) {
 func (b *builder) check(hash string, m proto.Message) error {
 	if _, ok := b.prev.valid[hash]; !ok {
 		if _, ok := b.next.valid[hash]; !ok {
-			if err := validate.Deep(m); err != nil {
+			if p := b.pre[m]; p != nil && p.checked && p.hash == hash {
+				if p.invalid != nil {
+					return p.invalid
+				}
+			} else if err := validate.Deep(m); err != nil {
 				return err
 			}
 		}
@@ -248,6 +339,7 @@ func NewSnapshot(res *translate.Resources, prev *memo) (*Snapshot, *memo, error)
 		resourcev3.ListenerType: toResources(res.Listeners),
 		resourcev3.RouteType:    toResources(res.Routes),
 	}
+	b.prepare(byType)
 	snap := &Snapshot{Snapshot: &cachev3.Snapshot{}, Versions: map[string]string{}, hashes: map[string]map[string]string{},
 		originals: map[string]map[string]proto.Message{}}
 	for _, typ := range typeOrder {

@@ -6,6 +6,8 @@ package validate
 
 import (
 	"fmt"
+	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -19,55 +21,153 @@ type validator interface{ ValidateAll() error }
 
 // Deep validates m and every message packed in its Any fields.
 func Deep(m proto.Message) error {
-	return tree(m.ProtoReflect(), string(m.ProtoReflect().Descriptor().FullName()))
+	if err := tree(m.ProtoReflect()); err != nil {
+		return prefix(err, string(m.ProtoReflect().Descriptor().FullName()))
+	}
+	return nil
 }
 
 // tree validates a message with ValidateAll, which checks the whole tree
 // of embedded messages but does not look inside Any fields; those are
 // then found, unpacked and validated the same way. (Calling ValidateAll
 // at every level instead would validate each subtree once per ancestor.)
-func tree(m protoreflect.Message, path string) error {
+func tree(m protoreflect.Message) error {
 	if v, ok := m.Interface().(validator); ok {
 		if err := v.ValidateAll(); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
+			return &pathError{err: err}
 		}
 	}
-	return anys(m, path)
+	return anys(m)
 }
 
-// anys walks a message for Any fields and validates what they hold.
-func anys(m protoreflect.Message, path string) error {
+// anys finds the Any fields under m and validates what they hold. It only
+// descends into fields whose type can lead to an Any: most of a route
+// table (matches, header matchers, weights) cannot, and walking it by
+// reflection was most of the cost of validating a large snapshot.
+func anys(m protoreflect.Message) error {
 	if a, ok := m.Interface().(*anypb.Any); ok {
 		inner, err := a.UnmarshalNew()
 		if err != nil {
-			return fmt.Errorf("%s: cannot unpack %s: %w", path, a.GetTypeUrl(), err)
+			return &pathError{err: fmt.Errorf("cannot unpack %s: %w", a.GetTypeUrl(), err)}
 		}
-		return tree(inner.ProtoReflect(), path+"<"+string(inner.ProtoReflect().Descriptor().FullName())+">")
+		if err := tree(inner.ProtoReflect()); err != nil {
+			return prefix(err, "<"+string(inner.ProtoReflect().Descriptor().FullName())+">")
+		}
+		return nil
 	}
 	var err error
 	m.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
-		if fd.Kind() != protoreflect.MessageKind && fd.Kind() != protoreflect.GroupKind {
+		if !fieldMayHoldAny(fd) {
 			return true
 		}
-		fpath := path + "." + string(fd.Name())
 		switch {
 		case fd.IsMap():
-			if fd.MapValue().Kind() != protoreflect.MessageKind {
-				return true
-			}
 			val.Map().Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
-				err = anys(v.Message(), fmt.Sprintf("%s[%v]", fpath, k.Interface()))
+				if err = anys(v.Message()); err != nil {
+					err = prefix(err, fmt.Sprintf(".%s[%v]", fd.Name(), k.Interface()))
+				}
 				return err == nil
 			})
 		case fd.IsList():
 			l := val.List()
 			for i := 0; i < l.Len() && err == nil; i++ {
-				err = anys(l.Get(i).Message(), fmt.Sprintf("%s[%d]", fpath, i))
+				if err = anys(l.Get(i).Message()); err != nil {
+					err = prefix(err, fmt.Sprintf(".%s[%d]", fd.Name(), i))
+				}
 			}
 		default:
-			err = anys(val.Message(), fpath)
+			if err = anys(val.Message()); err != nil {
+				err = prefix(err, "."+string(fd.Name()))
+			}
 		}
 		return err == nil
 	})
 	return err
+}
+
+// pathError is a validation error with the path to the failing message,
+// built only on the way out of a failure.
+type pathError struct {
+	path []string // outermost last
+	err  error
+}
+
+func (e *pathError) Error() string {
+	var b strings.Builder
+	for i := len(e.path) - 1; i >= 0; i-- {
+		b.WriteString(e.path[i])
+	}
+	b.WriteString(": ")
+	b.WriteString(e.err.Error())
+	return b.String()
+}
+
+func (e *pathError) Unwrap() error { return e.err }
+
+func prefix(err error, p string) error {
+	if pe, ok := err.(*pathError); ok {
+		pe.path = append(pe.path, p)
+		return pe
+	}
+	return &pathError{path: []string{p}, err: err}
+}
+
+// fieldMayHoldAny reports whether a field's value can contain an Any,
+// directly or further down.
+func fieldMayHoldAny(fd protoreflect.FieldDescriptor) bool {
+	var md protoreflect.MessageDescriptor
+	switch {
+	case fd.IsMap():
+		md = fd.MapValue().Message()
+	case fd.Kind() == protoreflect.MessageKind || fd.Kind() == protoreflect.GroupKind:
+		md = fd.Message()
+	}
+	return md != nil && mayHoldAny(md)
+}
+
+// reach memoises mayHoldAny per message type. Descriptors are immutable,
+// so the memo is a pure function's cache, shared by every caller.
+var reach sync.Map // protoreflect.FullName → bool
+
+func mayHoldAny(md protoreflect.MessageDescriptor) bool {
+	if v, ok := reach.Load(md.FullName()); ok {
+		return v.(bool)
+	}
+	v := searchAny(md, map[protoreflect.FullName]bool{})
+	reach.Store(md.FullName(), v)
+	return v
+}
+
+// searchAny reports whether Any is reachable from md in the graph of
+// message types, depth first with a visited set: a type seen before is
+// either fully explored without finding Any or still being explored by a
+// caller, which will report what it finds, so reachability stays exact
+// through recursive types (Struct, matchers).
+func searchAny(md protoreflect.MessageDescriptor, visited map[protoreflect.FullName]bool) bool {
+	name := md.FullName()
+	if name == "google.protobuf.Any" {
+		return true
+	}
+	if v, ok := reach.Load(name); ok {
+		return v.(bool)
+	}
+	if visited[name] {
+		return false
+	}
+	visited[name] = true
+	fields := md.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		var sub protoreflect.MessageDescriptor
+		switch {
+		case fd.IsMap():
+			sub = fd.MapValue().Message()
+		case fd.Kind() == protoreflect.MessageKind || fd.Kind() == protoreflect.GroupKind:
+			sub = fd.Message()
+		}
+		if sub != nil && searchAny(sub, visited) {
+			return true
+		}
+	}
+	return false
 }
