@@ -138,10 +138,10 @@ func (b *bench) run(ctx context.Context, sizes []int, memoryN int, routes []int,
 			return r.String(), err
 		}
 		fmt.Fprintf(os.Stderr, "memory: %+v\n", res)
-		fmt.Fprintln(&r, "| Memory (RSS after a forced GC) | before | with 5,000 VirtualServices | after deleting them | peak |")
-		fmt.Fprintln(&r, "| --- | ---: | ---: | ---: | ---: |")
-		fmt.Fprintf(&r, "| %d VirtualServices created, then deleted | %.0f MiB | %.0f MiB | %.0f MiB | %.0f MiB |\n\n",
-			memoryN, res.BaselineMiB, res.LoadedMiB, res.ReleasedMiB, res.PeakRSSMiB)
+		fmt.Fprintf(&r, "| Memory after a forced GC | before | with %d VirtualServices | after deleting them | again: created, deleted | peak |\n", memoryN)
+		fmt.Fprintln(&r, "| --- | ---: | ---: | ---: | ---: | ---: |")
+		fmt.Fprintf(&r, "| RSS | %.0f MiB | %.0f MiB | %.0f MiB | %.0f MiB | %.0f MiB |\n", res.BaselineMiB, res.LoadedMiB, res.FirstReleasedMiB, res.ReleasedMiB, res.PeakRSSMiB)
+		fmt.Fprintf(&r, "| Go heap (live objects) | %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB | |\n\n", res.BaselineHeapMiB, res.LoadedHeapMiB, res.FirstReleasedHeapMiB, res.ReleasedHeapMiB)
 	}
 	if len(routes) == 0 || len(modes) == 0 {
 		return r.String(), nil

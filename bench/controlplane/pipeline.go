@@ -33,6 +33,14 @@ type pipelineResult struct {
 	BaselineMiB float64 `json:"baselineMiB,omitempty"`
 	LoadedMiB   float64 `json:"loadedMiB,omitempty"`
 	ReleasedMiB float64 `json:"releasedMiB,omitempty"`
+	// The live heap (HeapAlloc after a GC), which RSS follows only loosely: the runtime keeps
+	// some freed spans and its own metadata.
+	BaselineHeapMiB float64 `json:"baselineHeapMiB,omitempty"`
+	LoadedHeapMiB   float64 `json:"loadedHeapMiB,omitempty"`
+	ReleasedHeapMiB float64 `json:"releasedHeapMiB,omitempty"`
+	// After the first of two create/delete rounds.
+	FirstReleasedMiB     float64 `json:"firstReleasedMiB,omitempty"`
+	FirstReleasedHeapMiB float64 `json:"firstReleasedHeapMiB,omitempty"`
 }
 
 type pipeline struct {
@@ -87,42 +95,56 @@ func childPipeline(dir string, n int) (pipelineResult, error) {
 }
 
 // childMemory creates n VirtualServices (with their services) in a running
-// pipeline, then deletes them, and reports RSS after a forced GC at each
-// step.
+// pipeline, then deletes them, twice, and reports RSS and the live heap
+// after a forced GC at each step.
 func childMemory(dir string, n int) (pipelineResult, error) {
 	o := scale.Options{VirtualServices: n}
 	p := startPipeline(dir)
 	defer p.stop()
-	settle := func() int64 {
+	settle := func() (rss int64, heap float64) {
 		runtime.GC()
 		debug.FreeOSMemory()
-		return status("VmRSS")
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return status("VmRSS"), float64(ms.HeapAlloc) / (1 << 20)
 	}
 	base, err := p.waitFor("the first build", func(st *controller.State) bool { return st.Published })
 	if err != nil {
 		return pipelineResult{}, err
 	}
 	baseObjects := base.Resources.Len()
-	r := pipelineResult{VirtualServices: n, Routes: o.Routes(), BaselineMiB: mib(settle())}
-	for i := 0; i < n; i++ {
-		if err := os.WriteFile(serviceFile(dir, i), []byte(scale.Join(o.Service(i, 0))), 0o644); err != nil {
+	rss, heap := settle()
+	r := pipelineResult{VirtualServices: n, Routes: o.Routes(), BaselineMiB: mib(rss), BaselineHeapMiB: heap}
+	// Two rounds: what the first leaves behind may be one-time runtime
+	// state (lazily built protobuf descriptors, type caches); what grows
+	// again in the second would be a leak.
+	for round := 0; round < 2; round++ {
+		for i := 0; i < n; i++ {
+			if err := os.WriteFile(serviceFile(dir, i), []byte(scale.Join(o.Service(i, round))), 0o644); err != nil {
+				return r, err
+			}
+		}
+		st, err := p.waitFor("the services to be built", func(st *controller.State) bool { return st.Resources.Len() == baseObjects+6*n && st.Published })
+		if err != nil {
 			return r, err
 		}
+		r.Objects, r.Build = st.Resources.Len(), st.Duration.Seconds()
+		rss, r.LoadedHeapMiB = settle()
+		r.LoadedMiB = mib(rss)
+		files, _ := filepath.Glob(filepath.Join(dir, "svc-*.yaml"))
+		for _, f := range files {
+			os.Remove(f)
+		}
+		if _, err := p.waitFor("the services to be gone", func(st *controller.State) bool { return st.Resources.Len() == baseObjects }); err != nil {
+			return r, err
+		}
+		rss, heap := settle()
+		if round == 0 {
+			r.FirstReleasedMiB, r.FirstReleasedHeapMiB = mib(rss), heap
+		} else {
+			r.ReleasedMiB, r.ReleasedHeapMiB = mib(rss), heap
+		}
 	}
-	st, err := p.waitFor("the services to be built", func(st *controller.State) bool { return st.Resources.Len() == baseObjects+6*n && st.Published })
-	if err != nil {
-		return r, err
-	}
-	r.Objects, r.Build = st.Resources.Len(), st.Duration.Seconds()
-	r.LoadedMiB = mib(settle())
-	files, _ := filepath.Glob(filepath.Join(dir, "svc-*.yaml"))
-	for _, f := range files {
-		os.Remove(f)
-	}
-	if _, err := p.waitFor("the services to be gone", func(st *controller.State) bool { return st.Resources.Len() == baseObjects }); err != nil {
-		return r, err
-	}
-	r.ReleasedMiB = mib(settle())
 	r.PeakRSSMiB = mib(status("VmHWM"))
 	return r, nil
 }
