@@ -53,7 +53,7 @@ func (t *translator) route(r *ir.Route) (*routev3.Route, error) {
 	out := &routev3.Route{
 		Name:     r.Name,
 		Match:    match,
-		Metadata: sourceMetadata([]ir.Ref{r.Source}, nil),
+		Metadata: t.refMetadata(r.Source),
 	}
 	out.RequestHeadersToAdd, out.RequestHeadersToRemove = headerOps(r.RequestHeaders)
 	out.ResponseHeadersToAdd, out.ResponseHeadersToRemove = headerOps(r.ResponseHeaders)

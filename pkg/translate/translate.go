@@ -102,6 +102,8 @@ func NewTranslator(opts Options) *Translator {
 // afterwards (it is kept to compare with the next build's).
 func (tr *Translator) Translate(p *ir.Proxy) (*Resources, error) {
 	t := tr.t
+	t.meta = map[ir.Ref]*corev3.Metadata{}
+	defer func() { t.meta = nil }()
 	// Only what this build uses is remembered, so deleted resources are
 	// forgotten.
 	vhosts := make(map[string]memoVirtualHost, len(tr.vhosts))
@@ -164,6 +166,22 @@ func (tr *Translator) Translate(p *ir.Proxy) (*Resources, error) {
 
 type translator struct {
 	opts Options
+	// meta shares one metadata message among the routes of a source
+	// within a build: thousands of routes come from few VirtualServices,
+	// and building the same Struct again was a third of translation.
+	meta map[ir.Ref]*corev3.Metadata
+}
+
+// refMetadata is sourceMetadata for a single source, shared.
+func (t *translator) refMetadata(r ir.Ref) *corev3.Metadata {
+	md, ok := t.meta[r]
+	if !ok {
+		md = sourceMetadata([]ir.Ref{r}, nil)
+		if t.meta != nil {
+			t.meta[r] = md
+		}
+	}
+	return md
 }
 
 func refList(refs []ir.Ref) string {
