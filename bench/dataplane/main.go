@@ -238,9 +238,10 @@ func median(rs []row) row {
 		return c[len(c)/2]
 	}
 	out := pick(func(a, b row) bool { return a.cpuPerRequest() < b.cpuPerRequest() })
+	perRequest := out.cpuPerRequest() // before requests is replaced below
 	out.res.requests = pick(func(a, b row) bool { return a.res.rps() < b.res.rps() }).res.requests
 	out.res.elapsed = pick(func(a, b row) bool { return a.res.rps() < b.res.rps() }).res.elapsed
-	out.cpu = out.cpuPerRequest() * time.Duration(out.res.requests) // keep cpu/req the median
+	out.cpu = perRequest * time.Duration(out.res.requests) // keep cpu/req the median
 	out.res.p50 = pick(func(a, b row) bool { return a.res.p50 < b.res.p50 }).res.p50
 	out.res.p99 = pick(func(a, b row) bool { return a.res.p99 < b.res.p99 }).res.p99
 	return out

@@ -108,8 +108,28 @@ func hasContent(b []byte) bool {
 // error so users can keep their manifests together. Lists (kind: List or
 // *List) are expanded.
 func Decode(data []byte, source string) ([]Object, []*DecodeError) {
+	objs, errs, _ := DecodeWithIgnored(data, source)
+	return objs, errs
+}
+
+// Ignored is a well-formed document of a kind Portico does not read.
+type Ignored struct {
+	Source     string
+	Document   int
+	Line       int
+	APIVersion string
+	Kind       string
+	Namespace  string
+	Name       string
+}
+
+// DecodeWithIgnored is Decode that also lists the documents it skipped, so
+// that a provider can say so: a RequestAuthentication that is silently
+// not enforced is worse than one reported as unsupported.
+func DecodeWithIgnored(data []byte, source string) ([]Object, []*DecodeError, []Ignored) {
 	var objs []Object
 	var errs []*DecodeError
+	var ignored []Ignored
 	for _, doc := range SplitDocuments(data) {
 		o, err := DecodeDocument(doc.Data)
 		if err != nil {
@@ -121,9 +141,19 @@ func Decode(data []byte, source string) ([]Object, []*DecodeError) {
 			errs = append(errs, de)
 			continue
 		}
+		if len(o) == 0 {
+			var tm struct {
+				typeMeta
+				Meta metav1.ObjectMeta `json:"metadata"`
+			}
+			if js, err := yaml.YAMLToJSON(doc.Data); err == nil && json.Unmarshal(js, &tm) == nil && tm.Kind != "" && !strings.HasSuffix(tm.Kind, "List") {
+				ignored = append(ignored, Ignored{Source: source, Document: doc.Index, Line: doc.Line,
+					APIVersion: tm.APIVersion, Kind: tm.Kind, Namespace: tm.Meta.Namespace, Name: tm.Meta.Name})
+			}
+		}
 		objs = append(objs, o...)
 	}
-	return objs, errs
+	return objs, errs, ignored
 }
 
 type typeMeta struct {

@@ -85,3 +85,25 @@ func TestSplitDocumentsLines(t *testing.T) {
 }
 
 type drType = networking.DestinationRule
+
+func TestDecodeReportsIgnoredKinds(t *testing.T) {
+	src := `apiVersion: security.istio.io/v1beta1
+kind: RequestAuthentication
+metadata: {name: bookjwt, namespace: default}
+spec:
+  jwtRules: [{issuer: testing@secure.istio.io}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec: {selector: {istio: ingressgateway}}
+`
+	objs, errs, ignored := DecodeWithIgnored([]byte(src), "seed002.yaml")
+	if len(errs) != 0 || len(objs) != 1 {
+		t.Fatalf("got %d objects, errors %v", len(objs), errs)
+	}
+	want := Ignored{Source: "seed002.yaml", Document: 0, Line: 1, APIVersion: "security.istio.io/v1beta1", Kind: "RequestAuthentication", Namespace: "default", Name: "bookjwt"}
+	if len(ignored) != 1 || ignored[0] != want {
+		t.Fatalf("ignored = %+v, want [%+v]", ignored, want)
+	}
+}

@@ -269,12 +269,22 @@ func (p *Provider) reload(paths []string) {
 	}
 }
 
+// ignoredHint says what an ignored kind means for traffic, where that is
+// not obvious.
+func ignoredHint(apiVersion string) string {
+	if strings.HasPrefix(apiVersion, "security.istio.io/") {
+		return ": requests through the gateway are NOT authenticated or authorized by it"
+	}
+	return ""
+}
+
 // fileRead is one file read and decoded.
 type fileRead struct {
 	rel     string
 	readErr error
 	objs    []resource.Object
 	errs    []*resource.DecodeError
+	ignored []resource.Ignored
 }
 
 func (p *Provider) readFile(path string) fileRead {
@@ -286,8 +296,8 @@ func (p *Provider) readFile(path string) fileRead {
 	if err != nil {
 		return fileRead{rel: rel, readErr: err}
 	}
-	objs, errs := resource.Decode(data, rel)
-	return fileRead{rel: rel, objs: objs, errs: errs}
+	objs, errs, ignored := resource.DecodeWithIgnored(data, rel)
+	return fileRead{rel: rel, objs: objs, errs: errs, ignored: ignored}
 }
 
 // applyFile records what was read from path; p.mu is held.
@@ -311,6 +321,10 @@ func (p *Provider) applyFile(path string, r fileRead) {
 		st.errs = []*resource.DecodeError{{Source: rel, Err: err}}
 		p.log.Error(err, "reading config file; keeping its last good version", "file", rel)
 		return
+	}
+	for _, ig := range r.ignored {
+		p.log.Info("ignoring a kind Portico does not implement"+ignoredHint(ig.APIVersion), "file", rel, "document", ig.Document, "line", ig.Line,
+			"apiVersion", ig.APIVersion, "kind", ig.Kind, "namespace", ig.Namespace, "name", ig.Name)
 	}
 	objs, errs := r.objs, r.errs
 	st := p.files[path]
