@@ -115,14 +115,19 @@ func prefix(err error, p string) error {
 // fieldMayHoldAny reports whether a field's value can contain an Any,
 // directly or further down.
 func fieldMayHoldAny(fd protoreflect.FieldDescriptor) bool {
-	var md protoreflect.MessageDescriptor
+	md := fieldMessage(fd)
+	return md != nil && mayHoldAny(md)
+}
+
+// fieldMessage is the message type a field holds (a map's values), or nil.
+func fieldMessage(fd protoreflect.FieldDescriptor) protoreflect.MessageDescriptor {
 	switch {
 	case fd.IsMap():
-		md = fd.MapValue().Message()
+		return fd.MapValue().Message()
 	case fd.Kind() == protoreflect.MessageKind || fd.Kind() == protoreflect.GroupKind:
-		md = fd.Message()
+		return fd.Message()
 	}
-	return md != nil && mayHoldAny(md)
+	return nil
 }
 
 // reach memoises mayHoldAny per message type. Descriptors are immutable,
@@ -157,15 +162,7 @@ func searchAny(md protoreflect.MessageDescriptor, visited map[protoreflect.FullN
 	visited[name] = true
 	fields := md.Fields()
 	for i := 0; i < fields.Len(); i++ {
-		fd := fields.Get(i)
-		var sub protoreflect.MessageDescriptor
-		switch {
-		case fd.IsMap():
-			sub = fd.MapValue().Message()
-		case fd.Kind() == protoreflect.MessageKind || fd.Kind() == protoreflect.GroupKind:
-			sub = fd.Message()
-		}
-		if sub != nil && searchAny(sub, visited) {
+		if sub := fieldMessage(fields.Get(i)); sub != nil && searchAny(sub, visited) {
 			return true
 		}
 	}
