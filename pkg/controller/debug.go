@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/pprof"
-	"regexp"
 	"sort"
 	"strings"
 
@@ -162,14 +161,6 @@ func (c *Controller) serveConfigDump(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("no snapshot for class %q; classes: %s", class, strings.Join(classes, " | ")), http.StatusNotFound)
 		return
 	}
-	q := configdump.Query{Resource: r.URL.Query().Get("resource"), IncludeEDS: r.URL.Query().Has("include_eds")}
-	if re := r.URL.Query().Get("name_regex"); re != "" {
-		q.NameRegex, err = regexp.Compile(re)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-	}
 	entries := func(typ string) []configdump.Entry {
 		var out []configdump.Entry
 		for name, res := range snap.Originals(typ) {
@@ -186,16 +177,5 @@ func (c *Controller) serveConfigDump(w http.ResponseWriter, r *http.Request) {
 		Secrets:         entries(resourcev3.SecretType),
 		Endpoints:       entries(resourcev3.EndpointType),
 	}
-	cd, err := configdump.Build(in, q)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	b, err := configdump.Marshal(cd)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(b)
+	configdump.Serve(w, r, in)
 }

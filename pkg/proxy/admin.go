@@ -242,30 +242,7 @@ func (p *Proxy) DumpInput() configdump.Input {
 }
 
 func (p *Proxy) adminConfigDump(w http.ResponseWriter, r *http.Request) {
-	q := configdump.Query{Resource: r.URL.Query().Get("resource"), IncludeEDS: r.URL.Query().Has("include_eds")}
-	if re := r.URL.Query().Get("name_regex"); re != "" {
-		var err error
-		if q.NameRegex, err = regexp.Compile(re); err != nil {
-			http.Error(w, "invalid name_regex: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-	}
-	if r.URL.Query().Has("mask") {
-		http.Error(w, "mask is not supported", http.StatusBadRequest)
-		return
-	}
-	cd, err := configdump.Build(p.DumpInput(), q)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	b, err := configdump.Marshal(cd)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Write(b)
+	configdump.Serve(w, r, p.DumpInput())
 }
 
 func (p *Proxy) adminListeners(w http.ResponseWriter, r *http.Request) {
