@@ -27,6 +27,9 @@ type exchange struct {
 	upstreamTime time.Duration
 	external     bool
 	route        *router.Route
+	// repicked: the request already chose again after its host was
+	// ejected while it waited for a connection.
+	repicked bool
 	// respHeaders are added to any response (CORS, hash cookies).
 	extraResp []httpx.Field
 	origPath  string

@@ -46,6 +46,7 @@ const (
 	failReset   // connection ended before a response
 	failProtocol
 	failCancelled // the client went away
+	failEjected   // the host was ejected while the request waited for it
 )
 
 // attempt is the outcome of one try.
@@ -190,6 +191,15 @@ func (x *exchange) forward(route *router.Route) bool {
 			host.Active.Add(-1)
 			x.flags |= accesslog.UpstreamOverflow
 			return x.reply(503, bodyOverflow, nil)
+		case failEjected:
+			// Nothing was sent: pick again, once, without spending an
+			// attempt (if every host is ejected the same one may come back,
+			// and then it is used).
+			host.Active.Add(-1)
+			tried = tried[:len(tried)-1]
+			x.repicked = true
+			n--
+			continue
 		default:
 			cluster.Report(host, upstream.LocalFailure, 0)
 			if policy != nil {
@@ -413,9 +423,15 @@ func (x *exchange) try(c *upstream.Cluster, host *upstream.Host, body *bodySourc
 		defer cancel()
 	}
 	for replays := 0; ; replays++ {
-		conn, err := c.Get(ctx, host)
+		get := c.Get
+		if !x.repicked {
+			get = c.GetUnlessEjected
+		}
+		conn, err := get(ctx, host)
 		if err != nil {
 			switch {
+			case errors.Is(err, upstream.ErrHostEjected):
+				return attempt{fail: failEjected, err: err}
 			case errors.Is(err, upstream.ErrOverflow):
 				return attempt{fail: failOverflow, err: err}
 			case x.ctx.Err() != nil:

@@ -17,6 +17,9 @@ import (
 var (
 	ErrOverflow       = errors.New("upstream connection pool overflow")
 	ErrConnectFailure = errors.New("upstream connection failure")
+	// ErrHostEjected: the host was ejected while the request waited for a
+	// connection to it; the request should pick another host.
+	ErrHostEjected = errors.New("upstream host ejected while waiting for a connection")
 )
 
 // Conn is a pooled HTTP/1.1 upstream connection.
@@ -63,7 +66,18 @@ type waitQueue struct {
 // Get returns a connection to h: an idle one, a new one, or (when the
 // cluster is at max_connections) the next one released, waiting at most
 // until ctx ends. Pending requests beyond max_pending_requests overflow.
-func (c *Cluster) Get(ctx context.Context, h *Host) (*Conn, error) {
+func (c *Cluster) Get(ctx context.Context, h *Host) (*Conn, error) { return c.get(ctx, h, false) }
+
+// GetUnlessEjected is Get for a request that can still choose another
+// host: if h is ejected while the request waits for a connection, it gets
+// ErrHostEjected instead of one. Hosts are picked before waiting, so
+// without this every request queued behind a failing host's first error
+// would still be sent to it (seed 002: v2 must see about one request).
+func (c *Cluster) GetUnlessEjected(ctx context.Context, h *Host) (*Conn, error) {
+	return c.get(ctx, h, true)
+}
+
+func (c *Cluster) get(ctx context.Context, h *Host, unlessEjected bool) (*Conn, error) {
 	p := h.pool
 	now := time.Now()
 	var stale []*Conn
@@ -99,10 +113,10 @@ func (c *Cluster) Get(ctx context.Context, h *Host) (*Conn, error) {
 	}
 	c.Stats.CxOverflow.Inc()
 	c.Stats.CBCxOpen.Set(1)
-	return c.wait(ctx, h)
+	return c.wait(ctx, h, unlessEjected)
 }
 
-func (c *Cluster) wait(ctx context.Context, h *Host) (*Conn, error) {
+func (c *Cluster) wait(ctx context.Context, h *Host, unlessEjected bool) (*Conn, error) {
 	if c.pendingRequests.Add(1) > c.cfg.Limits.MaxPendingRequests {
 		c.pendingRequests.Add(-1)
 		c.Stats.RqPendingOverflow.Inc()
@@ -123,6 +137,17 @@ func (c *Cluster) wait(ctx context.Context, h *Host) (*Conn, error) {
 	q.mu.Unlock()
 	select {
 	case conn := <-w.ch:
+		if unlessEjected && h.Ejected() {
+			// Its connections are of no use now: close this one, or
+			// give back the capacity to dial one.
+			if conn != nil {
+				c.discard(conn, false)
+			} else {
+				c.connections.Add(-1)
+				c.wakeOne()
+			}
+			return nil, ErrHostEjected
+		}
 		if conn == nil {
 			return c.dial(ctx, h)
 		}

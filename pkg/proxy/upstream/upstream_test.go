@@ -306,3 +306,49 @@ func TestIdleConnectionsDoNotStarveOtherHosts(t *testing.T) {
 		t.Errorf("an ejected host keeps %d idle connections", c.Connections())
 	}
 }
+
+// TestWaiterForEjectedHostPicksAgain: a request queued for a connection to
+// a host that is ejected meanwhile gets ErrHostEjected, not a connection,
+// and the capacity goes to the next request; plain Get still connects.
+func TestWaiterForEjectedHostPicksAgain(t *testing.T) {
+	m := newManager(t)
+	a, b := tcpServer(t), tcpServer(t)
+	m.SetEndpoints("p", []EndpointSpec{a, b})
+	m.Apply(map[string]Versioned{"p": {Config: cfg("p", func(c *ClusterConfig) {
+		c.Limits.MaxConnections, c.Limits.MaxPendingRequests = 1, 2
+		c.Outlier = &OutlierConfig{Consecutive5xx: 1, Enforcing5xx: 100, Interval: time.Hour, BaseEjectionTime: time.Hour, MaxEjectionPercent: 50}
+	}), Hash: "1"}}, nil)
+	c := m.Get("p")
+	hosts := c.Hosts()
+	busy, err := c.Get(context.Background(), hosts[1]) // the only connection, in use
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	waited := make(chan error, 1)
+	go func() {
+		conn, err := c.GetUnlessEjected(ctx, hosts[1])
+		if conn != nil {
+			c.Release(conn, true)
+		}
+		waited <- err
+	}()
+	// Poll until the request is queued.
+	for c.Stats.RqPendingActive.Value() == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the request never queued")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.Report(hosts[1], ServerError, 503)
+	c.Release(busy, true)
+	if err := <-waited; !errors.Is(err, ErrHostEjected) {
+		t.Fatalf("got %v, want ErrHostEjected", err)
+	}
+	conn, err := c.Get(ctx, hosts[0])
+	if err != nil {
+		t.Fatalf("the capacity must be free for another host: %v", err)
+	}
+	c.Release(conn, true)
+}
