@@ -119,11 +119,46 @@ type Status struct {
 // Report collects statuses for every resource seen during a build.
 type Report struct {
 	byKey map[resource.Key]*Status
-	added int
+	// recording, when set, receives every write (see Record).
+	recording *[]Entry
 }
 
-// Added counts the messages recorded so far.
-func (r *Report) Added() int { return r.added }
+// Entry is one write to a report: a message on a resource, and whether it
+// also rejected the resource.
+type Entry struct {
+	Key     resource.Key
+	Message Message
+	Reject  bool
+}
+
+// Record starts collecting every write made to the report until the
+// returned function is called, which returns them in order. A cached
+// computation records what it reported, so that reusing its result can
+// replay exactly that (Replay) instead of listing its side effects by
+// hand. Recordings nest: an outer recording also sees the inner writes.
+func (r *Report) Record() (stop func() []Entry) {
+	outer := r.recording
+	var entries []Entry
+	r.recording = &entries
+	return func() []Entry {
+		r.recording = outer
+		if outer != nil {
+			*outer = append(*outer, entries...)
+		}
+		return entries
+	}
+}
+
+// Replay repeats recorded writes.
+func (r *Report) Replay(entries []Entry) {
+	for _, e := range entries {
+		if e.Reject {
+			r.Reject(e.Key, e.Message)
+		} else {
+			r.Add(e.Key, e.Message)
+		}
+	}
+}
 
 // NewReport returns an empty report.
 func NewReport() *Report { return &Report{byKey: map[resource.Key]*Status{}} }
@@ -144,9 +179,6 @@ func (r *Report) Track(key resource.Key, generation int64) *Status {
 // Rejected reports whether the resource is not used at all.
 func (s *Status) Rejected() bool { return s.rejected }
 
-// Reject marks the resource as not used at all (its messages say why).
-func (s *Status) Reject() { s.rejected = true }
-
 // Get returns the status of key, or nil.
 func (r *Report) Get(key resource.Key) *Status { return r.byKey[key] }
 
@@ -154,6 +186,13 @@ func (r *Report) Get(key resource.Key) *Status { return r.byKey[key] }
 // messages are recorded once: the same resource is bound once per proxy
 // class and must not repeat itself.
 func (r *Report) Add(key resource.Key, m Message) {
+	if r.recording != nil {
+		*r.recording = append(*r.recording, Entry{Key: key, Message: m})
+	}
+	r.add(key, m)
+}
+
+func (r *Report) add(key resource.Key, m Message) {
 	s := r.Track(key, 0)
 	for _, old := range s.Messages {
 		if old == m {
@@ -161,12 +200,14 @@ func (r *Report) Add(key resource.Key, m Message) {
 		}
 	}
 	s.Messages = append(s.Messages, m)
-	r.added++
 }
 
 // Reject marks a resource as not used at all, with the message why.
 func (r *Report) Reject(key resource.Key, m Message) {
-	r.Add(key, m)
+	if r.recording != nil {
+		*r.recording = append(*r.recording, Entry{Key: key, Message: m, Reject: true})
+	}
+	r.add(key, m)
 	r.byKey[key].rejected = true
 }
 
