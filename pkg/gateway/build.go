@@ -316,7 +316,7 @@ func (b *builder) validateDestinationRule(dr *networking.DestinationRule) {
 		return
 	}
 	if !isWildcard(host) {
-		if drs := b.reg.destinationRules[host]; len(drs) > 1 && drs[0] != dr {
+		if drs := b.reg.destinationRules[host]; len(drs) > 1 && idOf(drs[0]) != idOf(dr) {
 			b.report.Add(key, status.Message{Code: status.ConflictingGateways, Level: status.Warning, Reason: status.ReasonConflictingServer, Field: "spec.host",
 				Message: fmt.Sprintf("DestinationRule %s/%s for the same host is older and is used instead", drs[0].Namespace, drs[0].Name)})
 		}
