@@ -31,6 +31,11 @@ type Options struct {
 	Classes []map[string]string
 	// Now is used to check certificate validity (tests pin it).
 	Now func() time.Time
+	// Exclude lists resources not to use at all, with the message their
+	// status gets (Accepted False): the controller's answer when the
+	// configuration made from a resource breaks Envoy's validation rules.
+	// The result is that of a build without them, plus their statuses.
+	Exclude map[resource.Key]status.Message
 }
 
 // Result is the output of a build.
@@ -161,10 +166,14 @@ func Build(in *resource.Resources, opts Options) *Result {
 // the computation actually read, recorded by the accessors it read
 // through, so its results equal Build's. Not safe for concurrent use.
 type Builder struct {
-	vs       map[objectID]*vsMemo
-	services map[objectName]*serviceMemo
-	seHosts  map[seHost]*service
-	clusters map[string]*clusterMemo
+	limits map[objectID]*status.Message
+	// skipLimits turns envoyLimits off (tests prove with it that each
+	// limit is one Envoy enforces).
+	skipLimits bool
+	vs         map[objectID]*vsMemo
+	services   map[objectName]*serviceMemo
+	seHosts    map[seHost]*service
+	clusters   map[string]*clusterMemo
 	// registry is the last registry, what it was built from and what
 	// building it reported, reused whole when none of it changed.
 	registry         *registry
@@ -201,6 +210,12 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 		opts.Now = time.Now
 	}
 	res := sortedCopy(in)
+	var limits *limitsMemo
+	if !bl.skipLimits {
+		limits = &limitsMemo{prev: bl.limits, next: make(map[objectID]*status.Message, len(bl.limits))}
+		defer func() { bl.limits = limits.next }()
+	}
+	res, excluded := withoutExcluded(res, opts.Exclude, limits)
 	b := &builder{
 		opts:         opts,
 		report:       status.NewReport(),
@@ -217,6 +232,10 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 	defer func() {
 		bl.vs, bl.services, bl.seHosts, bl.clusters = b.nextVS, regMemo.next, regMemo.nextSE, b.nextClusters
 	}()
+	for _, x := range excluded {
+		b.report.Track(x.key, x.generation)
+		b.report.Reject(x.key, x.msg)
+	}
 	b.track(res)
 	inputs := registryInputsOf(res, opts.DomainSuffix)
 	if bl.registry != nil && bl.registryInputs.same(inputs) {
