@@ -73,6 +73,9 @@ const (
 	ReasonPartiallyInvalid    = "PartiallyInvalid"
 	ReasonUnsupported         = "Unsupported"
 	ReasonStaleSpec           = "StaleSpec"
+	// ReasonEnvoyValidation: the Envoy configuration made from the
+	// resource breaks Envoy's validation rules, so it is not used.
+	ReasonEnvoyValidation = "EnvoyValidation"
 )
 
 // Message is one finding about a resource.
