@@ -109,9 +109,9 @@ func (b *builder) clusterOnce(ck clusterKey) *ir.Cluster {
 		b.nextClusters[name] = m
 		return m.cluster
 	}
-	m = &clusterMemo{deps: &deps{}}
-	stopReads := b.reg.recording(m.deps)
-	stopReport := b.report.Record()
+	m = &clusterMemo{deps: newDeps()}
+	outerReads := b.reg.startRecording(m.deps)
+	mark := b.report.Mark()
 	outer := b.addedSecrets
 	b.addedSecrets = &m.secrets
 	m.cluster = b.buildCluster(ck)
@@ -119,8 +119,8 @@ func (b *builder) clusterOnce(ck clusterKey) *ir.Cluster {
 	if outer != nil {
 		*outer = append(*outer, m.secrets...)
 	}
-	m.reported = stopReport()
-	stopReads()
+	m.reported = b.report.Since(mark)
+	b.reg.stopRecording(m.deps, outerReads)
 	b.nextClusters[name] = m
 	return m.cluster
 }
@@ -139,12 +139,12 @@ func (b *builder) convertVirtualServiceOnce(vs *networking.VirtualService) *vsIn
 	}
 	outer := b.usesSourceLabels
 	b.usesSourceLabels = false
-	m := &vsMemo{domainSuffix: b.opts.DomainSuffix, deps: &deps{}}
-	stopReads := b.reg.recording(m.deps)
-	stopReport := b.report.Record()
+	m := &vsMemo{domainSuffix: b.opts.DomainSuffix, deps: newDeps()}
+	outerReads := b.reg.startRecording(m.deps)
+	mark := b.report.Mark()
 	m.info = b.convertVirtualService(vs)
-	m.reported = stopReport()
-	stopReads()
+	m.reported = b.report.Since(mark)
+	b.reg.stopRecording(m.deps, outerReads)
 	m.usesSourceLabels = b.usesSourceLabels
 	b.usesSourceLabels = b.usesSourceLabels || outer
 	b.nextVS[id] = m
@@ -212,7 +212,7 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 	res := sortedCopy(in)
 	var limits *limitsMemo
 	if !bl.skipLimits {
-		limits = &limitsMemo{prev: bl.limits, next: make(map[objectID]*status.Message, len(bl.limits))}
+		limits = &limitsMemo{prev: bl.limits, next: make(map[objectID]*status.Message, len(in.VirtualServices)+len(in.DestinationRules))}
 		defer func() { bl.limits = limits.next }()
 	}
 	res, excluded := withoutExcluded(res, opts.Exclude, limits)
@@ -243,9 +243,9 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 		b.report.Replay(bl.registryReported)
 		regMemo.next, regMemo.nextSE = bl.services, bl.seHosts
 	} else {
-		stop := b.report.Record()
+		mark := b.report.Mark()
 		b.reg = newRegistry(inputs, b.report, regMemo)
-		bl.registry, bl.registryInputs, bl.registryReported = b.reg, inputs, stop()
+		bl.registry, bl.registryInputs, bl.registryReported = b.reg, inputs, b.report.Since(mark)
 	}
 	for _, dr := range res.DestinationRules {
 		b.validateDestinationRule(dr)

@@ -50,13 +50,14 @@ const (
 type read struct {
 	kind readKind
 	key  string
-	// svc is the service found (registry entries are shared between
-	// registries while what they were built from is unchanged, so the
-	// pointer is their identity); obj identifies a found DestinationRule
-	// or Secret.
-	svc *service
-	obj objectID
+	// found identifies what was found: the service's address (registry
+	// entries are shared between registries while what they were built
+	// from is unchanged, so the pointer is their identity), or the
+	// DestinationRule's or Secret's version.
+	found objectID
 }
+
+func serviceID(s *service) objectID { return objectID{ptr: unsafe.Pointer(s)} }
 
 // deps is everything a cached computation read from the registry,
 // recorded by the registry's accessors themselves (see registry.record):
@@ -67,6 +68,9 @@ type deps struct {
 	reads []read
 }
 
+// newDeps returns an empty set sized for a typical computation.
+func newDeps() *deps { return &deps{reads: make([]read, 0, 4)} }
+
 func (d *deps) add(r read) {
 	for _, old := range d.reads {
 		if old.kind == r.kind && old.key == r.key {
@@ -76,18 +80,20 @@ func (d *deps) add(r read) {
 	d.reads = append(d.reads, r)
 }
 
-// recording makes the registry's accessors record into d until the
-// returned function is called. Recordings nest: an outer computation
-// depends on what the inner ones read too.
-func (r *registry) recording(d *deps) (stop func()) {
-	outer := r.deps
+// startRecording makes the registry's accessors record into d until
+// stopRecording(d, outer) with what it returned. Recordings nest: an
+// outer computation depends on what the inner ones read too.
+func (r *registry) startRecording(d *deps) (outer *deps) {
+	outer = r.deps
 	r.deps = d
-	return func() {
-		r.deps = outer
-		if outer != nil {
-			for _, x := range d.reads {
-				outer.add(x)
-			}
+	return outer
+}
+
+func (r *registry) stopRecording(d, outer *deps) {
+	r.deps = outer
+	if outer != nil {
+		for _, x := range d.reads {
+			outer.add(x)
 		}
 	}
 }
@@ -98,15 +104,15 @@ func (r *registry) unchanged(d *deps) bool {
 	for _, x := range d.reads {
 		switch x.kind {
 		case readService:
-			if r.findService(x.key) != x.svc {
+			if serviceID(r.findService(x.key)) != x.found {
 				return false
 			}
 		case readDestinationRule:
-			if idOf(r.findDestinationRule(x.key)) != x.obj {
+			if idOf(r.findDestinationRule(x.key)) != x.found {
 				return false
 			}
 		case readSecret:
-			if idOf(r.secrets[x.key]) != x.obj {
+			if idOf(r.secrets[x.key]) != x.found {
 				return false
 			}
 		}
@@ -119,7 +125,7 @@ func (r *registry) unchanged(d *deps) bool {
 func (r *registry) lookup(host string) *service {
 	s := r.findService(host)
 	if r.deps != nil {
-		r.deps.add(read{kind: readService, key: host, svc: s})
+		r.deps.add(read{kind: readService, key: host, found: serviceID(s)})
 	}
 	return s
 }
@@ -129,7 +135,7 @@ func (r *registry) lookup(host string) *service {
 func (r *registry) destinationRule(host string) *networking.DestinationRule {
 	dr := r.findDestinationRule(host)
 	if r.deps != nil {
-		r.deps.add(read{kind: readDestinationRule, key: host, obj: idOf(dr)})
+		r.deps.add(read{kind: readDestinationRule, key: host, found: idOf(dr)})
 	}
 	return dr
 }
@@ -139,7 +145,7 @@ func (r *registry) secret(namespace, name string) *corev1.Secret {
 	key := namespace + "/" + name
 	s := r.secrets[key]
 	if r.deps != nil {
-		r.deps.add(read{kind: readSecret, key: key, obj: idOf(s)})
+		r.deps.add(read{kind: readSecret, key: key, found: idOf(s)})
 	}
 	return s
 }

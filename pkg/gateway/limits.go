@@ -48,46 +48,103 @@ type limitError struct {
 	field, rule string
 }
 
-type limitChecker struct {
-	errs []limitError
+// fieldPath is the path of an Istio field, built only when a check fails:
+// checking a valid resource (the common case, for every resource of every
+// build) formats nothing and allocates nothing.
+type fieldPath struct {
+	parent *fieldPath
+	name   string // ".headers", "spec.http"
+	index  int    // [index] when key is not set and index >= 0
+	key    string // [key]
+	keyed  bool
 }
 
-func (c *limitChecker) fail(field, format string, args ...any) {
-	c.errs = append(c.errs, limitError{field: field, rule: fmt.Sprintf(format, args...)})
+func (p *fieldPath) String() string {
+	if p == nil {
+		return ""
+	}
+	s := p.parent.String() + p.name
+	switch {
+	case p.keyed:
+		s += "[" + clip(p.key) + "]"
+	case p.index >= 0:
+		s += fmt.Sprintf("[%d]", p.index)
+	}
+	return s
+}
+
+func field(parent *fieldPath, name string) fieldPath {
+	return fieldPath{parent: parent, name: name, index: -1}
+}
+func indexed(parent *fieldPath, name string, i int) fieldPath {
+	return fieldPath{parent: parent, name: name, index: i}
+}
+func keyed(parent *fieldPath, name, key string) fieldPath {
+	return fieldPath{parent: parent, name: name, key: key, keyed: true}
+}
+
+// limitChecker checks a resource. Quick mode (report false) only finds out
+// whether something fails, visiting maps in any order; report mode lists
+// every failure, visiting map keys sorted so that messages are stable.
+type limitChecker struct {
+	report bool
+	failed bool
+	errs   []limitError
+}
+
+func (c *limitChecker) fail(f *fieldPath, format string, args ...any) {
+	c.failed = true
+	if c.report {
+		c.errs = append(c.errs, limitError{field: f.String(), rule: fmt.Sprintf(format, args...)})
+	}
+}
+
+// eachKey calls f for every entry of m: in key order when reporting.
+func eachKey[V any](c *limitChecker, m map[string]V, f func(string, V)) {
+	if c.report {
+		for _, k := range sortedKeys(m) {
+			f(k, m[k])
+		}
+		return
+	}
+	for k, v := range m {
+		f(k, v)
+	}
 }
 
 // headerName checks a header name as Envoy's HeaderValue.key and
 // HeaderMatcher.name: 1 to 16384 bytes, no NUL, CR or LF.
-func (c *limitChecker) headerName(field, name string) {
+func (c *limitChecker) headerName(f *fieldPath, name string) {
 	switch {
 	case name == "":
-		c.fail(field, "a header name must not be empty (Envoy: HeaderValue.key min_len 1)")
+		c.fail(f, "a header name must not be empty (Envoy: HeaderValue.key min_len 1)")
 	case len(name) > maxHeaderBytes:
-		c.fail(field, "header name is %d bytes; Envoy accepts at most %d (HeaderValue.key max_bytes)", len(name), maxHeaderBytes)
+		c.fail(f, "header name is %d bytes; Envoy accepts at most %d (HeaderValue.key max_bytes)", len(name), maxHeaderBytes)
 	case strings.ContainsAny(name, "\x00\r\n"):
-		c.fail(field, "header name %q contains NUL, CR or LF, which Envoy rejects (HeaderValue.key well_known_regex HTTP_HEADER_NAME)", clip(name))
+		c.fail(f, "header name %q contains NUL, CR or LF, which Envoy rejects (HeaderValue.key well_known_regex HTTP_HEADER_NAME)", clip(name))
 	}
 }
 
 // headerValue checks a string Envoy takes as a header value (header
 // values, redirect and rewrite targets): at most 16384 bytes, no NUL, CR
 // or LF.
-func (c *limitChecker) headerValue(field, value, envoyField string) {
+func (c *limitChecker) headerValue(f *fieldPath, value, envoyField string) {
 	switch {
 	case len(value) > maxHeaderBytes:
-		c.fail(field, "value is %d bytes; Envoy accepts at most %d (%s max_bytes)", len(value), maxHeaderBytes, envoyField)
+		c.fail(f, "value is %d bytes; Envoy accepts at most %d (%s max_bytes)", len(value), maxHeaderBytes, envoyField)
 	case strings.ContainsAny(value, "\x00\r\n"):
-		c.fail(field, "value %q contains NUL, CR or LF, which Envoy rejects (%s well_known_regex HTTP_HEADER_VALUE)", clip(value), envoyField)
+		c.fail(f, "value %q contains NUL, CR or LF, which Envoy rejects (%s well_known_regex HTTP_HEADER_VALUE)", clip(value), envoyField)
 	}
 }
 
 // headers checks header operations as Envoy's route (or, with
 // destination set, weighted cluster) request/response_headers_to_add and
 // _to_remove.
-func (c *limitChecker) headers(field string, h *networkingapi.Headers, destination bool) {
+func (c *limitChecker) headers(parent *fieldPath, h *networkingapi.Headers, destination bool) {
 	if h == nil {
 		return
 	}
+	hf := field(parent, ".headers")
 	for _, side := range []struct {
 		name string
 		ops  *networkingapi.Headers_HeaderOperations
@@ -95,30 +152,32 @@ func (c *limitChecker) headers(field string, h *networkingapi.Headers, destinati
 		if side.ops == nil {
 			continue
 		}
-		f := field + ".headers." + side.name
+		sf := field(&hf, "."+side.name)
 		for _, op := range []struct {
 			name string
 			m    map[string]string
-		}{{"set", side.ops.Set}, {"add", side.ops.Add}} {
-			for _, k := range sortedKeys(op.m) {
-				kf := fmt.Sprintf("%s.%s[%s]", f, op.name, clip(k))
-				c.headerName(kf, k)
-				c.headerValue(kf, op.m[k], "HeaderValue.value")
-			}
+		}{{".set", side.ops.Set}, {".add", side.ops.Add}} {
+			eachKey(c, op.m, func(k, v string) {
+				kf := keyed(&sf, op.name, k)
+				c.headerName(&kf, k)
+				c.headerValue(&kf, v, "HeaderValue.value")
+			})
 		}
 		if n := len(side.ops.Set) + len(side.ops.Add); n > maxHeaderOps {
-			c.fail(f, "%d headers to set and add; Envoy accepts at most %d (%s_headers_to_add max_items)", n, maxHeaderOps, side.name)
+			c.fail(&sf, "%d headers to set and add; Envoy accepts at most %d (%s_headers_to_add max_items)", n, maxHeaderOps, side.name)
 		}
 		if n := len(side.ops.Remove); n > maxHeaderOps {
-			c.fail(f+".remove", "%d headers to remove; Envoy accepts at most %d (%s_headers_to_remove max_items)", n, maxHeaderOps, side.name)
+			rf := field(&sf, ".remove")
+			c.fail(&rf, "%d headers to remove; Envoy accepts at most %d (%s_headers_to_remove max_items)", n, maxHeaderOps, side.name)
 		}
 		for i, k := range side.ops.Remove {
-			kf := fmt.Sprintf("%s.remove[%d]", f, i)
 			switch {
 			case k == "" && !destination:
-				c.fail(kf, "a header name must not be empty (Envoy: %s_headers_to_remove min_len 1)", side.name)
+				kf := indexed(&sf, ".remove", i)
+				c.fail(&kf, "a header name must not be empty (Envoy: %s_headers_to_remove min_len 1)", side.name)
 			case strings.ContainsAny(k, "\x00\r\n"):
-				c.fail(kf, "header name %q contains NUL, CR or LF, which Envoy rejects (%s_headers_to_remove well_known_regex HTTP_HEADER_NAME)", clip(k), side.name)
+				kf := indexed(&sf, ".remove", i)
+				c.fail(&kf, "header name %q contains NUL, CR or LF, which Envoy rejects (%s_headers_to_remove well_known_regex HTTP_HEADER_NAME)", clip(k), side.name)
 			}
 		}
 	}
@@ -126,9 +185,9 @@ func (c *limitChecker) headers(field string, h *networkingapi.Headers, destinati
 
 // regex checks an RE2 expression's program size. Invalid expressions are
 // reported where they are converted.
-func (c *limitChecker) regex(field, expr string) {
+func (c *limitChecker) regex(f *fieldPath, expr string) {
 	if expr == "" {
-		c.fail(field, "a regular expression must not be empty (Envoy: RegexMatcher.regex min_len 1)")
+		c.fail(f, "a regular expression must not be empty (Envoy: RegexMatcher.regex min_len 1)")
 		return
 	}
 	re, err := syntax.Parse(expr, syntax.Perl)
@@ -140,173 +199,202 @@ func (c *limitChecker) regex(field, expr string) {
 		return
 	}
 	if n := len(prog.Inst); n > maxRegexProgramSize {
-		c.fail(field, "regular expression program size is %d; Envoy accepts at most %d (re2.max_program_size.error_level)", n, maxRegexProgramSize)
+		c.fail(f, "regular expression program size is %d; Envoy accepts at most %d (re2.max_program_size.error_level)", n, maxRegexProgramSize)
 	}
 }
 
 // stringMatch checks an Istio StringMatch as Envoy's StringMatcher:
 // prefixes and regexes must not be empty.
-func (c *limitChecker) stringMatch(field string, sm *networkingapi.StringMatch) {
+func (c *limitChecker) stringMatch(f *fieldPath, sm *networkingapi.StringMatch) {
 	switch m := sm.GetMatchType().(type) {
 	case *networkingapi.StringMatch_Prefix:
 		if m.Prefix == "" {
-			c.fail(field+".prefix", "a prefix match must not be empty (Envoy: StringMatcher.prefix min_len 1)")
+			pf := field(f, ".prefix")
+			c.fail(&pf, "a prefix match must not be empty (Envoy: StringMatcher.prefix min_len 1)")
 		}
 	case *networkingapi.StringMatch_Regex:
-		c.regex(field+".regex", m.Regex)
+		rf := field(f, ".regex")
+		c.regex(&rf, m.Regex)
 	}
 }
 
-func (c *limitChecker) positive(field string, d *durationpb.Duration, envoyField string) {
+func (c *limitChecker) positive(f *fieldPath, d *durationpb.Duration, envoyField string) {
 	if d != nil && d.AsDuration() <= 0 {
-		c.fail(field, "duration %s must be positive (Envoy: %s gt 0s)", d.AsDuration(), envoyField)
+		c.fail(f, "duration %s must be positive (Envoy: %s gt 0s)", d.AsDuration(), envoyField)
 	}
 }
 
 func (c *limitChecker) virtualService(vs *networking.VirtualService) {
 	for i, h := range vs.Spec.Http {
-		field := fmt.Sprintf("spec.http[%d]", i)
-		c.headers(field, h.Headers, false)
+		rf := indexed(nil, "spec.http", i)
+		c.headers(&rf, h.Headers, false)
 		for j, d := range h.Route {
-			c.headers(fmt.Sprintf("%s.route[%d]", field, j), d.Headers, true)
+			df := indexed(&rf, ".route", j)
+			c.headers(&df, d.Headers, true)
 		}
 		for j, m := range h.Match {
-			mf := fmt.Sprintf("%s.match[%d]", field, j)
+			mf := indexed(&rf, ".match", j)
 			if m.Uri != nil {
 				if re, ok := m.Uri.MatchType.(*networkingapi.StringMatch_Regex); ok {
-					c.regex(mf+".uri.regex", re.Regex)
+					uf := field(&mf, ".uri.regex")
+					c.regex(&uf, re.Regex)
 				}
 			}
 			for _, p := range []struct {
 				name string
 				sm   *networkingapi.StringMatch
-			}{{"method", m.Method}, {"authority", m.Authority}, {"scheme", m.Scheme}} {
+			}{{".method", m.Method}, {".authority", m.Authority}, {".scheme", m.Scheme}} {
 				if p.sm != nil {
-					c.stringMatch(mf+"."+p.name, p.sm)
+					pf := field(&mf, p.name)
+					c.stringMatch(&pf, p.sm)
 				}
 			}
 			for _, hm := range []struct {
 				name string
 				m    map[string]*networkingapi.StringMatch
-			}{{"headers", m.Headers}, {"withoutHeaders", m.WithoutHeaders}} {
-				for _, k := range sortedKeys(hm.m) {
-					kf := fmt.Sprintf("%s.%s[%s]", mf, hm.name, clip(k))
-					c.headerName(kf, k)
-					c.stringMatch(kf, hm.m[k])
-				}
+			}{{".headers", m.Headers}, {".withoutHeaders", m.WithoutHeaders}} {
+				eachKey(c, hm.m, func(k string, sm *networkingapi.StringMatch) {
+					kf := keyed(&mf, hm.name, k)
+					c.headerName(&kf, k)
+					c.stringMatch(&kf, sm)
+				})
 			}
-			for _, k := range sortedKeys(m.QueryParams) {
-				kf := fmt.Sprintf("%s.queryParams[%s]", mf, clip(k))
+			eachKey(c, m.QueryParams, func(k string, sm *networkingapi.StringMatch) {
+				kf := keyed(&mf, ".queryParams", k)
 				switch {
 				case k == "":
-					c.fail(kf, "a query parameter name must not be empty (Envoy: QueryParameterMatcher.name min_len 1)")
+					c.fail(&kf, "a query parameter name must not be empty (Envoy: QueryParameterMatcher.name min_len 1)")
 				case len(k) > maxQueryParamNameBytes:
-					c.fail(kf, "query parameter name is %d bytes; Envoy accepts at most %d (QueryParameterMatcher.name max_bytes)", len(k), maxQueryParamNameBytes)
+					c.fail(&kf, "query parameter name is %d bytes; Envoy accepts at most %d (QueryParameterMatcher.name max_bytes)", len(k), maxQueryParamNameBytes)
 				}
-				c.stringMatch(kf, m.QueryParams[k])
-			}
+				c.stringMatch(&kf, sm)
+			})
 		}
 		if r := h.Redirect; r != nil {
-			c.headerValue(field+".redirect.uri", r.Uri, "RedirectAction.path_redirect")
-			c.headerValue(field+".redirect.authority", r.Authority, "RedirectAction.host_redirect")
+			uf, af := field(&rf, ".redirect.uri"), field(&rf, ".redirect.authority")
+			c.headerValue(&uf, r.Uri, "RedirectAction.path_redirect")
+			c.headerValue(&af, r.Authority, "RedirectAction.host_redirect")
 		}
 		if r := h.Rewrite; r != nil {
-			c.headerValue(field+".rewrite.uri", r.Uri, "RouteAction.prefix_rewrite")
-			c.headerValue(field+".rewrite.authority", r.Authority, "RouteAction.host_rewrite_literal")
+			uf, af := field(&rf, ".rewrite.uri"), field(&rf, ".rewrite.authority")
+			c.headerValue(&uf, r.Uri, "RouteAction.prefix_rewrite")
+			c.headerValue(&af, r.Authority, "RouteAction.host_rewrite_literal")
 			if rr := r.UriRegexRewrite; rr != nil {
-				c.regex(field+".rewrite.uriRegexRewrite.match", rr.Match)
-				c.headerValue(field+".rewrite.uriRegexRewrite.rewrite", rr.Rewrite, "RegexMatchAndSubstitute.substitution")
+				mf, sf := field(&rf, ".rewrite.uriRegexRewrite.match"), field(&rf, ".rewrite.uriRegexRewrite.rewrite")
+				c.regex(&mf, rr.Match)
+				c.headerValue(&sf, rr.Rewrite, "RegexMatchAndSubstitute.substitution")
 			}
 		}
 		if r := h.Retries; r != nil && r.Attempts > 0 {
-			c.positive(field+".retries.backoff", r.Backoff, "RetryBackOff.base_interval")
+			bf := field(&rf, ".retries.backoff")
+			c.positive(&bf, r.Backoff, "RetryBackOff.base_interval")
 		}
 		if f := h.Fault; f != nil && f.Delay != nil {
-			c.positive(field+".fault.delay.fixedDelay", f.Delay.GetFixedDelay(), "FaultDelay.fixed_delay")
+			df := field(&rf, ".fault.delay.fixedDelay")
+			c.positive(&df, f.Delay.GetFixedDelay(), "FaultDelay.fixed_delay")
 		}
 		if cp := h.CorsPolicy; cp != nil {
 			for j, o := range cp.AllowOrigins {
-				c.stringMatch(fmt.Sprintf("%s.corsPolicy.allowOrigins[%d]", field, j), o)
+				of := indexed(&rf, ".corsPolicy.allowOrigins", j)
+				c.stringMatch(&of, o)
 			}
 		}
 	}
 }
 
-func (c *limitChecker) trafficPolicy(field string, tp *networkingapi.TrafficPolicy) {
+func (c *limitChecker) trafficPolicy(f *fieldPath, tp *networkingapi.TrafficPolicy) {
 	if tp == nil {
 		return
 	}
-	c.policySections(field, tp.LoadBalancer, tp.ConnectionPool, tp.OutlierDetection, tp.Tls)
+	c.policySections(f, tp.LoadBalancer, tp.ConnectionPool, tp.OutlierDetection, tp.Tls)
 	for i, pl := range tp.PortLevelSettings {
-		c.policySections(fmt.Sprintf("%s.portLevelSettings[%d]", field, i), pl.LoadBalancer, pl.ConnectionPool, pl.OutlierDetection, pl.Tls)
+		pf := indexed(f, ".portLevelSettings", i)
+		c.policySections(&pf, pl.LoadBalancer, pl.ConnectionPool, pl.OutlierDetection, pl.Tls)
 	}
 }
 
-func (c *limitChecker) policySections(field string, lb *networkingapi.LoadBalancerSettings, pool *networkingapi.ConnectionPoolSettings,
+func (c *limitChecker) policySections(f *fieldPath, lb *networkingapi.LoadBalancerSettings, pool *networkingapi.ConnectionPoolSettings,
 	od *networkingapi.OutlierDetection, tls *networkingapi.ClientTLSSettings) {
 	if ch := lb.GetConsistentHash(); ch != nil {
-		f := field + ".loadBalancer.consistentHash"
+		hf := field(f, ".loadBalancer.consistentHash")
 		switch k := ch.HashKey.(type) {
 		case *networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpHeaderName:
-			c.headerName(f+".httpHeaderName", k.HttpHeaderName)
+			nf := field(&hf, ".httpHeaderName")
+			c.headerName(&nf, k.HttpHeaderName)
 		case *networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpCookie:
 			if k.HttpCookie.GetName() == "" {
-				c.fail(f+".httpCookie.name", "a cookie name must not be empty (Envoy: HashPolicy.Cookie.name min_len 1)")
+				nf := field(&hf, ".httpCookie.name")
+				c.fail(&nf, "a cookie name must not be empty (Envoy: HashPolicy.Cookie.name min_len 1)")
 			}
 		case *networkingapi.LoadBalancerSettings_ConsistentHashLB_HttpQueryParameterName:
 			if k.HttpQueryParameterName == "" {
-				c.fail(f+".httpQueryParameterName", "a query parameter name must not be empty (Envoy: HashPolicy.QueryParameter.name min_len 1)")
+				nf := field(&hf, ".httpQueryParameterName")
+				c.fail(&nf, "a query parameter name must not be empty (Envoy: HashPolicy.QueryParameter.name min_len 1)")
 			}
 		}
 		if ch.MinimumRingSize > maxRingSize {
-			c.fail(f+".minimumRingSize", "%d is above %d, Envoy's maximum (RingHashLbConfig.minimum_ring_size lte)", ch.MinimumRingSize, maxRingSize)
+			nf := field(&hf, ".minimumRingSize")
+			c.fail(&nf, "%d is above %d, Envoy's maximum (RingHashLbConfig.minimum_ring_size lte)", ch.MinimumRingSize, maxRingSize)
 		}
 		switch a := ch.HashAlgorithm.(type) {
 		case *networkingapi.LoadBalancerSettings_ConsistentHashLB_RingHash_:
 			if a.RingHash.GetMinimumRingSize() > maxRingSize {
-				c.fail(f+".ringHash.minimumRingSize", "%d is above %d, Envoy's maximum (RingHashLbConfig.minimum_ring_size lte)", a.RingHash.GetMinimumRingSize(), maxRingSize)
+				nf := field(&hf, ".ringHash.minimumRingSize")
+				c.fail(&nf, "%d is above %d, Envoy's maximum (RingHashLbConfig.minimum_ring_size lte)", a.RingHash.GetMinimumRingSize(), maxRingSize)
 			}
 		case *networkingapi.LoadBalancerSettings_ConsistentHashLB_Maglev:
 			if a.Maglev.GetTableSize() > maxMaglevTableSize {
-				c.fail(f+".maglev.tableSize", "%d is above %d, Envoy's maximum (MaglevLbConfig.table_size lte)", a.Maglev.GetTableSize(), maxMaglevTableSize)
+				nf := field(&hf, ".maglev.tableSize")
+				c.fail(&nf, "%d is above %d, Envoy's maximum (MaglevLbConfig.table_size lte)", a.Maglev.GetTableSize(), maxMaglevTableSize)
 			}
 		}
 	}
 	if t := pool.GetTcp(); t != nil {
-		c.positive(field+".connectionPool.tcp.connectTimeout", t.ConnectTimeout, "Cluster.connect_timeout")
+		tf := field(f, ".connectionPool.tcp.connectTimeout")
+		c.positive(&tf, t.ConnectTimeout, "Cluster.connect_timeout")
 	}
 	if od != nil {
-		c.positive(field+".outlierDetection.interval", od.Interval, "OutlierDetection.interval")
-		c.positive(field+".outlierDetection.baseEjectionTime", od.BaseEjectionTime, "OutlierDetection.base_ejection_time")
+		inf, bf := field(f, ".outlierDetection.interval"), field(f, ".outlierDetection.baseEjectionTime")
+		c.positive(&inf, od.Interval, "OutlierDetection.interval")
+		c.positive(&bf, od.BaseEjectionTime, "OutlierDetection.base_ejection_time")
 	}
 	if tls != nil && len(tls.Sni) > maxSNIBytes {
-		c.fail(field+".tls.sni", "SNI is %d bytes; Envoy accepts at most %d (UpstreamTlsContext.sni max_bytes)", len(tls.Sni), maxSNIBytes)
+		sf := field(f, ".tls.sni")
+		c.fail(&sf, "SNI is %d bytes; Envoy accepts at most %d (UpstreamTlsContext.sni max_bytes)", len(tls.Sni), maxSNIBytes)
 	}
 }
 
 func (c *limitChecker) destinationRule(dr *networking.DestinationRule) {
-	c.trafficPolicy("spec.trafficPolicy", dr.Spec.TrafficPolicy)
+	tf := field(nil, "spec.trafficPolicy")
+	c.trafficPolicy(&tf, dr.Spec.TrafficPolicy)
 	for i, s := range dr.Spec.Subsets {
-		c.trafficPolicy(fmt.Sprintf("spec.subsets[%d].trafficPolicy", i), s.GetTrafficPolicy())
+		sf := indexed(nil, "spec.subsets", i)
+		pf := field(&sf, ".trafficPolicy")
+		c.trafficPolicy(&pf, s.GetTrafficPolicy())
 	}
 }
 
-// envoyLimits checks a resource against Envoy's validation rules for what
-// it would be translated into, returning the status message that rejects
-// it, or nil.
-func envoyLimits(obj resource.Object) *status.Message {
-	var c limitChecker
+func (c *limitChecker) check(obj resource.Object) {
 	switch o := obj.(type) {
 	case *networking.VirtualService:
 		c.virtualService(o)
 	case *networking.DestinationRule:
 		c.destinationRule(o)
-	default:
+	}
+}
+
+// envoyLimits checks a resource against Envoy's validation rules for what
+// it would be translated into, returning the status message that rejects
+// it, or nil. A quick pass finds out whether anything fails; only then is
+// the resource checked again to say what.
+func envoyLimits(obj resource.Object) *status.Message {
+	quick := limitChecker{}
+	quick.check(obj)
+	if !quick.failed {
 		return nil
 	}
-	if len(c.errs) == 0 {
-		return nil
-	}
+	c := limitChecker{report: true}
+	c.check(obj)
 	first := c.errs[0]
 	msg := first.rule
 	if n := len(c.errs) - 1; n > 0 {
@@ -367,6 +455,9 @@ type exclusion struct {
 func withoutExcluded(res *resource.Resources, exclude map[resource.Key]status.Message, limits *limitsMemo) (*resource.Resources, []exclusion) {
 	var out []exclusion
 	listed := func(obj resource.Object) bool {
+		if len(exclude) == 0 {
+			return false
+		}
 		key := resource.KeyOf(obj)
 		m, ok := exclude[key]
 		if ok {

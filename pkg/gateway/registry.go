@@ -149,7 +149,7 @@ func sameObjects[T any, P interface {
 		return false
 	}
 	for i := range a {
-		if idOf(a[i]) != idOf(b[i]) {
+		if a[i] != b[i] && idOf(a[i]) != idOf(b[i]) {
 			return false
 		}
 	}

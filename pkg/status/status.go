@@ -122,8 +122,8 @@ type Status struct {
 // Report collects statuses for every resource seen during a build.
 type Report struct {
 	byKey map[resource.Key]*Status
-	// recording, when set, receives every write (see Record).
-	recording *[]Entry
+	// log is every write, in order (see Mark).
+	log []Entry
 }
 
 // Entry is one write to a report: a message on a resource, and whether it
@@ -134,22 +134,19 @@ type Entry struct {
 	Reject  bool
 }
 
-// Record starts collecting every write made to the report until the
-// returned function is called, which returns them in order. A cached
-// computation records what it reported, so that reusing its result can
-// replay exactly that (Replay) instead of listing its side effects by
-// hand. Recordings nest: an outer recording also sees the inner writes.
-func (r *Report) Record() (stop func() []Entry) {
-	outer := r.recording
-	var entries []Entry
-	r.recording = &entries
-	return func() []Entry {
-		r.recording = outer
-		if outer != nil {
-			*outer = append(*outer, entries...)
-		}
-		return entries
+// Mark returns a position in the report's writes. A cached computation
+// takes one before it runs and Since after, so that reusing its result
+// can replay exactly what it reported (Replay) instead of listing its
+// side effects by hand. Marks nest: an outer computation sees the inner
+// writes too.
+func (r *Report) Mark() int { return len(r.log) }
+
+// Since returns the writes made after mark (nil if none).
+func (r *Report) Since(mark int) []Entry {
+	if len(r.log) == mark {
+		return nil
 	}
+	return append([]Entry(nil), r.log[mark:]...)
 }
 
 // Replay repeats recorded writes.
@@ -189,9 +186,7 @@ func (r *Report) Get(key resource.Key) *Status { return r.byKey[key] }
 // messages are recorded once: the same resource is bound once per proxy
 // class and must not repeat itself.
 func (r *Report) Add(key resource.Key, m Message) {
-	if r.recording != nil {
-		*r.recording = append(*r.recording, Entry{Key: key, Message: m})
-	}
+	r.log = append(r.log, Entry{Key: key, Message: m})
 	r.add(key, m)
 }
 
@@ -207,9 +202,7 @@ func (r *Report) add(key resource.Key, m Message) {
 
 // Reject marks a resource as not used at all, with the message why.
 func (r *Report) Reject(key resource.Key, m Message) {
-	if r.recording != nil {
-		*r.recording = append(*r.recording, Entry{Key: key, Message: m, Reject: true})
-	}
+	r.log = append(r.log, Entry{Key: key, Message: m, Reject: true})
 	r.add(key, m)
 	r.byKey[key].rejected = true
 }
