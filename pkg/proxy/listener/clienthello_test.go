@@ -1,12 +1,12 @@
 package listener
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"io"
 	"net"
 	"testing"
+	"testing/iotest"
 )
 
 // captureHello records the bytes a real crypto/tls client sends first.
@@ -18,13 +18,12 @@ func captureHello(t testing.TB, cfg *tls.Config) []byte {
 		c.Handshake()
 		c.Close()
 	}()
-	var buf bytes.Buffer
-	br := bufio.NewReader(io.TeeReader(b, &buf))
-	if _, err := PeekClientHello(br); err != nil {
-		t.Fatalf("peeking a real ClientHello: %v", err)
+	_, raw, err := ReadClientHello(b)
+	if err != nil {
+		t.Fatalf("reading a real ClientHello: %v", err)
 	}
 	b.Close()
-	return buf.Bytes()
+	return raw
 }
 
 func TestPeekClientHello(t *testing.T) {
@@ -41,23 +40,23 @@ func TestPeekClientHello(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			raw := captureHello(t, c.cfg)
-			br := bufio.NewReader(bytes.NewReader(raw))
-			got, err := PeekClientHello(br)
+			r := bytes.NewReader(append(raw, "after"...))
+			got, read, err := ReadClientHello(r)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got.TLS != c.want.TLS || got.ServerName != c.want.ServerName || len(got.ALPN) != len(c.want.ALPN) {
 				t.Fatalf("got %+v, want %+v", got, c.want)
 			}
-			// Nothing was consumed: the bytes replay to the TLS stack.
-			rest, _ := io.ReadAll(br)
-			if !bytes.Equal(rest, raw) {
-				t.Fatal("peeking consumed bytes")
+			// What was read replays to the TLS stack, followed by the rest.
+			rest, _ := io.ReadAll(r)
+			if !bytes.Equal(append(read, rest...), append(raw, "after"...)) {
+				t.Fatal("reading lost or reordered bytes")
 			}
 		})
 	}
 	t.Run("plain text", func(t *testing.T) {
-		got, err := PeekClientHello(bufio.NewReader(bytes.NewReader([]byte("GET / HTTP/1.1\r\n"))))
+		got, _, err := ReadClientHello(bytes.NewReader([]byte("GET / HTTP/1.1\r\n")))
 		if err != nil || got.TLS {
 			t.Fatalf("%+v %v", got, err)
 		}
@@ -71,11 +70,53 @@ func TestPeekClientHello(t *testing.T) {
 			split = append(split, 0x16, 3, 1, byte((end-i)>>8), byte(end-i))
 			split = append(split, body[i:end]...)
 		}
-		got, err := PeekClientHello(bufio.NewReader(bytes.NewReader(split)))
+		got, _, err := ReadClientHello(bytes.NewReader(split))
 		if err != nil || got.ServerName != "split.example.com" {
 			t.Fatalf("%+v %v", got, err)
 		}
 	})
+	t.Run("large hello in one-byte segments", func(t *testing.T) {
+		// 18 KiB of padding: post-quantum key shares make hellos this big.
+		hello := largeHello("big.example.com", 18<<10)
+		got, read, err := ReadClientHello(iotest.OneByteReader(bytes.NewReader(hello)))
+		if err != nil || got.ServerName != "big.example.com" || !bytes.Equal(read, hello) {
+			t.Fatalf("%+v %v (read %d of %d bytes)", got, err, len(read), len(hello))
+		}
+	})
+	t.Run("oversized hello", func(t *testing.T) {
+		_, _, err := ReadClientHello(bytes.NewReader(largeHello("x.example.com", 70<<10)))
+		if err == nil {
+			t.Fatal("a ClientHello over 64 KiB must be refused")
+		}
+	})
+}
+
+// largeHello builds a ClientHello with an SNI and a padding extension of
+// the given size, split into records of at most 16 KiB as TLS requires.
+func largeHello(sni string, padding int) []byte {
+	var ext []byte
+	name := []byte(sni)
+	sn := append([]byte{0, byte(len(name) >> 8), byte(len(name))}, name...)
+	sn = append([]byte{byte(len(sn) >> 8), byte(len(sn))}, sn...)
+	ext = append(ext, 0, 0, byte(len(sn)>>8), byte(len(sn)))
+	ext = append(ext, sn...)
+	ext = append(ext, 0, 21, byte(padding>>8), byte(padding)) // padding
+	ext = append(ext, make([]byte, padding)...)
+	body := []byte{3, 3}
+	body = append(body, make([]byte, 32)...) // random
+	body = append(body, 0)                   // session id
+	body = append(body, 0, 2, 0x13, 0x01)    // cipher suites
+	body = append(body, 1, 0)                // compression
+	body = append(body, byte(len(ext)>>8), byte(len(ext)))
+	body = append(body, ext...)
+	msg := append([]byte{1, byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}, body...)
+	var out []byte
+	for i := 0; i < len(msg); i += 16 << 10 {
+		end := min(i+16<<10, len(msg))
+		out = append(out, 0x16, 3, 1, byte((end-i)>>8), byte(end-i))
+		out = append(out, msg[i:end]...)
+	}
+	return out
 }
 
 func FuzzClientHello(f *testing.F) {
@@ -83,15 +124,15 @@ func FuzzClientHello(f *testing.F) {
 	f.Add(captureHello(f, &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12}))
 	f.Add([]byte{0x16, 3, 1, 0, 4, 1, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		br := bufio.NewReaderSize(bytes.NewReader(data), 16)
-		h, err := PeekClientHello(br)
+		r := iotest.HalfReader(bytes.NewReader(data))
+		h, read, err := ReadClientHello(r)
 		if err == nil && h.TLS && len(data) > 0 && data[0] != 0x16 {
 			t.Fatal("non-handshake data reported as TLS")
 		}
-		// Whatever was peeked must replay unchanged.
-		rest, _ := io.ReadAll(br)
-		if !bytes.Equal(rest, data) {
-			t.Fatal("peeking consumed bytes")
+		// What was read, then the rest, must replay unchanged.
+		rest, _ := io.ReadAll(r)
+		if !bytes.Equal(append(read, rest...), data) {
+			t.Fatal("reading lost or reordered bytes")
 		}
 		if len(data) > 4 {
 			ParseClientHello(data[5:])
