@@ -23,6 +23,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/portico-gateway/portico/internal/testenv"
+	"github.com/portico-gateway/portico/internal/testpki"
 	"github.com/portico-gateway/portico/pkg/translate"
 )
 
@@ -669,10 +670,12 @@ func TestConnectionCapShedsAndEvictsIdle(t *testing.T) {
 }
 
 // TestLargeClientHello: a ClientHello of ~15 KiB (many ALPN names here;
-// post-quantum key shares in the wild) completes a handshake.
+// post-quantum key shares in the wild) completes a handshake, and an
+// 18 KiB one is passed through by SNI, byte for byte.
 func TestLargeClientHello(t *testing.T) {
 	dir := testenv.WriteCerts(t, t.TempDir(), "server.crt", "server.key", "ca.crt")
 	web := testenv.StartBackend(t, "web")
+	echo := startEcho(t)
 	cp := testenv.StartControlPlane(t, "")
 	cp.Publish(t, fmt.Sprintf(`
 apiVersion: networking.istio.io/v1
@@ -684,6 +687,9 @@ spec:
   - port: {number: 443, name: https, protocol: HTTPS}
     hosts: ['*.example.com']
     tls: {mode: SIMPLE, serverCertificate: %[1]s/server.crt, privateKey: %[1]s/server.key}
+  - port: {number: 8443, name: tls, protocol: TLS}
+    hosts: [big.example.com]
+    tls: {mode: PASSTHROUGH}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -692,8 +698,17 @@ spec:
   hosts: [app.example.com]
   gateways: [istio-system/gw]
   http: [{route: [{destination: {host: web}}]}]
-`, dir)+testenv.ServiceEntry("web", "web.default.svc.cluster.local", 80, "HTTP", web))
-	p := testenv.StartProxy(t, cp.Addr, testenv.ProxyOptions{Ports: []uint32{443}})
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: big}
+spec:
+  hosts: [big.example.com]
+  gateways: [istio-system/gw]
+  tls: [{match: [{sniHosts: [big.example.com]}], route: [{destination: {host: echo}}]}]
+`, dir)+testenv.ServiceEntry("web", "web.default.svc.cluster.local", 80, "HTTP", web)+
+		testenv.ServiceEntry("echo", "echo.default.svc.cluster.local", 443, "TLS", echo))
+	p := testenv.StartProxy(t, cp.Addr, testenv.ProxyOptions{Ports: []uint32{443, 8443}})
 	p.WaitReady(t)
 	var protos []string
 	for i := 0; i < 60; i++ {
@@ -706,6 +721,20 @@ spec:
 	}
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
+	}
+	hello := testpki.ClientHello("big.example.com", 18<<10)
+	c, err := net.Dial("tcp", p.Addr(8443))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	back := make([]byte, len(hello))
+	if _, err := io.ReadFull(c, back); err != nil || !bytes.Equal(back, hello) {
+		t.Fatalf("passthrough of an 18 KiB ClientHello: %v", err)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"net"
 	"testing"
 	"testing/iotest"
+
+	"github.com/portico-gateway/portico/internal/testpki"
 )
 
 // captureHello records the bytes a real crypto/tls client sends first.
@@ -77,65 +79,16 @@ func TestPeekClientHello(t *testing.T) {
 	})
 	t.Run("large hello in one-byte segments", func(t *testing.T) {
 		// 18 KiB of padding: post-quantum key shares make hellos this big.
-		hello := largeHello("big.example.com", 18<<10)
+		hello := testpki.ClientHello("big.example.com", 18<<10)
 		got, read, err := ReadClientHello(iotest.OneByteReader(bytes.NewReader(hello)))
 		if err != nil || got.ServerName != "big.example.com" || !bytes.Equal(read, hello) {
 			t.Fatalf("%+v %v (read %d of %d bytes)", got, err, len(read), len(hello))
 		}
 	})
 	t.Run("oversized hello", func(t *testing.T) {
-		_, _, err := ReadClientHello(bytes.NewReader(largeHello("x.example.com", 70<<10)))
+		_, _, err := ReadClientHello(bytes.NewReader(testpki.ClientHello("x.example.com", 70<<10)))
 		if err == nil {
 			t.Fatal("a ClientHello over 64 KiB must be refused")
-		}
-	})
-}
-
-// largeHello builds a ClientHello with an SNI and a padding extension of
-// the given size, split into records of at most 16 KiB as TLS requires.
-func largeHello(sni string, padding int) []byte {
-	var ext []byte
-	name := []byte(sni)
-	sn := append([]byte{0, byte(len(name) >> 8), byte(len(name))}, name...)
-	sn = append([]byte{byte(len(sn) >> 8), byte(len(sn))}, sn...)
-	ext = append(ext, 0, 0, byte(len(sn)>>8), byte(len(sn)))
-	ext = append(ext, sn...)
-	ext = append(ext, 0, 21, byte(padding>>8), byte(padding)) // padding
-	ext = append(ext, make([]byte, padding)...)
-	body := []byte{3, 3}
-	body = append(body, make([]byte, 32)...) // random
-	body = append(body, 0)                   // session id
-	body = append(body, 0, 2, 0x13, 0x01)    // cipher suites
-	body = append(body, 1, 0)                // compression
-	body = append(body, byte(len(ext)>>8), byte(len(ext)))
-	body = append(body, ext...)
-	msg := append([]byte{1, byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}, body...)
-	var out []byte
-	for i := 0; i < len(msg); i += 16 << 10 {
-		end := min(i+16<<10, len(msg))
-		out = append(out, 0x16, 3, 1, byte((end-i)>>8), byte(end-i))
-		out = append(out, msg[i:end]...)
-	}
-	return out
-}
-
-func FuzzClientHello(f *testing.F) {
-	f.Add(captureHello(f, &tls.Config{ServerName: "fuzz.example.com", NextProtos: []string{"h2"}}))
-	f.Add(captureHello(f, &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12}))
-	f.Add([]byte{0x16, 3, 1, 0, 4, 1, 0, 0, 0})
-	f.Fuzz(func(t *testing.T, data []byte) {
-		r := iotest.HalfReader(bytes.NewReader(data))
-		h, read, err := ReadClientHello(r)
-		if err == nil && h.TLS && len(data) > 0 && data[0] != 0x16 {
-			t.Fatal("non-handshake data reported as TLS")
-		}
-		// What was read, then the rest, must replay unchanged.
-		rest, _ := io.ReadAll(r)
-		if !bytes.Equal(append(read, rest...), data) {
-			t.Fatal("reading lost or reordered bytes")
-		}
-		if len(data) > 4 {
-			ParseClientHello(data[5:])
 		}
 	})
 }
