@@ -84,6 +84,7 @@ func (x *exchange) run() bool {
 	// be able to nominate away what the proxy adds next.
 	httpx.RemoveHopByHop(&req.Header)
 	if !x.underscores() {
+		x.flags |= accesslog.DownstreamProtocolError
 		return x.reply(400, "", nil) && false
 	}
 	if !x.edgeHeaders() {
@@ -91,6 +92,7 @@ func (x *exchange) run() bool {
 	}
 	switch p, v := h.cfg.processPath(req.Target); v {
 	case pathReject:
+		x.flags |= accesslog.DownstreamProtocolError
 		return x.reply(400, "", nil) && false
 	case pathRedirect:
 		h.st.rqRedirect.Inc()
