@@ -610,25 +610,37 @@ func TestSlowClientsTimeOut(t *testing.T) {
 }
 
 // TestConnectionCapShedsAndEvictsIdle: at the global cap, connections that
-// wait idle are closed to make room; when none is idle, new connections
-// are shed, and the proxy keeps file descriptors for itself.
+// wait idle are closed to make room, then heads that have been arriving
+// for over a second (slowloris); when every connection is working on a
+// request, new ones are shed, and the proxy keeps file descriptors for
+// itself.
 func TestConnectionCapShedsAndEvictsIdle(t *testing.T) {
 	const cap = 16
 	p, _ := startEdge(t, translate.DefaultEdge(), testenv.ProxyOptions{MaxDownstreamConnections: cap})
-	var idle []net.Conn
-	for i := 0; i < cap; i++ {
-		c, err := net.Dial("tcp", p.Addr(80))
-		if err != nil {
-			t.Fatal(err)
+	active := func() int64 { v, _ := p.Stats.Lookup("overload.downstream_cx_active"); return v }
+	fill := func(first string) []net.Conn {
+		var cs []net.Conn
+		for i := 0; i < cap; i++ {
+			c, err := net.Dial("tcp", p.Addr(80))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			io.WriteString(c, first)
+			cs = append(cs, c)
 		}
-		defer c.Close()
-		idle = append(idle, c)
+		testenv.WaitFor(t, "the connections to be admitted", func() bool { return active() == cap })
+		return cs
 	}
-	testenv.WaitFor(t, "the idle connections to be admitted", func() bool {
-		v, _ := p.Stats.Lookup("overload.downstream_cx_active")
-		return v == cap
-	})
-	// A legitimate client still gets in: idle connections make room.
+	closeAll := func(cs []net.Conn) {
+		for _, c := range cs {
+			c.Close()
+		}
+		testenv.WaitFor(t, "the connections to go", func() bool { return active() == 0 })
+	}
+
+	// Idle connections make room for a legitimate client.
+	idle := fill("")
 	status, _ := rawExchange(t, p.Addr(80), "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
 	if status != 200 {
 		t.Fatalf("at the cap with idle connections: %d", status)
@@ -636,24 +648,13 @@ func TestConnectionCapShedsAndEvictsIdle(t *testing.T) {
 	if v, _ := p.Stats.Lookup("overload.downstream_cx_evicted_idle"); v < 1 {
 		t.Errorf("no idle connection was evicted")
 	}
-	for _, c := range idle {
-		c.Close()
-	}
-	testenv.WaitFor(t, "the connections to go", func() bool {
-		v, _ := p.Stats.Lookup("overload.downstream_cx_active")
-		return v == 0
-	})
-	// Busy connections (heads under way) are not evicted: new ones are shed.
-	for i := 0; i < cap; i++ {
-		c, err := net.Dial("tcp", p.Addr(80))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		io.WriteString(c, "GET / HTTP/1.1\r\n")
-	}
-	testenv.WaitFor(t, "the busy connections to be admitted", func() bool {
-		v, _ := p.Stats.Lookup("overload.downstream_cx_active")
+	closeAll(idle)
+
+	// Connections working on requests (bodies under way) are not evicted:
+	// new connections are shed.
+	busy := fill("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nx")
+	testenv.WaitFor(t, "every connection to be working on its request", func() bool {
+		v, _ := p.Stats.Lookup("http.outbound_0.0.0.0_80.downstream_rq_active")
 		return v == cap
 	})
 	testenv.WaitFor(t, "a connection to be shed", func() bool {
@@ -667,6 +668,26 @@ func TestConnectionCapShedsAndEvictsIdle(t *testing.T) {
 		v, _ := p.Stats.Lookup("overload.downstream_cx_overflow")
 		return err == io.EOF && v > 0
 	})
+	closeAll(busy)
+
+	// Heads trickling for over a second give way (slowloris).
+	slow := fill("GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+	before, _ := p.Stats.Lookup("overload.downstream_cx_evicted_idle")
+	testenv.WaitFor(t, "a legitimate request to get in past slowloris connections", func() bool {
+		c, err := net.Dial("tcp", p.Addr(80))
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		return err == nil && resp.StatusCode == 200
+	})
+	if v, _ := p.Stats.Lookup("overload.downstream_cx_evicted_idle"); v <= before {
+		t.Errorf("no slowloris connection was evicted")
+	}
+	closeAll(slow)
 }
 
 // TestLargeClientHello: a ClientHello of ~15 KiB (many ALPN names here;

@@ -207,7 +207,7 @@ func (h *Handler) serveH1(ctx context.Context, nc net.Conn, tc *timedConn, br *b
 				return
 			}
 		}
-		oc.Busy()
+		oc.Head()
 		if t := h.cfg.RequestHeadersTimeout; t > 0 {
 			tc.readBy(time.Now().Add(t))
 		} else {
@@ -220,6 +220,7 @@ func (h *Handler) serveH1(ctx context.Context, nc net.Conn, tc *timedConn, br *b
 			h.headError(w, err)
 			return
 		}
+		oc.Busy()
 		tc.slide(h.cfg.StreamIdleTimeout)
 		req.Scheme, req.RemoteAddr, req.LocalAddr, req.TLS = scheme, remote, local, state
 		req.AbortBody = tc.abortReads

@@ -638,7 +638,7 @@ func (m *Manager) serve(ctx context.Context, r *running, nc net.Conn, oc *overlo
 		}
 		return
 	}
-	oc.Busy() // a handshake under way is bounded by its own timeout
+	oc.Head() // a handshake that takes long may give way under pressure
 	tc := tls.Server(conn, c.tls)
 	hctx, cancel := context.WithTimeout(ctx, inspectTimeout)
 	err := tc.HandshakeContext(hctx)
@@ -650,6 +650,7 @@ func (m *Manager) serve(ctx context.Context, r *running, nc net.Conn, oc *overlo
 		return
 	}
 	r.stats.sslHandshake.Inc()
+	oc.Busy()
 	if c.http != nil {
 		c.http.ServeConn(ctx, tc, tc, oc)
 	} else {

@@ -2,10 +2,13 @@
 // the machine has, as Envoy's overload manager does: a global cap on
 // downstream connections, enforced when they are accepted and set below the
 // file-descriptor limit so that the proxy never runs out of descriptors for
-// its upstream connections, its listeners and its control plane; connections
-// that wait idle for a request give way to new ones under pressure (nginx
-// closes keep-alive connections the same way when it runs out of
-// connections); and a global budget for request bodies held in memory.
+// its upstream connections, its listeners and its control plane; under
+// pressure, connections that wait idle for a request give way to new ones
+// (nginx closes keep-alive connections the same way when it runs out of
+// connections), then connections whose request head has been arriving for
+// over a second (a browser sends its head in one packet; a slowloris
+// client holds its slot by never finishing it); and a global budget for
+// request bodies held in memory.
 //
 // Written by hand: it is small, sits on the accept path, and its policy is
 // the point.
@@ -88,13 +91,20 @@ func (m *Manager) Active() int64 { return m.active.Load() }
 type Closer interface{ Close() error }
 
 // Conn is one admitted connection. Its owner marks it idle while it waits
-// for a request (or, new, for its first byte) and calls Done when it ends.
+// for a request (or, new, for its first byte), receiving a request head,
+// or busy, and calls Done when it ends.
 type Conn struct {
-	m      *Manager
-	c      Closer
-	idle   atomic.Int64 // unix nanos since when it is idle; 0 busy
+	m *Manager
+	c Closer
+	// state is since when the connection is idle (unix nanos > 0), since
+	// when its request head is arriving (negated), or 0: busy.
+	state  atomic.Int64
 	closed atomic.Bool
 }
+
+// HeadGrace is how long a request head may take to arrive before its
+// connection may be closed to make room.
+const HeadGrace = time.Second
 
 // Admit accounts a new connection. When the cap is reached, the connection
 // that has waited idle the longest is closed to make room; when none is
@@ -107,67 +117,86 @@ func (m *Manager) Admit(c Closer) *Conn {
 		return nil
 	}
 	conn := &Conn{m: m, c: c}
-	conn.idle.Store(time.Now().UnixNano()) // nothing received yet
+	conn.state.Store(time.Now().UnixNano()) // nothing received yet
 	m.mu.Lock()
 	m.live[conn] = struct{}{}
 	m.mu.Unlock()
 	return conn
 }
 
-// evictIdle closes the longest-idle connections: a batch of 1/64 of the
-// cap (at least one), so that a flood of new connections does not scan the
-// table once per connection. It reports whether any was closed.
+// evictIdle closes the connections that most deserve it: a batch of 1/64
+// of the cap (at least one), so that a flood of new connections does not
+// scan the table once per connection. Idle connections go first, longest
+// idle first; when none is idle, connections whose head has been arriving
+// for over HeadGrace, slowest first. It reports whether any was closed.
 func (m *Manager) evictIdle() bool {
 	batch := max(int(m.maxConns/64), 1)
-	m.mu.Lock()
-	// Pick the batch oldest idle connections: a bounded max-heap would do,
-	// but eviction is rare and the table is the cap's size; a partial
-	// selection over a slice is simple and fast enough.
+	now := time.Now().UnixNano()
 	type cand struct {
 		c     *Conn
 		since int64
 	}
-	var cands []cand
+	var idle, heads []cand
+	m.mu.Lock()
 	for c := range m.live {
-		if s := c.idle.Load(); s != 0 && !c.closed.Load() {
-			cands = append(cands, cand{c, s})
+		if c.closed.Load() {
+			continue
+		}
+		switch s := c.state.Load(); {
+		case s > 0:
+			idle = append(idle, cand{c, s})
+		case s < 0 && now+s > int64(HeadGrace):
+			heads = append(heads, cand{c, -s})
 		}
 	}
-	if len(cands) > batch {
-		// Partial selection of the batch smallest "since" values.
+	pick := idle
+	if len(pick) == 0 {
+		pick = heads
+	}
+	if len(pick) > batch {
+		// Partial selection of the batch oldest: eviction is rare, and
+		// the table is the cap's size.
 		for i := 0; i < batch; i++ {
-			min := i
-			for j := i + 1; j < len(cands); j++ {
-				if cands[j].since < cands[min].since {
-					min = j
+			oldest := i
+			for j := i + 1; j < len(pick); j++ {
+				if pick[j].since < pick[oldest].since {
+					oldest = j
 				}
 			}
-			cands[i], cands[min] = cands[min], cands[i]
+			pick[i], pick[oldest] = pick[oldest], pick[i]
 		}
-		cands = cands[:batch]
+		pick = pick[:batch]
 	}
-	for _, cd := range cands {
+	for _, cd := range pick {
 		cd.c.closed.Store(true)
 	}
 	m.mu.Unlock()
-	for _, cd := range cands {
+	for _, cd := range pick {
 		cd.c.c.Close()
 		m.Evicted.Add(1)
 	}
-	return len(cands) > 0
+	return len(pick) > 0
 }
 
 // Idle marks the connection as waiting for a request.
 func (c *Conn) Idle() {
 	if c != nil {
-		c.idle.Store(time.Now().UnixNano())
+		c.state.Store(time.Now().UnixNano())
+	}
+}
+
+// Head marks the connection as receiving a request head (or a TLS
+// handshake).
+func (c *Conn) Head() {
+	if c != nil {
+		c.state.Store(-time.Now().UnixNano())
 	}
 }
 
 // Busy marks the connection as working on a request.
 func (c *Conn) Busy() {
 	if c != nil {
-		c.idle.Store(0)
+		c.state.Store(0)
 	}
 }
 

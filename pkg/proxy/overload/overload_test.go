@@ -4,6 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 type closer struct{ closed atomic.Bool }
@@ -23,8 +24,8 @@ func TestAdmitEvictsTheLongestIdleThenSheds(t *testing.T) {
 	// 1 and 3 become busy; 0 idled first, then 2.
 	conns[1].Busy()
 	conns[3].Busy()
-	conns[0].idle.Store(1)
-	conns[2].idle.Store(2)
+	conns[0].state.Store(1)
+	conns[2].state.Store(2)
 	extra := &closer{}
 	xc := m.Admit(extra)
 	if xc == nil {
@@ -38,13 +39,19 @@ func TestAdmitEvictsTheLongestIdleThenSheds(t *testing.T) {
 		t.Errorf("eviction not recorded")
 	}
 	conns[0].Done() // its owner notices the close and leaves
-	conns[2].Busy()
+	conns[2].Head() // its head just started arriving: not evictable yet
 	if c := m.Admit(&closer{}); c != nil {
 		t.Fatal("at the cap with no idle connection, a new one must be shed")
 	}
 	if m.Rejected.Load() != 1 || m.Active() != 4 {
 		t.Errorf("rejected %d active %d", m.Rejected.Load(), m.Active())
 	}
+	// A head arriving for longer than HeadGrace (slowloris) makes room.
+	conns[2].state.Store(-(time.Now().Add(-2 * HeadGrace).UnixNano()))
+	if m.Admit(&closer{}) == nil || !cs[2].closed.Load() {
+		t.Fatal("a head slower than HeadGrace must give way")
+	}
+	conns[2].Done()
 	conns[1].Done()
 	if m.Admit(&closer{}) == nil {
 		t.Fatal("a freed slot must admit")
