@@ -132,14 +132,18 @@ func Compile(l *listenerv3.Listener) (*Spec, error) {
 		if err != nil {
 			return nil, fmt.Errorf("listener %s filter chain %d (%s): %w", l.Name, i, fc.Name, err)
 		}
+		// The listener's buffer limit bounds what the chain's connections
+		// hold in memory; a new limit is a new chain.
+		limit := hcm.DefaultBufferLimit
+		if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
+			limit = int(v.Value)
+		}
+		c.Hash += "/" + strconv.Itoa(limit)
 		if c.HTTP != nil {
-			// The listener's buffer limit bounds what the chain's requests
-			// may hold in memory; a new limit is a new chain.
-			c.HTTP.BufferLimit = hcm.DefaultBufferLimit
-			if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
-				c.HTTP.BufferLimit = int(v.Value)
-			}
-			c.Hash += "/" + strconv.Itoa(c.HTTP.BufferLimit)
+			c.HTTP.BufferLimit = limit
+		}
+		if c.TCP != nil {
+			c.TCP.BufferLimit = limit
 		}
 		keys := c.ServerNames
 		if len(keys) == 0 {
