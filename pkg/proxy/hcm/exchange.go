@@ -299,9 +299,7 @@ func (h *Handler) localReply(w ResponseWriter, req *httpx.Request, status int, b
 	}
 	var hdr httpx.Header
 	hdr.Fields = make([]httpx.Field, 0, 4+len(extra))
-	for _, f := range extra {
-		hdr.Fields = append(hdr.Fields, f)
-	}
+	hdr.Fields = append(hdr.Fields, extra...)
 	if body != "" && !hdr.Has("content-type") {
 		hdr.Add("content-type", "text/plain")
 	}
