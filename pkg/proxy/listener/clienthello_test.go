@@ -28,7 +28,7 @@ func captureHello(t testing.TB, cfg *tls.Config) []byte {
 	return raw
 }
 
-func TestPeekClientHello(t *testing.T) {
+func TestReadClientHello(t *testing.T) {
 	cases := []struct {
 		name string
 		cfg  *tls.Config
@@ -89,6 +89,27 @@ func TestPeekClientHello(t *testing.T) {
 		_, _, err := ReadClientHello(bytes.NewReader(testpki.ClientHello("x.example.com", 70<<10)))
 		if err == nil {
 			t.Fatal("a ClientHello over 64 KiB must be refused")
+		}
+	})
+}
+
+func FuzzClientHello(f *testing.F) {
+	f.Add(captureHello(f, &tls.Config{ServerName: "fuzz.example.com", NextProtos: []string{"h2"}}))
+	f.Add(captureHello(f, &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12}))
+	f.Add([]byte{0x16, 3, 1, 0, 4, 1, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := iotest.HalfReader(bytes.NewReader(data))
+		h, read, err := ReadClientHello(r)
+		if err == nil && h.TLS && len(data) > 0 && data[0] != 0x16 {
+			t.Fatal("non-handshake data reported as TLS")
+		}
+		// What was read, then the rest, must replay unchanged.
+		rest, _ := io.ReadAll(r)
+		if !bytes.Equal(append(read, rest...), data) {
+			t.Fatal("reading lost or reordered bytes")
+		}
+		if len(data) > 4 {
+			ParseClientHello(data[5:])
 		}
 	})
 }
