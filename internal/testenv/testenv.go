@@ -24,6 +24,7 @@ import (
 	"github.com/go-logr/logr/testr"
 
 	"github.com/portico-gateway/portico/internal/golden"
+	"github.com/portico-gateway/portico/internal/poll"
 	"github.com/portico-gateway/portico/internal/testpki"
 	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/proxy"
@@ -250,16 +251,10 @@ func (p *Proxy) WaitReady(t testing.TB) {
 	WaitFor(t, "the proxy to be ready", p.Ready)
 }
 
-// WaitFor polls cond every few milliseconds until it holds or 15 s pass.
+// WaitFor polls cond until it holds or poll.Timeout passes.
 func WaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, what, cond)
 }
 
 // Backend is an HTTP backend that says who it is.
