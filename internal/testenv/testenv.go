@@ -184,6 +184,8 @@ type ProxyOptions struct {
 	// TerminationDrain and StatusAddress: see proxy.Options.
 	TerminationDrain time.Duration
 	StatusAddress    string
+	// Log receives the proxy's log (default: Logger(t)).
+	Log logr.Logger
 }
 
 // StartProxy runs an edge proxy connected to addr.
@@ -200,11 +202,15 @@ func StartProxy(t testing.TB, addr string, o ProxyOptions) *Proxy {
 		o.NodeID = "test-proxy-" + strings.ReplaceAll(t.Name(), "/", "-")
 	}
 	logBuf := &SyncBuffer{}
+	log := o.Log
+	if log.GetSink() == nil {
+		log = Logger(t)
+	}
 	p := proxy.New(proxy.Options{
 		NodeID: o.NodeID, Cluster: "istio-ingressgateway", Namespace: "istio-system", Labels: Ingress,
 		XDSAddress: addr, SOTW: o.SOTW, DrainTime: o.DrainTime, PortMap: pm, AccessLog: logBuf,
 		WarmingTimeout: 5 * time.Second, TerminationDrain: o.TerminationDrain, StatusAddress: o.StatusAddress,
-	}, Logger(t))
+	}, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	tp := &Proxy{Proxy: p, Ports: pm, Log: logBuf, cancel: cancel, done: make(chan struct{})}
 	go func() {

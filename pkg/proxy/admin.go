@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -151,6 +153,11 @@ func (p *Proxy) state() string {
 	return "LIVE"
 }
 
+// adminReady answers Envoy's /ready (and the status port's
+// /healthz/ready): the server state, 200 when LIVE. Readiness means every
+// listener that can serve does; those that cannot (rejected alone) are
+// listed after the state, one per line, so a probe that fails or a human
+// who looks sees why a port is not served.
 func (p *Proxy) adminReady(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
 	st := p.state()
@@ -161,6 +168,10 @@ func (p *Proxy) adminReady(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	fmt.Fprintln(w, st)
+	problems := p.Problems()
+	for _, n := range slices.Sorted(maps.Keys(problems)) {
+		fmt.Fprintf(w, "listener %s: %s\n", n, problems[n])
+	}
 }
 
 func writeProto(w http.ResponseWriter, m proto.Message) {
