@@ -70,10 +70,9 @@ type Options struct {
 	// depends on before it is applied anyway (Envoy's initial fetch
 	// timeout is 15 s).
 	WarmingTimeout time.Duration
-	// SetLogLevel changes the log level (for /logging); nil disables.
-	SetLogLevel func(string) error
-	// LogLevel reports the current level.
-	LogLevel func() string
+	// Logging lists and changes the levels of the proxy's loggers (for
+	// /logging); nil: they cannot be changed.
+	Logging LogLevels
 	// CommandLine is shown by /server_info.
 	CommandLine []string
 	// StatusAddress serves /healthz/ready and /stats/prometheus beyond
@@ -86,10 +85,39 @@ type Options struct {
 	TerminationDrain time.Duration
 }
 
+// LogLevels are loggers whose levels change at runtime, by name
+// (internal/logging.Levels).
+type LogLevels interface {
+	// Levels returns every named logger's level.
+	Levels() map[string]string
+	// SetLevel changes one logger's level, or with name "" all of them;
+	// an unknown name is an error.
+	SetLevel(name, level string) error
+	// Register adds named loggers.
+	Register(names ...string)
+}
+
+// Loggers are the proxy's named loggers, with Envoy's names where Envoy
+// has the same logger: /logging lists and changes them one by one.
+var Loggers = []string{
+	"main",       // start, readiness, shutdown
+	"admin",      // the admin interface and status port
+	"config",     // applying configuration: listeners, routes, clusters, secrets
+	"xds",        // the ADS stream: connects, ACKs and NACKs
+	"connection", // listeners and connections, TLS handshakes
+	"http",       // the HTTP connection manager
+	"router",     // route tables
+	"upstream",   // clusters, endpoints, DNS
+	"secret",     // certificates: loading, watching, rotation
+}
+
 // Proxy is a running edge proxy.
 type Proxy struct {
 	opts      Options
-	log       logr.Logger
+	log       logr.Logger // main
+	cfgLog    logr.Logger
+	adminLog  logr.Logger
+	routerLog logr.Logger
 	started   time.Time
 	Stats     *stats.Store
 	Secrets   *ptls.Store
@@ -179,8 +207,12 @@ func New(opts Options, log logr.Logger) *Proxy {
 	if opts.WarmingTimeout == 0 {
 		opts.WarmingTimeout = 10 * time.Second
 	}
+	if opts.Logging != nil {
+		opts.Logging.Register(Loggers...)
+	}
 	p := &Proxy{
-		opts: opts, log: log, started: time.Now(), Stats: stats.NewStore(),
+		opts: opts, log: log.WithName("main"), cfgLog: log.WithName("config"), adminLog: log.WithName("admin"), routerLog: log.WithName("router"),
+		started: time.Now(), Stats: stats.NewStore(),
 		received: map[string]bool{}, clusters: map[string]*compiledCluster{}, endpoints: map[string]*compiled[[]upstream.EndpointSpec]{},
 		routeCfgs: map[string]*compiled[*router.Table]{}, lsnrs: map[string]*compiled[*listener.Spec]{}, secrets: map[string]*compiled[ptls.Spec]{},
 		activeRoutes: map[string]*compiled[*router.Table]{}, activeListeners: map[string]*compiled[*listener.Spec]{},
@@ -206,11 +238,11 @@ func New(opts Options, log logr.Logger) *Proxy {
 		failed: p.Stats.Gauge(lm, "total_listeners_failed"),
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	p.Secrets = ptls.NewStore(p.log.WithName("certs"), p.onSecretEvent)
-	p.Clusters = upstream.NewManager(p.ctx, p.log.WithName("upstream"), p.Stats, p.Secrets)
-	env := &hcm.Env{Routes: p.routeTable, Clusters: p.Clusters, Stats: p.Stats, AccessLog: p.accessLog, Log: p.log.WithName("http"), Ctx: p.ctx}
-	p.Listeners = listener.NewManager(p.ctx, listener.Deps{HTTP: env, Secrets: p.Secrets, Stats: p.Stats, Log: p.log.WithName("listener")}, opts.DrainTime, opts.PortMap)
-	p.client = xdsclient.New(xdsclient.Options{Address: opts.XDSAddress, Node: p.Node(), SOTW: opts.SOTW}, p, p.log.WithName("xds"))
+	p.Secrets = ptls.NewStore(log.WithName("secret"), p.onSecretEvent)
+	p.Clusters = upstream.NewManager(p.ctx, log.WithName("upstream"), p.Stats, p.Secrets)
+	env := &hcm.Env{Routes: p.routeTable, Clusters: p.Clusters, Stats: p.Stats, AccessLog: p.accessLog, Log: log.WithName("http"), Ctx: p.ctx}
+	p.Listeners = listener.NewManager(p.ctx, listener.Deps{HTTP: env, Secrets: p.Secrets, Stats: p.Stats, Log: log.WithName("connection")}, opts.DrainTime, opts.PortMap)
+	p.client = xdsclient.New(xdsclient.Options{Address: opts.XDSAddress, Node: p.Node(), SOTW: opts.SOTW}, p, log.WithName("xds"))
 	return p
 }
 
@@ -378,7 +410,7 @@ func (p *Proxy) Update(typeURL string, resources map[string]xdsclient.Resource, 
 	start := time.Now()
 	err := p.update(typeURL, resources, version)
 	now := time.Now()
-	p.log.V(1).Info("update", "type", typeURL, "resources", len(resources), "duration", now.Sub(start), "error", err)
+	p.cfgLog.V(1).Info("update", "type", typeURL, "resources", len(resources), "duration", now.Sub(start), "error", err)
 	p.reported[typeURL] = errString(err)
 	p.reportChanges()
 	if err != nil {
@@ -592,7 +624,7 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 		// appear) and the listeners using it say they cannot serve it.
 		for _, n := range changed {
 			if err := p.Secrets.Set(n, next[n].value); err != nil {
-				p.log.V(1).Info("secret not loaded", "secret", n, "error", err.Error())
+				p.cfgLog.V(1).Info("secret not loaded", "secret", n, "error", err.Error())
 			}
 		}
 		for n := range p.secrets {
@@ -758,6 +790,9 @@ func (p *Proxy) reconcile() {
 	tables := make(map[string]*router.Table, len(nextRoutes))
 	for n, rc := range nextRoutes {
 		tables[n] = rc.value
+		if prev := p.activeRoutes[n]; prev != rc && p.routerLog.V(1).Enabled() {
+			p.routerLog.V(1).Info("route table active", "route_config", n, "version", rc.version, "virtual_hosts", len(rc.msg.(*routev3.RouteConfiguration).GetVirtualHosts()))
+		}
 	}
 	p.activeRoutes = nextRoutes
 	p.routes.Store(&tables)
@@ -927,7 +962,7 @@ func (p *Proxy) setListenerProblems(problems map[string]string) {
 		}
 		p.lstats.createFailure.Inc()
 		p.listenerFailedGauge(n).Set(1)
-		p.log.Error(errors.New(why), "listener not serving; the other listeners are not affected", "listener", n)
+		p.cfgLog.Error(errors.New(why), "listener not serving; the other listeners are not affected", "listener", n)
 	}
 	for n := range p.lsnrProblems {
 		if _, still := problems[n]; still {
@@ -936,7 +971,7 @@ func (p *Proxy) setListenerProblems(problems map[string]string) {
 		p.listenerFailedGauge(n).Set(0)
 		if _, exists := p.lsnrs[n]; exists {
 			p.lstats.createSuccess.Inc()
-			p.log.Info("listener serving now", "listener", n, "address", p.Listeners.BoundAddress(n))
+			p.cfgLog.Info("listener serving now", "listener", n, "address", p.Listeners.BoundAddress(n))
 		}
 	}
 	p.lsnrProblems = problems
