@@ -55,6 +55,12 @@ func NoError(t TB, d time.Duration, what string, check func() error) {
 // last error check returned. Polls start a millisecond apart and slow down
 // to 20 ms, so a condition that holds soon is seen soon without spinning.
 func Wait(ctx context.Context, check func() error) error {
+	return WaitUpTo(ctx, 20*time.Millisecond, check)
+}
+
+// WaitUpTo is Wait with polls slowing down to at most maxInterval apart,
+// for checks that cost something (a request to an API server).
+func WaitUpTo(ctx context.Context, maxInterval time.Duration, check func() error) error {
 	interval := time.Millisecond
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -72,6 +78,6 @@ func Wait(ctx context.Context, check func() error) error {
 			return nil
 		}
 		t.Reset(interval)
-		interval = min(interval*2, 20*time.Millisecond)
+		interval = min(interval*2, maxInterval)
 	}
 }
