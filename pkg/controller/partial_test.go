@@ -261,7 +261,9 @@ spec:
 func TestLogSinkLogsErrorsAsErrors(t *testing.T) {
 	logs := &lines{}
 	s := controller.NewLogSink(logs.logger())
-	key := func(n string) resource.Key { return resource.Key{Kind: "VirtualService", Namespace: "default", Name: n} }
+	key := func(n string) resource.Key {
+		return resource.Key{Kind: "VirtualService", Namespace: "default", Name: n}
+	}
 	r := status.NewReport()
 	r.Add(key("bad"), status.Message{Code: status.SchemaValidationError, Level: status.Error, Reason: status.ReasonInvalidSpec, Field: "spec.http", Message: "broken regex"})
 	r.Add(key("meh"), status.Message{Code: status.ReferencedResourceNotFound, Level: status.Warning, Reason: status.ReasonSubsetNotFound, Message: "subset v3 not found"})
