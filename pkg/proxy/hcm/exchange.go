@@ -36,6 +36,8 @@ type exchange struct {
 	xff, ua   string
 	requestID string
 	bytesIn   int64
+	// detach takes a streamed request body back from an HTTP/2 transport.
+	detach *detachableBody
 }
 
 // ServeRequest runs one request through the pipeline and reports whether
@@ -78,14 +80,24 @@ func (x *exchange) run() bool {
 	if req.ContentLength > 0 {
 		x.bytesIn = req.ContentLength
 	}
+	// Connection-specific headers go first, as received: a client must not
+	// be able to nominate away what the proxy adds next.
+	httpx.RemoveHopByHop(&req.Header)
+	if !x.underscores() {
+		x.flags |= accesslog.DownstreamProtocolError
+		return x.reply(400, "", nil) && false
+	}
 	if !x.edgeHeaders() {
 		return x.reply(400, "", nil) && false
 	}
-	if h.cfg.NormalizePath {
-		p, ok := normalizePath(req.Target)
-		if !ok {
-			return x.reply(400, "", nil) && false
-		}
+	switch p, v := h.cfg.processPath(req.Target); v {
+	case pathReject:
+		x.flags |= accesslog.DownstreamProtocolError
+		return x.reply(400, "", nil) && false
+	case pathRedirect:
+		h.st.rqRedirect.Inc()
+		return x.reply(307, "", []httpx.Field{{Name: "location", Value: p}})
+	default:
 		req.Target = p
 	}
 	host := req.Authority
@@ -287,9 +299,7 @@ func (h *Handler) localReply(w ResponseWriter, req *httpx.Request, status int, b
 	}
 	var hdr httpx.Header
 	hdr.Fields = make([]httpx.Field, 0, 4+len(extra))
-	for _, f := range extra {
-		hdr.Fields = append(hdr.Fields, f)
-	}
+	hdr.Fields = append(hdr.Fields, extra...)
 	if body != "" && !hdr.Has("content-type") {
 		hdr.Add("content-type", "text/plain")
 	}

@@ -302,7 +302,7 @@ func TestReconnectKeepsLastGoodConfig(t *testing.T) {
 		cp.publish(t, "v1", []string{"c1"}, []string{"l1"})
 		h := newHandler()
 		c := startClient(t, cp.addr, sotw, h)
-		poll.Until(t, "v1 applied", func() bool { return h.names(cds) == "c1" && h.isConnected() })
+		poll.Until(t, "v1 applied", func() bool { return h.names(cds) == "c1" && h.names(lds) == "l1" && h.isConnected() })
 
 		cp.stop()
 		poll.Until(t, "the disconnect noticed", func() bool { return !h.isConnected() })
