@@ -2,7 +2,6 @@ package tls
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -114,6 +113,6 @@ func TestCertificateFileThatIsAFIFO(t *testing.T) {
 			t.Errorf("Set = %v, want a refusal naming the FIFO", err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal(fmt.Sprintf("Set blocked on a FIFO at %s", cert))
+		t.Fatalf("Set blocked on a FIFO at %s", cert)
 	}
 }
