@@ -108,15 +108,7 @@ func (f *Flags) Options(xdsAddress string, labels map[string]string, log logging
 	o := proxy.Options{
 		NodeID: f.NodeID, Cluster: f.Cluster, Namespace: f.Namespace, Labels: labels,
 		XDSAddress: xdsAddress, SOTW: f.SOTW, AdminAddress: f.AdminAddress, DrainTime: f.DrainTime, PortMap: pm,
-		SetLogLevel: func(level string) error {
-			l, err := logging.ParseLevel(level)
-			if err != nil {
-				return err
-			}
-			log.Level.SetLevel(l)
-			return nil
-		},
-		LogLevel:         func() string { return log.Level.Level().String() },
+		Logging:          log.Levels,
 		CommandLine:      os.Args,
 		StatusAddress:    f.StatusAddress,
 		TerminationDrain: f.TerminationDrain,

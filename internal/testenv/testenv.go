@@ -24,6 +24,7 @@ import (
 	"github.com/go-logr/logr/testr"
 
 	"github.com/portico-gateway/portico/internal/golden"
+	"github.com/portico-gateway/portico/internal/poll"
 	"github.com/portico-gateway/portico/internal/testpki"
 	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/proxy"
@@ -200,6 +201,8 @@ type ProxyOptions struct {
 	// MaxDownstreamConnections and MaxBufferedRequestBytes: see proxy.Options.
 	MaxDownstreamConnections int64
 	MaxBufferedRequestBytes  int64
+	// Log receives the proxy's log (default: Logger(t)).
+	Log logr.Logger
 }
 
 // StartProxy runs an edge proxy connected to addr.
@@ -216,12 +219,16 @@ func StartProxy(t testing.TB, addr string, o ProxyOptions) *Proxy {
 		o.NodeID = "test-proxy-" + strings.ReplaceAll(t.Name(), "/", "-")
 	}
 	logBuf := &SyncBuffer{}
+	log := o.Log
+	if log.GetSink() == nil {
+		log = Logger(t)
+	}
 	p := proxy.New(proxy.Options{
 		NodeID: o.NodeID, Cluster: "istio-ingressgateway", Namespace: "istio-system", Labels: Ingress,
 		XDSAddress: addr, SOTW: o.SOTW, DrainTime: o.DrainTime, PortMap: pm, AccessLog: logBuf,
 		WarmingTimeout: 5 * time.Second, TerminationDrain: o.TerminationDrain, StatusAddress: o.StatusAddress,
 		MaxDownstreamConnections: o.MaxDownstreamConnections, MaxBufferedRequestBytes: o.MaxBufferedRequestBytes,
-	}, Logger(t))
+	}, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	tp := &Proxy{Proxy: p, Ports: pm, Log: logBuf, cancel: cancel, done: make(chan struct{})}
 	go func() {
@@ -268,16 +275,10 @@ func (p *Proxy) WaitReady(t testing.TB) {
 	WaitFor(t, "the proxy to be ready", p.Ready)
 }
 
-// WaitFor polls cond every few milliseconds until it holds or 15 s pass.
+// WaitFor polls cond until it holds or poll.Timeout passes.
 func WaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, what, cond)
 }
 
 // Backend is an HTTP backend that says who it is.

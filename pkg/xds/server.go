@@ -21,6 +21,7 @@ import (
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	sotwserver "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
@@ -63,6 +64,8 @@ type Server struct {
 	// changed is signalled (never blocking) when a proxy of a class with no
 	// snapshot connects, so the controller builds that class.
 	changed chan struct{}
+	// onReport hears NACKs and the ACKs that end them (see OnReport).
+	onReport func(ProxyReport)
 }
 
 // Node is what the server knows about one connected proxy.
@@ -93,7 +96,7 @@ func NewServer(log logr.Logger, className ClassFunc) *Server {
 		classes:   map[string]map[string]string{},
 		changed:   make(chan struct{}, 1),
 	}
-	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log.WithName("cache").V(2)})
+	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log.WithName("cache")})
 	return s
 }
 
@@ -247,6 +250,9 @@ func (s *Server) unregister(streamID int64) {
 		return
 	}
 	delete(s.nodes, id)
+	for typ := range n.Nacked {
+		s.notifyReport(n, typ, "") // a proxy that left rejects nothing
+	}
 	s.cache.ClearSnapshot(id)
 	s.log.Info("proxy disconnected", "node", id, "class", n.Class)
 	if !s.hasNodes(n.Class) {
@@ -266,12 +272,18 @@ func (s *Server) record(streamID int64, typeURL, version, nonce string, errDetai
 		return
 	}
 	if errDetail != "" {
+		if n.Nacked[typeURL] != errDetail {
+			s.notifyReport(n, typeURL, errDetail)
+		}
 		n.Nacked[typeURL] = errDetail
 		s.log.Info("proxy rejected configuration (NACK)", "node", n.ID, "type", typeURL, "error", errDetail)
 		return
 	}
 	n.Acked[typeURL] = version
-	delete(n.Nacked, typeURL)
+	if _, was := n.Nacked[typeURL]; was {
+		delete(n.Nacked, typeURL)
+		s.notifyReport(n, typeURL, "")
+	}
 }
 
 // callbacks adapts the server to go-control-plane's stream callbacks.
@@ -294,7 +306,8 @@ func (s *Server) callbacks() serverv3.Callbacks {
 
 // Register adds the ADS and per-type discovery services to a gRPC server.
 func (s *Server) Register(ctx context.Context, g *grpc.Server) {
-	x := serverv3.NewServer(ctx, s.cache, s.callbacks())
+	// go-control-plane's servers log nothing unless given a logger.
+	x := serverv3.NewServer(ctx, s.cache, s.callbacks(), sotwserver.WithLogger(cacheLogger{s.log.WithName("server")}))
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, x)
 	clusterservice.RegisterClusterDiscoveryServiceServer(g, x)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(g, x)
@@ -333,12 +346,18 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	}
 }
 
-// cacheLogger routes go-control-plane's logging through logr.
+// cacheLogger routes go-control-plane's logging through logr at levels
+// that keep its warnings and errors visible at the default level, and its
+// chatter (a line per watch and response) out of it.
 type cacheLogger struct{ log logr.Logger }
 
-func (l cacheLogger) Debugf(format string, args ...any) { l.log.Info(fmt.Sprintf(format, args...)) }
-func (l cacheLogger) Infof(format string, args ...any)  { l.log.Info(fmt.Sprintf(format, args...)) }
-func (l cacheLogger) Warnf(format string, args ...any)  { l.log.Info(fmt.Sprintf(format, args...)) }
+func (l cacheLogger) Debugf(format string, args ...any) {
+	l.log.V(2).Info(fmt.Sprintf(format, args...))
+}
+func (l cacheLogger) Infof(format string, args ...any) { l.log.V(1).Info(fmt.Sprintf(format, args...)) }
+func (l cacheLogger) Warnf(format string, args ...any) {
+	l.log.Info(fmt.Sprintf(format, args...), "severity", "warning")
+}
 func (l cacheLogger) Errorf(format string, args ...any) {
 	l.log.Error(fmt.Errorf(format, args...), "xds cache")
 }
