@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 CACHE   ?= $(HOME)/.cache/portico
 
-.PHONY: all build run test unit e2e bench fmt lint clean
+.PHONY: all build run test unit e2e bench fuzz fmt lint clean
 
 all: build
 
@@ -31,6 +31,18 @@ e2e:
 
 bench:
 	./bench/run.sh
+
+# Fuzzing: every fuzz target for FUZZTIME each, with its executions per
+# second (hack/fuzz.sh). Add new targets to FUZZ_TARGETS as package:Func.
+FUZZTIME ?= 30s
+FUZZ_TARGETS ?= \
+	pkg/proxy/httpx:FuzzReadRequest \
+	pkg/proxy/listener:FuzzClientHello \
+	pkg/proxy/router:FuzzVirtualHost \
+	pkg/gateway:FuzzDecodeAndBind \
+	pkg/translate:FuzzYAMLToXDS
+fuzz:
+	./hack/fuzz.sh -t $(FUZZTIME) $(FUZZ_TARGETS)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
