@@ -18,6 +18,7 @@ import (
 	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/provider/kube"
 	"github.com/portico-gateway/portico/pkg/resource"
+	"github.com/portico-gateway/portico/pkg/translate"
 	"github.com/portico-gateway/portico/pkg/xds"
 )
 
@@ -82,6 +83,7 @@ func runKubernetes(ctx context.Context, log logging.Logger, cfg config) error {
 	writer := kube.NewStatusWriter(prov, ports, log.WithName("status"))
 	ctrl := controller.New(log.WithName("controller"), server, writer, controller.Options{
 		DomainSuffix: cfg.domainSuffix, ExtraClasses: ports.Classes, Registerer: ctrlmetrics.Registry,
+		Translate: translate.Options{Edge: cfg.edge},
 	})
 	lis, err := net.Listen("tcp", cfg.xdsAddress)
 	if err != nil {

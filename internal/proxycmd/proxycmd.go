@@ -27,6 +27,8 @@ type Flags struct {
 	// StatusAddress and TerminationDrain: see proxy.Options.
 	StatusAddress    string
 	TerminationDrain time.Duration
+	// MaxDownstreamConnections: see proxy.Options.
+	MaxDownstreamConnections int64
 }
 
 // Defaults differ between a proxy in a pod and one embedded in standalone
@@ -58,6 +60,7 @@ func (f *Flags) Register(fs *flag.FlagSet, d Defaults) {
 	fs.StringVar(&f.AccessLog, "access-log", "stdout", "access log destination: stdout, stderr or off")
 	fs.StringVar(&f.StatusAddress, "status-address", d.StatusAddress, "address of /healthz/ready and /stats/prometheus for probes and scrapers (empty disables)")
 	fs.DurationVar(&f.TerminationDrain, "termination-drain-duration", d.TerminationDrain, "on SIGTERM, fail readiness and keep serving, draining connections, this long before exiting")
+	fs.Int64Var(&f.MaxDownstreamConnections, "max-downstream-connections", 0, "cap on client connections across listeners; beyond it idle ones are closed, then new ones refused (0: half the file-descriptor limit)")
 }
 
 // ParseLabels reads "k=v,k=v".
@@ -117,6 +120,8 @@ func (f *Flags) Options(xdsAddress string, labels map[string]string, log logging
 		CommandLine:      os.Args,
 		StatusAddress:    f.StatusAddress,
 		TerminationDrain: f.TerminationDrain,
+
+		MaxDownstreamConnections: f.MaxDownstreamConnections,
 	}
 	switch f.AccessLog {
 	case "stdout":

@@ -92,6 +92,12 @@ func (cp *ControlPlane) Stop() {
 // proxy class.
 func Build(t testing.TB, yamlText string, class map[string]string) (*translate.Resources, *gateway.Result) {
 	t.Helper()
+	return BuildWith(t, yamlText, class, translate.Options{})
+}
+
+// BuildWith is Build with translation options (edge timeouts and limits).
+func BuildWith(t testing.TB, yamlText string, class map[string]string, opts translate.Options) (*translate.Resources, *gateway.Result) {
+	t.Helper()
 	objs, errs := resource.Decode(golden.ExpandPEM([]byte(yamlText)), "test")
 	for _, e := range errs {
 		t.Fatalf("test YAML: %v", e)
@@ -108,7 +114,7 @@ func Build(t testing.TB, yamlText string, class map[string]string) (*translate.R
 	if p == nil {
 		t.Fatalf("no configuration for class %v", class)
 	}
-	tr, err := translate.Translate(p, translate.Options{})
+	tr, err := translate.Translate(p, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +126,14 @@ func Build(t testing.TB, yamlText string, class map[string]string) (*translate.R
 func (cp *ControlPlane) Publish(t testing.TB, yamlText string) []*status.Status {
 	t.Helper()
 	tr, result := Build(t, yamlText, Ingress)
+	cp.PublishResources(t, tr)
+	return result.Statuses
+}
+
+// PublishWith is Publish with translation options.
+func (cp *ControlPlane) PublishWith(t testing.TB, yamlText string, opts translate.Options) []*status.Status {
+	t.Helper()
+	tr, result := BuildWith(t, yamlText, Ingress, opts)
 	cp.PublishResources(t, tr)
 	return result.Statuses
 }
@@ -183,6 +197,9 @@ type ProxyOptions struct {
 	// TerminationDrain and StatusAddress: see proxy.Options.
 	TerminationDrain time.Duration
 	StatusAddress    string
+	// MaxDownstreamConnections and MaxBufferedRequestBytes: see proxy.Options.
+	MaxDownstreamConnections int64
+	MaxBufferedRequestBytes  int64
 }
 
 // StartProxy runs an edge proxy connected to addr.
@@ -203,6 +220,7 @@ func StartProxy(t testing.TB, addr string, o ProxyOptions) *Proxy {
 		NodeID: o.NodeID, Cluster: "istio-ingressgateway", Namespace: "istio-system", Labels: Ingress,
 		XDSAddress: addr, SOTW: o.SOTW, DrainTime: o.DrainTime, PortMap: pm, AccessLog: logBuf,
 		WarmingTimeout: 5 * time.Second, TerminationDrain: o.TerminationDrain, StatusAddress: o.StatusAddress,
+		MaxDownstreamConnections: o.MaxDownstreamConnections, MaxBufferedRequestBytes: o.MaxBufferedRequestBytes,
 	}, Logger(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	tp := &Proxy{Proxy: p, Ports: pm, Log: logBuf, cancel: cancel, done: make(chan struct{})}

@@ -33,6 +33,7 @@ import (
 	"github.com/portico-gateway/portico/pkg/proxy/accesslog"
 	"github.com/portico-gateway/portico/pkg/proxy/hcm"
 	"github.com/portico-gateway/portico/pkg/proxy/listener"
+	"github.com/portico-gateway/portico/pkg/proxy/overload"
 	"github.com/portico-gateway/portico/pkg/proxy/router"
 	"github.com/portico-gateway/portico/pkg/proxy/stats"
 	"github.com/portico-gateway/portico/pkg/proxy/supported"
@@ -75,6 +76,14 @@ type Options struct {
 	// StatusAddress serves /healthz/ready and /stats/prometheus beyond
 	// localhost (Istio's status port, 15021); empty disables.
 	StatusAddress string
+	// MaxDownstreamConnections caps client connections across listeners
+	// (0: half of the file descriptors the process may open); beyond it,
+	// connections waiting idle are closed to make room, then new ones are
+	// shed (Envoy's global_downstream_max_connections).
+	MaxDownstreamConnections int64
+	// MaxBufferedRequestBytes caps request bodies held in memory for
+	// retries and mirrors across all requests (0: 256 MiB).
+	MaxBufferedRequestBytes int64
 	// TerminationDrain is how long the proxy keeps serving, draining,
 	// after it is told to stop (SIGTERM): readiness fails at once so the
 	// load balancer stops sending clients, while those already on their
@@ -91,6 +100,7 @@ type Proxy struct {
 	Secrets   *ptls.Store
 	Clusters  *upstream.Manager
 	Listeners *listener.Manager
+	overload  *overload.Manager
 	accessLog *accesslog.Logger
 	client    *xdsclient.Client
 	routes    atomic.Pointer[map[string]*router.Table]
@@ -169,8 +179,15 @@ func New(opts Options, log logr.Logger) *Proxy {
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.Secrets = ptls.NewStore(p.log.WithName("certs"), p.onSecretEvent)
 	p.Clusters = upstream.NewManager(p.ctx, p.log.WithName("upstream"), p.Stats, p.Secrets)
-	env := &hcm.Env{Routes: p.routeTable, Clusters: p.Clusters, Stats: p.Stats, AccessLog: p.accessLog, Log: p.log.WithName("http"), Ctx: p.ctx}
-	p.Listeners = listener.NewManager(p.ctx, listener.Deps{HTTP: env, Secrets: p.Secrets, Stats: p.Stats, Log: p.log.WithName("listener")}, opts.DrainTime, opts.PortMap)
+	p.overload = overload.New(overload.Options{MaxConnections: opts.MaxDownstreamConnections, MaxBufferedBytes: opts.MaxBufferedRequestBytes})
+	ov := stats.Plain("overload")
+	p.Stats.GaugeFunc(ov, "global_downstream_max_connections", p.overload.MaxConnections)
+	p.Stats.GaugeFunc(ov, "downstream_cx_active", p.overload.Active)
+	p.Stats.GaugeFunc(ov, "downstream_cx_evicted_idle", p.overload.Evicted.Load)
+	p.Stats.GaugeFunc(ov, "downstream_cx_overflow", p.overload.Rejected.Load)
+	p.Stats.GaugeFunc(ov, "buffered_request_bytes", p.overload.Buffered)
+	env := &hcm.Env{Routes: p.routeTable, Clusters: p.Clusters, Stats: p.Stats, AccessLog: p.accessLog, Log: p.log.WithName("http"), Ctx: p.ctx, Overload: p.overload}
+	p.Listeners = listener.NewManager(p.ctx, listener.Deps{HTTP: env, Secrets: p.Secrets, Stats: p.Stats, Log: p.log.WithName("listener"), Overload: p.overload}, opts.DrainTime, opts.PortMap)
 	p.client = xdsclient.New(xdsclient.Options{Address: opts.XDSAddress, Node: p.Node(), SOTW: opts.SOTW}, p, p.log.WithName("xds"))
 	return p
 }

@@ -36,6 +36,8 @@ type exchange struct {
 	xff, ua   string
 	requestID string
 	bytesIn   int64
+	// detach takes a streamed request body back from an HTTP/2 transport.
+	detach *detachableBody
 }
 
 // ServeRequest runs one request through the pipeline and reports whether
@@ -78,14 +80,24 @@ func (x *exchange) run() bool {
 	if req.ContentLength > 0 {
 		x.bytesIn = req.ContentLength
 	}
+	// Connection-specific headers go first, as received: a client must not
+	// be able to nominate away what the proxy adds next.
+	httpx.RemoveHopByHop(&req.Header)
+	if !x.underscores() {
+		x.flags |= accesslog.DownstreamProtocolError
+		return x.reply(400, "", nil) && false
+	}
 	if !x.edgeHeaders() {
 		return x.reply(400, "", nil) && false
 	}
-	if h.cfg.NormalizePath {
-		p, ok := normalizePath(req.Target)
-		if !ok {
-			return x.reply(400, "", nil) && false
-		}
+	switch p, v := h.cfg.processPath(req.Target); v {
+	case pathReject:
+		x.flags |= accesslog.DownstreamProtocolError
+		return x.reply(400, "", nil) && false
+	case pathRedirect:
+		h.st.rqRedirect.Inc()
+		return x.reply(307, "", []httpx.Field{{Name: "location", Value: p}})
+	default:
 		req.Target = p
 	}
 	host := req.Authority

@@ -7,7 +7,6 @@
 package listener
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -31,6 +30,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/portico-gateway/portico/pkg/proxy/hcm"
+	"github.com/portico-gateway/portico/pkg/proxy/overload"
 	"github.com/portico-gateway/portico/pkg/proxy/stats"
 	"github.com/portico-gateway/portico/pkg/proxy/tcpproxy"
 	ptls "github.com/portico-gateway/portico/pkg/tls"
@@ -131,6 +131,19 @@ func Compile(l *listenerv3.Listener) (*Spec, error) {
 		c, err := compileChain(fc)
 		if err != nil {
 			return nil, fmt.Errorf("listener %s filter chain %d (%s): %w", l.Name, i, fc.Name, err)
+		}
+		// The listener's buffer limit bounds what the chain's connections
+		// hold in memory; a new limit is a new chain.
+		limit := hcm.DefaultBufferLimit
+		if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
+			limit = int(v.Value)
+		}
+		c.Hash += "/" + strconv.Itoa(limit)
+		if c.HTTP != nil {
+			c.HTTP.BufferLimit = limit
+		}
+		if c.TCP != nil {
+			c.TCP.BufferLimit = limit
 		}
 		keys := c.ServerNames
 		if len(keys) == 0 {
@@ -296,11 +309,13 @@ type Deps struct {
 	Secrets *ptls.Store
 	Stats   *stats.Store
 	Log     logr.Logger
+	// Overload caps downstream connections across listeners (nil: none).
+	Overload *overload.Manager
 }
 
 type listenerStats struct {
-	cxTotal, noChain, destroy, sslHandshake, sslError *stats.Counter
-	cxActive                                          *stats.Gauge
+	cxTotal, noChain, destroy, sslHandshake, sslError, overflow *stats.Counter
+	cxActive                                                    *stats.Gauge
 }
 
 // running is a bound listener.
@@ -409,6 +424,7 @@ func (m *Manager) Apply(specs map[string]*Spec) error {
 			cxTotal: m.deps.Stats.Counter(sc, "downstream_cx_total"), noChain: m.deps.Stats.Counter(sc, "no_filter_chain_match"),
 			destroy: m.deps.Stats.Counter(sc, "downstream_cx_destroy"), sslHandshake: m.deps.Stats.Counter(sc, "ssl.handshake"),
 			sslError: m.deps.Stats.Counter(sc, "ssl.connection_error"), cxActive: m.deps.Stats.Gauge(sc, "downstream_cx_active"),
+			overflow: m.deps.Stats.Counter(sc, "downstream_global_cx_overflow"),
 		}
 		m.update(r, specs[name])
 		ctx, cancel := context.WithCancel(m.ctx)
@@ -569,37 +585,47 @@ func (m *Manager) accept(ctx context.Context, r *running) {
 		}
 		delay = 0
 		r.stats.cxTotal.Inc()
+		var oc *overload.Conn
+		if m.deps.Overload != nil {
+			// Shed at the global cap before file descriptors run out,
+			// making room first by closing connections that wait idle.
+			if oc = m.deps.Overload.Admit(nc); oc == nil {
+				r.stats.overflow.Inc()
+				nc.Close()
+				continue
+			}
+		}
 		r.stats.cxActive.Inc()
 		go func() {
 			defer func() {
+				oc.Done()
 				r.stats.cxActive.Dec()
 				r.stats.destroy.Inc()
 			}()
-			m.serve(ctx, r, nc)
+			m.serve(ctx, r, nc, oc)
 		}()
 	}
 }
 
-// inspectTimeout bounds waiting for a ClientHello (Envoy's listener
-// filter timeout is 15 s).
+// inspectTimeout bounds waiting for a ClientHello and for the TLS
+// handshake (Envoy's listener filter timeout is 15 s).
 const inspectTimeout = 15 * time.Second
 
-func (m *Manager) serve(ctx context.Context, r *running, nc net.Conn) {
+func (m *Manager) serve(ctx context.Context, r *running, nc net.Conn, oc *overload.Conn) {
 	g := r.gen.Load()
 	conn := nc
 	sni := ""
 	isTLS := false
 	if g.spec.TLSInspector {
-		br := bufio.NewReaderSize(nc, 4096)
 		nc.SetReadDeadline(time.Now().Add(inspectTimeout))
-		hello, err := PeekClientHello(br)
+		hello, ahead, err := ReadClientHello(nc)
 		nc.SetReadDeadline(time.Time{})
 		if err != nil {
 			nc.Close()
 			return
 		}
 		sni, isTLS = hello.ServerName, hello.TLS
-		conn = &replayConn{Conn: nc, r: br}
+		conn = &replayConn{Conn: nc, ahead: ahead}
 	}
 	c := g.selectChain(sni)
 	if c == nil || c.tls == nil && isTLS && c.tcp == nil || c.tls != nil && !isTLS {
@@ -609,12 +635,14 @@ func (m *Manager) serve(ctx context.Context, r *running, nc net.Conn) {
 	}
 	if c.tls == nil {
 		if c.http != nil {
-			c.http.ServeConn(ctx, conn, nil)
+			c.http.ServeConn(ctx, conn, nil, oc)
 		} else {
+			oc.Busy()
 			c.tcp.ServeConn(ctx, conn)
 		}
 		return
 	}
+	oc.Head() // a handshake that takes long may give way under pressure
 	tc := tls.Server(conn, c.tls)
 	hctx, cancel := context.WithTimeout(ctx, inspectTimeout)
 	err := tc.HandshakeContext(hctx)
@@ -626,8 +654,9 @@ func (m *Manager) serve(ctx context.Context, r *running, nc net.Conn) {
 		return
 	}
 	r.stats.sslHandshake.Inc()
+	oc.Busy()
 	if c.http != nil {
-		c.http.ServeConn(ctx, tc, tc)
+		c.http.ServeConn(ctx, tc, tc, oc)
 	} else {
 		c.tcp.ServeConn(ctx, tc)
 	}
