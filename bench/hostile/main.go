@@ -96,7 +96,7 @@ func run(out, update, nginxBin, only string) error {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(testpki.Read("ca.crt"))
 	env := &hostile.Env{HTTP: "127.0.0.1:" + h1, H2C: "127.0.0.1:" + h2c, TLS: "127.0.0.1:" + tlsAddr,
-		External: hostile.ExternalAddress(), CA: pool, Backend: backend, Wait: 5 * time.Second, Timeout: time.Second}
+		External: hostile.ExternalAddress(), CA: pool, Backend: backend, Wait: 5 * time.Second, Timeout: time.Second, HandshakeTimeout: time.Second}
 	var cases []*hostile.Case
 	re := regexp.MustCompile(only)
 	for _, c := range hostile.All() {

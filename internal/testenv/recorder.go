@@ -51,7 +51,7 @@ type RecordedRequest struct {
 	Proto  string
 	// Header holds the fields in order, names as sent (not canonicalised).
 	Header [][2]string
-	// Body holds the first 64 KiB of the body; BodyLen counts all of it.
+	// Body holds the first 16 KiB of the body; BodyLen counts all of it.
 	Body    []byte
 	BodyLen int64
 	// Complete is false while the body is still being read (or when the
@@ -90,11 +90,18 @@ type recordedConn struct {
 	raw []byte
 }
 
+// keptRaw bounds the raw bytes kept per connection: enough for every
+// request head a test sends, not the megabytes of an attack's bodies
+// (tests measuring the proxy's memory share the process).
+const keptRaw = 16 << 10
+
 func (c *recordedConn) Read(p []byte) (int, error) {
 	n, err := c.nc.Read(p)
 	if n > 0 {
 		c.mu.Lock()
-		c.raw = append(c.raw, p[:n]...)
+		if room := keptRaw - len(c.raw); room > 0 {
+			c.raw = append(c.raw, p[:min(n, room)]...)
+		}
 		c.mu.Unlock()
 	}
 	return n, err
@@ -190,7 +197,8 @@ func (r *Recorder) Matching(token string) []RecordedRequest {
 }
 
 // RawContains reports whether token appears anywhere in the bytes any
-// backend connection received (framed as a request or not).
+// backend connection received (framed as a request or not; the first
+// 16 KiB of each connection).
 func (r *Recorder) RawContains(token string) bool {
 	r.mu.Lock()
 	conns := append([]*recordedConn(nil), r.conns...)
@@ -232,12 +240,12 @@ func (r *Recorder) Conns() int {
 
 // keptBody bounds how much of one request body the recorder keeps (it
 // reads, and counts, all of it): attack tests send megabytes.
-const keptBody = 64 << 10
+const keptBody = 16 << 10
 
 func (r *Recorder) serve(id int, c *recordedConn) {
 	defer r.wg.Done()
 	defer c.nc.Close()
-	br := bufio.NewReaderSize(c, 64<<10)
+	br := bufio.NewReaderSize(c, 16<<10)
 	for seq := 0; ; seq++ {
 		head, err := readHead(br)
 		if err != nil {

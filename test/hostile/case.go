@@ -68,8 +68,9 @@ type Env struct {
 	// Wait bounds the wait for a response that should come promptly.
 	Wait time.Duration
 	// Timeout is the server's configured idle / header / body timeout:
-	// slow cases wait a little beyond it.
-	Timeout time.Duration
+	// slow cases wait a little beyond it. HandshakeTimeout bounds a TLS
+	// handshake (the ClientHello's arrival).
+	Timeout, HandshakeTimeout time.Duration
 	// Heap, when the proxy runs in this process, returns its live heap
 	// after a garbage collection (memory-bound cases compare before and
 	// after); nil otherwise.

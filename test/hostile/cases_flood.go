@@ -168,7 +168,7 @@ func floodCases() []*Case {
 				}
 				return nil
 			})},
-		{Name: "h2-continuation-flood", Nginx: "goaway(PROTOCOL_ERROR), legit ok", What: "one HEADERS then endless CONTINUATION frames (32 MiB of fields)", Want: survived,
+		{Name: "h2-continuation-flood", Nginx: "goaway(ENHANCE_YOUR_CALM), legit ok", What: "one HEADERS then endless CONTINUATION frames (32 MiB of fields)", Want: survived,
 			Run: flood(3*time.Second, true, func(c *h2client, env *Env, until time.Time) error {
 				blk := c.block(expandFields(req("GET", "/{T}"), env))
 				if err := c.write(func() error {

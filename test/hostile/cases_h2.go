@@ -244,7 +244,7 @@ func h2Cases() []*Case {
 
 		// Limits.
 		{Name: "h2-header-list-too-large", Nginx: "- goaway(ENHANCE_YOUR_CALM)", What: "one 100 KiB field (HEADERS + CONTINUATIONs)",
-			Want: []string{"431 keep", "RST(PROTOCOL_ERROR) keep", "- goaway(PROTOCOL_ERROR)", "- goaway(ENHANCE_YOUR_CALM)", "- close", "RST(REFUSED_STREAM) keep"},
+			Want: []string{"431 keep", "RST(PROTOCOL_ERROR) keep", "- goaway(PROTOCOL_ERROR)", "- goaway(ENHANCE_YOUR_CALM)", "- goaway(COMPRESSION_ERROR)", "- close", "RST(REFUSED_STREAM) keep"},
 			Run:  h2one(get("x-big", strings.Repeat("a", 100<<10)), true)},
 		{Name: "h2-headers-too-many", Nginx: "200 keep, 1 fwd", What: "150 fields (the limit is 100)",
 			Want: []string{"431 keep", "RST(PROTOCOL_ERROR) keep", "- goaway(PROTOCOL_ERROR)"},

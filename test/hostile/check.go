@@ -24,10 +24,12 @@ func all(checks ...check) check {
 
 // clean: nothing a strict backend would refuse (control bytes, both
 // framing headers, several Host or Content-Length fields, obs-fold).
-func clean(_ *Env, reqs []testenv.RecordedRequest) error {
+func clean(env *Env, reqs []testenv.RecordedRequest) error {
 	for _, q := range reqs {
 		if len(q.Flaws) > 0 {
-			return fmt.Errorf("backend got %q: %s", firstLine(q.Head), strings.Join(q.Flaws, "; "))
+			// Messages name the token {T}: they are compared across runs.
+			line := strings.ReplaceAll(firstLine(q.Head), env.Token, "{T}")
+			return fmt.Errorf("backend got %q: %s", line, strings.Join(q.Flaws, "; "))
 		}
 	}
 	return nil
@@ -50,7 +52,7 @@ func targetIs(t string) check {
 	return func(env *Env, reqs []testenv.RecordedRequest) error {
 		for _, q := range reqs {
 			if want := expand(t, env); q.Target != want {
-				return fmt.Errorf("backend got target %q, want %q", q.Target, want)
+				return fmt.Errorf("backend got target %q, want %q", strings.ReplaceAll(q.Target, env.Token, "{T}"), t)
 			}
 		}
 		return nil

@@ -84,6 +84,15 @@ func (s h1) runOn(nc net.Conn, env *Env) (string, error) {
 			if _, err := io.Copy(io.Discard, resp.Body); err != nil {
 				state = readState(err)
 			}
+			if state == "" && s.noProbe && resp.Close {
+				// Said it closes: does it?
+				if _, err := br.ReadByte(); err != nil {
+					state = readState(err)
+				}
+				if state == "hang" {
+					state = "open"
+				}
+			}
 		}
 		resp.Body.Close()
 		if s.afterFirst != "" && len(statuses) == 1 && state == "" {

@@ -163,7 +163,7 @@ spec:
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(testpki.Read("ca.crt"))
 	env := &Env{HTTP: p.Addr(80), H2C: p.Addr(80), TLS: p.Addr(443), External: ExternalAddress(), CA: pool,
-		Backend: backend, Wait: 5 * time.Second, Timeout: serverTimeout,
+		Backend: backend, Wait: 5 * time.Second, Timeout: serverTimeout, HandshakeTimeout: handshakeTimeout,
 		Heap: func() uint64 {
 			runtime.GC()
 			var ms runtime.MemStats
