@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 CACHE   ?= $(HOME)/.cache/portico
 
-.PHONY: all build run test unit e2e bench fuzz fmt lint clean
+.PHONY: all build run test unit e2e bench bench-attack fuzz fmt lint clean
 
 all: build
 
@@ -31,6 +31,12 @@ e2e:
 
 bench:
 	./bench/run.sh
+
+# Hostile loads against Portico and nginx side by side (bench/attack):
+# ATTACK_FLAGS, e.g. "-duration 10s -label after".
+ATTACK_FLAGS ?=
+bench-attack:
+	./bench/attack/run.sh $(ATTACK_FLAGS)
 
 # Fuzzing: every fuzz target for FUZZTIME each, with its executions per
 # second (hack/fuzz.sh). Add new targets to FUZZ_TARGETS as package:Func.
