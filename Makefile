@@ -39,16 +39,18 @@ bench-attack:
 	./bench/attack/run.sh $(ATTACK_FLAGS)
 
 # Fuzzing: every fuzz target for FUZZTIME each, with its executions per
-# second (hack/fuzz.sh). Add new targets to FUZZ_TARGETS as package:Func.
+# second (hack/fuzz.sh; FUZZ_OUT=file.md keeps the table, FUZZ_FRESH=1 starts
+# from the seed corpus). Add new targets to FUZZ_TARGETS as package:Func.
 FUZZTIME ?= 30s
 FUZZ_TARGETS ?= \
 	pkg/proxy/httpx:FuzzReadRequest \
-	pkg/proxy/listener:FuzzClientHello \
+	pkg/proxy/httpx:FuzzChunkedBody \
+	pkg/proxy/hcm:FuzzH2Request \
 	pkg/proxy/router:FuzzVirtualHost \
 	pkg/gateway:FuzzDecodeAndBind \
 	pkg/translate:FuzzYAMLToXDS
 fuzz:
-	./hack/fuzz.sh -t $(FUZZTIME) $(FUZZ_TARGETS)
+	./hack/fuzz.sh -t $(FUZZTIME) $(if $(FUZZ_OUT),-o $(FUZZ_OUT)) $(FUZZ_TARGETS)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

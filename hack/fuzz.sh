@@ -63,6 +63,7 @@ for spec in "$@"; do
   if ((secs > 0)) && [[ -n $execs ]]; then rate=$(( execs / secs )); fi
   result=ok
   if ((rc != 0)); then result="FAIL: $(grep -m1 -E 'Failing input|--- FAIL|panic' "$log" | sed 's/|/\\|/g')"; failed=1; fi
+  if ((rc == 0)) && ! grep -q 'fuzz: elapsed' "$log"; then result="FAIL: no fuzz target $name in $pkg"; failed=1; fi
   table+="
 | $name | $pkg | ${execs:-0} | $secs | $rate | $result |"
 done
