@@ -371,10 +371,17 @@ func TestH2ContentLengthWithEndStreamIsNotSmuggled(t *testing.T) {
 			t.Errorf("the backend received %q", r)
 		}
 	}
+	// DATA shorter than the content-length: 400, not the HTTP/2 server's
+	// implicit 200 for a handler that wrote nothing.
+	h.headers(t, 9, false, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/short", "content-length", "10")
+	h.fr.WriteData(9, true, []byte("hello"))
+	if status, reset := h.response(t, 9); status != "400" && !reset {
+		t.Errorf("DATA short of content-length: %q", status)
+	}
 	// A POST with a real body arrives with exactly one content-length.
-	h.headers(t, 7, false, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/post", "content-length", "5")
-	h.fr.WriteData(7, true, []byte("hello"))
-	if status, _ := h.response(t, 7); status != "200" {
+	h.headers(t, 11, false, ":method", "POST", ":scheme", "http", ":authority", "a", ":path", "/post", "content-length", "5")
+	h.fr.WriteData(11, true, []byte("hello"))
+	if status, _ := h.response(t, 11); status != "200" {
 		t.Fatalf("POST: %q", status)
 	}
 	req, body := rec.last()
@@ -773,3 +780,4 @@ func TestAccessLogEscapesControlCharacters(t *testing.T) {
 		t.Errorf("user agent not escaped: %s", line)
 	}
 }
+

@@ -85,15 +85,15 @@ func (x *exchange) run() bool {
 	httpx.RemoveHopByHop(&req.Header)
 	if !x.underscores() {
 		x.flags |= accesslog.DownstreamProtocolError
-		return x.reply(400, "", nil) && false
+		return x.replyAndClose(400, "", nil)
 	}
 	if !x.edgeHeaders() {
-		return x.reply(400, "", nil) && false
+		return x.replyAndClose(400, "", nil)
 	}
 	switch p, v := h.cfg.processPath(req.Target); v {
 	case pathReject:
 		x.flags |= accesslog.DownstreamProtocolError
-		return x.reply(400, "", nil) && false
+		return x.replyAndClose(400, "", nil)
 	case pathRedirect:
 		h.st.rqRedirect.Inc()
 		return x.reply(307, "", []httpx.Field{{Name: "location", Value: p}})
@@ -288,6 +288,15 @@ func (x *exchange) reply(status int, body string, extra []httpx.Field) bool {
 	return x.h.localReply(x.w, x.req, status, body, append(extra, x.extraResp...), x)
 }
 
+// replyAndClose sends a local reply after which the connection closes
+// (HTTP/1.1 says so with "connection: close"): the request was malformed or
+// its body cannot be finished, so nothing after it can be trusted.
+func (x *exchange) replyAndClose(status int, body string, extra []httpx.Field) bool {
+	x.w.CloseAfter()
+	x.reply(status, body, extra)
+	return false
+}
+
 // localReply writes a response the proxy generated itself.
 func (h *Handler) localReply(w ResponseWriter, req *httpx.Request, status int, body string, extra []httpx.Field, xs ...*exchange) bool {
 	if len(xs) > 0 {
@@ -297,11 +306,12 @@ func (h *Handler) localReply(w ResponseWriter, req *httpx.Request, status int, b
 		w.CloseAfter() // too late for a clean response: end the connection
 		return false
 	}
+	if status == 400 || status == 408 || status == 431 {
+		w.CloseAfter()
+	}
 	var hdr httpx.Header
 	hdr.Fields = make([]httpx.Field, 0, 4+len(extra))
-	for _, f := range extra {
-		hdr.Fields = append(hdr.Fields, f)
-	}
+	hdr.Fields = append(hdr.Fields, extra...)
 	if body != "" && !hdr.Has("content-type") {
 		hdr.Add("content-type", "text/plain")
 	}

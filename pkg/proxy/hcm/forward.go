@@ -439,10 +439,17 @@ func (x *exchange) downstreamFailure(err error) bool {
 	case isTimeout(err):
 		x.flags |= accesslog.StreamIdleTimeout
 		x.h.st.rqIdleTimeout.Inc()
-		return x.reply(408, "stream timeout", nil) && false
+		return x.replyAndClose(408, "stream timeout", nil)
 	case errors.Is(err, httpx.ErrMalformed), errors.Is(err, httpx.ErrHeaderTooLarge):
 		x.flags |= accesslog.DownstreamProtocolError
-		return x.reply(400, "", nil) && false
+		return x.replyAndClose(400, "", nil)
+	}
+	if c := x.w.Context(); c != nil && c.Err() == nil {
+		// HTTP/2, and the stream is still open: its body ended otherwise
+		// than it announced (DATA short of content-length). Without an
+		// answer the HTTP/2 server would report success.
+		x.flags |= accesslog.DownstreamProtocolError
+		return x.replyAndClose(400, "", nil)
 	}
 	x.flags |= accesslog.DownstreamConnectionTermination
 	x.status = 499

@@ -72,6 +72,11 @@ func ConvertH2Request(r *http.Request, lim httpx.Limits) (*httpx.Request, int, e
 	if !httpx.ValidTarget(req.Target) || req.Target == "*" && req.Method != http.MethodOptions {
 		return nil, 400, fmt.Errorf("%w: invalid :path %q", errH2Request, req.Target)
 	}
+	if req.Authority == "" {
+		// RFC 9113 section 8.3.1: http and https requests carry :authority
+		// or host; nothing would say where this one goes.
+		return nil, 400, fmt.Errorf("%w: neither :authority nor host", errH2Request)
+	}
 	if !httpx.ValidAuthority(req.Authority) {
 		return nil, 400, fmt.Errorf("%w: invalid :authority %q", errH2Request, req.Authority)
 	}

@@ -60,6 +60,7 @@ func TestConvertH2Request(t *testing.T) {
 		{"* for GET", h2Request("GET", "*", "a", false), 400},
 		{"* for OPTIONS", h2Request("OPTIONS", "*", "a", false), 0},
 		{"userinfo in :authority", h2Request("GET", "/", "u@a", false), 400},
+		{"no :authority nor host", h2Request("GET", "/", "", false), 400},
 		{"CONNECT", h2Request("CONNECT", "", "a:443", false), 400},
 		{"control character in a value", h2Request("GET", "/", "a", false, "X: a\x01b"), 400},
 	}

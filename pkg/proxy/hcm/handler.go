@@ -106,7 +106,10 @@ type Handler struct {
 	mu       sync.Mutex
 	conns    map[*h1conn]struct{}
 	h1srv    *http.Server // base for HTTP/2 graceful shutdown
-	h2srv    *http2.Server
+	// h2srv serves HTTP/2 connections one by one (ServeConn), which only
+	// x/net's deprecated server offers; issue #18 replaces it.
+	//lint:ignore SA1019 see above
+	h2srv *http2.Server
 }
 
 // NewHandler returns a handler for cfg.
@@ -121,6 +124,7 @@ func NewHandler(cfg *Config, env *Env) *Handler {
 	h.h1srv = &http.Server{MaxHeaderBytes: h.cfg.Limits.MaxHeaderBytes,
 		// Protocol errors of hostile clients are routine at an edge: debug.
 		ErrorLog: log.New(logWriter{env.Log.V(1)}, "", 0)}
+	//lint:ignore SA1019 see Handler.h2srv
 	h.h2srv = &http2.Server{
 		IdleTimeout:                  cfg.IdleTimeout,
 		MaxConcurrentStreams:         cfg.HTTP2.MaxConcurrentStreams,
@@ -131,6 +135,7 @@ func NewHandler(cfg *Config, env *Env) *Handler {
 		WriteByteTimeout: cfg.StreamIdleTimeout,
 		MaxReadFrameSize: 16 << 10,
 	}
+	//lint:ignore SA1019 see Handler.h2srv
 	if err := http2.ConfigureServer(h.h1srv, h.h2srv); err != nil {
 		env.Log.Error(err, "configuring HTTP/2")
 	}
