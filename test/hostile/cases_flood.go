@@ -152,7 +152,7 @@ func withAnyForward(w []string) []string {
 
 func floodCases() []*Case {
 	cs := []*Case{
-		{Name: "h2-rapid-reset", Nginx: "goaway(NO_ERROR), legit ok, 4 fwd", What: "HEADERS then RST_STREAM, 20,000 times as fast as possible (CVE-2023-44487)", Want: withAnyForward(survived),
+		{Name: "h2-rapid-reset", Nginx: "goaway(NO_ERROR), legit ok, 5 fwd", What: "HEADERS then RST_STREAM, 20,000 times as fast as possible (CVE-2023-44487)", Want: withAnyForward(survived),
 			Run: flood(3*time.Second, true, func(c *h2client, env *Env, until time.Time) error {
 				blk := c.block(expandFields(req("GET", "/{T}/rr"), env)) // static: same bytes every time
 				for i := 0; i < 20000 && time.Now().Before(until); i++ {
@@ -168,7 +168,7 @@ func floodCases() []*Case {
 				}
 				return nil
 			})},
-		{Name: "h2-continuation-flood", Nginx: "goaway(ENHANCE_YOUR_CALM), legit ok", What: "one HEADERS then endless CONTINUATION frames (32 MiB of fields)", Want: survived,
+		{Name: "h2-continuation-flood", Nginx: "goaway(PROTOCOL_ERROR), legit ok", What: "one HEADERS then endless CONTINUATION frames (32 MiB of fields)", Want: survived,
 			Run: flood(3*time.Second, true, func(c *h2client, env *Env, until time.Time) error {
 				blk := c.block(expandFields(req("GET", "/{T}"), env))
 				if err := c.write(func() error {
