@@ -2,11 +2,11 @@ package hostile
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -155,20 +155,29 @@ func stalledStreams(n, perStream int, bound uint64) func(context.Context, *Env) 
 		}
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, _, _ string, _ *tls.Config) (net.Conn, error) {
+		// HTTP/2 with prior knowledge, all streams on one connection.
+		tr := &http.Transport{Protocols: new(http.Protocols), DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return dial(ctx, env, env.H2C, false)
 		}}
+		tr.Protocols.SetUnencryptedHTTP2(true)
 		defer tr.CloseIdleConnections()
 		var sent atomic.Int64
 		results := make(chan string, n)
+		var streams sync.WaitGroup
+		defer streams.Wait() // after cancel, every RoundTrip returns
+		defer cancel()
 		for i := 0; i < n; i++ {
+			streams.Add(1)
 			go func() {
+				defer streams.Done()
 				body := &stallingBody{left: perStream, sent: &sent, ctx: ctx, closed: make(chan struct{})}
 				r, _ := http.NewRequestWithContext(ctx, "POST", fmt.Sprintf("http://a.example.com/%s/%d", env.Token, i), body)
 				resp, err := tr.RoundTrip(r)
 				if err != nil {
-					if se, ok := err.(http2.StreamError); ok {
-						results <- "RST(" + se.Code.String() + ")"
+					// net/http's HTTP/2 stream errors read
+					// "stream error: stream ID 3; PROTOCOL_ERROR…".
+					if m := streamErr.FindStringSubmatch(err.Error()); m != nil {
+						results <- "RST(" + m[1] + ")"
 					} else {
 						results <- "error"
 					}
@@ -216,6 +225,8 @@ func stalledStreams(n, perStream int, bound uint64) func(context.Context, *Env) 
 		return strings.Join(list, " | ") + "; " + heap, nil
 	}
 }
+
+var streamErr = regexp.MustCompile(`stream error: stream ID \d+; ([A-Z_]+)`)
 
 // stallingBody yields left bytes, then blocks until ctx ends or the
 // transport closes it (when the server answered early).

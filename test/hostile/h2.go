@@ -39,6 +39,7 @@ type h2client struct {
 	mu      sync.Mutex
 	events  map[uint32][]string // per stream: "200", "RST(CODE)", "end"
 	goaway  string              // "goaway(CODE)" once received
+	lastID  uint32              // the GOAWAY's last stream id
 	closed  bool                // the connection ended
 	pingAck map[[8]byte]bool
 	changed chan struct{} // signalled on every event
@@ -171,6 +172,7 @@ func (c *h2client) read() {
 			c.note(func() {
 				if c.goaway == "" {
 					c.goaway = "goaway(" + f.ErrCode.String() + ")"
+					c.lastID = f.LastStreamID
 				}
 			})
 		case *http2.PingFrame:
@@ -261,25 +263,16 @@ func (c *h2client) streamOutcome(id uint32, wait time.Duration) string {
 	for {
 		c.mu.Lock()
 		ev := c.events[id]
-		over := c.closed || c.goaway != ""
+		closed, goaway, lastID := c.closed, c.goaway != "", c.lastID
 		c.mu.Unlock()
 		for _, e := range ev {
 			if e != "end" && (e == "?" || !strings.HasPrefix(e, "1")) { // skip 1xx
 				return e
 			}
 		}
-		if over {
-			// A GOAWAY may come with the stream's own answer right behind:
-			// give it a moment.
-			time.Sleep(20 * time.Millisecond)
-			c.mu.Lock()
-			ev = c.events[id]
-			c.mu.Unlock()
-			for _, e := range ev {
-				if e != "end" && !strings.HasPrefix(e, "1") {
-					return e
-				}
-			}
+		if closed || goaway && id > lastID {
+			// The connection ended, or the GOAWAY says this stream was
+			// never processed: no answer will come.
 			return "-"
 		}
 		select {
@@ -318,6 +311,23 @@ func (c *h2client) connState(wait time.Duration) string {
 		case <-c.done:
 		}
 	}
+}
+
+// waitUntil waits until cond holds (re-checked at every event) or wait
+// passes.
+func (c *h2client) waitUntil(wait time.Duration, cond func() bool) bool {
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for !cond() {
+		select {
+		case <-c.changed:
+		case <-deadline.C:
+			return cond()
+		case <-c.done:
+			return cond()
+		}
+	}
+	return true
 }
 
 // waitClosed waits until the server closes the connection or sends
@@ -401,8 +411,21 @@ func (s h2case) run(ctx context.Context, env *Env) (string, error) {
 		if err := s.after(c, id); err != nil && !isWriteAfterClose(err) {
 			return "", err
 		}
-		// Let the server react before pinging (the ping would race it).
-		time.Sleep(50 * time.Millisecond)
+		// Wait for the server's reaction on the stream (or on the
+		// connection) before pinging: a PING's acknowledgement may be
+		// written before a RST_STREAM. A server that ignores the frame
+		// is given half its idle timeout, so that the ping still finds
+		// the connection open.
+		c.waitUntil(min(env.Wait, env.Timeout/2), func() bool {
+			for _, e := range c.eventsOf(id)[n:] {
+				if strings.HasPrefix(e, "RST(") {
+					return true
+				}
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return c.closed || c.goaway != ""
+		})
 		for _, e := range c.eventsOf(id)[n:] {
 			if strings.HasPrefix(e, "RST(") {
 				out += " " + e

@@ -12,8 +12,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // tlsGet completes a TLS handshake with cfg (ServerName, RootCAs default
@@ -60,17 +58,15 @@ func tlsGet(cfg *tls.Config, wrap func(net.Conn) net.Conn) func(context.Context,
 	}
 }
 
-// h2GetOver makes one GET with http2.Transport over an established
-// connection and returns its status.
+// h2GetOver makes one GET over an established HTTP/2 TLS connection and
+// returns its status.
 func h2GetOver(tc *tls.Conn, env *Env) string {
-	tr := &http2.Transport{}
-	cc, err := tr.NewClientConn(tc)
-	if err != nil {
-		return "error"
-	}
-	defer cc.Close()
-	r, _ := http.NewRequest("GET", "https://a.example.com/"+env.Token, nil)
-	resp, err := cc.RoundTrip(r)
+	tr := &http.Transport{Protocols: new(http.Protocols), DialTLSContext: func(context.Context, string, string) (net.Conn, error) {
+		return tc, nil
+	}}
+	tr.Protocols.SetHTTP2(true)
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: env.Wait}).Get("https://a.example.com/" + env.Token)
 	if err != nil {
 		return "error"
 	}
