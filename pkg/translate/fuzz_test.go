@@ -3,13 +3,17 @@ package translate_test
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/portico-gateway/portico/internal/fuzzcache"
 	"github.com/portico-gateway/portico/internal/golden"
@@ -123,4 +127,51 @@ func (v *validations) Deep(m proto.Message) error {
 		return errors.New(msg)
 	}
 	return nil
+}
+
+// TestValidationCacheMatchesFresh validates a random sequence of valid and
+// invalid resources (with repeats, as fuzzing produces them) through the
+// cache and compares every answer with a fresh validate.Deep.
+func TestValidationCacheMatchesFresh(t *testing.T) {
+	files, _ := filepath.Glob("testdata/*.in.yaml")
+	var pool []proto.Message
+	for _, f := range files {
+		tr, err := translate.Translate(loadProxy(t, f), translate.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, list := range [][]proto.Message{msgs(tr.Listeners), msgs(tr.Routes), msgs(tr.Clusters), msgs(tr.Endpoints), msgs(tr.Secrets)} {
+			pool = append(pool, list...)
+		}
+		for _, c := range tr.Clusters { // invalid: a connect timeout must be positive
+			bad := proto.Clone(c).(*clusterv3.Cluster)
+			bad.ConnectTimeout = durationpb.New(-time.Second)
+			pool = append(pool, bad)
+		}
+		for _, r := range tr.Routes { // invalid: a virtual host needs domains
+			bad := proto.Clone(r).(*routev3.RouteConfiguration)
+			bad.VirtualHosts = append(bad.VirtualHosts, &routev3.VirtualHost{Name: "no-domains"})
+			pool = append(pool, bad)
+		}
+	}
+	if len(pool) < 20 {
+		t.Fatalf("only %d resources to validate", len(pool))
+	}
+	v := newValidations()
+	v.CheckEvery = 0 // compared explicitly below
+	rng := rand.New(rand.NewPCG(3, 4))
+	invalid := 0
+	for step := 0; step < 3000; step++ {
+		m := pool[rng.IntN(len(pool))]
+		got, fresh := v.Deep(m), validate.Deep(m)
+		if fmt.Sprint(got) != fmt.Sprint(fresh) {
+			t.Fatalf("step %d, %T: cache said %v, a fresh validation %v", step, m, got, fresh)
+		}
+		if fresh != nil {
+			invalid++
+		}
+	}
+	if invalid == 0 {
+		t.Fatal("no invalid resource was drawn: the test compares nothing interesting")
+	}
 }
