@@ -47,6 +47,7 @@ FUZZ_TARGETS ?= \
 	pkg/proxy/httpx:FuzzChunkedBody \
 	pkg/proxy/hcm:FuzzH2Request \
 	pkg/proxy/router:FuzzVirtualHost \
+	pkg/proxy/listener:FuzzClientHello \
 	pkg/gateway:FuzzDecodeAndBind \
 	pkg/translate:FuzzYAMLToXDS
 fuzz:
