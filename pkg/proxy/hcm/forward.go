@@ -595,14 +595,7 @@ func (x *exchange) exchangeH1(c *upstream.Cluster, conn *upstream.Conn, body *bo
 	httpx.WriteRequestHead(conn.BW, req.Method, req.Target, req.Authority, &req.Header, length)
 	var err error
 	if r != nil && length != 0 {
-		if length > 0 {
-			_, err = io.CopyN(conn.BW, r, length)
-		} else {
-			cw := httpx.ChunkedWriter{W: conn.BW}
-			if _, err = io.Copy(cw, r); err == nil {
-				err = cw.Close()
-			}
-		}
+		err = copyRequestBody(conn.BW, r, length)
 	}
 	if err == nil {
 		err = conn.BW.Flush()
@@ -635,6 +628,65 @@ func (x *exchange) exchangeH1(c *upstream.Cluster, conn *upstream.Conn, body *bo
 		return attempt{fail: failReset, err: err, first: first}
 	}
 	return attempt{conn: conn, resp: resp, first: time.Now()}
+}
+
+// chunkBufPool holds the buffers chunked request bodies stream through.
+var chunkBufPool = sync.Pool{New: func() any { b := make([]byte, 4<<10); return &b }}
+
+// copyRequestBody streams a request body of length bytes (-1: chunked) to
+// an upstream connection, flushing after every read so the upstream sees
+// the body as the client sends it. A body of known length is read straight
+// into the connection's write buffer: io.CopyN would go through the TCP
+// connection's ReadFrom, which allocates 32 KiB per request and keeps it
+// for as long as a client takes to send its body (a stalled upload).
+func copyRequestBody(bw *bufio.Writer, r io.Reader, length int64) error {
+	if length < 0 {
+		bp := chunkBufPool.Get().(*[]byte)
+		defer chunkBufPool.Put(bp)
+		cw := httpx.ChunkedWriter{W: bw}
+		for {
+			n, err := r.Read(*bp)
+			if n > 0 {
+				cw.Write((*bp)[:n])
+				if ferr := bw.Flush(); ferr != nil {
+					return ferr
+				}
+			}
+			if err == io.EOF {
+				return cw.Close()
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	for length > 0 {
+		if bw.Available() == 0 {
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+		}
+		b := bw.AvailableBuffer()
+		b = b[:min(int64(cap(b)), length)]
+		n, err := r.Read(b)
+		if n > 0 {
+			bw.Write(b[:n]) // the buffer's own free space: no copy
+			length -= int64(n)
+			if ferr := bw.Flush(); ferr != nil {
+				return ferr
+			}
+		}
+		if err == io.EOF {
+			if length > 0 {
+				return &downstreamError{io.ErrUnexpectedEOF} // the client stopped short
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func isTimeout(err error) bool {
