@@ -506,7 +506,8 @@ func TestH2RapidResetFloodDoesNotCrash(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("after the flood: %d", resp.StatusCode)
 	}
-	t.Logf("%d of 96 connections got GOAWAY; backend saw %d requests", goaways.Load(), len(rec.requests()))
+	closed, _ := p.Stats.Lookup("http.outbound_0.0.0.0_80.downstream_cx_premature_reset_close")
+	t.Logf("%d of 96 connections got GOAWAY, %d closed for premature resets; backend saw %d requests", goaways.Load(), closed, len(rec.requests()))
 }
 
 // TestStalledBodiesAreBoundedAndTimeOut: request bodies kept for retries

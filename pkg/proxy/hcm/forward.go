@@ -194,6 +194,12 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 	if len(route.Mirrors) > 0 && body.replay {
 		x.mirror(route, &body)
 	}
+	if x.ctx.Err() != nil {
+		// The client reset the stream already (HTTP/2): nothing to send.
+		x.flags |= accesslog.DownstreamConnectionTermination
+		x.status = 499
+		return false
+	}
 	if !cluster.AcquireRequest() {
 		cluster.Stats.RqPendingOverflow.Inc()
 		x.flags |= accesslog.UpstreamOverflow

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -17,12 +18,52 @@ import (
 )
 
 func (h *Handler) serveH2(ctx context.Context, nc net.Conn) {
+	st := &h2ConnState{nc: nc}
+	ctx = context.WithValue(ctx, h2ConnKey{}, st)
 	//lint:ignore SA1019 replaced by the proxy's own HTTP/2 server (issue #18)
 	h.h2srv.ServeConn(nc, &http2.ServeConnOpts{Context: ctx, BaseConfig: h.h1srv, Handler: http.HandlerFunc(h.serveH2Request)})
 }
 
+// h2ConnState counts one HTTP/2 connection's streams and the ones its
+// client reset before they were answered.
+type h2ConnState struct {
+	nc              net.Conn
+	streams, resets atomic.Int64
+	closed          atomic.Bool
+}
+
+type h2ConnKey struct{}
+
+// Premature resets: a client that resets at least prematureResetMin
+// streams before their response, and half of all it opened, is flooding
+// (CVE-2023-44487) and its connection is closed, as Envoy does
+// (premature_reset_total_stream_count).
+const prematureResetMin = 100
+
+// noteStreamEnd counts a stream and closes a flooding connection.
+func (h *Handler) noteStreamEnd(r *http.Request, answered bool) {
+	st, _ := r.Context().Value(h2ConnKey{}).(*h2ConnState)
+	if st == nil {
+		return
+	}
+	n := st.streams.Add(1)
+	if answered || r.Context().Err() == nil {
+		return
+	}
+	if resets := st.resets.Add(1); resets >= prematureResetMin && 2*resets >= n && !st.closed.Swap(true) {
+		h.st.cxPrematureReset.Inc()
+		h.env.Log.V(1).Info("closing an HTTP/2 connection that resets most of its streams", "streams", n, "resets", resets)
+		st.nc.Close()
+	}
+}
+
 func (h *Handler) serveH2Request(rw http.ResponseWriter, r *http.Request) {
 	h.st.rqHTTP2.Inc()
+	if r.Context().Err() != nil {
+		// Reset before it was even looked at: no work for it.
+		h.noteStreamEnd(r, false)
+		return
+	}
 	w := &h2Writer{rw: rw, ctx: r.Context(), rc: http.NewResponseController(rw), idle: h.cfg.StreamIdleTimeout}
 	req, status, err := ConvertH2Request(r, h.cfg.Limits)
 	if err != nil {
@@ -38,6 +79,7 @@ func (h *Handler) serveH2Request(rw http.ResponseWriter, r *http.Request) {
 		req.RemoteAddr = ap
 	}
 	h.ServeRequest(r.Context(), req, w)
+	h.noteStreamEnd(r, w.started)
 }
 
 // errH2Request marks a request the HTTP/2 conversion refused.

@@ -61,6 +61,7 @@ type hcmStats struct {
 	rqDirect, rqTimeout, rqFault, rqDelay, rqCORSPreflight    *stats.Counter
 	rqHeadersTimeout, rqIdleTimeout, cxIdleTimeout            *stats.Counter
 	underscoresRejected, underscoresDropped, rqOverflow       *stats.Counter
+	cxPrematureReset                                          *stats.Counter
 	rqClass                                                   [6]*stats.Counter
 	cxActive, rqActive                                        *stats.Gauge
 	rqTime                                                    *stats.Histogram
@@ -81,7 +82,8 @@ func newHCMStats(store *stats.Store, prefix string) *hcmStats {
 		cxIdleTimeout:       c("downstream_cx_idle_timeout"),
 		underscoresRejected: c("requests_rejected_with_underscores_in_headers"),
 		underscoresDropped:  c("dropped_headers_with_underscores"),
-		rqOverflow:          c("downstream_rq_too_large"),
+		rqOverflow:          c("buffer_budget_exceeded"),
+		cxPrematureReset:    c("downstream_cx_premature_reset_close"),
 		cxActive:            store.Gauge(sc, "downstream_cx_active"), rqActive: store.Gauge(sc, "downstream_rq_active"),
 		rqTime: store.Histogram(sc, "downstream_rq_time"),
 		bare:   store.Counter(nil, "downstream_rq_total"),
