@@ -54,12 +54,16 @@ type Server struct {
 	className ClassFunc
 
 	mu sync.Mutex
-	// nodes by node ID; streams map stream IDs to node IDs.
-	nodes     map[string]*Node
-	streams   map[int64]string
+	// nodes by cache key (the node ID); streams by kind and ID:
+	// go-control-plane numbers state-of-the-world and delta streams with
+	// separate counters, so a bare ID names two streams.
+	nodes     map[string]*nodeState
+	streams   map[streamKey]*stream
 	published map[string]*Snapshot // by class
 	memos     map[string]*memo     // by class, for the next snapshot
 	classes   map[string]map[string]string
+	// wire holds delta wire versions by snapshot, for proxy-status.
+	wire map[*cachev3.Snapshot]map[string]map[string]string
 	// changed is signalled (never blocking) when a proxy of a class with no
 	// snapshot connects, so the controller builds that class.
 	changed chan struct{}
@@ -86,11 +90,12 @@ func NewServer(log logr.Logger, className ClassFunc) *Server {
 	s := &Server{
 		log:       log,
 		className: className,
-		nodes:     map[string]*Node{},
-		streams:   map[int64]string{},
+		nodes:     map[string]*nodeState{},
+		streams:   map[streamKey]*stream{},
 		published: map[string]*Snapshot{},
 		memos:     map[string]*memo{},
 		classes:   map[string]map[string]string{},
+		wire:      map[*cachev3.Snapshot]map[string]map[string]string{},
 		changed:   make(chan struct{}, 1),
 	}
 	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log.WithName("cache").V(2)})
@@ -122,7 +127,7 @@ func (s *Server) Nodes() []Node {
 	defer s.mu.Unlock()
 	out := make([]Node, 0, len(s.nodes))
 	for _, n := range s.nodes {
-		c := *n
+		c := n.Node
 		c.Labels, c.Acked, c.Nacked = maps.Clone(n.Labels), maps.Clone(n.Acked), maps.Clone(n.Nacked)
 		out = append(out, c)
 	}
@@ -162,10 +167,9 @@ func (s *Server) Publish(ctx context.Context, class string, res *translate.Resou
 	s.published[class] = snap
 	for _, n := range s.nodes {
 		if n.Class == class {
-			if err := s.cache.SetSnapshot(ctx, n.ID, snap.Snapshot); err != nil {
-				return nil, fmt.Errorf("setting snapshot for %s: %w", n.ID, err)
+			if err := s.setSnapshot(ctx, n, snap); err != nil {
+				return nil, err
 			}
-			n.Sent = snap.Version()
 		}
 	}
 	return snap, nil
@@ -190,106 +194,6 @@ func (s *Server) hasNodes(class string) bool {
 		}
 	}
 	return false
-}
-
-// register records a proxy on its first request on a stream.
-func (s *Server) register(streamID int64, node *corev3.Node) {
-	if node == nil || node.GetId() == "" {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.streams[streamID]; ok {
-		return
-	}
-	s.streams[streamID] = node.GetId()
-	n, ok := s.nodes[node.GetId()]
-	if ok {
-		n.Streams++
-		return
-	}
-	labels := NodeLabels(node)
-	class := s.className(labels)
-	n = &Node{ID: node.GetId(), Cluster: node.GetCluster(), Class: class, Labels: labels, Streams: 1,
-		ConnectedAt: time.Now(), Acked: map[string]string{}, Nacked: map[string]string{}}
-	s.nodes[n.ID] = n
-	s.log.Info("proxy connected", "node", n.ID, "class", class)
-	if _, known := s.classes[class]; !known {
-		s.classes[class] = labels
-	}
-	if snap, ok := s.published[class]; ok {
-		if err := s.cache.SetSnapshot(context.Background(), n.ID, snap.Snapshot); err != nil {
-			s.log.Error(err, "setting snapshot", "node", n.ID)
-		}
-		n.Sent = snap.Version()
-		return
-	}
-	select {
-	case s.changed <- struct{}{}:
-	default:
-	}
-}
-
-func (s *Server) unregister(streamID int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	id, ok := s.streams[streamID]
-	if !ok {
-		return
-	}
-	delete(s.streams, streamID)
-	n := s.nodes[id]
-	if n == nil {
-		return
-	}
-	n.Streams--
-	if n.Streams > 0 {
-		return
-	}
-	delete(s.nodes, id)
-	s.cache.ClearSnapshot(id)
-	s.log.Info("proxy disconnected", "node", id, "class", n.Class)
-	if !s.hasNodes(n.Class) {
-		delete(s.classes, n.Class)
-	}
-}
-
-// record notes an ACK or NACK from a proxy.
-func (s *Server) record(streamID int64, typeURL, version, nonce string, errDetail string) {
-	if nonce == "" {
-		return // initial request, not a response to anything
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := s.nodes[s.streams[streamID]]
-	if n == nil {
-		return
-	}
-	if errDetail != "" {
-		n.Nacked[typeURL] = errDetail
-		s.log.Info("proxy rejected configuration (NACK)", "node", n.ID, "type", typeURL, "error", errDetail)
-		return
-	}
-	n.Acked[typeURL] = version
-	delete(n.Nacked, typeURL)
-}
-
-// callbacks adapts the server to go-control-plane's stream callbacks.
-func (s *Server) callbacks() serverv3.Callbacks {
-	return serverv3.CallbackFuncs{
-		StreamRequestFunc: func(id int64, r *discoveryv3.DiscoveryRequest) error {
-			s.register(id, r.GetNode())
-			s.record(id, r.GetTypeUrl(), r.GetVersionInfo(), r.GetResponseNonce(), r.GetErrorDetail().GetMessage())
-			return nil
-		},
-		StreamClosedFunc: func(id int64, _ *corev3.Node) { s.unregister(id) },
-		StreamDeltaRequestFunc: func(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
-			s.register(id, r.GetNode())
-			s.record(id, r.GetTypeUrl(), "", r.GetResponseNonce(), r.GetErrorDetail().GetMessage())
-			return nil
-		},
-		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.unregister(id) },
-	}
 }
 
 // Register adds the ADS and per-type discovery services to a gRPC server.

@@ -1,0 +1,417 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"sort"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// streamKey names a stream: go-control-plane counts state-of-the-world and
+// delta streams separately, so stream 1 exists once of each kind.
+type streamKey struct {
+	delta bool
+	id    int64
+}
+
+func (k streamKey) String() string {
+	if k.delta {
+		return fmt.Sprintf("delta/%d", k.id)
+	}
+	return fmt.Sprintf("sotw/%d", k.id)
+}
+
+// stream is one open xDS stream.
+type stream struct {
+	key streamKey
+	ctx context.Context
+	// node is set by the stream's first request.
+	node *nodeState
+	// sent remembers, per type, what recent responses carried by nonce: a
+	// delta ACK names only the nonce.
+	sent map[string][]sentResponse
+}
+
+// sentResponse is what one response carried.
+type sentResponse struct {
+	nonce   string
+	version string
+	// delta only: resources sent (name → version) and removed.
+	resources map[string]string
+	removed   []string
+}
+
+// sentPerType bounds the responses remembered per type and stream: a
+// client answers every response, in order, so only the last few matter.
+const sentPerType = 8
+
+// nodeState is a registered proxy: what Nodes() reports, plus what the
+// server needs to say whether it is in sync.
+type nodeState struct {
+	Node
+	key string
+	// current is the snapshot last set for the node in the cache.
+	current *cachev3.Snapshot
+	// types holds, per type URL, what was sent and acknowledged.
+	types map[string]*typeStatus
+}
+
+// typeStatus is one node's progress on one type.
+type typeStatus struct {
+	sent bool
+	// delta is set when the last ACK came over a delta stream: then acked
+	// holds resource versions, compared within the subscription.
+	delta    bool
+	acked    map[string]string
+	wildcard bool
+	names    map[string]bool
+}
+
+func (n *nodeState) typ(typeURL string) *typeStatus {
+	t := n.types[typeURL]
+	if t == nil {
+		t = &typeStatus{acked: map[string]string{}, names: map[string]bool{}}
+		n.types[typeURL] = t
+	}
+	return t
+}
+
+// open records a new stream.
+func (s *Server) open(ctx context.Context, key streamKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.streams[key] = &stream{key: key, ctx: ctx, sent: map[string][]sentResponse{}}
+}
+
+// register records a proxy on the first request of a stream; later
+// requests keep the node the stream started with.
+func (s *Server) register(key streamKey, node *corev3.Node) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streams[key]
+	if st == nil {
+		return status.Errorf(codes.Internal, "stream %s was not opened", key)
+	}
+	if st.node != nil {
+		return nil
+	}
+	if node.GetId() == "" {
+		return status.Error(codes.InvalidArgument, "the first request of a stream must carry the node, with an id")
+	}
+	n, ok := s.nodes[node.GetId()]
+	if ok {
+		n.Streams++
+		st.node = n
+		return nil
+	}
+	labels := NodeLabels(node)
+	class := s.className(labels)
+	n = &nodeState{Node: Node{ID: node.GetId(), Cluster: node.GetCluster(), Class: class, Labels: labels, Streams: 1,
+		ConnectedAt: time.Now(), Acked: map[string]string{}, Nacked: map[string]string{}},
+		key: node.GetId(), types: map[string]*typeStatus{}}
+	s.nodes[n.key] = n
+	st.node = n
+	s.log.Info("proxy connected", "node", n.ID, "class", class, "stream", key.String())
+	if _, known := s.classes[class]; !known {
+		s.classes[class] = labels
+	}
+	if snap, ok := s.published[class]; ok {
+		if err := s.setSnapshot(context.Background(), n, snap); err != nil {
+			s.log.Error(err, "setting snapshot", "node", n.ID)
+		}
+		return nil
+	}
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// setSnapshot hands a node its class's snapshot. Call with s.mu held.
+func (s *Server) setSnapshot(ctx context.Context, n *nodeState, snap *Snapshot) error {
+	if err := s.cache.SetSnapshot(ctx, n.key, snap.Snapshot); err != nil {
+		return fmt.Errorf("setting snapshot for %s: %w", n.ID, err)
+	}
+	n.current = snap.Snapshot
+	n.Sent = snap.Version()
+	return nil
+}
+
+func (s *Server) unregister(key streamKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.streams[key]
+	if !ok {
+		return
+	}
+	delete(s.streams, key)
+	n := st.node
+	if n == nil {
+		return
+	}
+	n.Streams--
+	if n.Streams > 0 {
+		return
+	}
+	delete(s.nodes, n.key)
+	s.cache.ClearSnapshot(n.key)
+	s.log.Info("proxy disconnected", "node", n.ID, "class", n.Class)
+	if !s.hasNodes(n.Class) {
+		delete(s.classes, n.Class)
+	}
+}
+
+// subscribe tracks a delta stream's subscription to a type, as
+// go-control-plane interprets it: a first request naming nothing is a
+// wildcard, "*" subscribes to everything.
+func (s *Server) subscribe(key streamKey, r *discoveryv3.DeltaDiscoveryRequest) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streams[key]
+	if st == nil || st.node == nil {
+		return
+	}
+	t := st.node.typ(r.GetTypeUrl())
+	if _, seen := st.sent[r.GetTypeUrl()]; !seen {
+		// A new stream's first request for the type: the proxy holds what
+		// it says it holds, and subscribes afresh.
+		st.sent[r.GetTypeUrl()] = nil
+		t.acked = maps.Clone(r.GetInitialResourceVersions())
+		if t.acked == nil {
+			t.acked = map[string]string{}
+		}
+		t.names = map[string]bool{}
+		t.wildcard = len(r.GetResourceNamesSubscribe()) == 0
+	}
+	for _, name := range r.GetResourceNamesSubscribe() {
+		if name == "*" {
+			t.wildcard = true
+			continue
+		}
+		t.names[name] = true
+	}
+	for _, name := range r.GetResourceNamesUnsubscribe() {
+		if name == "*" {
+			t.wildcard = false
+			continue
+		}
+		delete(t.names, name)
+		delete(t.acked, name)
+	}
+}
+
+// responded remembers what a response carried.
+func (s *Server) responded(key streamKey, typeURL string, sent sentResponse) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streams[key]
+	if st == nil || st.node == nil {
+		return
+	}
+	st.node.typ(typeURL).sent = true
+	list := append(st.sent[typeURL], sent)
+	if len(list) > sentPerType {
+		list = list[len(list)-sentPerType:]
+	}
+	st.sent[typeURL] = list
+}
+
+// record notes an ACK or NACK from a proxy. A state-of-the-world ACK
+// carries the version it accepts; a delta ACK only the nonce, which names
+// what was sent.
+func (s *Server) record(key streamKey, typeURL, version, nonce string, errDetail string) {
+	if nonce == "" {
+		return // initial request, not a response to anything
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streams[key]
+	if st == nil || st.node == nil {
+		return
+	}
+	n := st.node
+	var sent *sentResponse
+	for i := range st.sent[typeURL] {
+		if st.sent[typeURL][i].nonce == nonce {
+			sent = &st.sent[typeURL][i]
+		}
+	}
+	if errDetail != "" {
+		n.Nacked[typeURL] = errDetail
+		s.log.Info("proxy rejected configuration (NACK)", "node", n.ID, "type", typeURL, "error", errDetail)
+		return
+	}
+	t := n.typ(typeURL)
+	t.delta = key.delta
+	if key.delta {
+		if sent == nil {
+			return // an ACK of a response too old to remember
+		}
+		version = sent.version
+		maps.Copy(t.acked, sent.resources)
+		for _, name := range sent.removed {
+			delete(t.acked, name)
+		}
+	}
+	n.Acked[typeURL] = version
+	delete(n.Nacked, typeURL)
+}
+
+// callbacks adapts the server to go-control-plane's stream callbacks.
+func (s *Server) callbacks() serverv3.Callbacks {
+	return serverv3.CallbackFuncs{
+		StreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			s.open(ctx, streamKey{id: id})
+			return nil
+		},
+		StreamRequestFunc: func(id int64, r *discoveryv3.DiscoveryRequest) error {
+			key := streamKey{id: id}
+			if err := s.register(key, r.GetNode()); err != nil {
+				return err
+			}
+			s.record(key, r.GetTypeUrl(), r.GetVersionInfo(), r.GetResponseNonce(), r.GetErrorDetail().GetMessage())
+			return nil
+		},
+		StreamResponseFunc: func(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, r *discoveryv3.DiscoveryResponse) {
+			s.responded(streamKey{id: id}, r.GetTypeUrl(), sentResponse{nonce: r.GetNonce(), version: r.GetVersionInfo()})
+		},
+		StreamClosedFunc: func(id int64, _ *corev3.Node) { s.unregister(streamKey{id: id}) },
+		DeltaStreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			s.open(ctx, streamKey{delta: true, id: id})
+			return nil
+		},
+		StreamDeltaRequestFunc: func(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
+			key := streamKey{delta: true, id: id}
+			if err := s.register(key, r.GetNode()); err != nil {
+				return err
+			}
+			s.subscribe(key, r)
+			s.record(key, r.GetTypeUrl(), "", r.GetResponseNonce(), r.GetErrorDetail().GetMessage())
+			return nil
+		},
+		StreamDeltaResponseFunc: func(id int64, _ *discoveryv3.DeltaDiscoveryRequest, r *discoveryv3.DeltaDiscoveryResponse) {
+			sent := sentResponse{nonce: r.GetNonce(), version: r.GetSystemVersionInfo(), resources: map[string]string{}, removed: r.GetRemovedResources()}
+			for _, res := range r.GetResources() {
+				sent.resources[res.GetName()] = res.GetVersion()
+			}
+			s.responded(streamKey{delta: true, id: id}, r.GetTypeUrl(), sent)
+		},
+		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.unregister(streamKey{delta: true, id: id}) },
+	}
+}
+
+// Per-type sync states, as `istioctl proxy-status` prints them.
+const (
+	StatusSynced  = "SYNCED"
+	StatusStale   = "STALE"
+	StatusNacked  = "STALE (NACKED)"
+	StatusNotSent = "NOT SENT"
+)
+
+// ProxyStatus is one connected proxy's sync state (`istioctl proxy-status`).
+type ProxyStatus struct {
+	ID    string `json:"id"`
+	Class string `json:"class"`
+	// Types maps the short type name (Cluster, Listener, …) to SYNCED,
+	// STALE, STALE (NACKED) or NOT SENT.
+	Types map[string]string `json:"types"`
+	// Sent is the version of the class snapshot the proxy was given.
+	Sent   string            `json:"sent"`
+	Nacked map[string]string `json:"nacked,omitempty"`
+}
+
+// statusTypes are the types proxy-status reports.
+var statusTypes = []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType, resourcev3.SecretType}
+
+// wireVersions returns the versions delta responses carry for a
+// snapshot's resources of a type: go-control-plane sends the hash of each
+// resource's encoding (not the snapshot's version map), so that is what a
+// delta ACK acknowledges. Computed once per snapshot, for proxy-status
+// only. Call with s.mu held.
+func (s *Server) wireVersions(snap *cachev3.Snapshot, typeURL string) map[string]string {
+	byType := s.wire[snap]
+	if byType == nil {
+		if len(s.wire) >= maxWireVersions {
+			clear(s.wire) // proxy-status recomputes what it needs
+		}
+		byType = map[string]map[string]string{}
+		s.wire[snap] = byType
+	}
+	if v, ok := byType[typeURL]; ok {
+		return v
+	}
+	v := map[string]string{}
+	for name, r := range snap.GetResources(typeURL) {
+		if b, err := cachev3.MarshalResource(r); err == nil {
+			v[name] = cachev3.HashResource(b)
+		}
+	}
+	byType[typeURL] = v
+	return v
+}
+
+// maxWireVersions bounds the snapshots whose wire versions are kept.
+const maxWireVersions = 64
+
+// ShortType is a type URL's last component: "Cluster", "Listener", ….
+func ShortType(typeURL string) string { return typeURL[strings.LastIndex(typeURL, ".")+1:] }
+
+// ProxyStatus reports every connected proxy, sorted by ID (an empty, non-nil
+// list when none is connected). A type is SYNCED when the proxy ACKed what
+// it is meant to have now: the current version (state of the world), or
+// the current version of every resource it subscribes to (delta, whose
+// ACKs carry no version); STALE when something newer was sent or is
+// pending; NOT SENT when nothing of the type was sent.
+func (s *Server) ProxyStatus() []ProxyStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]ProxyStatus, 0, len(s.nodes))
+	for _, n := range s.nodes {
+		ps := ProxyStatus{ID: n.ID, Class: n.Class, Sent: n.Sent, Types: map[string]string{}, Nacked: maps.Clone(n.Nacked)}
+		for _, typ := range statusTypes {
+			ps.Types[ShortType(typ)] = n.syncState(typ, s.wireVersions)
+		}
+		out = append(out, ps)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func (n *nodeState) syncState(typeURL string, wire func(*cachev3.Snapshot, string) map[string]string) string {
+	t := n.types[typeURL]
+	switch {
+	case n.current == nil || t == nil || !t.sent:
+		return StatusNotSent
+	case n.Nacked[typeURL] != "":
+		return StatusNacked
+	case !t.delta:
+		if n.Acked[typeURL] == n.current.GetVersion(typeURL) {
+			return StatusSynced
+		}
+		return StatusStale
+	}
+	want := wire(n.current, typeURL)
+	in := func(name string) bool { return t.wildcard || t.names[name] }
+	for name, v := range want {
+		if in(name) && t.acked[name] != v {
+			return StatusStale
+		}
+	}
+	for name := range t.acked {
+		if _, ok := want[name]; !ok && in(name) {
+			return StatusStale // removed, and the removal not yet ACKed
+		}
+	}
+	return StatusSynced
+}
