@@ -54,6 +54,8 @@ type Options struct {
 	XDSAddress string
 	// SOTW uses state-of-the-world xDS instead of delta.
 	SOTW bool
+	// XDSSecurity authenticates the proxy to the controller (TLS, token).
+	XDSSecurity xdsclient.Security
 	// AdminAddress serves the admin interface ("" disables it).
 	AdminAddress string
 	// DrainTime is how long replaced listeners let connections finish.
@@ -171,7 +173,7 @@ func New(opts Options, log logr.Logger) *Proxy {
 	p.Clusters = upstream.NewManager(p.ctx, p.log.WithName("upstream"), p.Stats, p.Secrets)
 	env := &hcm.Env{Routes: p.routeTable, Clusters: p.Clusters, Stats: p.Stats, AccessLog: p.accessLog, Log: p.log.WithName("http"), Ctx: p.ctx}
 	p.Listeners = listener.NewManager(p.ctx, listener.Deps{HTTP: env, Secrets: p.Secrets, Stats: p.Stats, Log: p.log.WithName("listener")}, opts.DrainTime, opts.PortMap)
-	p.client = xdsclient.New(xdsclient.Options{Address: opts.XDSAddress, Node: p.Node(), SOTW: opts.SOTW}, p, p.log.WithName("xds"))
+	p.client = xdsclient.New(xdsclient.Options{Address: opts.XDSAddress, Node: p.Node(), SOTW: opts.SOTW, Security: opts.XDSSecurity}, p, p.log.WithName("xds"))
 	return p
 }
 

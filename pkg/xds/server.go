@@ -6,6 +6,7 @@ package xds
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"maps"
 	"net"
@@ -24,9 +25,11 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/portico-gateway/portico/pkg/translate"
+	"github.com/portico-gateway/portico/pkg/xds/auth"
 )
 
 // Node metadata keys, as Istio's proxies send them.
@@ -62,6 +65,14 @@ type Server struct {
 	published map[string]*Snapshot // by class
 	memos     map[string]*memo     // by class, for the next snapshot
 	classes   map[string]map[string]string
+	// origins of each class's kubernetes:// secrets (and those for its
+	// next snapshot), and the filtered snapshots proxies are given.
+	origins, pendingOrigins map[string]SecretOrigins
+	views                   map[viewKey]*cachev3.Snapshot
+	// authz authorizes identities that are not trusted (nil: refuse them).
+	authz auth.Authorizer
+	// refusals logs refused proxies, rate-limited.
+	refusals *auth.RateLimitedLog
 	// wire holds delta wire versions by snapshot, for proxy-status.
 	wire map[*cachev3.Snapshot]map[string]map[string]string
 	// changed is signalled (never blocking) when a proxy of a class with no
@@ -83,6 +94,10 @@ type Node struct {
 	Nacked map[string]string `json:"nacked,omitempty"`
 	// Sent is the class snapshot version last given to the proxy.
 	Sent string `json:"sent,omitempty"`
+	// Namespace is the proxy's verified namespace and Identity how it
+	// authenticated (e.g. its service account and pod).
+	Namespace string `json:"namespace,omitempty"`
+	Identity  string `json:"identity,omitempty"`
 }
 
 // NewServer returns a server with an empty cache.
@@ -96,7 +111,10 @@ func NewServer(log logr.Logger, className ClassFunc) *Server {
 		memos:     map[string]*memo{},
 		classes:   map[string]map[string]string{},
 		wire:      map[*cachev3.Snapshot]map[string]map[string]string{},
-		changed:   make(chan struct{}, 1),
+		origins:   map[string]SecretOrigins{}, pendingOrigins: map[string]SecretOrigins{},
+		views:    map[viewKey]*cachev3.Snapshot{},
+		refusals: auth.NewRateLimitedLog(log),
+		changed:  make(chan struct{}, 1),
 	}
 	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log.WithName("cache").V(2)})
 	return s
@@ -162,9 +180,15 @@ func (s *Server) Publish(ctx context.Context, class string, res *translate.Resou
 	defer s.mu.Unlock()
 	s.memos[class] = next
 	if old, ok := s.published[class]; ok && old.Version() == snap.Version() {
-		return old, nil
+		if !s.adoptOrigins(class) {
+			return old, nil
+		}
+		snap = old // the same content read from elsewhere: what each proxy may see changes
+	} else {
+		s.adoptOrigins(class)
 	}
 	s.published[class] = snap
+	s.forgetViews(class)
 	for _, n := range s.nodes {
 		if n.Class == class {
 			if err := s.setSnapshot(ctx, n, snap); err != nil {
@@ -183,6 +207,8 @@ func (s *Server) Forget(keep map[string]bool) {
 		if !keep[class] && !s.hasNodes(class) {
 			delete(s.published, class)
 			delete(s.memos, class)
+			delete(s.origins, class)
+			s.forgetViews(class)
 		}
 	}
 }
@@ -196,8 +222,9 @@ func (s *Server) hasNodes(class string) bool {
 	return false
 }
 
-// Register adds the ADS and per-type discovery services to a gRPC server.
-func (s *Server) Register(ctx context.Context, g *grpc.Server) {
+// registerServices adds the ADS and per-type discovery services to a gRPC server
+// whose interceptors put an auth.Identity in every stream's context.
+func (s *Server) registerServices(ctx context.Context, g *grpc.Server) {
 	x := serverv3.NewServer(ctx, s.cache, s.callbacks())
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, x)
 	clusterservice.RegisterClusterDiscoveryServiceServer(g, x)
@@ -207,19 +234,54 @@ func (s *Server) Register(ctx context.Context, g *grpc.Server) {
 	secretservice.RegisterSecretDiscoveryServiceServer(g, x)
 }
 
-// NewGRPCServer returns a gRPC server tuned for long-lived xDS streams.
-func NewGRPCServer() *grpc.Server {
-	return grpc.NewServer(
+// ServeOptions secure one listener of the xDS server.
+type ServeOptions struct {
+	// TLS serves TLS; nil serves plaintext. To require client
+	// certificates, set ClientAuth and ClientCAs.
+	TLS *tls.Config
+	// Authenticator proves each stream's identity, refusing the stream
+	// (Unauthenticated) if it cannot; nil trusts every peer, which is only
+	// right for a listener nobody else can reach (loopback in standalone
+	// mode, tests).
+	Authenticator auth.Authenticator
+	// Authorizer decides what identities that are not trusted are served
+	// (Kubernetes mode); without one they are refused.
+	Authorizer auth.Authorizer
+}
+
+// newGRPCServer returns a gRPC server tuned for long-lived xDS streams.
+func newGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
+	return grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxConcurrentStreams(100000),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
-	)
+	}, opts...)...)
 }
 
-// Serve runs the xDS gRPC server on lis until ctx ends.
+// Serve runs the xDS gRPC server on lis, trusting every peer (see
+// ServeOptions), until ctx ends.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	g := NewGRPCServer()
-	s.Register(ctx, g)
+	return s.ServeWith(ctx, lis, ServeOptions{})
+}
+
+// ServeWith runs the xDS gRPC server on lis, secured as o says, until ctx
+// ends. A server may serve several listeners.
+func (s *Server) ServeWith(ctx context.Context, lis net.Listener, o ServeOptions) error {
+	a := o.Authenticator
+	if a == nil {
+		a = auth.Local()
+	}
+	if o.Authorizer != nil {
+		s.mu.Lock()
+		s.authz = o.Authorizer
+		s.mu.Unlock()
+	}
+	opts := auth.Interceptors(a, s.log)
+	if o.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(o.TLS)))
+	}
+	g := newGRPCServer(opts...)
+	s.registerServices(ctx, g)
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()
 	select {

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"sort"
@@ -15,6 +16,9 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/portico-gateway/portico/pkg/xds/auth"
 )
 
 // streamKey names a stream: go-control-plane counts state-of-the-world and
@@ -35,8 +39,13 @@ func (k streamKey) String() string {
 type stream struct {
 	key streamKey
 	ctx context.Context
-	// node is set by the stream's first request.
-	node *nodeState
+	// identity is what the stream's credentials proved (identified: at all).
+	identity   auth.Identity
+	identified bool
+	// node is set by the stream's first request, once authorized; every
+	// request is served as verified (the node with its cache key as id).
+	node     *nodeState
+	verified *corev3.Node
 	// sent remembers, per type, what recent responses carried by nonce: a
 	// delta ACK names only the nonce.
 	sent map[string][]sentResponse
@@ -59,7 +68,8 @@ const sentPerType = 8
 // server needs to say whether it is in sync.
 type nodeState struct {
 	Node
-	key string
+	key   string
+	grant auth.Grant
 	// current is the snapshot last set for the node in the cache.
 	current *cachev3.Snapshot
 	// types holds, per type URL, what was sent and acknowledged.
@@ -86,42 +96,82 @@ func (n *nodeState) typ(typeURL string) *typeStatus {
 	return t
 }
 
-// open records a new stream.
+// open records a new stream with the identity its credentials proved.
 func (s *Server) open(ctx context.Context, key streamKey) {
+	id, ok := auth.FromContext(ctx)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.streams[key] = &stream{key: key, ctx: ctx, sent: map[string][]sentResponse{}}
+	s.streams[key] = &stream{key: key, ctx: ctx, identity: id, identified: ok, sent: map[string][]sentResponse{}}
 }
 
-// register records a proxy on the first request of a stream; later
-// requests keep the node the stream started with.
-func (s *Server) register(key streamKey, node *corev3.Node) error {
+// authorizeTimeout bounds the API calls that authorize one stream.
+const authorizeTimeout = 10 * time.Second
+
+// register authorizes the proxy on the first request of a stream and
+// records it; it returns the node every request of the stream is served
+// as. Later requests keep the node the stream started with.
+func (s *Server) register(key streamKey, node *corev3.Node) (*corev3.Node, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	st := s.streams[key]
 	if st == nil {
-		return status.Errorf(codes.Internal, "stream %s was not opened", key)
+		s.mu.Unlock()
+		return nil, status.Errorf(codes.Internal, "stream %s was not opened", key)
 	}
 	if st.node != nil {
-		return nil
+		defer s.mu.Unlock()
+		return st.verified, nil
 	}
+	authz := s.authz
+	s.mu.Unlock()
 	if node.GetId() == "" {
-		return status.Error(codes.InvalidArgument, "the first request of a stream must carry the node, with an id")
+		return nil, status.Error(codes.InvalidArgument, "the first request of a stream must carry the node, with an id")
 	}
-	n, ok := s.nodes[node.GetId()]
+	claim := claimOf(node)
+	var grant auth.Grant
+	var err error
+	switch {
+	case !st.identified:
+		err = errors.New("the stream was not authenticated")
+	case st.identity.Trusted:
+		grant = auth.TrustedGrant(claim)
+	case authz == nil:
+		err = fmt.Errorf("%w: no authorizer for %s", auth.ErrDenied, st.identity)
+	default:
+		ctx, cancel := context.WithTimeout(st.ctx, authorizeTimeout)
+		grant, err = authz.Authorize(ctx, st.identity, claim)
+		cancel()
+	}
+	if err != nil {
+		s.refusals.Error(err, "xDS client refused: not authorized", "node", node.GetId(), "identity", st.identity.String(), "stream", key.String())
+		if errors.Is(err, auth.ErrDenied) {
+			return nil, status.Errorf(codes.PermissionDenied, "authorization failed: %v", err)
+		}
+		return nil, status.Errorf(codes.Unavailable, "authorization failed: %v", err)
+	}
+	verified := proto.Clone(node).(*corev3.Node)
+	verified.Id = grant.Key
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st.verified = verified
+	n, ok := s.nodes[grant.Key]
 	if ok {
 		n.Streams++
 		st.node = n
-		return nil
+		return verified, nil
 	}
-	labels := NodeLabels(node)
+	labels := grant.Labels
+	if labels == nil {
+		labels = map[string]string{}
+	}
 	class := s.className(labels)
 	n = &nodeState{Node: Node{ID: node.GetId(), Cluster: node.GetCluster(), Class: class, Labels: labels, Streams: 1,
-		ConnectedAt: time.Now(), Acked: map[string]string{}, Nacked: map[string]string{}},
-		key: node.GetId(), types: map[string]*typeStatus{}}
+		ConnectedAt: time.Now(), Acked: map[string]string{}, Nacked: map[string]string{},
+		Namespace: grant.Namespace, Identity: st.identity.String()},
+		key: grant.Key, grant: grant, types: map[string]*typeStatus{}}
 	s.nodes[n.key] = n
 	st.node = n
-	s.log.Info("proxy connected", "node", n.ID, "class", class, "stream", key.String())
+	s.log.Info("proxy connected", "node", n.ID, "class", class, "identity", n.Identity, "stream", key.String())
 	if _, known := s.classes[class]; !known {
 		s.classes[class] = labels
 	}
@@ -129,21 +179,58 @@ func (s *Server) register(key streamKey, node *corev3.Node) error {
 		if err := s.setSnapshot(context.Background(), n, snap); err != nil {
 			s.log.Error(err, "setting snapshot", "node", n.ID)
 		}
-		return nil
+		return verified, nil
 	}
 	select {
 	case s.changed <- struct{}{}:
 	default:
 	}
-	return nil
+	return verified, nil
+}
+
+// claimOf reads what a node says about itself.
+func claimOf(node *corev3.Node) auth.Claim {
+	fields := node.GetMetadata().GetFields()
+	_, hasLabels := fields[MetadataLabels]
+	return auth.Claim{NodeID: node.GetId(), Namespace: fields[MetadataNamespace].GetStringValue(), Labels: NodeLabels(node), HasLabels: hasLabels}
+}
+
+// checkSecretNames logs a proxy asking for secrets of its class that it
+// may not receive (they are not in its view, so the cache never sends
+// them), as istiod warns of unauthorized certificate requests.
+func (s *Server) checkSecretNames(key streamKey, typeURL string, names []string) {
+	if typeURL != resourcev3.SecretType || len(names) == 0 {
+		return
+	}
+	s.mu.Lock()
+	st := s.streams[key]
+	if st == nil || st.node == nil || st.node.current == nil || st.node.grant.AllSecrets {
+		s.mu.Unlock()
+		return
+	}
+	n := st.node
+	have := n.current.GetResourcesAndTTL(typeURL)
+	var denied []string
+	for _, name := range names {
+		if _, ok := have[name]; !ok {
+			denied = append(denied, name)
+		}
+	}
+	s.mu.Unlock()
+	if len(denied) > 0 {
+		sort.Strings(denied)
+		s.refusals.Error(fmt.Errorf("%w: secrets %s", auth.ErrDenied, strings.Join(denied, ", ")),
+			"proxy asked for secrets it may not receive (or that do not exist); they are not sent", "node", n.ID, "identity", n.Identity)
+	}
 }
 
 // setSnapshot hands a node its class's snapshot. Call with s.mu held.
 func (s *Server) setSnapshot(ctx context.Context, n *nodeState, snap *Snapshot) error {
-	if err := s.cache.SetSnapshot(ctx, n.key, snap.Snapshot); err != nil {
+	view := s.view(n.Class, snap, n.grant)
+	if err := s.cache.SetSnapshot(ctx, n.key, view); err != nil {
 		return fmt.Errorf("setting snapshot for %s: %w", n.ID, err)
 	}
-	n.current = snap.Snapshot
+	n.current = view
 	n.Sent = snap.Version()
 	return nil
 }
@@ -277,9 +364,12 @@ func (s *Server) callbacks() serverv3.Callbacks {
 		},
 		StreamRequestFunc: func(id int64, r *discoveryv3.DiscoveryRequest) error {
 			key := streamKey{id: id}
-			if err := s.register(key, r.GetNode()); err != nil {
+			n, err := s.register(key, r.GetNode())
+			if err != nil {
 				return err
 			}
+			r.Node = n // served as verified, whatever the node claims
+			s.checkSecretNames(key, r.GetTypeUrl(), r.GetResourceNames())
 			s.record(key, r.GetTypeUrl(), r.GetVersionInfo(), r.GetResponseNonce(), r.GetErrorDetail().GetMessage())
 			return nil
 		},
@@ -293,9 +383,12 @@ func (s *Server) callbacks() serverv3.Callbacks {
 		},
 		StreamDeltaRequestFunc: func(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
 			key := streamKey{delta: true, id: id}
-			if err := s.register(key, r.GetNode()); err != nil {
+			n, err := s.register(key, r.GetNode())
+			if err != nil {
 				return err
 			}
+			r.Node = n
+			s.checkSecretNames(key, r.GetTypeUrl(), r.GetResourceNamesSubscribe())
 			s.subscribe(key, r)
 			s.record(key, r.GetTypeUrl(), "", r.GetResponseNonce(), r.GetErrorDetail().GetMessage())
 			return nil
@@ -308,6 +401,14 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			s.responded(streamKey{delta: true, id: id}, r.GetTypeUrl(), sent)
 		},
 		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.unregister(streamKey{delta: true, id: id}) },
+		// A unary fetch names its node in every request, so it could name
+		// another proxy's: only trusted identities may use it.
+		FetchRequestFunc: func(ctx context.Context, _ *discoveryv3.DiscoveryRequest) error {
+			if id, ok := auth.FromContext(ctx); !ok || !id.Trusted {
+				return status.Error(codes.PermissionDenied, "fetching is not allowed: open a stream")
+			}
+			return nil
+		},
 	}
 }
 

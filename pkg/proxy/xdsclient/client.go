@@ -24,7 +24,6 @@ import (
 	"github.com/go-logr/logr"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -53,7 +52,9 @@ type Options struct {
 	Address string
 	Node    *corev3.Node
 	// SOTW uses state-of-the-world instead of delta xDS.
-	SOTW        bool
+	SOTW bool
+	// Security authenticates the client and verifies the controller.
+	Security    Security
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
 }
@@ -116,11 +117,14 @@ func (c *Client) Stats() Stats {
 
 // Run connects and keeps reconnecting until ctx ends.
 func (c *Client) Run(ctx context.Context) error {
-	conn, err := grpc.NewClient(c.opts.Address,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	secure, err := c.opts.Security.DialOptions(c.opts.Address)
+	if err != nil {
+		return fmt.Errorf("xds client for %s: %w", c.opts.Address, err)
+	}
+	conn, err := grpc.NewClient(c.opts.Address, append(secure,
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)),
-	)
+	)...)
 	if err != nil {
 		return fmt.Errorf("xds client for %s: %w", c.opts.Address, err)
 	}
