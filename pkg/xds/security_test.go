@@ -290,6 +290,10 @@ func TestXDSValidProxyGetsItsConfig(t *testing.T) {
 	if !ok || n.Class != gateway.ClassName(ingress) || n.Namespace != "istio-system" || !strings.Contains(n.Identity, "system:serviceaccount:istio-system:ingress") {
 		t.Fatalf("registry: %+v", n)
 	}
+	ps := srv.ProxyStatus()
+	if len(ps) != 1 || ps[0].Namespace != "istio-system" || !strings.Contains(ps[0].Identity, "pod istio-system/ingress-1") {
+		t.Fatalf("proxy-status: %+v", ps)
+	}
 }
 
 // TestXDSTransportAndFetch: a plaintext client cannot talk to the TLS

@@ -424,6 +424,9 @@ const (
 type ProxyStatus struct {
 	ID    string `json:"id"`
 	Class string `json:"class"`
+	// Namespace and Identity: what the proxy proved (see auth.Identity).
+	Namespace string `json:"namespace,omitempty"`
+	Identity  string `json:"identity,omitempty"`
 	// Types maps the short type name (Cluster, Listener, …) to SYNCED,
 	// STALE, STALE (NACKED) or NOT SENT.
 	Types map[string]string `json:"types"`
@@ -479,7 +482,7 @@ func (s *Server) ProxyStatus() []ProxyStatus {
 	defer s.mu.Unlock()
 	out := make([]ProxyStatus, 0, len(s.nodes))
 	for _, n := range s.nodes {
-		ps := ProxyStatus{ID: n.ID, Class: n.Class, Sent: n.Sent, Types: map[string]string{}, Nacked: maps.Clone(n.Nacked)}
+		ps := ProxyStatus{ID: n.ID, Class: n.Class, Namespace: n.Namespace, Identity: n.Identity, Sent: n.Sent, Types: map[string]string{}, Nacked: maps.Clone(n.Nacked)}
 		for _, typ := range statusTypes {
 			ps.Types[ShortType(typ)] = n.syncState(typ, s.wireVersions)
 		}
