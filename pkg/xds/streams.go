@@ -13,7 +13,6 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -312,104 +311,6 @@ func (s *Server) responded(key streamKey, typeURL string, sent sentResponse) {
 		list = list[len(list)-sentPerType:]
 	}
 	st.sent[typeURL] = list
-}
-
-// record notes an ACK or NACK from a proxy. A state-of-the-world ACK
-// carries the version it accepts; a delta ACK only the nonce, which names
-// what was sent.
-func (s *Server) record(key streamKey, typeURL, version, nonce string, errDetail string) {
-	if nonce == "" {
-		return // initial request, not a response to anything
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.streams[key]
-	if st == nil || st.node == nil {
-		return
-	}
-	n := st.node
-	var sent *sentResponse
-	for i := range st.sent[typeURL] {
-		if st.sent[typeURL][i].nonce == nonce {
-			sent = &st.sent[typeURL][i]
-		}
-	}
-	if errDetail != "" {
-		n.Nacked[typeURL] = errDetail
-		s.log.Info("proxy rejected configuration (NACK)", "node", n.ID, "type", typeURL, "error", errDetail)
-		return
-	}
-	t := n.typ(typeURL)
-	t.delta = key.delta
-	if key.delta {
-		if sent == nil {
-			return // an ACK of a response too old to remember
-		}
-		version = sent.version
-		maps.Copy(t.acked, sent.resources)
-		for _, name := range sent.removed {
-			delete(t.acked, name)
-		}
-	}
-	n.Acked[typeURL] = version
-	delete(n.Nacked, typeURL)
-}
-
-// callbacks adapts the server to go-control-plane's stream callbacks.
-func (s *Server) callbacks() serverv3.Callbacks {
-	return serverv3.CallbackFuncs{
-		StreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
-			s.open(ctx, streamKey{id: id})
-			return nil
-		},
-		StreamRequestFunc: func(id int64, r *discoveryv3.DiscoveryRequest) error {
-			key := streamKey{id: id}
-			n, err := s.register(key, r.GetNode())
-			if err != nil {
-				return err
-			}
-			r.Node = n // served as verified, whatever the node claims
-			s.checkSecretNames(key, r.GetTypeUrl(), r.GetResourceNames())
-			s.record(key, r.GetTypeUrl(), r.GetVersionInfo(), r.GetResponseNonce(), r.GetErrorDetail().GetMessage())
-			return nil
-		},
-		StreamResponseFunc: func(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, r *discoveryv3.DiscoveryResponse) {
-			s.responded(streamKey{id: id}, r.GetTypeUrl(), sentResponse{nonce: r.GetNonce(), version: r.GetVersionInfo()})
-		},
-		StreamClosedFunc: func(id int64, _ *corev3.Node) { s.unregister(streamKey{id: id}) },
-		DeltaStreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
-			s.open(ctx, streamKey{delta: true, id: id})
-			return nil
-		},
-		StreamDeltaRequestFunc: func(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
-			key := streamKey{delta: true, id: id}
-			n, err := s.register(key, r.GetNode())
-			if err != nil {
-				return err
-			}
-			r.Node = n
-			s.checkSecretNames(key, r.GetTypeUrl(), r.GetResourceNamesSubscribe())
-			s.subscribe(key, r)
-			s.record(key, r.GetTypeUrl(), "", r.GetResponseNonce(), r.GetErrorDetail().GetMessage())
-			return nil
-		},
-		StreamDeltaResponseFunc: func(id int64, _ *discoveryv3.DeltaDiscoveryRequest, r *discoveryv3.DeltaDiscoveryResponse) {
-			sent := sentResponse{nonce: r.GetNonce(), version: r.GetSystemVersionInfo(), resources: map[string]string{}, removed: r.GetRemovedResources()}
-			for _, res := range r.GetResources() {
-				sent.resources[res.GetName()] = res.GetVersion()
-			}
-			s.responded(streamKey{delta: true, id: id}, r.GetTypeUrl(), sent)
-		},
-		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.unregister(streamKey{delta: true, id: id}) },
-		// A unary fetch names its node in every request, so it could name
-		// another proxy's: only trusted identities may use it.
-		FetchRequestFunc: func(ctx context.Context, _ *discoveryv3.DiscoveryRequest) error {
-			if id, ok := auth.FromContext(ctx); !ok || !id.Trusted {
-				return status.Error(codes.PermissionDenied, "fetching is not allowed: open a stream")
-			}
-			return nil
-		},
-	}
 }
 
 // Per-type sync states, as `istioctl proxy-status` prints them.
