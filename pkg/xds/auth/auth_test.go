@@ -108,6 +108,7 @@ func TestTokenReviewer(t *testing.T) {
 	}
 	// Refusals are remembered briefly: a client looping on a bad token
 	// costs one review per NegativeTTL.
+	r.Authenticate(withToken("garbage"))
 	before := api.calls.Load()
 	for range 10 {
 		r.Authenticate(withToken("garbage"))
