@@ -348,3 +348,65 @@ func TestSecretOriginsDecideWhoGetsASecret(t *testing.T) {
 		t.Fatalf("the secret must be withdrawn: removed %v, sent %v", r.RemovedResources, secretNames(r))
 	}
 }
+
+// TestXDSNodeIDTakeoverOverSotW: a proxy that claims, as its node id,
+// the very cache key of a connected proxy of another class (namespace/
+// pod/id) still gets only its own configuration, over state of the world
+// as over delta: it is answered for exactly its own secrets, which only
+// its own view has (a state-of-the-world ADS watch whose names differ from
+// the snapshot's stays open).
+func TestXDSNodeIDTakeoverOverSotW(t *testing.T) {
+	_, addr, authority := secureServer(t)
+	victim := openDelta(t, dial(t, addr, authority, "tok-ingress"))
+	req := deltaReq(nodeIn("ingress-1", "istio-system", ingress), resourcev3.SecretType, "")
+	req.ResourceNamesSubscribe = []string{"kubernetes://ingress-cert"}
+	if err := victim.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	if got := secretNames(recvDelta(t, victim)); !slices.Equal(got, []string{"kubernetes://ingress-cert"}) {
+		t.Fatalf("the victim got %v", got)
+	}
+	// go-control-plane answers a state-of-the-world ADS request only when it
+	// names every secret of the proxy's snapshot: its own three.
+	var own []string
+	for _, s := range translateSeed(t, nil).Secrets {
+		own = append(own, s.Name)
+	}
+	own = append(own, "kubernetes://egress-cert", "kubernetes://egress-cert-cacert")
+	slices.Sort(own)
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(dial(t, addr, authority, "tok-egress")).StreamAggregatedResources(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: nodeIn("istio-system/ingress-1/ingress-1", "istio-system", egress),
+		TypeUrl: resourcev3.SecretType, ResourceNames: own}); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		r   *discoveryv3.DiscoveryResponse
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() { r, err := stream.Recv(); ch <- result{r, err} }()
+	var res result
+	select {
+	case res = <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no response")
+	}
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	var names []string
+	for _, a := range res.r.Resources {
+		var s tlsv3.Secret
+		if err := a.UnmarshalTo(&s); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, s.Name)
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, own) {
+		t.Fatalf("the impostor got %v", names)
+	}
+}
