@@ -77,7 +77,6 @@ func secretAllowed(g auth.Grant, name string, origins []string, caOnly bool) boo
 type viewKey struct {
 	class       string
 	snap        *Snapshot
-	all         bool
 	namespace   string
 	readSecrets bool
 }
