@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 CACHE   ?= $(HOME)/.cache/portico
 
-.PHONY: all build run test unit e2e bench fmt lint clean
+.PHONY: all build run test unit e2e bench bench-attack fuzz fmt lint clean
 
 all: build
 
@@ -31,6 +31,27 @@ e2e:
 
 bench:
 	./bench/run.sh
+
+# Hostile loads against Portico and nginx side by side (bench/attack):
+# ATTACK_FLAGS, e.g. "-duration 10s -label after".
+ATTACK_FLAGS ?=
+bench-attack:
+	./bench/attack/run.sh $(ATTACK_FLAGS)
+
+# Fuzzing: every fuzz target for FUZZTIME each, with its executions per
+# second (hack/fuzz.sh; FUZZ_OUT=file.md keeps the table, FUZZ_FRESH=1 starts
+# from the seed corpus). Add new targets to FUZZ_TARGETS as package:Func.
+FUZZTIME ?= 30s
+FUZZ_TARGETS ?= \
+	pkg/proxy/httpx:FuzzReadRequest \
+	pkg/proxy/httpx:FuzzChunkedBody \
+	pkg/proxy/hcm:FuzzH2Request \
+	pkg/proxy/router:FuzzVirtualHost \
+	pkg/proxy/listener:FuzzClientHello \
+	pkg/gateway:FuzzDecodeAndBind \
+	pkg/translate:FuzzYAMLToXDS
+fuzz:
+	./hack/fuzz.sh -t $(FUZZTIME) $(if $(FUZZ_OUT),-o $(FUZZ_OUT)) $(FUZZ_TARGETS)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -20,6 +20,7 @@ import (
 	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/provider/kube"
 	"github.com/portico-gateway/portico/pkg/resource"
+	"github.com/portico-gateway/portico/pkg/translate"
 	"github.com/portico-gateway/portico/pkg/xds"
 )
 
@@ -84,6 +85,7 @@ func runKubernetes(ctx context.Context, log logging.Logger, cfg config) error {
 	writer := kube.NewStatusWriter(prov, ports, log.WithName("status"))
 	ctrl := controller.New(log.WithName("controller"), server, writer, controller.Options{
 		DomainSuffix: cfg.domainSuffix, ExtraClasses: ports.Classes, Registerer: ctrlmetrics.Registry,
+		Translate: translate.Options{Edge: cfg.edge},
 	})
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {

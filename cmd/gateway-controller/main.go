@@ -30,6 +30,7 @@ import (
 	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/provider/file"
 	"github.com/portico-gateway/portico/pkg/resource"
+	"github.com/portico-gateway/portico/pkg/translate"
 	"github.com/portico-gateway/portico/pkg/xds"
 )
 
@@ -45,9 +46,14 @@ type config struct {
 	// debounceAfter and debounceMax batch changes before a rebuild.
 	debounceAfter time.Duration
 	debounceMax   time.Duration
-	embedded      embeddedProxyConfig
-	kube          kubeConfig
-	xdsSecurity   xdsSecurityConfig
+	// meshConfig and edgeConfig are files: Istio's MeshConfig, and the
+	// HTTP listeners' edge timeouts and limits.
+	meshConfig  string
+	edgeConfig  string
+	edge        translate.Edge
+	embedded    embeddedProxyConfig
+	kube        kubeConfig
+	xdsSecurity xdsSecurityConfig
 }
 
 func main() {
@@ -69,6 +75,8 @@ func parseFlags(args []string) (config, error) {
 	// from waiting long for more changes (Istio waits 100 ms).
 	fs.DurationVar(&cfg.debounceAfter, "debounce-after", 10*time.Millisecond, "wait this long after a change for more before rebuilding (Istio's PILOT_DEBOUNCE_AFTER)")
 	fs.DurationVar(&cfg.debounceMax, "debounce-max", time.Second, "never postpone a rebuild more than this after the first change of a burst")
+	fs.StringVar(&cfg.meshConfig, "mesh-config", "", "Istio MeshConfig YAML (as istiod's /etc/istio/config/mesh); read: pathNormalization, defaultConfig.gatewayTopology.numTrustedProxies")
+	fs.StringVar(&cfg.edgeConfig, "edge-config", "", "YAML file overriding the HTTP listeners' edge timeouts and limits (see README, Security)")
 	cfg.embedded.register(fs)
 	cfg.kube.register(fs)
 	cfg.xdsSecurity.register(fs)
@@ -78,6 +86,11 @@ func parseFlags(args []string) (config, error) {
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	edge, err := loadEdge(cfg.meshConfig, cfg.edgeConfig)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.edge = edge
 	return cfg, nil
 }
 
@@ -151,6 +164,7 @@ func runStandalone(ctx context.Context, log logging.Logger, cfg config) error {
 		StaticClasses: []map[string]string{labels},
 		DomainSuffix:  cfg.domainSuffix,
 		Registerer:    reg,
+		Translate:     translate.Options{Edge: cfg.edge},
 	})
 	serveOpts, private, err := standaloneXDS(log.WithName("xds"), cfg.xdsAddress, cfg.xdsSecurity)
 	if err != nil {

@@ -28,6 +28,8 @@ type Flags struct {
 	// StatusAddress and TerminationDrain: see proxy.Options.
 	StatusAddress    string
 	TerminationDrain time.Duration
+	// MaxDownstreamConnections: see proxy.Options.
+	MaxDownstreamConnections int64
 	// XDS holds how the proxy authenticates to the controller.
 	XDS XDSFlags
 	// embedded: the xDS connection is the controller's business.
@@ -80,6 +82,7 @@ func (f *Flags) Register(fs *flag.FlagSet, d Defaults) {
 	fs.StringVar(&f.AccessLog, "access-log", "stdout", "access log destination: stdout, stderr or off")
 	fs.StringVar(&f.StatusAddress, "status-address", d.StatusAddress, "address of /healthz/ready and /stats/prometheus for probes and scrapers (empty disables)")
 	fs.DurationVar(&f.TerminationDrain, "termination-drain-duration", d.TerminationDrain, "on SIGTERM, fail readiness and keep serving, draining connections, this long before exiting")
+	fs.Int64Var(&f.MaxDownstreamConnections, "max-downstream-connections", 0, "cap on client connections across listeners; beyond it idle ones are closed, then new ones refused (0: half the file-descriptor limit)")
 	if d.NoXDSFlags {
 		f.embedded = true
 		return
@@ -163,18 +166,12 @@ func (f *Flags) Options(xdsAddress string, labels map[string]string, log logging
 	o := proxy.Options{XDSSecurity: sec,
 		NodeID: f.NodeID, Cluster: f.Cluster, Namespace: f.Namespace, Labels: labels,
 		XDSAddress: xdsAddress, SOTW: f.SOTW, AdminAddress: f.AdminAddress, DrainTime: f.DrainTime, PortMap: pm,
-		SetLogLevel: func(level string) error {
-			l, err := logging.ParseLevel(level)
-			if err != nil {
-				return err
-			}
-			log.Level.SetLevel(l)
-			return nil
-		},
-		LogLevel:         func() string { return log.Level.Level().String() },
+		Logging:          log.Levels,
 		CommandLine:      os.Args,
 		StatusAddress:    f.StatusAddress,
 		TerminationDrain: f.TerminationDrain,
+
+		MaxDownstreamConnections: f.MaxDownstreamConnections,
 	}
 	switch f.AccessLog {
 	case "stdout":

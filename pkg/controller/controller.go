@@ -76,11 +76,16 @@ type Controller struct {
 	state   *State
 	ready   chan struct{}
 	once    sync.Once
+
+	// reports are proxies' standing NACKs (see proxyreports.go);
+	// lastUnselected is the last warning about unselected proxy classes.
+	reports        proxyReports
+	lastUnselected string
 }
 
 // New returns a controller publishing to server.
 func New(log logr.Logger, server *xds.Server, sink StatusSink, opts Options) *Controller {
-	return &Controller{
+	c := &Controller{
 		log: log, xds: server, opts: opts, sink: sink,
 		metrics:     newMetrics(opts.Registerer),
 		updates:     make(chan struct{}, 1),
@@ -88,6 +93,8 @@ func New(log logr.Logger, server *xds.Server, sink StatusSink, opts Options) *Co
 		translators: map[string]*translate.Translator{},
 		builder:     gateway.NewBuilder(),
 	}
+	server.OnReport(c.onProxyReport)
+	return c
 }
 
 // Update hands the controller a new snapshot of resources. It never blocks:
@@ -156,6 +163,7 @@ func (c *Controller) build(ctx context.Context, res *resource.Resources) {
 		wanted[gateway.ClassName(l)] = true
 	}
 	result := c.builder.Build(res, gateway.Options{Classes: classes, DomainSuffix: c.opts.DomainSuffix})
+	result = c.annotate(result, res) // what proxies report they cannot serve
 	bound := time.Now()
 	st := &State{Resources: res, Result: result, Errors: map[string]string{}, Versions: map[string]string{}, BuiltAt: start}
 	published := 0

@@ -103,7 +103,11 @@ func (c *Controller) serveStatus(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "no configuration built yet", http.StatusServiceUnavailable)
 		return
 	}
-	writeYAML(w, map[string]any{"statuses": st.Result.Statuses, "invalid": st.Resources.Invalid})
+	out := map[string]any{"statuses": st.Result.Statuses, "invalid": st.Resources.Invalid}
+	if u := c.unselected(st.Result); len(u) > 0 {
+		out["warnings"] = u // connected proxies no Gateway selects
+	}
+	writeYAML(w, out)
 }
 
 // serveProxies is the equivalent of `istioctl proxy-status`: every

@@ -86,6 +86,8 @@ type builder struct {
 	// (status messages, secrets), which makes it unfit for reuse.
 	prevClusters, nextClusters map[string]*clusterMemo
 	sideEffects                int
+	// outcomes count kept and conflicting servers per Gateway.
+	outcomes map[resource.Key]*serverOutcome
 }
 
 // clusterOnce builds a cluster, or reuses the previous build's when it was
@@ -311,6 +313,7 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 		}
 	}
 	sort.Slice(result.Proxies, func(i, j int) bool { return result.Proxies[i].Name < result.Proxies[j].Name })
+	b.rejectLosingGateways()
 	result.Statuses = b.report.Finalize()
 	return result
 }
@@ -374,7 +377,7 @@ func (b *builder) validateDestinationRule(dr *networking.DestinationRule) {
 	if !isWildcard(host) {
 		if drs := b.reg.destinationRules[host]; len(drs) > 1 && drs[0] != dr {
 			b.report.Add(key, status.Message{Code: status.ConflictingGateways, Level: status.Warning, Reason: status.ReasonConflictingServer, Field: "spec.host",
-				Message: fmt.Sprintf("DestinationRule %s/%s for the same host is older and is used instead", drs[0].Namespace, drs[0].Name)})
+				Message: fmt.Sprintf("DestinationRule %s/%s for the same host is used instead: %s", drs[0].Namespace, drs[0].Name, wins(drs[0], dr))})
 		}
 		if b.reg.lookup(host) == nil {
 			b.report.Add(key, status.Message{Code: status.ReferencedResourceNotFound, Level: status.Warning, Reason: status.ReasonDestinationNotFound, Field: "spec.host",

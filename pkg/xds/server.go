@@ -22,6 +22,7 @@ import (
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	sotwserver "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
@@ -80,6 +81,8 @@ type Server struct {
 	// changed is signalled (never blocking) when a proxy of a class with no
 	// snapshot connects, so the controller builds that class.
 	changed chan struct{}
+	// onReport hears NACKs and the ACKs that end them (see OnReport).
+	onReport func(ProxyReport)
 }
 
 // Node is what the server knows about one connected proxy.
@@ -118,7 +121,7 @@ func NewServer(log logr.Logger, className ClassFunc) *Server {
 		refusals: auth.NewRateLimitedLog(log),
 		changed:  make(chan struct{}, 1),
 	}
-	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log.WithName("cache").V(2)})
+	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log.WithName("cache")})
 	return s
 }
 
@@ -245,6 +248,9 @@ func (s *Server) record(key streamKey, typeURL, version, nonce string, errDetail
 		}
 	}
 	if errDetail != "" {
+		if n.Nacked[typeURL] != errDetail {
+			s.notifyReport(&n.Node, typeURL, errDetail)
+		}
 		n.Nacked[typeURL] = errDetail
 		s.log.Info("proxy rejected configuration (NACK)", "node", n.ID, "type", typeURL, "error", errDetail)
 		return
@@ -262,7 +268,10 @@ func (s *Server) record(key streamKey, typeURL, version, nonce string, errDetail
 		}
 	}
 	n.Acked[typeURL] = version
-	delete(n.Nacked, typeURL)
+	if _, was := n.Nacked[typeURL]; was {
+		delete(n.Nacked, typeURL)
+		s.notifyReport(&n.Node, typeURL, "")
+	}
 }
 
 // callbacks adapts the server to go-control-plane's stream callbacks.
@@ -325,7 +334,8 @@ func (s *Server) callbacks() serverv3.Callbacks {
 // registerServices adds the ADS and per-type discovery services to a gRPC server
 // whose interceptors put an auth.Identity in every stream's context.
 func (s *Server) registerServices(ctx context.Context, g *grpc.Server) {
-	x := serverv3.NewServer(ctx, s.cache, s.callbacks())
+	// go-control-plane's servers log nothing unless given a logger.
+	x := serverv3.NewServer(ctx, s.cache, s.callbacks(), sotwserver.WithLogger(cacheLogger{s.log.WithName("server")}))
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, x)
 	clusterservice.RegisterClusterDiscoveryServiceServer(g, x)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(g, x)
@@ -399,12 +409,18 @@ func (s *Server) ServeWith(ctx context.Context, lis net.Listener, o ServeOptions
 	}
 }
 
-// cacheLogger routes go-control-plane's logging through logr.
+// cacheLogger routes go-control-plane's logging through logr at levels
+// that keep its warnings and errors visible at the default level, and its
+// chatter (a line per watch and response) out of it.
 type cacheLogger struct{ log logr.Logger }
 
-func (l cacheLogger) Debugf(format string, args ...any) { l.log.Info(fmt.Sprintf(format, args...)) }
-func (l cacheLogger) Infof(format string, args ...any)  { l.log.Info(fmt.Sprintf(format, args...)) }
-func (l cacheLogger) Warnf(format string, args ...any)  { l.log.Info(fmt.Sprintf(format, args...)) }
+func (l cacheLogger) Debugf(format string, args ...any) {
+	l.log.V(2).Info(fmt.Sprintf(format, args...))
+}
+func (l cacheLogger) Infof(format string, args ...any) { l.log.V(1).Info(fmt.Sprintf(format, args...)) }
+func (l cacheLogger) Warnf(format string, args ...any) {
+	l.log.Info(fmt.Sprintf(format, args...), "severity", "warning")
+}
 func (l cacheLogger) Errorf(format string, args ...any) {
 	l.log.Error(fmt.Errorf(format, args...), "xds cache")
 }

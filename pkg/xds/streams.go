@@ -251,6 +251,9 @@ func (s *Server) unregister(key streamKey) {
 		return
 	}
 	delete(s.nodes, n.key)
+	for typ := range n.Nacked {
+		s.notifyReport(&n.Node, typ, "") // a proxy that left rejects nothing
+	}
 	s.cache.ClearSnapshot(n.key)
 	s.log.Info("proxy disconnected", "node", n.ID, "class", n.Class)
 	if !s.hasNodes(n.Class) {

@@ -18,6 +18,7 @@ import (
 // run, strict field validation: Portico's CRD schemas included). The controller in
 // these tests already runs with the manifests' RBAC.
 func TestDeployManifestsAreAccepted(t *testing.T) {
+	needHarness(t)
 	for _, dir := range []string{"config/deploy", "config/deploy/envoy",
 		"config/samples/kubernetes/seed001", "config/samples/kubernetes/seed002", "config/samples/kubernetes/seed004"} {
 		objs, err := manifests.Build(filepath.Join(h.root, dir))

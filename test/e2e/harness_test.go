@@ -43,6 +43,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/portico-gateway/portico/internal/poll"
 )
 
 const (
@@ -79,10 +81,23 @@ type harness struct {
 
 var h *harness
 
+// skipReason is why the harness could not be set up without it being a
+// failure (not root); every test then skips with it, visibly, instead of
+// the binary exiting 0 as if everything had passed.
+var skipReason string
+
+// needHarness skips the test, saying why, when there is no harness.
+func needHarness(t *testing.T) {
+	t.Helper()
+	if h == nil {
+		t.Skip("e2e: " + skipReason)
+	}
+}
+
 func TestMain(m *testing.M) {
 	if os.Geteuid() != 0 {
-		fmt.Println("e2e: skipped: network namespaces need root (CI runs as root)")
-		os.Exit(0)
+		skipReason = "network namespaces for backend pods need root (CI runs as root); run as root to run the end-to-end tests"
+		os.Exit(m.Run())
 	}
 	var err error
 	h, err = setup()
@@ -615,29 +630,25 @@ func condition(st map[string]any, typ string) map[string]any {
 // eventually polls f until it returns nil or the timeout passes.
 func eventually(t *testing.T, what string, timeout time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for {
-		if err = f(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			// What the proxy holds is usually the answer to why.
-			if h != nil && h.adminAddr != "" {
-				clusters, _ := h.admin("/clusters")
-				t.Logf("proxy /clusters:\n%s", clusters)
-				for _, path := range []string{"/debug/status", "/debug/ir"} {
-					if resp, err := http.Get("http://" + h.debugAddr + path); err == nil {
-						b, _ := io.ReadAll(resp.Body)
-						resp.Body.Close()
-						t.Logf("controller %s:\n%s", path, b)
-					}
-				}
-			}
-			t.Fatalf("timed out after %v waiting for %s: %v", timeout, what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := poll.WaitUpTo(ctx, 50*time.Millisecond, f)
+	if err == nil {
+		return
 	}
+	// What the proxy holds is usually the answer to why.
+	if h != nil && h.adminAddr != "" {
+		clusters, _ := h.admin("/clusters")
+		t.Logf("proxy /clusters:\n%s", clusters)
+		for _, path := range []string{"/debug/status", "/debug/ir"} {
+			if resp, err := http.Get("http://" + h.debugAddr + path); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				t.Logf("controller %s:\n%s", path, b)
+			}
+		}
+	}
+	t.Fatalf("timed out after %v waiting for %s: %v", timeout, what, err)
 }
 
 // httpGet sends a request through the proxy's port for a Gateway port.
