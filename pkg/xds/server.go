@@ -257,10 +257,7 @@ func (s *Server) record(key streamKey, typeURL, version, nonce string, errDetail
 	}
 	t := n.typ(typeURL)
 	t.delta = key.delta
-	if key.delta {
-		if sent == nil {
-			return // an ACK of a response too old to remember
-		}
+	if key.delta && sent != nil { // else an ACK of a response too old to remember
 		version = sent.version
 		maps.Copy(t.acked, sent.resources)
 		for _, name := range sent.removed {

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -349,11 +350,12 @@ func (c *Client) runDelta(ctx context.Context, conn *grpc.ClientConn) error {
 	// an update to sending its ACK, the reporter while it re-answers.
 	var sendMu sync.Mutex
 	first := true
+	opening := true // until the receive loop and the reporter start
 	send := func(r *discoveryv3.DeltaDiscoveryRequest) error {
 		if first {
 			r.Node, first = c.opts.Node, false
 		}
-		return stream.Send(r)
+		return openingError(stream.Send(r), opening, stream)
 	}
 	// Reset subscriptions: a new stream starts from nothing on the server,
 	// but tells it which versions we hold so unchanged resources are not
@@ -409,6 +411,7 @@ func (c *Client) runDelta(ctx context.Context, conn *grpc.ClientConn) error {
 	if err := subscribe(); err != nil {
 		return err
 	}
+	opening = false
 	reporter.Add(1)
 	go func() {
 		defer reporter.Done()
@@ -484,11 +487,12 @@ func (c *Client) runSOTW(ctx context.Context, conn *grpc.ClientConn) error {
 	}
 	var sendMu sync.Mutex // see runDelta
 	first := true
+	opening := true // see runDelta
 	send := func(r *discoveryv3.DiscoveryRequest) error {
 		if first {
 			r.Node, first = c.opts.Node, false
 		}
-		return stream.Send(r)
+		return openingError(stream.Send(r), opening, stream)
 	}
 	c.mu.Lock()
 	for _, st := range c.state {
@@ -526,6 +530,7 @@ func (c *Client) runSOTW(ctx context.Context, conn *grpc.ClientConn) error {
 	if err := subscribe(); err != nil {
 		return err
 	}
+	opening = false
 	reporter.Add(1)
 	go func() {
 		defer reporter.Done()
@@ -617,3 +622,17 @@ func (c *Client) handleSOTW(resp *discoveryv3.DiscoveryResponse, sendMu *sync.Mu
 }
 
 var errNoName = errors.New("resource has no name")
+
+// openingError turns the io.EOF of a send refused while the stream opens
+// (the controller ended it: no or wrong credentials, a refused node) into
+// the status the controller gave, so the log and the proxy's last error say
+// why. Only while nothing else receives on the stream.
+func openingError(err error, opening bool, stream grpc.ClientStream) error {
+	if !opening || !errors.Is(err, io.EOF) {
+		return err
+	}
+	if rerr := stream.RecvMsg(new(discoveryv3.DiscoveryResponse)); rerr != nil && !errors.Is(rerr, io.EOF) {
+		return rerr
+	}
+	return err
+}
