@@ -29,7 +29,7 @@ type embeddedProxyConfig struct {
 
 func (e *embeddedProxyConfig) register(fs *flag.FlagSet) {
 	fs.BoolVar(&e.disabled, "no-proxy", false, "standalone: serve xDS only, without the embedded edge proxy")
-	e.flags.Register(fs, proxycmd.Defaults{PortMap: defaultPortMap})
+	e.flags.Register(fs, proxycmd.Defaults{PortMap: defaultPortMap, NoXDSFlags: true})
 }
 
 // runEmbeddedProxy runs the edge proxy in-process, connected to the xDS

@@ -48,11 +48,12 @@ type config struct {
 	debounceMax   time.Duration
 	// meshConfig and edgeConfig are files: Istio's MeshConfig, and the
 	// HTTP listeners' edge timeouts and limits.
-	meshConfig string
-	edgeConfig string
-	edge       translate.Edge
-	embedded   embeddedProxyConfig
-	kube       kubeConfig
+	meshConfig  string
+	edgeConfig  string
+	edge        translate.Edge
+	embedded    embeddedProxyConfig
+	kube        kubeConfig
+	xdsSecurity xdsSecurityConfig
 }
 
 func main() {
@@ -78,6 +79,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.edgeConfig, "edge-config", "", "YAML file overriding the HTTP listeners' edge timeouts and limits (see README, Security)")
 	cfg.embedded.register(fs)
 	cfg.kube.register(fs)
+	cfg.xdsSecurity.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -164,13 +166,29 @@ func runStandalone(ctx context.Context, log logging.Logger, cfg config) error {
 		Registerer:    reg,
 		Translate:     translate.Options{Edge: cfg.edge},
 	})
+	serveOpts, private, err := standaloneXDS(log.WithName("xds"), cfg.xdsAddress, cfg.xdsSecurity)
+	if err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", cfg.xdsAddress)
 	if err != nil {
 		return fmt.Errorf("listening for xDS on %s: %w", cfg.xdsAddress, err)
 	}
 	log.Info("standalone mode", "config-dir", cfg.configDir, "xds", lis.Addr().String(), "proxy-labels", cfg.proxyLabels)
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return server.Serve(ctx, lis) })
+	g.Go(func() error { return server.ServeWith(ctx, lis, serveOpts) })
+	embeddedAddr := lis.Addr().String()
+	if private && !cfg.embedded.disabled {
+		// The public port wants credentials; the embedded proxy talks over
+		// a socket only this user can reach.
+		plis, addr, cleanup, err := privateListener()
+		if err != nil {
+			return fmt.Errorf("listening for the embedded proxy: %w", err)
+		}
+		defer cleanup()
+		embeddedAddr = addr
+		g.Go(func() error { return server.Serve(ctx, plis) })
+	}
 	g.Go(func() error { return ctrl.Run(ctx) })
 	g.Go(func() error {
 		p := file.New(cfg.configDir, log.WithName("file"), file.Options{Holdoff: cfg.debounceAfter, MaxDelay: cfg.debounceMax})
@@ -180,7 +198,7 @@ func runStandalone(ctx context.Context, log logging.Logger, cfg config) error {
 		g.Go(func() error { return serveHTTP(ctx, log.WithName("debug"), cfg.debugAddress, ctrl.DebugHandler(reg)) })
 	}
 	if !cfg.embedded.disabled {
-		g.Go(func() error { return runEmbeddedProxy(ctx, log, cfg, lis.Addr().String(), labels, reg) })
+		g.Go(func() error { return runEmbeddedProxy(ctx, log, cfg, embeddedAddr, labels, reg) })
 	}
 	return g.Wait()
 }

@@ -7,6 +7,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -211,6 +212,7 @@ func (c *Controller) publish(ctx context.Context, p *ir.Proxy, st *State) error 
 	if err != nil {
 		return fmt.Errorf("translating: %w", err)
 	}
+	c.xds.SetSecretOrigins(p.Name, secretOrigins(p))
 	snap, err := c.xds.Publish(ctx, p.Name, tr)
 	if err != nil {
 		return err
@@ -219,4 +221,19 @@ func (c *Controller) publish(ctx context.Context, p *ir.Proxy, st *State) error 
 	st.Versions[p.Name] = snap.Version()
 	c.metrics.pushes.Inc()
 	return nil
+}
+
+// secretOrigins names the namespaces of the Kubernetes Secrets each SDS
+// secret was read from, so the xDS server serves a secret only to proxies
+// of that namespace (pkg/xds/access.go).
+func secretOrigins(p *ir.Proxy) xds.SecretOrigins {
+	out := xds.SecretOrigins{}
+	for _, s := range p.Secrets {
+		for _, ref := range s.Sources {
+			if ref.Kind == resource.KindSecret && !slices.Contains(out[s.Name], ref.Namespace) {
+				out[s.Name] = append(out[s.Name], ref.Namespace)
+			}
+		}
+	}
+	return out
 }

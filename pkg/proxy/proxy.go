@@ -59,6 +59,8 @@ type Options struct {
 	XDSAddress string
 	// SOTW uses state-of-the-world xDS instead of delta.
 	SOTW bool
+	// XDSSecurity authenticates the proxy to the controller (TLS, token).
+	XDSSecurity xdsclient.Security
 	// AdminAddress serves the admin interface ("" disables it).
 	AdminAddress string
 	// DrainTime is how long replaced listeners let connections finish.
@@ -259,7 +261,7 @@ func New(opts Options, log logr.Logger) *Proxy {
 	p.Stats.GaugeFunc(ov, "buffered_request_bytes", p.overload.Buffered)
 	env := &hcm.Env{Routes: p.routeTable, Clusters: p.Clusters, Stats: p.Stats, AccessLog: p.accessLog, Log: log.WithName("http"), Ctx: p.ctx, Overload: p.overload}
 	p.Listeners = listener.NewManager(p.ctx, listener.Deps{HTTP: env, Secrets: p.Secrets, Stats: p.Stats, Log: log.WithName("connection"), Overload: p.overload}, opts.DrainTime, opts.PortMap)
-	p.client = xdsclient.New(xdsclient.Options{Address: opts.XDSAddress, Node: p.Node(), SOTW: opts.SOTW}, p, log.WithName("xds"))
+	p.client = xdsclient.New(xdsclient.Options{Address: opts.XDSAddress, Node: p.Node(), SOTW: opts.SOTW, Security: opts.XDSSecurity}, p, log.WithName("xds"))
 	return p
 }
 

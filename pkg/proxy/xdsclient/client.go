@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -24,7 +25,6 @@ import (
 	"github.com/go-logr/logr"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -53,7 +53,9 @@ type Options struct {
 	Address string
 	Node    *corev3.Node
 	// SOTW uses state-of-the-world instead of delta xDS.
-	SOTW        bool
+	SOTW bool
+	// Security authenticates the client and verifies the controller.
+	Security    Security
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
 }
@@ -125,11 +127,14 @@ func (c *Client) Stats() Stats {
 
 // Run connects and keeps reconnecting until ctx ends.
 func (c *Client) Run(ctx context.Context) error {
-	conn, err := grpc.NewClient(c.opts.Address,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	secure, err := c.opts.Security.DialOptions(c.opts.Address)
+	if err != nil {
+		return fmt.Errorf("xds client for %s: %w", c.opts.Address, err)
+	}
+	conn, err := grpc.NewClient(c.opts.Address, append(secure,
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)),
-	)
+	)...)
 	if err != nil {
 		return fmt.Errorf("xds client for %s: %w", c.opts.Address, err)
 	}
@@ -345,11 +350,12 @@ func (c *Client) runDelta(ctx context.Context, conn *grpc.ClientConn) error {
 	// an update to sending its ACK, the reporter while it re-answers.
 	var sendMu sync.Mutex
 	first := true
+	opening := true // until the receive loop and the reporter start
 	send := func(r *discoveryv3.DeltaDiscoveryRequest) error {
 		if first {
 			r.Node, first = c.opts.Node, false
 		}
-		return stream.Send(r)
+		return openingError(stream.Send(r), opening, stream)
 	}
 	// Reset subscriptions: a new stream starts from nothing on the server,
 	// but tells it which versions we hold so unchanged resources are not
@@ -405,6 +411,7 @@ func (c *Client) runDelta(ctx context.Context, conn *grpc.ClientConn) error {
 	if err := subscribe(); err != nil {
 		return err
 	}
+	opening = false
 	reporter.Add(1)
 	go func() {
 		defer reporter.Done()
@@ -480,11 +487,12 @@ func (c *Client) runSOTW(ctx context.Context, conn *grpc.ClientConn) error {
 	}
 	var sendMu sync.Mutex // see runDelta
 	first := true
+	opening := true // see runDelta
 	send := func(r *discoveryv3.DiscoveryRequest) error {
 		if first {
 			r.Node, first = c.opts.Node, false
 		}
-		return stream.Send(r)
+		return openingError(stream.Send(r), opening, stream)
 	}
 	c.mu.Lock()
 	for _, st := range c.state {
@@ -522,6 +530,7 @@ func (c *Client) runSOTW(ctx context.Context, conn *grpc.ClientConn) error {
 	if err := subscribe(); err != nil {
 		return err
 	}
+	opening = false
 	reporter.Add(1)
 	go func() {
 		defer reporter.Done()
@@ -613,3 +622,17 @@ func (c *Client) handleSOTW(resp *discoveryv3.DiscoveryResponse, sendMu *sync.Mu
 }
 
 var errNoName = errors.New("resource has no name")
+
+// openingError turns the io.EOF of a send refused while the stream opens
+// (the controller ended it: no or wrong credentials, a refused node) into
+// the status the controller gave, so the log and the proxy's last error say
+// why. Only while nothing else receives on the stream.
+func openingError(err error, opening bool, stream grpc.ClientStream) error {
+	if !opening || !errors.Is(err, io.EOF) {
+		return err
+	}
+	if rerr := stream.RecvMsg(new(discoveryv3.DiscoveryResponse)); rerr != nil && !errors.Is(rerr, io.EOF) {
+		return rerr
+	}
+	return err
+}
