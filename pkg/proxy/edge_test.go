@@ -781,4 +781,3 @@ func TestAccessLogEscapesControlCharacters(t *testing.T) {
 		t.Errorf("user agent not escaped: %s", line)
 	}
 }
-

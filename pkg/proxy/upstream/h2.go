@@ -16,7 +16,7 @@ import (
 // that dials and handshakes upstreams itself; issue #18 replaces it with
 // the proxy's own HTTP/2 codec.)
 type h2Client struct {
-	c  *Cluster
+	c *Cluster
 	//lint:ignore SA1019 see the type's comment
 	tr *http2.Transport
 }
