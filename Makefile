@@ -15,11 +15,11 @@ build:
 run: build
 	@./hack/run-quickstart.sh
 
-# The whole test suite: vet, unit and integration tests with the race
-# detector, then the end-to-end tests against a real kube-apiserver.
-test:
+# The whole test suite: lint (gofmt, vet, staticcheck), unit and integration
+# tests with the race detector, the hostile-input suite, then the end-to-end
+# tests against a real kube-apiserver.
+test: lint
 	./hack/ensure-test-deps.sh
-	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 unit:
@@ -56,9 +56,11 @@ fuzz:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
+# gofmt, go vet and staticcheck (built once into ~/.cache/portico).
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
+	./hack/staticcheck.sh
 
 clean:
 	rm -rf $(BIN)

@@ -51,8 +51,6 @@ type ControlPlane struct {
 	Addr   string
 	cancel context.CancelFunc
 	done   chan error
-	last   *gateway.Result
-	mu     sync.Mutex
 }
 
 // StartControlPlane serves xDS on addr ("" picks a free port).

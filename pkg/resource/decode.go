@@ -336,11 +336,6 @@ func strictUnmarshal(data []byte, into any) error {
 	return nil
 }
 
-type istioDoc struct {
-	Spec   json.RawMessage `json:"spec"`
-	Status json.RawMessage `json:"status"`
-}
-
 func decodeIstio(tm typeMeta, meta metav1.ObjectMeta, js []byte) (Object, error) {
 	var doc map[string]json.RawMessage
 	if err := json.Unmarshal(js, &doc); err != nil {

@@ -26,6 +26,9 @@ func TestDeployManifestsAreAccepted(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, o := range objs {
+			// Client.Apply takes no field validation option: the Patch form
+			// is what asks the API server for Strict validation.
+			//lint:ignore SA1019 see above
 			err := h.client.Patch(context.Background(), o, client.Apply, client.DryRunAll, client.ForceOwnership,
 				client.FieldOwner("e2e"), client.FieldValidation("Strict"))
 			if err != nil {

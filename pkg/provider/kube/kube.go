@@ -75,7 +75,6 @@ type Provider struct {
 
 	mu      sync.Mutex
 	decoded map[string]decodedObject // uid → last decode, reused while resourceVersion is unchanged
-	elected bool
 	// synced is set once the first snapshot is published: until then the
 	// replica would serve an empty configuration, so it is not ready.
 	synced atomic.Bool
