@@ -6,7 +6,6 @@ package controller
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/ir"
 	"github.com/portico-gateway/portico/pkg/resource"
+	"github.com/portico-gateway/portico/pkg/status"
 	"github.com/portico-gateway/portico/pkg/translate"
 	"github.com/portico-gateway/portico/pkg/xds"
 )
@@ -45,9 +45,13 @@ type Options struct {
 type State struct {
 	Resources *resource.Resources
 	Result    *gateway.Result
-	// Errors by class: translation or validation failures. The class keeps
-	// serving its previous snapshot.
-	Errors    map[string]string
+	// Errors by class: translation or validation failures no resource
+	// could be blamed for. The class keeps serving its previous snapshot.
+	Errors map[string]string
+	// Excluded lists the resources left out because the configuration
+	// made from them breaks Envoy's validation rules (key → why); the
+	// rest was published without them.
+	Excluded  map[string]string
 	Versions  map[string]string
 	BuiltAt   time.Time
 	Duration  time.Duration
@@ -71,6 +75,8 @@ type Controller struct {
 	// re-translates only what it touches. Used by the build loop only.
 	translators map[string]*translate.Translator
 	builder     *gateway.Builder
+	// lastExcluded is the previous build's exclusions, to log changes.
+	lastExcluded map[resource.Key]status.Message
 
 	stateMu sync.RWMutex
 	state   *State
@@ -162,21 +168,37 @@ func (c *Controller) build(ctx context.Context, res *resource.Resources) {
 	for _, l := range classes {
 		wanted[gateway.ClassName(l)] = true
 	}
-	result := c.builder.Build(res, gateway.Options{Classes: classes, DomainSuffix: c.opts.DomainSuffix})
-	result = c.annotate(result, res) // what proxies report they cannot serve
-	bound := time.Now()
-	st := &State{Resources: res, Result: result, Errors: map[string]string{}, Versions: map[string]string{}, BuiltAt: start}
+	att, excluded := c.isolate(res, classes, wanted)
+	result := c.annotate(att.result, res) // what proxies report they cannot serve
+	bound := att.bound
+	st := &State{Resources: res, Result: result, Errors: map[string]string{}, Versions: map[string]string{}, BuiltAt: start,
+		Excluded: map[string]string{}}
+	for key, m := range excluded {
+		st.Excluded[key.String()] = m.Message
+	}
+	c.logExclusions(excluded)
 	published := 0
 	for _, p := range result.Proxies {
 		if !wanted[p.Name] {
 			continue // no proxy of this class exists; bound only for status
 		}
-		if err := c.publish(ctx, p, st); err != nil {
+		if err := att.errs[p.Name]; err != nil {
 			st.Errors[p.Name] = err.Error()
 			c.metrics.errors.Inc()
 			c.log.Error(err, "configuration not published; the previous one keeps serving", "class", p.Name)
 			continue
 		}
+		c.xds.SetSecretOrigins(p.Name, secretOrigins(p))
+		snap, err := c.xds.Commit(ctx, att.prepared[p.Name])
+		if err != nil {
+			st.Errors[p.Name] = err.Error()
+			c.metrics.errors.Inc()
+			c.log.Error(err, "configuration not published; the previous one keeps serving", "class", p.Name)
+			continue
+		}
+		c.log.V(1).Info("published", "class", p.Name, "version", snap.Version())
+		st.Versions[p.Name] = snap.Version()
+		c.metrics.pushes.Inc()
 		published++
 	}
 	c.xds.Forget(wanted)
@@ -202,25 +224,30 @@ func (c *Controller) build(ctx context.Context, res *resource.Resources) {
 	}
 }
 
-func (c *Controller) publish(ctx context.Context, p *ir.Proxy, st *State) error {
-	t, ok := c.translators[p.Name]
-	if !ok {
-		t = translate.NewTranslator(c.opts.Translate)
-		c.translators[p.Name] = t
+// logExclusions logs the resources left out because Envoy would reject
+// what they make, when that set changes.
+func (c *Controller) logExclusions(excluded map[resource.Key]status.Message) {
+	same := len(excluded) == len(c.lastExcluded)
+	for k, m := range excluded {
+		if old, ok := c.lastExcluded[k]; !ok || old != m {
+			same = false
+		}
 	}
-	tr, err := t.Translate(p)
-	if err != nil {
-		return fmt.Errorf("translating: %w", err)
+	if same {
+		return
 	}
-	c.xds.SetSecretOrigins(p.Name, secretOrigins(p))
-	snap, err := c.xds.Publish(ctx, p.Name, tr)
-	if err != nil {
-		return err
+	for k, m := range excluded {
+		if old, ok := c.lastExcluded[k]; !ok || old != m {
+			c.log.Error(nil, "resource not used: the Envoy configuration made from it breaks Envoy's validation rules; everything else is published",
+				"resource", k.String(), "message", m.Message)
+		}
 	}
-	c.log.V(1).Info("published", "class", p.Name, "version", snap.Version())
-	st.Versions[p.Name] = snap.Version()
-	c.metrics.pushes.Inc()
-	return nil
+	for k := range c.lastExcluded {
+		if _, ok := excluded[k]; !ok {
+			c.log.Info("resource used again: its configuration passes Envoy's validation rules", "resource", k.String())
+		}
+	}
+	c.lastExcluded = excluded
 }
 
 // secretOrigins names the namespaces of the Kubernetes Secrets each SDS

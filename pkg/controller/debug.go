@@ -76,7 +76,7 @@ func (c *Controller) serveIR(w http.ResponseWriter, r *http.Request) {
 			out = append(out, redactIR(p))
 		}
 	}
-	writeYAML(w, map[string]any{"proxies": out, "errors": st.Errors, "versions": st.Versions, "builtAt": st.BuiltAt, "duration": st.Duration.String()})
+	writeYAML(w, map[string]any{"proxies": out, "errors": st.Errors, "excluded": st.Excluded, "versions": st.Versions, "builtAt": st.BuiltAt, "duration": st.Duration.String()})
 }
 
 // redactIR copies a proxy with private keys removed.

@@ -9,12 +9,10 @@ package gateway
 import (
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	networking "istio.io/client-go/pkg/apis/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/portico-gateway/portico/pkg/ir"
 	"github.com/portico-gateway/portico/pkg/resource"
@@ -33,6 +31,11 @@ type Options struct {
 	Classes []map[string]string
 	// Now is used to check certificate validity (tests pin it).
 	Now func() time.Time
+	// Exclude lists resources not to use at all, with the message their
+	// status gets (Accepted False): the controller's answer when the
+	// configuration made from a resource breaks Envoy's validation rules.
+	// The result is that of a build without them, plus their statuses.
+	Exclude map[resource.Key]status.Message
 }
 
 // Result is the output of a build.
@@ -77,134 +80,77 @@ type builder struct {
 	// configuration then depends on each class's labels, not only on the
 	// Gateways it selects, so classes are not grouped.
 	usesSourceLabels bool
-	// prevVS and nextVS carry VirtualService conversions between builds;
-	// deps collects the destination hosts of the conversion under way.
-	prevVS, nextVS map[*networking.VirtualService]*vsMemo
-	deps           map[string]string
-	// prevClusters and nextClusters carry clusters between builds;
-	// sideEffects counts what building a cluster did besides returning it
-	// (status messages, secrets), which makes it unfit for reuse.
+	// prevVS and nextVS carry VirtualService conversions between builds,
+	// by the identity of the VirtualService's version.
+	prevVS, nextVS map[objectID]*vsMemo
+	// prevClusters and nextClusters carry clusters between builds.
 	prevClusters, nextClusters map[string]*clusterMemo
-	sideEffects                int
 	// outcomes count kept and conflicting servers per Gateway.
 	outcomes map[resource.Key]*serverOutcome
+	// addedSecrets, when set, receives every secret added to the class
+	// (see addSecret), so that a cached cluster can add them again.
+	addedSecrets *[]*ir.Secret
 }
 
-// clusterOnce builds a cluster, or reuses the previous build's when it was
-// built from the same registry entry and DestinationRule and had no side
-// effects.
+// clusterOnce builds a cluster, or reuses one built before (in this build
+// or the previous one) whose registry reads all find the same objects
+// again; what building it reported and the secrets it added are replayed.
 func (b *builder) clusterOnce(ck clusterKey) *ir.Cluster {
 	name := ck.name()
-	svc, dr := b.reg.lookup(ck.host), b.reg.destinationRule(ck.host)
-	if m, ok := b.nextClusters[name]; ok && m.svc == svc && m.dr == dr {
-		return m.cluster
+	m, ok := b.nextClusters[name]
+	if !ok {
+		if m, ok = b.prevClusters[name]; ok && !b.reg.unchanged(m.deps) {
+			ok = false
+		}
 	}
-	if m, ok := b.prevClusters[name]; ok && m.svc == svc && m.dr == dr {
+	if ok {
+		b.report.Replay(m.reported)
+		for _, s := range m.secrets {
+			b.addSecret(s)
+		}
 		b.nextClusters[name] = m
 		return m.cluster
 	}
-	before := b.sideEffects
-	c := b.buildCluster(ck)
-	if b.sideEffects == before && c.TLS == nil {
-		b.nextClusters[name] = &clusterMemo{svc: svc, dr: dr, cluster: c}
+	m = &clusterMemo{deps: newDeps()}
+	outerReads := b.reg.startRecording(m.deps)
+	mark := b.report.Mark()
+	outer := b.addedSecrets
+	b.addedSecrets = &m.secrets
+	m.cluster = b.buildCluster(ck)
+	b.addedSecrets = outer
+	if outer != nil {
+		*outer = append(*outer, m.secrets...)
 	}
-	return c
+	m.reported = b.report.Since(mark)
+	b.reg.stopRecording(m.deps, outerReads)
+	b.nextClusters[name] = m
+	return m.cluster
 }
 
-// sameRegistryInputs reports whether everything the registry is built from
-// is the same objects (or, from an API server, the same versions).
-func sameRegistryInputs(a, b *resource.Resources) bool {
-	return sameObjects(a.Services, b.Services) && sameObjects(a.EndpointSlices, b.EndpointSlices) && sameObjects(a.Pods, b.Pods) &&
-		sameObjects(a.ServiceEntries, b.ServiceEntries) && sameObjects(a.DestinationRules, b.DestinationRules) && sameObjects(a.Secrets, b.Secrets)
-}
-
-func sameObjects[T metav1.Object](a, b []T) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if metav1.Object(a[i]) == metav1.Object(b[i]) {
-			continue
-		}
-		rv := a[i].GetResourceVersion()
-		if rv == "" || rv != b[i].GetResourceVersion() || a[i].GetUID() != b[i].GetUID() {
-			return false
-		}
-	}
-	return true
-}
-
-// convertVirtualServiceOnce converts a VirtualService, or replays its
-// previous conversion (result and status messages) when the object is the
-// same and its destinations resolve as they did.
+// convertVirtualServiceOnce converts a VirtualService, or reuses the
+// previous build's conversion of the same version when every registry
+// read it made finds the same objects again; what it reported is
+// replayed.
 func (b *builder) convertVirtualServiceOnce(vs *networking.VirtualService) *vsInfo {
-	key := resource.KeyOf(vs)
-	if m, ok := b.prevVS[vs]; ok && m.domainSuffix == b.opts.DomainSuffix && b.depsUnchanged(m.deps) {
-		for _, msg := range m.messages {
-			b.report.Add(key, msg)
-		}
-		if m.rejected {
-			b.report.Get(key).Reject()
-		}
+	id := idOf(vs)
+	if m, ok := b.prevVS[id]; ok && m.domainSuffix == b.opts.DomainSuffix && b.reg.unchanged(m.deps) {
+		b.report.Replay(m.reported)
 		b.usesSourceLabels = b.usesSourceLabels || m.usesSourceLabels
-		b.nextVS[vs] = m
+		b.nextVS[id] = m
 		return m.info
-	}
-	before := 0
-	if st := b.report.Get(key); st != nil {
-		before = len(st.Messages)
 	}
 	outer := b.usesSourceLabels
 	b.usesSourceLabels = false
-	b.deps = map[string]string{}
-	info := b.convertVirtualService(vs)
-	m := &vsMemo{info: info, usesSourceLabels: b.usesSourceLabels, domainSuffix: b.opts.DomainSuffix, deps: b.deps}
+	m := &vsMemo{domainSuffix: b.opts.DomainSuffix, deps: newDeps()}
+	outerReads := b.reg.startRecording(m.deps)
+	mark := b.report.Mark()
+	m.info = b.convertVirtualService(vs)
+	m.reported = b.report.Since(mark)
+	b.reg.stopRecording(m.deps, outerReads)
+	m.usesSourceLabels = b.usesSourceLabels
 	b.usesSourceLabels = b.usesSourceLabels || outer
-	b.deps = nil
-	if st := b.report.Get(key); st != nil {
-		m.messages = append([]status.Message(nil), st.Messages[before:]...)
-		m.rejected = st.Rejected()
-	}
-	b.nextVS[vs] = m
-	return info
-}
-
-func (b *builder) depsUnchanged(deps map[string]string) bool {
-	for host, sig := range deps {
-		if b.destSignature(host) != sig {
-			return false
-		}
-	}
-	return true
-}
-
-// destSignature is everything converting a destination looks at: the
-// service the host resolves to and its ports, and the DestinationRule with
-// its subsets.
-func (b *builder) destSignature(host string) string {
-	var sb strings.Builder
-	if svc := b.reg.lookup(host); svc != nil {
-		sb.WriteString(svc.FQDN)
-		for _, p := range svc.Ports {
-			sb.WriteByte(' ')
-			sb.WriteString(strconv.FormatUint(uint64(p.Number), 10))
-			sb.WriteByte('/')
-			sb.WriteString(p.Name)
-			sb.WriteByte('/')
-			sb.WriteString(p.Protocol)
-		}
-	}
-	sb.WriteByte('|')
-	if dr := b.reg.destinationRule(host); dr != nil {
-		sb.WriteString(dr.Namespace)
-		sb.WriteByte('/')
-		sb.WriteString(dr.Name)
-		for _, s := range dr.Spec.Subsets {
-			sb.WriteByte(' ')
-			sb.WriteString(s.Name)
-		}
-	}
-	return sb.String()
+	b.nextVS[id] = m
+	return m.info
 }
 
 // Build binds and validates one snapshot of resources. It is a pure
@@ -214,40 +160,47 @@ func Build(in *resource.Resources, opts Options) *Result {
 }
 
 // Builder builds snapshot after snapshot, reusing the conversion of every
-// VirtualService that did not change (the same object) and whose
-// destinations still resolve the same way, so that editing one
-// VirtualService among thousands converts one. Its results equal Build's.
-// Not safe for concurrent use.
+// VirtualService that did not change (the same version of the object)
+// and whose registry reads (destination services, DestinationRules)
+// still find the same objects, and likewise clusters, registry entries
+// and the registry itself, so that editing one VirtualService among
+// thousands converts one. Every reuse is keyed on the identities of what
+// the computation actually read, recorded by the accessors it read
+// through, so its results equal Build's. Not safe for concurrent use.
 type Builder struct {
-	vs       map[*networking.VirtualService]*vsMemo
-	services map[objectName]serviceMemo
-	clusters map[string]*clusterMemo
-	// registry is the last registry and what it was built from, reused
-	// whole when none of it changed (and it reported nothing).
-	registry       *registry
-	registryInputs *resource.Resources
-	registryDomain string
+	limits map[objectID]*status.Message
+	// skipLimits turns envoyLimits off (tests prove with it that each
+	// limit is one Envoy enforces).
+	skipLimits bool
+	vs         map[objectID]*vsMemo
+	services   map[objectName]*serviceMemo
+	seHosts    map[seHost]*service
+	clusters   map[string]*clusterMemo
+	// registry is the last registry, what it was built from and what
+	// building it reported, reused whole when none of it changed.
+	registry         *registry
+	registryInputs   *registryInputs
+	registryReported []status.Entry
 }
 
-// clusterMemo is a cluster with what it was built from.
+// clusterMemo is a cluster with what building it read and did.
 type clusterMemo struct {
-	svc     *service
-	dr      *networking.DestinationRule
-	cluster *ir.Cluster
+	deps     *deps
+	reported []status.Entry
+	secrets  []*ir.Secret
+	cluster  *ir.Cluster
 }
 
 // NewBuilder returns a builder with nothing remembered.
 func NewBuilder() *Builder { return &Builder{} }
 
-// vsMemo is one VirtualService's conversion and what it depended on.
+// vsMemo is one VirtualService's conversion with what it read and did.
 type vsMemo struct {
 	info             *vsInfo // nil when nothing of it could be used
-	messages         []status.Message
-	rejected         bool
+	reported         []status.Entry
 	usesSourceLabels bool
 	domainSuffix     string
-	// deps maps each destination host to how it resolved (destSignature).
-	deps map[string]string
+	deps             *deps
 }
 
 // Build binds and validates one snapshot, like the package's Build.
@@ -259,6 +212,12 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 		opts.Now = time.Now
 	}
 	res := sortedCopy(in)
+	var limits *limitsMemo
+	if !bl.skipLimits {
+		limits = &limitsMemo{prev: bl.limits, next: make(map[objectID]*status.Message, len(in.VirtualServices)+len(in.DestinationRules))}
+		defer func() { bl.limits = limits.next }()
+	}
+	res, excluded := withoutExcluded(res, opts.Exclude, limits)
 	b := &builder{
 		opts:         opts,
 		report:       status.NewReport(),
@@ -266,25 +225,29 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 		servers:      map[string][]*gwServer{},
 		vsByGateway:  map[string][]*vsInfo{},
 		prevVS:       bl.vs,
-		nextVS:       make(map[*networking.VirtualService]*vsMemo, len(in.VirtualServices)),
+		nextVS:       make(map[objectID]*vsMemo, len(in.VirtualServices)),
 		prevClusters: bl.clusters,
 		nextClusters: make(map[string]*clusterMemo, len(bl.clusters)),
 	}
-	regMemo := &registryMemo{prev: bl.services, next: make(map[objectName]serviceMemo, len(in.Services))}
-	defer func() { bl.vs, bl.services, bl.clusters = b.nextVS, regMemo.next, b.nextClusters }()
+	regMemo := &registryMemo{prev: bl.services, next: make(map[objectName]*serviceMemo, len(in.Services)),
+		prevSE: bl.seHosts, nextSE: make(map[seHost]*service, len(bl.seHosts))}
+	defer func() {
+		bl.vs, bl.services, bl.seHosts, bl.clusters = b.nextVS, regMemo.next, regMemo.nextSE, b.nextClusters
+	}()
+	for _, x := range excluded {
+		b.report.Track(x.key, x.generation)
+		b.report.Reject(x.key, x.msg)
+	}
 	b.track(res)
-	if bl.registry != nil && bl.registryDomain == opts.DomainSuffix && sameRegistryInputs(bl.registryInputs, res) {
+	inputs := registryInputsOf(res, opts.DomainSuffix)
+	if bl.registry != nil && bl.registryInputs.same(inputs) {
 		b.reg = bl.registry
-		regMemo.next = bl.services
+		b.report.Replay(bl.registryReported)
+		regMemo.next, regMemo.nextSE = bl.services, bl.seHosts
 	} else {
-		before := b.report.Added()
-		b.reg = newRegistry(res, opts.DomainSuffix, b.report, regMemo)
-		bl.registry, bl.registryInputs, bl.registryDomain = nil, nil, ""
-		if b.report.Added() == before {
-			bl.registry, bl.registryDomain = b.reg, opts.DomainSuffix
-			bl.registryInputs = &resource.Resources{Services: res.Services, EndpointSlices: res.EndpointSlices, Pods: res.Pods,
-				ServiceEntries: res.ServiceEntries, DestinationRules: res.DestinationRules, Secrets: res.Secrets}
-		}
+		mark := b.report.Mark()
+		b.reg = newRegistry(inputs, b.report, regMemo)
+		bl.registry, bl.registryInputs, bl.registryReported = b.reg, inputs, b.report.Since(mark)
 	}
 	for _, dr := range res.DestinationRules {
 		b.validateDestinationRule(dr)
@@ -375,7 +338,7 @@ func (b *builder) validateDestinationRule(dr *networking.DestinationRule) {
 		return
 	}
 	if !isWildcard(host) {
-		if drs := b.reg.destinationRules[host]; len(drs) > 1 && drs[0] != dr {
+		if drs := b.reg.destinationRules[host]; len(drs) > 1 && idOf(drs[0]) != idOf(dr) {
 			b.report.Add(key, status.Message{Code: status.ConflictingGateways, Level: status.Warning, Reason: status.ReasonConflictingServer, Field: "spec.host",
 				Message: fmt.Sprintf("DestinationRule %s/%s for the same host is used instead: %s", drs[0].Namespace, drs[0].Name, wins(drs[0], dr))})
 		}

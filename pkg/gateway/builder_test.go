@@ -102,6 +102,16 @@ spec:
 			dr.YAML = strings.Replace(dr.YAML, "http1MaxPendingRequests: 100", "http1MaxPendingRequests: 7", 1)
 			return replace(r, []scale.Document{dr}, nil)
 		}},
+		{"a DestinationRule gains a consistent-hash load balancer", func(r *resource.Resources) *resource.Resources {
+			dr := o.Service(9, 0)[1]
+			dr.YAML = strings.Replace(dr.YAML, "connectionPool:", "loadBalancer: {consistentHash: {httpHeaderName: x-a}}\n    connectionPool:", 1)
+			return replace(r, []scale.Document{dr}, nil)
+		}},
+		{"the consistent-hash header changes (routes read the load balancer)", func(r *resource.Resources) *resource.Resources {
+			dr := o.Service(9, 0)[1]
+			dr.YAML = strings.Replace(dr.YAML, "connectionPool:", "loadBalancer: {consistentHash: {httpHeaderName: x-b}}\n    connectionPool:", 1)
+			return replace(r, []scale.Document{dr}, nil)
+		}},
 		{"nothing changed", func(r *resource.Resources) *resource.Resources { return r }},
 	}
 	classes := []map[string]string{{"istio": "ingressgateway"}, {"istio": "ingressgateway", "tier": "edge"}}

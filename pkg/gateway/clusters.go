@@ -29,9 +29,6 @@ func (k clusterKey) name() string { return ir.ClusterName(k.port, k.subset, k.ho
 // exists and answers 503, rather than vanishing silently.
 func (b *builder) resolveDestination(errs vsErrors, field string, info *vsInfo, d *networkingapi.Destination) clusterKey {
 	host := fqdn(d.Host, info.obj.Namespace, b.opts.DomainSuffix)
-	if b.deps != nil {
-		b.deps[host] = b.destSignature(host)
-	}
 	ck := clusterKey{host: host, subset: d.Subset}
 	if d.Port != nil {
 		ck.port = d.Port.Number
@@ -238,7 +235,6 @@ func (b *builder) applyPolicy(c *ir.Cluster, p policy, dr *networking.Destinatio
 			case networkingapi.LoadBalancerSettings_ROUND_ROBIN:
 				c.LoadBalancer = &ir.LoadBalancer{Policy: "ROUND_ROBIN"}
 			case networkingapi.LoadBalancerSettings_PASSTHROUGH:
-				b.sideEffects++
 				if dr != nil {
 					b.report.Add(resource.KeyOf(dr), status.Message{Code: status.UnsupportedAtGateway, Level: status.Warning, Reason: status.ReasonUnsupported,
 						Field: "spec.trafficPolicy.loadBalancer.simple", Message: "PASSTHROUGH sends traffic to the original destination, which at a gateway is the gateway itself; ROUND_ROBIN is used instead"})
@@ -328,7 +324,6 @@ func (b *builder) upstreamTLS(c *ir.Cluster, t *networkingapi.ClientTLSSettings,
 		drKey = resource.KeyOf(dr)
 		src = refOf(resource.KindDestinationRule, dr.Namespace, dr.Name)
 	}
-	b.sideEffects++
 	warn := func(level status.Level, code status.Code, reason, field, format string, args ...any) {
 		if dr != nil {
 			b.report.Add(drKey, status.Message{Code: code, Level: level, Reason: reason, Field: field, Message: fmt.Sprintf(format, args...)})
@@ -411,6 +406,9 @@ func (b *builder) upstreamTLS(c *ir.Cluster, t *networkingapi.ClientTLSSettings,
 
 // addSecret records a secret a cluster needs; secrets are per class.
 func (b *builder) addSecret(s *ir.Secret) {
+	if b.addedSecrets != nil {
+		*b.addedSecrets = append(*b.addedSecrets, s)
+	}
 	if b.cur == nil {
 		return
 	}

@@ -1,14 +1,11 @@
 package gateway
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net"
-	"reflect"
 	"sort"
 	"strings"
 
-	"github.com/cespare/xxhash/v2"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networking "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -103,6 +100,8 @@ func labelsMatch(selector, labels map[string]string) bool {
 }
 
 // registry indexes backends, DestinationRules and Secrets for one build.
+// Its accessors (deps.go) record what they are asked and what they find
+// while a cached computation runs.
 type registry struct {
 	domainSuffix string
 	services     map[string]*service
@@ -110,80 +109,133 @@ type registry struct {
 	destinationRules map[string][]*networking.DestinationRule
 	wildcardDRs      []*networking.DestinationRule
 	secrets          map[string]*corev1.Secret // namespace/name
+	// deps, when set, receives every read (see recording).
+	deps *deps
 }
 
 func refOf(kind string, ns, name string) ir.Ref {
 	return ir.Ref{Kind: kind, Namespace: ns, Name: name}
 }
 
-// serviceMemo is a Kubernetes Service's registry entry with the signature
-// of what it was built from.
-type serviceMemo struct {
-	sig uint64
-	svc *service
+// registryInputs is everything a registry is built from: newRegistry sees
+// nothing else, so an equal set of inputs yields an equal registry.
+type registryInputs struct {
+	domainSuffix     string
+	services         []*corev1.Service
+	endpointSlices   []*discoveryv1.EndpointSlice
+	pods             []*metav1.PartialObjectMetadata
+	serviceEntries   []*networking.ServiceEntry
+	destinationRules []*networking.DestinationRule
+	secrets          []*corev1.Secret
 }
 
-// registryMemo carries Service entries from one build to the next, so that
-// an unchanged Service (and EndpointSlices, and Pods) keeps its entry —
-// and the clusters built from it can be reused.
-type registryMemo struct {
-	prev, next map[objectName]serviceMemo
+func registryInputsOf(res *resource.Resources, domainSuffix string) *registryInputs {
+	return &registryInputs{domainSuffix: domainSuffix, services: res.Services, endpointSlices: res.EndpointSlices, pods: res.Pods,
+		serviceEntries: res.ServiceEntries, destinationRules: res.DestinationRules, secrets: res.Secrets}
 }
 
-// identity feeds one version of an object to h: its UID and
-// resourceVersion when an API server gave it one (a cache hands out new
-// copies of the same version), else the object itself (files are decoded
-// once per change).
-func identity(h *xxhash.Digest, o metav1.Object) {
-	if rv := o.GetResourceVersion(); rv != "" {
-		h.WriteString(string(o.GetUID()))
-		h.WriteString("@")
-		h.WriteString(rv)
-		return
+// same reports whether b holds the same versions of the same objects.
+func (a *registryInputs) same(b *registryInputs) bool {
+	return a.domainSuffix == b.domainSuffix && sameObjects(a.services, b.services) && sameObjects(a.endpointSlices, b.endpointSlices) &&
+		sameObjects(a.pods, b.pods) && sameObjects(a.serviceEntries, b.serviceEntries) &&
+		sameObjects(a.destinationRules, b.destinationRules) && sameObjects(a.secrets, b.secrets)
+}
+
+func sameObjects[T any, P interface {
+	*T
+	metav1.Object
+}](a, b []P) bool {
+	if len(a) != len(b) {
+		return false
 	}
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], uint64(reflect.ValueOf(o).Pointer()))
-	h.Write(b[:])
-}
-
-// kubeServiceSignature identifies everything fromKubeService reads.
-func kubeServiceSignature(domainSuffix string, svc *corev1.Service, slices []*discoveryv1.EndpointSlice, pods map[objectName]*metav1.PartialObjectMetadata) uint64 {
-	h := xxhash.New()
-	h.WriteString(domainSuffix)
-	identity(h, svc)
-	for _, es := range slices {
-		identity(h, es)
-		for _, ep := range es.Endpoints {
-			if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
-				ns := ep.TargetRef.Namespace
-				if ns == "" {
-					ns = es.Namespace
-				}
-				if p, ok := pods[objectName{ns, ep.TargetRef.Name}]; ok {
-					identity(h, p)
-				}
-			}
+	for i := range a {
+		if a[i] != b[i] && idOf(a[i]) != idOf(b[i]) {
+			return false
 		}
 	}
-	return h.Sum64()
+	return true
+}
+
+// serviceMemo is a Kubernetes Service's registry entry with what building
+// it read: the Service, its EndpointSlices and the Pods they name.
+type serviceMemo struct {
+	domainSuffix string
+	svc          objectID
+	slices       []objectID
+	pods         []podRead
+	built        *service
+}
+
+// podRead is one Pod looked up while building a service entry.
+type podRead struct {
+	name objectName
+	id   objectID
+}
+
+// seHost is one host of one version of a ServiceEntry.
+type seHost struct {
+	se   objectID
+	host string
+}
+
+// registryMemo carries registry entries from one build to the next, so
+// that an unchanged Service (with its EndpointSlices and Pods) or
+// ServiceEntry keeps its entry — the very pointer, which is what cached
+// conversions and clusters recorded reading.
+type registryMemo struct {
+	prev, next     map[objectName]*serviceMemo
+	prevSE, nextSE map[seHost]*service
+}
+
+// podIndex finds Pods by name, recording each lookup.
+type podIndex struct {
+	byName map[objectName]*metav1.PartialObjectMetadata
+	reads  *[]podRead
+}
+
+func (p podIndex) get(n objectName) *metav1.PartialObjectMetadata {
+	pod := p.byName[n]
+	if p.reads != nil {
+		*p.reads = append(*p.reads, podRead{name: n, id: idOf(pod)})
+	}
+	return pod
+}
+
+// reusable reports whether m was built from these very objects.
+func (m *serviceMemo) reusable(domainSuffix string, svc *corev1.Service, slices []*discoveryv1.EndpointSlice, pods podIndex) bool {
+	if m.domainSuffix != domainSuffix || m.svc != idOf(svc) || len(m.slices) != len(slices) {
+		return false
+	}
+	for i, es := range slices {
+		if m.slices[i] != idOf(es) {
+			return false
+		}
+	}
+	for _, r := range m.pods {
+		if idOf(pods.byName[r.name]) != r.id {
+			return false
+		}
+	}
+	return true
 }
 
 // objectName is a namespace and a name, as a map key.
 type objectName struct{ namespace, name string }
 
-func newRegistry(res *resource.Resources, domainSuffix string, report *status.Report, memo *registryMemo) *registry {
+func newRegistry(in *registryInputs, report *status.Report, memo *registryMemo) *registry {
+	domainSuffix := in.domainSuffix
 	r := &registry{
 		domainSuffix:     domainSuffix,
 		services:         map[string]*service{},
 		destinationRules: map[string][]*networking.DestinationRule{},
 		secrets:          map[string]*corev1.Secret{},
 	}
-	pods := make(map[objectName]*metav1.PartialObjectMetadata, len(res.Pods))
-	for _, p := range res.Pods {
-		pods[objectName{p.Namespace, p.Name}] = p
+	pods := podIndex{byName: make(map[objectName]*metav1.PartialObjectMetadata, len(in.pods))}
+	for _, p := range in.pods {
+		pods.byName[objectName{p.Namespace, p.Name}] = p
 	}
-	slices := make(map[objectName][]*discoveryv1.EndpointSlice, len(res.Services))
-	for _, es := range res.EndpointSlices {
+	slices := make(map[objectName][]*discoveryv1.EndpointSlice, len(in.services))
+	for _, es := range in.endpointSlices {
 		svc := es.Labels[discoveryv1.LabelServiceName]
 		if svc == "" {
 			continue
@@ -191,28 +243,30 @@ func newRegistry(res *resource.Resources, domainSuffix string, report *status.Re
 		k := objectName{es.Namespace, svc}
 		slices[k] = append(slices[k], es)
 	}
-	for _, svc := range res.Services {
+	for _, svc := range in.services {
 		k := objectName{svc.Namespace, svc.Name}
 		own := slices[k]
-		var sig uint64
 		if memo != nil {
-			sig = kubeServiceSignature(domainSuffix, svc, own, pods)
-			if m, ok := memo.prev[k]; ok && m.sig == sig {
-				r.services[m.svc.FQDN] = m.svc
+			if m, ok := memo.prev[k]; ok && m.reusable(domainSuffix, svc, own, pods) {
+				r.services[m.built.FQDN] = m.built
 				memo.next[k] = m
 				continue
 			}
 		}
-		s := r.fromKubeService(svc, own, pods)
-		r.services[s.FQDN] = s
+		m := &serviceMemo{domainSuffix: domainSuffix, svc: idOf(svc)}
+		for _, es := range own {
+			m.slices = append(m.slices, idOf(es))
+		}
+		m.built = r.fromKubeService(svc, own, podIndex{byName: pods.byName, reads: &m.pods})
+		r.services[m.built.FQDN] = m.built
 		if memo != nil {
-			memo.next[k] = serviceMemo{sig: sig, svc: s}
+			memo.next[k] = m
 		}
 	}
-	for _, se := range res.ServiceEntries {
-		r.addServiceEntry(se, report)
+	for _, se := range in.serviceEntries {
+		r.addServiceEntry(se, report, memo)
 	}
-	for _, dr := range res.DestinationRules {
+	for _, dr := range in.destinationRules {
 		host := fqdn(dr.Spec.Host, dr.Namespace, domainSuffix)
 		if isWildcard(host) {
 			r.wildcardDRs = append(r.wildcardDRs, dr)
@@ -220,7 +274,7 @@ func newRegistry(res *resource.Resources, domainSuffix string, report *status.Re
 		}
 		r.destinationRules[host] = append(r.destinationRules[host], dr)
 	}
-	for _, s := range res.Secrets {
+	for _, s := range in.secrets {
 		r.secrets[s.Namespace+"/"+s.Name] = s
 	}
 	return r
@@ -257,7 +311,7 @@ func normalizeProtocol(p string) string {
 	return "TCP"
 }
 
-func (r *registry) fromKubeService(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, pods map[objectName]*metav1.PartialObjectMetadata) *service {
+func (r *registry) fromKubeService(svc *corev1.Service, slices []*discoveryv1.EndpointSlice, pods podIndex) *service {
 	s := &service{
 		FQDN:      svc.Name + "." + svc.Namespace + ".svc." + r.domainSuffix,
 		Namespace: svc.Namespace,
@@ -295,7 +349,7 @@ func (r *registry) fromKubeService(svc *corev1.Service, slices []*discoveryv1.En
 				if ns == "" {
 					ns = es.Namespace
 				}
-				if p, ok := pods[objectName{ns, ep.TargetRef.Name}]; ok {
+				if p := pods.get(objectName{ns, ep.TargetRef.Name}); p != nil {
 					labels = p.Labels
 				}
 			}
@@ -322,7 +376,7 @@ func (r *registry) fromKubeService(svc *corev1.Service, slices []*discoveryv1.En
 	return s
 }
 
-func (r *registry) addServiceEntry(se *networking.ServiceEntry, report *status.Report) {
+func (r *registry) addServiceEntry(se *networking.ServiceEntry, report *status.Report, memo *registryMemo) {
 	key := resource.KeyOf(se)
 	spec := &se.Spec
 	disc := ir.DiscoveryEDS
@@ -403,13 +457,22 @@ func (r *registry) addServiceEntry(se *networking.ServiceEntry, report *status.R
 		case disc == ir.DiscoveryStrictDNS && !isWildcard(host):
 			s.endpoints = []endpoint{{Address: host}}
 		}
+		if memo != nil {
+			// The entry is a function of this version of the ServiceEntry
+			// and the host only: keep the previous build's pointer.
+			k := seHost{se: idOf(se), host: host}
+			if old, ok := memo.prevSE[k]; ok {
+				s = old
+			}
+			memo.nextSE[k] = s
+		}
 		r.services[host] = s
 	}
 }
 
-// lookup finds the service for an expanded host: exact first, then the most
-// specific ServiceEntry wildcard.
-func (r *registry) lookup(host string) *service {
+// findService finds the service for an expanded host: exact first, then
+// the most specific ServiceEntry wildcard.
+func (r *registry) findService(host string) *service {
 	if s, ok := r.services[host]; ok {
 		return s
 	}
@@ -424,9 +487,9 @@ func (r *registry) lookup(host string) *service {
 	return best
 }
 
-// destinationRule returns the rule that applies to a host: the oldest exact
-// match, else the most specific wildcard.
-func (r *registry) destinationRule(host string) *networking.DestinationRule {
+// findDestinationRule returns the rule that applies to a host: the oldest
+// exact match, else the most specific wildcard.
+func (r *registry) findDestinationRule(host string) *networking.DestinationRule {
 	if drs := r.destinationRules[host]; len(drs) > 0 {
 		return drs[0]
 	}
@@ -439,8 +502,4 @@ func (r *registry) destinationRule(host string) *networking.DestinationRule {
 		}
 	}
 	return best
-}
-
-func (r *registry) secret(namespace, name string) *corev1.Secret {
-	return r.secrets[namespace+"/"+name]
 }

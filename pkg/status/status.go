@@ -83,6 +83,9 @@ const (
 	ReasonPortUnavailable = "PortUnavailable"
 	// ReasonProxyRejected: a proxy rejected the configuration of a server.
 	ReasonProxyRejected = "ProxyRejected"
+	// ReasonEnvoyValidation: the Envoy configuration made from the
+	// resource breaks Envoy's validation rules, so it is not used.
+	ReasonEnvoyValidation = "EnvoyValidation"
 )
 
 // Message is one finding about a resource.
@@ -129,11 +132,43 @@ type Status struct {
 // Report collects statuses for every resource seen during a build.
 type Report struct {
 	byKey map[resource.Key]*Status
-	added int
+	// log is every write, in order (see Mark).
+	log []Entry
 }
 
-// Added counts the messages recorded so far.
-func (r *Report) Added() int { return r.added }
+// Entry is one write to a report: a message on a resource, and whether it
+// also rejected the resource.
+type Entry struct {
+	Key     resource.Key
+	Message Message
+	Reject  bool
+}
+
+// Mark returns a position in the report's writes. A cached computation
+// takes one before it runs and Since after, so that reusing its result
+// can replay exactly what it reported (Replay) instead of listing its
+// side effects by hand. Marks nest: an outer computation sees the inner
+// writes too.
+func (r *Report) Mark() int { return len(r.log) }
+
+// Since returns the writes made after mark (nil if none).
+func (r *Report) Since(mark int) []Entry {
+	if len(r.log) == mark {
+		return nil
+	}
+	return append([]Entry(nil), r.log[mark:]...)
+}
+
+// Replay repeats recorded writes.
+func (r *Report) Replay(entries []Entry) {
+	for _, e := range entries {
+		if e.Reject {
+			r.Reject(e.Key, e.Message)
+		} else {
+			r.Add(e.Key, e.Message)
+		}
+	}
+}
 
 // NewReport returns an empty report.
 func NewReport() *Report { return &Report{byKey: map[resource.Key]*Status{}} }
@@ -151,11 +186,13 @@ func (r *Report) Track(key resource.Key, generation int64) *Status {
 	return s
 }
 
+// Reject marks the resource as not used at all, without a message of its
+// own (its messages say why). Not recorded for Replay: only for decisions
+// taken once per build over everything, never inside a cached computation.
+func (s *Status) Reject() { s.rejected = true }
+
 // Rejected reports whether the resource is not used at all.
 func (s *Status) Rejected() bool { return s.rejected }
-
-// Reject marks the resource as not used at all (its messages say why).
-func (s *Status) Reject() { s.rejected = true }
 
 // Get returns the status of key, or nil.
 func (r *Report) Get(key resource.Key) *Status { return r.byKey[key] }
@@ -164,6 +201,11 @@ func (r *Report) Get(key resource.Key) *Status { return r.byKey[key] }
 // messages are recorded once: the same resource is bound once per proxy
 // class and must not repeat itself.
 func (r *Report) Add(key resource.Key, m Message) {
+	r.log = append(r.log, Entry{Key: key, Message: m})
+	r.add(key, m)
+}
+
+func (r *Report) add(key resource.Key, m Message) {
 	s := r.Track(key, 0)
 	for _, old := range s.Messages {
 		if old == m {
@@ -171,12 +213,12 @@ func (r *Report) Add(key resource.Key, m Message) {
 		}
 	}
 	s.Messages = append(s.Messages, m)
-	r.added++
 }
 
 // Reject marks a resource as not used at all, with the message why.
 func (r *Report) Reject(key resource.Key, m Message) {
-	r.Add(key, m)
+	r.log = append(r.log, Entry{Key: key, Message: m, Reject: true})
+	r.add(key, m)
 	r.byKey[key].rejected = true
 }
 

@@ -174,16 +174,19 @@ func (s *Server) Snapshot(class string) (*Snapshot, error) {
 // error names the offending resource and its sources, and the previous
 // snapshot keeps serving.
 func (s *Server) Publish(ctx context.Context, class string, res *translate.Resources) (*Snapshot, error) {
-	s.mu.Lock()
-	prev := s.memos[class]
-	s.mu.Unlock()
-	snap, next, err := NewSnapshot(res, prev)
+	p, err := s.Prepare(class, res)
 	if err != nil {
-		return nil, fmt.Errorf("class %s: %w", class, err)
+		return nil, err
 	}
+	return s.Commit(ctx, p)
+}
+
+// Commit publishes a snapshot Prepare made.
+func (s *Server) Commit(ctx context.Context, p *Prepared) (*Snapshot, error) {
+	class, snap := p.class, p.snap
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.memos[class] = next
+	s.memos[class] = p.next
 	if old, ok := s.published[class]; ok && old.Version() == snap.Version() {
 		if !s.adoptOrigins(class) {
 			return old, nil

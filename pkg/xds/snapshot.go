@@ -254,7 +254,10 @@ func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, 
 		if err != nil {
 			return "", nil, err
 		}
-		return h, r, b.check(h, r)
+		if err := b.check(h, r); err != nil {
+			return "", nil, invalidParts{{msg: r, err: err}}
+		}
+		return h, r, nil
 	}
 	// The shell: everything but the virtual hosts (and, for the wire, the
 	// name, which the published message carries as a field).
@@ -282,8 +285,9 @@ func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, 
 		return m.hash, m.wire, nil
 	}
 	h := b.sum(shellBytes)
+	var invalid invalidParts
 	if err := b.check(h, shell); err != nil {
-		return "", nil, err
+		invalid = append(invalid, &invalidPart{msg: shell, err: err})
 	}
 	shell.Name = ""
 	head, err := b.opts.Marshal(shell)
@@ -300,11 +304,16 @@ func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, 
 			return "", nil, err
 		}
 		if err := b.check(h, vh); err != nil {
-			return "", nil, fmt.Errorf("virtual_hosts[%d] (%s): %w", i, vh.GetName(), err)
+			// Every invalid virtual host is named, not only the first.
+			invalid = append(invalid, &invalidPart{msg: vh, where: describePart(vh.ProtoReflect()), err: err})
+			continue
 		}
 		sum.Write([]byte(h))
 		encoded[i] = vb
 		size += protowire.SizeTag(virtualHostsField) + protowire.SizeBytes(len(vb))
+	}
+	if len(invalid) > 0 {
+		return "", nil, invalid
 	}
 	body := make([]byte, 0, size)
 	body = append(body, head...)
@@ -324,8 +333,9 @@ var virtualHostsField = (&routev3.RouteConfiguration{}).ProtoReflect().Descripto
 
 // NewSnapshot versions and checks resources: Consistent() (every EDS and
 // RDS resource referenced, every reference present) and Envoy's validation
-// rules on every message, Any fields unpacked. An error names the resource
-// and the Istio resources it came from. prev is the class's memo (nil for
+// rules on every message, Any fields unpacked. Messages breaking the rules
+// are all reported in an *InvalidError, each with the innermost failing
+// part and the Istio resources it came from. prev is the class's memo (nil for
 // none); the memo for the next snapshot is returned with it.
 func NewSnapshot(res *translate.Resources, prev *memo) (*Snapshot, *memo, error) {
 	if prev == nil {
@@ -342,6 +352,7 @@ func NewSnapshot(res *translate.Resources, prev *memo) (*Snapshot, *memo, error)
 	b.prepare(byType)
 	snap := &Snapshot{Snapshot: &cachev3.Snapshot{}, Versions: map[string]string{}, hashes: map[string]map[string]string{},
 		originals: map[string]map[string]proto.Message{}}
+	var problems []*Problem
 	for _, typ := range typeOrder {
 		items := byType[typ]
 		typeHash := sha256.New()
@@ -352,7 +363,16 @@ func NewSnapshot(res *translate.Resources, prev *memo) (*Snapshot, *memo, error)
 			name := cachev3.GetResourceName(r)
 			hash, pub, err := b.resource(r)
 			if err != nil {
-				return nil, nil, fmt.Errorf("invalid %s %s (from %s): %w", shortType(typ), name, sources(r), err)
+				var parts invalidParts
+				if !errors.As(err, &parts) {
+					return nil, nil, fmt.Errorf("%s %s (from %s): %w", shortType(typ), name, sources(r), err)
+				}
+				// Go on: every invalid part of the snapshot is reported,
+				// so that all of them can be excluded at once.
+				for _, p := range parts {
+					problems = append(problems, blame(typ, name, p)...)
+				}
+				continue
 			}
 			hashes[name] = hash
 			published = append(published, pub)
@@ -365,6 +385,9 @@ func NewSnapshot(res *translate.Resources, prev *memo) (*Snapshot, *memo, error)
 		snap.hashes[typ] = hashes
 		snap.originals[typ] = originals
 		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(version, published)
+	}
+	if len(problems) > 0 {
+		return nil, nil, &InvalidError{Problems: problems}
 	}
 	// Delta xDS compares per-resource versions; reuse the hashes above
 	// instead of letting the cache marshal everything again.
