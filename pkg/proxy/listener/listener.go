@@ -367,7 +367,7 @@ func (m *Manager) BindAttempts(name string) int {
 // Bind retries back off from the first to the last delay.
 const (
 	firstBindRetry = 250 * time.Millisecond
-	maxBindRetry   = 10 * time.Second
+	maxBindRetry   = 2 * time.Second // a freed port serves within 2 s; a bind attempt is cheap
 )
 
 // NewManager returns a manager. portMap remaps listener ports when binding
