@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 CACHE   ?= $(HOME)/.cache/portico
 
-.PHONY: all build run test unit e2e bench fmt lint clean
+.PHONY: all build run test unit e2e bench bench-attack fuzz fmt lint clean
 
 all: build
 
@@ -15,11 +15,11 @@ build:
 run: build
 	@./hack/run-quickstart.sh
 
-# The whole test suite: vet, unit and integration tests with the race
-# detector, then the end-to-end tests against a real kube-apiserver.
-test:
+# The whole test suite: lint (gofmt, vet, staticcheck), unit and integration
+# tests with the race detector, the hostile-input suite, then the end-to-end
+# tests against a real kube-apiserver.
+test: lint
 	./hack/ensure-test-deps.sh
-	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 unit:
@@ -32,12 +32,35 @@ e2e:
 bench:
 	./bench/run.sh
 
+# Hostile loads against Portico and nginx side by side (bench/attack):
+# ATTACK_FLAGS, e.g. "-duration 10s -label after".
+ATTACK_FLAGS ?=
+bench-attack:
+	./bench/attack/run.sh $(ATTACK_FLAGS)
+
+# Fuzzing: every fuzz target for FUZZTIME each, with its executions per
+# second (hack/fuzz.sh; FUZZ_OUT=file.md keeps the table, FUZZ_FRESH=1 starts
+# from the seed corpus). Add new targets to FUZZ_TARGETS as package:Func.
+FUZZTIME ?= 30s
+FUZZ_TARGETS ?= \
+	pkg/proxy/httpx:FuzzReadRequest \
+	pkg/proxy/httpx:FuzzChunkedBody \
+	pkg/proxy/hcm:FuzzH2Request \
+	pkg/proxy/router:FuzzVirtualHost \
+	pkg/proxy/listener:FuzzClientHello \
+	pkg/gateway:FuzzDecodeAndBind \
+	pkg/translate:FuzzYAMLToXDS
+fuzz:
+	./hack/fuzz.sh -t $(FUZZTIME) $(if $(FUZZ_OUT),-o $(FUZZ_OUT)) $(FUZZ_TARGETS)
+
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
+# gofmt, go vet and staticcheck (built once into ~/.cache/portico).
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
+	./hack/staticcheck.sh
 
 clean:
 	rm -rf $(BIN)

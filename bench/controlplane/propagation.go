@@ -49,7 +49,6 @@ type system struct {
 	rev       int // the revision the probe VirtualService is at
 	// admin and debug serve the proxy's and the controller's pprof.
 	admin, debug string
-	logs         []string
 }
 
 func (s *system) stop() {

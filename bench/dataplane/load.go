@@ -15,8 +15,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // A load run: workers send requests back to back (closed loop) until the
@@ -79,7 +77,8 @@ func runLoad(ctx context.Context, s loadSpec, onStart, onEnd func()) (loadResult
 	var h2clients []*http.Client
 	if s.proto == "h2" {
 		for i := 0; i < s.conns; i++ {
-			t := &http2.Transport{TLSClientConfig: s.tls.Clone()}
+			t := &http.Transport{TLSClientConfig: s.tls.Clone(), Protocols: new(http.Protocols)}
+			t.Protocols.SetHTTP2(true) // one multiplexed connection per client
 			h2clients = append(h2clients, &http.Client{Transport: t})
 		}
 	}

@@ -34,9 +34,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 )
 
 func main() {
@@ -56,7 +53,10 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		srv := &http.Server{Handler: h2c.NewHandler(b, &http2.Server{}), ReadHeaderTimeout: 10 * time.Second}
+		// HTTP/1.1 and cleartext HTTP/2 with prior knowledge (gRPC, h2c).
+		srv := &http.Server{Handler: b, ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols)}
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -4,8 +4,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
-	"sort"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,7 +29,7 @@ type embeddedProxyConfig struct {
 
 func (e *embeddedProxyConfig) register(fs *flag.FlagSet) {
 	fs.BoolVar(&e.disabled, "no-proxy", false, "standalone: serve xDS only, without the embedded edge proxy")
-	e.flags.Register(fs, proxycmd.Defaults{PortMap: defaultPortMap})
+	e.flags.Register(fs, proxycmd.Defaults{PortMap: defaultPortMap, NoXDSFlags: true})
 }
 
 // runEmbeddedProxy runs the edge proxy in-process, connected to the xDS
@@ -46,7 +48,7 @@ func runEmbeddedProxy(ctx context.Context, log logging.Logger, cfg config, xdsAd
 }
 
 // printWelcome waits for the first configuration and prints how to reach
-// each listener.
+// each listener, with the hosts and certificates actually configured.
 func printWelcome(ctx context.Context, log logging.Logger, p *proxy.Proxy, cfg config) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
@@ -61,26 +63,74 @@ func printWelcome(ctx context.Context, log logging.Logger, p *proxy.Proxy, cfg c
 		case <-t.C:
 		}
 	}
+	log.Info(welcome(cfg.configDir, p.Serving(), p.Problems(), "http://"+cfg.embedded.flags.AdminAddress, cfg.debugAddress))
+}
+
+// welcome builds the "Try:" text from what the proxy serves.
+func welcome(configDir string, serving []proxy.ServingListener, problems map[string]string, adminURL, debugAddress string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nPortico is serving %s. Try:\n", cfg.configDir)
-	names := p.Listeners.Names()
-	sort.Strings(names)
-	for _, name := range names {
-		spec := p.Listeners.Spec(name)
-		addr := p.Listeners.BoundAddress(name)
-		_, port, _ := net.SplitHostPort(addr)
-		for _, c := range spec.Chains {
-			switch {
-			case c.HTTP != nil && c.TLS == nil:
-				fmt.Fprintf(&b, "  HTTP  (%s):  curl -H 'Host: counter.lab.example.com' http://127.0.0.1:%s/\n", name, port)
-			case c.HTTP != nil:
-				fmt.Fprintf(&b, "  HTTPS (%s):  curl --cacert config/samples/quickstart/certs/ca.crt --resolve counter.lab.example.com:%s:127.0.0.1 https://counter.lab.example.com:%s/\n", name, port, port)
-			case c.TCP != nil && c.TLS == nil && len(c.ServerNames) == 0:
-				fmt.Fprintf(&b, "  TCP   (%s):  printf 'PING\\n' | nc -q1 127.0.0.1 %s\n", name, port)
+	fmt.Fprintf(&b, "\nPortico is serving %s. Try:\n", configDir)
+	for _, l := range serving {
+		for _, c := range l.Chains {
+			host := exampleHost(c.Hosts)
+			switch c.Kind {
+			case "http":
+				hdr := ""
+				if host != "" {
+					hdr = fmt.Sprintf("-H 'Host: %s' ", host)
+				}
+				fmt.Fprintf(&b, "  HTTP  (%s):  curl %shttp://127.0.0.1:%d/\n", l.Name, hdr, l.BoundPort)
+			case "https":
+				if host == "" {
+					host = "localhost"
+				}
+				fmt.Fprintf(&b, "  HTTPS (%s):  curl %s--resolve %s:%d:127.0.0.1 https://%s:%d/\n", l.Name, caFlag(c.CertFile), host, l.BoundPort, host, l.BoundPort)
+			case "tls", "passthrough":
+				sni := ""
+				if host != "" {
+					sni = " -servername " + host
+				}
+				fmt.Fprintf(&b, "  TLS   (%s):  openssl s_client -connect 127.0.0.1:%d%s\n", l.Name, l.BoundPort, sni)
+			case "tcp":
+				fmt.Fprintf(&b, "  TCP   (%s):  printf 'PING\\n' | nc -q1 127.0.0.1 %d\n", l.Name, l.BoundPort)
 			}
 		}
 	}
-	fmt.Fprintf(&b, "  Admin: curl -s %s/config_dump | jq '.configs[3].dynamic_route_configs[].route_config.virtual_hosts[]'\n", "http://"+cfg.embedded.flags.AdminAddress)
-	fmt.Fprintf(&b, "  Status of every resource: curl -s http://%s/debug/status\n", cfg.debugAddress)
-	log.Info(b.String())
+	for _, name := range slices.Sorted(maps.Keys(problems)) {
+		fmt.Fprintf(&b, "  Not served (%s): %s\n", name, problems[name])
+	}
+	fmt.Fprintf(&b, "  Admin: curl -s %s/config_dump | jq '.configs[3].dynamic_route_configs[].route_config.virtual_hosts[]'\n", adminURL)
+	if debugAddress != "" {
+		fmt.Fprintf(&b, "  Status of every resource: curl -s http://%s/debug/status\n", debugAddress)
+	}
+	return b.String()
+}
+
+// exampleHost picks a name a client can use: the first exact one, else a
+// wildcard made concrete ("*.example.com" → "www.example.com"); "" when
+// any name will do.
+func exampleHost(hosts []string) string {
+	for _, h := range hosts {
+		if !strings.Contains(h, "*") && !strings.Contains(h, ":") {
+			return h
+		}
+	}
+	for _, h := range hosts {
+		if rest, ok := strings.CutPrefix(h, "*."); ok && !strings.Contains(rest, ":") {
+			return "www." + rest
+		}
+	}
+	return ""
+}
+
+// caFlag is how curl should trust a certificate read from a file: the
+// ca.crt next to it when there is one, else not verified (-k).
+func caFlag(certFile string) string {
+	if certFile != "" {
+		ca := filepath.Join(filepath.Dir(certFile), "ca.crt")
+		if fi, err := os.Stat(ca); err == nil && fi.Mode().IsRegular() {
+			return "--cacert " + ca + " "
+		}
+	}
+	return "-k "
 }

@@ -8,8 +8,10 @@ import (
 	"os"
 
 	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/portico-gateway/portico/internal/logging"
@@ -18,6 +20,7 @@ import (
 	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/provider/kube"
 	"github.com/portico-gateway/portico/pkg/resource"
+	"github.com/portico-gateway/portico/pkg/translate"
 	"github.com/portico-gateway/portico/pkg/xds"
 )
 
@@ -82,14 +85,32 @@ func runKubernetes(ctx context.Context, log logging.Logger, cfg config) error {
 	writer := kube.NewStatusWriter(prov, ports, log.WithName("status"))
 	ctrl := controller.New(log.WithName("controller"), server, writer, controller.Options{
 		DomainSuffix: cfg.domainSuffix, ExtraClasses: ports.Classes, Registerer: ctrlmetrics.Registry,
+		Translate: translate.Options{Edge: cfg.edge},
 	})
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	serveOpts, serving, rootPub, err := kubernetesXDS(ctx, log.WithName("xds-auth"), cs, cfg.kube.leaderNS, cfg.domainSuffix, cfg.xdsSecurity)
+	if err != nil {
+		return err
+	}
+	if rootPub != nil {
+		// Only the elected replica writes the CA into every namespace.
+		if err := prov.Manager().Add(manager.RunnableFunc(rootPub.Run)); err != nil {
+			return err
+		}
+	}
 	lis, err := net.Listen("tcp", cfg.xdsAddress)
 	if err != nil {
 		return fmt.Errorf("listening for xDS on %s: %w", cfg.xdsAddress, err)
 	}
-	log.Info("Kubernetes mode", "xds", lis.Addr().String(), "leader-election", cfg.kube.leaderElect)
+	log.Info("Kubernetes mode", "xds", lis.Addr().String(), "leader-election", cfg.kube.leaderElect, "xds-tls", serving != nil)
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return server.Serve(ctx, lis) })
+	g.Go(func() error { return server.ServeWith(ctx, lis, serveOpts) })
+	if serving != nil {
+		g.Go(func() error { return serving.Run(ctx) })
+	}
 	g.Go(func() error { return ctrl.Run(ctx) })
 	g.Go(func() error { return prov.Run(ctx, func(r *resource.Resources) { ctrl.Update(r) }) })
 	g.Go(func() error { return writer.Run(ctx) })

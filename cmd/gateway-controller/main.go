@@ -30,6 +30,7 @@ import (
 	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/provider/file"
 	"github.com/portico-gateway/portico/pkg/resource"
+	"github.com/portico-gateway/portico/pkg/translate"
 	"github.com/portico-gateway/portico/pkg/xds"
 )
 
@@ -45,8 +46,14 @@ type config struct {
 	// debounceAfter and debounceMax batch changes before a rebuild.
 	debounceAfter time.Duration
 	debounceMax   time.Duration
-	embedded      embeddedProxyConfig
-	kube          kubeConfig
+	// meshConfig and edgeConfig are files: Istio's MeshConfig, and the
+	// HTTP listeners' edge timeouts and limits.
+	meshConfig  string
+	edgeConfig  string
+	edge        translate.Edge
+	embedded    embeddedProxyConfig
+	kube        kubeConfig
+	xdsSecurity xdsSecurityConfig
 }
 
 func main() {
@@ -68,14 +75,22 @@ func parseFlags(args []string) (config, error) {
 	// from waiting long for more changes (Istio waits 100 ms).
 	fs.DurationVar(&cfg.debounceAfter, "debounce-after", 10*time.Millisecond, "wait this long after a change for more before rebuilding (Istio's PILOT_DEBOUNCE_AFTER)")
 	fs.DurationVar(&cfg.debounceMax, "debounce-max", time.Second, "never postpone a rebuild more than this after the first change of a burst")
+	fs.StringVar(&cfg.meshConfig, "mesh-config", "", "Istio MeshConfig YAML (as istiod's /etc/istio/config/mesh); read: pathNormalization, defaultConfig.gatewayTopology.numTrustedProxies")
+	fs.StringVar(&cfg.edgeConfig, "edge-config", "", "YAML file overriding the HTTP listeners' edge timeouts and limits (see README, Security)")
 	cfg.embedded.register(fs)
 	cfg.kube.register(fs)
+	cfg.xdsSecurity.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	edge, err := loadEdge(cfg.meshConfig, cfg.edgeConfig)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.edge = edge
 	return cfg, nil
 }
 
@@ -149,14 +164,31 @@ func runStandalone(ctx context.Context, log logging.Logger, cfg config) error {
 		StaticClasses: []map[string]string{labels},
 		DomainSuffix:  cfg.domainSuffix,
 		Registerer:    reg,
+		Translate:     translate.Options{Edge: cfg.edge},
 	})
+	serveOpts, private, err := standaloneXDS(log.WithName("xds"), cfg.xdsAddress, cfg.xdsSecurity)
+	if err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", cfg.xdsAddress)
 	if err != nil {
 		return fmt.Errorf("listening for xDS on %s: %w", cfg.xdsAddress, err)
 	}
 	log.Info("standalone mode", "config-dir", cfg.configDir, "xds", lis.Addr().String(), "proxy-labels", cfg.proxyLabels)
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return server.Serve(ctx, lis) })
+	g.Go(func() error { return server.ServeWith(ctx, lis, serveOpts) })
+	embeddedAddr := lis.Addr().String()
+	if private && !cfg.embedded.disabled {
+		// The public port wants credentials; the embedded proxy talks over
+		// a socket only this user can reach.
+		plis, addr, cleanup, err := privateListener()
+		if err != nil {
+			return fmt.Errorf("listening for the embedded proxy: %w", err)
+		}
+		defer cleanup()
+		embeddedAddr = addr
+		g.Go(func() error { return server.Serve(ctx, plis) })
+	}
 	g.Go(func() error { return ctrl.Run(ctx) })
 	g.Go(func() error {
 		p := file.New(cfg.configDir, log.WithName("file"), file.Options{Holdoff: cfg.debounceAfter, MaxDelay: cfg.debounceMax})
@@ -166,7 +198,7 @@ func runStandalone(ctx context.Context, log logging.Logger, cfg config) error {
 		g.Go(func() error { return serveHTTP(ctx, log.WithName("debug"), cfg.debugAddress, ctrl.DebugHandler(reg)) })
 	}
 	if !cfg.embedded.disabled {
-		g.Go(func() error { return runEmbeddedProxy(ctx, log, cfg, lis.Addr().String(), labels, reg) })
+		g.Go(func() error { return runEmbeddedProxy(ctx, log, cfg, embeddedAddr, labels, reg) })
 	}
 	return g.Wait()
 }

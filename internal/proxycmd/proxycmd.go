@@ -12,6 +12,7 @@ import (
 
 	"github.com/portico-gateway/portico/internal/logging"
 	"github.com/portico-gateway/portico/pkg/proxy"
+	"github.com/portico-gateway/portico/pkg/proxy/xdsclient"
 )
 
 // Flags are the proxy's options as flags.
@@ -27,7 +28,27 @@ type Flags struct {
 	// StatusAddress and TerminationDrain: see proxy.Options.
 	StatusAddress    string
 	TerminationDrain time.Duration
+	// MaxDownstreamConnections: see proxy.Options.
+	MaxDownstreamConnections int64
+	// XDS holds how the proxy authenticates to the controller.
+	XDS XDSFlags
+	// embedded: the xDS connection is the controller's business.
+	embedded bool
 }
+
+// XDSFlags are the proxy's xDS credentials (see xdsclient.Security).
+type XDSFlags struct {
+	CAFile, TokenFile, ServerName, ClientCert, ClientKey string
+}
+
+// Where config/deploy mounts the controller's CA (the portico-ca-root-cert
+// ConfigMap) and the projected service-account token, as Istio mounts
+// istio-ca-root-cert and istio-token. Used when present and no flag says
+// otherwise.
+const (
+	PodCAFile    = "/var/run/secrets/portico/root-cert.pem"
+	PodTokenFile = "/var/run/secrets/tokens/portico-token"
+)
 
 // Defaults differ between a proxy in a pod and one embedded in standalone
 // mode (which should not open ports beyond localhost, nor linger on Ctrl-C).
@@ -35,6 +56,9 @@ type Defaults struct {
 	PortMap          string
 	StatusAddress    string
 	TerminationDrain time.Duration
+	// NoXDSFlags leaves out the xDS credential flags (the embedded proxy
+	// gets its connection from the controller it runs in).
+	NoXDSFlags bool
 }
 
 // Register adds the flags to fs. Defaults suit a Kubernetes pod (POD_NAME,
@@ -58,6 +82,37 @@ func (f *Flags) Register(fs *flag.FlagSet, d Defaults) {
 	fs.StringVar(&f.AccessLog, "access-log", "stdout", "access log destination: stdout, stderr or off")
 	fs.StringVar(&f.StatusAddress, "status-address", d.StatusAddress, "address of /healthz/ready and /stats/prometheus for probes and scrapers (empty disables)")
 	fs.DurationVar(&f.TerminationDrain, "termination-drain-duration", d.TerminationDrain, "on SIGTERM, fail readiness and keep serving, draining connections, this long before exiting")
+	fs.Int64Var(&f.MaxDownstreamConnections, "max-downstream-connections", 0, "cap on client connections across listeners; beyond it idle ones are closed, then new ones refused (0: half the file-descriptor limit)")
+	if d.NoXDSFlags {
+		f.embedded = true
+		return
+	}
+	fs.StringVar(&f.XDS.CAFile, "xds-ca-file", "", "PEM CA that verifies the controller's certificate; enables TLS (default: "+PodCAFile+" when it exists)")
+	fs.StringVar(&f.XDS.TokenFile, "xds-token-file", "", "token sent to the controller as 'authorization: Bearer', re-read when it changes (default: "+PodTokenFile+" when it exists)")
+	fs.StringVar(&f.XDS.ServerName, "xds-server-name", "", "name the controller's certificate must carry (default: the host of --xds-address)")
+	fs.StringVar(&f.XDS.ClientCert, "xds-client-cert", "", "client certificate for a controller that requires mutual TLS (with --xds-client-key)")
+	fs.StringVar(&f.XDS.ClientKey, "xds-client-key", "", "key of --xds-client-cert")
+}
+
+// Security turns the flags into the client's credentials, filling in the
+// files a pod deployed by config/deploy has.
+func (x XDSFlags) Security(xdsAddress string) (xdsclient.Security, error) {
+	s := xdsclient.Security{CAFile: x.CAFile, TokenFile: x.TokenFile, ServerName: x.ServerName, CertFile: x.ClientCert, KeyFile: x.ClientKey}
+	if s.CAFile == "" && fileExists(PodCAFile) {
+		s.CAFile = PodCAFile
+	}
+	if s.TokenFile == "" && fileExists(PodTokenFile) {
+		s.TokenFile = PodTokenFile
+	}
+	if err := s.Check(xdsAddress); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+func fileExists(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // ParseLabels reads "k=v,k=v".
@@ -102,21 +157,21 @@ func (f *Flags) Options(xdsAddress string, labels map[string]string, log logging
 	if err != nil {
 		return proxy.Options{}, fmt.Errorf("--port-map: %w", err)
 	}
-	o := proxy.Options{
+	var sec xdsclient.Security
+	if !f.embedded {
+		if sec, err = f.XDS.Security(xdsAddress); err != nil {
+			return proxy.Options{}, err
+		}
+	}
+	o := proxy.Options{XDSSecurity: sec,
 		NodeID: f.NodeID, Cluster: f.Cluster, Namespace: f.Namespace, Labels: labels,
 		XDSAddress: xdsAddress, SOTW: f.SOTW, AdminAddress: f.AdminAddress, DrainTime: f.DrainTime, PortMap: pm,
-		SetLogLevel: func(level string) error {
-			l, err := logging.ParseLevel(level)
-			if err != nil {
-				return err
-			}
-			log.Level.SetLevel(l)
-			return nil
-		},
-		LogLevel:         func() string { return log.Level.Level().String() },
+		Logging:          log.Levels,
 		CommandLine:      os.Args,
 		StatusAddress:    f.StatusAddress,
 		TerminationDrain: f.TerminationDrain,
+
+		MaxDownstreamConnections: f.MaxDownstreamConnections,
 	}
 	switch f.AccessLog {
 	case "stdout":

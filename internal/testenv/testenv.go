@@ -24,6 +24,7 @@ import (
 	"github.com/go-logr/logr/testr"
 
 	"github.com/portico-gateway/portico/internal/golden"
+	"github.com/portico-gateway/portico/internal/poll"
 	"github.com/portico-gateway/portico/internal/testpki"
 	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/proxy"
@@ -50,8 +51,6 @@ type ControlPlane struct {
 	Addr   string
 	cancel context.CancelFunc
 	done   chan error
-	last   *gateway.Result
-	mu     sync.Mutex
 }
 
 // StartControlPlane serves xDS on addr ("" picks a free port).
@@ -92,6 +91,12 @@ func (cp *ControlPlane) Stop() {
 // proxy class.
 func Build(t testing.TB, yamlText string, class map[string]string) (*translate.Resources, *gateway.Result) {
 	t.Helper()
+	return BuildWith(t, yamlText, class, translate.Options{})
+}
+
+// BuildWith is Build with translation options (edge timeouts and limits).
+func BuildWith(t testing.TB, yamlText string, class map[string]string, opts translate.Options) (*translate.Resources, *gateway.Result) {
+	t.Helper()
 	objs, errs := resource.Decode(golden.ExpandPEM([]byte(yamlText)), "test")
 	for _, e := range errs {
 		t.Fatalf("test YAML: %v", e)
@@ -108,7 +113,7 @@ func Build(t testing.TB, yamlText string, class map[string]string) (*translate.R
 	if p == nil {
 		t.Fatalf("no configuration for class %v", class)
 	}
-	tr, err := translate.Translate(p, translate.Options{})
+	tr, err := translate.Translate(p, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +125,14 @@ func Build(t testing.TB, yamlText string, class map[string]string) (*translate.R
 func (cp *ControlPlane) Publish(t testing.TB, yamlText string) []*status.Status {
 	t.Helper()
 	tr, result := Build(t, yamlText, Ingress)
+	cp.PublishResources(t, tr)
+	return result.Statuses
+}
+
+// PublishWith is Publish with translation options.
+func (cp *ControlPlane) PublishWith(t testing.TB, yamlText string, opts translate.Options) []*status.Status {
+	t.Helper()
+	tr, result := BuildWith(t, yamlText, Ingress, opts)
 	cp.PublishResources(t, tr)
 	return result.Statuses
 }
@@ -183,6 +196,11 @@ type ProxyOptions struct {
 	// TerminationDrain and StatusAddress: see proxy.Options.
 	TerminationDrain time.Duration
 	StatusAddress    string
+	// MaxDownstreamConnections and MaxBufferedRequestBytes: see proxy.Options.
+	MaxDownstreamConnections int64
+	MaxBufferedRequestBytes  int64
+	// Log receives the proxy's log (default: Logger(t)).
+	Log logr.Logger
 }
 
 // StartProxy runs an edge proxy connected to addr.
@@ -199,11 +217,16 @@ func StartProxy(t testing.TB, addr string, o ProxyOptions) *Proxy {
 		o.NodeID = "test-proxy-" + strings.ReplaceAll(t.Name(), "/", "-")
 	}
 	logBuf := &SyncBuffer{}
+	log := o.Log
+	if log.GetSink() == nil {
+		log = Logger(t)
+	}
 	p := proxy.New(proxy.Options{
 		NodeID: o.NodeID, Cluster: "istio-ingressgateway", Namespace: "istio-system", Labels: Ingress,
 		XDSAddress: addr, SOTW: o.SOTW, DrainTime: o.DrainTime, PortMap: pm, AccessLog: logBuf,
 		WarmingTimeout: 5 * time.Second, TerminationDrain: o.TerminationDrain, StatusAddress: o.StatusAddress,
-	}, Logger(t))
+		MaxDownstreamConnections: o.MaxDownstreamConnections, MaxBufferedRequestBytes: o.MaxBufferedRequestBytes,
+	}, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	tp := &Proxy{Proxy: p, Ports: pm, Log: logBuf, cancel: cancel, done: make(chan struct{})}
 	go func() {
@@ -250,16 +273,10 @@ func (p *Proxy) WaitReady(t testing.TB) {
 	WaitFor(t, "the proxy to be ready", p.Ready)
 }
 
-// WaitFor polls cond every few milliseconds until it holds or 15 s pass.
+// WaitFor polls cond until it holds or poll.Timeout passes.
 func WaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, what, cond)
 }
 
 // Backend is an HTTP backend that says who it is.

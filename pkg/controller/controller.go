@@ -6,6 +6,7 @@ package controller
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portico-gateway/portico/pkg/gateway"
+	"github.com/portico-gateway/portico/pkg/ir"
 	"github.com/portico-gateway/portico/pkg/resource"
 	"github.com/portico-gateway/portico/pkg/status"
 	"github.com/portico-gateway/portico/pkg/translate"
@@ -80,11 +82,16 @@ type Controller struct {
 	state   *State
 	ready   chan struct{}
 	once    sync.Once
+
+	// reports are proxies' standing NACKs (see proxyreports.go);
+	// lastUnselected is the last warning about unselected proxy classes.
+	reports        proxyReports
+	lastUnselected string
 }
 
 // New returns a controller publishing to server.
 func New(log logr.Logger, server *xds.Server, sink StatusSink, opts Options) *Controller {
-	return &Controller{
+	c := &Controller{
 		log: log, xds: server, opts: opts, sink: sink,
 		metrics:     newMetrics(opts.Registerer),
 		updates:     make(chan struct{}, 1),
@@ -92,6 +99,8 @@ func New(log logr.Logger, server *xds.Server, sink StatusSink, opts Options) *Co
 		translators: map[string]*translate.Translator{},
 		builder:     gateway.NewBuilder(),
 	}
+	server.OnReport(c.onProxyReport)
+	return c
 }
 
 // Update hands the controller a new snapshot of resources. It never blocks:
@@ -160,7 +169,7 @@ func (c *Controller) build(ctx context.Context, res *resource.Resources) {
 		wanted[gateway.ClassName(l)] = true
 	}
 	att, excluded := c.isolate(res, classes, wanted)
-	result := att.result
+	result := c.annotate(att.result, res) // what proxies report they cannot serve
 	bound := att.bound
 	st := &State{Resources: res, Result: result, Errors: map[string]string{}, Versions: map[string]string{}, BuiltAt: start,
 		Excluded: map[string]string{}}
@@ -179,6 +188,7 @@ func (c *Controller) build(ctx context.Context, res *resource.Resources) {
 			c.log.Error(err, "configuration not published; the previous one keeps serving", "class", p.Name)
 			continue
 		}
+		c.xds.SetSecretOrigins(p.Name, secretOrigins(p))
 		snap, err := c.xds.Commit(ctx, att.prepared[p.Name])
 		if err != nil {
 			st.Errors[p.Name] = err.Error()
@@ -238,4 +248,19 @@ func (c *Controller) logExclusions(excluded map[resource.Key]status.Message) {
 		}
 	}
 	c.lastExcluded = excluded
+}
+
+// secretOrigins names the namespaces of the Kubernetes Secrets each SDS
+// secret was read from, so the xDS server serves a secret only to proxies
+// of that namespace (pkg/xds/access.go).
+func secretOrigins(p *ir.Proxy) xds.SecretOrigins {
+	out := xds.SecretOrigins{}
+	for _, s := range p.Secrets {
+		for _, ref := range s.Sources {
+			if ref.Kind == resource.KindSecret && !slices.Contains(out[s.Name], ref.Namespace) {
+				out[s.Name] = append(out[s.Name], ref.Namespace)
+			}
+		}
+	}
+	return out
 }

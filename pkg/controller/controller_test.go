@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/portico-gateway/portico/internal/poll"
 	"github.com/portico-gateway/portico/pkg/controller"
 	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/provider/file"
@@ -55,13 +56,7 @@ func (s *sink) find(kind, name string) *status.Status {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, what, cond)
 }
 
 // TestStandalonePipeline runs what `gateway-controller --standalone` runs

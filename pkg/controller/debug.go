@@ -103,41 +103,20 @@ func (c *Controller) serveStatus(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "no configuration built yet", http.StatusServiceUnavailable)
 		return
 	}
-	writeYAML(w, map[string]any{"statuses": st.Result.Statuses, "invalid": st.Resources.Invalid})
+	out := map[string]any{"statuses": st.Result.Statuses, "invalid": st.Resources.Invalid}
+	if u := c.unselected(st.Result); len(u) > 0 {
+		out["warnings"] = u // connected proxies no Gateway selects
+	}
+	writeYAML(w, out)
 }
 
-// serveProxies is the equivalent of `istioctl proxy-status`.
+// serveProxies is the equivalent of `istioctl proxy-status`: every
+// connected proxy, per type SYNCED, STALE or NOT SENT ([] when none).
 func (c *Controller) serveProxies(w http.ResponseWriter, _ *http.Request) {
-	type row struct {
-		ID      string            `json:"id"`
-		Class   string            `json:"class"`
-		Synced  map[string]string `json:"types"`
-		Version string            `json:"sent"`
-		Nacked  map[string]string `json:"nacked,omitempty"`
-	}
-	var rows []row
-	for _, n := range c.xds.Nodes() {
-		rw := row{ID: n.ID, Class: n.Class, Version: n.Sent, Nacked: n.Nacked, Synced: map[string]string{}}
-		snap, err := c.xds.Snapshot(n.Class)
-		for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType, resourcev3.SecretType} {
-			short := typ[strings.LastIndex(typ, ".")+1:]
-			switch {
-			case err != nil:
-				rw.Synced[short] = "NOT SENT"
-			case n.Nacked[typ] != "":
-				rw.Synced[short] = "STALE (NACKED)"
-			case n.Acked[typ] == snap.Versions[typ]:
-				rw.Synced[short] = "SYNCED"
-			default:
-				rw.Synced[short] = "STALE"
-			}
-		}
-		rows = append(rows, rw)
-	}
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	enc.Encode(rows)
+	enc.Encode(c.xds.ProxyStatus())
 }
 
 func (c *Controller) serveConfigDump(w http.ResponseWriter, r *http.Request) {

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 
@@ -43,8 +44,15 @@ func (s *LogSink) Update(_ context.Context, result *gateway.Result) {
 			s.log.Info("status", kv...)
 			continue
 		}
+		// Each message at its own level: an error in a resource is an
+		// error in the log, so log filters and alerts see it.
 		for _, m := range st.Messages {
-			s.log.Info("status", append(kv, "code", m.Code.ID, "level", string(m.Level), "field", m.Field, "message", m.Message)...)
+			mkv := append(slices.Clip(kv), "code", m.Code.ID, "severity", string(m.Level), "field", m.Field)
+			if m.Level == status.Error {
+				s.log.Error(errors.New(m.Message), "status", mkv...)
+				continue
+			}
+			s.log.Info("status", append(mkv, "message", m.Message)...)
 		}
 	}
 	for k := range s.last {

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	networking "istio.io/client-go/pkg/apis/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/portico-gateway/portico/pkg/ir"
 	"github.com/portico-gateway/portico/pkg/status"
@@ -32,8 +33,11 @@ type portGroup struct {
 	family  string
 	owner   *gwServer // the oldest server: it decided the port's family
 	servers []*gwServer
-	// sni maps SNI names ("" for the catch-all) to what claimed them.
-	sni map[string]string
+	// sni maps SNI names ("" for the catch-all) to what claimed them;
+	// sniBy to the resource that did (nil for terminated servers, which
+	// claim theirs before passthrough routes whatever their age).
+	sni   map[string]string
+	sniBy map[string]metav1.Object
 	// chains collects TLS-family filter chains in creation order.
 	chains []*ir.FilterChain
 	tcp    *ir.TCPFilter
@@ -146,14 +150,15 @@ func (b *builder) mergeServer(st *classState, s *gwServer) {
 	k := portKey{bind: s.bind, port: s.port}
 	g, ok := st.ports[k]
 	if !ok {
-		g = &portGroup{key: k, family: s.kind.family(), owner: s, sni: map[string]string{}}
+		g = &portGroup{key: k, family: s.kind.family(), owner: s, sni: map[string]string{}, sniBy: map[string]metav1.Object{}}
 		st.ports[k] = g
 		st.order = append(st.order, k)
 	}
 	if g.family != s.kind.family() {
 		b.report.Add(s.gwKey, gwMessage(status.Error, status.ConflictingGateways, status.ReasonConflictingServer, s.field,
-			"port %d is already served as %s by %s (the older resource wins); this %s server is ignored",
-			s.port, g.owner.kind, g.owner.describe(), s.kind))
+			"port %d is already served as %s by %s, which wins because %s; this %s server is ignored",
+			s.port, g.owner.kind, g.owner.describe(), serverWins(g.owner, s), s.kind))
+		b.noteServer(s, false)
 		return
 	}
 	if g.family == "TLS" {
@@ -166,13 +171,16 @@ func (b *builder) mergeServer(st *classState, s *gwServer) {
 			if owner, dup := g.sni[name]; dup && owner != s.describe() {
 				shown := h.Host
 				b.report.Add(s.gwKey, gwMessage(status.Error, status.ConflictingGateways, status.ReasonConflictingServer, s.field+".hosts",
-					"host %q on TLS port %d is already served by %s (the older resource wins); it is dropped from this server", shown, s.port, owner))
+					"host %q on TLS port %d is already served by %s, which wins because %s; it is dropped from this server",
+					shown, s.port, owner, wins(g.sniBy[name], s.gw)))
 				continue
 			}
 			g.sni[name] = s.describe()
+			g.sniBy[name] = s.gw
 			kept = append(kept, h)
 		}
 		if len(kept) == 0 {
+			b.noteServer(s, false)
 			return
 		}
 		if len(kept) != len(s.hosts) {
@@ -182,6 +190,7 @@ func (b *builder) mergeServer(st *classState, s *gwServer) {
 		}
 	}
 	g.servers = append(g.servers, s)
+	b.noteServer(s, true)
 	if s.tls != nil {
 		for _, sec := range s.secrets {
 			b.addSecret(sec)
@@ -223,8 +232,8 @@ func (b *builder) bindHTTPRoutes(st *classState, t *routeTable, s *gwServer, req
 			vh := t.vhost(host)
 			if by := catchAllOwner(vh); by != nil && *by != info.ref {
 				b.report.Add(info.key, status.Message{Code: status.VirtualServiceUnreachableRule, Level: status.Warning, Reason: status.ReasonConflictingServer,
-					Field: "spec.http", Message: fmt.Sprintf("on %s, VirtualService %s/%s (older) already matches every request, so these routes are not reached while it exists",
-						vh.Name, by.Namespace, by.Name)})
+					Field: "spec.http", Message: fmt.Sprintf("on %s, VirtualService %s/%s already matches every request and its routes come first because %s, so these routes are not reached while it exists",
+						vh.Name, by.Namespace, by.Name, wins(b.vsObject(by.Namespace, by.Name), info.obj))})
 			}
 			vh.RequireTLS = vh.RequireTLS || requireTLS
 			vh.Routes = append(vh.Routes, routes...)
@@ -363,8 +372,8 @@ func (b *builder) tcpFilter(st *classState, info *vsInfo, rule *l4Rule) *ir.TCPF
 func (b *builder) reportShadowed(shadowed []*vsInfo, winner *vsInfo, port uint32) {
 	for _, info := range shadowed {
 		b.report.Add(info.key, status.Message{Code: status.VirtualServiceUnreachableRule, Level: status.Warning, Reason: status.ReasonConflictingServer,
-			Field: "spec.tcp", Message: fmt.Sprintf("TCP port %d is already routed by VirtualService %s (the older resource wins); these tcp rules are not used there",
-				port, winner.key.NamespacedName())})
+			Field: "spec.tcp", Message: fmt.Sprintf("TCP port %d is already routed by VirtualService %s, which wins because %s; these tcp rules are not used there",
+				port, winner.key.NamespacedName(), wins(winner.obj, info.obj))})
 	}
 }
 
@@ -425,7 +434,7 @@ func (b *builder) bindPassthrough(st *classState, g *portGroup, s *gwServer, _ m
 							if owner, dup := g.sni["chain:"+n]; dup {
 								b.report.Add(info.key, status.Message{Code: status.VirtualServiceUnreachableRule, Level: status.Warning, Reason: status.ReasonConflictingServer,
 									Field:   fmt.Sprintf("%s.match[%d].sniHosts", rule.field, mi),
-									Message: fmt.Sprintf("SNI %q on port %d is already routed by %s (the older resource wins)", h, s.port, owner)})
+									Message: fmt.Sprintf("SNI %q on port %d is already routed by %s, which wins because %s", h, s.port, owner, sniWins(g.sniBy["chain:"+n], info.obj))})
 								continue
 							}
 							if !contains(names, n) {
@@ -439,6 +448,7 @@ func (b *builder) bindPassthrough(st *classState, g *portGroup, s *gwServer, _ m
 				}
 				for _, n := range names {
 					g.sni["chain:"+n] = fmt.Sprintf("%s %s", info.key, rule.field)
+					g.sniBy["chain:"+n] = info.obj
 				}
 				var serverNames []string
 				for _, n := range names {

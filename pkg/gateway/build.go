@@ -85,6 +85,8 @@ type builder struct {
 	prevVS, nextVS map[objectID]*vsMemo
 	// prevClusters and nextClusters carry clusters between builds.
 	prevClusters, nextClusters map[string]*clusterMemo
+	// outcomes count kept and conflicting servers per Gateway.
+	outcomes map[resource.Key]*serverOutcome
 	// addedSecrets, when set, receives every secret added to the class
 	// (see addSecret), so that a cached cluster can add them again.
 	addedSecrets *[]*ir.Secret
@@ -274,6 +276,7 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 		}
 	}
 	sort.Slice(result.Proxies, func(i, j int) bool { return result.Proxies[i].Name < result.Proxies[j].Name })
+	b.rejectLosingGateways()
 	result.Statuses = b.report.Finalize()
 	return result
 }
@@ -337,7 +340,7 @@ func (b *builder) validateDestinationRule(dr *networking.DestinationRule) {
 	if !isWildcard(host) {
 		if drs := b.reg.destinationRules[host]; len(drs) > 1 && idOf(drs[0]) != idOf(dr) {
 			b.report.Add(key, status.Message{Code: status.ConflictingGateways, Level: status.Warning, Reason: status.ReasonConflictingServer, Field: "spec.host",
-				Message: fmt.Sprintf("DestinationRule %s/%s for the same host is older and is used instead", drs[0].Namespace, drs[0].Name)})
+				Message: fmt.Sprintf("DestinationRule %s/%s for the same host is used instead: %s", drs[0].Namespace, drs[0].Name, wins(drs[0], dr))})
 		}
 		if b.reg.lookup(host) == nil {
 			b.report.Add(key, status.Message{Code: status.ReferencedResourceNotFound, Level: status.Warning, Reason: status.ReasonDestinationNotFound, Field: "spec.host",

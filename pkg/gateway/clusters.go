@@ -1,5 +1,7 @@
 package gateway
 
+//lint:file-ignore SA1019 Istio still accepts its deprecated fields (minimumRingSize, LEAST_CONN, consecutiveErrors, mirrorPercent, percent, allowOrigin), and so must a gateway that takes the same YAML.
+
 import (
 	"fmt"
 	"time"
@@ -77,11 +79,10 @@ func findSubset(dr *networking.DestinationRule, name string) *networkingapi.Subs
 
 // policy is the effective traffic policy of one cluster.
 type policy struct {
-	lb       *networkingapi.LoadBalancerSettings
-	pool     *networkingapi.ConnectionPoolSettings
-	outlier  *networkingapi.OutlierDetection
-	tls      *networkingapi.ClientTLSSettings
-	portWide bool
+	lb      *networkingapi.LoadBalancerSettings
+	pool    *networkingapi.ConnectionPoolSettings
+	outlier *networkingapi.OutlierDetection
+	tls     *networkingapi.ClientTLSSettings
 }
 
 // mergePolicy resolves Istio's layering: the rule's top-level policy, its

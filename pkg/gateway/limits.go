@@ -1,5 +1,7 @@
 package gateway
 
+//lint:file-ignore SA1019 Istio still accepts its deprecated fields (minimumRingSize, LEAST_CONN, consecutiveErrors, mirrorPercent, percent, allowOrigin), and so must a gateway that takes the same YAML.
+
 import (
 	"fmt"
 	"regexp/syntax"

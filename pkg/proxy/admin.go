@@ -5,10 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/portico-gateway/portico/internal/logging"
 	"github.com/portico-gateway/portico/pkg/configdump"
 )
 
@@ -53,7 +58,7 @@ func (p *Proxy) serveHTTP(ctx context.Context, what, addr string, h http.Handler
 		defer cancel()
 		srv.Shutdown(sctx)
 	}()
-	p.log.Info(what, "address", lis.Addr().String())
+	p.adminLog.Info(what, "address", lis.Addr().String())
 	if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
@@ -151,6 +156,11 @@ func (p *Proxy) state() string {
 	return "LIVE"
 }
 
+// adminReady answers Envoy's /ready (and the status port's
+// /healthz/ready): the server state, 200 when LIVE. Readiness means every
+// listener that can serve does; those that cannot (rejected alone) are
+// listed after the state, one per line, so a probe that fails or a human
+// who looks sees why a port is not served.
 func (p *Proxy) adminReady(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
 	st := p.state()
@@ -161,6 +171,10 @@ func (p *Proxy) adminReady(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	fmt.Fprintln(w, st)
+	problems := p.Problems()
+	for _, n := range slices.Sorted(maps.Keys(problems)) {
+		fmt.Fprintf(w, "listener %s: %s\n", n, problems[n])
+	}
 }
 
 func writeProto(w http.ResponseWriter, m proto.Message) {
@@ -194,8 +208,10 @@ func (p *Proxy) adminServerInfo(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (p *Proxy) logLevel() string {
-	if p.opts.LogLevel != nil {
-		return p.opts.LogLevel()
+	if p.opts.Logging != nil {
+		if l, ok := p.opts.Logging.Levels()["main"]; ok {
+			return l
+		}
 	}
 	return "info"
 }
@@ -387,6 +403,10 @@ func (p *Proxy) adminStats(w http.ResponseWriter, r *http.Request) {
 	p.Stats.WriteText(w, filter)
 }
 
+// adminLogging is Envoy's /logging: GET lists the loggers and their
+// levels; POST ?level=<level> changes all of them, ?<logger>=<level>
+// (or ?paths=<logger>:<level>,…) only those named. An unknown logger
+// or level changes nothing and answers 400 with the list.
 func (p *Proxy) adminLogging(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if len(q) > 0 {
@@ -394,28 +414,74 @@ func (p *Proxy) adminLogging(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "This endpoint requires POST", http.StatusMethodNotAllowed)
 			return
 		}
-		if p.opts.SetLogLevel == nil {
-			http.Error(w, "log level cannot be changed", http.StatusBadRequest)
+		if p.opts.Logging == nil {
+			http.Error(w, "log levels cannot be changed", http.StatusBadRequest)
 			return
 		}
-		level := q.Get("level")
-		if level == "" {
-			// "?<logger>=<level>": there is one logger tree; apply it.
-			for _, vs := range q {
-				if len(vs) > 0 {
-					level = vs[0]
-				}
-			}
-		}
-		if err := p.opts.SetLogLevel(level); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+		if err := p.setLogLevels(q); err != nil {
+			w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprintf(w, "error: %v\n", err)
+			p.writeLoggers(w)
 			return
 		}
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	p.writeLoggers(w)
+}
+
+// setLogLevels checks every change before making any.
+func (p *Proxy) setLogLevels(q url.Values) error {
+	known := p.opts.Logging.Levels()
+	type change struct{ name, level string }
+	var changes []change
+	for key, vals := range q {
+		for _, v := range vals {
+			switch key {
+			case "level":
+				changes = append(changes, change{"", v})
+			case "paths":
+				for _, pair := range strings.Split(v, ",") {
+					name, level, ok := strings.Cut(strings.TrimSpace(pair), ":")
+					if !ok {
+						return fmt.Errorf("paths: want <logger>:<level>, got %q", pair)
+					}
+					changes = append(changes, change{name, level})
+				}
+			default:
+				changes = append(changes, change{key, v})
+			}
+		}
+	}
+	for _, c := range changes {
+		if _, ok := known[c.name]; c.name != "" && !ok {
+			return fmt.Errorf("unknown logger %q", c.name)
+		}
+		if _, err := logging.ParseLevel(c.level); err != nil {
+			return err
+		}
+	}
+	// "level" first, so ?level=info&router=debug means what it says.
+	sort.SliceStable(changes, func(i, j int) bool { return changes[i].name == "" && changes[j].name != "" })
+	for _, c := range changes {
+		if err := p.opts.Logging.SetLevel(c.name, c.level); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Proxy) writeLoggers(w io.Writer) {
 	fmt.Fprintln(w, "active loggers:")
-	for _, name := range []string{"admin", "config", "connection", "http", "router", "upstream", "xds"} {
-		fmt.Fprintf(w, "  %s: %s\n", name, p.logLevel())
+	if p.opts.Logging == nil {
+		for _, name := range Loggers {
+			fmt.Fprintf(w, "  %s: info\n", name)
+		}
+		return
+	}
+	levels := p.opts.Logging.Levels()
+	for _, name := range slices.Sorted(maps.Keys(levels)) {
+		fmt.Fprintf(w, "  %s: %s\n", name, levels[name])
 	}
 }
 

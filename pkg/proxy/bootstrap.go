@@ -8,6 +8,9 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	overloadv3 "github.com/envoyproxy/go-control-plane/envoy/config/overload/v3"
+	downstreamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // xdsClusterName is the bootstrap cluster of the control plane, named as
@@ -52,6 +55,14 @@ func (p *Proxy) bootstrap() *bootstrapv3.Bootstrap {
 	}
 	if p.opts.AdminAddress != "" {
 		b.Admin = &bootstrapv3.Admin{Address: socketAddress(p.opts.AdminAddress)}
+	}
+	// The global connection cap, spelled as Envoy's overload manager
+	// spells it.
+	if cfg, err := anypb.New(&downstreamv3.DownstreamConnectionsConfig{MaxActiveDownstreamConnections: p.overload.MaxConnections()}); err == nil {
+		b.OverloadManager = &overloadv3.OverloadManager{ResourceMonitors: []*overloadv3.ResourceMonitor{{
+			Name:       "envoy.resource_monitors.global_downstream_max_connections",
+			ConfigType: &overloadv3.ResourceMonitor_TypedConfig{TypedConfig: cfg},
+		}}}
 	}
 	return b
 }

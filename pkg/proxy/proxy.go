@@ -10,9 +10,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +37,7 @@ import (
 	"github.com/portico-gateway/portico/pkg/proxy/accesslog"
 	"github.com/portico-gateway/portico/pkg/proxy/hcm"
 	"github.com/portico-gateway/portico/pkg/proxy/listener"
+	"github.com/portico-gateway/portico/pkg/proxy/overload"
 	"github.com/portico-gateway/portico/pkg/proxy/router"
 	"github.com/portico-gateway/portico/pkg/proxy/stats"
 	"github.com/portico-gateway/portico/pkg/proxy/supported"
@@ -54,6 +59,8 @@ type Options struct {
 	XDSAddress string
 	// SOTW uses state-of-the-world xDS instead of delta.
 	SOTW bool
+	// XDSSecurity authenticates the proxy to the controller (TLS, token).
+	XDSSecurity xdsclient.Security
 	// AdminAddress serves the admin interface ("" disables it).
 	AdminAddress string
 	// DrainTime is how long replaced listeners let connections finish.
@@ -66,15 +73,22 @@ type Options struct {
 	// depends on before it is applied anyway (Envoy's initial fetch
 	// timeout is 15 s).
 	WarmingTimeout time.Duration
-	// SetLogLevel changes the log level (for /logging); nil disables.
-	SetLogLevel func(string) error
-	// LogLevel reports the current level.
-	LogLevel func() string
+	// Logging lists and changes the levels of the proxy's loggers (for
+	// /logging); nil: they cannot be changed.
+	Logging LogLevels
 	// CommandLine is shown by /server_info.
 	CommandLine []string
 	// StatusAddress serves /healthz/ready and /stats/prometheus beyond
 	// localhost (Istio's status port, 15021); empty disables.
 	StatusAddress string
+	// MaxDownstreamConnections caps client connections across listeners
+	// (0: half of the file descriptors the process may open); beyond it,
+	// connections waiting idle are closed to make room, then new ones are
+	// shed (Envoy's global_downstream_max_connections).
+	MaxDownstreamConnections int64
+	// MaxBufferedRequestBytes caps request bodies held in memory for
+	// retries and mirrors across all requests (0: 256 MiB).
+	MaxBufferedRequestBytes int64
 	// TerminationDrain is how long the proxy keeps serving, draining,
 	// after it is told to stop (SIGTERM): readiness fails at once so the
 	// load balancer stops sending clients, while those already on their
@@ -82,15 +96,45 @@ type Options struct {
 	TerminationDrain time.Duration
 }
 
+// LogLevels are loggers whose levels change at runtime, by name
+// (internal/logging.Levels).
+type LogLevels interface {
+	// Levels returns every named logger's level.
+	Levels() map[string]string
+	// SetLevel changes one logger's level, or with name "" all of them;
+	// an unknown name is an error.
+	SetLevel(name, level string) error
+	// Register adds named loggers.
+	Register(names ...string)
+}
+
+// Loggers are the proxy's named loggers, with Envoy's names where Envoy
+// has the same logger: /logging lists and changes them one by one.
+var Loggers = []string{
+	"main",       // start, readiness, shutdown
+	"admin",      // the admin interface and status port
+	"config",     // applying configuration: listeners, routes, clusters, secrets
+	"xds",        // the ADS stream: connects, ACKs and NACKs
+	"connection", // listeners and connections, TLS handshakes
+	"http",       // the HTTP connection manager
+	"router",     // route tables
+	"upstream",   // clusters, endpoints, DNS
+	"secret",     // certificates: loading, watching, rotation
+}
+
 // Proxy is a running edge proxy.
 type Proxy struct {
 	opts      Options
-	log       logr.Logger
+	log       logr.Logger // main
+	cfgLog    logr.Logger
+	adminLog  logr.Logger
+	routerLog logr.Logger
 	started   time.Time
 	Stats     *stats.Store
 	Secrets   *ptls.Store
 	Clusters  *upstream.Manager
 	Listeners *listener.Manager
+	overload  *overload.Manager
 	accessLog *accesslog.Logger
 	client    *xdsclient.Client
 	routes    atomic.Pointer[map[string]*router.Table]
@@ -111,6 +155,21 @@ type Proxy struct {
 	activeRoutes    map[string]*compiled[*router.Table]
 	activeListeners map[string]*compiled[*listener.Spec]
 	failures        map[string]*configdump.Failure
+	// lsnrRejected holds listeners whose latest version could not be
+	// compiled: each is rejected alone (its previous version, if any,
+	// keeps serving) and the others are applied, as Envoy does.
+	lsnrRejected map[string]string
+	// lsnrProblems says why each listener that cannot serve (or not with
+	// all its filter chains) does not: rejected, unbindable, or without
+	// its certificates. Changes are logged once, counted, shown on /ready
+	// and reported to the control plane (see reported).
+	lsnrProblems map[string]string
+	// servable memoizes, per listener, the spec without the filter chains
+	// that cannot serve, so an unchanged outcome is not applied again.
+	servable map[string]servableSpec
+	// reported is, per type, the verdict last given to the control plane
+	// (the error detail, "" for an ACK).
+	reported map[string]string
 
 	ready        atomic.Bool
 	healthFailed atomic.Bool
@@ -124,6 +183,19 @@ type Proxy struct {
 
 	updSuccess, updRejected map[string]*stats.Counter
 	connected               *stats.Gauge
+	lstats                  listenerManagerStats
+}
+
+// listenerManagerStats are Envoy's listener_manager.* stats.
+type listenerManagerStats struct {
+	createFailure, createSuccess *stats.Counter
+	active, warming, failed      *stats.Gauge
+}
+
+// servableSpec is a listener spec less its unservable filter chains.
+type servableSpec struct {
+	key  string // the listener's hash and the dropped chains
+	spec *listener.Spec
 }
 
 type compiled[T any] struct {
@@ -147,13 +219,18 @@ func New(opts Options, log logr.Logger) *Proxy {
 	if opts.WarmingTimeout == 0 {
 		opts.WarmingTimeout = 10 * time.Second
 	}
+	if opts.Logging != nil {
+		opts.Logging.Register(Loggers...)
+	}
 	p := &Proxy{
-		opts: opts, log: log, started: time.Now(), Stats: stats.NewStore(),
+		opts: opts, log: log.WithName("main"), cfgLog: log.WithName("config"), adminLog: log.WithName("admin"), routerLog: log.WithName("router"),
+		started: time.Now(), Stats: stats.NewStore(),
 		received: map[string]bool{}, clusters: map[string]*compiledCluster{}, endpoints: map[string]*compiled[[]upstream.EndpointSpec]{},
 		routeCfgs: map[string]*compiled[*router.Table]{}, lsnrs: map[string]*compiled[*listener.Spec]{}, secrets: map[string]*compiled[ptls.Spec]{},
 		activeRoutes: map[string]*compiled[*router.Table]{}, activeListeners: map[string]*compiled[*listener.Spec]{},
 		failures: map[string]*configdump.Failure{}, kick: make(chan struct{}, 1), quit: make(chan struct{}),
 		updSuccess: map[string]*stats.Counter{}, updRejected: map[string]*stats.Counter{},
+		lsnrRejected: map[string]string{}, lsnrProblems: map[string]string{}, servable: map[string]servableSpec{}, reported: map[string]string{},
 	}
 	empty := map[string]*router.Table{}
 	p.routes.Store(&empty)
@@ -166,12 +243,25 @@ func New(opts Options, log logr.Logger) *Proxy {
 		p.updRejected[t] = p.Stats.Counter(stats.Plain(short), "update_rejected")
 	}
 	p.connected = p.Stats.Gauge(stats.Plain("control_plane"), "connected_state")
+	lm := stats.Plain("listener_manager")
+	p.lstats = listenerManagerStats{
+		createFailure: p.Stats.Counter(lm, "listener_create_failure"), createSuccess: p.Stats.Counter(lm, "listener_create_success"),
+		active: p.Stats.Gauge(lm, "total_listeners_active"), warming: p.Stats.Gauge(lm, "total_listeners_warming"),
+		failed: p.Stats.Gauge(lm, "total_listeners_failed"),
+	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	p.Secrets = ptls.NewStore(p.log.WithName("certs"), p.onSecretEvent)
-	p.Clusters = upstream.NewManager(p.ctx, p.log.WithName("upstream"), p.Stats, p.Secrets)
-	env := &hcm.Env{Routes: p.routeTable, Clusters: p.Clusters, Stats: p.Stats, AccessLog: p.accessLog, Log: p.log.WithName("http"), Ctx: p.ctx}
-	p.Listeners = listener.NewManager(p.ctx, listener.Deps{HTTP: env, Secrets: p.Secrets, Stats: p.Stats, Log: p.log.WithName("listener")}, opts.DrainTime, opts.PortMap)
-	p.client = xdsclient.New(xdsclient.Options{Address: opts.XDSAddress, Node: p.Node(), SOTW: opts.SOTW}, p, p.log.WithName("xds"))
+	p.Secrets = ptls.NewStore(log.WithName("secret"), p.onSecretEvent)
+	p.Clusters = upstream.NewManager(p.ctx, log.WithName("upstream"), p.Stats, p.Secrets)
+	p.overload = overload.New(overload.Options{MaxConnections: opts.MaxDownstreamConnections, MaxBufferedBytes: opts.MaxBufferedRequestBytes})
+	ov := stats.Plain("overload")
+	p.Stats.GaugeFunc(ov, "global_downstream_max_connections", p.overload.MaxConnections)
+	p.Stats.GaugeFunc(ov, "downstream_cx_active", p.overload.Active)
+	p.Stats.GaugeFunc(ov, "downstream_cx_evicted_idle", p.overload.Evicted.Load)
+	p.Stats.GaugeFunc(ov, "downstream_cx_overflow", p.overload.Rejected.Load)
+	p.Stats.GaugeFunc(ov, "buffered_request_bytes", p.overload.Buffered)
+	env := &hcm.Env{Routes: p.routeTable, Clusters: p.Clusters, Stats: p.Stats, AccessLog: p.accessLog, Log: log.WithName("http"), Ctx: p.ctx, Overload: p.overload}
+	p.Listeners = listener.NewManager(p.ctx, listener.Deps{HTTP: env, Secrets: p.Secrets, Stats: p.Stats, Log: log.WithName("connection"), Overload: p.overload}, opts.DrainTime, opts.PortMap)
+	p.client = xdsclient.New(xdsclient.Options{Address: opts.XDSAddress, Node: p.Node(), SOTW: opts.SOTW, Security: opts.XDSSecurity}, p, log.WithName("xds"))
 	return p
 }
 
@@ -186,7 +276,10 @@ func (p *Proxy) Node() *corev3.Node {
 }
 
 // Ready reports whether the first configuration is applied and the proxy
-// has not been told to fail health checks.
+// has not been told to fail health checks. Applied means, as in Envoy,
+// that every listener that can serve does: listeners rejected alone (an
+// address in use, certificates that cannot be loaded, an unsupported
+// field) do not hold readiness back; Problems lists them.
 func (p *Proxy) Ready() bool { return p.ready.Load() && !p.healthFailed.Load() && !p.draining.Load() }
 
 // Run runs the proxy until ctx ends or /quitquitquit is called. A proxy
@@ -289,15 +382,16 @@ func (p *Proxy) warmLoop(ctx context.Context) {
 		}
 		p.mu.Lock()
 		if p.warming() {
-			if err := p.reconcile(); err != nil {
-				p.log.Error(err, "applying configuration")
-			}
+			p.reconcile()
 		}
+		p.reportChanges()
 		p.mu.Unlock()
 	}
 }
 
-// warming reports whether accepted state is not yet all active.
+// warming reports whether accepted state is not yet all active: something
+// waits for what it depends on, or failed and is retried (a port that may
+// be freed, a certificate whose files may appear).
 func (p *Proxy) warming() bool {
 	for name, c := range p.routeCfgs {
 		if a, ok := p.activeRoutes[name]; !ok || a.hash != c.hash {
@@ -305,7 +399,7 @@ func (p *Proxy) warming() bool {
 		}
 	}
 	for name, c := range p.lsnrs {
-		if a, ok := p.activeListeners[name]; !ok || a.hash != c.hash {
+		if a, ok := p.activeListeners[name]; !ok || a.hash != c.hash || p.lsnrProblems[name] != "" {
 			return true
 		}
 	}
@@ -335,7 +429,9 @@ func (p *Proxy) Update(typeURL string, resources map[string]xdsclient.Resource, 
 	start := time.Now()
 	err := p.update(typeURL, resources, version)
 	now := time.Now()
-	p.log.V(1).Info("update", "type", typeURL, "resources", len(resources), "duration", now.Sub(start), "error", err)
+	p.cfgLog.V(1).Info("update", "type", typeURL, "resources", len(resources), "duration", now.Sub(start), "error", err)
+	p.reported[typeURL] = errString(err)
+	p.reportChanges()
 	if err != nil {
 		p.updRejected[typeURL].Inc()
 		p.failures[typeURL] = &configdump.Failure{Details: err.Error(), Version: version, At: now}
@@ -344,6 +440,13 @@ func (p *Proxy) Update(typeURL string, resources map[string]xdsclient.Resource, 
 	p.updSuccess[typeURL].Inc()
 	delete(p.failures, typeURL)
 	return nil
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, version string) error {
@@ -471,25 +574,26 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 			p.vhostKeys[c.msg] = key
 		}
 	case resourcev3.ListenerType:
+		// Each listener is compiled on its own: one that cannot be is
+		// rejected alone (its previous version keeps serving), as Envoy
+		// rejects one listener and adds the others.
 		next := map[string]*compiled[*listener.Spec]{}
+		rejected := map[string]string{}
 		for _, n := range names {
 			r := resources[n]
-			l := &listenerv3.Listener{}
-			if err := r.Any.UnmarshalTo(l); err != nil {
-				return fmt.Errorf("listener %s: %w", n, err)
-			}
-			if err := supported.Check(l); err != nil {
-				return fmt.Errorf("listener %s: %w", n, err)
-			}
 			old := p.lsnrs[n]
 			h := hashOf(r.Any.GetValue())
 			if old != nil && old.hash == h {
 				next[n] = old
 				continue
 			}
-			s, err := listener.Compile(l)
+			l, s, err := compileListener(n, r)
 			if err != nil {
-				return err
+				rejected[n] = err.Error()
+				if old != nil {
+					next[n] = old
+				}
+				continue
 			}
 			v := r.Version
 			if v == "" {
@@ -497,24 +601,26 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 			}
 			next[n] = &compiled[*listener.Spec]{value: s, msg: l, version: v, hash: h, seen: now, updated: now}
 		}
-		prev := p.lsnrs
 		p.lsnrs = next
+		p.lsnrRejected = rejected
 		p.received[typeURL] = true
-		if err := p.reconcile(); err != nil {
-			p.lsnrs = prev // a listener could not be bound: reject the update
-			p.reconcile()
-			return err
-		}
-		return nil
+		p.reconcile()
+		return xdsclient.Partial(p.listenerVerdict())
 	case resourcev3.SecretType:
+		// Decode everything first: a malformed secret rejects the update
+		// before the store changes.
 		next := map[string]*compiled[ptls.Spec]{}
+		var changed []string
 		for _, n := range names {
 			r := resources[n]
-			if old := p.secrets[n]; old != nil && old.hash == hashOf(r.Any.GetValue()) {
+			h := hashOf(r.Any.GetValue())
+			v := r.Version
+			if v == "" {
+				v = version
+			}
+			if old := p.secrets[n]; old != nil && old.hash == h {
 				c := *old
-				if c.version = r.Version; c.version == "" {
-					c.version = version
-				}
+				c.version = v
 				next[n] = &c
 				continue
 			}
@@ -529,20 +635,16 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 			if err != nil {
 				return fmt.Errorf("secret %s: %w", n, err)
 			}
-			old := p.secrets[n]
-			h := hashOf(r.Any.GetValue())
-			if old != nil && old.hash == h {
-				next[n] = old
-				continue
-			}
-			if err := p.Secrets.Set(n, spec); err != nil {
-				return err
-			}
-			v := r.Version
-			if v == "" {
-				v = version
-			}
 			next[n] = &compiled[ptls.Spec]{value: spec, msg: s, version: v, hash: h, seen: now, updated: now}
+			changed = append(changed, n)
+		}
+		// A secret whose material cannot be loaded is rejected alone: the
+		// store keeps it (and watches its files, so it loads once they
+		// appear) and the listeners using it say they cannot serve it.
+		for _, n := range changed {
+			if err := p.Secrets.Set(n, next[n].value); err != nil {
+				p.cfgLog.V(1).Info("secret not loaded", "secret", n, "error", err.Error())
+			}
 		}
 		for n := range p.secrets {
 			if _, ok := next[n]; !ok {
@@ -550,11 +652,31 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 			}
 		}
 		p.secrets = next
+		p.received[typeURL] = true
+		p.reconcile()
+		return xdsclient.Partial(p.secretVerdict())
 	default:
 		return fmt.Errorf("unsupported resource type %s", typeURL)
 	}
 	p.received[typeURL] = true
-	return p.reconcile()
+	p.reconcile()
+	return nil
+}
+
+// compileListener decodes and compiles one listener.
+func compileListener(name string, r xdsclient.Resource) (*listenerv3.Listener, *listener.Spec, error) {
+	l := &listenerv3.Listener{}
+	if err := r.Any.UnmarshalTo(l); err != nil {
+		return nil, nil, fmt.Errorf("listener %s: %w", name, err)
+	}
+	if err := supported.Check(l); err != nil {
+		return nil, nil, fmt.Errorf("listener %s: %w", name, err)
+	}
+	s, err := listener.Compile(l)
+	if err != nil {
+		return nil, nil, err
+	}
+	return l, s, nil
 }
 
 func secretSpec(s *tlsv3.Secret) (ptls.Spec, error) {
@@ -640,7 +762,9 @@ func (p *Proxy) Wanted(typeURL string) []string {
 }
 
 // reconcile applies accepted state in dependency order. Called with p.mu.
-func (p *Proxy) reconcile() error {
+// What cannot be applied is rejected alone and recorded (lsnrProblems);
+// everything else is applied.
+func (p *Proxy) reconcile() {
 	now := time.Now()
 	timedOut := func(seen time.Time) bool { return now.Sub(seen) > p.opts.WarmingTimeout }
 
@@ -685,23 +809,34 @@ func (p *Proxy) reconcile() error {
 	tables := make(map[string]*router.Table, len(nextRoutes))
 	for n, rc := range nextRoutes {
 		tables[n] = rc.value
+		if prev := p.activeRoutes[n]; prev != rc && p.routerLog.V(1).Enabled() {
+			p.routerLog.V(1).Info("route table active", "route_config", n, "version", rc.version, "virtual_hosts", len(rc.msg.(*routev3.RouteConfiguration).GetVirtualHosts()))
+		}
 	}
 	p.activeRoutes = nextRoutes
 	p.routes.Store(&tables)
 
-	// 3. Listeners whose routes, secrets and clusters are all there.
+	// 3. Listeners whose routes, secrets and clusters are all there, each
+	// less the filter chains whose certificates cannot be loaded; each
+	// bound on its own.
+	problems := map[string]string{}
+	for n, msg := range p.lsnrRejected {
+		problems[n] = "rejected: " + msg
+	}
 	nextListeners := map[string]*compiled[*listener.Spec]{}
+	keepActive := func(n string) {
+		if a := p.activeListeners[n]; a != nil {
+			nextListeners[n] = a
+		}
+	}
+	warming := 0
 	for n, l := range p.lsnrs {
-		ready := timedOut(l.seen)
+		expired := timedOut(l.seen)
+		ready := expired
 		if !ready {
 			ready = true
 			for _, r := range l.value.RouteConfigs() {
 				if _, ok := tables[r]; !ok {
-					ready = false
-				}
-			}
-			for _, s := range l.value.Secrets() {
-				if !p.Secrets.Has(s) {
 					ready = false
 				}
 			}
@@ -711,21 +846,48 @@ func (p *Proxy) reconcile() error {
 				}
 			}
 		}
-		switch {
-		case ready:
-			nextListeners[n] = l
-		case p.activeListeners[n] != nil:
-			nextListeners[n] = p.activeListeners[n]
+		var spec *listener.Spec
+		var dropped []string
+		if ready {
+			spec, dropped, ready = p.servableSpec(n, l, expired)
 		}
+		if !ready {
+			if problems[n] == "" {
+				warming++
+			}
+			keepActive(n)
+			continue
+		}
+		if len(dropped) > 0 {
+			if spec == nil {
+				problems[n] = "no filter chain can serve: " + strings.Join(dropped, "; ")
+				keepActive(n)
+				continue
+			}
+			problems[n] = strings.Join(dropped, "; ") + "; the other filter chains serve"
+			c := *l
+			c.value = spec
+			nextListeners[n] = &c
+			continue
+		}
+		nextListeners[n] = l
 	}
 	specs := make(map[string]*listener.Spec, len(nextListeners))
 	for n, l := range nextListeners {
 		specs[n] = l.value
 	}
-	if err := p.Listeners.Apply(specs); err != nil {
-		return err
+	for n, err := range p.Listeners.Apply(specs) {
+		problems[n] = err.Error()
+		if p.Listeners.Spec(n) != nil {
+			keepActive(n) // still on its previous address
+		} else {
+			delete(nextListeners, n)
+		}
 	}
 	p.activeListeners = nextListeners
+	p.setListenerProblems(problems)
+	p.lstats.active.Set(int64(len(nextListeners)))
+	p.lstats.warming.Set(int64(warming))
 
 	// 4. Drop clusters nothing uses any more.
 	p.Clusters.Apply(cfgs, p.activeClusterRefs())
@@ -735,11 +897,200 @@ func (p *Proxy) reconcile() error {
 	}
 	p.Clusters.ForgetEndpoints(keepEDS)
 
-	if !p.ready.Load() && p.received[resourcev3.ClusterType] && p.received[resourcev3.ListenerType] && len(nextListeners) == len(p.lsnrs) {
+	if !p.ready.Load() && p.received[resourcev3.ClusterType] && p.received[resourcev3.ListenerType] && p.settled() {
 		p.ready.Store(true)
-		p.log.Info("configuration applied; proxy is ready", "listeners", len(nextListeners), "clusters", len(p.clusters), "routes", len(nextRoutes))
+		p.log.Info("configuration applied; proxy is ready", "listeners", len(nextListeners), "clusters", len(p.clusters), "routes", len(nextRoutes),
+			"listeners_failed", len(p.lsnrProblems))
+	}
+}
+
+// settled reports whether every listener serves its latest version or
+// failed alone: Envoy's server is ready once no listener is warming.
+func (p *Proxy) settled() bool {
+	for n, l := range p.lsnrs {
+		if p.lsnrProblems[n] != "" {
+			continue
+		}
+		if a := p.activeListeners[n]; a == nil || a.hash != l.hash {
+			return false
+		}
+	}
+	return true
+}
+
+// servableSpec decides what of a listener can serve now. A filter chain
+// whose certificate or CA failed to load (or, after the warming timeout,
+// never arrived) is dropped and described; while a chain still waits for
+// a secret, the whole listener waits (ready is false). It returns nil if
+// no chain is left.
+func (p *Proxy) servableSpec(name string, l *compiled[*listener.Spec], expired bool) (spec *listener.Spec, dropped []string, ready bool) {
+	var keep []*listener.ChainSpec
+	for _, c := range l.value.Chains {
+		var why []string
+		for _, s := range c.Secrets {
+			if p.Secrets.Has(s) {
+				continue
+			}
+			switch prob := p.Secrets.Problem(s); {
+			case prob != "":
+				why = append(why, fmt.Sprintf("secret %s: %s", s, prob))
+			case expired:
+				why = append(why, fmt.Sprintf("secret %s was not received from the control plane within %v", s, p.opts.WarmingTimeout))
+			default:
+				return nil, nil, false // still expected
+			}
+		}
+		if len(why) > 0 {
+			dropped = append(dropped, fmt.Sprintf("filter chain %s%s is not served: %s", c.Name, serverNames(c.ServerNames), strings.Join(why, "; ")))
+			continue
+		}
+		keep = append(keep, c)
+	}
+	if len(dropped) == 0 {
+		delete(p.servable, name)
+		return l.value, nil, true
+	}
+	if len(keep) == 0 {
+		delete(p.servable, name)
+		return nil, dropped, true
+	}
+	key := l.hash + "\x00" + strings.Join(dropped, "\x00")
+	if m, ok := p.servable[name]; ok && m.key == key {
+		return m.spec, dropped, true
+	}
+	cp := *l.value
+	cp.Chains = keep
+	p.servable[name] = servableSpec{key: key, spec: &cp}
+	return &cp, dropped, true
+}
+
+func serverNames(names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(names, ", ") + ")"
+}
+
+// setListenerProblems records why listeners do not (fully) serve. Each new
+// or changed problem is logged once, with its hint, and counted; each
+// resolved one is logged too. Called with p.mu.
+func (p *Proxy) setListenerProblems(problems map[string]string) {
+	for n, why := range problems {
+		if p.lsnrProblems[n] == why {
+			continue
+		}
+		p.lstats.createFailure.Inc()
+		p.listenerFailedGauge(n).Set(1)
+		p.cfgLog.Error(errors.New(why), "listener not serving; the other listeners are not affected", "listener", n)
+	}
+	for n := range p.lsnrProblems {
+		if _, still := problems[n]; still {
+			continue
+		}
+		p.listenerFailedGauge(n).Set(0)
+		if _, exists := p.lsnrs[n]; exists {
+			p.lstats.createSuccess.Inc()
+			p.cfgLog.Info("listener serving now", "listener", n, "address", p.Listeners.BoundAddress(n))
+		}
+	}
+	p.lsnrProblems = problems
+	p.lstats.failed.Set(int64(len(problems)))
+}
+
+// listenerFailedGauge is listener_manager.listener.<name>.failed: 1 while
+// the listener cannot (fully) serve.
+func (p *Proxy) listenerFailedGauge(name string) *stats.Gauge {
+	sc := &stats.Scope{Prefix: "listener_manager.listener." + name, Family: "listener_manager_listener",
+		Tags: []stats.Tag{{Name: "envoy_listener_name", Value: name}}}
+	return p.Stats.Gauge(sc, "failed")
+}
+
+// listenerVerdict is what the control plane is told about LDS: one line
+// per listener that cannot (fully) serve, naming it and why.
+func (p *Proxy) listenerVerdict() error {
+	return verdict("listener", p.lsnrProblems)
+}
+
+// secretVerdict is what the control plane is told about SDS: one line per
+// secret whose material could not be loaded as sent, naming the
+// listeners that use it.
+func (p *Proxy) secretVerdict() error {
+	problems := map[string]string{}
+	for n := range p.secrets {
+		prob := p.Secrets.Problem(n)
+		if prob == "" {
+			continue
+		}
+		var users []string
+		for ln, l := range p.lsnrs {
+			if slices.Contains(l.value.Secrets(), n) {
+				users = append(users, ln)
+			}
+		}
+		sort.Strings(users)
+		if len(users) > 0 {
+			prob += " (used by listener " + strings.Join(users, ", ") + ")"
+		}
+		problems[n] = prob
+	}
+	return verdict("secret", problems)
+}
+
+func verdict(kind string, problems map[string]string) error {
+	if len(problems) == 0 {
+		return nil
+	}
+	names := slices.Sorted(maps.Keys(problems))
+	lines := make([]string, len(names))
+	for i, n := range names {
+		lines[i] = kind + " " + n + ": " + problems[n]
+	}
+	return errors.New(strings.Join(lines, "\n"))
+}
+
+// reportChanges tells the control plane when the verdict on listeners or
+// secrets changed since it was last given (a port was freed, certificate
+// files appeared or broke). Called with p.mu.
+func (p *Proxy) reportChanges() {
+	for typ, v := range map[string]error{resourcev3.ListenerType: p.listenerVerdict(), resourcev3.SecretType: p.secretVerdict()} {
+		if !p.received[typ] {
+			continue
+		}
+		detail := errString(v)
+		if detail == p.reported[typ] {
+			continue
+		}
+		p.reported[typ] = detail
+		if v == nil {
+			delete(p.failures, typ)
+		} else {
+			p.failures[typ] = &configdump.Failure{Details: detail, At: time.Now()}
+		}
+		p.client.Resync(typ)
+	}
+}
+
+// Status implements xdsclient.Reporter: the current verdict on a type.
+func (p *Proxy) Status(typeURL string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch typeURL {
+	case resourcev3.ListenerType:
+		return xdsclient.Partial(p.listenerVerdict())
+	case resourcev3.SecretType:
+		return xdsclient.Partial(p.secretVerdict())
+	}
+	if f := p.failures[typeURL]; f != nil {
+		return errors.New(f.Details)
 	}
 	return nil
+}
+
+// Problems lists, by listener, why listeners do not (fully) serve.
+func (p *Proxy) Problems() map[string]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.lsnrProblems)
 }
 
 func (p *Proxy) listenerUsesRoute(name string) bool {

@@ -19,7 +19,6 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -267,7 +266,8 @@ spec:
 				return (&net.Dialer{}).DialContext(ctx, "tcp", p.Addr(443))
 			}}
 		if h2 {
-			http2.ConfigureTransport(tr)
+			tr.Protocols = new(http.Protocols)
+			tr.Protocols.SetHTTP2(true)
 		}
 		_, e := get(t, &http.Client{Transport: tr}, "https://app.example.com/", "app.example.com", nil)
 		want := map[bool]string{false: "HTTP/1.1", true: "HTTP/1.1"}[h2] // upstream is HTTP/1.1 either way

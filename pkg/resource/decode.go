@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -18,23 +19,44 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
+var yamlLine = regexp.MustCompile(`yaml: line \d+: `)
+
 // DecodeError is a document that could not be read. It carries enough to
-// find the problem: the source, the document's index and line, the resource
-// (when the document named itself) and the field path.
+// find the problem: the source, where in it (line and column of the field
+// or of the syntax error, relative to the whole file), the document's
+// index, the resource (when the document named itself) and the field path.
 type DecodeError struct {
 	Source   string
 	Document int // 0-based index in a multi-document stream
-	Line     int // 1-based line where the document starts
-	Key      Key // zero when the document did not get that far
-	Field    string
-	Err      error
+	// Line and Column locate the problem in the source (1-based); Column
+	// is 0 when only the line is known. Line is the document's first
+	// line when nothing more precise is known.
+	Line   int
+	Column int
+	// DocumentLine is the line where the document starts.
+	DocumentLine int
+	Key          Key // zero when the document did not get that far
+	Field        string
+	Err          error
+	// syntax marks a document that is not valid YAML.
+	syntax bool
 }
 
+// Error reads "file:line:col: document N, Kind ns/name: field: problem"
+// (N counts from 1),
+// the form editors and terminals turn into links.
 func (e *DecodeError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: document %d (line %d)", e.Source, e.Document, e.Line)
+	b.WriteString(e.Source)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+		if e.Column > 0 {
+			fmt.Fprintf(&b, ":%d", e.Column)
+		}
+	}
+	fmt.Fprintf(&b, ": document %d", e.Document+1) // counted from 1, as people count
 	if e.Key.Name != "" {
-		fmt.Fprintf(&b, " %s", e.Key)
+		fmt.Fprintf(&b, ", %s", e.Key)
 	}
 	if e.Field != "" {
 		fmt.Fprintf(&b, ": %s", e.Field)
@@ -137,7 +159,17 @@ func DecodeWithIgnored(data []byte, source string) ([]Object, []*DecodeError, []
 			if !errors.As(err, &de) {
 				de = &DecodeError{Err: err}
 			}
-			de.Source, de.Document, de.Line = source, doc.Index, doc.Line
+			de.Source, de.Document, de.Line, de.DocumentLine = source, doc.Index, doc.Line, doc.Line
+			if line, col := position(doc.Data, de); line > 0 {
+				de.Line, de.Column = doc.Line+line-1, col
+				if de.syntax {
+					// The library's "line N" counts from the document
+					// and often names the enclosing structure: the
+					// position above replaces it.
+					de.Err = errors.New("invalid YAML: " + yamlLine.ReplaceAllString(
+						strings.TrimPrefix(errors.Unwrap(de.Err).Error(), "error converting YAML to JSON: "), "yaml: "))
+				}
+			}
 			errs = append(errs, de)
 			continue
 		}
@@ -168,7 +200,7 @@ type typeMeta struct {
 func DecodeDocument(data []byte) ([]Object, error) {
 	js, err := yaml.YAMLToJSON(data)
 	if err != nil {
-		return nil, &DecodeError{Err: fmt.Errorf("invalid YAML: %w", err)}
+		return nil, &DecodeError{Err: fmt.Errorf("invalid YAML: %w", err), syntax: true}
 	}
 	return decodeJSON(js)
 }
@@ -302,11 +334,6 @@ func strictUnmarshal(data []byte, into any) error {
 		return errors.New(strings.Join(msgs, "; "))
 	}
 	return nil
-}
-
-type istioDoc struct {
-	Spec   json.RawMessage `json:"spec"`
-	Status json.RawMessage `json:"status"`
 }
 
 func decodeIstio(tm typeMeta, meta metav1.ObjectMeta, js []byte) (Object, error) {

@@ -1,6 +1,7 @@
 package resource
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -105,5 +106,104 @@ spec: {selector: {istio: ingressgateway}}
 	want := Ignored{Source: "seed002.yaml", Document: 0, Line: 1, APIVersion: "security.istio.io/v1beta1", Kind: "RequestAuthentication", Namespace: "default", Name: "bookjwt"}
 	if len(ignored) != 1 || ignored[0] != want {
 		t.Fatalf("ignored = %+v, want [%+v]", ignored, want)
+	}
+}
+
+// Every decode error points at the file line (not the document's) and
+// column of what is wrong: the field a message names, or where the YAML
+// stops parsing.
+func TestDecodeErrorPositions(t *testing.T) {
+	first := `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+`
+	cases := []struct {
+		name      string
+		second    string // the second document, starting on line 8
+		line, col int
+		says      string
+	}{
+		{"unknown field deep in the spec", `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: vs
+spec:
+  hosts: [a.example.com]
+  http:
+  - route:
+    - destination:
+        hots: x
+`, 17, 9, "spec.http[0].route[0].destination.hots"},
+		{"wrong type, snake_case key", `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs}
+spec:
+  hosts: [a]
+  http:
+  - retries:
+      attempts: 2
+      per_try_timeout: soon
+`, 16, 7, "per_try_timeout"},
+		{"unknown top-level field", `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: dr}
+spex: {}
+`, 11, 1, "spex"},
+		{"Kubernetes object, strict JSON", `apiVersion: v1
+kind: Service
+metadata: {name: svc}
+spec:
+  ports:
+  - port: 80
+    nmae: http
+`, 14, 5, "nmae"},
+		{"Kubernetes object, wrong type", `apiVersion: v1
+kind: Service
+metadata: {name: svc}
+spec:
+  ports:
+  - name: http
+    port: eighty
+`, 14, 5, "port"},
+		{"metadata", `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: gw2
+  labelz: {a: b}
+spec: {}
+`, 12, 3, "labelz"},
+		{"YAML syntax: bad indentation", `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: vs
+ namespace: x
+spec: {}
+`, 12, 2, "invalid YAML"},
+		{"YAML syntax: unclosed flow sequence", `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs}
+spec:
+  hosts: [a, b
+  http: []
+`, 12, 10, "invalid YAML"},
+		{"YAML syntax: tab indentation", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs}\nspec:\n\thosts: [a]\n", 12, 1, "invalid YAML"},
+	}
+	for _, c := range cases {
+		_, errs := Decode([]byte(first+"---\n"+c.second), "dir/f.yaml")
+		if len(errs) != 1 {
+			t.Errorf("%s: %d errors: %v", c.name, len(errs), errs)
+			continue
+		}
+		e := errs[0]
+		if e.Line != c.line || e.Column != c.col || e.DocumentLine != 8 || e.Document != 1 {
+			t.Errorf("%s: at %d:%d (document %d from line %d), want %d:%d; %v", c.name, e.Line, e.Column, e.Document, e.DocumentLine, c.line, c.col, e)
+		}
+		prefix := fmt.Sprintf("dir/f.yaml:%d:%d: document 2", c.line, c.col)
+		if msg := e.Error(); !strings.HasPrefix(msg, prefix) || !strings.Contains(msg, c.says) || strings.Contains(msg, "yaml: line") {
+			t.Errorf("%s: %q, want it to start %q and say %q (and no document-relative line)", c.name, msg, prefix, c.says)
+		}
 	}
 }

@@ -6,6 +6,8 @@ package status
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -44,6 +46,10 @@ var (
 	UnsupportedAtGateway            = Code{"PTC0001", "UnsupportedAtGateway"}
 	GatewayPortNotOnService         = Code{"PTC0002", "GatewayPortNotOnService"}
 	StaleSpec                       = Code{"PTC0003", "StaleSpec"}
+	// GatewayNotServed: a proxy selected by the Gateway reports that it
+	// cannot serve one of its servers (the port is in use, the listener
+	// was rejected). Istio has no analysis code for what a proxy rejects.
+	GatewayNotServed = Code{"PTC0004", "GatewayNotServedByProxy"}
 )
 
 // Condition types.
@@ -73,6 +79,10 @@ const (
 	ReasonPartiallyInvalid    = "PartiallyInvalid"
 	ReasonUnsupported         = "Unsupported"
 	ReasonStaleSpec           = "StaleSpec"
+	// ReasonPortUnavailable: a proxy cannot bind a server's port.
+	ReasonPortUnavailable = "PortUnavailable"
+	// ReasonProxyRejected: a proxy rejected the configuration of a server.
+	ReasonProxyRejected = "ProxyRejected"
 	// ReasonEnvoyValidation: the Envoy configuration made from the
 	// resource breaks Envoy's validation rules, so it is not used.
 	ReasonEnvoyValidation = "EnvoyValidation"
@@ -175,6 +185,11 @@ func (r *Report) Track(key resource.Key, generation int64) *Status {
 	}
 	return s
 }
+
+// Reject marks the resource as not used at all, without a message of its
+// own (its messages say why). Not recorded for Replay: only for decisions
+// taken once per build over everything, never inside a cached computation.
+func (s *Status) Reject() { s.rejected = true }
 
 // Rejected reports whether the resource is not used at all.
 func (s *Status) Rejected() bool { return s.rejected }
@@ -306,6 +321,22 @@ func levelRank(l Level) int {
 		return 1
 	}
 	return 2
+}
+
+// WithMessages returns a copy of s with ms added (identical messages
+// once) and its conditions derived again. s itself is not changed: a
+// build's statuses may be shared with a cache.
+func (s *Status) WithMessages(ms ...Message) *Status {
+	cp := *s
+	cp.Messages = append([]Message(nil), s.Messages...)
+	cp.Extra = maps.Clone(s.Extra)
+	for _, m := range ms {
+		if !slices.Contains(cp.Messages, m) {
+			cp.Messages = append(cp.Messages, m)
+		}
+	}
+	cp.finalize()
+	return &cp
 }
 
 // Condition returns the condition of the given type, or nil.

@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -17,7 +16,13 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/go-logr/logr"
+
+	"github.com/portico-gateway/portico/internal/fsread"
 )
+
+// MaxFileSize bounds a certificate, key or CA file: a CA bundle of every
+// public root is a few hundred KiB.
+const MaxFileSize = 16 << 20
 
 // Spec describes where an SDS secret's material comes from: inline PEM (a
 // Kubernetes Secret read by the controller) or files on this machine
@@ -91,7 +96,10 @@ func NewStore(log logr.Logger, onEvent func(Event)) *Store {
 }
 
 // Set adds or replaces a secret. Invalid material is an error and leaves
-// any previous material of that name in place.
+// any previous material of that name in place; the error says whether
+// there is such material (a failed first load serves nothing). A secret
+// whose files cannot be read yet stays in the store and is watched, so it
+// loads as soon as its files appear.
 func (s *Store) Set(name string, spec Spec) error {
 	mat, err := s.load(spec)
 	s.mu.Lock()
@@ -102,8 +110,9 @@ func (s *Store) Set(name string, spec Spec) error {
 	}
 	oldSpec := e.spec
 	e.spec = spec
+	hadMaterial := e.mat != nil
 	if err != nil {
-		e.lastErr = err.Error()
+		e.lastErr = Consequence(err, spec, hadMaterial)
 	} else {
 		e.mat, e.lastErr = mat, ""
 	}
@@ -114,9 +123,43 @@ func (s *Store) Set(name string, spec Spec) error {
 	}
 	s.onEvt(Event{Name: name, OK: err == nil, Err: err})
 	if err != nil {
-		return fmt.Errorf("secret %s: %w", name, err)
+		return fmt.Errorf("secret %s: %w%s", name, err, consequence(spec, hadMaterial))
 	}
 	return nil
+}
+
+// Consequence completes a load error with what it means for serving: a
+// secret that never loaded serves nothing, while a failed update or
+// reload leaves the previous material in use. Saying "the previous
+// certificate keeps serving" when there never was one sends users looking
+// for a certificate that does not exist.
+func Consequence(err error, spec Spec, hadMaterial bool) string {
+	return err.Error() + consequence(spec, hadMaterial)
+}
+
+func consequence(spec Spec, hadMaterial bool) string {
+	caOnly := (spec.CAFile != "" || len(spec.CAPEM) > 0) && spec.CertFile == "" && len(spec.CertPEM) == 0
+	switch {
+	case hadMaterial && caOnly:
+		return "; the previous CA bundle keeps serving"
+	case hadMaterial:
+		return "; the previous certificate keeps serving"
+	case caOnly:
+		return "; no CA bundle loaded yet, so client certificates cannot be verified with it"
+	}
+	return "; no certificate loaded yet, so the server is not serving TLS with it"
+}
+
+// Problem returns why a secret is not (or no longer) loaded as specified:
+// the last load error, with its consequence; "" when its material is
+// current. Unknown names have no problem: they were never asked for.
+func (s *Store) Problem(name string) string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if e, ok := s.entries[name]; ok {
+		return e.lastErr
+	}
+	return ""
 }
 
 // Remove forgets a secret.
@@ -231,7 +274,9 @@ func (s *Store) load(spec Spec) (*Material, error) {
 			return nil
 		}
 		var b []byte
-		b, err = os.ReadFile(path)
+		// Never a FIFO or a device (a read that blocks or never ends),
+		// never an unbounded file.
+		b, err = fsread.Regular(path, MaxFileSize)
 		if err != nil {
 			err = fmt.Errorf("reading %s: %w", path, err)
 		}
@@ -405,24 +450,40 @@ func (s *Store) reloadChanged(dirs map[string]bool) {
 	s.mu.RUnlock()
 	for _, e := range todo {
 		s.mu.RLock()
-		spec, old := e.spec, e.mat
+		spec, old, oldErr := e.spec, e.mat, e.lastErr
 		s.mu.RUnlock()
 		mat, err := s.load(spec)
-		if err == nil && old != nil && mat.Version == old.Version {
-			continue // nothing changed
+		var msg string
+		if err != nil {
+			msg = Consequence(err, spec, old != nil)
+		}
+		if err == nil && old != nil && mat.Version == old.Version && oldErr == "" || err != nil && msg == oldErr {
+			continue // nothing changed; a failure is reported once, not at every rescan
 		}
 		s.mu.Lock()
+		current := false
 		if cur, ok := s.entries[e.name]; ok && cur == e && equalSpec(cur.spec, spec) {
+			current = true
 			if err != nil {
-				e.lastErr = err.Error()
+				e.lastErr = msg
 			} else {
 				e.mat, e.lastErr = mat, ""
 			}
 		}
 		s.mu.Unlock()
-		if err != nil {
+		if !current {
+			continue // replaced meanwhile: Set reported the new one
+		}
+		switch {
+		case err != nil && old != nil:
 			s.log.Error(err, "certificate reload rejected; the previous certificate keeps serving", "secret", e.name)
-		} else {
+		case err != nil:
+			s.log.Error(err, "certificate cannot be loaded; no certificate loaded yet, so the server is not serving TLS with it", "secret", e.name)
+		case old == nil:
+			s.log.Info("certificate loaded", "secret", e.name, "version", mat.Version)
+		case mat.Version == old.Version:
+			s.log.Info("certificate files readable again; the certificate in use is unchanged", "secret", e.name, "version", mat.Version)
+		default:
 			s.log.Info("certificate reloaded", "secret", e.name, "version", mat.Version)
 		}
 		s.onEvt(Event{Name: e.name, OK: err == nil, Err: err})

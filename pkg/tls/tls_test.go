@@ -3,6 +3,7 @@ package tls
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/portico-gateway/portico/internal/poll"
 	"github.com/portico-gateway/portico/internal/testpki"
 )
 
@@ -94,14 +96,13 @@ func serial(t *testing.T, s *Store, name string) string {
 func waitSerial(t *testing.T, s *Store, name, want string) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for time.Since(start) < 10*time.Second {
-		if serial(t, s, name) == want {
-			return time.Since(start)
+	poll.NoError(t, 10*time.Second, "serial "+want+" to be served", func() error {
+		if got := serial(t, s, name); got != want {
+			return fmt.Errorf("still serial %s", got)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("serial %s never served (still %s)", want, serial(t, s, name))
-	return 0
+		return nil
+	})
+	return time.Since(start)
 }
 
 func startStore(t *testing.T) (*Store, *events) {
@@ -159,13 +160,7 @@ func TestStoreFollowsKubeletSwap(t *testing.T) {
 	}
 	// A swap to a mismatched pair is rejected; the rotated pair keeps serving.
 	swap("server.crt", "other.key")
-	deadline := time.Now().Add(10 * time.Second)
-	for ev.rejected() == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if ev.rejected() == 0 {
-		t.Fatal("the mismatched pair was not reported")
-	}
+	poll.Until(t, "the mismatched pair to be reported", func() bool { return ev.rejected() > 0 })
 	if got := serial(t, s, "file-cert:x"); got != "65" {
 		t.Fatalf("a bad pair replaced the good one: serial %s", got)
 	}
@@ -179,14 +174,14 @@ func TestStoreRenameOverAndHalfWrittenFiles(t *testing.T) {
 	cert, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	os.WriteFile(cert, testpki.Read("server.crt"), 0o644)
 	os.WriteFile(key, testpki.Read("server.key"), 0o600)
-	s, _ := startStore(t)
+	s, ev := startStore(t)
 	if err := s.Set("c", Spec{CertFile: cert, KeyFile: key}); err != nil {
 		t.Fatal(err)
 	}
 	// A writer truncates the certificate and writes half of the new one.
 	newCert := testpki.Read("server-rotated.crt")
 	os.WriteFile(cert, newCert[:len(newCert)/2], 0o644)
-	time.Sleep(200 * time.Millisecond) // let the watcher see it; the old pair must stay
+	poll.Until(t, "the half-written certificate to be seen and rejected", func() bool { return ev.rejected() > 0 })
 	if got := serial(t, s, "c"); got != "64" {
 		t.Fatalf("a half-written certificate was served: %s", got)
 	}

@@ -45,6 +45,8 @@ func (t *translator) listener(l *ir.Listener) (*listenerv3.Listener, error) {
 			PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: l.Port},
 		}}},
 		Metadata: sourceMetadata(l.Sources, nil),
+		// What a connection may buffer, as Istio sets it on gateways.
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(t.opts.Edge.PerConnectionBufferLimitBytes),
 	}
 	if l.NeedsTLSInspector() {
 		lis.ListenerFilters = []*listenerv3.ListenerFilter{{
@@ -129,6 +131,7 @@ func (t *translator) hcm(h *ir.HTTPFilter, tls bool) *hcmv3.HttpConnectionManage
 		ServerName:       t.opts.ServerName,
 		AccessLog:        t.accessLog(),
 	}
+	t.applyEdge(m)
 	if tls && h.ForwardClientCert {
 		m.ForwardClientCertDetails = hcmv3.HttpConnectionManager_SANITIZE_SET
 		m.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{

@@ -37,6 +37,8 @@ type Options struct {
 	ServerName string
 	// DisableAccessLog turns off the stdout access log.
 	DisableAccessLog bool
+	// Edge are the HTTP listeners' timeouts and limits (zero: DefaultEdge).
+	Edge Edge
 }
 
 // DefaultSystemCAPath is Debian's CA bundle, which Istio's proxy image uses too.
@@ -93,6 +95,9 @@ func NewTranslator(opts Options) *Translator {
 	}
 	if opts.ServerName == "" {
 		opts.ServerName = "istio-envoy"
+	}
+	if opts.Edge == (Edge{}) {
+		opts.Edge = DefaultEdge()
 	}
 	return &Translator{t: &translator{opts: opts}}
 }

@@ -6,6 +6,7 @@ package xds
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"maps"
 	"net"
@@ -21,12 +22,17 @@ import (
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	sotwserver "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	"github.com/portico-gateway/portico/pkg/translate"
+	"github.com/portico-gateway/portico/pkg/xds/auth"
 )
 
 // Node metadata keys, as Istio's proxies send them.
@@ -54,15 +60,29 @@ type Server struct {
 	className ClassFunc
 
 	mu sync.Mutex
-	// nodes by node ID; streams map stream IDs to node IDs.
-	nodes     map[string]*Node
-	streams   map[int64]string
+	// nodes by cache key (the node ID); streams by kind and ID:
+	// go-control-plane numbers state-of-the-world and delta streams with
+	// separate counters, so a bare ID names two streams.
+	nodes     map[string]*nodeState
+	streams   map[streamKey]*stream
 	published map[string]*Snapshot // by class
 	memos     map[string]*memo     // by class, for the next snapshot
 	classes   map[string]map[string]string
+	// origins of each class's kubernetes:// secrets (and those for its
+	// next snapshot), and the filtered snapshots proxies are given.
+	origins, pendingOrigins map[string]SecretOrigins
+	views                   map[viewKey]*cachev3.Snapshot
+	// authz authorizes identities that are not trusted (nil: refuse them).
+	authz auth.Authorizer
+	// refusals logs refused proxies, rate-limited.
+	refusals *auth.RateLimitedLog
+	// wire holds delta wire versions by snapshot, for proxy-status.
+	wire map[*cachev3.Snapshot]map[string]map[string]string
 	// changed is signalled (never blocking) when a proxy of a class with no
 	// snapshot connects, so the controller builds that class.
 	changed chan struct{}
+	// onReport hears NACKs and the ACKs that end them (see OnReport).
+	onReport func(ProxyReport)
 }
 
 // Node is what the server knows about one connected proxy.
@@ -79,6 +99,10 @@ type Node struct {
 	Nacked map[string]string `json:"nacked,omitempty"`
 	// Sent is the class snapshot version last given to the proxy.
 	Sent string `json:"sent,omitempty"`
+	// Namespace is the proxy's verified namespace and Identity how it
+	// authenticated (e.g. its service account and pod).
+	Namespace string `json:"namespace,omitempty"`
+	Identity  string `json:"identity,omitempty"`
 }
 
 // NewServer returns a server with an empty cache.
@@ -86,14 +110,18 @@ func NewServer(log logr.Logger, className ClassFunc) *Server {
 	s := &Server{
 		log:       log,
 		className: className,
-		nodes:     map[string]*Node{},
-		streams:   map[int64]string{},
+		nodes:     map[string]*nodeState{},
+		streams:   map[streamKey]*stream{},
 		published: map[string]*Snapshot{},
 		memos:     map[string]*memo{},
 		classes:   map[string]map[string]string{},
-		changed:   make(chan struct{}, 1),
+		wire:      map[*cachev3.Snapshot]map[string]map[string]string{},
+		origins:   map[string]SecretOrigins{}, pendingOrigins: map[string]SecretOrigins{},
+		views:    map[viewKey]*cachev3.Snapshot{},
+		refusals: auth.NewRateLimitedLog(log),
+		changed:  make(chan struct{}, 1),
 	}
-	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log.WithName("cache").V(2)})
+	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log.WithName("cache")})
 	return s
 }
 
@@ -122,7 +150,7 @@ func (s *Server) Nodes() []Node {
 	defer s.mu.Unlock()
 	out := make([]Node, 0, len(s.nodes))
 	for _, n := range s.nodes {
-		c := *n
+		c := n.Node
 		c.Labels, c.Acked, c.Nacked = maps.Clone(n.Labels), maps.Clone(n.Acked), maps.Clone(n.Nacked)
 		out = append(out, c)
 	}
@@ -160,15 +188,20 @@ func (s *Server) Commit(ctx context.Context, p *Prepared) (*Snapshot, error) {
 	defer s.mu.Unlock()
 	s.memos[class] = p.next
 	if old, ok := s.published[class]; ok && old.Version() == snap.Version() {
-		return old, nil
+		if !s.adoptOrigins(class) {
+			return old, nil
+		}
+		snap = old // the same content read from elsewhere: what each proxy may see changes
+	} else {
+		s.adoptOrigins(class)
 	}
 	s.published[class] = snap
+	s.forgetViews(class)
 	for _, n := range s.nodes {
 		if n.Class == class {
-			if err := s.cache.SetSnapshot(ctx, n.ID, snap.Snapshot); err != nil {
-				return nil, fmt.Errorf("setting snapshot for %s: %w", n.ID, err)
+			if err := s.setSnapshot(ctx, n, snap); err != nil {
+				return nil, err
 			}
-			n.Sent = snap.Version()
 		}
 	}
 	return snap, nil
@@ -182,6 +215,8 @@ func (s *Server) Forget(keep map[string]bool) {
 		if !keep[class] && !s.hasNodes(class) {
 			delete(s.published, class)
 			delete(s.memos, class)
+			delete(s.origins, class)
+			s.forgetViews(class)
 		}
 	}
 }
@@ -195,109 +230,112 @@ func (s *Server) hasNodes(class string) bool {
 	return false
 }
 
-// register records a proxy on its first request on a stream.
-func (s *Server) register(streamID int64, node *corev3.Node) {
-	if node == nil || node.GetId() == "" {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.streams[streamID]; ok {
-		return
-	}
-	s.streams[streamID] = node.GetId()
-	n, ok := s.nodes[node.GetId()]
-	if ok {
-		n.Streams++
-		return
-	}
-	labels := NodeLabels(node)
-	class := s.className(labels)
-	n = &Node{ID: node.GetId(), Cluster: node.GetCluster(), Class: class, Labels: labels, Streams: 1,
-		ConnectedAt: time.Now(), Acked: map[string]string{}, Nacked: map[string]string{}}
-	s.nodes[n.ID] = n
-	s.log.Info("proxy connected", "node", n.ID, "class", class)
-	if _, known := s.classes[class]; !known {
-		s.classes[class] = labels
-	}
-	if snap, ok := s.published[class]; ok {
-		if err := s.cache.SetSnapshot(context.Background(), n.ID, snap.Snapshot); err != nil {
-			s.log.Error(err, "setting snapshot", "node", n.ID)
-		}
-		n.Sent = snap.Version()
-		return
-	}
-	select {
-	case s.changed <- struct{}{}:
-	default:
-	}
-}
-
-func (s *Server) unregister(streamID int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	id, ok := s.streams[streamID]
-	if !ok {
-		return
-	}
-	delete(s.streams, streamID)
-	n := s.nodes[id]
-	if n == nil {
-		return
-	}
-	n.Streams--
-	if n.Streams > 0 {
-		return
-	}
-	delete(s.nodes, id)
-	s.cache.ClearSnapshot(id)
-	s.log.Info("proxy disconnected", "node", id, "class", n.Class)
-	if !s.hasNodes(n.Class) {
-		delete(s.classes, n.Class)
-	}
-}
-
-// record notes an ACK or NACK from a proxy.
-func (s *Server) record(streamID int64, typeURL, version, nonce string, errDetail string) {
+// record notes an ACK or NACK from a proxy. A state-of-the-world ACK
+// carries the version it accepts; a delta ACK only the nonce, which names
+// what was sent.
+func (s *Server) record(key streamKey, typeURL, version, nonce string, errDetail string) {
 	if nonce == "" {
 		return // initial request, not a response to anything
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := s.nodes[s.streams[streamID]]
-	if n == nil {
+	st := s.streams[key]
+	if st == nil || st.node == nil {
 		return
 	}
+	n := st.node
+	var sent *sentResponse
+	for i := range st.sent[typeURL] {
+		if st.sent[typeURL][i].nonce == nonce {
+			sent = &st.sent[typeURL][i]
+		}
+	}
 	if errDetail != "" {
+		if n.Nacked[typeURL] != errDetail {
+			s.notifyReport(&n.Node, typeURL, errDetail)
+		}
 		n.Nacked[typeURL] = errDetail
 		s.log.Info("proxy rejected configuration (NACK)", "node", n.ID, "type", typeURL, "error", errDetail)
 		return
 	}
+	t := n.typ(typeURL)
+	t.delta = key.delta
+	if key.delta && sent != nil { // else an ACK of a response too old to remember
+		version = sent.version
+		maps.Copy(t.acked, sent.resources)
+		for _, name := range sent.removed {
+			delete(t.acked, name)
+		}
+	}
 	n.Acked[typeURL] = version
-	delete(n.Nacked, typeURL)
+	if _, was := n.Nacked[typeURL]; was {
+		delete(n.Nacked, typeURL)
+		s.notifyReport(&n.Node, typeURL, "")
+	}
 }
 
 // callbacks adapts the server to go-control-plane's stream callbacks.
 func (s *Server) callbacks() serverv3.Callbacks {
 	return serverv3.CallbackFuncs{
+		StreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			s.open(ctx, streamKey{id: id})
+			return nil
+		},
 		StreamRequestFunc: func(id int64, r *discoveryv3.DiscoveryRequest) error {
-			s.register(id, r.GetNode())
-			s.record(id, r.GetTypeUrl(), r.GetVersionInfo(), r.GetResponseNonce(), r.GetErrorDetail().GetMessage())
+			key := streamKey{id: id}
+			n, err := s.register(key, r.GetNode())
+			if err != nil {
+				return err
+			}
+			r.Node = n // served as verified, whatever the node claims
+			s.checkSecretNames(key, r.GetTypeUrl(), r.GetResourceNames())
+			s.record(key, r.GetTypeUrl(), r.GetVersionInfo(), r.GetResponseNonce(), r.GetErrorDetail().GetMessage())
 			return nil
 		},
-		StreamClosedFunc: func(id int64, _ *corev3.Node) { s.unregister(id) },
+		StreamResponseFunc: func(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, r *discoveryv3.DiscoveryResponse) {
+			s.responded(streamKey{id: id}, r.GetTypeUrl(), sentResponse{nonce: r.GetNonce(), version: r.GetVersionInfo()})
+		},
+		StreamClosedFunc: func(id int64, _ *corev3.Node) { s.unregister(streamKey{id: id}) },
+		DeltaStreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			s.open(ctx, streamKey{delta: true, id: id})
+			return nil
+		},
 		StreamDeltaRequestFunc: func(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
-			s.register(id, r.GetNode())
-			s.record(id, r.GetTypeUrl(), "", r.GetResponseNonce(), r.GetErrorDetail().GetMessage())
+			key := streamKey{delta: true, id: id}
+			n, err := s.register(key, r.GetNode())
+			if err != nil {
+				return err
+			}
+			r.Node = n
+			s.checkSecretNames(key, r.GetTypeUrl(), r.GetResourceNamesSubscribe())
+			s.subscribe(key, r)
+			s.record(key, r.GetTypeUrl(), "", r.GetResponseNonce(), r.GetErrorDetail().GetMessage())
 			return nil
 		},
-		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.unregister(id) },
+		StreamDeltaResponseFunc: func(id int64, _ *discoveryv3.DeltaDiscoveryRequest, r *discoveryv3.DeltaDiscoveryResponse) {
+			sent := sentResponse{nonce: r.GetNonce(), version: r.GetSystemVersionInfo(), resources: map[string]string{}, removed: r.GetRemovedResources()}
+			for _, res := range r.GetResources() {
+				sent.resources[res.GetName()] = res.GetVersion()
+			}
+			s.responded(streamKey{delta: true, id: id}, r.GetTypeUrl(), sent)
+		},
+		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.unregister(streamKey{delta: true, id: id}) },
+		// A unary fetch names its node in every request, so it could name
+		// another proxy's: only trusted identities may use it.
+		FetchRequestFunc: func(ctx context.Context, _ *discoveryv3.DiscoveryRequest) error {
+			if id, ok := auth.FromContext(ctx); !ok || !id.Trusted {
+				return status.Error(codes.PermissionDenied, "fetching is not allowed: open a stream")
+			}
+			return nil
+		},
 	}
 }
 
-// Register adds the ADS and per-type discovery services to a gRPC server.
-func (s *Server) Register(ctx context.Context, g *grpc.Server) {
-	x := serverv3.NewServer(ctx, s.cache, s.callbacks())
+// registerServices adds the ADS and per-type discovery services to a gRPC server
+// whose interceptors put an auth.Identity in every stream's context.
+func (s *Server) registerServices(ctx context.Context, g *grpc.Server) {
+	// go-control-plane's servers log nothing unless given a logger.
+	x := serverv3.NewServer(ctx, s.cache, s.callbacks(), sotwserver.WithLogger(cacheLogger{s.log.WithName("server")}))
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, x)
 	clusterservice.RegisterClusterDiscoveryServiceServer(g, x)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(g, x)
@@ -306,19 +344,54 @@ func (s *Server) Register(ctx context.Context, g *grpc.Server) {
 	secretservice.RegisterSecretDiscoveryServiceServer(g, x)
 }
 
-// NewGRPCServer returns a gRPC server tuned for long-lived xDS streams.
-func NewGRPCServer() *grpc.Server {
-	return grpc.NewServer(
+// ServeOptions secure one listener of the xDS server.
+type ServeOptions struct {
+	// TLS serves TLS; nil serves plaintext. To require client
+	// certificates, set ClientAuth and ClientCAs.
+	TLS *tls.Config
+	// Authenticator proves each stream's identity, refusing the stream
+	// (Unauthenticated) if it cannot; nil trusts every peer, which is only
+	// right for a listener nobody else can reach (loopback in standalone
+	// mode, tests).
+	Authenticator auth.Authenticator
+	// Authorizer decides what identities that are not trusted are served
+	// (Kubernetes mode); without one they are refused.
+	Authorizer auth.Authorizer
+}
+
+// newGRPCServer returns a gRPC server tuned for long-lived xDS streams.
+func newGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
+	return grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxConcurrentStreams(100000),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}),
-	)
+	}, opts...)...)
 }
 
-// Serve runs the xDS gRPC server on lis until ctx ends.
+// Serve runs the xDS gRPC server on lis, trusting every peer (see
+// ServeOptions), until ctx ends.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	g := NewGRPCServer()
-	s.Register(ctx, g)
+	return s.ServeWith(ctx, lis, ServeOptions{})
+}
+
+// ServeWith runs the xDS gRPC server on lis, secured as o says, until ctx
+// ends. A server may serve several listeners.
+func (s *Server) ServeWith(ctx context.Context, lis net.Listener, o ServeOptions) error {
+	a := o.Authenticator
+	if a == nil {
+		a = auth.Local()
+	}
+	if o.Authorizer != nil {
+		s.mu.Lock()
+		s.authz = o.Authorizer
+		s.mu.Unlock()
+	}
+	opts := auth.Interceptors(a, s.log)
+	if o.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(o.TLS)))
+	}
+	g := newGRPCServer(opts...)
+	s.registerServices(ctx, g)
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()
 	select {
@@ -336,12 +409,18 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	}
 }
 
-// cacheLogger routes go-control-plane's logging through logr.
+// cacheLogger routes go-control-plane's logging through logr at levels
+// that keep its warnings and errors visible at the default level, and its
+// chatter (a line per watch and response) out of it.
 type cacheLogger struct{ log logr.Logger }
 
-func (l cacheLogger) Debugf(format string, args ...any) { l.log.Info(fmt.Sprintf(format, args...)) }
-func (l cacheLogger) Infof(format string, args ...any)  { l.log.Info(fmt.Sprintf(format, args...)) }
-func (l cacheLogger) Warnf(format string, args ...any)  { l.log.Info(fmt.Sprintf(format, args...)) }
+func (l cacheLogger) Debugf(format string, args ...any) {
+	l.log.V(2).Info(fmt.Sprintf(format, args...))
+}
+func (l cacheLogger) Infof(format string, args ...any) { l.log.V(1).Info(fmt.Sprintf(format, args...)) }
+func (l cacheLogger) Warnf(format string, args ...any) {
+	l.log.Info(fmt.Sprintf(format, args...), "severity", "warning")
+}
 func (l cacheLogger) Errorf(format string, args ...any) {
 	l.log.Error(fmt.Errorf(format, args...), "xds cache")
 }

@@ -16,9 +16,11 @@ import (
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	grpccredv3 "github.com/envoyproxy/go-control-plane/envoy/config/grpc_credential/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
@@ -26,6 +28,7 @@ import (
 	"github.com/portico-gateway/portico/internal/manifests"
 	_ "github.com/portico-gateway/portico/pkg/envoytypes"
 	"github.com/portico-gateway/portico/pkg/xds"
+	"github.com/portico-gateway/portico/pkg/xds/auth"
 	"github.com/portico-gateway/portico/pkg/xds/validate"
 )
 
@@ -96,6 +99,9 @@ func TestDefaultDeployment(t *testing.T) {
 		"ServiceAccount/portico-system/portico-controller",
 		"ClusterRole//portico-controller", "ClusterRoleBinding//portico-controller",
 		"Role/portico-system/portico-controller-leader-election",
+		"Role/portico-system/portico-controller-ca", "RoleBinding/portico-system/portico-controller-ca",
+		"Role/istio-system/istio-ingressgateway-sds", "RoleBinding/istio-system/istio-ingressgateway-sds",
+		"Role/istio-system/istio-egressgateway-sds", "RoleBinding/istio-system/istio-egressgateway-sds",
 		"RoleBinding/portico-system/portico-controller-leader-election",
 		"Deployment/portico-system/portico-controller",
 		"Deployment/istio-system/istio-ingressgateway", "Service/istio-system/istio-ingressgateway",
@@ -129,10 +135,32 @@ func TestDefaultDeployment(t *testing.T) {
 		if svc.Annotations["portico.io/manage-ports"] != "true" {
 			t.Errorf("Service %s does not let the controller manage its ports", gw.name)
 		}
+		checkXDSCredentials(t, gw.name, d.Spec.Template.Spec, flagValue(c.Args, "--xds-ca-file"), flagValue(c.Args, "--xds-token-file"))
 		if p := d.Spec.Template.Spec.Containers[0].ReadinessProbe; p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/healthz/ready" ||
 			flagValue(c.Args, "--status-address") != ":"+p.HTTPGet.Port.String() {
 			t.Errorf("%s: the readiness probe must hit /healthz/ready on the --status-address port", gw.name)
 		}
+	}
+
+	var role rbacv1.ClusterRole
+	r.get(t, "ClusterRole//portico-controller", &role)
+	for _, need := range []struct{ group, resource, verb string }{
+		{"authentication.k8s.io", "tokenreviews", "create"}, {"authorization.k8s.io", "subjectaccessreviews", "create"},
+		{"", "pods", "get"}, {"", "namespaces", "watch"}, {"", "configmaps", "create"}, {"", "configmaps", "update"},
+	} {
+		if !allows(role.Rules, need.group, need.resource, need.verb) {
+			t.Errorf("the controller may not %s %s.%s (xDS security needs it)", need.verb, need.resource, need.group)
+		}
+	}
+	var caRole rbacv1.Role
+	r.get(t, "Role/portico-system/portico-controller-ca", &caRole)
+	if !allows(caRole.Rules, "", "secrets", "create") {
+		t.Error("the controller may not create its CA Secret")
+	}
+	var sds rbacv1.Role
+	r.get(t, "Role/istio-system/istio-ingressgateway-sds", &sds)
+	if !allows(sds.Rules, "", "secrets", "list") {
+		t.Error("the ingress gateway's service account must be allowed to list Secrets in its namespace, or it gets no private keys (Istio's rule)")
 	}
 
 	var ingress corev1.Service
@@ -175,17 +203,29 @@ func TestEnvoyDeployment(t *testing.T) {
 		t.Fatalf("bootstrap: %v", err)
 	}
 	host, port := controllerXDS(t, r)
-	var xdsCluster bool
-	for _, cl := range bs.GetStaticResources().GetClusters() {
-		if cl.Name != bs.GetDynamicResources().GetAdsConfig().GetGrpcServices()[0].GetEnvoyGrpc().GetClusterName() {
+	// ADS over TLS with the pod's token, the way Envoy can attach one:
+	// google_grpc with the file_based_metadata call credentials.
+	g := bs.GetDynamicResources().GetAdsConfig().GetGrpcServices()[0].GetGoogleGrpc()
+	if want := net.JoinHostPort(host, fmt.Sprint(port)); g.GetTargetUri() != want {
+		t.Errorf("ADS dials %q, the controller Service is %q", g.GetTargetUri(), want)
+	}
+	caFile := g.GetChannelCredentials().GetSslCredentials().GetRootCerts().GetFilename()
+	var tokenFile string
+	for _, cc := range g.GetCallCredentials() {
+		p := cc.GetFromPlugin()
+		var md grpccredv3.FileBasedMetadataConfig
+		if p.GetName() != "envoy.grpc_credentials.file_based_metadata" || p.GetTypedConfig().UnmarshalTo(&md) != nil {
 			continue
 		}
-		sa := cl.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress()
-		xdsCluster = strings.HasPrefix(sa.GetAddress(), host) && sa.GetPortValue() == uint32(port)
+		if md.GetHeaderKey() != "authorization" || md.GetHeaderPrefix() != "Bearer " {
+			t.Errorf("the token must go as 'authorization: Bearer …', not %q %q", md.GetHeaderKey(), md.GetHeaderPrefix())
+		}
+		tokenFile = md.GetSecretData().GetFilename()
 	}
-	if !xdsCluster {
-		t.Errorf("the ADS cluster must dial %s:%d", host, port)
+	if g.GetCredentialsFactoryName() != "envoy.grpc_credentials.file_based_metadata" {
+		t.Errorf("credentials_factory_name %q: the plugin is only applied by its own factory", g.GetCredentialsFactoryName())
 	}
+	checkXDSCredentials(t, "envoy", spec, caFile, tokenFile)
 	labels := map[string]string{}
 	for k, v := range bs.GetNode().GetMetadata().GetFields()[xds.MetadataLabels].GetStructValue().GetFields() {
 		labels[k] = v.GetStringValue()
@@ -218,4 +258,52 @@ func TestEnvoyDeployment(t *testing.T) {
 	if !vols["envoy-bootstrap"] || !vols["ingressgateway-certs"] {
 		t.Errorf("volumes %v: want the bootstrap and seed 001's certificate mounts", vols)
 	}
+}
+
+// checkXDSCredentials: the files a proxy authenticates with are mounted
+// from what the controller expects: the CA from the ConfigMap the
+// controller publishes, the token projected for audience portico.
+func checkXDSCredentials(t *testing.T, who string, spec corev1.PodSpec, caFile, tokenFile string) {
+	t.Helper()
+	if caFile == "" || tokenFile == "" {
+		t.Errorf("%s: no xDS CA file (%q) or token file (%q)", who, caFile, tokenFile)
+		return
+	}
+	vol := func(file string) *corev1.Volume {
+		for _, m := range spec.Containers[0].VolumeMounts {
+			if strings.HasPrefix(file, strings.TrimSuffix(m.MountPath, "/")+"/") {
+				for i := range spec.Volumes {
+					if spec.Volumes[i].Name == m.Name {
+						return &spec.Volumes[i]
+					}
+				}
+			}
+		}
+		return nil
+	}
+	if v := vol(caFile); v == nil || v.ConfigMap == nil || v.ConfigMap.Name != "portico-ca-root-cert" || !strings.HasSuffix(caFile, "/root-cert.pem") {
+		t.Errorf("%s: %s is not root-cert.pem of ConfigMap portico-ca-root-cert: %+v", who, caFile, v)
+	}
+	v := vol(tokenFile)
+	if v == nil || v.Projected == nil {
+		t.Fatalf("%s: %s is not a projected token: %+v", who, tokenFile, v)
+	}
+	var ok bool
+	for _, src := range v.Projected.Sources {
+		if sat := src.ServiceAccountToken; sat != nil && sat.Audience == auth.DefaultAudience && strings.HasSuffix(tokenFile, "/"+sat.Path) {
+			ok = true
+		}
+	}
+	if !ok {
+		t.Errorf("%s: %s is not a service-account token for audience %q", who, tokenFile, auth.DefaultAudience)
+	}
+}
+
+func allows(rules []rbacv1.PolicyRule, group, resource, verb string) bool {
+	for _, r := range rules {
+		if slices.Contains(r.APIGroups, group) && slices.Contains(r.Resources, resource) && slices.Contains(r.Verbs, verb) {
+			return true
+		}
+	}
+	return false
 }

@@ -56,6 +56,7 @@ func withinBinomial(t *testing.T, what string, got, n int, q float64) {
 // file certificates) and MySQL on 3306; the counter VirtualService names
 // the Gateway by FQDN; a TCP VirtualService routes 3306.
 func TestSeed001ThreeProtocols(t *testing.T) {
+	needHarness(t)
 	certs := filepath.Join(h.work, "ingressgateway-certs")
 	os.MkdirAll(certs, 0o755)
 	os.WriteFile(filepath.Join(certs, "tls.crt"), testpki.Read("server.crt"), 0o644)
@@ -200,6 +201,7 @@ spec:
 // TestSeed002Canary: subsets by pod labels; 100/0 → 0/100 → 75/25 →
 // canary deleted → round robin over every endpoint.
 func TestSeed002Canary(t *testing.T) {
+	needHarness(t)
 	v1 := h.startPod(t, "default", "rating-v1", map[string]string{"app": "rating", "app.kubernetes.io/version": "v1.0.0"}, "v1")
 	v2 := h.startPod(t, "default", "rating-v2", map[string]string{"app": "rating", "app.kubernetes.io/version": "v2.0.0"}, "v2")
 	h.service(t, "default", "rating", []corev1.ServicePort{httpPort("http", 8080, 8080)}, v1, v2)
@@ -317,6 +319,7 @@ spec:
 
 // TestSeed004HeaderRouting: some users (by header) get v2.
 func TestSeed004HeaderRouting(t *testing.T) {
+	needHarness(t)
 	v1 := h.startPod(t, "springistiodemo", "springbootapp-v1", map[string]string{"app": "springbootapp", "version": "v1"}, "v1")
 	v2 := h.startPod(t, "springistiodemo", "springbootapp-v2", map[string]string{"app": "springbootapp", "version": "v2"}, "v2")
 	h.service(t, "springistiodemo", "springbootapp", []corev1.ServicePort{httpPort("http", 8080, 8080)}, v1, v2)
@@ -395,6 +398,7 @@ spec:
 // missing Gateway and one with an invalid regex get status conditions,
 // while every existing route keeps serving.
 func TestBadInputIsReportedAndNothingBreaks(t *testing.T) {
+	needHarness(t)
 	ensureCounter(t)
 	stop, _, failures := requestLoop(t, "counter.lab.example.com")
 	h.apply(t, `
@@ -469,6 +473,7 @@ spec:
 // the ports Gateways open (with Istio's classic node ports) and loses them
 // when the servers go; the Gateway's status says where it is exposed.
 func TestGatewayServicePortsFollowGateways(t *testing.T) {
+	needHarness(t)
 	ctx := context.Background()
 	svc := &corev1.Service{}
 	svc.Name, svc.Namespace = "istio-ingressgateway", "istio-system"
@@ -531,6 +536,7 @@ spec:
 // TestSecretRotationThroughKubernetes: updating a credentialName Secret
 // rotates the certificate served, without restarting anything.
 func TestSecretRotationThroughKubernetes(t *testing.T) {
+	needHarness(t)
 	ensureCounter(t)
 	secret := func(cert, key string) string {
 		q := func(name string) string { b, _ := json.Marshal(string(testpki.Read(name))); return string(b) }
@@ -653,6 +659,7 @@ func waitSent(t *testing.T, sent *atomic.Int64, n int64) {
 // loop and starts it again: the proxy keeps serving what it has, no
 // request fails, and it picks up changes once the controller is back.
 func TestControllerRestartUnderLoad(t *testing.T) {
+	needHarness(t)
 	ensureCounter(t)
 	stop, sent, failures := requestLoop(t, "counter.lab.example.com")
 	// Observe the loop against a healthy system first, then again while
@@ -695,6 +702,7 @@ spec:
 // controller's and the proxy's status port) and the Prometheus endpoints
 // answer, with Portico's own metrics.
 func TestControllerProbesAndMetrics(t *testing.T) {
+	needHarness(t)
 	get := func(url string) (int, string, error) {
 		resp, err := http.Get(url)
 		if err != nil {

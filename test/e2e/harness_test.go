@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -33,6 +34,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -41,6 +43,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/portico-gateway/portico/internal/poll"
 )
 
 const (
@@ -77,10 +81,23 @@ type harness struct {
 
 var h *harness
 
+// skipReason is why the harness could not be set up without it being a
+// failure (not root); every test then skips with it, visibly, instead of
+// the binary exiting 0 as if everything had passed.
+var skipReason string
+
+// needHarness skips the test, saying why, when there is no harness.
+func needHarness(t *testing.T) {
+	t.Helper()
+	if h == nil {
+		t.Skip("e2e: " + skipReason)
+	}
+}
+
 func TestMain(m *testing.M) {
 	if os.Geteuid() != 0 {
-		fmt.Println("e2e: skipped: network namespaces need root (CI runs as root)")
-		os.Exit(0)
+		skipReason = "network namespaces for backend pods need root (CI runs as root); run as root to run the end-to-end tests"
+		os.Exit(m.Run())
 	}
 	var err error
 	h, err = setup()
@@ -190,6 +207,15 @@ func setup() (*harness, error) {
 	if err := hs.applyYAML(context.Background(), string(rbac)); err != nil {
 		return hs, err
 	}
+	// The ingress gateway's ServiceAccount and Role, as config/deploy
+	// creates them: the harness proxy authenticates as that pod would.
+	gwRBAC, err := os.ReadFile(filepath.Join(root, "config", "deploy", "ingressgateway", "rbac.yaml"))
+	if err != nil {
+		return hs, err
+	}
+	if err := hs.applyYAML(context.Background(), string(gwRBAC)); err != nil {
+		return hs, err
+	}
 	sa, err := hs.env.AddUser(envtest.User{Name: "system:serviceaccount:portico-system:portico-controller",
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:portico-system", "system:authenticated"}}, nil)
 	if err != nil {
@@ -215,13 +241,80 @@ func setup() (*harness, error) {
 	for from, to := range hs.ports {
 		pm = append(pm, fmt.Sprintf("%d:%d", from, to))
 	}
+	// The proxy authenticates as a pod of config/deploy's ingress gateway:
+	// a token bound to its Pod, for audience portico, and the CA the
+	// controller publishes.
+	creds, err := hs.proxyCredentials(context.Background(), "istio-system", "istio-ingressgateway", "istio-ingressgateway-e2e",
+		map[string]string{"istio": "ingressgateway", "app": "istio-ingressgateway"}, "portico")
+	if err != nil {
+		return hs, err
+	}
 	hs.proxy, err = hs.start("edge-proxy", hs.bins["edge-proxy"], "--xds-address", hs.xdsAddr, "--labels", "istio=ingressgateway",
+		"--xds-ca-file", creds.caFile, "--xds-token-file", creds.tokenFile, "--xds-server-name", xdsServerName,
+		"--namespace", "istio-system",
 		"--node-id", "istio-ingressgateway-e2e", "--admin-address", hs.adminAddr, "--port-map", strings.Join(pm, ","), "--drain-time", "2s",
 		"--status-address", hs.proxyStatus, "--termination-drain-duration", "1s")
 	if err != nil {
 		return hs, err
 	}
 	return hs, nil
+}
+
+// xdsServerName is a name of the controller's xDS certificate (its
+// Service's DNS name in config/deploy).
+const xdsServerName = "portico-controller.portico-system.svc"
+
+// credentials are what a proxy pod has mounted.
+type credentials struct {
+	caFile, tokenFile string
+	token             string
+	pod               *corev1.Pod
+}
+
+// proxyCredentials registers a gateway Pod (it stays Pending: there is no
+// scheduler) running as a ServiceAccount, requests a token bound to it
+// for audience with the TokenRequest API (what the kubelet projects), and
+// reads the CA certificate the controller publishes into the namespace.
+func (hs *harness) proxyCredentials(ctx context.Context, namespace, serviceAccount, podName string, labels map[string]string, audience string) (*credentials, error) {
+	cs, err := kubernetes.NewForConfig(hs.cfg)
+	if err != nil {
+		return nil, err
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: serviceAccount}}
+	if _, err := cs.CoreV1().ServiceAccounts(namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, err
+	}
+	pod, err := cs.CoreV1().Pods(namespace).Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: podName, Namespace: namespace, Labels: labels},
+		Spec: corev1.PodSpec{ServiceAccountName: serviceAccount, AutomountServiceAccountToken: ptr.To(false),
+			Containers: []corev1.Container{{Name: "istio-proxy", Image: "portico/edge-proxy"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("creating pod %s/%s: %w", namespace, podName, err)
+	}
+	tr, err := cs.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, serviceAccount, &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{
+		Audiences: []string{audience}, ExpirationSeconds: ptr.To[int64](2 * 3600),
+		BoundObjectRef: &authnv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+	}}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("requesting a token for %s/%s: %w", namespace, serviceAccount, err)
+	}
+	c := &credentials{pod: pod, token: tr.Status.Token,
+		tokenFile: filepath.Join(hs.work, namespace+"-"+podName+".token"), caFile: filepath.Join(hs.work, namespace+"-root-cert.pem")}
+	if err := os.WriteFile(c.tokenFile, []byte(tr.Status.Token), 0o600); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		cm, err := cs.CoreV1().ConfigMaps(namespace).Get(ctx, "portico-ca-root-cert", metav1.GetOptions{})
+		if err == nil && cm.Data["root-cert.pem"] != "" {
+			return c, os.WriteFile(c.caFile, []byte(cm.Data["root-cert.pem"]), 0o644)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the controller did not publish its CA in %s: %v", namespace, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func (hs *harness) startController() error {
@@ -537,29 +630,25 @@ func condition(st map[string]any, typ string) map[string]any {
 // eventually polls f until it returns nil or the timeout passes.
 func eventually(t *testing.T, what string, timeout time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for {
-		if err = f(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			// What the proxy holds is usually the answer to why.
-			if h != nil && h.adminAddr != "" {
-				clusters, _ := h.admin("/clusters")
-				t.Logf("proxy /clusters:\n%s", clusters)
-				for _, path := range []string{"/debug/status", "/debug/ir"} {
-					if resp, err := http.Get("http://" + h.debugAddr + path); err == nil {
-						b, _ := io.ReadAll(resp.Body)
-						resp.Body.Close()
-						t.Logf("controller %s:\n%s", path, b)
-					}
-				}
-			}
-			t.Fatalf("timed out after %v waiting for %s: %v", timeout, what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := poll.WaitUpTo(ctx, 50*time.Millisecond, f)
+	if err == nil {
+		return
 	}
+	// What the proxy holds is usually the answer to why.
+	if h != nil && h.adminAddr != "" {
+		clusters, _ := h.admin("/clusters")
+		t.Logf("proxy /clusters:\n%s", clusters)
+		for _, path := range []string{"/debug/status", "/debug/ir"} {
+			if resp, err := http.Get("http://" + h.debugAddr + path); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				t.Logf("controller %s:\n%s", path, b)
+			}
+		}
+	}
+	t.Fatalf("timed out after %v waiting for %s: %v", timeout, what, err)
 }
 
 // httpGet sends a request through the proxy's port for a Gateway port.

@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -33,6 +34,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/portico-gateway/portico/internal/fsread"
 	"github.com/portico-gateway/portico/pkg/resource"
 )
 
@@ -42,7 +44,15 @@ type Options struct {
 	Holdoff time.Duration
 	// MaxDelay bounds how long a burst of events can postpone a reload.
 	MaxDelay time.Duration
+	// MaxFileSize bounds a config file (default DefaultMaxFileSize): a
+	// larger one is reported and its last good version keeps serving.
+	MaxFileSize int64
 }
+
+// DefaultMaxFileSize is far beyond any hand-written configuration (5,000
+// VirtualServices take about 2 MiB) and keeps a runaway file, or a
+// symlink to something endless, from exhausting memory.
+const DefaultMaxFileSize = 16 << 20
 
 // Provider reads and watches a directory.
 type Provider struct {
@@ -87,6 +97,9 @@ func New(dir string, log logr.Logger, opts Options) *Provider {
 	}
 	if opts.MaxDelay == 0 {
 		opts.MaxDelay = time.Second
+	}
+	if opts.MaxFileSize == 0 {
+		opts.MaxFileSize = DefaultMaxFileSize
 	}
 	return &Provider{dir: dir, log: log, opts: opts, files: map[string]*fileState{}, gens: map[resource.Key]generation{}, dirty: map[string]bool{}}
 }
@@ -292,7 +305,10 @@ func (p *Provider) readFile(path string) fileRead {
 	if err != nil {
 		rel = path
 	}
-	data, err := os.ReadFile(path)
+	// Only regular files, bounded, opened without blocking: a FIFO named
+	// *.yaml must not wedge every later reload, nor a symlink to
+	// /dev/zero fill memory.
+	data, err := fsread.Regular(path, p.opts.MaxFileSize)
 	if err != nil {
 		return fileRead{rel: rel, readErr: err}
 	}
@@ -319,7 +335,14 @@ func (p *Provider) applyFile(path string, r fileRead) {
 			p.files[path] = st
 		}
 		st.errs = []*resource.DecodeError{{Source: rel, Err: err}}
-		p.log.Error(err, "reading config file; keeping its last good version", "file", rel)
+		switch {
+		case errors.Is(err, fsread.ErrNotRegular) && len(st.objs) == 0:
+			p.log.Error(err, "skipping a config file that is not a regular file", "file", rel)
+		case errors.Is(err, fsread.ErrTooLarge):
+			p.log.Error(err, "config file over the size limit; its last good version (if any) keeps serving", "file", rel, "limit", p.opts.MaxFileSize)
+		default:
+			p.log.Error(err, "reading config file; its last good version (if any) keeps serving", "file", rel)
+		}
 		return
 	}
 	for _, ig := range r.ignored {
@@ -433,11 +456,30 @@ func asObjects[T resource.Object](list []T) []resource.Object {
 }
 
 // fileErrors lists every file's current decode errors, in path order.
+// While a file fails, none of its new version is used, so every object of
+// its last good version is stale: those an error names get that error,
+// the others (a YAML syntax error names no object) the file's first
+// error. Their statuses then say so until the file is fixed, instead of
+// reverting to Accepted.
 func (p *Provider) fileErrors(paths []string) []resource.InvalidResource {
 	var out []resource.InvalidResource
 	for _, f := range paths {
-		for _, e := range p.files[f].errs {
+		st := p.files[f]
+		if len(st.errs) == 0 {
+			continue
+		}
+		named := map[resource.Key]bool{}
+		for _, e := range st.errs {
 			out = append(out, resource.InvalidResource{Key: e.Key, Source: e.Source, Error: e.Error()})
+			if e.Key.Name != "" {
+				named[e.Key] = true
+			}
+		}
+		first := st.errs[0]
+		for _, o := range st.objs {
+			if k := resource.KeyOf(o); !named[k] {
+				out = append(out, resource.InvalidResource{Key: k, Source: first.Source, Error: first.Error()})
+			}
 		}
 	}
 	return out

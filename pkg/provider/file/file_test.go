@@ -182,7 +182,7 @@ func TestPartialWriteKeepsLastGoodVersion(t *testing.T) {
 	if hostOf(r, "a") != "good.example.com" {
 		t.Fatalf("last good version not kept: %s", describe(r))
 	}
-	if e := r.Invalid[0]; e.Source != "vs.yaml" || !strings.Contains(e.Error, "vs.yaml: document 0") {
+	if e := r.Invalid[0]; e.Source != "vs.yaml" || !strings.Contains(e.Error, "vs.yaml:") || !strings.Contains(e.Error, ": document 1") {
 		t.Errorf("error should name file and document: %+v", e)
 	}
 	// A document with a typo names the field.
@@ -334,10 +334,12 @@ func TestPatchedSnapshotEqualsFullMerge(t *testing.T) {
 		p.reload([]string{filepath.Join(dir, step.file)})
 		snap := p.Snapshot()
 		if step.name == "a broken document" {
-			// The last good objects stay; the error is reported.
+			// The last good objects stay; the error is reported, on
+			// every object of the file (none of its new version is used).
 			kept := *snap
 			kept.Invalid = prev.Invalid
-			if render(&kept) != render(prev) || len(snap.Invalid) != 1 || !strings.Contains(snap.Invalid[0].Error, "spec.hosts") {
+			if render(&kept) != render(prev) || len(snap.Invalid) != 2 || snap.Invalid[0].Key.Name != "c" || snap.Invalid[1].Key.Name != "c-2" ||
+				!strings.Contains(snap.Invalid[0].Error, "spec.hosts") || !strings.Contains(snap.Invalid[1].Error, "spec.hosts") {
 				t.Errorf("%s: %v", step.name, snap.Invalid)
 			}
 		} else if got, want := render(snap), fresh(); got != want {

@@ -63,6 +63,10 @@ type Provider struct {
 	opts Options
 	log  logr.Logger
 	mgr  manager.Manager
+	// cached reads from the manager's informer cache and api writes to
+	// the API server (the manager's; tests substitute fakes).
+	cached client.Reader
+	api    client.Client
 	// gvks are the served versions chosen for the Istio kinds.
 	gvks map[string]schema.GroupVersionKind
 
@@ -71,7 +75,6 @@ type Provider struct {
 
 	mu      sync.Mutex
 	decoded map[string]decodedObject // uid → last decode, reused while resourceVersion is unchanged
-	elected bool
 	// synced is set once the first snapshot is published: until then the
 	// replica would serve an empty configuration, so it is not ready.
 	synced atomic.Bool
@@ -113,7 +116,7 @@ func New(opts Options, log logr.Logger) (*Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating controller manager: %w", err)
 	}
-	p := &Provider{opts: opts, log: log, mgr: mgr, gvks: map[string]schema.GroupVersionKind{},
+	p := &Provider{opts: opts, log: log, mgr: mgr, cached: mgr.GetCache(), api: mgr.GetClient(), gvks: map[string]schema.GroupVersionKind{},
 		trigger: make(chan struct{}, 1), decoded: map[string]decodedObject{}}
 	for _, kind := range istioKinds {
 		gvk, err := p.servedVersion(kind)
@@ -161,7 +164,7 @@ func (p *Provider) servedVersion(kind string) (schema.GroupVersionKind, error) {
 func (p *Provider) Manager() manager.Manager { return p.mgr }
 
 // Client is a client reading from the cache and writing to the API server.
-func (p *Provider) Client() client.Client { return p.mgr.GetClient() }
+func (p *Provider) Client() client.Client { return p.api }
 
 // GVK returns the served version used for an Istio kind.
 func (p *Provider) GVK(kind string) schema.GroupVersionKind { return p.gvks[kind] }
@@ -253,7 +256,7 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 // snapshot lists every watched object from the cache.
 func (p *Provider) snapshot(ctx context.Context) (*resource.Resources, error) {
 	res := &resource.Resources{}
-	c := p.mgr.GetCache()
+	c := p.cached
 	seen := map[string]bool{}
 	for _, kind := range istioKinds {
 		list := &unstructured.UnstructuredList{}
@@ -306,7 +309,9 @@ func (p *Provider) snapshot(ctx context.Context) (*resource.Resources, error) {
 	for i := range pods.Items {
 		res.Pods = append(res.Pods, &pods.Items[i])
 	}
-	res.Secrets = p.secrets.snapshot()
+	if p.secrets != nil {
+		res.Secrets = p.secrets.snapshot()
+	}
 	res.Sort()
 	return res, nil
 }

@@ -51,7 +51,7 @@ func NewServicePorts(p *Provider, log logr.Logger, nodePorts, targetPorts map[ui
 // builds exactly the classes they front.
 func (s *ServicePorts) Classes() []map[string]string {
 	var list corev1.ServiceList
-	if err := s.p.mgr.GetCache().List(context.Background(), &list); err != nil {
+	if err := s.p.cached.List(context.Background(), &list); err != nil {
 		return nil
 	}
 	var out []map[string]string
@@ -105,7 +105,7 @@ func portName(l *ir.Listener) string {
 // missing from an unmanaged Service).
 func (s *ServicePorts) Reconcile(ctx context.Context, result *gateway.Result) map[resource.Key]status.Condition {
 	var list corev1.ServiceList
-	if err := s.p.mgr.GetCache().List(ctx, &list); err != nil {
+	if err := s.p.cached.List(ctx, &list); err != nil {
 		s.log.Error(err, "listing Services")
 		return nil
 	}
@@ -223,7 +223,7 @@ func (s *ServicePorts) reconcileService(ctx context.Context, svc *corev1.Service
 	}
 	sort.Strings(ml)
 	next.Annotations[AnnotationManagedPorts] = strings.Join(ml, ",")
-	err := s.p.mgr.GetClient().Update(ctx, next, client.FieldOwner("portico"))
+	err := s.p.api.Update(ctx, next, client.FieldOwner("portico"))
 	if err != nil && apierrors.IsInvalid(err) && strings.Contains(err.Error(), "provided port is already allocated") {
 		// The preferred node port is taken: let the API server choose.
 		for i := range next.Spec.Ports {
@@ -233,7 +233,7 @@ func (s *ServicePorts) reconcileService(ctx context.Context, svc *corev1.Service
 				}
 			}
 		}
-		err = s.p.mgr.GetClient().Update(ctx, next, client.FieldOwner("portico"))
+		err = s.p.api.Update(ctx, next, client.FieldOwner("portico"))
 	}
 	if err != nil {
 		return nil, err

@@ -170,7 +170,7 @@ func (w *StatusWriter) write(ctx context.Context, st *status.Status) error {
 	}
 	u := &unstructured.Unstructured{}
 	u.SetGroupVersionKind(gvk)
-	if err := w.p.mgr.GetCache().Get(ctx, types.NamespacedName{Namespace: st.Key.Namespace, Name: st.Key.Name}, u); err != nil {
+	if err := w.p.cached.Get(ctx, types.NamespacedName{Namespace: st.Key.Namespace, Name: st.Key.Name}, u); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil // deleted meanwhile
 		}
@@ -195,7 +195,7 @@ func (w *StatusWriter) write(ctx context.Context, st *status.Status) error {
 	obj.SetGroupVersionKind(gvk)
 	obj.SetNamespace(st.Key.Namespace)
 	obj.SetName(st.Key.Name)
-	err = w.p.mgr.GetClient().Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch), client.FieldOwner("portico"))
+	err = w.p.api.Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch), client.FieldOwner("portico"))
 	if apierrors.IsNotFound(err) {
 		return nil
 	}

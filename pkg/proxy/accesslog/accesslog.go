@@ -118,20 +118,29 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 
 func appendQuoted(b []byte, s string) []byte {
 	b = append(b, '"')
-	if s == "" {
-		b = append(b, '-')
-	} else {
-		b = append(b, s...)
-	}
+	b = appendOrDash(b, s)
 	return append(b, '"')
 }
 
+// appendOrDash appends s, or "-" when it is empty, escaping what would let
+// a client forge log lines or terminal sequences: control characters,
+// DEL, '"' and '\' become \xHH, as nginx writes them.
 func appendOrDash(b []byte, s string) []byte {
 	if s == "" {
 		return append(b, '-')
 	}
-	return append(b, s...)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c == 0x7f || c == '"' || c == '\\' {
+			b = append(b, '\\', 'x', hexDigit[c>>4], hexDigit[c&0xf])
+			continue
+		}
+		b = append(b, c)
+	}
+	return b
 }
+
+const hexDigit = "0123456789ABCDEF"
 
 // Format renders an entry in Envoy's default format:
 //

@@ -8,9 +8,12 @@ package hcm
 
 import (
 	"fmt"
+	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/portico-gateway/portico/pkg/proxy/httpx"
 	"github.com/portico-gateway/portico/pkg/proxy/router"
 )
 
@@ -23,13 +26,56 @@ const (
 	XFCCAlwaysForwardOnly
 )
 
+// What to do with a request header whose name holds an underscore
+// (Envoy's headers_with_underscores_action).
+const (
+	UnderscoresAllow = iota
+	UnderscoresReject
+	UnderscoresDrop
+)
+
+// What to do with %2F, %2f, %5C and %5c in a path (Envoy's
+// path_with_escaped_slashes_action).
+const (
+	EscapedSlashesKeep = iota
+	EscapedSlashesReject
+	EscapedSlashesUnescapeAndRedirect
+	EscapedSlashesUnescapeAndForward
+)
+
+// Envoy's defaults for what an HttpConnectionManager leaves unset, where
+// they are safe at an edge. (Envoy's HTTP/2 windows default to 256 MiB,
+// which lets one client pin that much memory per connection; the proxy
+// uses the values of Envoy's edge best practices instead.)
+const (
+	DefaultStreamIdleTimeout       = 5 * time.Minute
+	DefaultIdleTimeout             = time.Hour
+	DefaultMaxConcurrentStreams    = 100
+	DefaultInitialStreamWindow     = 64 << 10
+	DefaultInitialConnectionWindow = 1 << 20
+	// DefaultBufferLimit is Envoy's per_connection_buffer_limit_bytes
+	// default; pkg/translate emits 32 KiB, as Envoy's edge guide does.
+	DefaultBufferLimit = 1 << 20
+)
+
+// HTTP2 are the HTTP/2 protocol options the proxy honours.
+type HTTP2 struct {
+	MaxConcurrentStreams    uint32
+	InitialStreamWindow     uint32
+	InitialConnectionWindow uint32
+}
+
 // Config is a compiled HttpConnectionManager.
 type Config struct {
-	StatPrefix        string
-	RouteConfig       string
-	UseRemoteAddress  bool
-	XFFTrustedHops    int
-	NormalizePath     bool
+	StatPrefix       string
+	RouteConfig      string
+	UseRemoteAddress bool
+	XFFTrustedHops   int
+	NormalizePath    bool
+	// MergeSlashes collapses runs of '/' in the path.
+	MergeSlashes bool
+	// EscapedSlashes is one of the EscapedSlashes* actions.
+	EscapedSlashes    int
 	StripAnyHostPort  bool
 	ServerName        string
 	AccessLog         bool
@@ -41,6 +87,22 @@ type Config struct {
 	// Fault is the filter-level fault, applying to routes without their own.
 	Fault   *router.Fault
 	HasCORS bool
+
+	// RequestHeadersTimeout bounds receiving a request head, from its
+	// first byte (0: none). StreamIdleTimeout ends a request on which
+	// nothing moved in either direction that long; IdleTimeout closes a
+	// connection without requests that long.
+	RequestHeadersTimeout time.Duration
+	StreamIdleTimeout     time.Duration
+	IdleTimeout           time.Duration
+	// Limits bound request heads (max_request_headers_kb, max_headers_count).
+	Limits httpx.Limits
+	HTTP2  HTTP2
+	// Underscores is one of the Underscores* actions.
+	Underscores int
+	// BufferLimit is the listener's per_connection_buffer_limit_bytes: the
+	// most of a request body held in memory (for retries and mirrors).
+	BufferLimit int
 }
 
 // Compile converts an HttpConnectionManager; the filter chain must be
@@ -59,6 +121,61 @@ func Compile(m *hcmv3.HttpConnectionManager) (*Config, error) {
 	if cfg.ServerName == "" {
 		cfg.ServerName = "envoy"
 	}
+	cfg.MergeSlashes = m.MergeSlashes
+	switch m.PathWithEscapedSlashesAction {
+	case hcmv3.HttpConnectionManager_IMPLEMENTATION_SPECIFIC_DEFAULT, hcmv3.HttpConnectionManager_KEEP_UNCHANGED:
+		cfg.EscapedSlashes = EscapedSlashesKeep
+	case hcmv3.HttpConnectionManager_REJECT_REQUEST:
+		cfg.EscapedSlashes = EscapedSlashesReject
+	case hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT:
+		cfg.EscapedSlashes = EscapedSlashesUnescapeAndRedirect
+	case hcmv3.HttpConnectionManager_UNESCAPE_AND_FORWARD:
+		cfg.EscapedSlashes = EscapedSlashesUnescapeAndForward
+	default:
+		return nil, fmt.Errorf("unsupported path_with_escaped_slashes_action %v", m.PathWithEscapedSlashesAction)
+	}
+	cfg.RequestHeadersTimeout = m.GetRequestHeadersTimeout().AsDuration()
+	cfg.StreamIdleTimeout = DefaultStreamIdleTimeout
+	if m.StreamIdleTimeout != nil {
+		cfg.StreamIdleTimeout = m.StreamIdleTimeout.AsDuration() // 0 disables, as in Envoy
+	}
+	cfg.IdleTimeout = DefaultIdleTimeout
+	cfg.Limits = httpx.DefaultLimits
+	cfg.Underscores = UnderscoresAllow
+	if o := m.CommonHttpProtocolOptions; o != nil {
+		if o.IdleTimeout != nil {
+			cfg.IdleTimeout = o.IdleTimeout.AsDuration()
+		}
+		if o.MaxHeadersCount != nil {
+			cfg.Limits.MaxHeaders = int(o.MaxHeadersCount.Value)
+		}
+		switch o.HeadersWithUnderscoresAction {
+		case corev3.HttpProtocolOptions_ALLOW:
+		case corev3.HttpProtocolOptions_REJECT_REQUEST:
+			cfg.Underscores = UnderscoresReject
+		case corev3.HttpProtocolOptions_DROP_HEADER:
+			cfg.Underscores = UnderscoresDrop
+		default:
+			return nil, fmt.Errorf("unsupported headers_with_underscores_action %v", o.HeadersWithUnderscoresAction)
+		}
+	}
+	if m.MaxRequestHeadersKb != nil {
+		cfg.Limits.MaxHeaderBytes = int(m.MaxRequestHeadersKb.Value) << 10
+	}
+	cfg.HTTP2 = HTTP2{MaxConcurrentStreams: DefaultMaxConcurrentStreams, InitialStreamWindow: DefaultInitialStreamWindow,
+		InitialConnectionWindow: DefaultInitialConnectionWindow}
+	if o := m.Http2ProtocolOptions; o != nil {
+		if o.MaxConcurrentStreams != nil {
+			cfg.HTTP2.MaxConcurrentStreams = o.MaxConcurrentStreams.Value
+		}
+		if o.InitialStreamWindowSize != nil {
+			cfg.HTTP2.InitialStreamWindow = o.InitialStreamWindowSize.Value
+		}
+		if o.InitialConnectionWindowSize != nil {
+			cfg.HTTP2.InitialConnectionWindow = o.InitialConnectionWindowSize.Value
+		}
+	}
+	cfg.BufferLimit = DefaultBufferLimit
 	if d := m.SetCurrentClientCertDetails; d != nil {
 		cfg.CertSubject, cfg.CertDNS, cfg.CertURI = d.GetSubject().GetValue(), d.Dns, d.Uri
 	}

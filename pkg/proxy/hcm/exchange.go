@@ -36,6 +36,8 @@ type exchange struct {
 	xff, ua   string
 	requestID string
 	bytesIn   int64
+	// detach takes a streamed request body back from an HTTP/2 transport.
+	detach *detachableBody
 }
 
 // ServeRequest runs one request through the pipeline and reports whether
@@ -78,14 +80,24 @@ func (x *exchange) run() bool {
 	if req.ContentLength > 0 {
 		x.bytesIn = req.ContentLength
 	}
-	if !x.edgeHeaders() {
-		return x.reply(400, "", nil) && false
+	// Connection-specific headers go first, as received: a client must not
+	// be able to nominate away what the proxy adds next.
+	httpx.RemoveHopByHop(&req.Header)
+	if !x.underscores() {
+		x.flags |= accesslog.DownstreamProtocolError
+		return x.replyAndClose(400, "", nil)
 	}
-	if h.cfg.NormalizePath {
-		p, ok := normalizePath(req.Target)
-		if !ok {
-			return x.reply(400, "", nil) && false
-		}
+	if !x.edgeHeaders() {
+		return x.replyAndClose(400, "", nil)
+	}
+	switch p, v := h.cfg.processPath(req.Target); v {
+	case pathReject:
+		x.flags |= accesslog.DownstreamProtocolError
+		return x.replyAndClose(400, "", nil)
+	case pathRedirect:
+		h.st.rqRedirect.Inc()
+		return x.reply(307, "", []httpx.Field{{Name: "location", Value: p}})
+	default:
 		req.Target = p
 	}
 	host := req.Authority
@@ -276,6 +288,15 @@ func (x *exchange) reply(status int, body string, extra []httpx.Field) bool {
 	return x.h.localReply(x.w, x.req, status, body, append(extra, x.extraResp...), x)
 }
 
+// replyAndClose sends a local reply after which the connection closes
+// (HTTP/1.1 says so with "connection: close"): the request was malformed or
+// its body cannot be finished, so nothing after it can be trusted.
+func (x *exchange) replyAndClose(status int, body string, extra []httpx.Field) bool {
+	x.w.CloseAfter()
+	x.reply(status, body, extra)
+	return false
+}
+
 // localReply writes a response the proxy generated itself.
 func (h *Handler) localReply(w ResponseWriter, req *httpx.Request, status int, body string, extra []httpx.Field, xs ...*exchange) bool {
 	if len(xs) > 0 {
@@ -285,11 +306,12 @@ func (h *Handler) localReply(w ResponseWriter, req *httpx.Request, status int, b
 		w.CloseAfter() // too late for a clean response: end the connection
 		return false
 	}
+	if status == 400 || status == 408 || status == 431 {
+		w.CloseAfter()
+	}
 	var hdr httpx.Header
 	hdr.Fields = make([]httpx.Field, 0, 4+len(extra))
-	for _, f := range extra {
-		hdr.Fields = append(hdr.Fields, f)
-	}
+	hdr.Fields = append(hdr.Fields, extra...)
 	if body != "" && !hdr.Has("content-type") {
 		hdr.Add("content-type", "text/plain")
 	}

@@ -11,19 +11,17 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/portico-gateway/portico/pkg/proxy/accesslog"
 	"github.com/portico-gateway/portico/pkg/proxy/httpx"
+	"github.com/portico-gateway/portico/pkg/proxy/overload"
 	"github.com/portico-gateway/portico/pkg/proxy/router"
 	"github.com/portico-gateway/portico/pkg/proxy/upstream"
 )
-
-// maxReplayBody is the largest request body kept for retries and mirrors
-// (Envoy's default per-connection buffer limit is 1 MiB).
-const maxReplayBody = 1 << 20
 
 // Envoy's local reply bodies.
 const (
@@ -47,6 +45,9 @@ const (
 	failProtocol
 	failCancelled // the client went away
 	failEjected   // the host was ejected while the request waited for it
+	// failDownstream: the client's body could not be read (its error is
+	// a *downstreamError).
+	failDownstream
 )
 
 // attempt is the outcome of one try.
@@ -80,6 +81,11 @@ type bodySource struct {
 	stream   io.Reader
 	length   int64 // -1 unknown
 	used     bool
+	// ref accounts the buffered bytes against the global budget until the
+	// request and its mirrors are done with them.
+	ref *bufferRef
+	// err is why the body could not be read (prepareBody failed).
+	err error
 }
 
 func (b *bodySource) reader() (io.Reader, bool) {
@@ -93,7 +99,67 @@ func (b *bodySource) reader() (io.Reader, bool) {
 	return b.stream, true
 }
 
-func (x *exchange) forward(route *router.Route) bool {
+func (b *bodySource) release() { b.ref.release() }
+
+// bufferRef counts the holders of a buffered body; the last one returns
+// its bytes to the overload manager's budget.
+type bufferRef struct {
+	refs atomic.Int32
+	n    int64
+	ov   *overload.Manager
+}
+
+func (r *bufferRef) hold() {
+	if r != nil {
+		r.refs.Add(1)
+	}
+}
+
+func (r *bufferRef) release() {
+	if r != nil && r.refs.Add(-1) == 0 {
+		r.ov.ReleaseBuffer(r.n)
+	}
+}
+
+// detachableBody hands a request body to a reader the exchange does not
+// control (the HTTP/2 transport writes request bodies from its own
+// goroutine, and may still be reading when the response is complete) and
+// takes it back: after detach, no read is in progress and none will be.
+type detachableBody struct {
+	mu       sync.Mutex
+	r        io.Reader
+	abort    func()
+	detached bool
+}
+
+var errBodyDetached = errors.New("request body no longer available")
+
+func (d *detachableBody) Read(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.detached {
+		return 0, errBodyDetached
+	}
+	return d.r.Read(p)
+}
+
+// detach waits for a read in progress to end, interrupting it when it is
+// blocked, and fails every later read. It reports whether a read had to be
+// interrupted: the connection it reads from is then unusable.
+func (d *detachableBody) detach() (interrupted bool) {
+	if !d.mu.TryLock() {
+		if d.abort != nil {
+			d.abort()
+		}
+		d.mu.Lock()
+		interrupted = true
+	}
+	d.detached = true
+	d.mu.Unlock()
+	return interrupted
+}
+
+func (x *exchange) forward(route *router.Route) (keep bool) {
 	h, req := x.h, x.req
 	wc := pickWeighted(route)
 	x.applyRequestOps(wc)
@@ -104,7 +170,8 @@ func (x *exchange) forward(route *router.Route) bool {
 	if route.Rewrite.Host != "" {
 		req.Authority = route.Rewrite.Host
 	}
-	httpx.RemoveHopByHop(&req.Header)
+	// Route header operations may not set connection-specific headers.
+	httpx.RemoveFixedHopByHop(&req.Header)
 	cluster := h.env.Clusters.Get(wc.Name)
 	if cluster == nil {
 		h.st.noCluster.Inc()
@@ -113,11 +180,25 @@ func (x *exchange) forward(route *router.Route) bool {
 	}
 	hash, hasHash := x.hashKey(route)
 	body, ok := x.prepareBody(route)
+	defer body.release()
+	defer func() {
+		// Take the body back from whatever may still read it (an HTTP/2
+		// transport streaming it upstream) before the connection reads on.
+		if x.detach != nil && x.detach.detach() {
+			keep = false
+		}
+	}()
 	if !ok {
-		return x.reply(400, "", nil) && false
+		return x.downstreamFailure(body.err)
 	}
 	if len(route.Mirrors) > 0 && body.replay {
-		x.mirror(route, body.buffered)
+		x.mirror(route, &body)
+	}
+	if x.ctx.Err() != nil {
+		// The client reset the stream already (HTTP/2): nothing to send.
+		x.flags |= accesslog.DownstreamConnectionTermination
+		x.status = 499
+		return false
 	}
 	if !cluster.AcquireRequest() {
 		cluster.Stats.RqPendingOverflow.Inc()
@@ -187,6 +268,9 @@ func (x *exchange) forward(route *router.Route) bool {
 			x.flags |= accesslog.DownstreamConnectionTermination
 			x.status = 499
 			return false
+		case failDownstream:
+			host.Active.Add(-1)
+			return x.downstreamFailure(a.err)
 		case failOverflow:
 			host.Active.Add(-1)
 			x.flags |= accesslog.UpstreamOverflow
@@ -282,7 +366,10 @@ func (x *exchange) backoff(p *router.RetryPolicy, n int, deadline time.Time) boo
 }
 
 // prepareBody decides whether the request body can be replayed (retries,
-// mirrors): bodies up to maxReplayBody are read into memory first.
+// mirrors): a body is read into memory first only when it fits the
+// listener's per-connection buffer limit and the proxy's global budget,
+// as Envoy buffers for retries only within its buffer limits. Anything
+// larger streams, and is not retried.
 func (x *exchange) prepareBody(route *router.Route) (bodySource, bool) {
 	req := x.req
 	if !req.HasBody() {
@@ -291,30 +378,41 @@ func (x *exchange) prepareBody(route *router.Route) (bodySource, bool) {
 	needReplay := route.Retry != nil && route.Retry.NumRetries > 0 || len(route.Mirrors) > 0
 	if expect := req.Header.Get("expect"); strings.EqualFold(expect, "100-continue") {
 		req.Header.Del("expect")
-		if w, ok := x.w.(*h1Writer); ok {
-			w.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-			w.bw.Flush()
+		if w, ok := x.w.(interface{ Continue() error }); ok {
+			w.Continue()
 		}
 	}
-	if !needReplay || req.ContentLength > maxReplayBody {
-		return bodySource{stream: &countingReader{r: req.Body, n: &x.bytesIn}, length: req.ContentLength}, true
+	stream := bodySource{stream: &countingReader{r: req.Body, n: &x.bytesIn}, length: req.ContentLength}
+	limit := int64(x.h.cfg.BufferLimit)
+	if limit <= 0 {
+		limit = DefaultBufferLimit
 	}
-	limit := int64(maxReplayBody)
+	if !needReplay || req.ContentLength > limit {
+		return stream, true
+	}
 	if req.ContentLength >= 0 {
 		limit = req.ContentLength
 	}
-	buf := make([]byte, 0, min(limit, 64<<10))
-	b := bytes.NewBuffer(buf)
+	ov := x.h.env.Overload
+	if !ov.ReserveBuffer(limit) {
+		x.h.st.rqOverflow.Inc()
+		return stream, true
+	}
+	ref := &bufferRef{n: limit, ov: ov}
+	ref.refs.Store(1)
+	b := bytes.NewBuffer(make([]byte, 0, min(limit, 16<<10)))
 	n, err := io.CopyN(b, req.Body, limit+1)
 	x.bytesIn = n
 	if err != nil && err != io.EOF {
-		return bodySource{}, false
+		ref.release()
+		return bodySource{err: err}, false
 	}
 	if n > limit {
 		// Too big to keep: stream what was read followed by the rest.
+		ref.release()
 		return bodySource{stream: io.MultiReader(bytes.NewReader(b.Bytes()), &countingReader{r: req.Body, n: &x.bytesIn}), length: req.ContentLength}, true
 	}
-	return bodySource{buffered: b.Bytes(), replay: true, length: int64(b.Len())}, true
+	return bodySource{buffered: b.Bytes(), replay: true, length: int64(b.Len()), ref: ref}, true
 }
 
 type countingReader struct {
@@ -325,7 +423,44 @@ type countingReader struct {
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	*c.n += int64(n)
+	if err != nil && err != io.EOF {
+		err = &downstreamError{err}
+	}
 	return n, err
+}
+
+// downstreamError is a failure reading the client's request body: the
+// client stalled past the stream idle timeout, sent malformed framing, or
+// went away. It is the client's doing, not the upstream's.
+type downstreamError struct{ err error }
+
+func (e *downstreamError) Error() string { return "reading the request body: " + e.err.Error() }
+func (e *downstreamError) Unwrap() error { return e.err }
+
+// downstreamFailure answers a request whose body could not be read, as
+// Envoy does: 408 (SI) after the stream idle timeout, 400 (DPE) for
+// malformed framing, nothing for a client that left (DC).
+func (x *exchange) downstreamFailure(err error) bool {
+	switch {
+	case isTimeout(err):
+		x.flags |= accesslog.StreamIdleTimeout
+		x.h.st.rqIdleTimeout.Inc()
+		return x.replyAndClose(408, "stream timeout", nil)
+	case errors.Is(err, httpx.ErrMalformed), errors.Is(err, httpx.ErrHeaderTooLarge):
+		x.flags |= accesslog.DownstreamProtocolError
+		return x.replyAndClose(400, "", nil)
+	}
+	if c := x.w.Context(); c != nil && c.Err() == nil {
+		// HTTP/2, and the stream is still open: its body ended otherwise
+		// than it announced (DATA short of content-length). Without an
+		// answer the HTTP/2 server would report success.
+		x.flags |= accesslog.DownstreamProtocolError
+		return x.replyAndClose(400, "", nil)
+	}
+	x.flags |= accesslog.DownstreamConnectionTermination
+	x.status = 499
+	x.w.CloseAfter()
+	return false
 }
 
 // hashKey computes the consistent-hash key from the route's hash policies.
@@ -466,21 +601,18 @@ func (x *exchange) exchangeH1(c *upstream.Cluster, conn *upstream.Conn, body *bo
 	httpx.WriteRequestHead(conn.BW, req.Method, req.Target, req.Authority, &req.Header, length)
 	var err error
 	if r != nil && length != 0 {
-		if length > 0 {
-			_, err = io.CopyN(conn.BW, r, length)
-		} else {
-			cw := httpx.ChunkedWriter{W: conn.BW}
-			if _, err = io.Copy(cw, r); err == nil {
-				err = cw.Close()
-			}
-		}
+		err = copyRequestBody(conn.BW, r, length)
 	}
 	if err == nil {
 		err = conn.BW.Flush()
 	}
 	if err != nil {
 		c.Release(conn, false)
-		if isTimeout(err) {
+		var de *downstreamError
+		switch {
+		case errors.As(err, &de):
+			return attempt{fail: failDownstream, err: err}
+		case isTimeout(err):
 			return attempt{fail: failTimeout, err: err}
 		}
 		return attempt{fail: failReset, err: err}
@@ -502,6 +634,65 @@ func (x *exchange) exchangeH1(c *upstream.Cluster, conn *upstream.Conn, body *bo
 		return attempt{fail: failReset, err: err, first: first}
 	}
 	return attempt{conn: conn, resp: resp, first: time.Now()}
+}
+
+// chunkBufPool holds the buffers chunked request bodies stream through.
+var chunkBufPool = sync.Pool{New: func() any { b := make([]byte, 4<<10); return &b }}
+
+// copyRequestBody streams a request body of length bytes (-1: chunked) to
+// an upstream connection, flushing after every read so the upstream sees
+// the body as the client sends it. A body of known length is read straight
+// into the connection's write buffer: io.CopyN would go through the TCP
+// connection's ReadFrom, which allocates 32 KiB per request and keeps it
+// for as long as a client takes to send its body (a stalled upload).
+func copyRequestBody(bw *bufio.Writer, r io.Reader, length int64) error {
+	if length < 0 {
+		bp := chunkBufPool.Get().(*[]byte)
+		defer chunkBufPool.Put(bp)
+		cw := httpx.ChunkedWriter{W: bw}
+		for {
+			n, err := r.Read(*bp)
+			if n > 0 {
+				cw.Write((*bp)[:n])
+				if ferr := bw.Flush(); ferr != nil {
+					return ferr
+				}
+			}
+			if err == io.EOF {
+				return cw.Close()
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	for length > 0 {
+		if bw.Available() == 0 {
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+		}
+		b := bw.AvailableBuffer()
+		b = b[:min(int64(cap(b)), length)]
+		n, err := r.Read(b)
+		if n > 0 {
+			bw.Write(b[:n]) // the buffer's own free space: no copy
+			length -= int64(n)
+			if ferr := bw.Flush(); ferr != nil {
+				return ferr
+			}
+		}
+		if err == io.EOF {
+			if length > 0 {
+				return &downstreamError{io.ErrUnexpectedEOF} // the client stopped short
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func isTimeout(err error) bool {
@@ -628,6 +819,10 @@ func (x *exchange) tryH2(c *upstream.Cluster, host *upstream.Host, body *bodySou
 		cancel()
 		return attempt{fail: failReset, err: errors.New("request body already sent")}
 	}
+	if r != nil && !body.replay {
+		d := &detachableBody{r: r, abort: x.req.AbortBody}
+		x.detach, r = d, d
+	}
 	hreq, err := http.NewRequestWithContext(ctx, x.req.Method, "http://upstream"+x.req.Target, r)
 	if err != nil {
 		cancel()
@@ -644,7 +839,10 @@ func (x *exchange) tryH2(c *upstream.Cluster, host *upstream.Host, body *bodySou
 	resp, err := c.RoundTripH2(hreq, host)
 	if err != nil {
 		cancel()
+		var de *downstreamError
 		switch {
+		case errors.As(err, &de):
+			return attempt{fail: failDownstream, err: err}
 		case x.ctx.Err() != nil:
 			return attempt{fail: failCancelled, err: err}
 		case errors.Is(err, context.DeadlineExceeded):
@@ -707,7 +905,8 @@ func (x *exchange) respondH2(c *upstream.Cluster, a *attempt, wc *router.Weighte
 
 // mirror sends copies of the request to mirror clusters, fire and forget:
 // their outcome never touches the client's response.
-func (x *exchange) mirror(route *router.Route, body []byte) {
+func (x *exchange) mirror(route *router.Route, src *bodySource) {
+	body := src.buffered
 	env := x.h.env
 	for _, m := range route.Mirrors {
 		if m.PerMillion < 1000000 && rand.Uint32N(1000000) >= m.PerMillion {
@@ -723,8 +922,10 @@ func (x *exchange) mirror(route *router.Route, body []byte) {
 		if timeout <= 0 {
 			timeout = 15 * time.Second
 		}
+		src.ref.hold()
 		go func() {
 			defer env.mirrorDone()
+			defer src.ref.release()
 			ctx, cancel := context.WithTimeout(env.Ctx, timeout)
 			defer cancel()
 			host := c.Pick(upstream.PickOptions{})
@@ -732,13 +933,13 @@ func (x *exchange) mirror(route *router.Route, body []byte) {
 				return
 			}
 			mx := &exchange{h: x.h, ctx: ctx, req: req, start: time.Now()}
-			src := bodySource{buffered: body, replay: true, length: int64(len(body))}
+			msrc := bodySource{buffered: body, replay: true, length: int64(len(body))}
 			c.Stats.RqTotal.Inc()
 			var a attempt
 			if c.HTTP2() {
-				a = mx.tryH2(c, host, &src, time.Now().Add(timeout))
+				a = mx.tryH2(c, host, &msrc, time.Now().Add(timeout))
 			} else {
-				a = mx.try(c, host, &src, time.Now().Add(timeout), nil)
+				a = mx.try(c, host, &msrc, time.Now().Add(timeout), nil)
 			}
 			switch {
 			case a.resp != nil:

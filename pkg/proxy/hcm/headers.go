@@ -145,28 +145,132 @@ func newRequestID() string {
 	return string(out[:])
 }
 
-// normalizePath applies RFC 3986 normalisation to the path part of a
-// target, as Envoy's normalize_path does: decode percent-encoded unreserved
-// characters, uppercase other escapes, and remove dot segments. It rejects
-// targets whose path does not start with '/' (and "*").
-func normalizePath(target string) (string, bool) {
+// underscores applies headers_with_underscores_action. Header names with
+// underscores are how "X_Auth_User" reaches an application (CGI, WSGI and
+// PHP map '-' and '_' alike) next to the "X-Auth-User" the gateway checked.
+func (x *exchange) underscores() bool {
+	if x.h.cfg.Underscores == UnderscoresAllow {
+		return true
+	}
+	hdr := &x.req.Header
+	for i := 0; i < len(hdr.Fields); i++ {
+		if strings.IndexByte(hdr.Fields[i].Name, '_') < 0 {
+			continue
+		}
+		if x.h.cfg.Underscores == UnderscoresReject {
+			x.h.st.underscoresRejected.Inc()
+			return false
+		}
+		x.h.st.underscoresDropped.Inc()
+		hdr.Fields = append(hdr.Fields[:i], hdr.Fields[i+1:]...)
+		i--
+	}
+	return true
+}
+
+type pathVerdict int
+
+const (
+	pathForward pathVerdict = iota
+	pathReject
+	pathRedirect
+)
+
+// processPath applies path_with_escaped_slashes_action, normalize_path
+// and merge_slashes, in Envoy's order, to a request target. With
+// pathRedirect, the string is the location to redirect to.
+func (cfg *Config) processPath(target string) (string, pathVerdict) {
 	if target == "*" {
-		return target, true
+		return target, pathForward
 	}
 	path, query := target, ""
 	if i := strings.IndexByte(target, '?'); i >= 0 {
 		path, query = target[:i], target[i:]
 	}
+	unescaped := false
+	if cfg.EscapedSlashes != EscapedSlashesKeep && hasEscapedSlash(path) {
+		if cfg.EscapedSlashes == EscapedSlashesReject {
+			return "", pathReject
+		}
+		path, unescaped = unescapeSlashes(path), true
+	}
+	if cfg.NormalizePath {
+		p, ok := normalizePath(path)
+		if !ok {
+			return "", pathReject
+		}
+		path = p
+	}
+	if cfg.MergeSlashes {
+		path = mergeSlashes(path)
+	}
+	if unescaped && cfg.EscapedSlashes == EscapedSlashesUnescapeAndRedirect {
+		return path + query, pathRedirect
+	}
+	return path + query, pathForward
+}
+
+func hasEscapedSlash(p string) bool {
+	for i := 0; i+2 < len(p); i++ {
+		if p[i] == '%' && (p[i+1] == '2' && (p[i+2] == 'f' || p[i+2] == 'F') || p[i+1] == '5' && (p[i+2] == 'c' || p[i+2] == 'C')) {
+			return true
+		}
+	}
+	return false
+}
+
+func unescapeSlashes(p string) string {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] == '%' && i+2 < len(p) {
+			switch {
+			case p[i+1] == '2' && (p[i+2] == 'f' || p[i+2] == 'F'):
+				b.WriteByte('/')
+				i += 2
+				continue
+			case p[i+1] == '5' && (p[i+2] == 'c' || p[i+2] == 'C'):
+				b.WriteByte('\\')
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(p[i])
+	}
+	return b.String()
+}
+
+// mergeSlashes collapses runs of '/' into one.
+func mergeSlashes(p string) string {
+	if !strings.Contains(p, "//") {
+		return p
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] == '/' && i > 0 && p[i-1] == '/' {
+			continue
+		}
+		b.WriteByte(p[i])
+	}
+	return b.String()
+}
+
+// normalizePath applies RFC 3986 normalisation to a path, as Envoy's
+// normalize_path does (with Chromium's URL canonicalizer): decode
+// percent-encoded unreserved characters, uppercase other escapes, turn
+// backslashes into slashes, and remove dot segments. It rejects paths that
+// do not start with '/' and broken escapes.
+func normalizePath(path string) (string, bool) {
 	if !strings.HasPrefix(path, "/") {
 		return "", false
 	}
-	if !strings.Contains(path, "%") && !strings.Contains(path, "/.") {
-		return target, true // the common case: nothing to do
+	if !strings.ContainsAny(path, "%\\") && !strings.Contains(path, "/.") {
+		return path, true // the common case: nothing to do
 	}
 	var b strings.Builder
 	for i := 0; i < len(path); i++ {
 		c := path[i]
-		if c == '%' {
+		switch c {
+		case '%':
 			if i+2 >= len(path) || !isHex(path[i+1]) || !isHex(path[i+2]) {
 				return "", false
 			}
@@ -179,11 +283,13 @@ func normalizePath(target string) (string, bool) {
 				b.WriteByte(upper(path[i+2]))
 			}
 			i += 2
-			continue
+		case '\\':
+			b.WriteByte('/')
+		default:
+			b.WriteByte(c)
 		}
-		b.WriteByte(c)
 	}
-	return removeDotSegments(b.String()) + query, true
+	return removeDotSegments(b.String()), true
 }
 
 func removeDotSegments(p string) string {

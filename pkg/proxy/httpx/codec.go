@@ -16,21 +16,51 @@ import (
 var (
 	ErrMalformed      = errors.New("malformed HTTP message")
 	ErrHeaderTooLarge = errors.New("header section too large")
+	// ErrTooManyHeaders: more header fields than Limits.MaxHeaders (431).
+	ErrTooManyHeaders = errors.New("too many header fields")
+	// ErrUnsupportedCoding is a transfer coding the proxy does not
+	// implement (501, as RFC 9112 section 6.1 asks).
+	ErrUnsupportedCoding = errors.New("unsupported transfer coding")
 )
 
 // MaxHeaderBytes bounds a header section (Envoy's default is 60 KiB).
 const MaxHeaderBytes = 60 << 10
 
+// MaxHeaders is Envoy's default max_headers_count.
+const MaxHeaders = 100
+
+// Limits bound what a request head may hold (Envoy's
+// max_request_headers_kb and max_headers_count).
+type Limits struct {
+	// MaxHeaderBytes bounds the request line and header section together.
+	MaxHeaderBytes int
+	// MaxHeaders bounds the number of header fields.
+	MaxHeaders int
+}
+
+// DefaultLimits are Envoy's defaults.
+var DefaultLimits = Limits{MaxHeaderBytes: MaxHeaderBytes, MaxHeaders: MaxHeaders}
+
+func (l Limits) orDefault() Limits {
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = MaxHeaderBytes
+	}
+	if l.MaxHeaders <= 0 {
+		l.MaxHeaders = MaxHeaders
+	}
+	return l
+}
+
 // readHeaderBlock reads up to and including the blank line ending a header
 // section, returning one owned copy of it: every string of the message is
 // a slice of this one allocation.
-func readHeaderBlock(br *bufio.Reader, scratch []byte) ([]byte, error) {
+func readHeaderBlock(br *bufio.Reader, scratch []byte, max int) ([]byte, error) {
 	buf := scratch[:0]
 	for {
 		line, err := br.ReadSlice('\n')
 		if err != nil {
 			if errors.Is(err, bufio.ErrBufferFull) {
-				if len(buf)+len(line) > MaxHeaderBytes {
+				if len(buf)+len(line) > max {
 					return nil, ErrHeaderTooLarge
 				}
 				buf = append(buf, line...)
@@ -45,7 +75,7 @@ func readHeaderBlock(br *bufio.Reader, scratch []byte) ([]byte, error) {
 			return nil, err
 		}
 		buf = append(buf, line...)
-		if len(buf) > MaxHeaderBytes {
+		if len(buf) > max {
 			return nil, ErrHeaderTooLarge
 		}
 		n := len(line)
@@ -70,8 +100,13 @@ func trimCR(b []byte) []byte {
 	return b
 }
 
-// parseFields parses header lines, lowercasing names in place.
-func parseFields(block []byte, h *Header) error {
+// parseFields parses header lines, lowercasing names in place. A field
+// value may hold visible characters, obs-text, spaces and tabs; any other
+// control character (a bare CR, NUL, a vertical tab, an escape sequence
+// for a log viewer) makes the message malformed, and only spaces and tabs
+// are optional whitespace around it (RFC 9110 section 5.5): trimming more
+// is how "Transfer-Encoding: \x0bchunked" gets read two ways.
+func parseFields(block []byte, h *Header, maxFields int) error {
 	for len(block) > 0 {
 		i := bytes.IndexByte(block, '\n')
 		if i < 0 {
@@ -98,15 +133,91 @@ func parseFields(block []byte, h *Header) error {
 				return fmt.Errorf("%w: invalid header name %q", ErrMalformed, name)
 			}
 		}
-		value := bytes.TrimSpace(line[colon+1:])
-		for _, c := range value {
-			if c == 0 || c == '\r' || c == '\n' {
-				return fmt.Errorf("%w: invalid character in header %q", ErrMalformed, name)
-			}
+		value := trimOWS(line[colon+1:])
+		if !ValidFieldValue(toString(value)) {
+			return fmt.Errorf("%w: invalid character in header %q", ErrMalformed, name)
+		}
+		if len(h.Fields) >= maxFields {
+			return ErrTooManyHeaders
 		}
 		h.Fields = append(h.Fields, Field{Name: toString(name), Value: toString(value)})
 	}
 	return nil
+}
+
+// trimOWS trims optional whitespace: spaces and horizontal tabs only.
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// ValidFieldValue reports whether v may be a field value: no control
+// characters but horizontal tab (RFC 9110 section 5.5; obs-text allowed).
+func ValidFieldValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidFieldName reports whether n is a token (RFC 9110 section 5.1).
+func ValidFieldName(n string) bool {
+	if n == "" {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		if !isTokenChar(n[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidTarget reports whether a request target in origin form (or "*")
+// is safe to forward: it starts with '/', and holds no whitespace, control
+// characters or fragment. Anything else is what request smuggling and
+// request-line injection are made of ("GET /a HTTP/1.1\r\nX: y" upstream);
+// nginx and Envoy reject such targets too. Bytes above 0x7f are allowed,
+// as they are by both.
+func ValidTarget(t string) bool {
+	if t == "*" {
+		return true
+	}
+	if t == "" || t[0] != '/' {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		if c := t[i]; c <= ' ' || c == 0x7f || c == '#' {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidAuthority reports whether an authority (Host, :authority, the
+// authority of an absolute-form target) is a host with an optional port:
+// RFC 3986 reg-name, IPv4 or bracketed IPv6 characters only. Userinfo is
+// refused: "user@host" would be routed by one reading and forwarded with
+// another; so is ',', which makes a Host header read as a list. An empty
+// authority is valid (HTTP/1.0, or routing to "*").
+func ValidAuthority(a string) bool {
+	for i := 0; i < len(a); i++ {
+		c := a[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("-._~!$&'()*+;=:[]%", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // isTokenChar reports whether c may appear in a header name (RFC 9110 tchar).
@@ -124,34 +235,36 @@ type framing struct {
 }
 
 // bodyFraming applies RFC 9112 section 6.3 to a header set. It removes
-// framing headers the proxy regenerates.
-func bodyFraming(h *Header) (framing, error) {
+// framing headers the proxy regenerates. Only what both nginx and Envoy
+// read the same way is accepted: "chunked" as the only transfer coding,
+// a Content-Length of decimal digits (repeated only with the same value),
+// and never both together (Envoy's default; a request with both is the
+// classic smuggling vector, RFC 9112 section 6.1).
+func bodyFraming(h *Header, request bool) (framing, error) {
 	f := framing{length: -1}
 	te, hasTE := h.Lookup("transfer-encoding")
+	_, hasCL := h.Lookup("content-length")
 	if hasTE {
-		encs := strings.Split(te, ",")
-		last := strings.ToLower(strings.TrimSpace(encs[len(encs)-1]))
-		if last != "chunked" || len(encs) > 1 {
-			return f, fmt.Errorf("%w: unsupported transfer-encoding %q", ErrMalformed, te)
+		if request && hasCL {
+			return f, fmt.Errorf("%w: both content-length and transfer-encoding", ErrMalformed)
+		}
+		for _, tok := range strings.Split(te, ",") {
+			if !ValidFieldName(string(trimOWS([]byte(tok)))) {
+				return f, fmt.Errorf("%w: invalid transfer-encoding %q", ErrMalformed, te)
+			}
+		}
+		if !strings.EqualFold(string(trimOWS([]byte(te))), "chunked") {
+			return f, fmt.Errorf("%w: transfer-encoding %q", ErrUnsupportedCoding, te)
 		}
 		f.chunked = true
 		h.Del("transfer-encoding")
-		h.Del("content-length") // a message with both is chunked
+		h.Del("content-length") // a response with both is chunked
 		return f, nil
 	}
-	cl, hasCL := h.Lookup("content-length")
 	if hasCL {
-		// Repeated identical values are allowed; differing ones are not.
-		parts := strings.Split(cl, ",")
-		first := strings.TrimSpace(parts[0])
-		for _, p := range parts[1:] {
-			if strings.TrimSpace(p) != first {
-				return f, fmt.Errorf("%w: conflicting content-length %q", ErrMalformed, cl)
-			}
-		}
-		n, err := strconv.ParseInt(first, 10, 64)
-		if err != nil || n < 0 || first == "" || first[0] == '+' {
-			return f, fmt.Errorf("%w: invalid content-length %q", ErrMalformed, cl)
+		n, err := ParseContentLength(h)
+		if err != nil {
+			return f, err
 		}
 		f.length = n
 		h.Del("content-length")
@@ -159,9 +272,57 @@ func bodyFraming(h *Header) (framing, error) {
 	return f, nil
 }
 
-// ReadRequest parses a request head. Its body reader reads from br.
+// ParseContentLength reads the content-length fields of h: decimal
+// digits only (no sign, no spaces, no "0x"), and every value the same.
+// It returns -1 when there is none.
+func ParseContentLength(h *Header) (int64, error) {
+	n := int64(-1)
+	for i := range h.Fields {
+		if h.Fields[i].Name != "content-length" {
+			continue
+		}
+		for _, part := range strings.Split(h.Fields[i].Value, ",") {
+			v := string(trimOWS([]byte(part)))
+			m, ok := parseDecimal(v)
+			if !ok {
+				return -1, fmt.Errorf("%w: invalid content-length %q", ErrMalformed, h.Fields[i].Value)
+			}
+			if n >= 0 && m != n {
+				return -1, fmt.Errorf("%w: conflicting content-length values", ErrMalformed)
+			}
+			n = m
+		}
+	}
+	return n, nil
+}
+
+// parseDecimal parses 1*DIGIT into a non-negative int64.
+func parseDecimal(s string) (int64, bool) {
+	if s == "" || len(s) > 18 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// ReadRequest parses a request head with the default limits.
 func ReadRequest(br *bufio.Reader, req *Request, scratch []byte) error {
-	block, err := readHeaderBlock(br, scratch)
+	return DefaultLimits.ReadRequest(br, req, scratch)
+}
+
+// ReadRequest parses a request head within l. Its body reader reads from
+// br. Every string of the request is validated here, so nothing a client
+// sends can change how the request is framed upstream.
+func (l Limits) ReadRequest(br *bufio.Reader, req *Request, scratch []byte) error {
+	l = l.orDefault()
+	block, err := readHeaderBlock(br, scratch, l.MaxHeaderBytes)
 	if err != nil {
 		return err
 	}
@@ -189,17 +350,11 @@ func ReadRequest(br *bufio.Reader, req *Request, scratch []byte) error {
 	default:
 		return fmt.Errorf("%w: unsupported protocol %q", ErrMalformed, proto)
 	}
-	for _, c := range line[:sp1] {
-		if c < 'A' || c > 'Z' {
-			if c < 'a' || c > 'z' {
-				if c != '-' && c != '_' {
-					return fmt.Errorf("%w: invalid method", ErrMalformed)
-				}
-			}
-		}
+	if !ValidFieldName(req.Method) {
+		return fmt.Errorf("%w: invalid method", ErrMalformed)
 	}
 	req.Header.Reset()
-	if err := parseFields(owned[nl+1:], &req.Header); err != nil {
+	if err := parseFields(owned[nl+1:], &req.Header, l.MaxHeaders); err != nil {
 		return err
 	}
 	host, hasHost := req.Header.Lookup("host")
@@ -214,18 +369,28 @@ func ReadRequest(br *bufio.Reader, req *Request, scratch []byte) error {
 	if req.Target == "" || req.Target[0] != '/' {
 		switch {
 		case req.Target == "*" && req.Method == "OPTIONS":
-		case strings.HasPrefix(req.Target, "http://") || strings.HasPrefix(req.Target, "https://"):
-			// Absolute form: the authority is in the target.
+		case hasPrefixFold(req.Target, "http://") || hasPrefixFold(req.Target, "https://"):
+			// Absolute form: the authority is in the target, and wins over
+			// Host (RFC 9112 section 3.2.2).
 			u := req.Target[strings.Index(req.Target, "//")+2:]
-			slash := strings.IndexByte(u, '/')
-			if slash < 0 {
+			slash := strings.IndexAny(u, "/?")
+			switch {
+			case slash < 0:
 				req.Authority, req.Target = u, "/"
-			} else {
+			case u[slash] == '?':
+				req.Authority, req.Target = u[:slash], "/"+u[slash:]
+			default:
 				req.Authority, req.Target = u[:slash], u[slash:]
 			}
 		default:
 			return fmt.Errorf("%w: invalid request target %q", ErrMalformed, req.Target)
 		}
+	}
+	if !ValidTarget(req.Target) {
+		return fmt.Errorf("%w: invalid request target %q", ErrMalformed, req.Target)
+	}
+	if !ValidAuthority(req.Authority) {
+		return fmt.Errorf("%w: invalid authority %q", ErrMalformed, req.Authority)
 	}
 	req.Close = req.Proto == "HTTP/1.0"
 	if conn, ok := req.Header.Lookup("connection"); ok {
@@ -240,7 +405,11 @@ func ReadRequest(br *bufio.Reader, req *Request, scratch []byte) error {
 			}
 		}
 	}
-	f, err := bodyFraming(&req.Header)
+	if req.Proto == "HTTP/1.0" && req.Header.Has("transfer-encoding") {
+		// RFC 9112 section 6.1: faulty framing; nginx and Envoy answer 400.
+		return fmt.Errorf("%w: transfer-encoding in an HTTP/1.0 request", ErrMalformed)
+	}
+	f, err := bodyFraming(&req.Header, true)
 	if err != nil {
 		return err
 	}
@@ -258,6 +427,10 @@ func ReadRequest(br *bufio.Reader, req *Request, scratch []byte) error {
 	return nil
 }
 
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
 // Response is an upstream's response head.
 type Response struct {
 	Status int
@@ -270,6 +443,10 @@ type Response struct {
 	Close bool
 }
 
+// maxResponseHeaders bounds an upstream response's header fields: upstreams
+// are trusted more than clients, but not without bound.
+const maxResponseHeaders = 1000
+
 // noBody reports whether a response to method with status has no body.
 func noBody(method string, status int) bool {
 	return method == "HEAD" || status/100 == 1 || status == 204 || status == 304
@@ -278,7 +455,7 @@ func noBody(method string, status int) bool {
 // ReadResponse parses a response head for a request with the given method.
 func ReadResponse(br *bufio.Reader, method string, resp *Response, scratch []byte) error {
 	for {
-		block, err := readHeaderBlock(br, scratch)
+		block, err := readHeaderBlock(br, scratch, MaxHeaderBytes)
 		if err != nil {
 			return err
 		}
@@ -304,7 +481,7 @@ func ReadResponse(br *bufio.Reader, method string, resp *Response, scratch []byt
 		}
 		resp.Status = code
 		resp.Header.Reset()
-		if err := parseFields(owned[nl+1:], &resp.Header); err != nil {
+		if err := parseFields(owned[nl+1:], &resp.Header, maxResponseHeaders); err != nil {
 			return err
 		}
 		break
@@ -320,7 +497,7 @@ func ReadResponse(br *bufio.Reader, method string, resp *Response, scratch []byt
 			}
 		}
 	}
-	f, err := bodyFraming(&resp.Header)
+	f, err := bodyFraming(&resp.Header, false)
 	if err != nil {
 		return err
 	}
@@ -444,22 +621,47 @@ func (c *chunkedReader) nextChunk() error {
 	}
 	line = trimCR(line[:len(line)-1])
 	if i := bytes.IndexByte(line, ';'); i >= 0 {
-		line = line[:i] // chunk extensions are ignored
+		// Chunk extensions are ignored, but must not hide control bytes.
+		if !ValidFieldValue(toString(line[i:])) {
+			return fmt.Errorf("%w: invalid chunk extension", ErrMalformed)
+		}
+		line = line[:i]
 	}
-	line = bytes.TrimSpace(line)
-	n, err := strconv.ParseUint(toString(line), 16, 63)
-	if err != nil || len(line) == 0 {
+	line = trimOWS(line) // BWS before an extension; nothing else
+	if len(line) == 0 || len(line) > 16 {
 		return fmt.Errorf("%w: invalid chunk size %q", ErrMalformed, line)
 	}
+	var n uint64
+	for _, d := range line {
+		var v byte
+		switch {
+		case d >= '0' && d <= '9':
+			v = d - '0'
+		case d >= 'a' && d <= 'f':
+			v = d - 'a' + 10
+		case d >= 'A' && d <= 'F':
+			v = d - 'A' + 10
+		default:
+			return fmt.Errorf("%w: invalid chunk size %q", ErrMalformed, line)
+		}
+		n = n<<4 | uint64(v)
+	}
+	if n > 1<<62 {
+		return fmt.Errorf("%w: chunk size overflow", ErrMalformed)
+	}
 	if n == 0 {
-		// Trailers are read and dropped.
+		// Trailers are read and dropped, within the header size limit.
+		total := 0
 		for {
 			t, err := c.br.ReadSlice('\n')
 			if err != nil {
 				if err == io.EOF {
 					return io.ErrUnexpectedEOF
 				}
-				return err
+				return fmt.Errorf("%w: trailer line: %v", ErrMalformed, err)
+			}
+			if total += len(t); total > MaxHeaderBytes {
+				return fmt.Errorf("%w: trailers too large", ErrHeaderTooLarge)
 			}
 			if len(trimCR(t[:len(t)-1])) == 0 {
 				break

@@ -47,21 +47,37 @@ func (h *Header) Get(name string) string {
 }
 
 // Lookup returns the value of name, joining repeated fields with "," as
-// Envoy does when matching, and whether it is present.
+// Envoy does when matching, and whether it is present. The join is built
+// once: appending field by field is quadratic in the number of repeats.
 func (h *Header) Lookup(name string) (string, bool) {
 	name = lower(name)
-	var out string
-	found := false
+	first, count, size := -1, 0, 0
 	for i := range h.Fields {
 		if h.Fields[i].Name == name {
-			if found {
-				out += "," + h.Fields[i].Value
-			} else {
-				out, found = h.Fields[i].Value, true
+			if first < 0 {
+				first = i
 			}
+			count++
+			size += len(h.Fields[i].Value) + 1
 		}
 	}
-	return out, found
+	switch count {
+	case 0:
+		return "", false
+	case 1:
+		return h.Fields[first].Value, true
+	}
+	var b strings.Builder
+	b.Grow(size)
+	for i := first; i < len(h.Fields); i++ {
+		if h.Fields[i].Name == name {
+			if b.Len() > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(h.Fields[i].Value)
+		}
+	}
+	return b.String(), true
 }
 
 // Has reports whether name is present.
@@ -137,6 +153,11 @@ type Request struct {
 	TLS           *tls.ConnectionState
 	// Close is set when the client asked to close the connection.
 	Close bool
+	// AbortBody, when set, makes a Body read that is blocked (or any later
+	// one) fail at once, from any goroutine. The proxy uses it when
+	// something it does not control (an HTTP/2 transport writing the body
+	// upstream) may still be reading the body as the response completes.
+	AbortBody func()
 }
 
 // Path returns the target without its query.

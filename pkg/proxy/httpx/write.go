@@ -7,20 +7,61 @@ import (
 	"strconv"
 )
 
-// hopByHop are the headers that describe one connection, never forwarded.
-var hopByHop = [...]string{"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+// isHopByHop reports whether a (lowercase) name describes one connection
+// and is never forwarded (RFC 9110 section 7.6.1, and the legacy names).
+func isHopByHop(name string) bool {
+	switch name {
+	case "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade":
+		return true
+	}
+	return false
+}
 
 // RemoveHopByHop deletes hop-by-hop headers, including those a Connection
-// header names.
+// header names, in one pass over the fields: deleting each nominated name
+// by its own scan is quadratic, and a client controls the number of
+// names. It must run on a message as received, before the proxy adds
+// headers of its own, so that a client cannot nominate those away
+// ("Connection: x-forwarded-for").
 func RemoveHopByHop(h *Header) {
-	if c, ok := h.Lookup("connection"); ok {
-		for _, tok := range splitComma(c) {
-			h.Del(tok)
+	var nominated map[string]struct{}
+	for i := range h.Fields {
+		if h.Fields[i].Name != "connection" {
+			continue
+		}
+		for _, tok := range splitComma(h.Fields[i].Value) {
+			if nominated == nil {
+				nominated = map[string]struct{}{}
+			}
+			nominated[lower(tok)] = struct{}{}
 		}
 	}
-	for _, n := range hopByHop {
-		h.Del(n)
+	out := h.Fields[:0]
+	for _, f := range h.Fields {
+		if isHopByHop(f.Name) {
+			continue
+		}
+		if _, ok := nominated[f.Name]; ok {
+			continue
+		}
+		out = append(out, f)
 	}
+	clear(h.Fields[len(out):])
+	h.Fields = out
+}
+
+// RemoveFixedHopByHop deletes the hop-by-hop headers by name only: for
+// headers the proxy itself assembled (route header operations), where no
+// Connection header can nominate anything.
+func RemoveFixedHopByHop(h *Header) {
+	out := h.Fields[:0]
+	for _, f := range h.Fields {
+		if !isHopByHop(f.Name) {
+			out = append(out, f)
+		}
+	}
+	clear(h.Fields[len(out):])
+	h.Fields = out
 }
 
 func splitComma(s string) []string {

@@ -1,7 +1,6 @@
 package listener
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -20,54 +19,83 @@ type ClientHello struct {
 var errNotHello = errors.New("not a TLS ClientHello")
 
 // maxHello bounds how much the inspector reads (Envoy's is 64 KiB).
+// ClientHellos of 16 KiB and more are normal with post-quantum key shares.
 const maxHello = 64 << 10
 
-// PeekClientHello reads a connection's ClientHello without consuming it:
-// the returned reader replays every byte read. A connection that does not
-// start with a TLS handshake record is reported as not TLS.
-func PeekClientHello(br *bufio.Reader) (ClientHello, error) {
-	first, err := br.Peek(1)
-	if err != nil {
-		return ClientHello{}, err
+// helloReader accumulates a connection's first bytes. It starts small and
+// grows only for what a ClientHello actually needs, so that the many
+// connections waiting for their first bytes hold little memory.
+type helloReader struct {
+	r   io.Reader
+	buf []byte
+}
+
+// fill reads until at least n bytes are held.
+func (h *helloReader) fill(n int) error {
+	if n > maxHello+5 {
+		return errNotHello
 	}
-	if first[0] != 0x16 {
-		return ClientHello{}, nil // plain text
+	for len(h.buf) < n {
+		if cap(h.buf) < n {
+			grown := make([]byte, len(h.buf), min(max(n, 2*cap(h.buf)), maxHello+5))
+			copy(grown, h.buf)
+			h.buf = grown
+		}
+		m, err := h.r.Read(h.buf[len(h.buf):cap(h.buf)])
+		h.buf = h.buf[:len(h.buf)+m]
+		if err != nil && len(h.buf) < n {
+			if err == io.EOF {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// ReadClientHello reads a connection's first bytes until it knows whether
+// they start a TLS handshake and, if they do, holds the whole ClientHello,
+// which may span several records. It returns what it learnt and every
+// byte it read, which the caller replays to whatever handles the
+// connection next; nothing beyond the returned bytes is consumed.
+func ReadClientHello(r io.Reader) (ClientHello, []byte, error) {
+	h := &helloReader{r: r, buf: make([]byte, 0, 512)}
+	if err := h.fill(1); err != nil {
+		return ClientHello{}, h.buf, err
+	}
+	if h.buf[0] != 0x16 {
+		return ClientHello{}, h.buf, nil // plain text
 	}
 	// Collect handshake bytes across records until the whole ClientHello
 	// message (4-byte header + body) is available.
 	var msg []byte
 	offset := 0
 	for {
-		hdr, err := br.Peek(offset + 5)
-		if err != nil {
-			return ClientHello{TLS: true}, err
+		if err := h.fill(offset + 5); err != nil {
+			return ClientHello{TLS: true}, h.buf, err
 		}
-		rec := hdr[offset:]
+		rec := h.buf[offset:]
 		if rec[0] != 0x16 {
-			return ClientHello{TLS: true}, errNotHello
+			return ClientHello{TLS: true}, h.buf, errNotHello
 		}
 		n := int(binary.BigEndian.Uint16(rec[3:5]))
 		if n == 0 || offset+5+n > maxHello {
-			return ClientHello{TLS: true}, errNotHello
+			return ClientHello{TLS: true}, h.buf, errNotHello
 		}
-		full, err := br.Peek(offset + 5 + n)
-		if err != nil {
-			return ClientHello{TLS: true}, err
+		if err := h.fill(offset + 5 + n); err != nil {
+			return ClientHello{TLS: true}, h.buf, err
 		}
-		msg = append(msg, full[offset+5:]...)
+		msg = append(msg, h.buf[offset+5:offset+5+n]...)
 		offset += 5 + n
 		if len(msg) >= 4 {
 			need := 4 + (int(msg[1])<<16 | int(msg[2])<<8 | int(msg[3]))
-			if msg[0] != 1 {
-				return ClientHello{TLS: true}, errNotHello
-			}
-			if need > maxHello {
-				return ClientHello{TLS: true}, errNotHello
+			if msg[0] != 1 || need > maxHello {
+				return ClientHello{TLS: true}, h.buf, errNotHello
 			}
 			if len(msg) >= need {
-				h, err := ParseClientHello(msg[:need])
-				h.TLS = true
-				return h, err
+				hello, err := ParseClientHello(msg[:need])
+				hello.TLS = true
+				return hello, h.buf, err
 			}
 		}
 	}
@@ -206,19 +234,21 @@ func (p *parser) bytes24() (parser, bool) {
 	return p.take(n)
 }
 
-// replayConn is a connection whose first bytes come from a bufio.Reader
-// that already peeked them.
+// replayConn is a connection whose first bytes were read ahead (by the
+// TLS inspector) and are replayed before the socket is read again.
 type replayConn struct {
 	net.Conn
-	r *bufio.Reader
+	ahead []byte
 }
 
 func (c *replayConn) Read(p []byte) (int, error) {
-	if c.r != nil {
-		if c.r.Buffered() > 0 {
-			return c.r.Read(p)
+	if len(c.ahead) > 0 {
+		n := copy(p, c.ahead)
+		c.ahead = c.ahead[n:]
+		if len(c.ahead) == 0 {
+			c.ahead = nil // let the read-ahead buffer go
 		}
-		c.r = nil // drained: read the socket directly from now on
+		return n, nil
 	}
 	return c.Conn.Read(p)
 }

@@ -1,12 +1,14 @@
 package listener
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"io"
 	"net"
 	"testing"
+	"testing/iotest"
+
+	"github.com/portico-gateway/portico/internal/testpki"
 )
 
 // captureHello records the bytes a real crypto/tls client sends first.
@@ -18,16 +20,15 @@ func captureHello(t testing.TB, cfg *tls.Config) []byte {
 		c.Handshake()
 		c.Close()
 	}()
-	var buf bytes.Buffer
-	br := bufio.NewReader(io.TeeReader(b, &buf))
-	if _, err := PeekClientHello(br); err != nil {
-		t.Fatalf("peeking a real ClientHello: %v", err)
+	_, raw, err := ReadClientHello(b)
+	if err != nil {
+		t.Fatalf("reading a real ClientHello: %v", err)
 	}
 	b.Close()
-	return buf.Bytes()
+	return raw
 }
 
-func TestPeekClientHello(t *testing.T) {
+func TestReadClientHello(t *testing.T) {
 	cases := []struct {
 		name string
 		cfg  *tls.Config
@@ -41,23 +42,23 @@ func TestPeekClientHello(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			raw := captureHello(t, c.cfg)
-			br := bufio.NewReader(bytes.NewReader(raw))
-			got, err := PeekClientHello(br)
+			r := bytes.NewReader(append(raw, "after"...))
+			got, read, err := ReadClientHello(r)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got.TLS != c.want.TLS || got.ServerName != c.want.ServerName || len(got.ALPN) != len(c.want.ALPN) {
 				t.Fatalf("got %+v, want %+v", got, c.want)
 			}
-			// Nothing was consumed: the bytes replay to the TLS stack.
-			rest, _ := io.ReadAll(br)
-			if !bytes.Equal(rest, raw) {
-				t.Fatal("peeking consumed bytes")
+			// What was read replays to the TLS stack, followed by the rest.
+			rest, _ := io.ReadAll(r)
+			if !bytes.Equal(append(read, rest...), append(raw, "after"...)) {
+				t.Fatal("reading lost or reordered bytes")
 			}
 		})
 	}
 	t.Run("plain text", func(t *testing.T) {
-		got, err := PeekClientHello(bufio.NewReader(bytes.NewReader([]byte("GET / HTTP/1.1\r\n"))))
+		got, _, err := ReadClientHello(bytes.NewReader([]byte("GET / HTTP/1.1\r\n")))
 		if err != nil || got.TLS {
 			t.Fatalf("%+v %v", got, err)
 		}
@@ -71,9 +72,23 @@ func TestPeekClientHello(t *testing.T) {
 			split = append(split, 0x16, 3, 1, byte((end-i)>>8), byte(end-i))
 			split = append(split, body[i:end]...)
 		}
-		got, err := PeekClientHello(bufio.NewReader(bytes.NewReader(split)))
+		got, _, err := ReadClientHello(bytes.NewReader(split))
 		if err != nil || got.ServerName != "split.example.com" {
 			t.Fatalf("%+v %v", got, err)
+		}
+	})
+	t.Run("large hello in one-byte segments", func(t *testing.T) {
+		// 18 KiB of padding: post-quantum key shares make hellos this big.
+		hello := testpki.ClientHello("big.example.com", 18<<10)
+		got, read, err := ReadClientHello(iotest.OneByteReader(bytes.NewReader(hello)))
+		if err != nil || got.ServerName != "big.example.com" || !bytes.Equal(read, hello) {
+			t.Fatalf("%+v %v (read %d of %d bytes)", got, err, len(read), len(hello))
+		}
+	})
+	t.Run("oversized hello", func(t *testing.T) {
+		_, _, err := ReadClientHello(bytes.NewReader(testpki.ClientHello("x.example.com", 70<<10)))
+		if err == nil {
+			t.Fatal("a ClientHello over 64 KiB must be refused")
 		}
 	})
 }
@@ -83,15 +98,15 @@ func FuzzClientHello(f *testing.F) {
 	f.Add(captureHello(f, &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12}))
 	f.Add([]byte{0x16, 3, 1, 0, 4, 1, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		br := bufio.NewReaderSize(bytes.NewReader(data), 16)
-		h, err := PeekClientHello(br)
+		r := iotest.HalfReader(bytes.NewReader(data))
+		h, read, err := ReadClientHello(r)
 		if err == nil && h.TLS && len(data) > 0 && data[0] != 0x16 {
 			t.Fatal("non-handshake data reported as TLS")
 		}
-		// Whatever was peeked must replay unchanged.
-		rest, _ := io.ReadAll(br)
-		if !bytes.Equal(rest, data) {
-			t.Fatal("peeking consumed bytes")
+		// What was read, then the rest, must replay unchanged.
+		rest, _ := io.ReadAll(r)
+		if !bytes.Equal(append(read, rest...), data) {
+			t.Fatal("reading lost or reordered bytes")
 		}
 		if len(data) > 4 {
 			ParseClientHello(data[5:])

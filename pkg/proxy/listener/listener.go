@@ -7,7 +7,6 @@
 package listener
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -31,6 +30,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/portico-gateway/portico/pkg/proxy/hcm"
+	"github.com/portico-gateway/portico/pkg/proxy/overload"
 	"github.com/portico-gateway/portico/pkg/proxy/stats"
 	"github.com/portico-gateway/portico/pkg/proxy/tcpproxy"
 	ptls "github.com/portico-gateway/portico/pkg/tls"
@@ -131,6 +131,19 @@ func Compile(l *listenerv3.Listener) (*Spec, error) {
 		c, err := compileChain(fc)
 		if err != nil {
 			return nil, fmt.Errorf("listener %s filter chain %d (%s): %w", l.Name, i, fc.Name, err)
+		}
+		// The listener's buffer limit bounds what the chain's connections
+		// hold in memory; a new limit is a new chain.
+		limit := hcm.DefaultBufferLimit
+		if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
+			limit = int(v.Value)
+		}
+		c.Hash += "/" + strconv.Itoa(limit)
+		if c.HTTP != nil {
+			c.HTTP.BufferLimit = limit
+		}
+		if c.TCP != nil {
+			c.TCP.BufferLimit = limit
 		}
 		keys := c.ServerNames
 		if len(keys) == 0 {
@@ -296,11 +309,13 @@ type Deps struct {
 	Secrets *ptls.Store
 	Stats   *stats.Store
 	Log     logr.Logger
+	// Overload caps downstream connections across listeners (nil: none).
+	Overload *overload.Manager
 }
 
 type listenerStats struct {
-	cxTotal, noChain, destroy, sslHandshake, sslError *stats.Counter
-	cxActive                                          *stats.Gauge
+	cxTotal, noChain, destroy, sslHandshake, sslError, overflow *stats.Counter
+	cxActive                                                    *stats.Gauge
 }
 
 // running is a bound listener.
@@ -320,15 +335,46 @@ type Manager struct {
 	deps    Deps
 	drain   time.Duration
 	portMap map[uint32]uint32
+	now     func() time.Time
 
 	mu        sync.Mutex
 	listeners map[string]*running
+	// bindFailures remembers, per listener, an address that could not be
+	// bound and when to try again, so a port another process holds is
+	// retried with backoff instead of at every reconcile.
+	bindFailures map[string]*bindFailure
 }
+
+type bindFailure struct {
+	addr     string
+	err      error
+	next     time.Time
+	delay    time.Duration
+	attempts int
+}
+
+// BindAttempts counts the failed attempts to bind a listener's current
+// address since it last bound (for diagnostics and tests).
+func (m *Manager) BindAttempts(name string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if f := m.bindFailures[name]; f != nil {
+		return f.attempts
+	}
+	return 0
+}
+
+// Bind retries back off from the first to the last delay.
+const (
+	firstBindRetry = 250 * time.Millisecond
+	maxBindRetry   = 2 * time.Second // a freed port serves within 2 s; a bind attempt is cheap
+)
 
 // NewManager returns a manager. portMap remaps listener ports when binding
 // (e.g. 80 → 31380 to run without privileges); config keeps the original.
 func NewManager(ctx context.Context, deps Deps, drain time.Duration, portMap map[uint32]uint32) *Manager {
-	return &Manager{ctx: ctx, deps: deps, drain: drain, portMap: portMap, listeners: map[string]*running{}}
+	return &Manager{ctx: ctx, deps: deps, drain: drain, portMap: portMap, now: time.Now,
+		listeners: map[string]*running{}, bindFailures: map[string]*bindFailure{}}
 }
 
 // BoundAddress returns where a listener actually listens.
@@ -363,7 +409,9 @@ func (m *Manager) Names() []string {
 	return out
 }
 
-func (m *Manager) bindAddress(s *Spec) string {
+// BindAddress is where a listener spec is bound: its address, with the
+// port remapped.
+func (m *Manager) BindAddress(s *Spec) string {
 	port := s.Port
 	if p, ok := m.portMap[port]; ok {
 		port = p
@@ -371,44 +419,114 @@ func (m *Manager) bindAddress(s *Spec) string {
 	return net.JoinHostPort(s.Address, strconv.Itoa(int(port)))
 }
 
-// Apply makes the running listeners exactly specs. New addresses are bound
-// first, so a bind failure (reported, and NACKed by the caller) changes
-// nothing.
-func (m *Manager) Apply(specs map[string]*Spec) error {
+// BindError is a listener whose address could not be bound. It says why
+// in words a user can act on.
+type BindError struct {
+	Listener string
+	Address  string
+	Err      error
+	Hint     string
+}
+
+func (e *BindError) Error() string {
+	msg := fmt.Sprintf("cannot bind %s: %v", e.Address, e.Err)
+	if e.Hint != "" {
+		msg += " (" + e.Hint + ")"
+	}
+	return msg
+}
+
+func (e *BindError) Unwrap() error { return e.Err }
+
+// Apply makes the running listeners what specs say, each on its own, as
+// Envoy's listener manager does: a listener whose address cannot be bound
+// is not started (a running listener of that name keeps its socket and
+// configuration) and does not keep the others from starting. It returns
+// the failures by listener name. Addresses that failed are retried with
+// backoff, not at every call.
+func (m *Manager) Apply(specs map[string]*Spec) map[string]error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	// Bind new sockets first, so a bind failure changes nothing.
+	now := m.now()
+	failed := map[string]error{}
+	for name := range m.bindFailures {
+		if _, ok := specs[name]; !ok {
+			delete(m.bindFailures, name)
+		}
+	}
+	// Listeners that go away or move release their addresses first, so
+	// a listener renamed on the same port can bind it.
+	leaving := map[string]*running{}
+	for name, r := range m.listeners {
+		if s, keep := specs[name]; !keep || m.BindAddress(s) != r.addr {
+			leaving[r.addr] = r
+		}
+	}
 	fresh := map[string]net.Listener{}
-	for name, s := range specs {
-		addr := m.bindAddress(s)
+	names := make([]string, 0, len(specs))
+	for name := range specs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		s := specs[name]
+		addr := m.BindAddress(s)
 		if r, ok := m.listeners[name]; ok && r.addr == addr {
 			continue
 		}
-		ln, err := m.listen(addr, name)
-		if err != nil {
-			for _, l := range fresh {
-				l.Close()
-			}
-			return fmt.Errorf("listener %s: binding %s: %w", name, addr, err)
+		if f := m.bindFailures[name]; f != nil && f.addr == addr && now.Before(f.next) {
+			failed[name] = f.err
+			continue
 		}
+		if r, ok := leaving[addr]; ok {
+			// Only the replaced listener stops before its successor
+			// binds: elsewhere a failed bind must change nothing.
+			m.stop(r)
+			delete(m.listeners, r.name)
+			delete(leaving, addr)
+		}
+		ln, err := m.listen(addr)
+		if err != nil {
+			berr := &BindError{Listener: name, Address: addr, Err: err, Hint: m.bindHint(s, addr, err)}
+			f := m.bindFailures[name]
+			if f == nil || f.addr != addr {
+				f = &bindFailure{addr: addr}
+				m.bindFailures[name] = f
+			}
+			f.err = berr
+			f.attempts++
+			f.delay = min(max(f.delay*2, firstBindRetry), maxBindRetry)
+			f.next = now.Add(f.delay)
+			failed[name] = berr
+			continue
+		}
+		delete(m.bindFailures, name)
 		fresh[name] = ln
 	}
 	for name, r := range m.listeners {
 		s, keep := specs[name]
-		if !keep || fresh[name] != nil {
+		switch {
+		case !keep:
 			m.stop(r)
 			delete(m.listeners, name)
-			continue
+		case fresh[name] != nil:
+			m.stop(r) // moved: the new socket takes over
+			delete(m.listeners, name)
+		case failed[name] != nil:
+			// The new address cannot be bound: the listener keeps its
+			// old socket and configuration.
+		case r.gen.Load().spec != s:
+			m.update(r, s)
 		}
-		m.update(r, s)
 	}
 	for name, ln := range fresh {
-		r := &running{name: name, addr: m.bindAddress(specs[name]), ln: ln}
+		r := &running{name: name, addr: m.BindAddress(specs[name]), ln: ln}
 		sc := stats.ListenerScope(specs[name].Address + "_" + strconv.Itoa(int(specs[name].Port)))
 		r.stats = listenerStats{
 			cxTotal: m.deps.Stats.Counter(sc, "downstream_cx_total"), noChain: m.deps.Stats.Counter(sc, "no_filter_chain_match"),
 			destroy: m.deps.Stats.Counter(sc, "downstream_cx_destroy"), sslHandshake: m.deps.Stats.Counter(sc, "ssl.handshake"),
 			sslError: m.deps.Stats.Counter(sc, "ssl.connection_error"), cxActive: m.deps.Stats.Gauge(sc, "downstream_cx_active"),
+			overflow: m.deps.Stats.Counter(sc, "downstream_global_cx_overflow"),
 		}
 		m.update(r, specs[name])
 		ctx, cancel := context.WithCancel(m.ctx)
@@ -418,31 +536,38 @@ func (m *Manager) Apply(specs map[string]*Spec) error {
 		go m.accept(ctx, r)
 		m.deps.Log.Info("listener started", "listener", name, "address", ln.Addr().String())
 	}
-	return nil
+	return failed
 }
 
-// listen binds an address; a port just released by a replaced listener
-// may take a moment, so binding retries briefly.
-func (m *Manager) listen(addr, name string) (net.Listener, error) {
+// bindHint says what to do about a bind failure.
+func (m *Manager) bindHint(s *Spec, addr string, err error) string {
+	_, port, _ := net.SplitHostPort(addr)
+	remap := fmt.Sprintf("bind another port with --port-map %d:<port>", s.Port)
+	if to, ok := m.portMap[s.Port]; ok {
+		remap = fmt.Sprintf("--port-map maps %d to %d; map it to a free port instead", s.Port, to)
+	}
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Sprintf("port %s is in use by another process: stop it, or %s", port, remap)
+	case errors.Is(err, syscall.EACCES):
+		return fmt.Sprintf("port %s is privileged: run with CAP_NET_BIND_SERVICE (or net.ipv4.ip_unprivileged_port_start=0), or %s", port, remap)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return fmt.Sprintf("address %s is not on this machine", s.Address)
+	}
+	return ""
+}
+
+// listen binds an address. Nothing waits here: a port that is busy now is
+// retried by a later Apply, after a backoff.
+func (m *Manager) listen(addr string) (net.Listener, error) {
 	var lc net.ListenConfig
-	var err error
 	// 0.0.0.0 means IPv4 only, as in Envoy; Go would otherwise listen on
 	// both stacks.
 	network := "tcp"
 	if host, _, _ := net.SplitHostPort(addr); net.ParseIP(host).To4() != nil {
 		network = "tcp4"
 	}
-	for i := 0; i < 20; i++ {
-		var ln net.Listener
-		if ln, err = lc.Listen(m.ctx, network, addr); err == nil {
-			return ln, nil
-		}
-		if !errors.Is(err, errAddrInUse) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return nil, err
+	return lc.Listen(m.ctx, network, addr)
 }
 
 // update installs a new generation: unchanged chains keep their handlers
@@ -569,37 +694,47 @@ func (m *Manager) accept(ctx context.Context, r *running) {
 		}
 		delay = 0
 		r.stats.cxTotal.Inc()
+		var oc *overload.Conn
+		if m.deps.Overload != nil {
+			// Shed at the global cap before file descriptors run out,
+			// making room first by closing connections that wait idle.
+			if oc = m.deps.Overload.Admit(nc); oc == nil {
+				r.stats.overflow.Inc()
+				nc.Close()
+				continue
+			}
+		}
 		r.stats.cxActive.Inc()
 		go func() {
 			defer func() {
+				oc.Done()
 				r.stats.cxActive.Dec()
 				r.stats.destroy.Inc()
 			}()
-			m.serve(ctx, r, nc)
+			m.serve(ctx, r, nc, oc)
 		}()
 	}
 }
 
-// inspectTimeout bounds waiting for a ClientHello (Envoy's listener
-// filter timeout is 15 s).
+// inspectTimeout bounds waiting for a ClientHello and for the TLS
+// handshake (Envoy's listener filter timeout is 15 s).
 const inspectTimeout = 15 * time.Second
 
-func (m *Manager) serve(ctx context.Context, r *running, nc net.Conn) {
+func (m *Manager) serve(ctx context.Context, r *running, nc net.Conn, oc *overload.Conn) {
 	g := r.gen.Load()
 	conn := nc
 	sni := ""
 	isTLS := false
 	if g.spec.TLSInspector {
-		br := bufio.NewReaderSize(nc, 4096)
 		nc.SetReadDeadline(time.Now().Add(inspectTimeout))
-		hello, err := PeekClientHello(br)
+		hello, ahead, err := ReadClientHello(nc)
 		nc.SetReadDeadline(time.Time{})
 		if err != nil {
 			nc.Close()
 			return
 		}
 		sni, isTLS = hello.ServerName, hello.TLS
-		conn = &replayConn{Conn: nc, r: br}
+		conn = &replayConn{Conn: nc, ahead: ahead}
 	}
 	c := g.selectChain(sni)
 	if c == nil || c.tls == nil && isTLS && c.tcp == nil || c.tls != nil && !isTLS {
@@ -609,12 +744,14 @@ func (m *Manager) serve(ctx context.Context, r *running, nc net.Conn) {
 	}
 	if c.tls == nil {
 		if c.http != nil {
-			c.http.ServeConn(ctx, conn, nil)
+			c.http.ServeConn(ctx, conn, nil, oc)
 		} else {
+			oc.Busy()
 			c.tcp.ServeConn(ctx, conn)
 		}
 		return
 	}
+	oc.Head() // a handshake that takes long may give way under pressure
 	tc := tls.Server(conn, c.tls)
 	hctx, cancel := context.WithTimeout(ctx, inspectTimeout)
 	err := tc.HandshakeContext(hctx)
@@ -626,11 +763,10 @@ func (m *Manager) serve(ctx context.Context, r *running, nc net.Conn) {
 		return
 	}
 	r.stats.sslHandshake.Inc()
+	oc.Busy()
 	if c.http != nil {
-		c.http.ServeConn(ctx, tc, tc)
+		c.http.ServeConn(ctx, tc, tc, oc)
 	} else {
 		c.tcp.ServeConn(ctx, tc)
 	}
 }
-
-var errAddrInUse = syscall.EADDRINUSE

@@ -48,6 +48,8 @@ func (c *Counter) Value() uint64 { return c.v.Load() }
 // Gauge goes up and down.
 type Gauge struct {
 	v atomic.Int64
+	// fn, when set, is read instead of v (a value another component owns).
+	fn func() int64
 }
 
 // Inc adds one.
@@ -63,7 +65,12 @@ func (g *Gauge) Set(v int64) { g.v.Store(v) }
 func (g *Gauge) Add(d int64) { g.v.Add(d) }
 
 // Value reads the gauge.
-func (g *Gauge) Value() int64 { return g.v.Load() }
+func (g *Gauge) Value() int64 {
+	if g.fn != nil {
+		return g.fn()
+	}
+	return g.v.Load()
+}
 
 // Histogram records durations in milliseconds in fixed buckets.
 type Histogram struct {
@@ -152,6 +159,15 @@ func (s *Store) Counter(scope *Scope, name string) *Counter { return s.get(scope
 
 // Gauge returns (creating once) a gauge in scope.
 func (s *Store) Gauge(scope *Scope, name string) *Gauge { return s.get(scope, name, kindGauge).g }
+
+// GaugeFunc registers a gauge whose value f reports (f must be safe to
+// call from any goroutine). Registering the name again replaces f.
+func (s *Store) GaugeFunc(scope *Scope, name string, f func() int64) {
+	e := s.get(scope, name, kindGauge)
+	s.mu.Lock()
+	e.g = &Gauge{fn: f}
+	s.mu.Unlock()
+}
 
 // Histogram returns (creating once) a histogram in scope.
 func (s *Store) Histogram(scope *Scope, name string) *Histogram {

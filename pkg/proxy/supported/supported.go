@@ -20,7 +20,7 @@ import (
 // Messages absent from the map may not appear at all (unless well-known).
 var fields = map[string][]string{
 	// Listeners.
-	"envoy.config.listener.v3.Listener":                               {"name", "address", "filter_chains", "listener_filters", "metadata"},
+	"envoy.config.listener.v3.Listener":                               {"name", "address", "filter_chains", "listener_filters", "metadata", "per_connection_buffer_limit_bytes"},
 	"envoy.config.core.v3.Address":                                    {"socket_address"},
 	"envoy.config.core.v3.SocketAddress":                              {"address", "port_value", "protocol"},
 	"envoy.config.listener.v3.ListenerFilter":                         {"name", "typed_config"},
@@ -51,7 +51,9 @@ var fields = map[string][]string{
 	// HTTP connection manager and filters.
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager": {"stat_prefix", "codec_type", "rds",
 		"http_filters", "use_remote_address", "xff_num_trusted_hops", "normalize_path", "strip_any_host_port", "server_name",
-		"access_log", "forward_client_cert_details", "set_current_client_cert_details", "generate_request_id"},
+		"access_log", "forward_client_cert_details", "set_current_client_cert_details", "generate_request_id",
+		"merge_slashes", "path_with_escaped_slashes_action", "request_headers_timeout", "stream_idle_timeout", "max_request_headers_kb",
+		"common_http_protocol_options", "http2_protocol_options"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.Rds":                                               {"route_config_name", "config_source"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter":                                        {"name", "typed_config"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.SetCurrentClientCertDetails": {"subject", "dns", "uri"},
@@ -147,13 +149,32 @@ var checked = func() map[protoreflect.FullName]map[protoreflect.Name]bool {
 	return out
 }()
 
+// contextual overrides fields for a message where another message's field
+// holds it: the same options message means different things downstream
+// (a connection manager's limits) and upstream (a cluster's pool).
+var contextual = map[string]map[protoreflect.Name]bool{
+	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.common_http_protocol_options": names(
+		"idle_timeout", "max_headers_count", "headers_with_underscores_action"),
+	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.http2_protocol_options": names(
+		"max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size"),
+}
+
+func names(fs ...string) map[protoreflect.Name]bool {
+	out := map[protoreflect.Name]bool{}
+	for _, f := range fs {
+		out[protoreflect.Name(f)] = true
+	}
+	return out
+}
+
 // Check returns an error naming the first field of m (or of a message
 // packed in it) the proxy does not implement.
 func Check(m proto.Message) error {
-	return check(m.ProtoReflect(), string(m.ProtoReflect().Descriptor().Name()))
+	return check(m.ProtoReflect(), string(m.ProtoReflect().Descriptor().Name()), "")
 }
 
-func check(m protoreflect.Message, path string) error {
+// check checks m, held by the field named holder ("" at the top).
+func check(m protoreflect.Message, path, holder string) error {
 	name := m.Descriptor().FullName()
 	if strings.HasPrefix(string(name), "google.protobuf.") {
 		if a, ok := m.Interface().(*anypb.Any); ok {
@@ -161,17 +182,21 @@ func check(m protoreflect.Message, path string) error {
 			if err != nil {
 				return fmt.Errorf("%s: unsupported extension %s", path, a.GetTypeUrl())
 			}
-			return check(inner.ProtoReflect(), path)
+			return check(inner.ProtoReflect(), path, "")
 		}
 		return nil // Duration, wrappers, Struct: plain values
 	}
-	allowed, ok := checked[name]
+	allowed, ok := contextual[holder]
+	if !ok {
+		allowed, ok = checked[name]
+	}
 	if !ok {
 		return fmt.Errorf("%s: unsupported message %s", path, name)
 	}
 	var err error
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		fpath := path + "." + string(fd.Name())
+		field := string(fd.FullName())
 		if !allowed[fd.Name()] {
 			err = fmt.Errorf("unsupported field %s.%s (at %s)", name, fd.Name(), fpath)
 			return false
@@ -186,17 +211,17 @@ func check(m protoreflect.Message, path string) error {
 		case fd.IsMap():
 			if fd.MapValue().Kind() == protoreflect.MessageKind {
 				v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-					err = check(mv.Message(), fmt.Sprintf("%s[%v]", fpath, k.Interface()))
+					err = check(mv.Message(), fmt.Sprintf("%s[%v]", fpath, k.Interface()), field)
 					return err == nil
 				})
 			}
 		case fd.IsList():
 			l := v.List()
 			for i := 0; i < l.Len() && err == nil; i++ {
-				err = check(l.Get(i).Message(), fmt.Sprintf("%s[%d]", fpath, i))
+				err = check(l.Get(i).Message(), fmt.Sprintf("%s[%d]", fpath, i), field)
 			}
 		default:
-			err = check(v.Message(), fpath)
+			err = check(v.Message(), fpath, field)
 		}
 		return err == nil
 	})

@@ -33,6 +33,9 @@ type Config struct {
 	Total       uint32
 	IdleTimeout time.Duration
 	AccessLog   bool
+	// BufferLimit is the listener's per_connection_buffer_limit_bytes: what
+	// one direction of a connection holds in flight (at most bufSize).
+	BufferLimit int
 }
 
 // Compile converts a TcpProxy filter.
@@ -153,8 +156,9 @@ func (h *Handler) ServeConn(ctx context.Context, down net.Conn) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); entry.BytesReceived = pipe(up, down, &last, h.rx, c.Stats.CxTxBytes) }()
-	go func() { defer wg.Done(); entry.BytesSent = pipe(down, up, &last, h.tx, c.Stats.CxRxBytes) }()
+	limit := h.cfg.BufferLimit
+	go func() { defer wg.Done(); entry.BytesReceived = pipe(up, down, limit, &last, h.rx, c.Stats.CxTxBytes) }()
+	go func() { defer wg.Done(); entry.BytesSent = pipe(down, up, limit, &last, h.tx, c.Stats.CxRxBytes) }()
 	go func() { wg.Wait(); close(done) }()
 
 	tick := time.NewTicker(min(h.cfg.IdleTimeout/2+time.Millisecond, time.Second))
@@ -180,14 +184,21 @@ func (h *Handler) ServeConn(ctx context.Context, down net.Conn) {
 	}
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+// bufSize is the copy buffer of each direction.
+const bufSize = 32 << 10
 
-// pipe copies src to dst, then half-closes dst so the peer sees EOF while
-// the other direction keeps flowing.
-func pipe(dst, src net.Conn, last *atomic.Int64, counters ...*stats.Counter) int64 {
+var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
+// pipe copies src to dst through at most limit bytes at a time (0: the
+// whole buffer), then half-closes dst so the peer sees EOF while the other
+// direction keeps flowing.
+func pipe(dst, src net.Conn, limit int, last *atomic.Int64, counters ...*stats.Counter) int64 {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
+	if limit > 0 && limit < len(buf) {
+		buf = buf[:limit]
+	}
 	var total int64
 	for {
 		n, err := src.Read(buf)

@@ -37,7 +37,11 @@ type Conn struct {
 	Reused bool
 }
 
-const bufSize = 16 << 10
+// bufSize is each upstream connection's read and write buffer. Heads fit
+// in it; bodies larger than it move through the proxy's copy buffers
+// without it. Every connection holds both for its lifetime, also while a
+// client trickles a request body to it, so they are kept small.
+const bufSize = 8 << 10
 
 // pool holds a host's idle connections.
 type pool struct {

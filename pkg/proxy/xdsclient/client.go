@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -24,7 +25,6 @@ import (
 	"github.com/go-logr/logr"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -53,7 +53,9 @@ type Options struct {
 	Address string
 	Node    *corev3.Node
 	// SOTW uses state-of-the-world instead of delta xDS.
-	SOTW        bool
+	SOTW bool
+	// Security authenticates the client and verifies the controller.
+	Security    Security
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
 }
@@ -67,6 +69,8 @@ type Client struct {
 	mu    sync.Mutex
 	state map[string]*typeState
 	stats Stats
+	// resyncs wakes the stream's reporter (see Resync).
+	resyncs chan struct{}
 }
 
 // Stats count protocol events.
@@ -79,7 +83,14 @@ type Stats struct {
 type typeState struct {
 	resources map[string]Resource
 	version   string // SOTW accepted version
-	nonce     string
+	// received is the version of the latest SOTW response, applied or not.
+	received string
+	// nonce is the latest response's nonce on the current stream.
+	nonce string
+	// reported is the error detail last sent for the latest response on
+	// this stream ("" for an ACK); resync asks for the verdict again.
+	reported string
+	resync   bool
 	// subscribed names (non-wildcard types); wildcard types use nil.
 	subscribed map[string]bool
 	requested  bool
@@ -100,7 +111,7 @@ func New(opts Options, handler Handler, log logr.Logger) *Client {
 	if opts.BackoffMax == 0 {
 		opts.BackoffMax = 15 * time.Second
 	}
-	c := &Client{opts: opts, log: log, handler: handler, state: map[string]*typeState{}}
+	c := &Client{opts: opts, log: log, handler: handler, state: map[string]*typeState{}, resyncs: make(chan struct{}, 1)}
 	for _, t := range append(append([]string(nil), wildcardTypes...), namedTypes...) {
 		c.state[t] = &typeState{resources: map[string]Resource{}}
 	}
@@ -116,11 +127,14 @@ func (c *Client) Stats() Stats {
 
 // Run connects and keeps reconnecting until ctx ends.
 func (c *Client) Run(ctx context.Context) error {
-	conn, err := grpc.NewClient(c.opts.Address,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	secure, err := c.opts.Security.DialOptions(c.opts.Address)
+	if err != nil {
+		return fmt.Errorf("xds client for %s: %w", c.opts.Address, err)
+	}
+	conn, err := grpc.NewClient(c.opts.Address, append(secure,
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)),
-	)
+	)...)
 	if err != nil {
 		return fmt.Errorf("xds client for %s: %w", c.opts.Address, err)
 	}
@@ -179,22 +193,118 @@ func (c *Client) setConnected(up bool) {
 	}
 }
 
-// apply hands an update to the handler and records the outcome.
+// apply hands an update to the handler and records the outcome. A
+// partial rejection is a NACK whose update is nevertheless the new state.
 func (c *Client) apply(typeURL string, next map[string]Resource, version string) error {
 	err := c.handler.Update(typeURL, next, version)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	st := c.state[typeURL]
+	st.received = version
 	if err != nil {
 		c.stats.Nacks++
 		c.stats.LastError = err.Error()
+		if IsPartial(err) {
+			c.stats.Updates++
+			st.resources = next
+		}
 		return err
 	}
 	c.stats.Acks++
 	c.stats.Updates++
-	st := c.state[typeURL]
 	st.resources = next
 	st.version = version
 	return nil
+}
+
+// Resync asks the client to tell the control plane the handler's current
+// verdict on a type (Reporter.Status), if it changed since the client
+// last answered. It never blocks.
+func (c *Client) Resync(typeURL string) {
+	c.mu.Lock()
+	if st, ok := c.state[typeURL]; ok {
+		st.resync = true
+	}
+	c.mu.Unlock()
+	select {
+	case c.resyncs <- struct{}{}:
+	default:
+	}
+}
+
+// report is one re-answer to the latest response of a type.
+type report struct {
+	typeURL, nonce, version, detail string
+	names                           []string
+}
+
+// pendingReports asks the handler for the verdicts Resync asked for and
+// returns those that differ from what the stream last said. Called with
+// the stream's send lock held, so no ACK of a newer update can overtake
+// or be overtaken by it.
+func (c *Client) pendingReports() []report {
+	r, ok := c.handler.(Reporter)
+	var out []report
+	for _, t := range append(append([]string(nil), wildcardTypes...), namedTypes...) {
+		c.mu.Lock()
+		st := c.state[t]
+		need := st.resync && st.nonce != ""
+		st.resync = false
+		c.mu.Unlock()
+		if !need || !ok {
+			continue
+		}
+		detail := errString(r.Status(t))
+		c.mu.Lock()
+		if detail != st.reported {
+			st.reported = detail
+			rep := report{typeURL: t, nonce: st.nonce, version: st.received, detail: detail}
+			if detail == "" {
+				st.version = st.received // fully accepted now
+			}
+			if !slices.Contains(wildcardTypes, t) {
+				rep.names = slices.Sorted(maps.Keys(st.subscribed))
+			}
+			out = append(out, rep)
+		}
+		c.mu.Unlock()
+	}
+	return out
+}
+
+// runReporter sends re-answers (see Resync) until ctx ends or a send
+// fails. send must hold the stream's send lock.
+func (c *Client) runReporter(ctx context.Context, lock sync.Locker, send func(report) error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.resyncs:
+		}
+		lock.Lock()
+		var err error
+		for _, r := range c.pendingReports() {
+			if r.detail == "" {
+				c.log.Info("configuration now fully applied; acknowledging it again", "type", r.typeURL)
+			} else {
+				c.log.Info("configuration partly rejected since it was acknowledged; reporting it", "type", r.typeURL, "error", r.detail)
+			}
+			if err = send(r); err != nil {
+				break
+			}
+		}
+		lock.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+func errorDetail(detail string) *rpcstatus.Status {
+	if detail == "" {
+		return nil
+	}
+	return &rpcstatus.Status{Code: 3, Message: detail}
 }
 
 // wantedChanges returns, per named type, the names to add and remove.
@@ -230,17 +340,22 @@ func (c *Client) wantedChanges() map[string][2][]string {
 
 func (c *Client) runDelta(ctx context.Context, conn *grpc.ClientConn) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var reporter sync.WaitGroup
+	defer func() { cancel(); reporter.Wait() }()
 	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx, grpc.WaitForReady(true))
 	if err != nil {
 		return err
 	}
+	// sendMu orders what is sent: the receive loop holds it from applying
+	// an update to sending its ACK, the reporter while it re-answers.
+	var sendMu sync.Mutex
 	first := true
+	opening := true // until the receive loop and the reporter start
 	send := func(r *discoveryv3.DeltaDiscoveryRequest) error {
 		if first {
 			r.Node, first = c.opts.Node, false
 		}
-		return stream.Send(r)
+		return openingError(stream.Send(r), opening, stream)
 	}
 	// Reset subscriptions: a new stream starts from nothing on the server,
 	// but tells it which versions we hold so unchanged resources are not
@@ -249,6 +364,7 @@ func (c *Client) runDelta(ctx context.Context, conn *grpc.ClientConn) error {
 	for _, st := range c.state {
 		st.subscribed = map[string]bool{}
 		st.requested = false
+		st.nonce, st.reported, st.resync = "", "", false
 	}
 	initial := map[string]map[string]string{}
 	for t, st := range c.state {
@@ -295,6 +411,14 @@ func (c *Client) runDelta(ctx context.Context, conn *grpc.ClientConn) error {
 	if err := subscribe(); err != nil {
 		return err
 	}
+	opening = false
+	reporter.Add(1)
+	go func() {
+		defer reporter.Done()
+		c.runReporter(ctx, &sendMu, func(r report) error {
+			return send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.typeURL, ResponseNonce: r.nonce, ErrorDetail: errorDetail(r.detail)})
+		})
+	}()
 	connected := false
 	for {
 		resp, err := stream.Recv()
@@ -305,62 +429,75 @@ func (c *Client) runDelta(ctx context.Context, conn *grpc.ClientConn) error {
 			connected = true
 			c.setConnected(true)
 		}
-		t := resp.TypeUrl
-		c.log.V(1).Info("received", "type", t, "resources", len(resp.Resources), "removed", len(resp.RemovedResources))
-		c.mu.Lock()
-		st, known := c.state[t]
-		var next map[string]Resource
-		if known {
-			next = maps.Clone(st.resources)
-		}
-		c.mu.Unlock()
-		if !known {
-			if err := send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: t, ResponseNonce: resp.Nonce,
-				ErrorDetail: &rpcstatus.Status{Message: "unsupported resource type " + t}}); err != nil {
-				return err
-			}
-			continue
-		}
-		for _, r := range resp.Resources {
-			if r.Resource == nil {
-				continue
-			}
-			next[r.Name] = Resource{Name: r.Name, Version: r.Version, Any: r.Resource}
-		}
-		for _, n := range resp.RemovedResources {
-			delete(next, n)
-		}
-		ack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: t, ResponseNonce: resp.Nonce}
-		if err := c.apply(t, next, resp.SystemVersionInfo); err != nil {
-			c.log.Error(err, "rejected configuration (NACK)", "type", t)
-			ack.ErrorDetail = &rpcstatus.Status{Code: 3, Message: err.Error()}
-		}
-		if err := send(ack); err != nil {
-			return err
-		}
-		if err := subscribe(); err != nil {
+		if err := c.handleDelta(resp, &sendMu, send, subscribe); err != nil {
 			return err
 		}
 	}
 }
 
+// handleDelta applies one delta response and answers it.
+func (c *Client) handleDelta(resp *discoveryv3.DeltaDiscoveryResponse, sendMu *sync.Mutex, send func(*discoveryv3.DeltaDiscoveryRequest) error, subscribe func() error) error {
+	sendMu.Lock()
+	defer sendMu.Unlock()
+	t := resp.TypeUrl
+	c.log.V(1).Info("received", "type", t, "resources", len(resp.Resources), "removed", len(resp.RemovedResources))
+	c.mu.Lock()
+	st, known := c.state[t]
+	var next map[string]Resource
+	if known {
+		next = maps.Clone(st.resources)
+		st.nonce = resp.Nonce
+	}
+	c.mu.Unlock()
+	if !known {
+		return send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: t, ResponseNonce: resp.Nonce,
+			ErrorDetail: &rpcstatus.Status{Message: "unsupported resource type " + t}})
+	}
+	for _, r := range resp.Resources {
+		if r.Resource == nil {
+			continue
+		}
+		next[r.Name] = Resource{Name: r.Name, Version: r.Version, Any: r.Resource}
+	}
+	for _, n := range resp.RemovedResources {
+		delete(next, n)
+	}
+	ack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: t, ResponseNonce: resp.Nonce}
+	err := c.apply(t, next, resp.SystemVersionInfo)
+	if err != nil {
+		c.log.Error(err, "rejected configuration (NACK)", "type", t, "partly", IsPartial(err))
+		ack.ErrorDetail = errorDetail(err.Error())
+	}
+	c.mu.Lock()
+	st.reported = errString(err)
+	c.mu.Unlock()
+	if err := send(ack); err != nil {
+		return err
+	}
+	return subscribe()
+}
+
 func (c *Client) runSOTW(ctx context.Context, conn *grpc.ClientConn) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var reporter sync.WaitGroup
+	defer func() { cancel(); reporter.Wait() }()
 	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx, grpc.WaitForReady(true))
 	if err != nil {
 		return err
 	}
+	var sendMu sync.Mutex // see runDelta
 	first := true
+	opening := true // see runDelta
 	send := func(r *discoveryv3.DiscoveryRequest) error {
 		if first {
 			r.Node, first = c.opts.Node, false
 		}
-		return stream.Send(r)
+		return openingError(stream.Send(r), opening, stream)
 	}
 	c.mu.Lock()
 	for _, st := range c.state {
 		st.subscribed, st.nonce, st.requested = map[string]bool{}, "", false
+		st.reported, st.resync = "", false
 	}
 	versions := map[string]string{}
 	for t, st := range c.state {
@@ -393,6 +530,15 @@ func (c *Client) runSOTW(ctx context.Context, conn *grpc.ClientConn) error {
 	if err := subscribe(); err != nil {
 		return err
 	}
+	opening = false
+	reporter.Add(1)
+	go func() {
+		defer reporter.Done()
+		c.runReporter(ctx, &sendMu, func(r report) error {
+			return send(&discoveryv3.DiscoveryRequest{TypeUrl: r.typeURL, VersionInfo: r.version, ResponseNonce: r.nonce,
+				ResourceNames: r.names, ErrorDetail: errorDetail(r.detail)})
+		})
+	}()
 	connected := false
 	for {
 		resp, err := stream.Recv()
@@ -403,62 +549,90 @@ func (c *Client) runSOTW(ctx context.Context, conn *grpc.ClientConn) error {
 			connected = true
 			c.setConnected(true)
 		}
-		t := resp.TypeUrl
-		c.mu.Lock()
-		st, known := c.state[t]
-		if known {
-			st.nonce = resp.Nonce
-		}
-		c.mu.Unlock()
-		if !known {
-			continue
-		}
-		next := map[string]Resource{}
-		var decodeErr error
-		for _, a := range resp.Resources {
-			name, err := resourceName(a)
-			if err != nil {
-				decodeErr = err
-				break
-			}
-			next[name] = Resource{Name: name, Version: resp.VersionInfo, Any: a}
-		}
-		c.mu.Lock()
-		names := slices.Sorted(maps.Keys(st.subscribed))
-		accepted := st.version
-		wildcard := slices.Contains(wildcardTypes, t)
-		if !wildcard {
-			// A state-of-the-world response for named types carries only
-			// what was asked for; keep nothing else.
-			for n := range next {
-				if !st.subscribed[n] {
-					delete(next, n)
-				}
-			}
-		}
-		c.mu.Unlock()
-		req := &discoveryv3.DiscoveryRequest{TypeUrl: t, ResponseNonce: resp.Nonce, ResourceNames: names}
-		err = decodeErr
-		if err == nil {
-			err = c.apply(t, next, resp.VersionInfo)
-		}
-		if err != nil {
-			c.log.Error(err, "rejected configuration (NACK)", "type", t, "version", resp.VersionInfo)
-			req.VersionInfo = accepted
-			req.ErrorDetail = &rpcstatus.Status{Code: 3, Message: err.Error()}
-		} else {
-			req.VersionInfo = resp.VersionInfo
-		}
-		if wildcard {
-			req.ResourceNames = nil
-		}
-		if err := send(req); err != nil {
-			return err
-		}
-		if err := subscribe(); err != nil {
+		if err := c.handleSOTW(resp, &sendMu, send, subscribe); err != nil {
 			return err
 		}
 	}
 }
 
+// handleSOTW applies one state-of-the-world response and answers it.
+func (c *Client) handleSOTW(resp *discoveryv3.DiscoveryResponse, sendMu *sync.Mutex, send func(*discoveryv3.DiscoveryRequest) error, subscribe func() error) error {
+	sendMu.Lock()
+	defer sendMu.Unlock()
+	t := resp.TypeUrl
+	c.mu.Lock()
+	st, known := c.state[t]
+	if known {
+		st.nonce = resp.Nonce
+	}
+	c.mu.Unlock()
+	if !known {
+		return nil
+	}
+	next := map[string]Resource{}
+	var decodeErr error
+	for _, a := range resp.Resources {
+		name, err := resourceName(a)
+		if err != nil {
+			decodeErr = err
+			break
+		}
+		next[name] = Resource{Name: name, Version: resp.VersionInfo, Any: a}
+	}
+	c.mu.Lock()
+	names := slices.Sorted(maps.Keys(st.subscribed))
+	accepted := st.version
+	wildcard := slices.Contains(wildcardTypes, t)
+	if !wildcard {
+		// A state-of-the-world response for named types carries only
+		// what was asked for; keep nothing else.
+		for n := range next {
+			if !st.subscribed[n] {
+				delete(next, n)
+			}
+		}
+	}
+	c.mu.Unlock()
+	req := &discoveryv3.DiscoveryRequest{TypeUrl: t, ResponseNonce: resp.Nonce, ResourceNames: names}
+	err := decodeErr
+	if err == nil {
+		err = c.apply(t, next, resp.VersionInfo)
+	}
+	req.VersionInfo = resp.VersionInfo
+	if err != nil {
+		c.log.Error(err, "rejected configuration (NACK)", "type", t, "version", resp.VersionInfo, "accepted", accepted, "partly", IsPartial(err))
+		// The protocol says a NACK carries the last accepted version,
+		// but go-control-plane's cache answers any request whose
+		// version differs from its snapshot's at once, with the same
+		// snapshot: the proxy would reject it again, forever, as fast
+		// as the stream goes. Naming the rejected version (the error
+		// detail says it was rejected) waits for the next change.
+		req.ErrorDetail = errorDetail(err.Error())
+	}
+	c.mu.Lock()
+	st.reported = errString(err)
+	c.mu.Unlock()
+	if wildcard {
+		req.ResourceNames = nil
+	}
+	if err := send(req); err != nil {
+		return err
+	}
+	return subscribe()
+}
+
 var errNoName = errors.New("resource has no name")
+
+// openingError turns the io.EOF of a send refused while the stream opens
+// (the controller ended it: no or wrong credentials, a refused node) into
+// the status the controller gave, so the log and the proxy's last error say
+// why. Only while nothing else receives on the stream.
+func openingError(err error, opening bool, stream grpc.ClientStream) error {
+	if !opening || !errors.Is(err, io.EOF) {
+		return err
+	}
+	if rerr := stream.RecvMsg(new(discoveryv3.DiscoveryResponse)); rerr != nil && !errors.Is(rerr, io.EOF) {
+		return rerr
+	}
+	return err
+}

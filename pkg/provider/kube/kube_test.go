@@ -1,0 +1,331 @@
+package kube
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/time/rate"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/portico-gateway/portico/pkg/gateway"
+	"github.com/portico-gateway/portico/pkg/resource"
+	"github.com/portico-gateway/portico/pkg/status"
+)
+
+func istioGVK(kind string) schema.GroupVersionKind {
+	return schema.GroupVersionKind{Group: resource.IstioGroup, Version: "v1", Kind: kind}
+}
+
+func istioObject(t *testing.T, y string) *unstructured.Unstructured {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	if err := sigsyaml.Unmarshal([]byte(y), &u.Object); err != nil {
+		t.Fatal(err)
+	}
+	if u.GetUID() == "" {
+		u.SetUID(types.UID(u.GetNamespace() + "/" + u.GetName()))
+	}
+	return u
+}
+
+// fakeProvider is a Provider reading and writing through
+// controller-runtime's fake client instead of a manager.
+func fakeProvider(t *testing.T, objs ...client.Object) (*Provider, client.Client) {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	mapper := meta.NewDefaultRESTMapper(nil)
+	gvks := map[string]schema.GroupVersionKind{}
+	var withStatus []client.Object
+	for _, kind := range istioKinds {
+		gvk := istioGVK(kind)
+		gvks[kind] = gvk
+		mapper.Add(gvk, meta.RESTScopeNamespace)
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(gvk)
+		withStatus = append(withStatus, u)
+	}
+	for _, gvk := range []schema.GroupVersionKind{corev1.SchemeGroupVersion.WithKind("Service"), corev1.SchemeGroupVersion.WithKind("Pod"),
+		corev1.SchemeGroupVersion.WithKind("Secret"), discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice")} {
+		mapper.Add(gvk, meta.RESTScopeNamespace)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithRESTMapper(mapper).WithObjects(objs...).WithStatusSubresource(withStatus...).Build()
+	p := &Provider{log: logr.Discard(), cached: c, api: c, gvks: gvks, decoded: map[string]decodedObject{}, trigger: make(chan struct{}, 1)}
+	return p, c
+}
+
+const gatewayYAML = `
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system, generation: 1}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ['*']
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ['*']
+    tls: {mode: SIMPLE, credentialName: web-cert}
+`
+
+// The snapshot holds every watched kind; an object the API server took but
+// Portico cannot use (Istio's CRDs are permissive) is reported invalid,
+// named; unchanged objects keep their identity from one snapshot to the
+// next (the binder reuses work on identity).
+func TestSnapshotFromTheCache(t *testing.T) {
+	bad := istioObject(t, `
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bad, namespace: default, resourceVersion: "7"}
+spec:
+  hosts: [a.example.com]
+  http: [{retries: {attempts: two}}]
+`)
+	good := istioObject(t, `
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: good, namespace: default}
+spec:
+  hosts: [b.example.com]
+  gateways: [istio-system/gw]
+  http: [{route: [{destination: {host: web}}]}]
+`)
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "default", Labels: map[string]string{"app": "web"}}}
+	slice := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "web-x", Namespace: "default"}, AddressType: discoveryv1.AddressTypeIPv4}
+	p, c := fakeProvider(t, istioObject(t, gatewayYAML), bad, good, svc, pod, slice)
+
+	res, err := p.snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Gateways) != 1 || len(res.VirtualServices) != 1 || res.VirtualServices[0].Name != "good" ||
+		len(res.Services) != 1 || len(res.Pods) != 1 || len(res.EndpointSlices) != 1 {
+		t.Fatalf("snapshot: %d gateways, %d virtual services, %d services, %d pods, %d slices",
+			len(res.Gateways), len(res.VirtualServices), len(res.Services), len(res.Pods), len(res.EndpointSlices))
+	}
+	if res.Pods[0].Labels["app"] != "web" {
+		t.Errorf("pod labels lost: %v", res.Pods[0].Labels)
+	}
+	if len(res.Invalid) != 1 || res.Invalid[0].Key != (resource.Key{Kind: "VirtualService", Namespace: "default", Name: "bad"}) ||
+		!strings.Contains(res.Invalid[0].Error, "spec.http[0].retries.attempts") {
+		t.Fatalf("invalid: %+v", res.Invalid)
+	}
+	first := res.VirtualServices[0]
+
+	// Nothing changed: the same decoded object. The good one edited: a
+	// new one.
+	res2, _ := p.snapshot(context.Background())
+	if res2.VirtualServices[0] != first {
+		t.Error("an unchanged object was decoded again")
+	}
+	good.Object["spec"].(map[string]any)["hosts"] = []any{"c.example.com"}
+	if err := c.Update(context.Background(), good); err != nil {
+		t.Fatal(err)
+	}
+	res3, _ := p.snapshot(context.Background())
+	if res3.VirtualServices[0] == first || res3.VirtualServices[0].Spec.Hosts[0] != "c.example.com" {
+		t.Errorf("an edit was not seen: %v", res3.VirtualServices[0].Spec.Hosts)
+	}
+	// A deleted object's decode is forgotten.
+	if err := c.Delete(context.Background(), bad); err != nil {
+		t.Fatal(err)
+	}
+	p.snapshot(context.Background())
+	if _, ok := p.decoded[string(bad.GetUID())]; ok {
+		t.Error("the decode of a deleted object is kept")
+	}
+}
+
+func TestReferencedSecrets(t *testing.T) {
+	objs, errs := resource.Decode([]byte(gatewayYAML+`---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: dr, namespace: default}
+spec:
+  host: web
+  trafficPolicy:
+    tls: {mode: MUTUAL, credentialName: client-cert}
+    portLevelSettings: [{port: {number: 8443}, tls: {mode: SIMPLE, credentialName: port-cert}}]
+  subsets: [{name: v1, labels: {v: "1"}, trafficPolicy: {tls: {mode: SIMPLE, credentialName: subset-cert}}}]
+`), "t.yaml")
+	if len(errs) > 0 {
+		t.Fatal(errs[0])
+	}
+	res := &resource.Resources{}
+	for _, o := range objs {
+		res.Add(o)
+	}
+	got := strings.Join(sortedKeys(referencedSecrets(res)), " ")
+	want := "default/client-cert default/port-cert default/subset-cert istio-system/web-cert istio-system/web-cert-cacert"
+	if got != want {
+		t.Errorf("referenced secrets %q, want %q", got, want)
+	}
+}
+
+func statusOf(t *testing.T, c client.Client, kind, ns, name string) (map[string]any, string) {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(istioGVK(kind))
+	if err := c.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, u); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := u.Object["status"].(map[string]any)
+	return st, u.GetResourceVersion()
+}
+
+// Statuses are written in Istio's shape, only when they change, and never
+// for a generation older than the object's.
+func TestStatusWriter(t *testing.T) {
+	p, c := fakeProvider(t, istioObject(t, gatewayYAML))
+	w := NewStatusWriter(p, nil, logr.Discard())
+	w.limiter = rate.NewLimiter(rate.Inf, 1)
+	key := resource.Key{Kind: "Gateway", Namespace: "istio-system", Name: "gw"}
+	r := status.NewReport()
+	r.Track(key, 1)
+	r.Add(key, status.Message{Code: status.InvalidGatewayCredential, Level: status.Error, Reason: status.ReasonSecretNotFound,
+		Field: "spec.servers[1].tls.credentialName", Message: `Secret istio-system/web-cert not found`})
+	st := r.Finalize()[0]
+	ctx := context.Background()
+	if err := w.write(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	got, rv := statusOf(t, c, "Gateway", "istio-system", "gw")
+	conds, _ := got["conditions"].([]any)
+	msgs, _ := got["validationMessages"].([]any)
+	if len(conds) != 2 || len(msgs) != 1 || got["observedGeneration"] != "1" {
+		t.Fatalf("status %v", got)
+	}
+	vm := msgs[0].(map[string]any)
+	if vm["level"] != "ERROR" || vm["field"] != "spec.servers[1].tls.credentialName" || vm["type"].(map[string]any)["code"] != "IST0161" ||
+		vm["documentationUrl"] != "https://istio.io/latest/docs/reference/config/analysis/ist0161/" {
+		t.Errorf("validation message %v", vm)
+	}
+	acc := conds[0].(map[string]any)
+	if acc["type"] != "Accepted" || acc["reason"] != status.ReasonPartiallyInvalid || acc["lastTransitionTime"] == nil {
+		t.Errorf("Accepted %v", acc)
+	}
+
+	// The same status again: no write.
+	if err := w.write(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	if _, rv2 := statusOf(t, c, "Gateway", "istio-system", "gw"); rv2 != rv {
+		t.Errorf("an unchanged status was written again (resourceVersion %s → %s)", rv, rv2)
+	}
+	// A status for an older generation than the object's: not written.
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(istioGVK("Gateway"))
+	c.Get(ctx, types.NamespacedName{Namespace: "istio-system", Name: "gw"}, u)
+	u.SetGeneration(2)
+	if err := c.Update(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	r2 := status.NewReport()
+	r2.Track(key, 1)
+	if err := w.write(ctx, r2.Finalize()[0]); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := statusOf(t, c, "Gateway", "istio-system", "gw"); len(got["validationMessages"].([]any)) != 1 {
+		t.Errorf("a stale generation's status replaced the current one: %v", got)
+	}
+	// Deleted meanwhile: nothing to do, no error.
+	if err := w.write(ctx, &status.Status{Key: resource.Key{Kind: "Gateway", Namespace: "x", Name: "gone"}}); err != nil {
+		t.Errorf("writing for a deleted object: %v", err)
+	}
+}
+
+// The lastTransitionTime of a condition that did not change is kept.
+func TestIstioStatusKeepsTransitionTimes(t *testing.T) {
+	r := status.NewReport()
+	key := resource.Key{Kind: "Gateway", Name: "gw"}
+	r.Track(key, 3)
+	st := r.Finalize()[0]
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	first := istioStatus(st, nil, t0)
+	second := istioStatus(st, normalise(first).(map[string]any), t0.Add(time.Hour))
+	c1 := first["conditions"].([]any)[0].(map[string]any)
+	c2 := second["conditions"].([]any)[0].(map[string]any)
+	if c1["lastTransitionTime"] != "2026-01-01T00:00:00Z" || c2["lastTransitionTime"] != c1["lastTransitionTime"] || c2["observedGeneration"] != "3" {
+		t.Errorf("conditions %v then %v", c1, c2)
+	}
+}
+
+// Managed gateway Services gain the ports their Gateways open (with the
+// preferred node port), lose only the ports Portico added, and Gateways
+// learn where their ports are reachable.
+func TestServicePortsFollowGateways(t *testing.T) {
+	managed := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "istio-ingressgateway", Namespace: "istio-system", Annotations: map[string]string{AnnotationManagePorts: "true"}},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: map[string]string{"istio": "ingressgateway"},
+			Ports: []corev1.ServicePort{{Name: "status-port", Port: 15021, NodePort: 30021}}},
+	}
+	unmanaged := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: "istio-system"},
+		Spec:       corev1.ServiceSpec{Selector: map[string]string{"istio": "ingressgateway"}, Ports: []corev1.ServicePort{{Name: "http", Port: 80}}},
+	}
+	p, c := fakeProvider(t, managed, unmanaged)
+	sp := NewServicePorts(p, logr.Discard(), map[uint32]uint32{80: 31380}, map[uint32]uint32{80: 8080})
+	build := func(y string) *gateway.Result {
+		objs, errs := resource.Decode([]byte(y), "t.yaml")
+		if len(errs) > 0 {
+			t.Fatal(errs[0])
+		}
+		res := &resource.Resources{}
+		for _, o := range objs {
+			res.Add(o)
+		}
+		res.Sort()
+		return gateway.Build(res, gateway.Options{Classes: []map[string]string{{"istio": "ingressgateway"}}})
+	}
+	ctx := context.Background()
+	// File certificates: the controller does not read them, so the
+	// server is bound whatever the files hold.
+	gwFiles := strings.Replace(gatewayYAML, "credentialName: web-cert", "serverCertificate: /etc/certs/tls.crt, privateKey: /etc/certs/tls.key", 1)
+	exposed := sp.Reconcile(ctx, build(gwFiles))
+	got := &corev1.Service{}
+	c.Get(ctx, types.NamespacedName{Namespace: "istio-system", Name: "istio-ingressgateway"}, got)
+	ports := map[int32]corev1.ServicePort{}
+	for _, p := range got.Spec.Ports {
+		ports[p.Port] = p
+	}
+	if ports[80].NodePort != 31380 || ports[80].TargetPort.IntVal != 8080 || ports[80].Name != "http2-80" || ports[443].Name != "https-443" ||
+		ports[15021].NodePort != 30021 || got.Annotations[AnnotationManagedPorts] != "443,80" {
+		t.Fatalf("managed Service: ports %+v annotations %v", got.Spec.Ports, got.Annotations)
+	}
+	gw := resource.Key{Kind: "Gateway", Namespace: "istio-system", Name: "gw"}
+	// The unmanaged Service lacks 443: the Gateway hears about it.
+	if cond := exposed[gw]; cond.Status != "False" || !strings.Contains(cond.Message, "443 (Service istio-system/other)") {
+		t.Errorf("Exposed = %+v", cond)
+	}
+
+	// The HTTPS server goes: its port goes; the status port stays.
+	sp.Reconcile(ctx, build(strings.Split(gwFiles, "  - port: {number: 443")[0]))
+	c.Get(ctx, types.NamespacedName{Namespace: "istio-system", Name: "istio-ingressgateway"}, got)
+	var names []string
+	for _, p := range got.Spec.Ports {
+		names = append(names, p.Name)
+	}
+	if strings.Join(names, ",") != "status-port,http2-80" || got.Annotations[AnnotationManagedPorts] != "80" {
+		t.Errorf("after removing 443: ports %v, managed %q", names, got.Annotations[AnnotationManagedPorts])
+	}
+	if cls := sp.Classes(); len(cls) != 1 || cls[0]["istio"] != "ingressgateway" {
+		t.Errorf("Classes = %v", cls)
+	}
+}

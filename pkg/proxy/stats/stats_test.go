@@ -1,0 +1,123 @@
+package stats
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestSameNameSameStat(t *testing.T) {
+	s := NewStore()
+	a := s.Counter(ClusterScope("outbound|80||web"), "upstream_rq_total")
+	b := s.Counter(ClusterScope("outbound|80||web"), "upstream_rq_total")
+	if a != b {
+		t.Fatal("asking twice returned two counters: stats would reset on config updates")
+	}
+	a.Inc()
+	b.Add(2)
+	if v, ok := s.Lookup("cluster.outbound|80||web.upstream_rq_total"); !ok || v != 3 {
+		t.Errorf("Lookup = %d, %v", v, ok)
+	}
+	g := s.Gauge(Plain("server"), "live")
+	g.Set(5)
+	g.Dec()
+	g.Add(-2)
+	g.Inc()
+	if v, _ := s.Lookup("server.live"); v != 3 {
+		t.Errorf("gauge = %d", v)
+	}
+	if _, ok := s.Lookup("nope"); ok {
+		t.Error("Lookup of an unknown stat succeeded")
+	}
+}
+
+func TestConcurrentUpdatesAreNotLost(t *testing.T) {
+	s := NewStore()
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Go(func() {
+			for j := 0; j < 1000; j++ {
+				s.Counter(HTTPScope("p"), "downstream_rq_total").Inc()
+				s.Gauge(HTTPScope("p"), "downstream_rq_active").Inc()
+			}
+		})
+	}
+	wg.Wait()
+	if v, _ := s.Lookup("http.p.downstream_rq_total"); v != 8000 {
+		t.Errorf("counter = %d, want 8000", v)
+	}
+}
+
+func TestTextFormat(t *testing.T) {
+	s := NewStore()
+	s.Counter(ListenerScope("0.0.0.0_80"), "downstream_cx_total").Add(7)
+	s.Gauge(Plain("server"), "live").Set(1)
+	s.Histogram(ClusterScope("c"), "upstream_rq_time")
+	h := s.Histogram(ClusterScope("d"), "upstream_rq_time")
+	h.Observe(3 * time.Millisecond)
+	h.Observe(7 * time.Millisecond)
+	var b strings.Builder
+	s.WriteText(&b, nil)
+	want := "cluster.c.upstream_rq_time: No recorded values\n" +
+		"cluster.d.upstream_rq_time: count=2 sum_ms=10.000\n" +
+		"listener.0.0.0.0_80.downstream_cx_total: 7\n" +
+		"server.live: 1\n"
+	if b.String() != want {
+		t.Errorf("text:\n%s\nwant:\n%s", b.String(), want)
+	}
+	b.Reset()
+	s.WriteText(&b, func(n string) bool { return strings.HasPrefix(n, "server.") })
+	if b.String() != "server.live: 1\n" {
+		t.Errorf("filtered: %q", b.String())
+	}
+}
+
+func TestPrometheusFormat(t *testing.T) {
+	s := NewStore()
+	s.Counter(ClusterScope("outbound|80||a.default.svc.cluster.local"), "upstream_rq_total").Add(2)
+	s.Counter(ClusterScope("outbound|80||b.default.svc.cluster.local"), "upstream_rq_total").Add(5)
+	s.Gauge(Plain("listener_manager"), "total_listeners_active").Set(3)
+	s.Gauge(&Scope{Prefix: "listener_manager.listener.0.0.0.0_80", Family: "listener_manager_listener",
+		Tags: []Tag{{"envoy_listener_name", "0.0.0.0_80"}}}, "failed").Set(1)
+	h := s.Histogram(HTTPScope("ingress"), "downstream_rq_time")
+	h.Observe(700 * time.Microsecond) // bucket 1 ms
+	h.Observe(20 * time.Millisecond)  // bucket 25 ms
+	var b strings.Builder
+	s.WritePrometheus(&b)
+	out := b.String()
+	for _, want := range []string{
+		"# TYPE envoy_cluster_upstream_rq_total counter\n",
+		`envoy_cluster_upstream_rq_total{envoy_cluster_name="outbound|80||a.default.svc.cluster.local"} 2` + "\n",
+		`envoy_cluster_upstream_rq_total{envoy_cluster_name="outbound|80||b.default.svc.cluster.local"} 5` + "\n",
+		"# TYPE envoy_listener_manager_total_listeners_active gauge\nenvoy_listener_manager_total_listeners_active 3\n",
+		`envoy_listener_manager_listener_failed{envoy_listener_name="0.0.0.0_80"} 1` + "\n",
+		"# TYPE envoy_http_downstream_rq_time histogram\n",
+		`envoy_http_downstream_rq_time_bucket{envoy_http_conn_manager_prefix="ingress",le="0.5"} 0` + "\n",
+		`envoy_http_downstream_rq_time_bucket{envoy_http_conn_manager_prefix="ingress",le="1"} 1` + "\n",
+		`envoy_http_downstream_rq_time_bucket{envoy_http_conn_manager_prefix="ingress",le="25"} 2` + "\n",
+		`envoy_http_downstream_rq_time_bucket{envoy_http_conn_manager_prefix="ingress",le="+Inf"} 2` + "\n",
+		`envoy_http_downstream_rq_time_sum{envoy_http_conn_manager_prefix="ingress"} 20.700` + "\n",
+		`envoy_http_downstream_rq_time_count{envoy_http_conn_manager_prefix="ingress"} 2` + "\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("prometheus output lacks %q:\n%s", want, out)
+		}
+	}
+	// One TYPE line per family, however many members.
+	if n := strings.Count(out, "# TYPE envoy_cluster_upstream_rq_total "); n != 1 {
+		t.Errorf("%d TYPE lines for one family", n)
+	}
+}
+
+func TestPromNameSanitises(t *testing.T) {
+	for in, want := range map[string]string{
+		"server.live":   "envoy_server_live",
+		"tcp-x.y:z":     "envoy_tcp_x_y_z",
+		"ssl.handshake": "envoy_ssl_handshake",
+	} {
+		if got := promName(in); got != want {
+			t.Errorf("promName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,125 @@
+package status
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/portico-gateway/portico/pkg/resource"
+)
+
+var vs = resource.Key{Kind: "VirtualService", Namespace: "default", Name: "vs"}
+
+func msg(level Level, reason, field, text string) Message {
+	return Message{Code: SchemaValidationError, Level: level, Reason: reason, Field: field, Message: text}
+}
+
+func TestConditionsFollowMessages(t *testing.T) {
+	cases := []struct {
+		name                     string
+		msgs                     []Message
+		reject                   bool
+		accepted, reason, substr string
+		resolved, resolvedReason string
+	}{
+		{"nothing wrong", nil, false, "True", ReasonAccepted, "Configuration is valid and in use", "True", ReasonResolvedRefs},
+		{"a warning", []Message{msg(Warning, ReasonUnsupported, "spec.x", "ignored")}, false,
+			"True", ReasonAccepted, "In use, with warnings: Warning [IST0106] spec.x: ignored", "True", ReasonResolvedRefs},
+		{"an error", []Message{msg(Warning, ReasonUnsupported, "", "w"), msg(Error, ReasonInvalidSpec, "spec.http[0]", "bad regex")}, false,
+			"True", ReasonPartiallyInvalid, "Partly in use: Error [IST0106] spec.http[0]: bad regex", "True", ReasonResolvedRefs},
+		{"rejected", []Message{msg(Warning, ReasonUnsupported, "", "w"), msg(Error, ReasonConflictingServer, "spec.servers[0]", "lost")}, true,
+			"False", ReasonConflictingServer, "spec.servers[0]: lost", "True", ReasonResolvedRefs},
+		{"rejected with only a warning", []Message{msg(Warning, ReasonUnsupported, "", "mesh only")}, true,
+			"False", ReasonUnsupported, "mesh only", "True", ReasonResolvedRefs},
+		{"missing references", []Message{msg(Warning, ReasonSubsetNotFound, "a", "no v3"), msg(Error, ReasonGatewayNotFound, "b", "no gw")}, false,
+			"True", ReasonPartiallyInvalid, "no gw", "False", ReasonGatewayNotFound},
+	}
+	for _, c := range cases {
+		r := NewReport()
+		r.Track(vs, 3)
+		for _, m := range c.msgs {
+			r.Add(vs, m)
+		}
+		if c.reject {
+			r.Get(vs).Reject()
+		}
+		st := r.Finalize()[0]
+		acc, res := st.Condition(Accepted), st.Condition(ResolvedRefs)
+		if acc.Status != c.accepted || acc.Reason != c.reason || !strings.Contains(acc.Message, c.substr) {
+			t.Errorf("%s: Accepted = %+v", c.name, acc)
+		}
+		if res.Status != c.resolved || res.Reason != c.resolvedReason {
+			t.Errorf("%s: ResolvedRefs = %+v", c.name, res)
+		}
+		if acc.ObservedGeneration != 3 || res.ObservedGeneration != 3 {
+			t.Errorf("%s: observedGeneration %d/%d", c.name, acc.ObservedGeneration, res.ObservedGeneration)
+		}
+		for i := 1; i < len(st.Messages); i++ {
+			if levelRank(st.Messages[i-1].Level) > levelRank(st.Messages[i].Level) {
+				t.Errorf("%s: messages not ordered by severity: %v", c.name, st.Messages)
+			}
+		}
+	}
+}
+
+func TestReportKeepsOneCopyAndTheHighestGeneration(t *testing.T) {
+	r := NewReport()
+	m := msg(Error, ReasonInvalidSpec, "spec", "bad")
+	r.Add(vs, m)
+	r.Add(vs, m) // the same resource bound for a second class
+	r.Track(vs, 2)
+	r.Track(vs, 1)
+	st := r.Finalize()[0]
+	if len(st.Messages) != 1 || st.ObservedGeneration != 2 {
+		t.Errorf("status %+v", st)
+	}
+	r.Reject(resource.Key{Kind: "Gateway", Name: "gw"}, m)
+	if !r.Get(resource.Key{Kind: "Gateway", Name: "gw"}).Rejected() {
+		t.Error("Reject did not reject")
+	}
+}
+
+func TestFinalizeSortsByKindNamespaceName(t *testing.T) {
+	r := NewReport()
+	for _, k := range []resource.Key{{Kind: "VirtualService", Namespace: "b", Name: "a"}, {Kind: "Gateway", Namespace: "z", Name: "z"},
+		{Kind: "VirtualService", Namespace: "a", Name: "b"}, {Kind: "VirtualService", Namespace: "a", Name: "a"}} {
+		r.Track(k, 1)
+	}
+	var got []string
+	for _, s := range r.Finalize() {
+		got = append(got, s.Key.String())
+	}
+	want := "Gateway z/z,VirtualService a/a,VirtualService a/b,VirtualService b/a"
+	if strings.Join(got, ",") != want {
+		t.Errorf("order %v, want %s", got, want)
+	}
+}
+
+// WithMessages must not touch the status it copies: a build's statuses
+// may be shared with a cache.
+func TestWithMessagesCopies(t *testing.T) {
+	r := NewReport()
+	r.Track(vs, 1)
+	r.SetExtra(vs, "ports", "80")
+	orig := r.Finalize()[0]
+	m := Message{Code: GatewayNotServed, Level: Error, Reason: ReasonPortUnavailable, Field: "spec.servers[0].port", Message: "proxy p cannot serve port 80"}
+	cp := orig.WithMessages(m, m)
+	if len(orig.Messages) != 0 || orig.Condition(Accepted).Reason != ReasonAccepted {
+		t.Errorf("the original changed: %+v", orig)
+	}
+	if len(cp.Messages) != 1 || cp.Condition(Accepted).Reason != ReasonPartiallyInvalid || !strings.Contains(cp.Condition(Accepted).Message, "port 80") {
+		t.Errorf("copy: %+v", cp)
+	}
+	cp.Extra["ports"] = "changed"
+	if orig.Extra["ports"] != "80" {
+		t.Error("the copy shares Extra with the original")
+	}
+}
+
+func TestMessageString(t *testing.T) {
+	if s := msg(Error, ReasonInvalidSpec, "spec.a", "x").String(); s != "Error [IST0106] spec.a: x" {
+		t.Errorf("%q", s)
+	}
+	if s := msg(Info, ReasonInvalidSpec, "", "x").String(); s != "Info [IST0106] x" {
+		t.Errorf("%q", s)
+	}
+}
