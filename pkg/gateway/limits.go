@@ -334,9 +334,8 @@ func (c *limitChecker) policySections(f *fieldPath, lb *networkingapi.LoadBalanc
 				c.fail(&nf, "a query parameter name must not be empty (Envoy: HashPolicy.QueryParameter.name min_len 1)")
 			}
 		}
-		// The deprecated field is still honoured (buildCluster reads it),
+		// The deprecated field is still honoured (applyPolicy reads it),
 		// so it is checked too.
-		//lint:ignore SA1019 users still write it; applyPolicy uses it
 		if legacy := ch.MinimumRingSize; legacy > maxRingSize {
 			nf := field(&hf, ".minimumRingSize")
 			c.fail(&nf, "%d is above %d, Envoy's maximum (RingHashLbConfig.minimum_ring_size lte)", legacy, maxRingSize)
