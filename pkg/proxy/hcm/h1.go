@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -269,7 +270,23 @@ func (h *Handler) headError(w *h1Writer, err error) {
 	w.conn.slide(5 * time.Second) // the reply must not hang on a client that stopped reading
 	w.reset("HTTP/1.1", true)
 	h.localReply(w, &httpx.Request{Proto: "HTTP/1.1"}, status, "", nil)
-	w.flushAndRelease()
+	if w.flushAndRelease() == nil {
+		delayedClose(w.conn.Conn)
+	}
+}
+
+// delayedClose half-closes a connection after an error reply and reads
+// what the client still sends, for at most a second, before the caller
+// closes it: closing with unread bytes makes the kernel reset the
+// connection, and a reset can destroy the reply before the client reads
+// it (Envoy's delayed_close_timeout is 1 s too).
+func delayedClose(nc net.Conn) {
+	cw, ok := nc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	nc.SetReadDeadline(time.Now().Add(time.Second))
+	io.CopyN(io.Discard, nc, 256<<10)
 }
 
 func addrPort(a net.Addr) netip.AddrPort {

@@ -54,8 +54,13 @@ func (l Limits) orDefault() Limits {
 // readHeaderBlock reads up to and including the blank line ending a header
 // section, returning one owned copy of it: every string of the message is
 // a slice of this one allocation.
-func readHeaderBlock(br *bufio.Reader, scratch []byte, max int) ([]byte, error) {
+//
+// maxLines bounds the lines after the first (0: no bound): a head with more
+// fields than allowed is refused as soon as that is known, without reading
+// the rest of it.
+func readHeaderBlock(br *bufio.Reader, scratch []byte, max, maxLines int) ([]byte, error) {
 	buf := scratch[:0]
+	lines := 0
 	for {
 		line, err := br.ReadSlice('\n')
 		if err != nil {
@@ -86,6 +91,9 @@ func readHeaderBlock(br *bufio.Reader, scratch []byte, max int) ([]byte, error) 
 				continue
 			}
 			return buf, nil
+		}
+		if lines++; maxLines > 0 && lines > maxLines+1 {
+			return nil, ErrTooManyHeaders
 		}
 	}
 }
@@ -322,7 +330,7 @@ func ReadRequest(br *bufio.Reader, req *Request, scratch []byte) error {
 // sends can change how the request is framed upstream.
 func (l Limits) ReadRequest(br *bufio.Reader, req *Request, scratch []byte) error {
 	l = l.orDefault()
-	block, err := readHeaderBlock(br, scratch, l.MaxHeaderBytes)
+	block, err := readHeaderBlock(br, scratch, l.MaxHeaderBytes, l.MaxHeaders)
 	if err != nil {
 		return err
 	}
@@ -455,7 +463,7 @@ func noBody(method string, status int) bool {
 // ReadResponse parses a response head for a request with the given method.
 func ReadResponse(br *bufio.Reader, method string, resp *Response, scratch []byte) error {
 	for {
-		block, err := readHeaderBlock(br, scratch, MaxHeaderBytes)
+		block, err := readHeaderBlock(br, scratch, MaxHeaderBytes, maxResponseHeaders)
 		if err != nil {
 			return err
 		}
