@@ -202,6 +202,24 @@ func TestEnvoyDeployment(t *testing.T) {
 	if err := validate.Deep(&bs); err != nil {
 		t.Fatalf("bootstrap: %v", err)
 	}
+	// Stock Envoy must accept the regexes the binder accepts, and shed
+	// connections at a cap as the Go proxy does.
+	re2 := bs.GetLayeredRuntime().GetLayers()[0].GetStaticLayer().GetFields()["re2.max_program_size.error_level"].GetNumberValue()
+	if re2 < 32768 {
+		t.Errorf("re2.max_program_size.error_level = %v: Envoy would refuse regexes the controller accepts (up to 32768)", re2)
+	}
+	if m := bs.GetOverloadManager().GetResourceMonitors(); len(m) == 0 || m[0].GetName() != "envoy.resource_monitors.global_downstream_max_connections" {
+		t.Errorf("no global downstream connection cap in the overload manager: %v", m)
+	}
+	// Stock Envoy must accept the regexes the binder accepts, and shed
+	// connections at a cap as the Go proxy does.
+	re2 := bs.GetLayeredRuntime().GetLayers()[0].GetStaticLayer().GetFields()["re2.max_program_size.error_level"].GetNumberValue()
+	if re2 < 32768 {
+		t.Errorf("re2.max_program_size.error_level = %v: Envoy would refuse regexes the controller accepts (up to 32768)", re2)
+	}
+	if m := bs.GetOverloadManager().GetResourceMonitors(); len(m) == 0 || m[0].GetName() != "envoy.resource_monitors.global_downstream_max_connections" {
+		t.Errorf("no global downstream connection cap in the overload manager: %v", m)
+	}
 	host, port := controllerXDS(t, r)
 	// ADS over TLS with the pod's token, the way Envoy can attach one:
 	// google_grpc with the file_based_metadata call credentials.
