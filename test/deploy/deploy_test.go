@@ -204,16 +204,10 @@ func TestEnvoyDeployment(t *testing.T) {
 	}
 	// Stock Envoy must accept the regexes the binder accepts, and shed
 	// connections at a cap as the Go proxy does.
-	re2 := bs.GetLayeredRuntime().GetLayers()[0].GetStaticLayer().GetFields()["re2.max_program_size.error_level"].GetNumberValue()
-	if re2 < 32768 {
-		t.Errorf("re2.max_program_size.error_level = %v: Envoy would refuse regexes the controller accepts (up to 32768)", re2)
+	var re2 float64
+	for _, l := range bs.GetLayeredRuntime().GetLayers() {
+		re2 = max(re2, l.GetStaticLayer().GetFields()["re2.max_program_size.error_level"].GetNumberValue())
 	}
-	if m := bs.GetOverloadManager().GetResourceMonitors(); len(m) == 0 || m[0].GetName() != "envoy.resource_monitors.global_downstream_max_connections" {
-		t.Errorf("no global downstream connection cap in the overload manager: %v", m)
-	}
-	// Stock Envoy must accept the regexes the binder accepts, and shed
-	// connections at a cap as the Go proxy does.
-	re2 := bs.GetLayeredRuntime().GetLayers()[0].GetStaticLayer().GetFields()["re2.max_program_size.error_level"].GetNumberValue()
 	if re2 < 32768 {
 		t.Errorf("re2.max_program_size.error_level = %v: Envoy would refuse regexes the controller accepts (up to 32768)", re2)
 	}
