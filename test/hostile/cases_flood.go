@@ -102,7 +102,9 @@ func isTimeout(err error) bool {
 }
 
 // legitimate makes requests one after another on a keep-alive connection
-// until ctx ends: "legit ok" if every one got 200 within 2 s.
+// until ctx ends, and at least one even if the flood was over at once (a
+// proxy that cuts the attacker off within milliseconds): "legit ok" if
+// every one got 200 within 2 s.
 func legitimate(ctx context.Context, env *Env) string {
 	ok, failed := 0, 0
 	var nc net.Conn
@@ -111,7 +113,7 @@ func legitimate(ctx context.Context, env *Env) string {
 			nc.Close()
 		}
 	}()
-	for ctx.Err() == nil {
+	for ctx.Err() == nil || ok+failed == 0 {
 		if nc == nil {
 			var err error
 			if nc, err = net.DialTimeout("tcp", env.HTTP, 2*time.Second); err != nil {
