@@ -19,11 +19,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/portico-gateway/portico/bench/internal/proc"
 )
 
 type options struct {
@@ -34,26 +34,6 @@ type options struct {
 	resetConns     int
 	bombClients    int
 	legitInterval  time.Duration
-}
-
-// numCPU counts the machine's online CPUs (runtime.NumCPU would count
-// only those this process is pinned to).
-func numCPU() int {
-	b, err := os.ReadFile("/sys/devices/system/cpu/online")
-	if err != nil {
-		return runtime.NumCPU()
-	}
-	n := 0
-	for _, part := range strings.Split(strings.TrimSpace(string(b)), ",") {
-		lo, hi, found := strings.Cut(part, "-")
-		a, _ := strconv.Atoi(lo)
-		z := a
-		if found {
-			z, _ = strconv.Atoi(hi)
-		}
-		n += z - a + 1
-	}
-	return n
 }
 
 func main() {
@@ -124,7 +104,7 @@ func run(o *options, bins, out, only, targets, proxyCPU, label string, nofile ui
 	}
 	e := &env{work: work, bins: bins, backend: be.addr(), proxyCPU: proxyCPU}
 	if proxyCPU != "" {
-		if _, err := exec.LookPath("taskset"); err != nil || numCPU() < 2 {
+		if _, err := exec.LookPath("taskset"); err != nil || proc.NumCPU() < 2 {
 			e.proxyCPU = ""
 		}
 	}
@@ -174,8 +154,8 @@ func runOne(ctx context.Context, e *env, a attack, name string, o *options, nofi
 	stopIdle()
 	r.idleP50, r.idleP99 = idle.percentile(0.5), idle.percentile(0.99)
 
-	r.before = rss(t.pids())
-	cpu0 := cpuTime(t.pids())
+	r.before = proc.RSS(t.pids())
+	cpu0 := proc.CPUTime(t.pids())
 	s := sample(t, 200*time.Millisecond)
 	actx, stop := context.WithTimeout(ctx, o.duration)
 	defer stop()
@@ -184,7 +164,7 @@ func runOne(ctx context.Context, e *env, a attack, name string, o *options, nofi
 	r.attacker = a.run(actx, t, o)
 	l := <-legitDone
 	r.peak = s.Stop()
-	r.cpu = cpuTime(t.pids()) - cpu0
+	r.cpu = proc.CPUTime(t.pids()) - cpu0
 	r.p50, r.p99 = l.percentile(0.5), l.percentile(0.99)
 	r.ok, r.failed = l.count()
 	r.firstErr = l.firstErr
@@ -193,7 +173,7 @@ func runOne(ctx context.Context, e *env, a attack, name string, o *options, nofi
 	}
 	// What is held a moment after the attack stopped.
 	time.Sleep(2 * time.Second)
-	r.after = rss(t.pids())
+	r.after = proc.RSS(t.pids())
 	return r, nil
 }
 
@@ -205,7 +185,7 @@ func table(rows []row, o *options, label, proxyCPU string) string {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "Attack bench%s, %s on %s (%d CPUs, proxies pinned to CPU %q), %v per attack: slowloris %d connections, stalled bodies %d connections, rapid reset %d connections, header bomb %d clients; ordinary client every %v.\n\n",
-		map[bool]string{true: " (" + label + ")", false: ""}[label != ""], time.Now().UTC().Format("2006-01-02"), host, numCPU(), proxyCPU,
+		map[bool]string{true: " (" + label + ")", false: ""}[label != ""], time.Now().UTC().Format("2006-01-02"), host, proc.NumCPU(), proxyCPU,
 		o.duration, o.slowlorisConns, o.stalledConns, o.resetConns, o.bombClients, o.legitInterval)
 	b.WriteString("| Attack | Proxy | RSS before | RSS peak | RSS growth | vs nginx | CPU s | ordinary p50 / p99 (idle) | p99 vs idle | ordinary failed | Crash |\n")
 	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |\n")

@@ -1,97 +1,17 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/portico-gateway/portico/bench/internal/proc"
 )
-
-// clockTick is USER_HZ, 100 on every Linux this runs on.
-const clockTick = 100
-
-// procStat reads utime+stime and whether the process exists.
-func cpuTime(pids []int) time.Duration {
-	var ticks int64
-	for _, pid := range pids {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		utime, _ := strconv.ParseInt(f[11], 10, 64)
-		stime, _ := strconv.ParseInt(f[12], 10, 64)
-		ticks += utime + stime
-	}
-	return time.Duration(ticks) * time.Second / clockTick
-}
-
-// rss sums VmRSS of processes, in bytes.
-func rss(pids []int) uint64 {
-	var total uint64
-	for _, pid := range pids {
-		f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-				kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-				total += kb << 10
-			}
-		}
-		f.Close()
-	}
-	return total
-}
-
-// processTree returns pid and its descendants (nginx's workers).
-func processTree(root int) []int {
-	parent := map[int]int{}
-	entries, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, e := range entries {
-		b, err := os.ReadFile(e)
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(e)))
-		ppid, _ := strconv.Atoi(f[1])
-		parent[pid] = ppid
-	}
-	out := []int{root}
-	for changed := true; changed; {
-		changed = false
-		for pid, pp := range parent {
-			if contains(out, pp) && !contains(out, pid) {
-				out = append(out, pid)
-				changed = true
-			}
-		}
-	}
-	return out
-}
-
-func contains(s []int, v int) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
 
 // sampler records the peak RSS of a target's processes until stopped.
 type sampler struct {
@@ -108,7 +28,7 @@ func sample(t *target, every time.Duration) *sampler {
 		tick := time.NewTicker(every)
 		defer tick.Stop()
 		for {
-			if r := rss(t.pids()); r > s.peak {
+			if r := proc.RSS(t.pids()); r > s.peak {
 				s.peak = r
 			}
 			select {

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/portico-gateway/portico/bench/internal/proc"
 )
 
 // target is a proxy under attack, freshly started for each attack so
@@ -29,7 +31,7 @@ type target struct {
 	root      int
 }
 
-func (t *target) pids() []int { return processTree(t.root) }
+func (t *target) pids() []int { return proc.Tree(t.root) }
 
 func (t *target) alive() bool {
 	select {
@@ -155,7 +157,7 @@ spec:
 
 func gomaxprocs(e *env) string {
 	if e.proxyCPU == "" {
-		return strconv.Itoa(numCPU())
+		return strconv.Itoa(proc.NumCPU())
 	}
 	n := 1
 	for _, c := range e.proxyCPU {

@@ -30,6 +30,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/portico-gateway/portico/bench/internal/proc"
 	"github.com/portico-gateway/portico/internal/testpki"
 )
 
@@ -95,7 +96,7 @@ func run(ctx context.Context, rounds int, duration, warmup time.Duration, conns,
 	}
 	os.WriteFile(filepath.Join(e.certs, "combined.pem"), append(testpki.Read("server.crt"), testpki.Read("server.key")...), 0o600)
 
-	if n := numCPU(); pin && n >= 2 {
+	if n := proc.NumCPU(); pin && n >= 2 {
 		var set unix.CPUSet
 		for i := 0; i < n-1; i++ {
 			set.Set(i)
@@ -157,12 +158,12 @@ func run(ctx context.Context, rounds int, duration, warmup time.Duration, conns,
 				var before time.Duration
 				profile := t.name == "portico" && proto == profileProto && cpuprofile != "" && round == 0
 				res, err := runLoad(ctx, spec, func() {
-					before = cpuTime(t.pids())
+					before = proc.CPUTime(t.pids())
 					if profile {
 						go fetchProfile(t, cpuprofile, duration)
 					}
 				}, func() {})
-				after := cpuTime(t.pids())
+				after := proc.CPUTime(t.pids())
 				if err != nil {
 					dumpLogs(e)
 					return fmt.Errorf("%s %s: %w", t.name, proto, err)
@@ -251,7 +252,7 @@ func report(rows []row, duration time.Duration, rounds, conns, h2conns, h2stream
 	var b strings.Builder
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "Data plane, %s on %s (%d CPUs%s): medians of %d interleaved rounds of %v, %d connections (HTTP/2: %d×%d streams), access logs off.\n\n",
-		time.Now().UTC().Format("2006-01-02"), host, numCPU(), map[bool]string{true: ", each proxy pinned to one CPU", false: ""}[pinned],
+		time.Now().UTC().Format("2006-01-02"), host, proc.NumCPU(), map[bool]string{true: ", each proxy pinned to one CPU", false: ""}[pinned],
 		rounds, duration, conns, h2conns, h2streams)
 	fmt.Fprintln(&b, "| Protocol | Target | req/s | p50 | p99 | proxy CPU µs/req | CPU vs nginx |")
 	fmt.Fprintln(&b, "| --- | --- | ---: | ---: | ---: | ---: | ---: |")

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/portico-gateway/portico/bench/internal/proc"
 )
 
 // target is a proxy under test (or none: direct to the backends).
@@ -174,7 +176,7 @@ spec:
 // gomaxprocs gives the Go proxy as many Ps as the CPUs it is pinned to.
 func gomaxprocs(e *env) string {
 	if e.proxyCPU == "" {
-		return fmt.Sprint(numCPU())
+		return fmt.Sprint(proc.NumCPU())
 	}
 	return fmt.Sprint(len(strings.Split(e.proxyCPU, ",")))
 }
@@ -226,7 +228,7 @@ stream {
 		return nil, err
 	}
 	t := &target{name: "nginx", procs: []*exec.Cmd{cmd}, ports: map[string]string{"http1": h1, "https": h2, "h2": h2, "tcp": tcp},
-		pids: func() []int { return processTree(cmd.Process.Pid) }}
+		pids: func() []int { return proc.Tree(cmd.Process.Pid) }}
 	if err := waitHTTP("http://"+h1+"/", 10*time.Second); err != nil {
 		t.stop()
 		return nil, fmt.Errorf("nginx: %w", err)
@@ -271,7 +273,7 @@ listen tcp
 		return nil, err
 	}
 	t := &target{name: "haproxy", procs: []*exec.Cmd{cmd}, ports: map[string]string{"http1": h1, "https": h2, "h2": h2, "tcp": tcp},
-		pids: func() []int { return processTree(cmd.Process.Pid) }}
+		pids: func() []int { return proc.Tree(cmd.Process.Pid) }}
 	if err := waitHTTP("http://"+h1+"/", 10*time.Second); err != nil {
 		t.stop()
 		return nil, fmt.Errorf("haproxy: %w", err)
