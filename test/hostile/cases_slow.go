@@ -93,23 +93,8 @@ func stalledBodies(n, size int, bound uint64) func(context.Context, *Env) (strin
 			}()
 		}
 		// Measure once the bytes stop flowing (or the writes gave up).
-		var last int64 = -1
-		for deadline := time.Now().Add(env.Timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			if s := sent.Load(); s == last && s > 0 {
-				break
-			} else {
-				last = s
-			}
-		}
-		heap := "heap n/a"
-		if env.Heap != nil {
-			grew := int64(env.Heap()) - int64(before)
-			if grew < int64(bound) {
-				heap = "heap ok"
-			} else {
-				heap = fmt.Sprintf("heap +%d MiB", grew>>20)
-			}
-		}
+		waitStill(&sent, env.Timeout)
+		heap := heapVerdict(env, before, bound)
 		wg.Wait()
 		// How did the server end them? (One deadline for all.)
 		deadline := time.Now().Add(slowWait(env))
@@ -187,23 +172,8 @@ func stalledStreams(n, perStream int, bound uint64) func(context.Context, *Env) 
 				results <- fmt.Sprint(resp.StatusCode)
 			}()
 		}
-		var last int64 = -1
-		for deadline := time.Now().Add(env.Timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			if s := sent.Load(); s == last && s > 0 {
-				break
-			} else {
-				last = s
-			}
-		}
-		heap := "heap n/a"
-		if env.Heap != nil {
-			grew := int64(env.Heap()) - int64(before)
-			if grew < int64(bound) {
-				heap = "heap ok"
-			} else {
-				heap = fmt.Sprintf("heap +%d MiB", grew>>20)
-			}
-		}
+		waitStill(&sent, env.Timeout)
+		heap := heapVerdict(env, before, bound)
 		// The server's stream idle timeout must end every stream.
 		states := map[string]bool{}
 		timeout := time.After(slowWait(env))
@@ -334,4 +304,30 @@ func slowCases() []*Case {
 		c.Slow = !strings.HasSuffix(c.Name, "-memory")
 	}
 	return cs
+}
+
+// waitStill waits, within timeout, until the bytes counted by sent stop
+// growing (the proxy stopped reading, or the writers gave up).
+func waitStill(sent *atomic.Int64, timeout time.Duration) {
+	var last int64 = -1
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		s := sent.Load()
+		if s == last && s > 0 {
+			return
+		}
+		last = s
+	}
+}
+
+// heapVerdict says whether the proxy's heap grew less than bound since
+// before ("heap ok"), or by how much.
+func heapVerdict(env *Env, before uint64, bound uint64) string {
+	if env.Heap == nil {
+		return "heap n/a"
+	}
+	grew := int64(env.Heap()) - int64(before)
+	if grew < int64(bound) {
+		return "heap ok"
+	}
+	return fmt.Sprintf("heap +%d MiB", grew>>20)
 }
