@@ -11,7 +11,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"sync"
 	"syscall"
+	"time"
 )
 
 // ErrNotRegular is returned for anything that is not a regular file.
@@ -89,5 +91,38 @@ func Regular(path string, max int64) ([]byte, error) {
 	if int64(len(b)) > max {
 		return nil, fmt.Errorf("%w: it grew past the limit of %d bytes while being read", ErrTooLarge, max)
 	}
+	return b, nil
+}
+
+// Cached is a small file read with Regular and read again only when its
+// size or modification time changes: credentials the kubelet rotates by
+// replacing the file (projected tokens, CA bundles), read on every use
+// without a read per use. Safe for concurrent use.
+type Cached struct {
+	Path string
+	Max  int64
+
+	mu   sync.Mutex
+	mod  time.Time
+	size int64
+	data []byte
+}
+
+// Read returns the file's content as of its last change.
+func (c *Cached) Read() ([]byte, error) {
+	fi, err := Check(c.Path, c.Max)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.data != nil && fi.ModTime().Equal(c.mod) && fi.Size() == c.size {
+		return c.data, nil
+	}
+	b, err := Regular(c.Path, c.Max)
+	if err != nil {
+		return nil, err
+	}
+	c.data, c.mod, c.size = b, fi.ModTime(), fi.Size()
 	return b, nil
 }

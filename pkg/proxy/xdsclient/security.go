@@ -9,9 +9,8 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"sync"
-	"time"
 
+	"github.com/portico-gateway/portico/internal/fsread"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -93,7 +92,7 @@ func (s Security) DialOptions(address string) ([]grpc.DialOption, error) {
 				name = address
 			}
 		}
-		ca := &cachedFile{path: s.CAFile}
+		ca := credentialFile(s.CAFile)
 		cfg := &tls.Config{
 			MinVersion: tls.VersionTLS12,
 			ServerName: name,
@@ -101,7 +100,7 @@ func (s Security) DialOptions(address string) ([]grpc.DialOption, error) {
 			// as it is now, so a rotated CA needs no restart.
 			InsecureSkipVerify: true, //nolint:gosec // verified below
 			VerifyConnection: func(cs tls.ConnectionState) error {
-				pem, err := ca.read()
+				pem, err := readCredential(ca)
 				if err != nil {
 					return err
 				}
@@ -136,25 +135,25 @@ func (s Security) DialOptions(address string) ([]grpc.DialOption, error) {
 		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	}
 	if s.TokenFile != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(&tokenCredentials{file: &cachedFile{path: s.TokenFile}, secure: s.CAFile != ""}))
+		opts = append(opts, grpc.WithPerRPCCredentials(&tokenCredentials{file: credentialFile(s.TokenFile), secure: s.CAFile != ""}))
 	}
 	return opts, nil
 }
 
 // tokenCredentials send a token file's content as a bearer token.
 type tokenCredentials struct {
-	file   *cachedFile
+	file   *fsread.Cached
 	secure bool
 }
 
 func (t *tokenCredentials) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	b, err := t.file.read()
+	b, err := readCredential(t.file)
 	if err != nil {
 		return nil, err
 	}
 	tok := bytes.TrimSpace(b)
 	if len(tok) == 0 {
-		return nil, fmt.Errorf("the xDS token file %s is empty", t.file.path)
+		return nil, fmt.Errorf("the xDS token file %s is empty", t.file.Path)
 	}
 	return map[string]string{"authorization": "Bearer " + string(tok)}, nil
 }
@@ -163,35 +162,20 @@ func (t *tokenCredentials) GetRequestMetadata(context.Context, ...string) (map[s
 // Check allows.
 func (t *tokenCredentials) RequireTransportSecurity() bool { return t.secure }
 
-// cachedFile re-reads a small file when its size or modification time
-// changes (the kubelet replaces projected files atomically).
-type cachedFile struct {
-	path string
-	mu   sync.Mutex
-	mod  time.Time
-	size int64
-	data []byte
-}
-
+// maxCredentialFile bounds a CA bundle or token file.
 const maxCredentialFile = 1 << 20
 
-func (f *cachedFile) read() ([]byte, error) {
-	fi, err := os.Stat(f.path)
+// credentialFile is a CA or token file, read again when the kubelet
+// replaces it.
+func credentialFile(path string) *fsread.Cached {
+	return &fsread.Cached{Path: path, Max: maxCredentialFile}
+}
+
+// readCredential reads a credential file, saying what it was for.
+func readCredential(f *fsread.Cached) ([]byte, error) {
+	b, err := f.Read()
 	if err != nil {
 		return nil, fmt.Errorf("xDS credentials: %w", err)
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.data != nil && fi.ModTime().Equal(f.mod) && fi.Size() == f.size {
-		return f.data, nil
-	}
-	if fi.Size() > maxCredentialFile {
-		return nil, fmt.Errorf("xDS credentials: %s is larger than %d bytes", f.path, maxCredentialFile)
-	}
-	b, err := os.ReadFile(f.path)
-	if err != nil {
-		return nil, fmt.Errorf("xDS credentials: %w", err)
-	}
-	f.data, f.mod, f.size = b, fi.ModTime(), fi.Size()
 	return b, nil
 }
