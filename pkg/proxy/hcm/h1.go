@@ -15,6 +15,7 @@ import (
 
 	"github.com/portico-gateway/portico/pkg/proxy/httpx"
 	"github.com/portico-gateway/portico/pkg/proxy/overload"
+	"github.com/portico-gateway/portico/pkg/proxy/readahead"
 )
 
 var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
@@ -65,7 +66,7 @@ func (h *Handler) ServeConn(ctx context.Context, nc net.Conn, tlsConn *tls.Conn,
 				h.st.cxHTTP2.Inc()
 				ahead := make([]byte, br.Buffered())
 				br.Read(ahead)
-				h.serveH2(ctx, &prefixConn{Conn: nc, prefix: ahead})
+				h.serveH2(ctx, &readahead.Conn{Conn: nc, Ahead: ahead})
 				return
 			}
 		}
@@ -80,22 +81,6 @@ func (h *Handler) idleTimeout() time.Duration {
 		return h.cfg.IdleTimeout
 	}
 	return 24 * time.Hour // "disabled": bounded anyway, and evictable under pressure
-}
-
-// prefixConn replays bytes read ahead of a connection's handover. It owns
-// them: nothing pooled is shared with the goroutines that read through it.
-type prefixConn struct {
-	net.Conn
-	prefix []byte
-}
-
-func (p *prefixConn) Read(b []byte) (int, error) {
-	if len(p.prefix) > 0 {
-		n := copy(b, p.prefix)
-		p.prefix = p.prefix[n:]
-		return n, nil
-	}
-	return p.Conn.Read(b)
 }
 
 // timedConn arms a connection's deadlines for the connection manager's

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	"net"
 	"strings"
 )
 
@@ -233,32 +232,3 @@ func (p *parser) bytes24() (parser, bool) {
 	*p = (*p)[3:]
 	return p.take(n)
 }
-
-// replayConn is a connection whose first bytes were read ahead (by the
-// TLS inspector) and are replayed before the socket is read again.
-type replayConn struct {
-	net.Conn
-	ahead []byte
-}
-
-func (c *replayConn) Read(p []byte) (int, error) {
-	if len(c.ahead) > 0 {
-		n := copy(p, c.ahead)
-		c.ahead = c.ahead[n:]
-		if len(c.ahead) == 0 {
-			c.ahead = nil // let the read-ahead buffer go
-		}
-		return n, nil
-	}
-	return c.Conn.Read(p)
-}
-
-// CloseWrite half-closes the underlying connection.
-func (c *replayConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
-
-var _ io.Reader = (*replayConn)(nil)

@@ -31,6 +31,7 @@ import (
 
 	"github.com/portico-gateway/portico/pkg/proxy/hcm"
 	"github.com/portico-gateway/portico/pkg/proxy/overload"
+	"github.com/portico-gateway/portico/pkg/proxy/readahead"
 	"github.com/portico-gateway/portico/pkg/proxy/stats"
 	"github.com/portico-gateway/portico/pkg/proxy/tcpproxy"
 	ptls "github.com/portico-gateway/portico/pkg/tls"
@@ -734,7 +735,7 @@ func (m *Manager) serve(ctx context.Context, r *running, nc net.Conn, oc *overlo
 			return
 		}
 		sni, isTLS = hello.ServerName, hello.TLS
-		conn = &replayConn{Conn: nc, ahead: ahead}
+		conn = &readahead.Conn{Conn: nc, Ahead: ahead}
 	}
 	c := g.selectChain(sni)
 	if c == nil || c.tls == nil && isTLS && c.tcp == nil || c.tls != nil && !isTLS {
