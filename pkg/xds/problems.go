@@ -119,7 +119,7 @@ var metadataName = (&corev3.Metadata{}).ProtoReflect().Descriptor().FullName()
 // that carry source metadata, not looking inside Any fields.
 func sourcedParts(m protoreflect.Message, f func(protoreflect.Message)) {
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		md := fieldMessageType(fd)
+		md := validate.FieldMessage(fd)
 		if md == nil || md.FullName() == metadataName || md.FullName() == "google.protobuf.Any" {
 			return true
 		}
@@ -146,16 +146,6 @@ func sourcedParts(m protoreflect.Message, f func(protoreflect.Message)) {
 		}
 		return true
 	})
-}
-
-func fieldMessageType(fd protoreflect.FieldDescriptor) protoreflect.MessageDescriptor {
-	switch {
-	case fd.IsMap():
-		return fd.MapValue().Message()
-	case fd.Kind() == protoreflect.MessageKind || fd.Kind() == protoreflect.GroupKind:
-		return fd.Message()
-	}
-	return nil
 }
 
 // sourcesOf reads the portico.sources metadata of a message, if it has a

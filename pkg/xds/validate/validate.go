@@ -115,12 +115,12 @@ func prefix(err error, p string) error {
 // fieldMayHoldAny reports whether a field's value can contain an Any,
 // directly or further down.
 func fieldMayHoldAny(fd protoreflect.FieldDescriptor) bool {
-	md := fieldMessage(fd)
+	md := FieldMessage(fd)
 	return md != nil && mayHoldAny(md)
 }
 
-// fieldMessage is the message type a field holds (a map's values), or nil.
-func fieldMessage(fd protoreflect.FieldDescriptor) protoreflect.MessageDescriptor {
+// FieldMessage is the message type a field holds (a map's values), or nil.
+func FieldMessage(fd protoreflect.FieldDescriptor) protoreflect.MessageDescriptor {
 	switch {
 	case fd.IsMap():
 		return fd.MapValue().Message()
@@ -162,7 +162,7 @@ func searchAny(md protoreflect.MessageDescriptor, visited map[protoreflect.FullN
 	visited[name] = true
 	fields := md.Fields()
 	for i := 0; i < fields.Len(); i++ {
-		if sub := fieldMessage(fields.Get(i)); sub != nil && searchAny(sub, visited) {
+		if sub := FieldMessage(fields.Get(i)); sub != nil && searchAny(sub, visited) {
 			return true
 		}
 	}
