@@ -27,86 +27,22 @@ import (
 	"github.com/portico-gateway/portico/pkg/translate"
 )
 
-// recorder is a raw HTTP/1.1 backend that records every request it parses
-// from the bytes it receives, as a naive backend would read them: a proxy
-// that forwards ambiguous framing shows up as requests that were never
-// meant to reach it.
-type recorder struct {
-	ln   net.Listener
-	mu   sync.Mutex
-	reqs []*http.Request
-	// bodies[i] is reqs[i]'s body.
-	bodies [][]byte
-	// hold, when set, makes the backend read nothing more from a request
-	// body than it was sent with its head: a slow upstream.
-	conns sync.WaitGroup
-}
-
-func startRecorder(t *testing.T) *recorder {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &recorder{ln: ln}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			r.conns.Add(1)
-			go r.serve(c)
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done; r.conns.Wait() })
-	return r
-}
-
-func (r *recorder) serve(c net.Conn) {
-	defer r.conns.Done()
-	defer c.Close()
-	br := bufio.NewReader(c)
-	for {
-		c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		req, err := http.ReadRequest(br)
-		if err != nil {
-			return
-		}
-		body, err := io.ReadAll(req.Body)
-		r.mu.Lock()
-		r.reqs = append(r.reqs, req)
-		r.bodies = append(r.bodies, body)
-		r.mu.Unlock()
-		if err != nil {
-			return
-		}
-		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-	}
-}
-
-func (r *recorder) port() uint32 { return uint32(r.ln.Addr().(*net.TCPAddr).Port) }
-
-// requests returns "METHOD target" of everything received.
-func (r *recorder) requests() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// requests lists "METHOD target" of everything the recorder received.
+func requests(rec *testenv.Recorder) []string {
 	var out []string
-	for _, q := range r.reqs {
-		out = append(out, q.Method+" "+q.RequestURI)
+	for _, q := range rec.Requests() {
+		out = append(out, q.Method+" "+q.Target)
 	}
 	return out
 }
 
-func (r *recorder) last() (*http.Request, []byte) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.reqs) == 0 {
-		return nil, nil
+// last is the last request the recorder received, or nil.
+func last(rec *testenv.Recorder) *testenv.RecordedRequest {
+	reqs := rec.Requests()
+	if len(reqs) == 0 {
+		return nil
 	}
-	return r.reqs[len(r.reqs)-1], r.bodies[len(r.bodies)-1]
+	return &reqs[len(reqs)-1]
 }
 
 // edgeConfig routes /admin to a 403 the gateway answers itself (what a
@@ -138,11 +74,11 @@ spec:
 }
 
 // startEdge runs the control plane and a proxy in front of a recorder.
-func startEdge(t *testing.T, edge translate.Edge, o testenv.ProxyOptions) (*testenv.Proxy, *recorder) {
+func startEdge(t *testing.T, edge translate.Edge, o testenv.ProxyOptions) (*testenv.Proxy, *testenv.Recorder) {
 	t.Helper()
-	rec := startRecorder(t)
+	rec := testenv.StartRecorder(t)
 	cp := testenv.StartControlPlane(t, "")
-	cp.PublishWith(t, edgeConfig(rec.port()), translate.Options{Edge: edge})
+	cp.PublishWith(t, edgeConfig(rec.Port), translate.Options{Edge: edge})
 	o.Ports = []uint32{80}
 	p := testenv.StartProxy(t, cp.Addr, o)
 	p.WaitReady(t)
@@ -224,12 +160,12 @@ func TestHTTP1AmbiguousFramingIsRejected(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			before := len(rec.requests())
+			before := len(requests(rec))
 			status, closed := rawExchange(t, p.Addr(80), c.raw)
 			if status != c.status || !closed {
 				t.Errorf("got %d (closed %v), want %d and the connection closed", status, closed, c.status)
 			}
-			if got := rec.requests(); len(got) != before {
+			if got := requests(rec); len(got) != before {
 				t.Errorf("the backend received %v", got[before:])
 			}
 		})
@@ -243,20 +179,20 @@ func TestClientCannotStripGatewayHeaders(t *testing.T) {
 	if status != 200 {
 		t.Fatalf("status %d", status)
 	}
-	req, _ := rec.last()
+	req := last(rec)
 	if req == nil {
 		t.Fatal("nothing reached the backend")
 	}
-	if got := req.Header.Get("X-Forwarded-For"); got != "127.0.0.1" {
+	if got := req.Get("X-Forwarded-For"); got != "127.0.0.1" {
 		t.Errorf("x-forwarded-for = %q, want the peer the gateway saw (the client's own was nominated away)", got)
 	}
-	if got := req.Header.Get("X-Forwarded-Proto"); got != "http" {
+	if got := req.Get("X-Forwarded-Proto"); got != "http" {
 		t.Errorf("x-forwarded-proto = %q, want http", got)
 	}
-	if got := req.Header.Get("X-Request-Id"); len(got) != 36 {
+	if got := req.Get("X-Request-Id"); len(got) != 36 {
 		t.Errorf("x-request-id = %q, want the gateway's UUID", got)
 	}
-	if req.Header.Get("Connection") != "" || len(req.Header.Values("Keep-Alive")) > 0 {
+	if req.Get("Connection") != "" || len(req.Values("Keep-Alive")) > 0 {
 		t.Errorf("connection-specific headers forwarded: %v", req.Header)
 	}
 }
@@ -366,7 +302,7 @@ func TestH2ContentLengthWithEndStreamIsNotSmuggled(t *testing.T) {
 	if status, _ := h.response(t, 5); status != "200" {
 		t.Errorf("next request: %q", status)
 	}
-	for _, r := range rec.requests() {
+	for _, r := range requests(rec) {
 		if r != "GET /next" {
 			t.Errorf("the backend received %q", r)
 		}
@@ -384,9 +320,9 @@ func TestH2ContentLengthWithEndStreamIsNotSmuggled(t *testing.T) {
 	if status, _ := h.response(t, 11); status != "200" {
 		t.Fatalf("POST: %q", status)
 	}
-	req, body := rec.last()
-	if req.RequestURI != "/post" || string(body) != "hello" || len(req.Header.Values("Content-Length")) > 1 || req.ContentLength != 5 {
-		t.Errorf("backend got %s %q content-length %v", req.RequestURI, body, req.Header.Values("Content-Length"))
+	req := last(rec)
+	if req == nil || req.Target != "/post" || string(req.Body) != "hello" || len(req.Values("Content-Length")) != 1 || req.BodyLen != 5 {
+		t.Errorf("backend got %+v", req)
 	}
 }
 
@@ -414,7 +350,7 @@ func TestH2RequestsAreValidated(t *testing.T) {
 		}
 	}
 	h := dialH2(t, p.Addr(80))
-	if got := rec.requests(); len(got) > 0 {
+	if got := requests(rec); len(got) > 0 {
 		t.Errorf("the backend received %v", got)
 	}
 	// 101 header fields: over max_headers_count.
@@ -507,7 +443,7 @@ func TestH2RapidResetFloodDoesNotCrash(t *testing.T) {
 		t.Fatalf("after the flood: %d", resp.StatusCode)
 	}
 	closed, _ := p.Stats.Lookup("http.outbound_0.0.0.0_80.downstream_cx_premature_reset_close")
-	t.Logf("%d of 96 connections got GOAWAY, %d closed for premature resets; backend saw %d requests", goaways.Load(), closed, len(rec.requests()))
+	t.Logf("%d of 96 connections got GOAWAY, %d closed for premature resets; backend saw %d requests", goaways.Load(), closed, len(requests(rec)))
 }
 
 // TestStalledBodiesAreBoundedAndTimeOut: request bodies kept for retries
@@ -550,7 +486,7 @@ func TestStalledBodiesAreBoundedAndTimeOut(t *testing.T) {
 		v, _ := p.Stats.Lookup("overload.buffered_request_bytes")
 		return v == 0
 	})
-	for _, r := range rec.requests() {
+	for _, r := range requests(rec) {
 		// Requests beyond the budget stream to the backend; a truncated
 		// body must not be completed by anything else.
 		if r != "POST /upload" {
