@@ -133,8 +133,15 @@ func (c *Controller) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-c.updates:
+			// A signal can outlive the snapshot it announced: Update or
+			// rebuild stores pending, this loop takes it on an earlier
+			// signal, and the later signal finds pending nil. Keep the
+			// last snapshot then; taking the nil would stop every later
+			// rebuild (proxy reports) for good.
 			c.mu.Lock()
-			c.last, c.pending = c.pending, nil
+			if c.pending != nil {
+				c.last, c.pending = c.pending, nil
+			}
 			c.mu.Unlock()
 		case <-c.xds.Changed():
 		}
