@@ -75,7 +75,8 @@ type Provider struct {
 	lastDups   []resource.InvalidResource
 	dirty      map[string]bool
 	structural bool
-	merges     int // full merges, for tests
+	merges     int          // full merges, for tests
+	decodes    atomic.Int64 // files decoded, for tests
 }
 
 type fileState struct {
@@ -83,6 +84,11 @@ type fileState struct {
 	objs []resource.Object
 	// errs are the problems of the current version, if it failed.
 	errs []*resource.DecodeError
+	// sum is the SHA-256 of the bytes objs and errs were decoded from
+	// (zero after a read error). Reading is cheap, decoding is not: a
+	// rescan re-reads a directory but decodes only files whose bytes
+	// changed.
+	sum [32]byte
 }
 
 type generation struct {
@@ -161,8 +167,11 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 				paths = append(paths, d)
 			}
 			clear(dirty)
-			p.reload(paths)
-			publish(p.Snapshot())
+			if p.reload(paths) {
+				publish(p.Snapshot())
+			} else {
+				p.log.V(1).Info("config files rescanned; none changed", "paths", len(paths))
+			}
 		}
 	}
 }
@@ -213,7 +222,12 @@ func isConfigFile(name string) bool {
 }
 
 // reload re-reads the given paths (files or directories); nil means all.
-func (p *Provider) reload(paths []string) {
+// Files whose bytes did not change since they were last decoded are not
+// decoded again, so an event on a hidden name (an editor's or kubectl
+// cp's temporary file, the kubelet's ..data swap), which rescans the
+// whole directory, costs a read of each file, not a decode. It reports
+// whether anything changed.
+func (p *Provider) reload(paths []string) bool {
 	if paths == nil {
 		paths = []string{p.dir}
 	}
@@ -247,6 +261,14 @@ func (p *Provider) reload(paths []string) {
 		names = append(names, f)
 	}
 	sort.Strings(names)
+	sums := make([][32]byte, len(names))
+	p.mu.Lock()
+	for i, f := range names {
+		if st := p.files[f]; st != nil {
+			sums[i] = st.sum
+		}
+	}
+	p.mu.Unlock()
 	// Reading and decoding touch no state: done in parallel, they make a
 	// cold start of thousands of files as many times faster as there are
 	// CPUs. The results are applied in path order, as before.
@@ -256,7 +278,7 @@ func (p *Provider) reload(paths []string) {
 	for range min(runtime.GOMAXPROCS(0), len(names)) {
 		wg.Go(func() {
 			for i := int(next.Add(1)) - 1; i < len(names); i = int(next.Add(1)) - 1 {
-				reads[i] = p.readFile(names[i])
+				reads[i] = p.readFile(names[i], sums[i])
 			}
 		})
 	}
@@ -264,6 +286,7 @@ func (p *Provider) reload(paths []string) {
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	changed := false
 	for f := range p.files {
 		if found[f] {
 			continue
@@ -272,14 +295,20 @@ func (p *Provider) reload(paths []string) {
 			if f == dir || strings.HasPrefix(f, dir+string(filepath.Separator)) {
 				delete(p.files, f)
 				p.structural = true
+				changed = true
 				p.log.Info("config file removed", "file", f)
 				break
 			}
 		}
 	}
 	for i, f := range names {
+		if reads[i].unchanged && p.files[f] != nil && p.files[f].sum == sums[i] {
+			continue
+		}
 		p.applyFile(f, reads[i])
+		changed = true
 	}
+	return changed
 }
 
 // ignoredHint says what an ignored kind means for traffic, where that is
@@ -295,12 +324,17 @@ func ignoredHint(apiVersion string) string {
 type fileRead struct {
 	rel     string
 	readErr error
-	objs    []resource.Object
-	errs    []*resource.DecodeError
-	ignored []resource.Ignored
+	// unchanged: the bytes hash to the sum the file was last decoded
+	// from, so nothing was decoded.
+	unchanged bool
+	sum       [32]byte
+	objs      []resource.Object
+	errs      []*resource.DecodeError
+	ignored   []resource.Ignored
 }
 
-func (p *Provider) readFile(path string) fileRead {
+// readFile reads a file and decodes it, unless its bytes hash to prev.
+func (p *Provider) readFile(path string, prev [32]byte) fileRead {
 	rel, err := filepath.Rel(p.dir, path)
 	if err != nil {
 		rel = path
@@ -312,8 +346,13 @@ func (p *Provider) readFile(path string) fileRead {
 	if err != nil {
 		return fileRead{rel: rel, readErr: err}
 	}
+	sum := sha256.Sum256(data)
+	if sum == prev {
+		return fileRead{rel: rel, unchanged: true, sum: sum}
+	}
+	p.decodes.Add(1)
 	objs, errs, ignored := resource.DecodeWithIgnored(data, rel)
-	return fileRead{rel: rel, objs: objs, errs: errs, ignored: ignored}
+	return fileRead{rel: rel, sum: sum, objs: objs, errs: errs, ignored: ignored}
 }
 
 // applyFile records what was read from path; p.mu is held.
@@ -334,6 +373,7 @@ func (p *Provider) applyFile(path string, r fileRead) {
 			st = &fileState{}
 			p.files[path] = st
 		}
+		st.sum = [32]byte{} // decode whatever is read next
 		st.errs = []*resource.DecodeError{{Source: rel, Err: err}}
 		switch {
 		case errors.Is(err, fsread.ErrNotRegular) && len(st.objs) == 0:
@@ -356,6 +396,7 @@ func (p *Provider) applyFile(path string, r fileRead) {
 		p.files[path] = st
 	}
 	st.errs = errs
+	st.sum = r.sum
 	if len(errs) > 0 {
 		for _, e := range errs {
 			p.log.Error(e, "invalid document; the file's last good version keeps serving", "file", rel, "document", e.Document, "field", e.Field)
