@@ -25,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -77,6 +78,7 @@ type Provider struct {
 	structural bool
 	merges     int          // full merges, for tests
 	decodes    atomic.Int64 // files decoded, for tests
+	reads      atomic.Int64 // files read, for tests
 }
 
 type fileState struct {
@@ -89,6 +91,32 @@ type fileState struct {
 	// rescan re-reads a directory but decodes only files whose bytes
 	// changed.
 	sum [32]byte
+	// stat identifies the file as it was when last read (zero: unknown).
+	// A rescan does not even read a file whose stat is unchanged, unless
+	// an event named the file itself.
+	stat statKey
+}
+
+// statKey is what changes when a file is replaced (inode), rewritten
+// (size, mtime, ctime) or re-linked (ctime), as os.Stat sees it through
+// symlinks (the kubelet's ..data swap points them at new inodes).
+type statKey struct {
+	dev, ino     uint64
+	size         int64
+	mtime, ctime int64
+}
+
+func statOf(path string) statKey {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return statKey{}
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return statKey{}
+	}
+	return statKey{dev: uint64(st.Dev), ino: st.Ino, size: st.Size,
+		mtime: st.Mtim.Sec*1e9 + st.Mtim.Nsec, ctime: st.Ctim.Sec*1e9 + st.Ctim.Nsec}
 }
 
 type generation struct {
@@ -232,6 +260,7 @@ func (p *Provider) reload(paths []string) bool {
 		paths = []string{p.dir}
 	}
 	found := map[string]bool{}
+	named := map[string]bool{}   // files an event named themselves
 	scanned := map[string]bool{} // directories rescanned: files under them that vanished are gone
 	for _, path := range paths {
 		fi, err := os.Stat(path)
@@ -254,6 +283,7 @@ func (p *Provider) reload(paths []string) bool {
 			})
 		case isConfigFile(path):
 			found[path] = true
+			named[path] = true
 		}
 	}
 	names := make([]string, 0, len(found))
@@ -262,10 +292,14 @@ func (p *Provider) reload(paths []string) bool {
 	}
 	sort.Strings(names)
 	sums := make([][32]byte, len(names))
+	stats := make([]statKey, len(names))
 	p.mu.Lock()
 	for i, f := range names {
 		if st := p.files[f]; st != nil {
 			sums[i] = st.sum
+			if !named[f] {
+				stats[i] = st.stat
+			}
 		}
 	}
 	p.mu.Unlock()
@@ -278,7 +312,7 @@ func (p *Provider) reload(paths []string) bool {
 	for range min(runtime.GOMAXPROCS(0), len(names)) {
 		wg.Go(func() {
 			for i := int(next.Add(1)) - 1; i < len(names); i = int(next.Add(1)) - 1 {
-				reads[i] = p.readFile(names[i], sums[i])
+				reads[i] = p.readFile(names[i], sums[i], stats[i])
 			}
 		})
 	}
@@ -302,7 +336,8 @@ func (p *Provider) reload(paths []string) bool {
 		}
 	}
 	for i, f := range names {
-		if reads[i].unchanged && p.files[f] != nil && p.files[f].sum == sums[i] {
+		if st := p.files[f]; reads[i].unchanged && st != nil && st.sum == sums[i] {
+			st.stat = reads[i].stat
 			continue
 		}
 		p.applyFile(f, reads[i])
@@ -328,13 +363,18 @@ type fileRead struct {
 	// from, so nothing was decoded.
 	unchanged bool
 	sum       [32]byte
+	stat      statKey
 	objs      []resource.Object
 	errs      []*resource.DecodeError
 	ignored   []resource.Ignored
 }
 
 // readFile reads a file and decodes it, unless its bytes hash to prev.
-func (p *Provider) readFile(path string, prev [32]byte) fileRead {
+// With prevStat set, a file whose stat is still prevStat is not read at
+// all (a directory rescan after an event on another file). A write of
+// the same size within the filesystem's timestamp granularity keeps the
+// stat, but then an event names the file, and named files are always read.
+func (p *Provider) readFile(path string, prev [32]byte, prevStat statKey) fileRead {
 	rel, err := filepath.Rel(p.dir, path)
 	if err != nil {
 		rel = path
@@ -342,17 +382,22 @@ func (p *Provider) readFile(path string, prev [32]byte) fileRead {
 	// Only regular files, bounded, opened without blocking: a FIFO named
 	// *.yaml must not wedge every later reload, nor a symlink to
 	// /dev/zero fill memory.
+	before := statOf(path)
+	if prevStat != (statKey{}) && before == prevStat {
+		return fileRead{rel: rel, unchanged: true, sum: prev, stat: before}
+	}
+	p.reads.Add(1)
 	data, err := fsread.Regular(path, p.opts.MaxFileSize)
 	if err != nil {
 		return fileRead{rel: rel, readErr: err}
 	}
 	sum := sha256.Sum256(data)
 	if sum == prev {
-		return fileRead{rel: rel, unchanged: true, sum: sum}
+		return fileRead{rel: rel, unchanged: true, sum: sum, stat: before}
 	}
 	p.decodes.Add(1)
 	objs, errs, ignored := resource.DecodeWithIgnored(data, rel)
-	return fileRead{rel: rel, sum: sum, objs: objs, errs: errs, ignored: ignored}
+	return fileRead{rel: rel, sum: sum, stat: before, objs: objs, errs: errs, ignored: ignored}
 }
 
 // applyFile records what was read from path; p.mu is held.
@@ -373,7 +418,7 @@ func (p *Provider) applyFile(path string, r fileRead) {
 			st = &fileState{}
 			p.files[path] = st
 		}
-		st.sum = [32]byte{} // decode whatever is read next
+		st.sum, st.stat = [32]byte{}, statKey{} // decode whatever is read next
 		st.errs = []*resource.DecodeError{{Source: rel, Err: err}}
 		switch {
 		case errors.Is(err, fsread.ErrNotRegular) && len(st.objs) == 0:
@@ -396,7 +441,7 @@ func (p *Provider) applyFile(path string, r fileRead) {
 		p.files[path] = st
 	}
 	st.errs = errs
-	st.sum = r.sum
+	st.sum, st.stat = r.sum, r.stat
 	if len(errs) > 0 {
 		for _, e := range errs {
 			p.log.Error(e, "invalid document; the file's last good version keeps serving", "file", rel, "document", e.Document, "field", e.Field)

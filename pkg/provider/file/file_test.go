@@ -358,7 +358,8 @@ func TestPatchedSnapshotEqualsFullMerge(t *testing.T) {
 // rescanned as an event on a hidden name (an atomic write through a
 // dot-temp file) causes — and after every step checks that the snapshot
 // holds the same objects as a fresh provider reading each file's last
-// good version, and that only files whose bytes changed were decoded.
+// good version, that only files whose bytes changed were decoded, and
+// that a rescan read only the file the event named.
 func TestRescansDecodeOnlyChangedFilesAndEqualAFreshLoad(t *testing.T) {
 	seed := time.Now().UnixNano()
 	t.Logf("seed %d", seed)
@@ -456,13 +457,13 @@ func TestRescansDecodeOnlyChangedFilesAndEqualAFreshLoad(t *testing.T) {
 			lastGood[f] = c
 			changed[f] = true
 		}
-		// Half the steps rescan the whole tree, as an event on a hidden
-		// name does; the others reload just the file.
+		// The event names the file; half the time an event on a hidden
+		// name (an atomic write's temporary file) also rescans the tree.
 		paths := []string{filepath.Join(dir, f)}
 		if rng.IntN(2) == 0 {
-			paths = []string{dir}
+			paths = append(paths, dir)
 		}
-		before := p.decodes.Load()
+		before, readBefore := p.decodes.Load(), p.reads.Load()
 		p.reload(paths)
 		snap := p.Snapshot()
 		if got, want := render(snap), fresh(); got != want {
@@ -470,6 +471,9 @@ func TestRescansDecodeOnlyChangedFilesAndEqualAFreshLoad(t *testing.T) {
 		}
 		if n := p.decodes.Load() - before; n > int64(len(changed)) {
 			t.Fatalf("step %d (%s %s): %d files decoded, want at most %d (only changed bytes are decoded)", step, what, f, n, len(changed))
+		}
+		if n := p.reads.Load() - readBefore; n > 1 {
+			t.Fatalf("step %d (%s %s): %d files read, want at most the one named (a rescan reads only files whose stat changed)", step, what, f, n)
 		}
 	}
 }
