@@ -23,6 +23,9 @@ type Stream struct {
 	// connection manager trusts as the client's (from x-forwarded-for with
 	// xff_num_trusted_hops, else the peer).
 	Client netip.Addr
+	// Local is the connection's local address with the port the listener
+	// is configured with (what destination_port rules name).
+	Local netip.AddrPort
 	// Route holds the matched route's per-filter configuration.
 	Route Route
 	// Metadata is the request's dynamic metadata: filter namespace → key
