@@ -448,9 +448,15 @@ func tokenAt(v string, i int) string {
 	return v[start:end]
 }
 
-func isTokenChar(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '='
-}
+// tokenChars are base64url's alphabet, the dot and padding.
+var tokenChars = func() (t [256]bool) {
+	for _, c := range []byte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=") {
+		t[c] = true
+	}
+	return t
+}()
+
+func isTokenChar(c byte) bool { return tokenChars[c] }
 
 func parseCookies(h *httpx.Header) []httpx.Field {
 	var out []httpx.Field
