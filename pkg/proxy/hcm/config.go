@@ -220,7 +220,7 @@ func Compile(m *hcmv3.HttpConnectionManager) (*Config, error) {
 		}
 		cfg.AccessLog = true
 	}
-	sawRouter := false
+	sawRouter, sawFault := false, false
 	for i, f := range m.HttpFilters {
 		if sawRouter {
 			return nil, fmt.Errorf("http filter %q after the router", f.Name)
@@ -232,8 +232,9 @@ func Compile(m *hcmv3.HttpConnectionManager) (*Config, error) {
 			if err := f.GetTypedConfig().UnmarshalTo(fc); err != nil {
 				return nil, fmt.Errorf("fault filter: %w", err)
 			}
-			cfg.Fault = router.CompileFault(fc)
+			cfg.Fault = router.CompileFault(fc) // nil when it injects nothing
 			cfg.Steps = append(cfg.Steps, Step{Kind: StepFault})
+			sawFault = true
 		case router.CORSFilter:
 			cfg.HasCORS = true
 			cfg.Steps = append(cfg.Steps, Step{Kind: StepCORS})
@@ -279,7 +280,7 @@ func Compile(m *hcmv3.HttpConnectionManager) (*Config, error) {
 	if !sawRouter {
 		return nil, fmt.Errorf("http filters must end with envoy.filters.http.router")
 	}
-	if cfg.Fault == nil {
+	if !sawFault {
 		// Routes' own fault configuration applied before the chain was
 		// generalised even without the filter; keep it (first, as then).
 		cfg.Steps = append([]Step{{Kind: StepFault}}, cfg.Steps...)
