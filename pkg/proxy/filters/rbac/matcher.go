@@ -403,6 +403,9 @@ func (c *compiler) principal(p *rbacv3.Principal) (matcher, error) {
 		if err := c.httpOnly("metadata"); err != nil {
 			return nil, err
 		}
+		// Principal.metadata is deprecated for sourced_metadata, but it is
+		// the form the contract (and istiod) emits and Envoy still honours.
+		//lint:ignore SA1019 see above
 		return compileMetadata(id.Metadata)
 	case *rbacv3.Principal_NotId:
 		m, err := c.principal(id.NotId)
