@@ -123,18 +123,8 @@ func (x *exchange) run() bool {
 		return x.noRoute()
 	}
 	x.route = route
-	if f := route.Fault; f != nil || h.cfg.Fault != nil {
-		if f == nil {
-			f = h.cfg.Fault
-		}
-		if done, keep := x.fault(f); done {
-			return keep
-		}
-	}
-	if route.CORS != nil && h.cfg.HasCORS {
-		if done, keep := x.cors(route.CORS); done {
-			return keep
-		}
+	if done, keep := x.runFilters(route); done {
+		return keep
 	}
 	switch route.Action {
 	case router.DirectResponse:
