@@ -8,6 +8,7 @@ package hcm
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -113,6 +114,8 @@ type Config struct {
 	HTTP2  HTTP2
 	// Underscores is one of the Underscores* actions.
 	Underscores int
+	// WebSocket: upgrade_configs enables the websocket upgrade.
+	WebSocket bool
 	// BufferLimit is the listener's per_connection_buffer_limit_bytes: the
 	// most of a request body held in memory (for retries and mirrors).
 	BufferLimit int
@@ -208,6 +211,17 @@ func Compile(m *hcmv3.HttpConnectionManager) (*Config, error) {
 	cfg.BufferLimit = DefaultBufferLimit
 	if d := m.SetCurrentClientCertDetails; d != nil {
 		cfg.CertSubject, cfg.CertDNS, cfg.CertURI = d.GetSubject().GetValue(), d.Dns, d.Uri
+	}
+	for _, u := range m.UpgradeConfigs {
+		if !strings.EqualFold(u.UpgradeType, "websocket") {
+			return nil, fmt.Errorf("upgrade_configs: unsupported upgrade_type %q (only websocket)", u.UpgradeType)
+		}
+		if len(u.Filters) > 0 {
+			return nil, fmt.Errorf("upgrade_configs: filters are not supported")
+		}
+		if u.Enabled == nil || u.Enabled.Value {
+			cfg.WebSocket = true
+		}
 	}
 	rds := m.GetRds()
 	if rds == nil {

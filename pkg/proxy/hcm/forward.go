@@ -206,6 +206,9 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 		return x.reply(503, bodyOverflow, nil)
 	}
 	defer cluster.ReleaseRequest()
+	if x.upgrade && !cluster.HTTP2() {
+		return x.tunnel(cluster, wc, route, hash, hasHash)
+	}
 
 	var deadline time.Time
 	if route.Timeout > 0 {
