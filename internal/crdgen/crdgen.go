@@ -24,11 +24,11 @@ import (
 type Kind struct {
 	Kind, Singular, Plural string
 	// Group defaults to networking.istio.io; Versions to Versions.
-	Group    string
-	Versions []string
-	ShortNames             []string
-	Spec                   proto.Message
-	Columns                []apiextv1.CustomResourceColumnDefinition
+	Group      string
+	Versions   []string
+	ShortNames []string
+	Spec       proto.Message
+	Columns    []apiextv1.CustomResourceColumnDefinition
 }
 
 func col(name, path, desc string) apiextv1.CustomResourceColumnDefinition {
