@@ -155,7 +155,10 @@ func TestFetchFailures(t *testing.T) {
 			f.Lookup(uri, 100*time.Millisecond)
 			run(t, f)
 			var last error
-			poll.Until(t, "a failure", func() bool { _, last = f.Lookup(uri, 100*time.Millisecond); return last != nil && !errors.Is(last, ErrPending) })
+			poll.Until(t, "a failure", func() bool {
+				_, last = f.Lookup(uri, 100*time.Millisecond)
+				return last != nil && !errors.Is(last, ErrPending)
+			})
 			if !strings.Contains(last.Error(), c.says) || !strings.Contains(last.Error(), uri) {
 				t.Errorf("error %q, want it to name %s and say %q", last, uri, c.says)
 			}
