@@ -341,4 +341,3 @@ func localRateLimit(rl *ir.LocalRateLimit) *ratelimitv3.LocalRateLimit {
 		}},
 	}
 }
-
