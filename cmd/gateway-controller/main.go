@@ -48,14 +48,14 @@ type config struct {
 	debounceMax   time.Duration
 	// meshConfig and edgeConfig are files: Istio's MeshConfig, and the
 	// HTTP listeners' edge timeouts and limits.
-	meshConfig  string
+	meshConfig string
 	// rootNamespace is Istio's root namespace for security policies.
 	rootNamespace string
-	edgeConfig  string
-	edge        translate.Edge
-	embedded    embeddedProxyConfig
-	kube        kubeConfig
-	xdsSecurity xdsSecurityConfig
+	edgeConfig    string
+	edge          translate.Edge
+	embedded      embeddedProxyConfig
+	kube          kubeConfig
+	xdsSecurity   xdsSecurityConfig
 }
 
 func main() {
