@@ -84,7 +84,7 @@ func runKubernetes(ctx context.Context, log logging.Logger, cfg config) error {
 	ports := kube.NewServicePorts(prov, log.WithName("service-ports"), nodePorts, targetPorts)
 	writer := kube.NewStatusWriter(prov, ports, log.WithName("status"))
 	ctrl := controller.New(log.WithName("controller"), server, writer, controller.Options{
-		DomainSuffix: cfg.domainSuffix, ExtraClasses: ports.Classes, Registerer: ctrlmetrics.Registry,
+		DomainSuffix: cfg.domainSuffix, ExtraClasses: ports.Classes, Registerer: ctrlmetrics.Registry, RootNamespace: cfg.rootNamespace,
 		Translate: translate.Options{Edge: cfg.edge},
 	})
 	cs, err := kubernetes.NewForConfig(rc)

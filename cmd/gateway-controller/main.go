@@ -48,12 +48,14 @@ type config struct {
 	debounceMax   time.Duration
 	// meshConfig and edgeConfig are files: Istio's MeshConfig, and the
 	// HTTP listeners' edge timeouts and limits.
-	meshConfig  string
-	edgeConfig  string
-	edge        translate.Edge
-	embedded    embeddedProxyConfig
-	kube        kubeConfig
-	xdsSecurity xdsSecurityConfig
+	meshConfig string
+	// rootNamespace is Istio's root namespace for security policies.
+	rootNamespace string
+	edgeConfig    string
+	edge          translate.Edge
+	embedded      embeddedProxyConfig
+	kube          kubeConfig
+	xdsSecurity   xdsSecurityConfig
 }
 
 func main() {
@@ -76,6 +78,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&cfg.debounceAfter, "debounce-after", 10*time.Millisecond, "wait this long after a change for more before rebuilding (Istio's PILOT_DEBOUNCE_AFTER)")
 	fs.DurationVar(&cfg.debounceMax, "debounce-max", time.Second, "never postpone a rebuild more than this after the first change of a burst")
 	fs.StringVar(&cfg.meshConfig, "mesh-config", "", "Istio MeshConfig YAML (as istiod's /etc/istio/config/mesh); read: pathNormalization, defaultConfig.gatewayTopology.numTrustedProxies")
+	fs.StringVar(&cfg.rootNamespace, "root-namespace", "", "Istio's root namespace: its RequestAuthentications/AuthorizationPolicies without selector apply to every gateway (default: the MeshConfig's rootNamespace, else istio-system)")
 	fs.StringVar(&cfg.edgeConfig, "edge-config", "", "YAML file overriding the HTTP listeners' edge timeouts and limits (see README, Security)")
 	cfg.embedded.register(fs)
 	cfg.kube.register(fs)
@@ -86,6 +89,11 @@ func parseFlags(args []string) (config, error) {
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	root, err := rootNamespace(cfg.rootNamespace, cfg.meshConfig)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.rootNamespace = root
 	edge, err := loadEdge(cfg.meshConfig, cfg.edgeConfig)
 	if err != nil {
 		return cfg, err
@@ -163,6 +171,7 @@ func runStandalone(ctx context.Context, log logging.Logger, cfg config) error {
 	ctrl := controller.New(log.WithName("controller"), server, controller.NewLogSink(log.WithName("status")), controller.Options{
 		StaticClasses: []map[string]string{labels},
 		DomainSuffix:  cfg.domainSuffix,
+		RootNamespace: cfg.rootNamespace,
 		Registerer:    reg,
 		Translate:     translate.Options{Edge: cfg.edge},
 	})

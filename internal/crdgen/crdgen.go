@@ -8,10 +8,12 @@ package crdgen
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	networkingapi "istio.io/api/networking/v1alpha3"
+	securityapi "istio.io/api/security/v1beta1"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -21,9 +23,12 @@ import (
 // Kind describes one CRD.
 type Kind struct {
 	Kind, Singular, Plural string
-	ShortNames             []string
-	Spec                   proto.Message
-	Columns                []apiextv1.CustomResourceColumnDefinition
+	// Group defaults to networking.istio.io; Versions to Versions.
+	Group      string
+	Versions   []string
+	ShortNames []string
+	Spec       proto.Message
+	Columns    []apiextv1.CustomResourceColumnDefinition
 }
 
 func col(name, path, desc string) apiextv1.CustomResourceColumnDefinition {
@@ -48,7 +53,26 @@ var Kinds = []Kind{
 			{Name: "Hosts", Type: "string", JSONPath: ".spec.hosts", Description: "The hosts associated with the ServiceEntry"},
 			col("Location", ".spec.location", "Whether the service is external to the mesh or part of the mesh (MESH_EXTERNAL or MESH_INTERNAL)"),
 			col("Resolution", ".spec.resolution", "Service resolution mode for the hosts (NONE, STATIC, or DNS)"), age}},
+	// The security kinds as Istio serves them: v1 (stored) and v1beta1.
+	{Kind: "RequestAuthentication", Singular: "requestauthentication", Plural: "requestauthentications", ShortNames: []string{"ra"},
+		Group: "security.istio.io", Versions: []string{"v1", "v1beta1"}, Spec: &securityapi.RequestAuthentication{},
+		Columns: []apiextv1.CustomResourceColumnDefinition{age}},
+	{Kind: "AuthorizationPolicy", Singular: "authorizationpolicy", Plural: "authorizationpolicies", ShortNames: []string{"ap"},
+		Group: "security.istio.io", Versions: []string{"v1", "v1beta1"}, Spec: &securityapi.AuthorizationPolicy{},
+		Columns: []apiextv1.CustomResourceColumnDefinition{
+			col("Action", ".spec.action", "The operation to take."), age}},
 }
+
+// GroupOf is the kind's API group.
+func (k Kind) GroupOf() string {
+	if k.Group != "" {
+		return k.Group
+	}
+	return "networking.istio.io"
+}
+
+// FileName is the kind's file under config/crd.
+func (k Kind) FileName() string { return k.GroupOf() + "_" + k.Plural + ".yaml" }
 
 // Versions are served with the same schema; v1 is stored.
 var Versions = []string{"v1", "v1beta1", "v1alpha3"}
@@ -56,22 +80,27 @@ var Versions = []string{"v1", "v1beta1", "v1alpha3"}
 // Generate returns the CRD of a kind.
 func Generate(k Kind) *apiextv1.CustomResourceDefinition {
 	spec := schema(k.Spec.ProtoReflect().Descriptor(), 0)
-	spec.Description = fmt.Sprintf("Configuration affecting %s. See https://istio.io/docs/reference/config/networking/.", k.Singular)
+	group := k.GroupOf()
+	versions := Versions
+	if k.Versions != nil {
+		versions = k.Versions
+	}
+	spec.Description = fmt.Sprintf("Configuration affecting %s. See https://istio.io/docs/reference/config/%s/.", k.Singular, strings.TrimSuffix(group, ".istio.io"))
 	crd := &apiextv1.CustomResourceDefinition{
 		TypeMeta: metav1.TypeMeta{APIVersion: "apiextensions.k8s.io/v1", Kind: "CustomResourceDefinition"},
 		ObjectMeta: metav1.ObjectMeta{
-			Name:        k.Plural + ".networking.istio.io",
+			Name:        k.Plural + "." + group,
 			Labels:      map[string]string{"app.kubernetes.io/part-of": "portico", "app.kubernetes.io/name": "portico-crds"},
 			Annotations: map[string]string{"portico.io/generated-by": "internal/crdgen from istio.io/api"},
 		},
 		Spec: apiextv1.CustomResourceDefinitionSpec{
-			Group: "networking.istio.io",
+			Group: group,
 			Names: apiextv1.CustomResourceDefinitionNames{Kind: k.Kind, ListKind: k.Kind + "List", Plural: k.Plural, Singular: k.Singular,
-				ShortNames: k.ShortNames, Categories: []string{"istio-io", "networking-istio-io"}},
+				ShortNames: k.ShortNames, Categories: []string{"istio-io", strings.ReplaceAll(group, ".", "-")}},
 			Scope: apiextv1.NamespaceScoped,
 		},
 	}
-	for _, v := range Versions {
+	for _, v := range versions {
 		crd.Spec.Versions = append(crd.Spec.Versions, apiextv1.CustomResourceDefinitionVersion{
 			Name: v, Served: true, Storage: v == "v1",
 			Subresources:             &apiextv1.CustomResourceSubresources{Status: &apiextv1.CustomResourceSubresourceStatus{}},

@@ -18,7 +18,7 @@ func TestCRDsUpToDate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		name := "networking.istio.io_" + k.Plural + ".yaml"
+		name := k.FileName()
 		files = append(files, name)
 		golden.Check(t, filepath.Join("..", "..", "config", "crd", name), b)
 		schema := crd.Spec.Versions[0].Schema.OpenAPIV3Schema.Properties["spec"]

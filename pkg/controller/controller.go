@@ -15,6 +15,7 @@ import (
 
 	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/ir"
+	"github.com/portico-gateway/portico/pkg/jwks"
 	"github.com/portico-gateway/portico/pkg/resource"
 	"github.com/portico-gateway/portico/pkg/status"
 	"github.com/portico-gateway/portico/pkg/translate"
@@ -39,6 +40,11 @@ type Options struct {
 	Translate    translate.Options
 	// Registerer receives the controller's metrics; nil disables them.
 	Registerer prometheus.Registerer
+	// RootNamespace is Istio's root namespace (default istio-system):
+	// its policies without a selector apply to every gateway.
+	RootNamespace string
+	// JWKS tunes fetching RequestAuthentication jwksUri key sets.
+	JWKS jwks.Options
 }
 
 // State is the outcome of the last build.
@@ -87,6 +93,9 @@ type Controller struct {
 	// lastUnselected is the last warning about unselected proxy classes.
 	reports        proxyReports
 	lastUnselected string
+
+	// jwks fetches jwksUri key sets for builds; a new key set builds again.
+	jwks *jwks.Fetcher
 }
 
 // New returns a controller publishing to server.
@@ -100,6 +109,12 @@ func New(log logr.Logger, server *xds.Server, sink StatusSink, opts Options) *Co
 		builder:     gateway.NewBuilder(),
 	}
 	server.OnReport(c.onProxyReport)
+	jo := opts.JWKS
+	if jo.Log.GetSink() == nil {
+		jo.Log = log.WithName("jwks")
+	}
+	jo.OnChange = c.rebuild
+	c.jwks = jwks.New(jo)
 	return c
 }
 
@@ -128,6 +143,10 @@ func (c *Controller) State() *State {
 // Run builds on every update and whenever a proxy of a new class connects,
 // until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	fetched := make(chan struct{})
+	go func() { c.jwks.Run(ctx); close(fetched) }()
+	defer func() { cancel(); <-fetched }()
 	for {
 		select {
 		case <-ctx.Done():
@@ -176,6 +195,7 @@ func (c *Controller) build(ctx context.Context, res *resource.Resources) {
 		wanted[gateway.ClassName(l)] = true
 	}
 	att, excluded := c.isolate(res, classes, wanted)
+	c.jwks.Prune()                        // key sets no RequestAuthentication names any more
 	result := c.annotate(att.result, res) // what proxies report they cannot serve
 	bound := att.bound
 	st := &State{Resources: res, Result: result, Errors: map[string]string{}, Versions: map[string]string{}, BuiltAt: start,

@@ -105,7 +105,8 @@ func anyIn(keys []resource.Key, set map[resource.Key]status.Message) bool {
 // attempt binds without the excluded resources, then translates and
 // prepares every wanted class.
 func (c *Controller) attempt(res *resource.Resources, classes []map[string]string, wanted map[string]bool, exclude map[resource.Key]status.Message) *attempt {
-	result := c.builder.Build(res, gateway.Options{Classes: classes, DomainSuffix: c.opts.DomainSuffix, Exclude: exclude})
+	result := c.builder.Build(res, gateway.Options{Classes: classes, DomainSuffix: c.opts.DomainSuffix, Exclude: exclude,
+		RootNamespace: c.opts.RootNamespace, JWKS: c.jwks})
 	att := &attempt{result: result, bound: time.Now(), prepared: map[string]*xds.Prepared{}, errs: map[string]error{}, ids: map[string]bool{}}
 	for _, p := range result.Proxies {
 		if !wanted[p.Name] {
@@ -179,12 +180,14 @@ func blamed(p *ir.Proxy, xp *xds.Problem, exclude map[resource.Key]status.Messag
 // first: a VirtualService is one host's routes, a Gateway everybody's
 // ports.
 var blameOrder = map[string]int{
-	resource.KindVirtualService:  0,
-	resource.KindDestinationRule: 1,
-	resource.KindServiceEntry:    2,
-	resource.KindSecret:          3,
-	resource.KindService:         4,
-	resource.KindGateway:         5,
+	resource.KindAuthorizationPolicy:   -2,
+	resource.KindRequestAuthentication: -1,
+	resource.KindVirtualService:        0,
+	resource.KindDestinationRule:       1,
+	resource.KindServiceEntry:          2,
+	resource.KindSecret:                3,
+	resource.KindService:               4,
+	resource.KindGateway:               5,
 }
 
 // irSources finds where resources without source metadata (endpoints,

@@ -124,6 +124,8 @@ func (b *builder) buildClass(gateways []*networking.Gateway, labels map[string]s
 	}
 	proxy.Listeners = b.assembleListeners(st)
 	proxy.RouteConfigs = assembleRoutes(st)
+	b.attachSecurity(st, proxy)
+	markRateLimited(proxy)
 
 	names := make([]string, 0, len(st.clusters))
 	for n := range st.clusters {
@@ -236,6 +238,9 @@ func (b *builder) bindHTTPRoutes(st *classState, t *routeTable, s *gwServer, req
 						vh.Name, by.Namespace, by.Name, wins(b.vsObject(by.Namespace, by.Name), info.obj))})
 			}
 			vh.RequireTLS = vh.RequireTLS || requireTLS
+			if rl := b.gwRateLimit[gwKey]; rl != nil && vh.LocalRateLimit == nil {
+				vh.LocalRateLimit = rl // the oldest Gateway's, when hosts are shared
+			}
 			vh.Routes = append(vh.Routes, routes...)
 			vh.Sources = appendRef(vh.Sources, info.ref)
 			for _, rule := range info.http {

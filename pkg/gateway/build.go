@@ -13,8 +13,10 @@ import (
 	"time"
 
 	networking "istio.io/client-go/pkg/apis/networking/v1"
+	security "istio.io/client-go/pkg/apis/security/v1"
 
 	"github.com/portico-gateway/portico/pkg/ir"
+	"github.com/portico-gateway/portico/pkg/jwks"
 	"github.com/portico-gateway/portico/pkg/resource"
 	"github.com/portico-gateway/portico/pkg/status"
 	ptls "github.com/portico-gateway/portico/pkg/tls"
@@ -36,6 +38,12 @@ type Options struct {
 	// configuration made from a resource breaks Envoy's validation rules.
 	// The result is that of a build without them, plus their statuses.
 	Exclude map[resource.Key]status.Message
+	// RootNamespace is Istio's root namespace: its policies without a
+	// selector apply to every gateway (default istio-system).
+	RootNamespace string
+	// JWKS gives the key sets of jwksUri; nil rejects every token of
+	// such rules (fail closed).
+	JWKS jwks.Source
 }
 
 // Result is the output of a build.
@@ -90,6 +98,11 @@ type builder struct {
 	// addedSecrets, when set, receives every secret added to the class
 	// (see addSecret), so that a cached cluster can add them again.
 	addedSecrets *[]*ir.Secret
+	// sec is the build's RequestAuthentications and AuthorizationPolicies
+	// (nil when there are none).
+	sec *securityState
+	// gwRateLimit is each Gateway's portico.io/local-rate-limit.
+	gwRateLimit map[string]*ir.LocalRateLimit
 }
 
 // clusterOnce builds a cluster, or reuses one built before (in this build
@@ -256,7 +269,14 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 		key := gw.Namespace + "/" + gw.Name
 		b.gateways[key] = gw
 		b.servers[key] = b.validateGateway(gw)
+		if rl := b.rateLimitOf(gw, resource.KeyOf(gw), refOf(resource.KindGateway, gw.Namespace, gw.Name)); rl != nil {
+			if b.gwRateLimit == nil {
+				b.gwRateLimit = map[string]*ir.LocalRateLimit{}
+			}
+			b.gwRateLimit[key] = rl
+		}
 	}
+	b.prepareSecurity(res)
 	for _, vs := range res.VirtualServices {
 		info := b.convertVirtualServiceOnce(vs)
 		if info == nil {
@@ -277,6 +297,7 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 	}
 	sort.Slice(result.Proxies, func(i, j int) bool { return result.Proxies[i].Name < result.Proxies[j].Name })
 	b.rejectLosingGateways()
+	b.reportUnattached()
 	result.Statuses = b.report.Finalize()
 	return result
 }
@@ -287,6 +308,8 @@ func sortedCopy(in *resource.Resources) *resource.Resources {
 	out.VirtualServices = append([]*networking.VirtualService(nil), in.VirtualServices...)
 	out.DestinationRules = append([]*networking.DestinationRule(nil), in.DestinationRules...)
 	out.ServiceEntries = append([]*networking.ServiceEntry(nil), in.ServiceEntries...)
+	out.RequestAuthentications = append([]*security.RequestAuthentication(nil), in.RequestAuthentications...)
+	out.AuthorizationPolicies = append([]*security.AuthorizationPolicy(nil), in.AuthorizationPolicies...)
 	out.Sort()
 	return &out
 }
@@ -302,6 +325,12 @@ func (b *builder) track(res *resource.Resources) {
 		b.report.Track(resource.KeyOf(o), o.Generation)
 	}
 	for _, o := range res.ServiceEntries {
+		b.report.Track(resource.KeyOf(o), o.Generation)
+	}
+	for _, o := range res.RequestAuthentications {
+		b.report.Track(resource.KeyOf(o), o.Generation)
+	}
+	for _, o := range res.AuthorizationPolicies {
 		b.report.Track(resource.KeyOf(o), o.Generation)
 	}
 	for _, inv := range res.Invalid {
@@ -320,7 +349,8 @@ func (b *builder) track(res *resource.Resources) {
 
 func isIstioKind(k string) bool {
 	switch k {
-	case resource.KindGateway, resource.KindVirtualService, resource.KindDestinationRule, resource.KindServiceEntry:
+	case resource.KindGateway, resource.KindVirtualService, resource.KindDestinationRule, resource.KindServiceEntry,
+		resource.KindRequestAuthentication, resource.KindAuthorizationPolicy:
 		return true
 	}
 	return false
@@ -529,6 +559,9 @@ func (b *builder) classGroups(gateways []*networking.Gateway) []*classGroup {
 			}
 		}
 		k := strings.Join(names, ",")
+		if pk := b.classPolicyKey(labels, names); pk != "" {
+			k += "|policies:" + pk
+		}
 		if b.usesSourceLabels {
 			k += "|" + ClassName(labels)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/portico-gateway/portico/internal/golden"
 	"github.com/portico-gateway/portico/pkg/ir"
+	"github.com/portico-gateway/portico/pkg/jwks"
 	"github.com/portico-gateway/portico/pkg/resource"
 	"github.com/portico-gateway/portico/pkg/status"
 )
@@ -29,7 +30,8 @@ type goldenOutput struct {
 func loadCase(t *testing.T, path string) (*resource.Resources, Options) {
 	t.Helper()
 	data := readFile(t, path)
-	opts := Options{Now: func() time.Time { return goldenNow }, Classes: []map[string]string{{"istio": "ingressgateway"}}}
+	opts := Options{Now: func() time.Time { return goldenNow }, Classes: []map[string]string{{"istio": "ingressgateway"}},
+		JWKS: goldenJWKS(t)}
 	if first, _, _ := strings.Cut(string(data), "\n"); strings.HasPrefix(first, "# classes:") {
 		opts.Classes = nil
 		for _, c := range strings.Split(strings.TrimPrefix(first, "# classes:"), ";") {
@@ -78,6 +80,12 @@ func TestGolden(t *testing.T) {
 			}
 		})
 	}
+}
+
+// goldenJWKS serves Istio's sample key set at the jwksUri golden cases use;
+// other URIs fail.
+func goldenJWKS(t *testing.T) jwks.Static {
+	return jwks.Static{"http://127.0.0.1:8443/jwks.json": strings.TrimSpace(string(readFile(t, "../jwks/testdata/istio-sample-jwks.json")))}
 }
 
 func readFile(t *testing.T, path string) []byte {

@@ -33,6 +33,8 @@ type vsInfo struct {
 	tcp      []*l4Rule
 	// routes caches httpRoutes per server (and class, with sourceLabels).
 	routes map[boundKey][]*ir.Route
+	// rateLimit is the portico.io/local-rate-limit of every HTTP route.
+	rateLimit *ir.LocalRateLimit
 }
 
 type boundKey struct {
@@ -153,6 +155,7 @@ func (b *builder) convertVirtualService(vs *networking.VirtualService) *vsInfo {
 			Message: "no gateway is listed, so this VirtualService applies only to the mesh (sidecars), which Portico does not serve; list a Gateway in spec.gateways"})
 		return nil
 	}
+	info.rateLimit = b.rateLimitOf(vs, key, info.ref)
 	for i, h := range spec.Http {
 		if r := b.convertHTTPRule(info, errs, i, h); r != nil {
 			info.http = append(info.http, r)
@@ -232,6 +235,7 @@ func (b *builder) convertHTTPRule(info *vsInfo, errs vsErrors, i int, h *network
 	}
 	rule.route.Name = name
 	rule.route.Source = info.ref
+	rule.route.LocalRateLimit = info.rateLimit
 
 	// Matches.
 	for j, m := range h.Match {

@@ -101,9 +101,12 @@ type FilterChain struct {
 	ServerNames []string       `json:"serverNames,omitempty"`
 	TLS         *DownstreamTLS `json:"tls,omitempty"`
 	// Exactly one of HTTP and TCP is set.
-	HTTP    *HTTPFilter `json:"http,omitempty"`
-	TCP     *TCPFilter  `json:"tcp,omitempty"`
-	Sources []Ref       `json:"sources,omitempty"`
+	HTTP *HTTPFilter `json:"http,omitempty"`
+	TCP  *TCPFilter  `json:"tcp,omitempty"`
+	// Security is the authentication and authorization the chain
+	// enforces (JWT only on HTTP chains; RBAC on both).
+	Security *Security `json:"security,omitempty"`
+	Sources  []Ref     `json:"sources,omitempty"`
 }
 
 // TLSMode is how TLS is terminated for a filter chain.
@@ -139,6 +142,9 @@ type HTTPFilter struct {
 	StatPrefix  string `json:"statPrefix"`
 	// ForwardClientCert is set on TLS chains: Istio sanitises and sets XFCC.
 	ForwardClientCert bool `json:"forwardClientCert,omitempty"`
+	// LocalRateLimit is set when some virtual host or route of the route
+	// configuration is rate limited: the filter must be in the chain.
+	LocalRateLimit bool `json:"localRateLimit,omitempty"`
 }
 
 // TCPFilter proxies a connection's bytes to weighted clusters.
@@ -171,7 +177,10 @@ type VirtualHost struct {
 	// RequireTLS redirects plain-text requests to https (httpsRedirect).
 	RequireTLS bool     `json:"requireTLS,omitempty"`
 	Routes     []*Route `json:"routes,omitempty"`
-	Sources    []Ref    `json:"sources,omitempty"`
+	// LocalRateLimit limits the host's requests (a route's own limit
+	// replaces it).
+	LocalRateLimit *LocalRateLimit `json:"localRateLimit,omitempty"`
+	Sources        []Ref           `json:"sources,omitempty"`
 }
 
 // Route is one match and what to do with the requests it matches.
@@ -188,6 +197,8 @@ type Route struct {
 	ResponseHeaders *HeaderOps `json:"responseHeaders,omitempty"`
 	Fault           *Fault     `json:"fault,omitempty"`
 	CORS            *CORS      `json:"cors,omitempty"`
+	// LocalRateLimit limits the route's requests.
+	LocalRateLimit *LocalRateLimit `json:"localRateLimit,omitempty"`
 }
 
 // MatchType is how a string is compared.
@@ -199,12 +210,15 @@ const (
 	MatchPrefix  MatchType = "Prefix"
 	MatchRegex   MatchType = "Regex"
 	MatchPresent MatchType = "Present"
+	MatchSuffix  MatchType = "Suffix"
 )
 
 // StringMatch compares a string.
 type StringMatch struct {
 	Type  MatchType `json:"type"`
 	Value string    `json:"value,omitempty"`
+	// IgnoreCase is used by authorization matches (hosts).
+	IgnoreCase bool `json:"ignoreCase,omitempty"`
 }
 
 // Match selects requests. All parts must match.

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/client-go/pkg/apis/networking/v1"
+	security "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -251,8 +252,13 @@ func decodeJSON(js []byte) ([]Object, error) {
 		return nil, &DecodeError{Key: key, Field: "metadata.name", Err: errors.New("required")}
 	}
 
-	if group == IstioGroup {
-		if version != "v1alpha3" && version != "v1beta1" && version != "v1" {
+	if group == SecurityGroup && (tm.Kind == KindRequestAuthentication || tm.Kind == KindAuthorizationPolicy) {
+		if version != "v1beta1" && version != "v1" {
+			return nil, &DecodeError{Key: key, Field: "apiVersion", Err: fmt.Errorf("unsupported version %q of %s (want v1beta1 or v1)", version, SecurityGroup)}
+		}
+	}
+	if group == IstioGroup || group == SecurityGroup {
+		if group == IstioGroup && version != "v1alpha3" && version != "v1beta1" && version != "v1" {
 			return nil, &DecodeError{Key: key, Field: "apiVersion", Err: fmt.Errorf("unsupported version %q of %s (want v1alpha3, v1beta1 or v1)", version, IstioGroup)}
 		}
 		obj, err := decodeIstio(tm, meta, js)
@@ -341,6 +347,43 @@ func decodeIstio(tm typeMeta, meta metav1.ObjectMeta, js []byte) (Object, error)
 	if err := json.Unmarshal(js, &doc); err != nil {
 		return nil, err
 	}
+	var spec proto.Message
+	var obj Object
+	typ := metav1.TypeMeta{APIVersion: tm.APIVersion, Kind: tm.Kind}
+	group, _ := splitAPIVersion(tm.APIVersion)
+	emptySpecOK := false
+	switch {
+	case group == SecurityGroup && tm.Kind == KindRequestAuthentication:
+		o := &security.RequestAuthentication{TypeMeta: typ, ObjectMeta: meta}
+		spec, obj, emptySpecOK = &o.Spec, o, true
+	case group == SecurityGroup && tm.Kind == KindAuthorizationPolicy:
+		// A policy without spec is Istio's "deny all" (an ALLOW policy
+		// matching nothing), so a missing spec is not an error.
+		o := &security.AuthorizationPolicy{TypeMeta: typ, ObjectMeta: meta}
+		spec, obj, emptySpecOK = &o.Spec, o, true
+	case group == SecurityGroup:
+		// PeerAuthentication: mesh mTLS between workloads, not a
+		// gateway's concern.
+		return nil, nil
+	}
+	switch {
+	case obj != nil:
+	case tm.Kind == KindGateway:
+		o := &networking.Gateway{TypeMeta: typ, ObjectMeta: meta}
+		spec, obj = &o.Spec, o
+	case tm.Kind == KindVirtualService:
+		o := &networking.VirtualService{TypeMeta: typ, ObjectMeta: meta}
+		spec, obj = &o.Spec, o
+	case tm.Kind == KindDestinationRule:
+		o := &networking.DestinationRule{TypeMeta: typ, ObjectMeta: meta}
+		spec, obj = &o.Spec, o
+	case tm.Kind == KindServiceEntry:
+		o := &networking.ServiceEntry{TypeMeta: typ, ObjectMeta: meta}
+		spec, obj = &o.Spec, o
+	default:
+		// Sidecars, EnvoyFilters, WorkloadEntries: not read by a gateway.
+		return nil, nil
+	}
 	for k := range doc {
 		switch k {
 		case "apiVersion", "kind", "metadata", "spec", "status":
@@ -348,28 +391,11 @@ func decodeIstio(tm typeMeta, meta metav1.ObjectMeta, js []byte) (Object, error)
 			return nil, &FieldError{Path: k, Msg: "unknown field"}
 		}
 	}
-	var spec proto.Message
-	var obj Object
-	typ := metav1.TypeMeta{APIVersion: tm.APIVersion, Kind: tm.Kind}
-	switch tm.Kind {
-	case KindGateway:
-		o := &networking.Gateway{TypeMeta: typ, ObjectMeta: meta}
-		spec, obj = &o.Spec, o
-	case KindVirtualService:
-		o := &networking.VirtualService{TypeMeta: typ, ObjectMeta: meta}
-		spec, obj = &o.Spec, o
-	case KindDestinationRule:
-		o := &networking.DestinationRule{TypeMeta: typ, ObjectMeta: meta}
-		spec, obj = &o.Spec, o
-	case KindServiceEntry:
-		o := &networking.ServiceEntry{TypeMeta: typ, ObjectMeta: meta}
-		spec, obj = &o.Spec, o
-	default:
-		// Sidecars, EnvoyFilters, WorkloadEntries: not read by a gateway.
-		return nil, nil
-	}
 	raw := doc["spec"]
 	if len(raw) == 0 || string(raw) == "null" {
+		if emptySpecOK {
+			return obj, nil
+		}
 		return nil, &FieldError{Path: "spec", Msg: "required"}
 	}
 	if err := UnmarshalSpec(raw, spec); err != nil {

@@ -89,10 +89,10 @@ type drType = networking.DestinationRule
 
 func TestDecodeReportsIgnoredKinds(t *testing.T) {
 	src := `apiVersion: security.istio.io/v1beta1
-kind: RequestAuthentication
-metadata: {name: bookjwt, namespace: default}
+kind: PeerAuthentication
+metadata: {name: strict, namespace: default}
 spec:
-  jwtRules: [{issuer: testing@secure.istio.io}]
+  mtls: {mode: STRICT}
 ---
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -103,7 +103,7 @@ spec: {selector: {istio: ingressgateway}}
 	if len(errs) != 0 || len(objs) != 1 {
 		t.Fatalf("got %d objects, errors %v", len(objs), errs)
 	}
-	want := Ignored{Source: "seed002.yaml", Document: 0, Line: 1, APIVersion: "security.istio.io/v1beta1", Kind: "RequestAuthentication", Namespace: "default", Name: "bookjwt"}
+	want := Ignored{Source: "seed002.yaml", Document: 0, Line: 1, APIVersion: "security.istio.io/v1beta1", Kind: "PeerAuthentication", Namespace: "default", Name: "strict"}
 	if len(ignored) != 1 || ignored[0] != want {
 		t.Fatalf("ignored = %+v, want [%+v]", ignored, want)
 	}
@@ -175,6 +175,29 @@ metadata:
   labelz: {a: b}
 spec: {}
 `, 12, 3, "labelz"},
+		{"RequestAuthentication, unknown field", `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt}
+spec:
+  jwtRules:
+  - issuer: a
+    jwksUrl: http://x
+`, 14, 5, "spec.jwtRules[0].jwksUrl"},
+		{"AuthorizationPolicy, bad enum", `apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: ap}
+spec:
+  action: PERMIT
+`, 12, 3, "spec.action"},
+		{"AuthorizationPolicy, wrong type deep", `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ap}
+spec:
+  rules:
+  - to:
+    - operation:
+        methods: GET
+`, 15, 9, "spec.rules[0].to[0].operation.methods"},
 		{"YAML syntax: bad indentation", `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
@@ -205,5 +228,69 @@ spec:
 		if msg := e.Error(); !strings.HasPrefix(msg, prefix) || !strings.Contains(msg, c.says) || strings.Contains(msg, "yaml: line") {
 			t.Errorf("%s: %q, want it to start %q and say %q (and no document-relative line)", c.name, msg, prefix, c.says)
 		}
+	}
+}
+
+// Both served versions of the security kinds decode to the same Go types,
+// as Istio's CRDs share one schema; a missing spec is an empty one (for
+// an AuthorizationPolicy, Istio's "deny all"); other versions are refused.
+func TestDecodeSecurityKinds(t *testing.T) {
+	src := `apiVersion: security.istio.io/v1beta1
+kind: RequestAuthentication
+metadata: {name: bookjwt, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  jwtRules:
+  - issuer: testing@secure.istio.io
+    jwks_uri: http://127.0.0.1/jwks.json
+    fromHeaders: [{name: x-jwt, prefix: "Bearer "}]
+    forwardOriginalToken: true
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: require-jwt, namespace: istio-system}
+spec:
+  targetRefs: [{kind: Gateway, group: networking.istio.io, name: gw}]
+  action: DENY
+  rules:
+  - from: [{source: {notRequestPrincipals: ["*"]}}]
+    when: [{key: "request.auth.claims[role]", values: [customer]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-all, namespace: istio-system}
+`
+	objs, errs := Decode([]byte(src), "auth.yaml")
+	if len(errs) != 0 {
+		t.Fatal(errs)
+	}
+	var res Resources
+	for _, o := range objs {
+		if err := res.Add(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res.Sort()
+	if len(res.RequestAuthentications) != 1 || len(res.AuthorizationPolicies) != 2 {
+		t.Fatalf("got %d RequestAuthentications, %d AuthorizationPolicies", len(res.RequestAuthentications), len(res.AuthorizationPolicies))
+	}
+	ra := res.RequestAuthentications[0]
+	if r := ra.Spec.JwtRules[0]; r.JwksUri != "http://127.0.0.1/jwks.json" || r.FromHeaders[0].Prefix != "Bearer " || !r.ForwardOriginalToken {
+		t.Errorf("jwt rule = %v", r)
+	}
+	if KeyOf(ra) != (Key{Kind: KindRequestAuthentication, Namespace: "istio-system", Name: "bookjwt"}) {
+		t.Errorf("key = %v", KeyOf(ra))
+	}
+	ap := res.AuthorizationPolicies[1]
+	if ap.Name != "require-jwt" || ap.Spec.Action.String() != "DENY" || ap.Spec.TargetRefs[0].Name != "gw" ||
+		ap.Spec.Rules[0].When[0].Key != "request.auth.claims[role]" {
+		t.Errorf("policy = %v", ap)
+	}
+	if deny := res.AuthorizationPolicies[0]; deny.Name != "deny-all" || deny.Spec.Action.String() != "ALLOW" || len(deny.Spec.Rules) != 0 {
+		t.Errorf("policy without spec = %v", deny)
+	}
+	_, errs = Decode([]byte("apiVersion: security.istio.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: x}\nspec: {}\n"), "old.yaml")
+	if len(errs) != 1 || errs[0].Field != "apiVersion" || !strings.Contains(errs[0].Error(), "want v1beta1 or v1") {
+		t.Errorf("v1alpha1: %v", errs)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	networking "istio.io/client-go/pkg/apis/networking/v1"
+	security "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -29,10 +30,31 @@ const (
 	KindEndpointSlice   = "EndpointSlice"
 	KindPod             = "Pod"
 	KindSecret          = "Secret"
+	// Security kinds (security.istio.io): end-user authentication and
+	// authorization at the gateway. v1 and v1beta1 share one schema, so
+	// both decode to the v1 Go types.
+	KindRequestAuthentication = "RequestAuthentication"
+	KindAuthorizationPolicy   = "AuthorizationPolicy"
 )
 
 // IstioGroup is the API group of the Istio networking kinds.
 const IstioGroup = "networking.istio.io"
+
+// SecurityGroup is the API group of the Istio security kinds.
+const SecurityGroup = "security.istio.io"
+
+// GroupOf returns the API group of an Istio kind ("" for core kinds).
+func GroupOf(kind string) string {
+	switch kind {
+	case KindGateway, KindVirtualService, KindDestinationRule, KindServiceEntry:
+		return IstioGroup
+	case KindRequestAuthentication, KindAuthorizationPolicy:
+		return SecurityGroup
+	case KindEndpointSlice:
+		return "discovery.k8s.io"
+	}
+	return ""
+}
 
 // Object is what every stored resource implements.
 type Object interface {
@@ -82,6 +104,10 @@ func KindOf(obj runtime.Object) string {
 		return KindPod
 	case *corev1.Secret:
 		return KindSecret
+	case *security.RequestAuthentication:
+		return KindRequestAuthentication
+	case *security.AuthorizationPolicy:
+		return KindAuthorizationPolicy
 	}
 	return fmt.Sprintf("%T", obj)
 }
@@ -99,6 +125,9 @@ type Resources struct {
 	// Pods carries only metadata: labels are all subsets need.
 	Pods    []*metav1.PartialObjectMetadata `json:"pods,omitempty"`
 	Secrets []*corev1.Secret                `json:"secrets,omitempty"`
+
+	RequestAuthentications []*security.RequestAuthentication `json:"requestAuthentications,omitempty"`
+	AuthorizationPolicies  []*security.AuthorizationPolicy   `json:"authorizationPolicies,omitempty"`
 
 	// Invalid lists resources whose latest version could not be read. The
 	// previous good version (if any) is still in the lists above; the binder
@@ -141,6 +170,12 @@ func (r *Resources) All() []Object {
 	for _, o := range r.Secrets {
 		out = append(out, o)
 	}
+	for _, o := range r.RequestAuthentications {
+		out = append(out, o)
+	}
+	for _, o := range r.AuthorizationPolicies {
+		out = append(out, o)
+	}
 	return out
 }
 
@@ -163,6 +198,10 @@ func (r *Resources) Add(obj Object) error {
 		r.Pods = append(r.Pods, o)
 	case *corev1.Secret:
 		r.Secrets = append(r.Secrets, o)
+	case *security.RequestAuthentication:
+		r.RequestAuthentications = append(r.RequestAuthentications, o)
+	case *security.AuthorizationPolicy:
+		r.AuthorizationPolicies = append(r.AuthorizationPolicies, o)
 	default:
 		return fmt.Errorf("unsupported object type %T", obj)
 	}
@@ -181,6 +220,8 @@ func (r *Resources) Sort() {
 	sortObjects(r.EndpointSlices)
 	sortObjects(r.Pods)
 	sortObjects(r.Secrets)
+	sortObjects(r.RequestAuthentications)
+	sortObjects(r.AuthorizationPolicies)
 	sort.SliceStable(r.Invalid, func(i, j int) bool {
 		if r.Invalid[i].Source != r.Invalid[j].Source {
 			return r.Invalid[i].Source < r.Invalid[j].Source
@@ -220,7 +261,7 @@ func sortObjects[T metav1.Object](list []T) {
 func (r *Resources) Len() int {
 	return len(r.Gateways) + len(r.VirtualServices) + len(r.DestinationRules) +
 		len(r.ServiceEntries) + len(r.Services) + len(r.EndpointSlices) +
-		len(r.Pods) + len(r.Secrets)
+		len(r.Pods) + len(r.Secrets) + len(r.RequestAuthentications) + len(r.AuthorizationPolicies)
 }
 
 // Age formats a creation time for status messages.

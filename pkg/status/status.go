@@ -36,6 +36,8 @@ var (
 	ReferencedResourceNotFound      = Code{"IST0101", "ReferencedResourceNotFound"}
 	SchemaValidationError           = Code{"IST0106", "SchemaValidationError"}
 	DestinationPortSelectorRequired = Code{"IST0112", "VirtualServiceDestinationPortSelectorRequired"}
+	InvalidAnnotation               = Code{"IST0125", "InvalidAnnotation"}
+	NoMatchingWorkloadsFound        = Code{"IST0127", "NoMatchingWorkloadsFound"}
 	VirtualServiceUnreachableRule   = Code{"IST0130", "VirtualServiceUnreachableRule"}
 	VirtualServiceIneffectiveMatch  = Code{"IST0131", "VirtualServiceIneffectiveMatch"}
 	VirtualServiceHostNotFoundInGW  = Code{"IST0132", "VirtualServiceHostNotFoundInGateway"}
@@ -50,6 +52,9 @@ var (
 	// cannot serve one of its servers (the port is in use, the listener
 	// was rejected). Istio has no analysis code for what a proxy rejects.
 	GatewayNotServed = Code{"PTC0004", "GatewayNotServedByProxy"}
+	// PolicyBeyondTarget: a policy targeting one Gateway also applies to
+	// another's servers sharing the same listener (filter chain).
+	PolicyBeyondTarget = Code{"PTC0005", "PolicyAppliesBeyondTarget"}
 )
 
 // Condition types.

@@ -80,19 +80,27 @@ func (t *translator) filterChain(fc *ir.FilterChain) (*listenerv3.FilterChain, e
 	}
 	switch {
 	case fc.HTTP != nil && fc.TCP == nil:
+		m, err := t.hcm(fc.HTTP, fc.TLS != nil, fc.Security)
+		if err != nil {
+			return nil, err
+		}
 		chain.Filters = []*listenerv3.Filter{{
 			Name:       HTTPConnectionManager,
-			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: toAny(t.hcm(fc.HTTP, fc.TLS != nil))},
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: toAny(m)},
 		}}
 	case fc.TCP != nil && fc.HTTP == nil:
 		tp, err := t.tcpProxy(fc.TCP)
 		if err != nil {
 			return nil, err
 		}
-		chain.Filters = []*listenerv3.Filter{{
+		rbac, err := networkRBACFilters(fc.Security)
+		if err != nil {
+			return nil, err
+		}
+		chain.Filters = append(rbac, &listenerv3.Filter{
 			Name:       TCPProxy,
 			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: toAny(tp)},
-		}}
+		})
 	default:
 		return nil, fmt.Errorf("exactly one of http and tcp must be set")
 	}
@@ -112,7 +120,13 @@ func (t *translator) accessLog() []*accesslogv3.AccessLog {
 // hcm is an HTTP connection manager as Istio configures one for a gateway:
 // the edge of the network (use_remote_address), ports ignored in Host
 // matching, paths normalised, fault and CORS filters ahead of the router.
-func (t *translator) hcm(h *ir.HTTPFilter, tls bool) *hcmv3.HttpConnectionManager {
+func (t *translator) hcm(h *ir.HTTPFilter, tls bool, sec *ir.Security) (*hcmv3.HttpConnectionManager, error) {
+	// Authentication, authorization and rate limiting come first, in
+	// istiod's order; a chain without them gets exactly the filters below.
+	first, err := securityHTTPFilters(sec, h.LocalRateLimit)
+	if err != nil {
+		return nil, err
+	}
 	m := &hcmv3.HttpConnectionManager{
 		StatPrefix: h.StatPrefix,
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
@@ -120,11 +134,11 @@ func (t *translator) hcm(h *ir.HTTPFilter, tls bool) *hcmv3.HttpConnectionManage
 			RouteConfigName: h.RouteConfig,
 			ConfigSource:    adsSource(),
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{
-			{Name: FaultFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: toAny(&faultv3.HTTPFault{})}},
-			{Name: CORSFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: toAny(&corsv3.Cors{})}},
-			{Name: RouterFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: toAny(&routerv3.Router{})}},
-		},
+		HttpFilters: append(first,
+			&hcmv3.HttpFilter{Name: FaultFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: toAny(&faultv3.HTTPFault{})}},
+			&hcmv3.HttpFilter{Name: CORSFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: toAny(&corsv3.Cors{})}},
+			&hcmv3.HttpFilter{Name: RouterFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: toAny(&routerv3.Router{})}},
+		),
 		// WebSockets pass, as istiod configures every gateway.
 		UpgradeConfigs:   []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 		UseRemoteAddress: wrapperspb.Bool(true),
@@ -140,7 +154,7 @@ func (t *translator) hcm(h *ir.HTTPFilter, tls bool) *hcmv3.HttpConnectionManage
 			Subject: wrapperspb.Bool(true), Dns: true, Uri: true,
 		}
 	}
-	return m
+	return m, nil
 }
 
 func (t *translator) tcpProxy(f *ir.TCPFilter) (*tcpproxyv3.TcpProxy, error) {

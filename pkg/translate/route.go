@@ -35,6 +35,9 @@ func (t *translator) virtualHost(vh *ir.VirtualHost) (*routev3.VirtualHost, erro
 	if vh.RequireTLS {
 		v.RequireTls = routev3.VirtualHost_ALL
 	}
+	if vh.LocalRateLimit != nil {
+		v.TypedPerFilterConfig = map[string]*anypb.Any{LocalRateLimitFilter: toAny(localRateLimit(vh.LocalRateLimit))}
+	}
 	for _, r := range vh.Routes {
 		route, err := t.route(r)
 		if err != nil {
@@ -75,8 +78,11 @@ func (t *translator) route(r *ir.Route) (*routev3.Route, error) {
 	default:
 		return nil, fmt.Errorf("route has no action")
 	}
-	if r.Fault != nil || r.CORS != nil {
+	if r.Fault != nil || r.CORS != nil || r.LocalRateLimit != nil {
 		out.TypedPerFilterConfig = map[string]*anypb.Any{}
+		if r.LocalRateLimit != nil {
+			out.TypedPerFilterConfig[LocalRateLimitFilter] = toAny(localRateLimit(r.LocalRateLimit))
+		}
 		if r.Fault != nil {
 			out.TypedPerFilterConfig[FaultFilter] = toAny(fault(r.Fault))
 		}

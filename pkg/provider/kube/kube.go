@@ -53,9 +53,16 @@ type Options struct {
 	MaxDelay time.Duration
 }
 
-// Istio kinds, in the order Portico prefers versions.
+// Istio kinds Portico requires (networking.istio.io).
 var istioKinds = []string{resource.KindGateway, resource.KindVirtualService, resource.KindDestinationRule, resource.KindServiceEntry}
 
+// securityKinds (security.istio.io) are watched when the cluster serves
+// them: a cluster installed before Portico read them keeps working, with
+// a log line saying policies are not read until the CRDs are installed.
+var securityKinds = []string{resource.KindRequestAuthentication, resource.KindAuthorizationPolicy}
+
+// preferredVersions, in the order Portico prefers them (the security kinds
+// have no v1alpha3; the REST mapper skips what a group does not serve).
 var preferredVersions = []string{"v1", "v1beta1", "v1alpha3"}
 
 // Provider watches the API server.
@@ -125,6 +132,14 @@ func New(opts Options, log logr.Logger) (*Provider, error) {
 		}
 		p.gvks[kind] = gvk
 	}
+	for _, kind := range securityKinds {
+		gvk, err := p.servedVersion(kind)
+		if err != nil {
+			log.Error(err, "not watching this kind: RequestAuthentication/AuthorizationPolicy are NOT enforced until the CRDs are installed and the controller restarted", "kind", kind)
+			continue
+		}
+		p.gvks[kind] = gvk
+	}
 	p.secrets, err = newSecretWatcher(opts.Config, log.WithName("secrets"), p.kick)
 	if err != nil {
 		return nil, err
@@ -153,9 +168,10 @@ func orDisabled(addr string) string {
 // servedVersion picks the version of an Istio kind the cluster serves,
 // preferring v1: Portico works unchanged against Istio's own CRDs.
 func (p *Provider) servedVersion(kind string) (schema.GroupVersionKind, error) {
-	m, err := p.mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: resource.IstioGroup, Kind: kind}, preferredVersions...)
+	group := resource.GroupOf(kind)
+	m, err := p.mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: group, Kind: kind}, preferredVersions...)
 	if err != nil {
-		return schema.GroupVersionKind{}, fmt.Errorf("%s.%s is not served by the API server; install the CRDs (kubectl apply -k config/crd): %w", kind, resource.IstioGroup, err)
+		return schema.GroupVersionKind{}, fmt.Errorf("%s.%s is not served by the API server; install the CRDs (kubectl apply -k config/crd): %w", kind, group, err)
 	}
 	return m.GroupVersionKind, nil
 }
@@ -179,9 +195,20 @@ func (p *Provider) kick() {
 	}
 }
 
+// watchedKinds are the Istio kinds served by the cluster, in a fixed order.
+func (p *Provider) watchedKinds() []string {
+	var out []string
+	for _, kind := range append(append([]string(nil), istioKinds...), securityKinds...) {
+		if _, ok := p.gvks[kind]; ok {
+			out = append(out, kind)
+		}
+	}
+	return out
+}
+
 func (p *Provider) watched() []client.Object {
 	var objs []client.Object
-	for _, kind := range istioKinds {
+	for _, kind := range p.watchedKinds() {
 		u := &unstructured.Unstructured{}
 		u.SetGroupVersionKind(p.gvks[kind])
 		objs = append(objs, u)
@@ -258,7 +285,7 @@ func (p *Provider) snapshot(ctx context.Context) (*resource.Resources, error) {
 	res := &resource.Resources{}
 	c := p.cached
 	seen := map[string]bool{}
-	for _, kind := range istioKinds {
+	for _, kind := range p.watchedKinds() {
 		list := &unstructured.UnstructuredList{}
 		gvk := p.gvks[kind]
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))

@@ -27,7 +27,7 @@ import (
 )
 
 func istioGVK(kind string) schema.GroupVersionKind {
-	return schema.GroupVersionKind{Group: resource.IstioGroup, Version: "v1", Kind: kind}
+	return schema.GroupVersionKind{Group: resource.GroupOf(kind), Version: "v1", Kind: kind}
 }
 
 func istioObject(t *testing.T, y string) *unstructured.Unstructured {
@@ -53,7 +53,7 @@ func fakeProvider(t *testing.T, objs ...client.Object) (*Provider, client.Client
 	mapper := meta.NewDefaultRESTMapper(nil)
 	gvks := map[string]schema.GroupVersionKind{}
 	var withStatus []client.Object
-	for _, kind := range istioKinds {
+	for _, kind := range append(append([]string(nil), istioKinds...), securityKinds...) {
 		gvk := istioGVK(kind)
 		gvks[kind] = gvk
 		mapper.Add(gvk, meta.RESTScopeNamespace)
@@ -327,5 +327,49 @@ func TestServicePortsFollowGateways(t *testing.T) {
 	}
 	if cls := sp.Classes(); len(cls) != 1 || cls[0]["istio"] != "ingressgateway" {
 		t.Errorf("Classes = %v", cls)
+	}
+}
+
+// RequestAuthentications and AuthorizationPolicies are read from the cache
+// like the networking kinds; one Portico cannot use is reported invalid,
+// named, with the field at fault.
+func TestSnapshotReadsSecurityKinds(t *testing.T) {
+	ra := istioObject(t, `
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  jwtRules: [{issuer: testing@secure.istio.io, jwksUri: "http://127.0.0.1:1/jwks.json"}]
+`)
+	ap := istioObject(t, `
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: require-jwt, namespace: istio-system}
+spec:
+  action: ALLOW
+  rules: [{from: [{source: {requestPrincipals: ["*"]}}]}]
+`)
+	bad := istioObject(t, `
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: bad, namespace: istio-system}
+spec:
+  rules: [{to: [{operation: {method: [GET]}}]}]
+`)
+	p, _ := fakeProvider(t, ra, ap, bad)
+	res, err := p.snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.RequestAuthentications) != 1 || res.RequestAuthentications[0].Spec.JwtRules[0].Issuer != "testing@secure.istio.io" {
+		t.Fatalf("request authentications: %v", res.RequestAuthentications)
+	}
+	if len(res.AuthorizationPolicies) != 1 || res.AuthorizationPolicies[0].Name != "require-jwt" {
+		t.Fatalf("authorization policies: %v", res.AuthorizationPolicies)
+	}
+	if len(res.Invalid) != 1 || res.Invalid[0].Key != (resource.Key{Kind: resource.KindAuthorizationPolicy, Namespace: "istio-system", Name: "bad"}) ||
+		!strings.Contains(res.Invalid[0].Error, "spec.rules[0].to[0].operation.method") {
+		t.Fatalf("invalid: %+v", res.Invalid)
 	}
 }
