@@ -300,10 +300,16 @@ func (b *builder) appliesToClass(p *policyTarget, labels map[string]string, name
 	if p.hasTargetRefs {
 		return false
 	}
+	// In the root namespace a policy reaches every namespace, with or
+	// without a selector (Istio: "if the policy is in the root namespace,
+	// the selector will additionally match with workloads in all
+	// namespaces") — the way Istio's gateway docs apply policies to the
+	// ingress gateway: istio-system, selector istio: ingressgateway.
+	inScope := p.namespace == b.rootNamespace() || namespaces[p.namespace]
 	if len(p.selector) > 0 {
-		return namespaces[p.namespace] && labelsMatch(p.selector, labels)
+		return inScope && labelsMatch(p.selector, labels)
 	}
-	return p.namespace == b.rootNamespace() || namespaces[p.namespace]
+	return inScope
 }
 
 // classNamespaces are the namespaces of the Gateways selecting a class, or
