@@ -143,7 +143,9 @@ spec:
   - route:
     - destination: {host: book-service}
 `)
-	get := func(hdr map[string]string) (int, string, error) { return h.httpGet(80, "book.example.com", "/book/1", hdr) }
+	get := func(hdr map[string]string) (int, string, error) {
+		return h.httpGet(80, "book.example.com", "/book/1", hdr)
+	}
 	eventually(t, "the book service served", 30*time.Second, func() error { return expect([]authCase{{"no token", "", 200, ""}}, get) })
 
 	h.apply(t, seed002Auth(jwks, false))
