@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/net/http2"
+
 	"github.com/portico-gateway/portico/pkg/proxy/h2"
 	"github.com/portico-gateway/portico/pkg/proxy/httpx"
 )
@@ -64,6 +66,12 @@ func (h *Handler) serveH2Stream(s *h2.Stream, state *tls.ConnectionState, remote
 	if err != nil {
 		h.st.cxProtocolError.Inc()
 		h.env.Log.V(1).Info("rejected HTTP/2 request", "status", status, "error", err.Error())
+		if status == 400 {
+			// A malformed request is a stream error of type PROTOCOL_ERROR;
+			// the server may answer before it resets the stream (RFC 9113
+			// section 8.1.1), as nginx answers 400.
+			w.resetAfter = true
+		}
 		h.localReply(w, &httpx.Request{Method: s.Method, Proto: "HTTP/2"}, status, "", nil)
 		return
 	}
@@ -180,6 +188,9 @@ type h2Writer struct {
 	started bool
 	noBody  bool
 	written int64
+	// resetAfter ends the response with RST_STREAM(PROTOCOL_ERROR)
+	// instead of END_STREAM.
+	resetAfter bool
 }
 
 func (w *h2Writer) WriteHeader(status int, hdr *httpx.Header, length int64, noBody bool) error {
@@ -189,7 +200,7 @@ func (w *h2Writer) WriteHeader(status int, hdr *httpx.Header, length int64, noBo
 		fields = append(fields[:len(fields):len(fields)], httpx.Field{Name: "content-length", Value: itoa(length)})
 	}
 	// A response without a body ends with its HEADERS frame.
-	return w.s.WriteHeader(status, fields, noBody)
+	return w.s.WriteHeader(status, fields, noBody && !w.resetAfter)
 }
 
 func (w *h2Writer) Write(p []byte) (int, error) {
@@ -202,6 +213,10 @@ func (w *h2Writer) Write(p []byte) (int, error) {
 }
 
 func (w *h2Writer) Finish(trailers *httpx.Header) error {
+	if w.resetAfter {
+		w.s.Reset(http2.ErrCodeProtocol)
+		return nil
+	}
 	if w.noBody {
 		return nil
 	}
