@@ -103,7 +103,6 @@ var (
 	errStreamReset  = errors.New("http2: stream reset by the client")
 	errStreamClosed = errors.New("http2: stream closed")
 	errBodyAborted  = errors.New("http2: request body aborted")
-	errBodyLength   = errors.New("http2: request body does not match its content-length")
 	// errHeaderFlood: a header block kept coming (CONTINUATION frames)
 	// far beyond what the header list limit allows.
 	errHeaderFlood = errors.New("http2: header block too long")
@@ -818,7 +817,15 @@ func (c *Conn) processData(f *http2.DataFrame) error {
 		if s.readAborted {
 			c.grantConn(int64(len(data)))
 		} else {
+			if s.off > 0 && s.off >= len(s.buf)-s.off {
+				// Move the unread bytes down before appending, so a body
+				// read a little behind its arrival does not grow the
+				// buffer past twice the window.
+				s.buf = s.buf[:copy(s.buf, s.buf[s.off:])]
+				s.off = 0
+			}
 			s.buf = append(s.buf, data...)
+			s.maxBuf = max(s.maxBuf, cap(s.buf))
 			s.signalRead()
 		}
 	}

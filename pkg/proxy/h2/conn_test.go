@@ -262,6 +262,56 @@ func TestRequestBodyBackpressure(t *testing.T) {
 	}
 }
 
+// A body read a little behind its arrival (never drained to empty)
+// keeps its buffer within about twice the stream window, however long it
+// is. Driven frame by frame, without a socket, so the lag is exact.
+func TestBodyBufferStaysBoundedWhenReadBehind(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	c := NewConn(a, Config{InitialStreamWindow: 65535}, nil)
+	st := &Stream{c: c, id: 1, state: stateOpen, recvWindow: 65535, sendWindow: 65535, declared: -1}
+	c.streams[1] = st
+	c.maxID = 1
+	c.recvWindow = int64(c.cfg.InitialConnectionWindow) // as Serve grants it
+	var wire bytes.Buffer
+	wfr := http2.NewFramer(&wire, nil)
+	rfr := http2.NewFramer(nil, &wire)
+	chunk := make([]byte, 16384)
+	feed := func(n int) {
+		t.Helper()
+		wfr.WriteData(1, false, chunk[:n])
+		f, err := rfr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.processData(f.(*http2.DataFrame)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(n int) {
+		t.Helper()
+		p := make([]byte, n)
+		if m, err := io.ReadFull(st, p); err != nil || m != n {
+			t.Fatalf("read %d of %d: %v", m, n, err)
+		}
+	}
+	feed(16384)
+	feed(16384)
+	read(2*16384 - 20000) // 20,000 bytes stay unread from now on
+	for i := 0; i < 300; i++ { // ~5 MB through the stream
+		n := min(len(chunk), int(st.recvWindow)) // what the client may send
+		if n == 0 {
+			t.Fatal("the stream window closed although the handler reads")
+		}
+		feed(n)
+		read(n)
+	}
+	if st.maxBuf > 3*65535 {
+		t.Errorf("the body buffer grew to %d bytes for a 64 KiB window", st.maxBuf)
+	}
+}
+
 // A response body waits for the client's window and resumes on
 // WINDOW_UPDATE.
 func TestResponseFlowControl(t *testing.T) {

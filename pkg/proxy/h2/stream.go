@@ -59,6 +59,7 @@ type Stream struct {
 	recvWindow     int64
 	buf            []byte // received body bytes not yet read
 	off            int
+	maxBuf         int // the buffer's largest capacity (for tests)
 	bodyEnded      bool
 	declared       int64
 	received       int64
