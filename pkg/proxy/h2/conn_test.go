@@ -298,7 +298,7 @@ func TestBodyBufferStaysBoundedWhenReadBehind(t *testing.T) {
 	}
 	feed(16384)
 	feed(16384)
-	read(2*16384 - 20000) // 20,000 bytes stay unread from now on
+	read(2*16384 - 20000)      // 20,000 bytes stay unread from now on
 	for i := 0; i < 300; i++ { // ~5 MB through the stream
 		n := min(len(chunk), int(st.recvWindow)) // what the client may send
 		if n == 0 {
