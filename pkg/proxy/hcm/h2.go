@@ -150,6 +150,11 @@ func ConvertH2Request(r *h2.Request, body io.Reader, state *tls.ConnectionState,
 	}
 	if req.Authority == "" {
 		req.Authority = host
+	} else if host != "" && !strings.EqualFold(host, req.Authority) {
+		// RFC 9113 section 8.3.1: a host that names another entity than
+		// :authority makes the request malformed (x/net's server refused
+		// it too; nginx answers 400).
+		return nil, 400, fmt.Errorf("%w: host differs from :authority", errH2Request)
 	}
 	if req.Authority == "" {
 		// RFC 9113 section 8.3.1: http and https requests carry :authority

@@ -80,6 +80,8 @@ func TestConvertH2Request(t *testing.T) {
 		{"te: trailers", mk(h2Request("GET", "/", "a", false, "TE: trailers")), 0},
 		{"two te fields", mk(h2Request("GET", "/", "a", false, "TE: trailers", "TE: trailers")), 400},
 		{"host instead of :authority", mk(h2Request("GET", "/", "", false, "Host: a.example.com")), 0},
+		{"host equal to :authority", mk(h2Request("GET", "/", "a.example.com", false, "Host: A.example.com")), 0},
+		{"host differing from :authority", mk(h2Request("GET", "/", "a.example.com", false, "Host: b.example.com")), 400},
 		{"host with a space instead of :authority", mk(h2Request("GET", "/", "", false, "Host: a b")), 400},
 	}
 	for _, c := range cases {
