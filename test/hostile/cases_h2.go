@@ -267,20 +267,6 @@ func h2Cases() []*Case {
 				}
 				return 1, c.headerBlock(1, blk, true)
 			}}.run},
-		{Name: "h2-data-past-stream-window", Nginx: "RST(PROTOCOL_ERROR) keep", What: "80 KiB of DATA at once on a stream whose window is 64 KiB",
-			Want: []string{"RST(FLOW_CONTROL_ERROR) keep", "RST(FLOW_CONTROL_ERROR) keep, 1 partial", "- goaway(FLOW_CONTROL_ERROR)"},
-			Run: h2case{steps: func(c *h2client, env *Env) (uint32, error) {
-				if err := c.headers(1, expandFields(req("POST", "/{T}"), env), false); err != nil {
-					return 1, err
-				}
-				chunk := strings.Repeat("a", 16384)
-				for i := 0; i < 5; i++ {
-					if err := c.data(1, chunk, false); err != nil {
-						return 1, err
-					}
-				}
-				return 1, nil
-			}}.run},
 		{Name: "h2-streams-over-limit", Nginx: "- goaway(NO_ERROR)", What: "300 streams left open at once (limit 100 here, 128 in nginx)",
 			Want: []string{"RST(REFUSED_STREAM) keep, *", "RST(PROTOCOL_ERROR) keep, *", "- goaway(PROTOCOL_ERROR), *"},
 			Run: h2case{steps: func(c *h2client, env *Env) (uint32, error) {
