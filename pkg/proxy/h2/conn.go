@@ -313,8 +313,9 @@ func (c *Conn) readLoop() error {
 			// Nothing more to read at once: hand the streams opened in
 			// this burst to handlers (those reset meanwhile are dropped)
 			// and write what the burst owes the peer in one go.
-			c.dispatch()
-			c.kick()
+			if c.dispatch() {
+				c.kick()
+			}
 		}
 	}
 }
@@ -501,10 +502,14 @@ func (c *Conn) checkIdle() {
 	c.idleTimer.Reset(c.cfg.IdleTimeout)
 }
 
-// dispatch hands the streams opened since the last call to handlers.
-func (c *Conn) dispatch() {
+// dispatch hands the streams opened since the last call to handlers. It
+// reports whether frames wait for the writer: a burst that queued nothing
+// (most bursts of requests) does not wake it, and a handler's response
+// is not cut in two by a wake-up meant for nobody.
+func (c *Conn) dispatch() (owed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	owed = c.wbuf.Len() > 0
 	for i, s := range c.pending {
 		c.pending[i] = nil
 		if s.state == stateClosed {
@@ -518,6 +523,7 @@ func (c *Conn) dispatch() {
 	}
 	c.pending = c.pending[:0]
 	c.afterStreamEndLocked()
+	return owed
 }
 
 func (c *Conn) runHandler(s *Stream) {
