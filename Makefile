@@ -48,6 +48,7 @@ FUZZ_TARGETS ?= \
 	pkg/proxy/hcm:FuzzH2Request \
 	pkg/proxy/router:FuzzVirtualHost \
 	pkg/proxy/listener:FuzzClientHello \
+	pkg/proxy/filters/jwtauthn:FuzzJWT \
 	pkg/gateway:FuzzDecodeAndBind \
 	pkg/translate:FuzzYAMLToXDS
 fuzz:

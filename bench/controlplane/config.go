@@ -85,3 +85,13 @@ func writeProbe(dir string, rev, backendPort int) error {
 	}
 	return os.Rename(tmp, filepath.Join(dir, "probe.yaml"))
 }
+
+// writeProbeInPlace replaces the probe's file atomically through a
+// dot-prefixed temporary file in the watched directory itself.
+func writeProbeInPlace(dir string, rev, backendPort int) error {
+	tmp := filepath.Join(dir, ".probe.yaml.tmp")
+	if err := os.WriteFile(tmp, []byte(probeDocs(rev, backendPort)[0].YAML), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, "probe.yaml"))
+}

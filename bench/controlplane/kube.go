@@ -38,7 +38,8 @@ func kubeAssets() (string, error) {
 
 // kubernetes: a real API server with the configuration applied; a change
 // is an update of the probe VirtualService through the API.
-func (b *bench) kubernetes(ctx context.Context, routes int) (*system, func(), error) {
+// onePort puts every VirtualService on one Gateway port (see standalone).
+func (b *bench) kubernetes(ctx context.Context, routes int, onePort bool) (*system, func(), error) {
 	assets, err := kubeAssets()
 	if err != nil {
 		return nil, nil, err
@@ -62,6 +63,9 @@ func (b *bench) kubernetes(ctx context.Context, routes int) (*system, func(), er
 		return fail(err)
 	}
 	o := scale.Options{VirtualServices: scale.VirtualServicesForRoutes(routes)}
+	if onePort {
+		o.Gateways = 1
+	}
 	for _, ns := range []string{"istio-system", "portico-system", "ns-0", "ns-1", "ns-2", "ns-3", "ns-4", "ns-5", "ns-6", "ns-7", "ns-8", "ns-9"} {
 		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			return fail(err)
@@ -81,7 +85,10 @@ func (b *bench) kubernetes(ctx context.Context, routes int) (*system, func(), er
 	xds := freeAddr()
 	s := &system{debug: freeAddr()}
 	ctrl, err := b.start("gateway-controller", append([]string{"--kubeconfig", kubeconfig, "--xds-address", xds, "--debug-address", s.debug,
-		"--health-address", freeAddr(), "--metrics-address", "", "--leader-election-namespace", "portico-system"}, b.controllerArgs...)...)
+		"--health-address", freeAddr(), "--metrics-address", "", "--leader-election-namespace", "portico-system",
+		// The bench measures propagation, not xDS authentication (the
+		// e2e tests cover that): the proxy connects in plaintext.
+		"--xds-insecure"}, b.controllerArgs...)...)
 	if err != nil {
 		return fail(err)
 	}

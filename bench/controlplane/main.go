@@ -47,7 +47,7 @@ func main() {
 	sizes := flag.String("sizes", "100,1000,5000,10000", "VirtualServices for the pipeline measurement")
 	memoryN := flag.Int("memory", 5000, "VirtualServices created and deleted for the memory measurement (0 skips)")
 	routes := flag.String("routes", "100,3000", "route counts for the propagation measurement")
-	modes := flag.String("modes", "standalone,kubernetes", "propagation modes")
+	modes := flag.String("modes", "standalone,kubernetes", "propagation modes: standalone, standalone-one-port (every VirtualService on one Gateway port, changed through a dot-temp file), kubernetes, kubernetes-one-port")
 	changes := flag.Int("changes", 50, "changes per propagation measurement")
 	controllerArgs := flag.String("controller-args", "", "extra gateway-controller flags (comma-separated), e.g. --debounce-after=10ms")
 	proxyArgs := flag.String("proxy-args", "", "extra edge-proxy flags (comma-separated)")
@@ -166,9 +166,13 @@ func (b *bench) run(ctx context.Context, sizes []int, memoryN int, routes []int,
 			cleanup := func() {}
 			switch mode {
 			case "standalone":
-				s, err = b.standalone(n)
+				s, err = b.standalone(n, false)
+			case "standalone-one-port":
+				s, err = b.standalone(n, true)
 			case "kubernetes":
-				s, cleanup, err = b.kubernetes(ctx, n)
+				s, cleanup, err = b.kubernetes(ctx, n, false)
+			case "kubernetes-one-port":
+				s, cleanup, err = b.kubernetes(ctx, n, true)
 			default:
 				err = fmt.Errorf("unknown mode %q", mode)
 			}

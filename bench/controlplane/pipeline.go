@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -150,9 +151,22 @@ func childMemory(dir string, n int) (pipelineResult, error) {
 }
 
 // runChild is the entry point of a child process.
+// With PORTICO_BENCH_CPUPROFILE set, it writes a CPU profile of the
+// measurement there (suffixed with the kind and size).
 func runChild(kind, dir string, n int) error {
 	var r pipelineResult
 	var err error
+	if path := os.Getenv("PORTICO_BENCH_CPUPROFILE"); path != "" {
+		f, ferr := os.Create(fmt.Sprintf("%s-%s-%d.pprof", path, kind, n))
+		if ferr != nil {
+			return ferr
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	switch kind {
 	case "pipeline":
 		r, err = childPipeline(dir, n)

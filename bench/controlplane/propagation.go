@@ -105,14 +105,28 @@ func (b *bench) startProxy(s *system, xds string) error {
 
 // standalone: the controller reads a directory; a change is a file
 // replaced in it.
-func (b *bench) standalone(routes int) (*system, error) {
+//
+// onePort is the shape users most often have: every VirtualService on one
+// Gateway port (Istio puts every host of port 80 into one route
+// configuration, http.80), each change an atomic write through a
+// dot-prefixed temporary file in the watched directory, as editors,
+// kubectl cp and configuration tools do (an event on a hidden name makes
+// the provider rescan the directory).
+func (b *bench) standalone(routes int, onePort bool) (*system, error) {
 	o := scale.Options{VirtualServices: scale.VirtualServicesForRoutes(routes)}
-	dir := filepath.Join(b.work, fmt.Sprintf("standalone-%d", routes), "config")
+	name := fmt.Sprintf("standalone-%d", routes)
+	change := func(dir string, rev int) error { return writeProbe(dir, rev, b.backendPort) }
+	if onePort {
+		o.Gateways = 1
+		name += "-one-port"
+		change = func(dir string, rev int) error { return writeProbeInPlace(dir, rev, b.backendPort) }
+	}
+	dir := filepath.Join(b.work, name, "config")
 	if err := writeConfig(dir, o, b.backendPort); err != nil {
 		return nil, err
 	}
 	xds := freeAddr()
-	s := &system{change: func(rev int) error { return writeProbe(dir, rev, b.backendPort) }, debug: freeAddr()}
+	s := &system{change: func(rev int) error { return change(dir, rev) }, debug: freeAddr()}
 	ctrl, err := b.start("gateway-controller", append([]string{"--standalone", "--no-proxy", "--config-dir", dir, "--xds-address", xds,
 		"--debug-address", s.debug}, b.controllerArgs...)...)
 	if err != nil {

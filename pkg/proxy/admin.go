@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"net/url"
 	"regexp"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -20,6 +22,7 @@ import (
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -27,6 +30,7 @@ import (
 
 	"github.com/portico-gateway/portico/internal/logging"
 	"github.com/portico-gateway/portico/pkg/configdump"
+	"github.com/portico-gateway/portico/pkg/proxy/stats"
 )
 
 func (p *Proxy) serveAdmin(ctx context.Context) error {
@@ -73,10 +77,15 @@ var adminEndpoints = []struct{ path, help string }{
 	{"/drain_listeners", "drain listeners (POST)"},
 	{"/healthcheck/fail", "cause the server to fail health checks (POST)"},
 	{"/healthcheck/ok", "cause the server to pass health checks (POST)"},
+	{"/help", "print out list of admin commands"},
+	{"/init_dump", "dump current Envoy init manager information (experimental)"},
 	{"/listeners", "print listener info (?format=json)"},
 	{"/logging", "query/change logging levels (POST ?level=debug)"},
+	{"/memory", "print current allocation/heap usage"},
 	{"/quitquitquit", "exit the server (POST)"},
 	{"/ready", "print server state, return 200 if LIVE, otherwise return 503"},
+	{"/reset_counters", "reset all counters to zero (POST)"},
+	{"/runtime", "print runtime values"},
 	{"/server_info", "print server version/status information"},
 	{"/stats", "print server stats (?filter=, ?format=json)"},
 	{"/stats/prometheus", "print server stats in prometheus format"},
@@ -85,8 +94,8 @@ var adminEndpoints = []struct{ path, help string }{
 // AdminHandler serves Envoy's admin endpoints.
 func (p *Proxy) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/" {
+	help := func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" && r.URL.Path != "/help" {
 			http.NotFound(w, r)
 			return
 		}
@@ -95,7 +104,20 @@ func (p *Proxy) AdminHandler() http.Handler {
 		for _, e := range adminEndpoints {
 			fmt.Fprintf(w, "  %s: %s\n", e.path, e.help)
 		}
+	}
+	mux.HandleFunc("/", help)
+	mux.HandleFunc("/help", help)
+	mux.HandleFunc("/memory", p.adminMemory)
+	mux.HandleFunc("/runtime", func(w http.ResponseWriter, _ *http.Request) {
+		// The proxy has no runtime layers: Envoy's answer with none.
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"layers":[],"entries":{}}`+"\n")
 	})
+	mux.HandleFunc("/init_dump", p.adminInitDump)
+	mux.HandleFunc("/reset_counters", post(func(w http.ResponseWriter, _ *http.Request) {
+		p.Stats.ResetCounters()
+		fmt.Fprintln(w, "OK")
+	}))
 	mux.HandleFunc("/ready", p.adminReady)
 	mux.HandleFunc("/server_info", p.adminServerInfo)
 	mux.HandleFunc("/config_dump", p.adminConfigDump)
@@ -253,8 +275,39 @@ func (p *Proxy) DumpInput() configdump.Input {
 			break
 		}
 	}
+	for i, e := range in.Secrets {
+		in.Secrets[i].Resource = p.inlineLoaded(e.Name, e.Resource)
+	}
 	in.Bootstrap = p.bootstrap()
 	return in
+}
+
+// inlineLoaded shows a secret whose certificates are files with the
+// certificates loaded from them inline, as Envoy's dump does (istioctl
+// proxy-config secret reads inline_bytes to fill its table). Private keys
+// are never inlined.
+func (p *Proxy) inlineLoaded(name string, m proto.Message) proto.Message {
+	sec, ok := m.(*tlsv3.Secret)
+	if !ok {
+		return m
+	}
+	isFile := func(d *corev3.DataSource) bool {
+		_, ok := d.GetSpecifier().(*corev3.DataSource_Filename)
+		return ok
+	}
+	tc, vc := sec.GetTlsCertificate(), sec.GetValidationContext()
+	if !isFile(tc.GetCertificateChain()) && !isFile(vc.GetTrustedCa()) {
+		return m
+	}
+	chain, ca := p.Secrets.LoadedPEM(name)
+	c := proto.Clone(sec).(*tlsv3.Secret)
+	if t := c.GetTlsCertificate(); t != nil && isFile(t.CertificateChain) && len(chain) > 0 {
+		t.CertificateChain = &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: chain}}
+	}
+	if v := c.GetValidationContext(); v != nil && isFile(v.TrustedCa) && len(ca) > 0 {
+		v.TrustedCa = &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: ca}}
+	}
+	return c
 }
 
 func (p *Proxy) adminConfigDump(w http.ResponseWriter, r *http.Request) {
@@ -347,6 +400,42 @@ func clampLimit(v int64) int64 {
 	return v
 }
 
+// adminMemory is Envoy's /memory, from the Go runtime's figures: what
+// the heap holds, what it took from the OS, what it holds unused.
+func (p *Proxy) adminMemory(w http.ResponseWriter, _ *http.Request) {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	writeProto(w, &adminv3.Memory{
+		Allocated:          m.HeapAlloc,
+		HeapSize:           m.HeapSys,
+		PageheapUnmapped:   m.HeapReleased,
+		PageheapFree:       m.HeapIdle - m.HeapReleased,
+		TotalThreadCache:   m.MCacheInuse,
+		TotalPhysicalBytes: m.Sys - m.HeapReleased,
+	})
+}
+
+// adminInitDump is Envoy's /init_dump: what initialization still waits
+// for — the listeners warming (their routes, clusters or secrets not yet
+// received). Empty once everything is initialized.
+func (p *Proxy) adminInitDump(w http.ResponseWriter, _ *http.Request) {
+	p.mu.Lock()
+	var warming []string
+	for n, l := range p.lsnrs {
+		if a := p.activeListeners[n]; (a == nil || a.hash != l.hash) && p.lsnrProblems[n] == "" {
+			warming = append(warming, "Listener-init-target "+n)
+		}
+	}
+	p.mu.Unlock()
+	sort.Strings(warming)
+	out := &adminv3.UnreadyTargetsDumps{}
+	if !p.ready.Load() || len(warming) > 0 {
+		out.UnreadyTargetsDumps = append(out.UnreadyTargetsDumps, &adminv3.UnreadyTargetsDumps_UnreadyTargetsDump{
+			Name: "Server", TargetNames: warming})
+	}
+	writeProto(w, out)
+}
+
 func healthOf(ok bool) corev3.HealthStatus {
 	if ok {
 		return corev3.HealthStatus_HEALTHY
@@ -375,32 +464,71 @@ func (p *Proxy) adminStats(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if r.URL.Query().Get("format") == "json" {
-		var sb strings.Builder
-		p.Stats.WriteText(&sb, filter)
-		type stat struct {
-			Name  string `json:"name"`
-			Value any    `json:"value"`
-		}
-		var out struct {
-			Stats []stat `json:"stats"`
-		}
-		for _, line := range strings.Split(strings.TrimSpace(sb.String()), "\n") {
-			name, val, ok := strings.Cut(line, ": ")
-			if !ok {
-				continue
-			}
-			if n, err := strconv.ParseInt(val, 10, 64); err == nil {
-				out.Stats = append(out.Stats, stat{name, n})
-			} else {
-				out.Stats = append(out.Stats, stat{name, val})
-			}
-		}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(out)
+		json.NewEncoder(w).Encode(p.statsJSON(filter))
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
 	p.Stats.WriteText(w, filter)
+}
+
+// statsJSON is Envoy's /stats?format=json: {"stats": [{"name", "value"},
+// …, {"histograms": {"supported_quantiles", "computed_quantiles"}}]}.
+// Interval quantiles are null: the proxy keeps no flush intervals.
+func (p *Proxy) statsJSON(filter func(string) bool) any {
+	type stat struct {
+		Name  string `json:"name"`
+		Value any    `json:"value"`
+	}
+	type value struct {
+		Interval   *float64 `json:"interval"`
+		Cumulative *float64 `json:"cumulative"`
+	}
+	type computed struct {
+		Name   string  `json:"name"`
+		Values []value `json:"values"`
+	}
+	type histograms struct {
+		Supported []float64  `json:"supported_quantiles"`
+		Computed  []computed `json:"computed_quantiles"`
+	}
+	names, quantiles := p.Stats.HistogramQuantiles(filter)
+	isHistogram := map[string]bool{}
+	for _, n := range names {
+		isHistogram[n] = true
+	}
+	var sb strings.Builder
+	p.Stats.WriteText(&sb, filter)
+	out := struct {
+		Stats []any `json:"stats"`
+	}{Stats: []any{}}
+	for _, line := range strings.Split(strings.TrimSpace(sb.String()), "\n") {
+		name, val, ok := strings.Cut(line, ": ")
+		if !ok || isHistogram[name] {
+			continue
+		}
+		if n, err := strconv.ParseInt(val, 10, 64); err == nil {
+			out.Stats = append(out.Stats, stat{name, n})
+		} else {
+			out.Stats = append(out.Stats, stat{name, val})
+		}
+	}
+	if len(names) > 0 {
+		hs := histograms{Supported: stats.SupportedQuantiles}
+		for i, n := range names {
+			c := computed{Name: n, Values: []value{}}
+			for _, v := range quantiles[i] {
+				if math.IsNaN(v) {
+					c.Values = append(c.Values, value{})
+				} else {
+					c.Values = append(c.Values, value{Cumulative: &v})
+				}
+			}
+			hs.Computed = append(hs.Computed, c)
+		}
+		out.Stats = append(out.Stats, map[string]any{"histograms": hs})
+	}
+	return out
 }
 
 // adminLogging is Envoy's /logging: GET lists the loggers and their

@@ -27,6 +27,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
 	"golang.org/x/sync/errgroup"
@@ -47,7 +48,14 @@ import (
 )
 
 // Version is reported by /server_info.
-const Version = "portico-edge-proxy/0.1"
+const Version = "portico-edge-proxy/0.1.0"
+
+// The proxy's version as numbers (node.user_agent_build_version).
+const (
+	VersionMajor = 0
+	VersionMinor = 1
+	VersionPatch = 0
+)
 
 // Options configure a proxy.
 type Options struct {
@@ -272,7 +280,11 @@ func (p *Proxy) Node() *corev3.Node {
 		labels[k] = v
 	}
 	md, _ := structpb.NewStruct(map[string]any{"LABELS": labels, "NAMESPACE": p.opts.Namespace})
-	return &corev3.Node{Id: p.opts.NodeID, Cluster: p.opts.Cluster, Metadata: md, UserAgentName: "portico-edge-proxy", UserAgentVersionType: &corev3.Node_UserAgentVersion{UserAgentVersion: Version}}
+	// The build version, not a free-form string: istioctl proxy-config
+	// all prints it as the "Envoy Version" (0.0.0 otherwise).
+	return &corev3.Node{Id: p.opts.NodeID, Cluster: p.opts.Cluster, Metadata: md, UserAgentName: "portico-edge-proxy",
+		UserAgentVersionType: &corev3.Node_UserAgentBuildVersion{UserAgentBuildVersion: &corev3.BuildVersion{
+			Version: &typev3.SemanticVersion{MajorNumber: VersionMajor, MinorNumber: VersionMinor, Patch: VersionPatch}}}}
 }
 
 // Ready reports whether the first configuration is applied and the proxy

@@ -591,10 +591,59 @@ spec:
 	if _, clusters := getAdmin("/clusters"); !strings.Contains(clusters, "::rq_success::1") {
 		t.Errorf("/clusters: %s", clusters)
 	}
+	// The endpoints istioctl and Envoy users reach for, in Envoy's shapes.
+	if code, help := getAdmin("/help"); code != 200 || !strings.Contains(help, "/reset_counters") || !strings.Contains(help, "/memory") {
+		t.Errorf("/help: %d %s", code, help)
+	}
+	var mem map[string]string
+	if _, body := getAdmin("/memory"); json.Unmarshal([]byte(body), &mem) != nil || mem["allocated"] == "" || mem["heap_size"] == "" {
+		t.Errorf("/memory: %s", body)
+	}
+	if _, body := getAdmin("/runtime"); !json.Valid([]byte(body)) || !strings.Contains(body, `"layers"`) {
+		t.Errorf("/runtime: %s", body)
+	}
+	var initDump struct {
+		Unready []any `json:"unready_targets_dumps"`
+	}
+	if _, body := getAdmin("/init_dump"); json.Unmarshal([]byte(body), &initDump) != nil || len(initDump.Unready) != 0 {
+		t.Errorf("/init_dump once ready: %q, want nothing unready", body)
+	}
+	if _, body := getAdmin("/stats?filter=upstream_rq_time"); !strings.Contains(body, "upstream_rq_time: P0(nan,") || !strings.Contains(body, " P99(nan,") {
+		t.Errorf("/stats histograms lack Envoy's quantiles: %s", body)
+	}
+	var js struct {
+		Stats []map[string]any `json:"stats"`
+	}
+	if _, body := getAdmin("/stats?format=json&filter=upstream_rq_time"); json.Unmarshal([]byte(body), &js) != nil || len(js.Stats) == 0 || js.Stats[len(js.Stats)-1]["histograms"] == nil {
+		t.Errorf("/stats?format=json lacks the histograms entry: %s", body)
+	}
+	var sd struct {
+		Configs []struct {
+			Bootstrap struct {
+				Node struct {
+					Version struct {
+						Version map[string]any `json:"version"`
+					} `json:"user_agent_build_version"`
+				} `json:"node"`
+			} `json:"bootstrap"`
+		} `json:"configs"`
+	}
+	if _, body := getAdmin("/config_dump"); json.Unmarshal([]byte(body), &sd) != nil || len(sd.Configs) == 0 || sd.Configs[0].Bootstrap.Node.Version.Version["minor_number"] == nil {
+		t.Errorf("bootstrap node lacks user_agent_build_version (istioctl prints it as the Envoy version): %.400s", body)
+	}
+	if code, _ := getAdmin("/reset_counters"); code != 405 {
+		t.Errorf("GET /reset_counters must require POST, got %d", code)
+	}
+	resp, _ := http.Post(p.Admin.URL+"/reset_counters", "", nil)
+	resp.Body.Close()
+	if _, stats := getAdmin("/stats"); !strings.Contains(stats, "cluster.outbound|80||app.default.svc.cluster.local.upstream_rq_total: 0\n") ||
+		!strings.Contains(stats, "cluster.outbound|80||app.default.svc.cluster.local.upstream_cx_active: 1") {
+		t.Errorf("after /reset_counters counters must be 0 and gauges kept")
+	}
 	if code, _ := getAdmin("/healthcheck/fail"); code != 405 {
 		t.Errorf("GET /healthcheck/fail must require POST, got %d", code)
 	}
-	resp, _ := http.Post(p.Admin.URL+"/healthcheck/fail", "", nil)
+	resp, _ = http.Post(p.Admin.URL+"/healthcheck/fail", "", nil)
 	resp.Body.Close()
 	if code, _ := getAdmin("/ready"); code != 503 {
 		t.Errorf("/ready after /healthcheck/fail: %d", code)

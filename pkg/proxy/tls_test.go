@@ -1,10 +1,12 @@
 package proxy_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -478,4 +480,38 @@ spec:
 		t.Errorf("server.days_until_first_cert_expiring = %d", v)
 	}
 	_ = ptls.Describe
+
+	// The secrets dump shows the file's certificate inline, as Envoy's
+	// does (istioctl proxy-config secret reads it), and the key only as
+	// its path.
+	resp, err = http.Get(p.Admin.URL + "/config_dump?resource=dynamic_active_secrets")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dump struct {
+		Configs []struct {
+			Secret struct {
+				TLS struct {
+					Chain struct {
+						Inline   []byte `json:"inline_bytes"`
+						Filename string `json:"filename"`
+					} `json:"certificate_chain"`
+					Key map[string]any `json:"private_key"`
+				} `json:"tls_certificate"`
+			} `json:"secret"`
+		} `json:"configs"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&dump)
+	resp.Body.Close()
+	if err != nil || len(dump.Configs) != 1 {
+		t.Fatalf("secrets dump: %v %+v", err, dump)
+	}
+	want, _ := os.ReadFile(dir + "/server.crt")
+	got := dump.Configs[0].Secret.TLS
+	if block, _ := pem.Decode(got.Chain.Inline); block == nil || !bytes.Contains(want, got.Chain.Inline[:40]) || got.Chain.Filename != "" {
+		t.Errorf("certificate chain not inline: %+v", got.Chain)
+	}
+	if got.Key["filename"] != dir+"/server.key" || got.Key["inline_bytes"] != nil || got.Key["inline_string"] != nil {
+		t.Errorf("private key in the dump: %v", got.Key)
+	}
 }

@@ -93,6 +93,14 @@ spec:
 	if r := stat(p, ratingCluster+"upstream_rq_retry"); r < 20 {
 		t.Errorf("upstream_rq_retry = %d; v2 should have been retried about 50 times", r)
 	}
+	// Per attempt, as Envoy counts: every retried 503 is a 503, and the
+	// total is every attempt.
+	n200, n503, total, retried := stat(p, ratingCluster+"upstream_rq_200"), stat(p, ratingCluster+"upstream_rq_503"),
+		stat(p, ratingCluster+"upstream_rq_total"), stat(p, ratingCluster+"upstream_rq_retry")
+	if n200 != 100 || n503 != retried || total != n200+n503 || stat(p, ratingCluster+"upstream_rq_5xx") != n503 {
+		t.Errorf("upstream_rq_200 %d (want 100), upstream_rq_503 %d (want = upstream_rq_retry %d), upstream_rq_total %d (want their sum)",
+			n200, n503, retried, total)
+	}
 
 	q := trafficSetup(t, vs("{attempts: 0}"), v1, v2)
 	failed := 0

@@ -7,6 +7,7 @@ import (
 	cryptotls "crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -493,4 +494,23 @@ func (s *Store) reloadChanged(dirs map[string]bool) {
 func equalSpec(a, b Spec) bool {
 	return a.CertFile == b.CertFile && a.KeyFile == b.KeyFile && a.CAFile == b.CAFile && a.WatchDir == b.WatchDir &&
 		bytes.Equal(a.CertPEM, b.CertPEM) && bytes.Equal(a.KeyPEM, b.KeyPEM) && bytes.Equal(a.CAPEM, b.CAPEM)
+}
+
+// LoadedPEM returns the PEM of what a secret has loaded: its certificate
+// chain and its CA certificates (never a private key), so that config
+// dumps can show file-based certificates inline, as Envoy's do.
+func (s *Store) LoadedPEM(name string) (chain, ca []byte) {
+	m, err := s.material(name)
+	if err != nil {
+		return nil, nil
+	}
+	if m.Pair != nil {
+		for _, der := range m.Pair.Certificate.Certificate {
+			chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+		}
+	}
+	for _, c := range m.CACerts {
+		ca = append(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return chain, ca
 }

@@ -52,12 +52,14 @@ func (t *translator) cluster(c *ir.Cluster) (*clusterv3.Cluster, *endpointv3.Clu
 	if len(c.Endpoints) > 0 {
 		lep := &endpointv3.LocalityLbEndpoints{}
 		for _, ep := range c.Endpoints {
+			// Only ready endpoints reach the IR; like istiod, say so
+			// (istioctl proxy-config eds shows UNKNOWN otherwise).
 			e := &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
 					Address:       ep.Address,
 					PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: ep.Port},
 				}}},
-			}}}
+			}}, HealthStatus: corev3.HealthStatus_HEALTHY}
 			if ep.Weight > 0 {
 				e.LoadBalancingWeight = wrapperspb.UInt32(ep.Weight)
 			}

@@ -25,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -75,7 +76,9 @@ type Provider struct {
 	lastDups   []resource.InvalidResource
 	dirty      map[string]bool
 	structural bool
-	merges     int // full merges, for tests
+	merges     int          // full merges, for tests
+	decodes    atomic.Int64 // files decoded, for tests
+	reads      atomic.Int64 // files read, for tests
 }
 
 type fileState struct {
@@ -83,6 +86,37 @@ type fileState struct {
 	objs []resource.Object
 	// errs are the problems of the current version, if it failed.
 	errs []*resource.DecodeError
+	// sum is the SHA-256 of the bytes objs and errs were decoded from
+	// (zero after a read error). Reading is cheap, decoding is not: a
+	// rescan re-reads a directory but decodes only files whose bytes
+	// changed.
+	sum [32]byte
+	// stat identifies the file as it was when last read (zero: unknown).
+	// A rescan does not even read a file whose stat is unchanged, unless
+	// an event named the file itself.
+	stat statKey
+}
+
+// statKey is what changes when a file is replaced (inode), rewritten
+// (size, mtime, ctime) or re-linked (ctime), as os.Stat sees it through
+// symlinks (the kubelet's ..data swap points them at new inodes).
+type statKey struct {
+	dev, ino     uint64
+	size         int64
+	mtime, ctime int64
+}
+
+func statOf(path string) statKey {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return statKey{}
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return statKey{}
+	}
+	return statKey{dev: uint64(st.Dev), ino: st.Ino, size: st.Size,
+		mtime: st.Mtim.Sec*1e9 + st.Mtim.Nsec, ctime: st.Ctim.Sec*1e9 + st.Ctim.Nsec}
 }
 
 type generation struct {
@@ -161,8 +195,11 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 				paths = append(paths, d)
 			}
 			clear(dirty)
-			p.reload(paths)
-			publish(p.Snapshot())
+			if p.reload(paths) {
+				publish(p.Snapshot())
+			} else {
+				p.log.V(1).Info("config files rescanned; none changed", "paths", len(paths))
+			}
 		}
 	}
 }
@@ -213,11 +250,17 @@ func isConfigFile(name string) bool {
 }
 
 // reload re-reads the given paths (files or directories); nil means all.
-func (p *Provider) reload(paths []string) {
+// Files whose bytes did not change since they were last decoded are not
+// decoded again, so an event on a hidden name (an editor's or kubectl
+// cp's temporary file, the kubelet's ..data swap), which rescans the
+// whole directory, costs a read of each file, not a decode. It reports
+// whether anything changed.
+func (p *Provider) reload(paths []string) bool {
 	if paths == nil {
 		paths = []string{p.dir}
 	}
 	found := map[string]bool{}
+	named := map[string]bool{}   // files an event named themselves
 	scanned := map[string]bool{} // directories rescanned: files under them that vanished are gone
 	for _, path := range paths {
 		fi, err := os.Stat(path)
@@ -240,6 +283,7 @@ func (p *Provider) reload(paths []string) {
 			})
 		case isConfigFile(path):
 			found[path] = true
+			named[path] = true
 		}
 	}
 	names := make([]string, 0, len(found))
@@ -247,6 +291,18 @@ func (p *Provider) reload(paths []string) {
 		names = append(names, f)
 	}
 	sort.Strings(names)
+	sums := make([][32]byte, len(names))
+	stats := make([]statKey, len(names))
+	p.mu.Lock()
+	for i, f := range names {
+		if st := p.files[f]; st != nil {
+			sums[i] = st.sum
+			if !named[f] {
+				stats[i] = st.stat
+			}
+		}
+	}
+	p.mu.Unlock()
 	// Reading and decoding touch no state: done in parallel, they make a
 	// cold start of thousands of files as many times faster as there are
 	// CPUs. The results are applied in path order, as before.
@@ -256,7 +312,7 @@ func (p *Provider) reload(paths []string) {
 	for range min(runtime.GOMAXPROCS(0), len(names)) {
 		wg.Go(func() {
 			for i := int(next.Add(1)) - 1; i < len(names); i = int(next.Add(1)) - 1 {
-				reads[i] = p.readFile(names[i])
+				reads[i] = p.readFile(names[i], sums[i], stats[i])
 			}
 		})
 	}
@@ -264,6 +320,7 @@ func (p *Provider) reload(paths []string) {
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	changed := false
 	for f := range p.files {
 		if found[f] {
 			continue
@@ -272,14 +329,21 @@ func (p *Provider) reload(paths []string) {
 			if f == dir || strings.HasPrefix(f, dir+string(filepath.Separator)) {
 				delete(p.files, f)
 				p.structural = true
+				changed = true
 				p.log.Info("config file removed", "file", f)
 				break
 			}
 		}
 	}
 	for i, f := range names {
+		if st := p.files[f]; reads[i].unchanged && st != nil && st.sum == sums[i] {
+			st.stat = reads[i].stat
+			continue
+		}
 		p.applyFile(f, reads[i])
+		changed = true
 	}
+	return changed
 }
 
 // ignoredHint says what an ignored kind means for traffic, where that is
@@ -295,12 +359,22 @@ func ignoredHint(apiVersion string) string {
 type fileRead struct {
 	rel     string
 	readErr error
-	objs    []resource.Object
-	errs    []*resource.DecodeError
-	ignored []resource.Ignored
+	// unchanged: the bytes hash to the sum the file was last decoded
+	// from, so nothing was decoded.
+	unchanged bool
+	sum       [32]byte
+	stat      statKey
+	objs      []resource.Object
+	errs      []*resource.DecodeError
+	ignored   []resource.Ignored
 }
 
-func (p *Provider) readFile(path string) fileRead {
+// readFile reads a file and decodes it, unless its bytes hash to prev.
+// With prevStat set, a file whose stat is still prevStat is not read at
+// all (a directory rescan after an event on another file). A write of
+// the same size within the filesystem's timestamp granularity keeps the
+// stat, but then an event names the file, and named files are always read.
+func (p *Provider) readFile(path string, prev [32]byte, prevStat statKey) fileRead {
 	rel, err := filepath.Rel(p.dir, path)
 	if err != nil {
 		rel = path
@@ -308,12 +382,22 @@ func (p *Provider) readFile(path string) fileRead {
 	// Only regular files, bounded, opened without blocking: a FIFO named
 	// *.yaml must not wedge every later reload, nor a symlink to
 	// /dev/zero fill memory.
+	before := statOf(path)
+	if prevStat != (statKey{}) && before == prevStat {
+		return fileRead{rel: rel, unchanged: true, sum: prev, stat: before}
+	}
+	p.reads.Add(1)
 	data, err := fsread.Regular(path, p.opts.MaxFileSize)
 	if err != nil {
 		return fileRead{rel: rel, readErr: err}
 	}
+	sum := sha256.Sum256(data)
+	if sum == prev {
+		return fileRead{rel: rel, unchanged: true, sum: sum, stat: before}
+	}
+	p.decodes.Add(1)
 	objs, errs, ignored := resource.DecodeWithIgnored(data, rel)
-	return fileRead{rel: rel, objs: objs, errs: errs, ignored: ignored}
+	return fileRead{rel: rel, sum: sum, stat: before, objs: objs, errs: errs, ignored: ignored}
 }
 
 // applyFile records what was read from path; p.mu is held.
@@ -334,6 +418,7 @@ func (p *Provider) applyFile(path string, r fileRead) {
 			st = &fileState{}
 			p.files[path] = st
 		}
+		st.sum, st.stat = [32]byte{}, statKey{} // decode whatever is read next
 		st.errs = []*resource.DecodeError{{Source: rel, Err: err}}
 		switch {
 		case errors.Is(err, fsread.ErrNotRegular) && len(st.objs) == 0:
@@ -356,6 +441,7 @@ func (p *Provider) applyFile(path string, r fileRead) {
 		p.files[path] = st
 	}
 	st.errs = errs
+	st.sum, st.stat = r.sum, r.stat
 	if len(errs) > 0 {
 		for _, e := range errs {
 			p.log.Error(e, "invalid document; the file's last good version keeps serving", "file", rel, "document", e.Document, "field", e.Field)

@@ -8,11 +8,19 @@ package hcm
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
+	lrlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+	httprbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/portico-gateway/portico/pkg/proxy/filters"
+	"github.com/portico-gateway/portico/pkg/proxy/filters/jwtauthn"
+	"github.com/portico-gateway/portico/pkg/proxy/filters/ratelimit"
+	"github.com/portico-gateway/portico/pkg/proxy/filters/rbac"
 	"github.com/portico-gateway/portico/pkg/proxy/httpx"
 	"github.com/portico-gateway/portico/pkg/proxy/router"
 )
@@ -87,6 +95,12 @@ type Config struct {
 	// Fault is the filter-level fault, applying to routes without their own.
 	Fault   *router.Fault
 	HasCORS bool
+	// Steps are the HTTP filters before the router, in configured order.
+	Steps []Step
+	// ListenerPort is the port the listener is configured with (set by
+	// the listener): rbac's destination_port matches it, whatever port
+	// the socket was remapped to.
+	ListenerPort uint32
 
 	// RequestHeadersTimeout bounds receiving a request head, from its
 	// first byte (0: none). StreamIdleTimeout ends a request on which
@@ -100,13 +114,32 @@ type Config struct {
 	HTTP2  HTTP2
 	// Underscores is one of the Underscores* actions.
 	Underscores int
+	// WebSocket: upgrade_configs enables the websocket upgrade.
+	WebSocket bool
 	// BufferLimit is the listener's per_connection_buffer_limit_bytes: the
 	// most of a request body held in memory (for retries and mirrors).
 	BufferLimit int
 }
 
-// Compile converts an HttpConnectionManager; the filter chain must be
-// fault? cors? router, in that order (what pkg/translate emits).
+// Step kinds.
+const (
+	// StepFilter runs a filters.HTTP (jwt_authn, rbac, local_ratelimit).
+	StepFilter = iota
+	// StepFault and StepCORS are the connection manager's own fault and
+	// CORS handling, run where the configuration lists them.
+	StepFault
+	StepCORS
+)
+
+// Step is one HTTP filter before the router.
+type Step struct {
+	Kind    int
+	Factory filters.HTTPFactory // StepFilter only
+}
+
+// Compile converts an HttpConnectionManager. Its http_filters are any
+// sequence of jwt_authn, rbac, local_ratelimit, fault and cors, then the
+// router; they run in that order.
 func Compile(m *hcmv3.HttpConnectionManager) (*Config, error) {
 	cfg := &Config{
 		StatPrefix:        m.StatPrefix,
@@ -179,6 +212,17 @@ func Compile(m *hcmv3.HttpConnectionManager) (*Config, error) {
 	if d := m.SetCurrentClientCertDetails; d != nil {
 		cfg.CertSubject, cfg.CertDNS, cfg.CertURI = d.GetSubject().GetValue(), d.Dns, d.Uri
 	}
+	for _, u := range m.UpgradeConfigs {
+		if !strings.EqualFold(u.UpgradeType, "websocket") {
+			return nil, fmt.Errorf("upgrade_configs: unsupported upgrade_type %q (only websocket)", u.UpgradeType)
+		}
+		if len(u.Filters) > 0 {
+			return nil, fmt.Errorf("upgrade_configs: filters are not supported")
+		}
+		if u.Enabled == nil || u.Enabled.Value {
+			cfg.WebSocket = true
+		}
+	}
 	rds := m.GetRds()
 	if rds == nil {
 		return nil, fmt.Errorf("http connection manager %s: only RDS route configurations are supported", m.StatPrefix)
@@ -190,28 +234,70 @@ func Compile(m *hcmv3.HttpConnectionManager) (*Config, error) {
 		}
 		cfg.AccessLog = true
 	}
-	sawRouter := false
+	sawRouter, sawFault := false, false
 	for i, f := range m.HttpFilters {
 		if sawRouter {
 			return nil, fmt.Errorf("http filter %q after the router", f.Name)
 		}
+		var fac filters.HTTPFactory
 		switch f.Name {
 		case router.FaultFilter:
 			fc := &faultv3.HTTPFault{}
 			if err := f.GetTypedConfig().UnmarshalTo(fc); err != nil {
 				return nil, fmt.Errorf("fault filter: %w", err)
 			}
-			cfg.Fault = router.CompileFault(fc)
+			cfg.Fault = router.CompileFault(fc) // nil when it injects nothing
+			cfg.Steps = append(cfg.Steps, Step{Kind: StepFault})
+			sawFault = true
 		case router.CORSFilter:
 			cfg.HasCORS = true
+			cfg.Steps = append(cfg.Steps, Step{Kind: StepCORS})
+		case jwtauthn.Name:
+			m := &jwtv3.JwtAuthentication{}
+			if err := f.GetTypedConfig().UnmarshalTo(m); err != nil {
+				return nil, fmt.Errorf("jwt_authn filter: %w", err)
+			}
+			c, err := jwtauthn.Compile(m)
+			if err != nil {
+				return nil, err
+			}
+			fac = c
+		case rbac.HTTPName:
+			m := &httprbacv3.RBAC{}
+			if err := f.GetTypedConfig().UnmarshalTo(m); err != nil {
+				return nil, fmt.Errorf("rbac filter: %w", err)
+			}
+			c, err := rbac.CompileHTTP(m)
+			if err != nil {
+				return nil, err
+			}
+			fac = c
+		case ratelimit.Name:
+			m := &lrlv3.LocalRateLimit{}
+			if err := f.GetTypedConfig().UnmarshalTo(m); err != nil {
+				return nil, fmt.Errorf("local_ratelimit filter: %w", err)
+			}
+			c, err := ratelimit.CompileFilter(m)
+			if err != nil {
+				return nil, err
+			}
+			fac = c
 		case "envoy.filters.http.router":
 			sawRouter = true
 		default:
 			return nil, fmt.Errorf("unsupported http filter %q (position %d)", f.Name, i)
 		}
+		if fac != nil {
+			cfg.Steps = append(cfg.Steps, Step{Kind: StepFilter, Factory: fac})
+		}
 	}
 	if !sawRouter {
 		return nil, fmt.Errorf("http filters must end with envoy.filters.http.router")
+	}
+	if !sawFault {
+		// Routes' own fault configuration applied before the chain was
+		// generalised even without the filter; keep it (first, as then).
+		cfg.Steps = append([]Step{{Kind: StepFault}}, cfg.Steps...)
 	}
 	return cfg, nil
 }

@@ -38,6 +38,10 @@ type exchange struct {
 	bytesIn   int64
 	// detach takes a streamed request body back from an HTTP/2 transport.
 	detach *detachableBody
+	// upgrade: a WebSocket upgrade the connection manager accepts;
+	// tunneled counts what went downstream after the 101.
+	upgrade  bool
+	tunneled int64
 }
 
 // ServeRequest runs one request through the pipeline and reports whether
@@ -65,7 +69,7 @@ func (h *Handler) ServeRequest(ctx context.Context, req *httpx.Request, w Respon
 func (x *exchange) log() {
 	e := accesslog.Entry{
 		Start: x.start, Method: x.req.Method, Path: x.origPath, Protocol: x.req.Proto, Code: x.status, Flags: x.flags,
-		BytesReceived: x.bytesIn, BytesSent: x.w.Written(), Duration: time.Since(x.start), UpstreamServiceTime: x.upstreamTime,
+		BytesReceived: x.bytesIn, BytesSent: x.w.Written() + x.tunneled, Duration: time.Since(x.start), UpstreamServiceTime: x.upstreamTime,
 		ForwardedFor: x.xff, UserAgent: x.ua, RequestID: x.requestID, Authority: x.req.Authority, UpstreamHost: x.upstream,
 	}
 	if e.Path == "" {
@@ -81,7 +85,13 @@ func (x *exchange) run() bool {
 		x.bytesIn = req.ContentLength
 	}
 	// Connection-specific headers go first, as received: a client must not
-	// be able to nominate away what the proxy adds next.
+	// be able to nominate away what the proxy adds next. A WebSocket
+	// upgrade is recognised before they go (tunnel puts its own back).
+	if h.cfg.WebSocket {
+		if _, ok := x.w.(hijacker); ok {
+			x.upgrade = isWebSocketUpgrade(req)
+		}
+	}
 	httpx.RemoveHopByHop(&req.Header)
 	if !x.underscores() {
 		x.flags |= accesslog.DownstreamProtocolError
@@ -123,18 +133,8 @@ func (x *exchange) run() bool {
 		return x.noRoute()
 	}
 	x.route = route
-	if f := route.Fault; f != nil || h.cfg.Fault != nil {
-		if f == nil {
-			f = h.cfg.Fault
-		}
-		if done, keep := x.fault(f); done {
-			return keep
-		}
-	}
-	if route.CORS != nil && h.cfg.HasCORS {
-		if done, keep := x.cors(route.CORS); done {
-			return keep
-		}
+	if done, keep := x.runFilters(route); done {
+		return keep
 	}
 	switch route.Action {
 	case router.DirectResponse:

@@ -206,6 +206,9 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 		return x.reply(503, bodyOverflow, nil)
 	}
 	defer cluster.ReleaseRequest()
+	if x.upgrade && !cluster.HTTP2() {
+		return x.tunnel(cluster, wc, route, hash, hasHash)
+	}
 
 	var deadline time.Time
 	if route.Timeout > 0 {
@@ -245,6 +248,9 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 		switch a.fail {
 		case failNone:
 			status := x.responseStatus(&a)
+			// Per attempt, as Envoy counts upstream_rq_<code> (and
+			// upstream_rq_total): a retried 503 shows as a 503.
+			cluster.Stats.Response(status)
 			if status >= 500 {
 				cluster.Report(host, upstream.ServerError, status)
 			} else {
@@ -722,7 +728,6 @@ func (x *exchange) respond(c *upstream.Cluster, host *upstream.Host, a *attempt,
 	httpx.RemoveHopByHop(hdr)
 	x.decorateResponse(hdr, wc, route, a)
 	x.status = resp.Status
-	c.Stats.Response(resp.Status)
 	c.Stats.RqTime.Observe(time.Since(x.start))
 	noBody := x.req.Method == "HEAD" || resp.Status == 204 || resp.Status == 304
 	x.w.WriteHeader(resp.Status, hdr, resp.ContentLength, noBody)
@@ -880,7 +885,6 @@ func (x *exchange) respondH2(c *upstream.Cluster, a *attempt, wc *router.Weighte
 	hdr.Del("content-length")
 	x.decorateResponse(&hdr, wc, route, a)
 	x.status = resp.StatusCode
-	c.Stats.Response(resp.StatusCode)
 	c.Stats.RqTime.Observe(time.Since(x.start))
 	noBody := x.req.Method == "HEAD" || resp.StatusCode == 204 || resp.StatusCode == 304
 	x.w.WriteHeader(resp.StatusCode, &hdr, resp.ContentLength, noBody)

@@ -173,7 +173,7 @@ func (h *Handler) serveH1(ctx context.Context, nc net.Conn, tc *timedConn, br *b
 		scheme = "https"
 	}
 	req := &httpx.Request{}
-	w := &h1Writer{conn: tc}
+	w := &h1Writer{conn: tc, br: br}
 	defer w.release()
 	idle := h.idleTimeout()
 	// A draining handler still serves the next request on every
@@ -287,6 +287,7 @@ func addrPort(a net.Addr) netip.AddrPort {
 // connection waiting for its next request holds none.
 type h1Writer struct {
 	conn    *timedConn
+	br      *bufio.Reader // the connection's reader, for hijack
 	bw      *bufio.Writer
 	proto   string
 	close   bool
@@ -361,6 +362,14 @@ func (w *h1Writer) Finish(*httpx.Header) error {
 		return httpx.ChunkedWriter{W: w.buf()}.Close()
 	}
 	return nil
+}
+
+// hijack hands the connection (without the connection manager's
+// deadline handling) and what was read ahead of it to an upgraded
+// stream; the caller closes the connection once the stream is over.
+func (w *h1Writer) hijack() (net.Conn, *bufio.Reader) {
+	w.close = true
+	return w.conn.Conn, w.br
 }
 
 func (w *h1Writer) Flush() error             { return w.buf().Flush() }

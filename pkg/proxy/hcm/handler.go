@@ -9,6 +9,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/portico-gateway/portico/pkg/proxy/accesslog"
+	"github.com/portico-gateway/portico/pkg/proxy/filters"
 	"github.com/portico-gateway/portico/pkg/proxy/httpx"
 	"github.com/portico-gateway/portico/pkg/proxy/overload"
 	"github.com/portico-gateway/portico/pkg/proxy/router"
@@ -99,6 +100,8 @@ type Handler struct {
 	cfg *Config
 	env *Env
 	st  *hcmStats
+	// filters are the instances of cfg.Steps (nil for built-in steps).
+	filters []filters.HTTP
 
 	draining atomic.Bool
 	mu       sync.Mutex
@@ -109,6 +112,13 @@ type Handler struct {
 // NewHandler returns a handler for cfg.
 func NewHandler(cfg *Config, env *Env) *Handler {
 	h := &Handler{cfg: cfg, env: env, st: newHCMStats(env.Stats, cfg.StatPrefix), conns: map[*h1conn]struct{}{}}
+	h.filters = make([]filters.HTTP, len(cfg.Steps))
+	for i, s := range cfg.Steps {
+		if s.Kind == StepFilter {
+			h.filters[i] = s.Factory.New(filters.Env{Stats: env.Stats, StatPrefix: cfg.StatPrefix,
+				Log: env.Log.WithName(s.Factory.Name())})
+		}
+	}
 	if h.cfg.Limits.MaxHeaderBytes == 0 {
 		h.cfg.Limits = httpx.DefaultLimits
 	}

@@ -24,11 +24,13 @@ import (
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/go-logr/logr"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/portico-gateway/portico/pkg/proxy/filters/rbac"
 	"github.com/portico-gateway/portico/pkg/proxy/hcm"
 	"github.com/portico-gateway/portico/pkg/proxy/overload"
 	"github.com/portico-gateway/portico/pkg/proxy/readahead"
@@ -145,6 +147,10 @@ func Compile(l *listenerv3.Listener) (*Spec, error) {
 		}
 		if c.TCP != nil {
 			c.TCP.BufferLimit = limit
+			c.TCP.ListenerPort = s.Port
+		}
+		if c.HTTP != nil {
+			c.HTTP.ListenerPort = s.Port
 		}
 		keys := c.ServerNames
 		if len(keys) == 0 {
@@ -188,10 +194,29 @@ func compileChain(fc *listenerv3.FilterChain) (*ChainSpec, error) {
 		}
 		c.TLS, c.Secrets = t, secrets
 	}
-	if len(fc.Filters) != 1 {
-		return nil, fmt.Errorf("exactly one network filter is supported, got %d", len(fc.Filters))
+	if len(fc.Filters) == 0 {
+		return nil, errors.New("a filter chain needs a network filter")
 	}
-	f := fc.Filters[0]
+	// envoy.filters.network.rbac filters may precede tcp_proxy.
+	var netRBAC []*rbac.Network
+	for i, f := range fc.Filters[:len(fc.Filters)-1] {
+		if f.Name != rbac.NetworkName {
+			return nil, fmt.Errorf("network filter %d: only %s may precede the last filter, got %q", i, rbac.NetworkName, f.Name)
+		}
+		m := &netrbacv3.RBAC{}
+		if err := f.GetTypedConfig().UnmarshalTo(m); err != nil {
+			return nil, fmt.Errorf("network rbac: %w", err)
+		}
+		n, err := rbac.CompileNetwork(m)
+		if err != nil {
+			return nil, err
+		}
+		netRBAC = append(netRBAC, n)
+	}
+	f := fc.Filters[len(fc.Filters)-1]
+	if len(netRBAC) > 0 && f.Name != "envoy.filters.network.tcp_proxy" {
+		return nil, fmt.Errorf("%s is supported only before envoy.filters.network.tcp_proxy", rbac.NetworkName)
+	}
 	switch f.Name {
 	case "envoy.filters.network.http_connection_manager":
 		m := &hcmv3.HttpConnectionManager{}
@@ -209,6 +234,7 @@ func compileChain(fc *listenerv3.FilterChain) (*ChainSpec, error) {
 		if c.TCP, err = tcpproxy.Compile(tp); err != nil {
 			return nil, err
 		}
+		c.TCP.RBAC = netRBAC
 	default:
 		return nil, fmt.Errorf("unsupported network filter %q", f.Name)
 	}
@@ -748,7 +774,7 @@ func (m *Manager) serve(ctx context.Context, r *running, nc net.Conn, oc *overlo
 			c.http.ServeConn(ctx, conn, nil, oc)
 		} else {
 			oc.Busy()
-			c.tcp.ServeConn(ctx, conn)
+			c.tcp.ServeConn(ctx, conn, sni)
 		}
 		return
 	}
@@ -768,6 +794,6 @@ func (m *Manager) serve(ctx context.Context, r *running, nc net.Conn, oc *overlo
 	if c.http != nil {
 		c.http.ServeConn(ctx, tc, tc, oc)
 	} else {
-		c.tcp.ServeConn(ctx, tc)
+		c.tcp.ServeConn(ctx, tc, sni)
 	}
 }

@@ -16,8 +16,10 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	lrlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 
+	"github.com/portico-gateway/portico/pkg/proxy/filters/ratelimit"
 	"github.com/portico-gateway/portico/pkg/proxy/httpx"
 )
 
@@ -91,6 +93,18 @@ type Route struct {
 	ResponseHeaders HeaderOps
 	Fault           *Fault
 	CORS            *CORS
+	// RateLimit is the route's local_ratelimit (its own, else its virtual
+	// host's); its token bucket lives as long as the compiled route.
+	RateLimit *ratelimit.Limiter
+}
+
+// PerFilterConfig gives HTTP filters the route's configuration for them
+// (filters.Route).
+func (r *Route) PerFilterConfig(name string) any {
+	if name == ratelimit.Name && r.RateLimit != nil {
+		return r.RateLimit
+	}
+	return nil
 }
 
 // WeightedCluster is a destination and its share.
@@ -282,11 +296,31 @@ type CompiledVirtualHost struct {
 // CompileVirtualHost compiles one virtual host.
 func CompileVirtualHost(v *routev3.VirtualHost) (*CompiledVirtualHost, error) {
 	vh := &VirtualHost{Name: v.Name, RequireTLS: int(v.RequireTls)}
+	var vhLimit *ratelimit.Limiter
+	for name, cfg := range v.TypedPerFilterConfig {
+		if name != ratelimit.Name {
+			return nil, fmt.Errorf("virtual host %s: unsupported per-filter config %q", v.Name, name)
+		}
+		m := &lrlv3.LocalRateLimit{}
+		if err := cfg.UnmarshalTo(m); err != nil {
+			return nil, fmt.Errorf("virtual host %s: local_ratelimit config: %w", v.Name, err)
+		}
+		l, err := ratelimit.Compile(m)
+		if err != nil {
+			return nil, fmt.Errorf("virtual host %s: %w", v.Name, err)
+		}
+		vhLimit = l
+	}
 	clusters := map[string]bool{}
 	for i, r := range v.Routes {
 		route, err := compileRoute(r)
 		if err != nil {
 			return nil, fmt.Errorf("virtual host %s route %d (%s): %w", v.Name, i, r.Name, err)
+		}
+		if route.RateLimit == nil {
+			// Envoy's most specific config wins: the route's, else the
+			// virtual host's (one bucket shared by its routes).
+			route.RateLimit = vhLimit
 		}
 		for _, c := range route.Clusters {
 			clusters[c.Name] = true
@@ -410,6 +444,14 @@ func compileRoute(r *routev3.Route) (*Route, error) {
 				return nil, fmt.Errorf("cors config: %w", err)
 			}
 			if out.CORS, err = compileCORS(c); err != nil {
+				return nil, err
+			}
+		case ratelimit.Name:
+			m := &lrlv3.LocalRateLimit{}
+			if err := cfg.UnmarshalTo(m); err != nil {
+				return nil, fmt.Errorf("local_ratelimit config: %w", err)
+			}
+			if out.RateLimit, err = ratelimit.Compile(m); err != nil {
 				return nil, err
 			}
 		default:

@@ -8,6 +8,7 @@ package stats
 import (
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -89,6 +90,80 @@ func (h *Histogram) Observe(d time.Duration) {
 	h.counts[i].Add(1)
 	h.sum.Add(uint64(d / time.Microsecond))
 	h.n.Add(1)
+}
+
+// SupportedQuantiles are the percentiles Envoy's /stats prints for a
+// histogram, in order.
+var SupportedQuantiles = []float64{0, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 100}
+
+// Quantiles estimates SupportedQuantiles (in milliseconds) from the
+// buckets, interpolating linearly inside the bucket a quantile falls in.
+// With no samples every value is NaN.
+func (h *Histogram) Quantiles() []float64 {
+	out := make([]float64, len(SupportedQuantiles))
+	var counts [len(histBuckets) + 1]uint64
+	n := uint64(0)
+	for i := range counts {
+		counts[i] = h.counts[i].Load()
+		n += counts[i]
+	}
+	for qi, q := range SupportedQuantiles {
+		if n == 0 {
+			out[qi] = math.NaN()
+			continue
+		}
+		rank := q / 100 * float64(n)
+		cum := 0.0
+		for i, c := range counts {
+			if c == 0 {
+				continue
+			}
+			lo, hi := 0.0, histBuckets[len(histBuckets)-1]
+			if i > 0 {
+				lo = histBuckets[i-1]
+			}
+			if i < len(histBuckets) {
+				hi = histBuckets[i]
+			}
+			if cum+float64(c) >= rank {
+				out[qi] = lo + (hi-lo)*max(0, rank-cum)/float64(c)
+				break
+			}
+			cum += float64(c)
+		}
+	}
+	return out
+}
+
+// ResetCounters sets every counter to zero (Envoy's /reset_counters).
+// Gauges keep their values; histograms are emptied.
+func (s *Store) ResetCounters() {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, e := range s.entries {
+		switch e.kind {
+		case kindCounter:
+			e.c.v.Store(0)
+		case kindHistogram:
+			for i := range e.h.counts {
+				e.h.counts[i].Store(0)
+			}
+			e.h.sum.Store(0)
+			e.h.n.Store(0)
+		}
+	}
+}
+
+// HistogramQuantiles lists the histograms (selected by filter) with their
+// quantile estimates, for /stats?format=json.
+func (s *Store) HistogramQuantiles(filter func(string) bool) (names []string, values [][]float64) {
+	for _, e := range s.sorted(filter) {
+		if e.kind == kindHistogram {
+			names = append(names, e.full())
+			values = append(values, e.h.Quantiles())
+		}
+	}
+	return names, values
 }
 
 type kind int
@@ -219,7 +294,14 @@ func (s *Store) WriteText(w io.Writer, filter func(string) bool) {
 				fmt.Fprintf(w, "%s: No recorded values\n", e.full())
 				continue
 			}
-			fmt.Fprintf(w, "%s: count=%d sum_ms=%.3f\n", e.full(), n, float64(e.h.sum.Load())/1000)
+			fmt.Fprintf(w, "%s:", e.full())
+			for i, v := range e.h.Quantiles() {
+				// Envoy prints (interval,cumulative); the proxy keeps no
+				// flush intervals, so the interval value is nan, as
+				// Envoy prints it for an interval without samples.
+				fmt.Fprintf(w, " P%s(nan,%s)", strconv.FormatFloat(SupportedQuantiles[i], 'f', -1, 64), strconv.FormatFloat(v, 'g', 6, 64))
+			}
+			fmt.Fprintln(w)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -60,7 +61,9 @@ func TestTextFormat(t *testing.T) {
 	var b strings.Builder
 	s.WriteText(&b, nil)
 	want := "cluster.c.upstream_rq_time: No recorded values\n" +
-		"cluster.d.upstream_rq_time: count=2 sum_ms=10.000\n" +
+		// 3 ms and 7 ms: one sample in Envoy's (1,5] bucket, one in (5,10],
+		// interpolated linearly inside each.
+		"cluster.d.upstream_rq_time: P0(nan,1) P25(nan,3) P50(nan,5) P75(nan,7.5) P90(nan,9) P95(nan,9.5) P99(nan,9.9) P99.5(nan,9.95) P99.9(nan,9.99) P100(nan,10)\n" +
 		"listener.0.0.0.0_80.downstream_cx_total: 7\n" +
 		"server.live: 1\n"
 	if b.String() != want {
@@ -119,5 +122,26 @@ func TestPromNameSanitises(t *testing.T) {
 		if got := promName(in); got != want {
 			t.Errorf("promName(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestResetCounters(t *testing.T) {
+	s := NewStore()
+	c := s.Counter(ClusterScope("c"), "upstream_rq_total")
+	c.Add(5)
+	g := s.Gauge(Plain("server"), "live")
+	g.Set(1)
+	h := s.Histogram(ClusterScope("c"), "upstream_rq_time")
+	h.Observe(time.Millisecond)
+	s.ResetCounters()
+	if c.Value() != 0 || g.Value() != 1 {
+		t.Errorf("after reset: counter %d (want 0), gauge %d (want 1, gauges keep their value)", c.Value(), g.Value())
+	}
+	if q := h.Quantiles(); !math.IsNaN(q[0]) {
+		t.Errorf("histogram not emptied: %v", q)
+	}
+	c.Inc()
+	if c.Value() != 1 {
+		t.Errorf("counter counts again from zero: %d", c.Value())
 	}
 }

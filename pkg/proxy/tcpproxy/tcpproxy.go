@@ -4,11 +4,13 @@ package tcpproxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +18,7 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 
 	"github.com/portico-gateway/portico/pkg/proxy/accesslog"
+	"github.com/portico-gateway/portico/pkg/proxy/filters/rbac"
 	"github.com/portico-gateway/portico/pkg/proxy/stats"
 	"github.com/portico-gateway/portico/pkg/proxy/upstream"
 )
@@ -36,6 +39,12 @@ type Config struct {
 	// BufferLimit is the listener's per_connection_buffer_limit_bytes: what
 	// one direction of a connection holds in flight (at most bufSize).
 	BufferLimit int
+	// RBAC are the envoy.filters.network.rbac filters before tcp_proxy, in
+	// order: a connection one of them denies is closed before anything is
+	// dialled or forwarded.
+	RBAC []*rbac.Network
+	// ListenerPort is the listener's configured port (destination_port).
+	ListenerPort uint32
 }
 
 // Compile converts a TcpProxy filter.
@@ -75,6 +84,7 @@ type Handler struct {
 
 	cxTotal, noRoute, rx, tx, idle *stats.Counter
 	cxActive                       *stats.Gauge
+	rbac                           []*rbac.NetworkFilter
 
 	draining atomic.Bool
 }
@@ -82,10 +92,49 @@ type Handler struct {
 // NewHandler returns a handler for cfg.
 func NewHandler(cfg *Config, clusters *upstream.Manager, store *stats.Store, log *accesslog.Logger) *Handler {
 	sc := stats.TCPScope(cfg.StatPrefix)
-	return &Handler{cfg: cfg, clusters: clusters, log: log,
+	h := &Handler{cfg: cfg, clusters: clusters, log: log,
 		cxTotal: store.Counter(sc, "downstream_cx_total"), noRoute: store.Counter(sc, "downstream_cx_no_route"),
 		rx: store.Counter(sc, "downstream_cx_rx_bytes_total"), tx: store.Counter(sc, "downstream_cx_tx_bytes_total"),
 		idle: store.Counter(sc, "idle_timeout"), cxActive: store.Gauge(sc, "downstream_cx_active")}
+	for _, n := range cfg.RBAC {
+		h.rbac = append(h.rbac, n.New(store))
+	}
+	return h
+}
+
+// allowed runs the network RBAC filters on a new connection. sni is the
+// server name the listener saw (TLS passthrough); a terminated TLS
+// connection also offers its client certificate.
+func (h *Handler) allowed(down net.Conn, sni string) bool {
+	if len(h.rbac) == 0 {
+		return true
+	}
+	a := &rbac.Attrs{SNI: sni}
+	if ra, err := netip.ParseAddrPort(down.RemoteAddr().String()); err == nil {
+		a.Peer = ra.Addr().Unmap()
+		a.Client = a.Peer
+	}
+	if la, err := netip.ParseAddrPort(down.LocalAddr().String()); err == nil {
+		a.Local = la
+		if p := h.cfg.ListenerPort; p != 0 && p <= 0xffff {
+			a.Local = netip.AddrPortFrom(la.Addr().Unmap(), uint16(p))
+		}
+	}
+	if tc, ok := down.(*tls.Conn); ok {
+		cs := tc.ConnectionState()
+		if a.SNI == "" {
+			a.SNI = cs.ServerName
+		}
+		if len(cs.PeerCertificates) > 0 {
+			a.Cert = cs.PeerCertificates[0]
+		}
+	}
+	for _, f := range h.rbac {
+		if !f.Allow(a) {
+			return false
+		}
+	}
+	return true
 }
 
 // Config returns the handler's configuration.
@@ -111,7 +160,8 @@ func (h *Handler) pick() string {
 }
 
 // ServeConn proxies one downstream connection until both directions end.
-func (h *Handler) ServeConn(ctx context.Context, down net.Conn) {
+// sni is the server name the listener read from a ClientHello, if any.
+func (h *Handler) ServeConn(ctx context.Context, down net.Conn, sni string) {
 	start := time.Now()
 	h.cxTotal.Inc()
 	h.cxActive.Inc()
@@ -124,6 +174,9 @@ func (h *Handler) ServeConn(ctx context.Context, down net.Conn) {
 			h.log.Log(&entry)
 		}
 	}()
+	if !h.allowed(down, sni) {
+		return // closed right after accept: nothing dialled, nothing read
+	}
 	c := h.clusters.Get(h.pick())
 	if c == nil {
 		h.noRoute.Inc()
