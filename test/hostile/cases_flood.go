@@ -192,6 +192,30 @@ func floodCases() []*Case {
 				}
 				return nil
 			})},
+		{Name: "h2-continuation-empty-flood", Nginx: "goaway(PROTOCOL_ERROR), legit ok", What: "one HEADERS then endless empty CONTINUATION frames (no header bytes at all)",
+			// Cut off, not merely survived: empty frames never reach the
+			// header list limit, so only a bound on the frames read for one
+			// header block stops them.
+			Want: []string{"goaway(ENHANCE_YOUR_CALM), legit ok", "goaway(PROTOCOL_ERROR), legit ok", "close, legit ok"},
+			Run: flood(3*time.Second, true, func(c *h2client, env *Env, until time.Time) error {
+				blk := c.block(expandFields(req("GET", "/{T}"), env))
+				if err := c.write(func() error {
+					return c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: blk})
+				}); err != nil {
+					return err
+				}
+				empty := make([]byte, 9*1000) // 1,000 empty CONTINUATION frames per write
+				for i := 0; i < len(empty); i += 9 {
+					empty[i+3] = byte(http2.FrameContinuation)
+					empty[i+8] = 1 // stream 1
+				}
+				for sent := 0; sent < 2000 && time.Now().Before(until); sent++ {
+					if err := c.write(func() error { _, err := c.nc.Write(empty); return err }); err != nil {
+						return err
+					}
+				}
+				return nil
+			})},
 		{Name: "h2-settings-flood", Nginx: "goaway(NO_ERROR), legit ok", What: "200,000 SETTINGS frames, never reading the acknowledgements", Want: survived,
 			Run: flood(3*time.Second, false, func(c *h2client, env *Env, until time.Time) error {
 				for i := 0; i < 200000 && time.Now().Before(until); i++ {

@@ -782,7 +782,7 @@ func (x *exchange) copyBody(r io.Reader, br *bufio.Reader) error {
 		if httpx.Drained(r) {
 			return nil
 		}
-		if br != nil && br.Buffered() == 0 {
+		if br == nil || br.Buffered() == 0 {
 			if ferr := x.w.Flush(); ferr != nil {
 				return &httpx.WriteError{Err: ferr}
 			}

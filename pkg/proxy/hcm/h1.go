@@ -46,7 +46,7 @@ func (h *Handler) ServeConn(ctx context.Context, nc net.Conn, tlsConn *tls.Conn,
 		if cs.NegotiatedProtocol == "h2" {
 			oc.Busy() // HTTP/2 idleness is the HTTP/2 server's to judge
 			h.st.cxHTTP2.Inc()
-			h.serveH2(ctx, tlsConn)
+			h.serveH2(ctx, tlsConn, state)
 			return
 		}
 	}
@@ -66,7 +66,7 @@ func (h *Handler) ServeConn(ctx context.Context, nc net.Conn, tlsConn *tls.Conn,
 				h.st.cxHTTP2.Inc()
 				ahead := make([]byte, br.Buffered())
 				br.Read(ahead)
-				h.serveH2(ctx, &readahead.Conn{Conn: nc, Ahead: ahead})
+				h.serveH2(ctx, &readahead.Conn{Conn: nc, Ahead: ahead}, nil)
 				return
 			}
 		}

@@ -2,6 +2,7 @@ package hcm
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -9,77 +10,76 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync/atomic"
-	"time"
+	"sync"
 
 	"golang.org/x/net/http2"
 
+	"github.com/portico-gateway/portico/pkg/proxy/h2"
 	"github.com/portico-gateway/portico/pkg/proxy/httpx"
 )
 
-func (h *Handler) serveH2(ctx context.Context, nc net.Conn) {
-	st := &h2ConnState{nc: nc}
-	ctx = context.WithValue(ctx, h2ConnKey{}, st)
-	//lint:ignore SA1019 replaced by the proxy's own HTTP/2 server (issue #18)
-	h.h2srv.ServeConn(nc, &http2.ServeConnOpts{Context: ctx, BaseConfig: h.h1srv, Handler: http.HandlerFunc(h.serveH2Request)})
+// serveH2 serves an HTTP/2 connection (h2c with prior knowledge, or TLS
+// with ALPN h2) with the proxy's own HTTP/2 server; every request goes
+// through the same pipeline as HTTP/1.1 ones (ServeRequest).
+func (h *Handler) serveH2(ctx context.Context, nc net.Conn, state *tls.ConnectionState) {
+	remote, local := addrPort(nc.RemoteAddr()), addrPort(nc.LocalAddr())
+	cfg := h2.Config{
+		MaxConcurrentStreams:    h.cfg.HTTP2.MaxConcurrentStreams,
+		InitialStreamWindow:     h.cfg.HTTP2.InitialStreamWindow,
+		InitialConnectionWindow: h.cfg.HTTP2.InitialConnectionWindow,
+		MaxHeaderListSize:       uint32(h.cfg.Limits.MaxHeaderBytes),
+		IdleTimeout:             h.idleTimeout(),
+		StreamIdleTimeout:       h.cfg.StreamIdleTimeout,
+		PrefaceTimeout:          h.cfg.RequestHeadersTimeout,
+		TLS:                     state,
+		Log:                     h.env.Log,
+		OnPrematureResetClose:   func(streams, resets int64) { h.st.cxPrematureReset.Inc() },
+	}
+	c := h2.NewConn(nc, cfg, func(s *h2.Stream) {
+		h.serveH2Stream(s, state, remote, local)
+	})
+	h.h2conns.add(c)
+	defer h.h2conns.remove(c)
+	if h.draining.Load() {
+		c.Shutdown()
+	}
+	c.Serve(ctx)
 }
 
-// h2ConnState counts one HTTP/2 connection's streams and the ones its
-// client reset before they were answered.
-type h2ConnState struct {
-	nc              net.Conn
-	streams, resets atomic.Int64
-	closed          atomic.Bool
-}
-
-type h2ConnKey struct{}
-
-// Premature resets: a client that resets at least prematureResetMin
-// streams before their response, and half of all it opened, is flooding
-// (CVE-2023-44487) and its connection is closed, as Envoy does
-// (premature_reset_total_stream_count).
-const prematureResetMin = 100
-
-// noteStreamEnd counts a stream and closes a flooding connection.
-func (h *Handler) noteStreamEnd(r *http.Request, answered bool) {
-	st, _ := r.Context().Value(h2ConnKey{}).(*h2ConnState)
-	if st == nil {
-		return
-	}
-	n := st.streams.Add(1)
-	if answered || r.Context().Err() == nil {
-		return
-	}
-	if resets := st.resets.Add(1); resets >= prematureResetMin && 2*resets >= n && !st.closed.Swap(true) {
-		h.st.cxPrematureReset.Inc()
-		h.env.Log.V(1).Info("closing an HTTP/2 connection that resets most of its streams", "streams", n, "resets", resets)
-		st.nc.Close()
-	}
-}
-
-func (h *Handler) serveH2Request(rw http.ResponseWriter, r *http.Request) {
+func (h *Handler) serveH2Stream(s *h2.Stream, state *tls.ConnectionState, remote, local netip.AddrPort) {
 	h.st.rqHTTP2.Inc()
-	if r.Context().Err() != nil {
-		// Reset before it was even looked at: no work for it.
-		h.noteStreamEnd(r, false)
+	if s.Context().Err() != nil {
+		return // reset before it was even looked at: no work for it
+	}
+	w := &h2Writer{s: s}
+	if s.Truncated {
+		// The header list was larger than SETTINGS_MAX_HEADER_LIST_SIZE.
+		h.st.cxProtocolError.Inc()
+		h.localReply(w, &httpx.Request{Method: s.Method, Proto: "HTTP/2"}, 431, "", nil)
 		return
 	}
-	w := &h2Writer{rw: rw, ctx: r.Context(), rc: http.NewResponseController(rw), idle: h.cfg.StreamIdleTimeout}
-	req, status, err := ConvertH2Request(r, h.cfg.Limits)
+	var body io.Reader
+	if s.HasBody() {
+		body = s
+	}
+	req, status, err := ConvertH2Request(&s.Request, body, state, h.cfg.Limits)
 	if err != nil {
 		h.st.cxProtocolError.Inc()
 		h.env.Log.V(1).Info("rejected HTTP/2 request", "status", status, "error", err.Error())
-		h.localReply(w, &httpx.Request{Method: r.Method, Proto: "HTTP/2"}, status, "", nil)
+		if status == 400 {
+			// A malformed request is a stream error of type PROTOCOL_ERROR;
+			// the server may answer before it resets the stream (RFC 9113
+			// section 8.1.1), as nginx answers 400.
+			w.resetAfter = true
+		}
+		h.localReply(w, &httpx.Request{Method: s.Method, Proto: "HTTP/2"}, status, "", nil)
 		return
 	}
-	if req.Body != nil && w.idle > 0 {
-		req.Body = &h2Body{r: req.Body, w: w}
+	if req.Body != nil {
+		req.AbortBody = s.AbortRead
 	}
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		req.RemoteAddr = ap
-	}
-	h.ServeRequest(r.Context(), req, w)
-	h.noteStreamEnd(r, w.started)
+	req.RemoteAddr, req.LocalAddr = remote, local
+	h.ServeRequest(s.Context(), req, w)
 }
 
 // errH2Request marks a request the HTTP/2 conversion refused.
@@ -87,23 +87,27 @@ var errH2Request = errors.New("invalid HTTP/2 request")
 
 // ConvertH2Request turns a request the HTTP/2 server decoded into the
 // proxy's request model, enforcing what the HTTP/2 server leaves to its
-// handler (RFC 9113 section 8.1.1 and 8.3): a content-length that
-// disagrees with the stream (announced with END_STREAM on HEADERS, or
-// several different values) is malformed, as are a path or authority with
-// characters that would change the meaning of the request once written as
-// HTTP/1.1 upstream. Framing headers are regenerated from the stream, and
-// cookie fields are joined as RFC 9113 section 8.2.3 asks. It returns the
-// status to answer when the request is refused.
-func ConvertH2Request(r *http.Request, lim httpx.Limits) (*httpx.Request, int, error) {
+// handler (RFC 9113 section 8.1.1, 8.2.2 and 8.3): connection-specific
+// fields are malformed, as is a content-length that disagrees with the
+// stream (announced with END_STREAM on HEADERS, or several different
+// values), and a path or authority with characters that would change
+// the meaning of the request once written as HTTP/1.1 upstream. Framing
+// headers are regenerated from the stream, and cookie fields are joined
+// as RFC 9113 section 8.2.3 asks. body is nil when HEADERS ended the
+// stream. It returns the status to answer when the request is refused.
+func ConvertH2Request(r *h2.Request, body io.Reader, state *tls.ConnectionState, lim httpx.Limits) (*httpx.Request, int, error) {
 	if lim.MaxHeaders <= 0 {
 		lim = httpx.DefaultLimits
 	}
 	req := &httpx.Request{
-		Method: r.Method, Target: r.RequestURI, Authority: r.Host, Proto: "HTTP/2",
-		ContentLength: r.ContentLength, Body: r.Body, TLS: r.TLS, Scheme: "http",
+		Method: r.Method, Target: r.Path, Authority: r.Authority, Proto: "HTTP/2",
+		ContentLength: r.ContentLength, Body: body, TLS: state, Scheme: "http",
 	}
-	if r.TLS != nil {
+	if state != nil {
 		req.Scheme = "https"
+	}
+	if body == nil {
+		req.ContentLength = 0
 	}
 	if r.Method == http.MethodConnect {
 		return nil, 400, fmt.Errorf("%w: CONNECT is not supported", errH2Request)
@@ -114,6 +118,44 @@ func ConvertH2Request(r *http.Request, lim httpx.Limits) (*httpx.Request, int, e
 	if !httpx.ValidTarget(req.Target) || req.Target == "*" && req.Method != http.MethodOptions {
 		return nil, 400, fmt.Errorf("%w: invalid :path %q", errH2Request, req.Target)
 	}
+	if n := len(r.Fields); n > lim.MaxHeaders {
+		return nil, 431, fmt.Errorf("%w: %d header fields, more than %d", errH2Request, n, lim.MaxHeaders)
+	}
+	req.Header.Fields = make([]httpx.Field, 0, len(r.Fields))
+	var cookies []string
+	host, tes := "", 0
+	for _, f := range r.Fields {
+		switch name := f.Name; name {
+		case "cookie":
+			cookies = append(cookies, f.Value)
+			continue
+		case "host":
+			if host == "" {
+				host = f.Value
+			}
+			continue
+		case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
+			// RFC 9113 section 8.2.2: connection-specific fields make a
+			// request malformed.
+			return nil, 400, fmt.Errorf("%w: connection-specific field %s", errH2Request, name)
+		case "te":
+			if tes++; tes > 1 || f.Value != "trailers" && f.Value != "" {
+				return nil, 400, fmt.Errorf("%w: te other than trailers", errH2Request)
+			}
+		}
+		if !httpx.ValidFieldValue(f.Value) {
+			return nil, 400, fmt.Errorf("%w: invalid value of %s", errH2Request, f.Name)
+		}
+		req.Header.Fields = append(req.Header.Fields, httpx.Field{Name: f.Name, Value: f.Value})
+	}
+	if req.Authority == "" {
+		req.Authority = host
+	} else if host != "" && !strings.EqualFold(host, req.Authority) {
+		// RFC 9113 section 8.3.1: a host that names another entity than
+		// :authority makes the request malformed (x/net's server refused
+		// it too; nginx answers 400).
+		return nil, 400, fmt.Errorf("%w: host differs from :authority", errH2Request)
+	}
 	if req.Authority == "" {
 		// RFC 9113 section 8.3.1: http and https requests carry :authority
 		// or host; nothing would say where this one goes.
@@ -121,34 +163,6 @@ func ConvertH2Request(r *http.Request, lim httpx.Limits) (*httpx.Request, int, e
 	}
 	if !httpx.ValidAuthority(req.Authority) {
 		return nil, 400, fmt.Errorf("%w: invalid :authority %q", errH2Request, req.Authority)
-	}
-	n := 0
-	for _, vs := range r.Header {
-		n += len(vs)
-	}
-	if n > lim.MaxHeaders {
-		return nil, 431, fmt.Errorf("%w: %d header fields, more than %d", errH2Request, n, lim.MaxHeaders)
-	}
-	req.Header.Fields = make([]httpx.Field, 0, n)
-	var cookies []string
-	for k, vs := range r.Header {
-		name := strings.ToLower(k)
-		if name == "host" || name == "cookie" || strings.HasPrefix(name, ":") {
-			switch name {
-			case "cookie":
-				cookies = append(cookies, vs...)
-			case "host":
-			default:
-				return nil, 400, fmt.Errorf("%w: pseudo-header %s", errH2Request, name)
-			}
-			continue
-		}
-		for _, v := range vs {
-			if !httpx.ValidFieldValue(v) {
-				return nil, 400, fmt.Errorf("%w: invalid value of %s", errH2Request, name)
-			}
-			req.Header.Fields = append(req.Header.Fields, httpx.Field{Name: name, Value: v})
-		}
 	}
 	if len(cookies) > 0 {
 		req.Header.Fields = append(req.Header.Fields, httpx.Field{Name: "cookie", Value: strings.Join(cookies, "; ")})
@@ -163,91 +177,117 @@ func ConvertH2Request(r *http.Request, lim httpx.Limits) (*httpx.Request, int, e
 	// its HEADERS: a content-length above 0 then announces bytes that will
 	// never come, and forwarding it would make the upstream read the next
 	// request on its connection as this one's body.
-	if cl > 0 && r.ContentLength != cl {
-		return nil, 400, fmt.Errorf("%w: content-length %d on a stream with %d body bytes", errH2Request, cl, max(r.ContentLength, 0))
+	if cl > 0 && req.ContentLength != cl {
+		return nil, 400, fmt.Errorf("%w: content-length %d on a stream with %d body bytes", errH2Request, cl, max(req.ContentLength, 0))
 	}
-	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
-		req.Body, req.ContentLength = nil, 0
-	}
-	if body := r.Body; body != nil {
-		req.AbortBody = func() { body.Close() }
+	if req.ContentLength == 0 {
+		req.Body = nil
 	}
 	return req, 0, nil
 }
 
-// h2Body reads a request body, failing the stream when no byte arrives
-// within the stream idle timeout.
-type h2Body struct {
-	r      io.Reader
-	w      *h2Writer
-	pushed time.Time
-}
-
-func (b *h2Body) Read(p []byte) (int, error) {
-	if now := time.Now(); now.Sub(b.pushed) > slack(b.w.idle) {
-		b.pushed = now
-		b.w.rc.SetReadDeadline(now.Add(b.w.idle))
-	}
-	return b.r.Read(p)
-}
-
-// h2Writer adapts net/http's HTTP/2 response writer.
+// h2Writer adapts an HTTP/2 stream to the connection manager's
+// ResponseWriter.
 type h2Writer struct {
-	rw      http.ResponseWriter
-	rc      *http.ResponseController
-	ctx     context.Context
-	idle    time.Duration
-	pushed  time.Time
+	s       *h2.Stream
 	started bool
+	noBody  bool
 	written int64
+	// resetAfter ends the response with RST_STREAM(PROTOCOL_ERROR)
+	// instead of END_STREAM.
+	resetAfter bool
 }
 
 func (w *h2Writer) WriteHeader(status int, hdr *httpx.Header, length int64, noBody bool) error {
-	w.started = true
-	dst := w.rw.Header()
-	for _, f := range hdr.Fields {
-		dst[http.CanonicalHeaderKey(f.Name)] = append(dst[http.CanonicalHeaderKey(f.Name)], f.Value)
-	}
+	w.started, w.noBody = true, noBody
+	fields := hdr.Fields
 	if length >= 0 && !noBody {
-		dst.Set("Content-Length", itoa(length))
+		fields = append(fields[:len(fields):len(fields)], httpx.Field{Name: "content-length", Value: itoa(length)})
 	}
-	w.rw.WriteHeader(status)
-	return nil
+	// A response without a body ends with its HEADERS frame.
+	return w.s.WriteHeader(status, fields, noBody && !w.resetAfter)
 }
 
 func (w *h2Writer) Write(p []byte) (int, error) {
-	if w.idle > 0 {
-		// A client that stops granting flow-control window blocks writes:
-		// the stream ends after the stream idle timeout.
-		if now := time.Now(); now.Sub(w.pushed) > slack(w.idle) {
-			w.pushed = now
-			w.rc.SetWriteDeadline(now.Add(w.idle))
-		}
+	if w.noBody {
+		return len(p), nil
 	}
-	n, err := w.rw.Write(p)
+	n, err := w.s.Write(p)
 	w.written += int64(n)
 	return n, err
 }
 
 func (w *h2Writer) Finish(trailers *httpx.Header) error {
-	if trailers != nil {
-		for _, f := range trailers.Fields {
-			w.rw.Header().Add(http.TrailerPrefix+f.Name, f.Value)
-		}
+	if w.resetAfter {
+		w.s.Reset(http2.ErrCodeProtocol)
+		return nil
 	}
-	return nil
+	if w.noBody {
+		return nil
+	}
+	var t []httpx.Field
+	if trailers != nil {
+		t = trailers.Fields
+	}
+	return w.s.End(t)
 }
 
+// Continue sends an interim 100 (Continue) for "expect: 100-continue".
+func (w *h2Writer) Continue() error { return w.s.Continue() }
+
 func (w *h2Writer) Flush() error {
-	if f, ok := w.rw.(http.Flusher); ok {
-		f.Flush()
-	}
+	w.s.Flush()
 	return nil
 }
 
 func (w *h2Writer) Started() bool            { return w.started }
 func (w *h2Writer) Written() int64           { return w.written }
 func (w *h2Writer) CloseAfter()              {}
-func (w *h2Writer) Context() context.Context { return w.ctx }
+func (w *h2Writer) Context() context.Context { return w.s.Context() }
 
 var _ io.Writer = (*h2Writer)(nil)
+
+// h2Conns are a handler's HTTP/2 connections, for draining.
+type h2Conns struct {
+	mu sync.Mutex
+	m  map[*h2.Conn]struct{}
+}
+
+func (cs *h2Conns) add(c *h2.Conn) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.m == nil {
+		cs.m = map[*h2.Conn]struct{}{}
+	}
+	cs.m[c] = struct{}{}
+}
+
+func (cs *h2Conns) remove(c *h2.Conn) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	delete(cs.m, c)
+}
+
+func (cs *h2Conns) count() int {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return len(cs.m)
+}
+
+// shutdown sends GOAWAY to every connection: each closes once its
+// streams are done.
+func (cs *h2Conns) shutdown() {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for c := range cs.m {
+		c.Shutdown()
+	}
+}
+
+func (cs *h2Conns) closeAll() {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for c := range cs.m {
+		c.Close()
+	}
+}

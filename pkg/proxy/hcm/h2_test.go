@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/portico-gateway/portico/pkg/proxy/h2"
 	"github.com/portico-gateway/portico/pkg/proxy/httpx"
 )
 
@@ -15,24 +17,27 @@ import (
 // "name: value" lines, bodyOpen says whether END_STREAM was not on the
 // HEADERS frame. The server sets ContentLength from the first
 // content-length when the body is open, 0 when it is not.
-func h2Request(method, path, authority string, bodyOpen bool, fields ...string) *http.Request {
-	r := &http.Request{Method: method, RequestURI: path, Host: authority, Header: http.Header{}, Body: http.NoBody}
+func h2Request(method, path, authority string, bodyOpen bool, fields ...string) (*h2.Request, io.Reader) {
+	r := &h2.Request{Method: method, Path: path, Authority: authority, Scheme: "http"}
 	for _, f := range fields {
 		k, v, _ := strings.Cut(f, ": ")
-		r.Header.Add(k, v)
+		r.Fields = append(r.Fields, hpack.HeaderField{Name: strings.ToLower(k), Value: v})
 	}
-	if bodyOpen {
-		r.Body = io.NopCloser(strings.NewReader("body"))
-		r.ContentLength = -1
-		if v := r.Header.Values("Content-Length"); len(v) > 0 {
-			if n, ok := httpxParse(v[0]); ok {
+	if !bodyOpen {
+		return r, nil
+	}
+	r.ContentLength = -1
+	for _, f := range r.Fields {
+		if f.Name == "content-length" {
+			if n, ok := httpxParse(f.Value); ok {
 				r.ContentLength = n
 			} else {
 				r.ContentLength = 0
 			}
+			break
 		}
 	}
-	return r
+	return r, strings.NewReader("body")
 }
 
 func httpxParse(v string) (int64, bool) {
@@ -43,29 +48,44 @@ func httpxParse(v string) (int64, bool) {
 }
 
 func TestConvertH2Request(t *testing.T) {
+	type in struct {
+		r    *h2.Request
+		body io.Reader
+	}
+	mk := func(r *h2.Request, body io.Reader) in { return in{r, body} }
 	cases := []struct {
 		name   string
-		req    *http.Request
+		req    in
 		status int
 	}{
-		{"plain GET", h2Request("GET", "/a?b", "example.com", false), 0},
-		{"content-length with END_STREAM", h2Request("POST", "/", "a", false, "Content-Length: 40"), 400},
-		{"content-length 0 with END_STREAM", h2Request("POST", "/", "a", false, "Content-Length: 0"), 0},
-		{"content-length with a body", h2Request("POST", "/", "a", true, "Content-Length: 4"), 0},
-		{"differing content-lengths", h2Request("POST", "/", "a", true, "Content-Length: 4", "Content-Length: 5"), 400},
-		{"signed content-length", h2Request("POST", "/", "a", true, "Content-Length: +4"), 400},
-		{"space in :path", h2Request("GET", "/a b", "a", false), 400},
-		{"CR in :path", h2Request("GET", "/a\rb", "a", false), 400},
-		{"relative :path", h2Request("GET", "a", "a", false), 400},
-		{"* for GET", h2Request("GET", "*", "a", false), 400},
-		{"* for OPTIONS", h2Request("OPTIONS", "*", "a", false), 0},
-		{"userinfo in :authority", h2Request("GET", "/", "u@a", false), 400},
-		{"no :authority nor host", h2Request("GET", "/", "", false), 400},
-		{"CONNECT", h2Request("CONNECT", "", "a:443", false), 400},
-		{"control character in a value", h2Request("GET", "/", "a", false, "X: a\x01b"), 400},
+		{"plain GET", mk(h2Request("GET", "/a?b", "example.com", false)), 0},
+		{"content-length with END_STREAM", mk(h2Request("POST", "/", "a", false, "Content-Length: 40")), 400},
+		{"content-length 0 with END_STREAM", mk(h2Request("POST", "/", "a", false, "Content-Length: 0")), 0},
+		{"content-length with a body", mk(h2Request("POST", "/", "a", true, "Content-Length: 4")), 0},
+		{"differing content-lengths", mk(h2Request("POST", "/", "a", true, "Content-Length: 4", "Content-Length: 5")), 400},
+		{"signed content-length", mk(h2Request("POST", "/", "a", true, "Content-Length: +4")), 400},
+		{"space in :path", mk(h2Request("GET", "/a b", "a", false)), 400},
+		{"CR in :path", mk(h2Request("GET", "/a\rb", "a", false)), 400},
+		{"relative :path", mk(h2Request("GET", "a", "a", false)), 400},
+		{"* for GET", mk(h2Request("GET", "*", "a", false)), 400},
+		{"* for OPTIONS", mk(h2Request("OPTIONS", "*", "a", false)), 0},
+		{"userinfo in :authority", mk(h2Request("GET", "/", "u@a", false)), 400},
+		{"no :authority nor host", mk(h2Request("GET", "/", "", false)), 400},
+		{"CONNECT", mk(h2Request("CONNECT", "", "a:443", false)), 400},
+		{"control character in a value", mk(h2Request("GET", "/", "a", false, "X: a\x01b")), 400},
+		{"connection field", mk(h2Request("GET", "/", "a", false, "Connection: keep-alive")), 400},
+		{"transfer-encoding field", mk(h2Request("POST", "/", "a", true, "Transfer-Encoding: chunked")), 400},
+		{"upgrade field", mk(h2Request("GET", "/", "a", false, "Upgrade: h2c")), 400},
+		{"te: gzip", mk(h2Request("GET", "/", "a", false, "TE: gzip")), 400},
+		{"te: trailers", mk(h2Request("GET", "/", "a", false, "TE: trailers")), 0},
+		{"two te fields", mk(h2Request("GET", "/", "a", false, "TE: trailers", "TE: trailers")), 400},
+		{"host instead of :authority", mk(h2Request("GET", "/", "", false, "Host: a.example.com")), 0},
+		{"host equal to :authority", mk(h2Request("GET", "/", "a.example.com", false, "Host: A.example.com")), 0},
+		{"host differing from :authority", mk(h2Request("GET", "/", "a.example.com", false, "Host: b.example.com")), 400},
+		{"host with a space instead of :authority", mk(h2Request("GET", "/", "", false, "Host: a b")), 400},
 	}
 	for _, c := range cases {
-		_, status, err := ConvertH2Request(c.req, httpx.DefaultLimits)
+		_, status, err := ConvertH2Request(c.req.r, c.req.body, nil, httpx.DefaultLimits)
 		if status != c.status || (err == nil) != (c.status == 0) {
 			t.Errorf("%s: status %d err %v, want %d", c.name, status, err, c.status)
 		}
@@ -74,10 +94,12 @@ func TestConvertH2Request(t *testing.T) {
 	for i := 0; i < 101; i++ {
 		many = append(many, "X-H: v")
 	}
-	if _, status, _ := ConvertH2Request(h2Request("GET", "/", "a", false, many...), httpx.DefaultLimits); status != 431 {
+	r, body := h2Request("GET", "/", "a", false, many...)
+	if _, status, _ := ConvertH2Request(r, body, nil, httpx.DefaultLimits); status != 431 {
 		t.Errorf("101 fields: %d", status)
 	}
-	req, _, err := ConvertH2Request(h2Request("POST", "/", "a", true, "Content-Length: 4", "Cookie: a=1", "Cookie: b=2", "X-Y: z"), httpx.DefaultLimits)
+	r, body = h2Request("POST", "/", "a", true, "Content-Length: 4", "Cookie: a=1", "Cookie: b=2", "X-Y: z")
+	req, _, err := ConvertH2Request(r, body, nil, httpx.DefaultLimits)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,8 +128,8 @@ func FuzzH2Request(f *testing.F) {
 			}
 			lines = append(lines, strings.ToLower(k)+": "+v)
 		}
-		r := h2Request(method, path, authority, bodyOpen, lines...)
-		req, status, err := ConvertH2Request(r, httpx.DefaultLimits)
+		r, rbody := h2Request(method, path, authority, bodyOpen, lines...)
+		req, status, err := ConvertH2Request(r, rbody, nil, httpx.DefaultLimits)
 		if err != nil {
 			if status != 400 && status != 431 {
 				t.Fatalf("refused with %d", status)

@@ -2,15 +2,11 @@ package hcm
 
 import (
 	"context"
-	"log"
-	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
-	"golang.org/x/net/http2"
 
 	"github.com/portico-gateway/portico/pkg/proxy/accesslog"
 	"github.com/portico-gateway/portico/pkg/proxy/filters"
@@ -110,11 +106,7 @@ type Handler struct {
 	draining atomic.Bool
 	mu       sync.Mutex
 	conns    map[*h1conn]struct{}
-	h1srv    *http.Server // base for HTTP/2 graceful shutdown
-	// h2srv serves HTTP/2 connections one by one (ServeConn), which only
-	// x/net's deprecated server offers; issue #18 replaces it.
-	//lint:ignore SA1019 see above
-	h2srv *http2.Server
+	h2conns  h2Conns
 }
 
 // NewHandler returns a handler for cfg.
@@ -130,36 +122,7 @@ func NewHandler(cfg *Config, env *Env) *Handler {
 	if h.cfg.Limits.MaxHeaderBytes == 0 {
 		h.cfg.Limits = httpx.DefaultLimits
 	}
-	// The HTTP/2 server advertises SETTINGS_MAX_HEADER_LIST_SIZE from
-	// MaxHeaderBytes and answers 431 beyond it; its connection and stream
-	// windows bound the request bytes one client can make it buffer.
-	h.h1srv = &http.Server{MaxHeaderBytes: h.cfg.Limits.MaxHeaderBytes,
-		// Protocol errors of hostile clients are routine at an edge: debug.
-		ErrorLog: log.New(logWriter{env.Log.V(1)}, "", 0)}
-	//lint:ignore SA1019 see Handler.h2srv
-	h.h2srv = &http2.Server{
-		IdleTimeout:                  cfg.IdleTimeout,
-		MaxConcurrentStreams:         cfg.HTTP2.MaxConcurrentStreams,
-		MaxUploadBufferPerStream:     int32(min(cfg.HTTP2.InitialStreamWindow, 1<<31-1)),
-		MaxUploadBufferPerConnection: int32(min(cfg.HTTP2.InitialConnectionWindow, 1<<31-1)),
-		// A client that stops reading ends its connection after the stream
-		// idle timeout, not never.
-		WriteByteTimeout: cfg.StreamIdleTimeout,
-		MaxReadFrameSize: 16 << 10,
-	}
-	//lint:ignore SA1019 see Handler.h2srv
-	if err := http2.ConfigureServer(h.h1srv, h.h2srv); err != nil {
-		env.Log.Error(err, "configuring HTTP/2")
-	}
 	return h
-}
-
-// logWriter turns the standard logger's lines into logr entries.
-type logWriter struct{ log logr.Logger }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.log.Info(strings.TrimSpace(string(p)))
-	return len(p), nil
 }
 
 // Config returns the handler's configuration.
@@ -174,12 +137,12 @@ func (h *Handler) Drain(deadline time.Duration) {
 	go func() {
 		ctx, cancel := context.WithTimeout(h.env.context(), deadline)
 		defer cancel()
-		h.h1srv.Shutdown(ctx) // sends GOAWAY to HTTP/2 connections
+		h.h2conns.shutdown() // GOAWAY: each closes when its streams are done
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			h.mu.Lock()
-			n := len(h.conns)
+			n := len(h.conns) + h.h2conns.count()
 			h.mu.Unlock()
 			if n == 0 {
 				return
@@ -191,6 +154,7 @@ func (h *Handler) Drain(deadline time.Duration) {
 					c.nc.Close()
 				}
 				h.mu.Unlock()
+				h.h2conns.closeAll()
 				return
 			case <-tick.C:
 			}
