@@ -16,11 +16,12 @@ run: build
 	@./hack/run-quickstart.sh
 
 # The whole test suite: lint (gofmt, vet, staticcheck), unit and integration
-# tests with the race detector, the hostile-input suite, then the end-to-end
-# tests against a real kube-apiserver.
+# tests with the race detector, the hostile-input suite, h2spec against the
+# proxy (built once into ~/.cache/portico), then the end-to-end tests
+# against a real kube-apiserver.
 test: lint
 	./hack/ensure-test-deps.sh
-	$(GO) test -race -count=1 -timeout 30m ./...
+	H2SPEC=$$(./hack/h2spec.sh) $(GO) test -race -count=1 -timeout 30m ./...
 
 unit:
 	$(GO) test -race -count=1 ./pkg/... ./internal/... ./cmd/...
