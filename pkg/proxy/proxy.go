@@ -162,7 +162,10 @@ type Proxy struct {
 	// What is active.
 	activeRoutes    map[string]*compiled[*router.Table]
 	activeListeners map[string]*compiled[*listener.Spec]
-	failures        map[string]*configdump.Failure
+	// lingering: clusters replaced route tables or listeners referred
+	// to, kept until the time given (see activeClusterRefs).
+	lingering map[string]time.Time
+	failures  map[string]*configdump.Failure
 	// lsnrRejected holds listeners whose latest version could not be
 	// compiled: each is rejected alone (its previous version, if any,
 	// keeps serving) and the others are applied, as Envoy does.
@@ -405,6 +408,9 @@ func (p *Proxy) warmLoop(ctx context.Context) {
 // waits for what it depends on, or failed and is retried (a port that may
 // be freed, a certificate whose files may appear).
 func (p *Proxy) warming() bool {
+	if len(p.lingering) > 0 {
+		return true // lingering clusters are dropped once their time is up
+	}
 	for name, c := range p.routeCfgs {
 		if a, ok := p.activeRoutes[name]; !ok || a.hash != c.hash {
 			return true
@@ -825,6 +831,11 @@ func (p *Proxy) reconcile() {
 			p.routerLog.V(1).Info("route table active", "route_config", n, "version", rc.version, "virtual_hosts", len(rc.msg.(*routev3.RouteConfiguration).GetVirtualHosts()))
 		}
 	}
+	for n, prev := range p.activeRoutes {
+		if next := nextRoutes[n]; next != prev {
+			p.linger(now, prev.value.Clusters)
+		}
+	}
 	p.activeRoutes = nextRoutes
 	p.routes.Store(&tables)
 
@@ -894,6 +905,11 @@ func (p *Proxy) reconcile() {
 			keepActive(n) // still on its previous address
 		} else {
 			delete(nextListeners, n)
+		}
+	}
+	for n, prev := range p.activeListeners {
+		if next := nextListeners[n]; next != prev {
+			p.linger(now, prev.value.Clusters())
 		}
 	}
 	p.activeListeners = nextListeners
@@ -1117,8 +1133,21 @@ func (p *Proxy) listenerUsesRoute(name string) bool {
 }
 
 // activeClusterRefs lists clusters active routes and listeners use.
+//
+// Clusters that a route table or listener just replaced referred to are
+// kept for clusterLinger too: a request that matched a route of the old
+// table a moment ago looks its cluster up after the swap, and must find it
+// (Envoy's workers never see the swap mid-request; goroutines can).
 func (p *Proxy) activeClusterRefs() map[string]bool {
 	refs := map[string]bool{}
+	now := time.Now()
+	for c, until := range p.lingering {
+		if now.After(until) {
+			delete(p.lingering, c)
+			continue
+		}
+		refs[c] = true
+	}
 	for _, rc := range p.activeRoutes {
 		for _, c := range rc.value.Clusters {
 			refs[c] = true
@@ -1130,6 +1159,23 @@ func (p *Proxy) activeClusterRefs() map[string]bool {
 		}
 	}
 	return refs
+}
+
+// clusterLinger is how long a cluster outlives the last route table or
+// listener that referred to it.
+const clusterLinger = time.Second
+
+// linger keeps clusters for clusterLinger from now. Called with p.mu.
+func (p *Proxy) linger(now time.Time, clusters []string) {
+	if len(clusters) == 0 {
+		return
+	}
+	if p.lingering == nil {
+		p.lingering = map[string]time.Time{}
+	}
+	for _, c := range clusters {
+		p.lingering[c] = now.Add(clusterLinger)
+	}
 }
 
 // Flush writes buffered access log entries.
