@@ -39,6 +39,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -570,16 +571,22 @@ func applyYAML(ctx context.Context, c client.Client, yamlText string) error {
 		if namespaced, err := c.IsObjectNamespaced(u); u.GetNamespace() == "" && (namespaced || err != nil) {
 			u.SetNamespace("default")
 		}
-		existing := &unstructured.Unstructured{}
-		existing.SetGroupVersionKind(u.GroupVersionKind())
-		err = c.Get(ctx, client.ObjectKeyFromObject(u), existing)
-		switch {
-		case apierrors.IsNotFound(err):
-			err = c.Create(ctx, u)
-		case err == nil:
-			u.SetResourceVersion(existing.GetResourceVersion())
-			err = c.Update(ctx, u)
-		}
+		// The controller writes status concurrently: an update based on a
+		// resourceVersion it just superseded conflicts, and is retried on
+		// the latest one (as kubectl apply's patch would not conflict).
+		err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			existing := &unstructured.Unstructured{}
+			existing.SetGroupVersionKind(u.GroupVersionKind())
+			err := c.Get(ctx, client.ObjectKeyFromObject(u), existing)
+			switch {
+			case apierrors.IsNotFound(err):
+				return c.Create(ctx, u)
+			case err == nil:
+				u.SetResourceVersion(existing.GetResourceVersion())
+				return c.Update(ctx, u)
+			}
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("applying %s %s: %w", u.GetKind(), u.GetName(), err)
 		}
