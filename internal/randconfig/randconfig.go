@@ -91,6 +91,8 @@ func init() {
 		{"EndpointSlice", 4, (*World).endpointSlice, sliceTweaks},
 		{"Pod", 6, (*World).pod, podTweaks},
 		{"Secret", 3, (*World).secret, secretTweaks},
+		{"RequestAuthentication", 2, (*World).requestAuthentication, requestAuthTweaks},
+		{"AuthorizationPolicy", 3, (*World).authorizationPolicy, authzTweaks},
 	}
 }
 

@@ -201,9 +201,14 @@ func refList(refs []ir.Ref) string {
 }
 
 // toAny packs a message; packing a generated message cannot fail.
+// toAny packs m deterministically: filter configs hold maps (RBAC
+// policies, jwt_authn providers), and Go's map order would otherwise give
+// the same configuration different bytes on every build — a listener that
+// looks changed (and drains) at each push, and snapshots that never
+// compare equal.
 func toAny(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
-	if err != nil {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
 		panic(fmt.Sprintf("packing %T: %v", m, err))
 	}
 	return a
