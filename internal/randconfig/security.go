@@ -129,5 +129,7 @@ var authzTweaks = []func(w *World, doc map[string]any){
 	},
 	func(w *World, doc map[string]any) { spec(doc)["action"] = w.pick("ALLOW", "DENY", "AUDIT") },
 	func(w *World, doc map[string]any) { spec(doc)["rules"] = []any{w.authzRule()} },
-	func(w *World, doc map[string]any) { spec(doc)["rules"] = append(asList(spec(doc)["rules"]), w.authzRule()) },
+	func(w *World, doc map[string]any) {
+		spec(doc)["rules"] = append(asList(spec(doc)["rules"]), w.authzRule())
+	},
 }
