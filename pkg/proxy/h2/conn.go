@@ -331,7 +331,10 @@ func (c *Conn) teardown(readErr error) {
 		c.wfr.WriteGoAway(c.maxID, code, nil)
 		c.cfg.Log.V(1).Info("HTTP/2 connection error", "code", code.String(), "error", readErr.Error(), "remote", c.nc.RemoteAddr().String())
 	}
-	linger := c.goAwaySent && c.writeErr == nil
+	// Linger after a GOAWAY either way: closing with the peer's last
+	// frames unread (a PING behind its GOAWAY) resets the connection,
+	// and the peer may lose what was sent before (h2spec 3.8/1).
+	linger := (c.goAwaySent || c.peerGoAway) && c.writeErr == nil
 	c.closing, c.closed = true, true
 	for _, s := range c.streams {
 		c.closeStream(s, errConnClosed)
