@@ -690,13 +690,7 @@ func convertRule(r *authzapi.Rule, ns string, issuers []string, tcp bool, action
 					return &ir.Principal{DirectRemoteIP: c}, err
 				}},
 			}
-			var used []attr
-			for _, a := range front {
-				if len(a.values) > 0 || len(a.notValues) > 0 {
-					used = append(used, a)
-				}
-			}
-			attrs = append(used, attrs...)
+			attrs = append(setAttrs(front), attrs...)
 		}
 		p, err := principalOf(attrs, action, strict)
 		if err != nil {
@@ -748,13 +742,7 @@ func convertRule(r *authzapi.Rule, ns string, issuers []string, tcp bool, action
 					return &ir.Permission{DestinationPort: p}, err
 				}},
 			}
-			var used []attr
-			for _, a := range front {
-				if len(a.values) > 0 || len(a.notValues) > 0 {
-					used = append(used, a)
-				}
-			}
-			attrs = append(used, attrs...)
+			attrs = append(setAttrs(front), attrs...)
 		}
 		p, err := permissionOf(attrs, action, strict)
 		if err != nil {
@@ -770,6 +758,18 @@ func convertRule(r *authzapi.Rule, ns string, issuers []string, tcp bool, action
 		pol.Permissions = append(pol.Permissions, p)
 	}
 	return pol, nil
+}
+
+// setAttrs are the attributes a source or operation sets (values or
+// not-values).
+func setAttrs(all []attr) []attr {
+	var used []attr
+	for _, a := range all {
+		if len(a.values) > 0 || len(a.notValues) > 0 {
+			used = append(used, a)
+		}
+	}
+	return used
 }
 
 // keep decides what a generation error does: for ALLOW (or when checking)
