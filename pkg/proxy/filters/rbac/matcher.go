@@ -346,9 +346,15 @@ func (c *compiler) permission(p *rbacv3.Permission) (matcher, error) {
 }
 
 func (c *compiler) permissions(ps []*rbacv3.Permission, and bool) (matcher, error) {
-	ms := make([]matcher, 0, len(ps))
-	for _, p := range ps {
-		m, err := c.permission(p)
+	return combine(ps, c.permission, and)
+}
+
+// combine compiles a list of permissions or principals into their
+// conjunction (and) or disjunction.
+func combine[T any](items []T, compile func(T) (matcher, error), and bool) (matcher, error) {
+	ms := make([]matcher, 0, len(items))
+	for _, it := range items {
+		m, err := compile(it)
 		if err != nil {
 			return nil, err
 		}
@@ -419,18 +425,7 @@ func (c *compiler) principal(p *rbacv3.Principal) (matcher, error) {
 }
 
 func (c *compiler) principals(ps []*rbacv3.Principal, and bool) (matcher, error) {
-	ms := make([]matcher, 0, len(ps))
-	for _, p := range ps {
-		m, err := c.principal(p)
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, m)
-	}
-	if and {
-		return andM(ms), nil
-	}
-	return orM(ms), nil
+	return combine(ps, c.principal, and)
 }
 
 func compileHeader(h *routev3.HeaderMatcher) (matcher, error) {
