@@ -51,6 +51,11 @@ type Result struct {
 	// Proxies has one entry per class, sorted by name.
 	Proxies  []*ir.Proxy
 	Statuses []*status.Status
+	// APIStatuses are the statuses of Gateway API objects (GatewayClass,
+	// Gateway, routes, policies) in the Gateway API's own shape, sorted by
+	// key; only objects this controller owns (its GatewayClasses, their
+	// Gateways, routes with a parentRef to one) get one.
+	APIStatuses []*status.APIStatus
 }
 
 // Proxy returns the IR of the class with exactly these labels.

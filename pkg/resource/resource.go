@@ -17,6 +17,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // Kinds Portico reads. The strings are the Kubernetes kind names so that they
@@ -35,7 +36,26 @@ const (
 	// both decode to the v1 Go types.
 	KindRequestAuthentication = "RequestAuthentication"
 	KindAuthorizationPolicy   = "AuthorizationPolicy"
+
+	// Kubernetes Gateway API kinds (gateway.networking.k8s.io). Every
+	// served version decodes to the v1 Go types. Their keys carry
+	// GatewayAPIGroup, since "Gateway" alone is Istio's kind.
+	KindGatewayClass     = "GatewayClass"
+	KindHTTPRoute        = "HTTPRoute"
+	KindGRPCRoute        = "GRPCRoute"
+	KindTLSRoute         = "TLSRoute"
+	KindTCPRoute         = "TCPRoute"
+	KindUDPRoute         = "UDPRoute"
+	KindReferenceGrant   = "ReferenceGrant"
+	KindBackendTLSPolicy = "BackendTLSPolicy"
+	// KindNamespace: namespace labels, for allowedRoutes selectors.
+	KindNamespace = "Namespace"
+	// KindConfigMap: CA bundles BackendTLSPolicies refer to.
+	KindConfigMap = "ConfigMap"
 )
+
+// GatewayAPIGroup is the API group of the Kubernetes Gateway API kinds.
+const GatewayAPIGroup = "gateway.networking.k8s.io"
 
 // IstioGroup is the API group of the Istio networking kinds.
 const IstioGroup = "networking.istio.io"
@@ -52,6 +72,9 @@ func GroupOf(kind string) string {
 		return SecurityGroup
 	case KindEndpointSlice:
 		return "discovery.k8s.io"
+	case KindGatewayClass, KindHTTPRoute, KindGRPCRoute, KindTLSRoute, KindTCPRoute, KindUDPRoute,
+		KindReferenceGrant, KindBackendTLSPolicy:
+		return GatewayAPIGroup
 	}
 	return ""
 }
@@ -64,16 +87,29 @@ type Object interface {
 
 // Key identifies one resource.
 type Key struct {
+	// Group is set only where the kind alone is ambiguous: the Gateway
+	// API's Gateway (GatewayAPIGroup) against Istio's. Every other kind
+	// names its group by itself (GroupOf).
+	Group     string `json:"group,omitempty"`
 	Kind      string `json:"kind"`
 	Namespace string `json:"namespace,omitempty"`
 	Name      string `json:"name"`
 }
 
 func (k Key) String() string {
-	if k.Namespace == "" {
-		return k.Kind + " " + k.Name
+	kind := k.Kind
+	if k.Group != "" {
+		kind += "." + k.Group // kubectl's spelling: gateway.gateway.networking.k8s.io
 	}
-	return k.Kind + " " + k.Namespace + "/" + k.Name
+	if k.Namespace == "" {
+		return kind + " " + k.Name
+	}
+	return kind + " " + k.Namespace + "/" + k.Name
+}
+
+// IsGatewayAPI reports whether the key names a Gateway API object.
+func (k Key) IsGatewayAPI() bool {
+	return k.Group == GatewayAPIGroup || GroupOf(k.Kind) == GatewayAPIGroup
 }
 
 // NamespacedName returns "namespace/name".
@@ -81,7 +117,11 @@ func (k Key) NamespacedName() string { return k.Namespace + "/" + k.Name }
 
 // KeyOf returns the key of obj, whose kind must be one Portico knows.
 func KeyOf(obj Object) Key {
-	return Key{Kind: KindOf(obj), Namespace: obj.GetNamespace(), Name: obj.GetName()}
+	k := Key{Kind: KindOf(obj), Namespace: obj.GetNamespace(), Name: obj.GetName()}
+	if _, ok := obj.(*gwv1.Gateway); ok {
+		k.Group = GatewayAPIGroup
+	}
+	return k
 }
 
 // KindOf reports the kind of a typed object from its Go type, so callers never
@@ -108,6 +148,28 @@ func KindOf(obj runtime.Object) string {
 		return KindRequestAuthentication
 	case *security.AuthorizationPolicy:
 		return KindAuthorizationPolicy
+	case *gwv1.GatewayClass:
+		return KindGatewayClass
+	case *gwv1.Gateway:
+		return KindGateway
+	case *gwv1.HTTPRoute:
+		return KindHTTPRoute
+	case *gwv1.GRPCRoute:
+		return KindGRPCRoute
+	case *gwv1.TLSRoute:
+		return KindTLSRoute
+	case *gwv1.TCPRoute:
+		return KindTCPRoute
+	case *gwv1.UDPRoute:
+		return KindUDPRoute
+	case *gwv1.ReferenceGrant:
+		return KindReferenceGrant
+	case *gwv1.BackendTLSPolicy:
+		return KindBackendTLSPolicy
+	case *corev1.Namespace:
+		return KindNamespace
+	case *corev1.ConfigMap:
+		return KindConfigMap
 	}
 	return fmt.Sprintf("%T", obj)
 }
@@ -128,6 +190,22 @@ type Resources struct {
 
 	RequestAuthentications []*security.RequestAuthentication `json:"requestAuthentications,omitempty"`
 	AuthorizationPolicies  []*security.AuthorizationPolicy   `json:"authorizationPolicies,omitempty"`
+
+	// Kubernetes Gateway API (gateway.networking.k8s.io), all as v1.
+	GatewayClasses     []*gwv1.GatewayClass     `json:"gatewayClasses,omitempty"`
+	KubeGateways       []*gwv1.Gateway          `json:"kubeGateways,omitempty"`
+	HTTPRoutes         []*gwv1.HTTPRoute        `json:"httpRoutes,omitempty"`
+	GRPCRoutes         []*gwv1.GRPCRoute        `json:"grpcRoutes,omitempty"`
+	TLSRoutes          []*gwv1.TLSRoute         `json:"tlsRoutes,omitempty"`
+	TCPRoutes          []*gwv1.TCPRoute         `json:"tcpRoutes,omitempty"`
+	UDPRoutes          []*gwv1.UDPRoute         `json:"udpRoutes,omitempty"`
+	ReferenceGrants    []*gwv1.ReferenceGrant   `json:"referenceGrants,omitempty"`
+	BackendTLSPolicies []*gwv1.BackendTLSPolicy `json:"backendTLSPolicies,omitempty"`
+	// Namespaces carry only metadata (labels, for allowedRoutes
+	// selectors). Providers fill them only when Gateway API objects exist.
+	Namespaces []*corev1.Namespace `json:"namespaces,omitempty"`
+	// ConfigMaps are the CA bundles BackendTLSPolicies name (only those).
+	ConfigMaps []*corev1.ConfigMap `json:"configMaps,omitempty"`
 
 	// Invalid lists resources whose latest version could not be read. The
 	// previous good version (if any) is still in the lists above; the binder
@@ -176,6 +254,17 @@ func (r *Resources) All() []Object {
 	for _, o := range r.AuthorizationPolicies {
 		out = append(out, o)
 	}
+	out = appendAll(out, r.GatewayClasses)
+	out = appendAll(out, r.KubeGateways)
+	out = appendAll(out, r.HTTPRoutes)
+	out = appendAll(out, r.GRPCRoutes)
+	out = appendAll(out, r.TLSRoutes)
+	out = appendAll(out, r.TCPRoutes)
+	out = appendAll(out, r.UDPRoutes)
+	out = appendAll(out, r.ReferenceGrants)
+	out = appendAll(out, r.BackendTLSPolicies)
+	out = appendAll(out, r.Namespaces)
+	out = appendAll(out, r.ConfigMaps)
 	return out
 }
 
@@ -202,6 +291,28 @@ func (r *Resources) Add(obj Object) error {
 		r.RequestAuthentications = append(r.RequestAuthentications, o)
 	case *security.AuthorizationPolicy:
 		r.AuthorizationPolicies = append(r.AuthorizationPolicies, o)
+	case *gwv1.GatewayClass:
+		r.GatewayClasses = append(r.GatewayClasses, o)
+	case *gwv1.Gateway:
+		r.KubeGateways = append(r.KubeGateways, o)
+	case *gwv1.HTTPRoute:
+		r.HTTPRoutes = append(r.HTTPRoutes, o)
+	case *gwv1.GRPCRoute:
+		r.GRPCRoutes = append(r.GRPCRoutes, o)
+	case *gwv1.TLSRoute:
+		r.TLSRoutes = append(r.TLSRoutes, o)
+	case *gwv1.TCPRoute:
+		r.TCPRoutes = append(r.TCPRoutes, o)
+	case *gwv1.UDPRoute:
+		r.UDPRoutes = append(r.UDPRoutes, o)
+	case *gwv1.ReferenceGrant:
+		r.ReferenceGrants = append(r.ReferenceGrants, o)
+	case *gwv1.BackendTLSPolicy:
+		r.BackendTLSPolicies = append(r.BackendTLSPolicies, o)
+	case *corev1.Namespace:
+		r.Namespaces = append(r.Namespaces, o)
+	case *corev1.ConfigMap:
+		r.ConfigMaps = append(r.ConfigMaps, o)
 	default:
 		return fmt.Errorf("unsupported object type %T", obj)
 	}
@@ -222,6 +333,17 @@ func (r *Resources) Sort() {
 	sortObjects(r.Secrets)
 	sortObjects(r.RequestAuthentications)
 	sortObjects(r.AuthorizationPolicies)
+	sortObjects(r.GatewayClasses)
+	sortObjects(r.KubeGateways)
+	sortObjects(r.HTTPRoutes)
+	sortObjects(r.GRPCRoutes)
+	sortObjects(r.TLSRoutes)
+	sortObjects(r.TCPRoutes)
+	sortObjects(r.UDPRoutes)
+	sortObjects(r.ReferenceGrants)
+	sortObjects(r.BackendTLSPolicies)
+	sortObjects(r.Namespaces)
+	sortObjects(r.ConfigMaps)
 	sort.SliceStable(r.Invalid, func(i, j int) bool {
 		if r.Invalid[i].Source != r.Invalid[j].Source {
 			return r.Invalid[i].Source < r.Invalid[j].Source
@@ -261,7 +383,23 @@ func sortObjects[T metav1.Object](list []T) {
 func (r *Resources) Len() int {
 	return len(r.Gateways) + len(r.VirtualServices) + len(r.DestinationRules) +
 		len(r.ServiceEntries) + len(r.Services) + len(r.EndpointSlices) +
-		len(r.Pods) + len(r.Secrets) + len(r.RequestAuthentications) + len(r.AuthorizationPolicies)
+		len(r.Pods) + len(r.Secrets) + len(r.RequestAuthentications) + len(r.AuthorizationPolicies) +
+		len(r.GatewayClasses) + len(r.KubeGateways) + len(r.HTTPRoutes) + len(r.GRPCRoutes) +
+		len(r.TLSRoutes) + len(r.TCPRoutes) + len(r.UDPRoutes) + len(r.ReferenceGrants) +
+		len(r.BackendTLSPolicies) + len(r.Namespaces) + len(r.ConfigMaps)
+}
+
+// HasGatewayAPI reports whether the snapshot holds any Gateway API object.
+func (r *Resources) HasGatewayAPI() bool {
+	return len(r.GatewayClasses)+len(r.KubeGateways)+len(r.HTTPRoutes)+len(r.GRPCRoutes)+
+		len(r.TLSRoutes)+len(r.TCPRoutes)+len(r.UDPRoutes)+len(r.ReferenceGrants)+len(r.BackendTLSPolicies) > 0
+}
+
+func appendAll[T Object](out []Object, list []T) []Object {
+	for _, o := range list {
+		out = append(out, o)
+	}
+	return out
 }
 
 // Age formats a creation time for status messages.

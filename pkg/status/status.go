@@ -353,3 +353,15 @@ func (s *Status) Condition(typ string) *Condition {
 	}
 	return nil
 }
+
+// APIStatus is the status of one Gateway API object, in the shape of its
+// status subresource: the Gateway API defines its own (per-listener and
+// per-parent conditions with the spec's reason names), so these are not
+// Istio-shaped. The Gateway API conversion computes them while binding.
+type APIStatus struct {
+	Key resource.Key `json:"resource"`
+	// Status is *gwv1.GatewayClassStatus, *gwv1.GatewayStatus,
+	// *gwv1.RouteStatus (every route kind's status is a RouteStatus) or
+	// *gwv1.PolicyStatus, marshalled as the object's .status.
+	Status any `json:"status"`
+}
