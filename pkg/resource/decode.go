@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -16,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
@@ -244,7 +246,8 @@ func decodeJSON(js []byte) ([]Object, error) {
 			return nil, &DecodeError{Key: Key{Kind: tm.Kind}, Field: "metadata", Err: err}
 		}
 	}
-	if meta.Namespace == "" && tm.Kind != "Namespace" {
+	clusterScoped := tm.Kind == KindNamespace || group == GatewayAPIGroup && tm.Kind == KindGatewayClass
+	if meta.Namespace == "" && !clusterScoped {
 		meta.Namespace = "default"
 	}
 	key := Key{Kind: tm.Kind, Namespace: meta.Namespace, Name: meta.Name}
@@ -275,8 +278,35 @@ func decodeJSON(js []byte) ([]Object, error) {
 		return []Object{obj}, nil
 	}
 
+	if group == GatewayAPIGroup {
+		if tm.Kind == KindGateway {
+			key.Group = GatewayAPIGroup
+		}
+		obj, err := decodeGatewayAPI(tm.Kind, version, js)
+		if err != nil {
+			return nil, &DecodeError{Key: key, Err: err}
+		}
+		if obj == nil {
+			return nil, nil
+		}
+		obj.SetNamespace(meta.Namespace)
+		if tm.Kind == KindGatewayClass {
+			obj.SetNamespace("") // cluster-scoped
+		}
+		return []Object{obj}, nil
+	}
+
 	var obj Object
 	switch {
+	case group == "" && version == "v1" && tm.Kind == KindNamespace:
+		ns := &corev1.Namespace{}
+		if err := strictUnmarshal(js, ns); err != nil {
+			return nil, &DecodeError{Key: key, Err: err}
+		}
+		// Only the labels matter (allowedRoutes selectors).
+		return []Object{&corev1.Namespace{TypeMeta: ns.TypeMeta, ObjectMeta: ns.ObjectMeta}}, nil
+	case group == "" && version == "v1" && tm.Kind == KindConfigMap:
+		obj = &corev1.ConfigMap{}
 	case group == "" && version == "v1" && tm.Kind == KindService:
 		obj = &corev1.Service{}
 	case group == "" && version == "v1" && tm.Kind == KindSecret:
@@ -308,6 +338,60 @@ func decodeJSON(js []byte) ([]Object, error) {
 		s.StringData = nil
 	}
 	return []Object{obj}, nil
+}
+
+// gatewayAPIVersions lists, per kind, the versions of
+// gateway.networking.k8s.io that sigs.k8s.io/gateway-api v1.6 serves. Every
+// one of them has the v1 schema for what Portico reads, so all decode into
+// the v1 Go types, strictly (an unknown field is an error naming it, as the
+// API server's structural schema would prune it and we would rather say so).
+var gatewayAPIVersions = map[string][]string{
+	KindGatewayClass:     {"v1", "v1beta1"},
+	KindGateway:          {"v1", "v1beta1"},
+	KindHTTPRoute:        {"v1", "v1beta1"},
+	KindGRPCRoute:        {"v1"},
+	KindReferenceGrant:   {"v1", "v1beta1"},
+	KindTLSRoute:         {"v1", "v1alpha2", "v1alpha3"},
+	KindTCPRoute:         {"v1", "v1alpha2"},
+	KindUDPRoute:         {"v1", "v1alpha2"},
+	KindBackendTLSPolicy: {"v1", "v1alpha3"},
+}
+
+func decodeGatewayAPI(kind, version string, js []byte) (Object, error) {
+	versions, ok := gatewayAPIVersions[kind]
+	if !ok {
+		// ListenerSet and experimental kinds: not read (yet).
+		return nil, nil
+	}
+	if !slices.Contains(versions, version) {
+		return nil, &FieldError{Path: "apiVersion", Msg: fmt.Sprintf("unsupported version %q of %s %s (want %s)",
+			version, GatewayAPIGroup, kind, strings.Join(versions, ", "))}
+	}
+	var obj Object
+	switch kind {
+	case KindGatewayClass:
+		obj = &gwv1.GatewayClass{}
+	case KindGateway:
+		obj = &gwv1.Gateway{}
+	case KindHTTPRoute:
+		obj = &gwv1.HTTPRoute{}
+	case KindGRPCRoute:
+		obj = &gwv1.GRPCRoute{}
+	case KindReferenceGrant:
+		obj = &gwv1.ReferenceGrant{}
+	case KindTLSRoute:
+		obj = &gwv1.TLSRoute{}
+	case KindTCPRoute:
+		obj = &gwv1.TCPRoute{}
+	case KindUDPRoute:
+		obj = &gwv1.UDPRoute{}
+	case KindBackendTLSPolicy:
+		obj = &gwv1.BackendTLSPolicy{}
+	}
+	if err := strictUnmarshal(js, obj); err != nil {
+		return nil, err
+	}
+	return obj, nil
 }
 
 // PodMetadata reduces a Pod to the metadata subsets need.
