@@ -1,0 +1,65 @@
+package gatewayapi
+
+import (
+	"strings"
+
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// ProxySelectorAnnotation on a Gateway (or its GatewayClass) attaches the
+// Gateway to existing proxies: "k=v,k=v" are the labels its synthetic
+// Istio Gateways select, and nothing is provisioned for it.
+const ProxySelectorAnnotation = "portico.io/proxy-selector"
+
+// GatewayNameLabel is the label GEP-1762 gives the pods generated for a
+// Gateway; a provisioned Gateway's synthetic Istio Gateways select it.
+const GatewayNameLabel = "gateway.networking.k8s.io/gateway-name"
+
+// ProxySelector says which proxies a Gateway API Gateway is served by:
+//
+//   - the annotation portico.io/proxy-selector on the Gateway, else on its
+//     GatewayClass: those labels, attached (provisioned false);
+//   - otherwise, with a defaultSelector (standalone mode, where the
+//     controller passes the embedded proxy's labels): defaultSelector,
+//     attached;
+//   - otherwise (Kubernetes mode): {gateway.networking.k8s.io/gateway-name:
+//     <name>} and provisioned true: the kube provider creates the proxies.
+//
+// An annotation that parses to no label at all is ignored (it would
+// select every proxy). class may be nil. The returned map is new.
+func ProxySelector(gw *gwv1.Gateway, class *gwv1.GatewayClass, defaultSelector map[string]string) (labels map[string]string, provisioned bool) {
+	if l := parseSelector(gw.GetAnnotations()[ProxySelectorAnnotation]); len(l) > 0 {
+		return l, false
+	}
+	if class != nil {
+		if l := parseSelector(class.GetAnnotations()[ProxySelectorAnnotation]); len(l) > 0 {
+			return l, false
+		}
+	}
+	if len(defaultSelector) > 0 {
+		out := make(map[string]string, len(defaultSelector))
+		for k, v := range defaultSelector {
+			out[k] = v
+		}
+		return out, false
+	}
+	return map[string]string{GatewayNameLabel: gw.Name}, true
+}
+
+// parseSelector reads "k=v,k=v" (spaces around parts allowed); parts
+// without "=" or with an empty key are skipped.
+func parseSelector(s string) map[string]string {
+	if strings.TrimSpace(s) == "" {
+		return nil
+	}
+	out := map[string]string{}
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if !ok || k == "" {
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}
