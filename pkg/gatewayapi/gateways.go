@@ -76,7 +76,9 @@ var kindsByProtocol = map[string][]string{
 	"TCP":             {resource.KindTCPRoute},
 }
 
-func (c *converter) classOf(gw *gwv1.Gateway) *classState { return c.ours(string(gw.Spec.GatewayClassName)) }
+func (c *converter) classOf(gw *gwv1.Gateway) *classState {
+	return c.ours(string(gw.Spec.GatewayClassName))
+}
 
 func (c *converter) convertGateways() {
 	for _, gw := range c.in.KubeGateways {
