@@ -46,14 +46,7 @@ func (c *converter) convertPolicies() {
 				ps.accepted.fail(string(gwv1.PolicyReasonTargetNotFound), "spec.targetRefs[%d]: Service %s/%s not found", i, p.Namespace, t.Name)
 				continue
 			}
-			host := c.fqdn(string(t.Name), p.Namespace)
-			if winner, taken := claimed[host]; taken && winner != ps {
-				ps.accepted.fail(string(gwv1.PolicyReasonConflicted), "BackendTLSPolicy %s/%s already applies to Service %s/%s and is older",
-					winner.obj.Namespace, winner.obj.Name, p.Namespace, t.Name)
-				continue
-			}
-			claimed[host] = ps
-			ps.hosts = appendUnique(ps.hosts, host)
+			ps.hosts = appendUnique(ps.hosts, c.fqdn(string(t.Name), p.Namespace))
 		}
 		v := p.Spec.Validation
 		var bundle []string
@@ -83,6 +76,20 @@ func (c *converter) convertPolicies() {
 		}
 		if ps.accepted.bad || len(ps.hosts) == 0 {
 			continue
+		}
+		// Only a usable policy claims its Services; of two, the older
+		// wins (resource order).
+		for _, host := range ps.hosts {
+			if winner, taken := claimed[host]; taken && winner != ps {
+				ps.accepted.fail(string(gwv1.PolicyReasonConflicted), "BackendTLSPolicy %s/%s already applies to Service %s and is older",
+					winner.obj.Namespace, winner.obj.Name, host)
+			}
+		}
+		if ps.accepted.bad {
+			continue
+		}
+		for _, host := range ps.hosts {
+			claimed[host] = ps
 		}
 		tls := &networkingapi.ClientTLSSettings{Mode: networkingapi.ClientTLSSettings_SIMPLE, Sni: string(v.Hostname)}
 		for _, san := range v.SubjectAltNames {

@@ -179,7 +179,7 @@ func (c *converter) validateListener(ls *listenerState) {
 		allowed = []gwv1.RouteGroupKind{}
 	}
 	ls.kinds = allowed
-	if ls.family == "TLS" && !ls.passthrough {
+	if ls.family == "TLS" && !ls.passthrough && !ls.accepted.bad {
 		c.checkCertificates(ls)
 	}
 }

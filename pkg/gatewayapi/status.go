@@ -128,7 +128,9 @@ func (o *Output) Finish(statuses []*status.Status) []*status.APIStatus {
 
 func (o *Output) listenerFindings(ls *listenerState, st *status.Status) {
 	for _, m := range st.Messages {
-		if m.Level != status.Error {
+		if m.Level != status.Error || m.Field == "spec.servers" {
+			// "no valid server" is the consequence of the finding on the
+			// server itself, which says why.
 			continue
 		}
 		msg := o.Rename(m.String())
