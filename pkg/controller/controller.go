@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portico-gateway/portico/pkg/gateway"
+	"github.com/portico-gateway/portico/pkg/gatewayapi"
 	"github.com/portico-gateway/portico/pkg/ir"
 	"github.com/portico-gateway/portico/pkg/jwks"
 	"github.com/portico-gateway/portico/pkg/resource"
@@ -45,6 +46,9 @@ type Options struct {
 	RootNamespace string
 	// JWKS tunes fetching RequestAuthentication jwksUri key sets.
 	JWKS jwks.Options
+	// GatewayAPI tunes the Gateway API conversion (our controllerName,
+	// the proxies Gateways attach to by default).
+	GatewayAPI gatewayapi.Options
 }
 
 // State is the outcome of the last build.
