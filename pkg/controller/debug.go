@@ -104,6 +104,9 @@ func (c *Controller) serveStatus(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	out := map[string]any{"statuses": st.Result.Statuses, "invalid": st.Resources.Invalid}
+	if len(st.Result.APIStatuses) > 0 {
+		out["gatewayAPIStatuses"] = st.Result.APIStatuses // Gateway API objects, in their own status shape
+	}
 	if u := c.unselected(st.Result); len(u) > 0 {
 		out["warnings"] = u // connected proxies no Gateway selects
 	}
