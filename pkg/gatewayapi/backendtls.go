@@ -19,7 +19,6 @@ type policyState struct {
 	hosts    []string // target Services' FQDNs
 	accepted condState
 	resolved condState
-	dr       *networking.DestinationRule
 }
 
 // caKey is where a BackendTLSPolicy's CA bundle is read from: ConfigMap
