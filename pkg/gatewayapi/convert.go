@@ -158,6 +158,7 @@ var SupportedFeatures = []gwv1.FeatureName{
 	"HTTPRouteHostRewrite",
 	"HTTPRouteMethodMatching",
 	"HTTPRouteParentRefPort",
+	"HTTPRoutePathRedirect",
 	"HTTPRoutePathRewrite",
 	"HTTPRoutePortRedirect",
 	"HTTPRouteQueryParamMatching",

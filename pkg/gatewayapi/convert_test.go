@@ -10,8 +10,6 @@ import (
 	"github.com/portico-gateway/portico/pkg/resource"
 )
 
-func ptr[T any](v T) *T { return &v }
-
 func world() *resource.Resources {
 	res := &resource.Resources{}
 	res.Services = []*corev1.Service{{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "svc"},

@@ -26,7 +26,17 @@ type httpItem struct {
 	rule, match int
 	istio       *networkingapi.HTTPRoute
 	rank        matchRank
+	// redirectPrefix replaces the matched path prefix in a redirect,
+	// which Istio's HTTPRedirect cannot say: the binder reads it from
+	// RedirectPrefixAnnotation on synthetic VirtualServices.
+	redirectPrefix string
 }
+
+// RedirectPrefixAnnotation + "<http rule index>" on a synthetic
+// VirtualService is the path prefix a redirect rule puts in place of
+// the matched one (Gateway API ReplacePrefixMatch). The binder honours
+// it only on VirtualServices the conversion made.
+const RedirectPrefixAnnotation = "internal.portico.io/redirect-prefix."
 
 // matchRank is the spec's precedence of a match: exact path, longest
 // prefix (regular expressions between the two, as Istio ranks them),
@@ -178,6 +188,12 @@ func (hb *httpBuilder) emit() {
 				continue
 			}
 			seen[p.it] = true
+			if p.it.redirectPrefix != "" {
+				if vs.Annotations == nil {
+					vs.Annotations = map[string]string{}
+				}
+				vs.Annotations[RedirectPrefixAnnotation+strconv.Itoa(len(vs.Spec.Http))] = p.it.redirectPrefix
+			}
 			vs.Spec.Http = append(vs.Spec.Http, proto.Clone(p.it.istio).(*networkingapi.HTTPRoute))
 			o.http = append(o.http, p.it.rs)
 		}
@@ -201,7 +217,7 @@ func (hb *httpBuilder) addHTTPRoute(rs *routeState, r *gwv1.HTTPRoute) {
 	for i := range r.Spec.Rules {
 		rule := &r.Spec.Rules[i]
 		field := fmt.Sprintf("spec.rules[%d]", i)
-		action := c.httpAction(rs, field, rule)
+		action, redirectPrefix := c.httpAction(rs, field, rule)
 		matches := rule.Matches
 		if len(matches) == 0 {
 			matches = []gwv1.HTTPRouteMatch{{}}
@@ -215,8 +231,31 @@ func (hb *httpBuilder) addHTTPRoute(rs *routeState, r *gwv1.HTTPRoute) {
 			ir := proto.Clone(action).(*networkingapi.HTTPRoute)
 			ir.Name = ruleName(rs, i, j)
 			ir.Match = reqs
-			c.pathRewrite(rs, field, rule, ir, prefix)
-			items = append(items, &httpItem{rs: rs, rule: i, match: j, istio: ir, rank: rank})
+			if redirectPrefix == nil {
+				c.pathRewrite(rs, field, rule, ir, prefix)
+				items = append(items, &httpItem{rs: rs, rule: i, match: j, istio: ir, rank: rank})
+				continue
+			}
+			// A redirect replacing the matched prefix: one rule per
+			// Istio match, each with the replacement that fits it.
+			for _, req := range reqs {
+				one := proto.Clone(ir).(*networkingapi.HTTPRoute)
+				one.Match = []*networkingapi.HTTPMatchRequest{req}
+				it := &httpItem{rs: rs, rule: i, match: j, istio: one, rank: rank}
+				switch {
+				case req.GetUri().GetExact() != "":
+					one.Redirect.Uri = *redirectPrefix
+					if one.Redirect.Uri == "" {
+						one.Redirect.Uri = "/"
+					}
+				case req.GetUri().GetPrefix() != "":
+					it.redirectPrefix = strings.TrimSuffix(*redirectPrefix, "/") + "/"
+				default:
+					rs.partial.fail(string(gwv1.RouteReasonUnsupportedValue), "%s: ReplacePrefixMatch needs a PathPrefix match; requests matching this rule get 500", field)
+					one.Redirect, one.DirectResponse = nil, status500()
+				}
+				items = append(items, it)
+			}
 		}
 	}
 	hb.place(rs, items)
@@ -327,9 +366,10 @@ func status500() *networkingapi.HTTPDirectResponse {
 
 // httpAction converts a rule's filters, backends, timeouts and retry
 // into an Istio rule without matches.
-func (c *converter) httpAction(rs *routeState, field string, rule *gwv1.HTTPRouteRule) *networkingapi.HTTPRoute {
+func (c *converter) httpAction(rs *routeState, field string, rule *gwv1.HTTPRouteRule) (*networkingapi.HTTPRoute, *string) {
 	out := &networkingapi.HTTPRoute{}
 	unsupported := false
+	var redirectPrefix *string
 	for i, f := range rule.Filters {
 		ff := fmt.Sprintf("%s.filters[%d]", field, i)
 		switch f.Type {
@@ -338,12 +378,12 @@ func (c *converter) httpAction(rs *routeState, field string, rule *gwv1.HTTPRout
 		case gwv1.HTTPRouteFilterResponseHeaderModifier:
 			out.Headers = withResponseHeaders(out.Headers, headerOps(f.ResponseHeaderModifier))
 		case gwv1.HTTPRouteFilterRequestRedirect:
-			red, ok := c.redirect(rs, ff, f.RequestRedirect)
+			red, prefix, ok := c.redirect(rs, ff, f.RequestRedirect)
 			if !ok {
 				unsupported = true
 				continue
 			}
-			out.Redirect = red
+			out.Redirect, redirectPrefix = red, prefix
 		case gwv1.HTTPRouteFilterURLRewrite:
 			if f.URLRewrite != nil && f.URLRewrite.Hostname != nil {
 				if out.Rewrite == nil {
@@ -364,11 +404,11 @@ func (c *converter) httpAction(rs *routeState, field string, rule *gwv1.HTTPRout
 		}
 	}
 	if unsupported {
-		return &networkingapi.HTTPRoute{DirectResponse: status500()}
+		return &networkingapi.HTTPRoute{DirectResponse: status500()}, nil
 	}
 	if out.Redirect != nil {
 		out.Rewrite, out.Mirrors = nil, nil
-		return out
+		return out, redirectPrefix
 	}
 	total := int32(0)
 	for i, b := range rule.BackendRefs {
@@ -394,7 +434,7 @@ func (c *converter) httpAction(rs *routeState, field string, rule *gwv1.HTTPRout
 	if len(out.Route) == 0 {
 		// No backend to send to (none listed, all invalid, all weight 0):
 		// the spec's answer is 500.
-		return &networkingapi.HTTPRoute{DirectResponse: status500(), Headers: out.Headers}
+		return &networkingapi.HTTPRoute{DirectResponse: status500(), Headers: out.Headers}, nil
 	}
 	if len(out.Route) == 1 {
 		out.Route[0].Weight = 0
@@ -430,7 +470,7 @@ func (c *converter) httpAction(rs *routeState, field string, rule *gwv1.HTTPRout
 	if rule.SessionPersistence != nil {
 		rs.partial.fail(string(gwv1.RouteReasonUnsupportedValue), "%s.sessionPersistence is not supported and is ignored", field)
 	}
-	return out
+	return out, nil
 }
 
 func parseDuration(d *gwv1.Duration) *durationpb.Duration {
@@ -483,11 +523,12 @@ func withResponseHeaders(h *networkingapi.Headers, ops *networkingapi.Headers_He
 	return h
 }
 
-func (c *converter) redirect(rs *routeState, field string, f *gwv1.HTTPRequestRedirectFilter) (*networkingapi.HTTPRedirect, bool) {
+// redirect converts a RequestRedirect; prefix is set for ReplacePrefixMatch.
+func (c *converter) redirect(rs *routeState, field string, f *gwv1.HTTPRequestRedirectFilter) (red *networkingapi.HTTPRedirect, prefix *string, ok bool) {
 	if f == nil {
-		return nil, false
+		return nil, nil, false
 	}
-	red := &networkingapi.HTTPRedirect{RedirectCode: uint32(deref(f.StatusCode, 302))}
+	red = &networkingapi.HTTPRedirect{RedirectCode: uint32(deref(f.StatusCode, 302))}
 	if f.Scheme != nil {
 		red.Scheme = *f.Scheme
 	}
@@ -501,13 +542,17 @@ func (c *converter) redirect(rs *routeState, field string, f *gwv1.HTTPRequestRe
 		switch p.Type {
 		case gwv1.FullPathHTTPPathModifier:
 			red.Uri = deref(p.ReplaceFullPath, "/")
+		case gwv1.PrefixMatchHTTPPathModifier:
+			prefix = ptr(deref(p.ReplacePrefixMatch, "/"))
 		default:
-			rs.partial.fail(string(gwv1.RouteReasonUnsupportedValue), "%s.requestRedirect.path: %s is not supported in redirects; requests matching this rule get 500", field, p.Type)
-			return nil, false
+			rs.partial.fail(string(gwv1.RouteReasonUnsupportedValue), "%s.requestRedirect.path: %s is not supported; requests matching this rule get 500", field, p.Type)
+			return nil, nil, false
 		}
 	}
-	return red, true
+	return red, prefix, true
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func (c *converter) mirror(rs *routeState, field string, f *gwv1.HTTPRequestMirrorFilter) *networkingapi.HTTPMirrorPolicy {
 	if f == nil {
