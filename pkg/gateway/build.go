@@ -345,13 +345,36 @@ func convertGatewayAPI(in *resource.Resources, opts Options) (*resource.Resource
 	if gopts.DomainSuffix == "" {
 		gopts.DomainSuffix = opts.DomainSuffix
 	}
-	out := gatewayapi.Convert(in, gopts)
+	// The conversion reads Services, ServiceEntries and Secrets (does a
+	// backend or certificate exist?): it must see the snapshot without
+	// the excluded ones, as the binder does, or the result would depend
+	// on a resource that is not used.
+	view := in
+	if len(opts.Exclude) > 0 {
+		v := *in
+		keep := func(o resource.Object) bool { _, ex := opts.Exclude[resource.KeyOf(o)]; return !ex }
+		v.ServiceEntries = keepObjects(in.ServiceEntries, keep)
+		v.Services = keepObjects(in.Services, keep)
+		v.Secrets = keepObjects(in.Secrets, keep)
+		view = &v
+	}
+	out := gatewayapi.Convert(view, gopts)
 	cp := *in
 	cp.Gateways = append(append([]*networking.Gateway(nil), in.Gateways...), out.Gateways...)
 	cp.VirtualServices = append(append([]*networking.VirtualService(nil), in.VirtualServices...), out.VirtualServices...)
 	cp.DestinationRules = append(append([]*networking.DestinationRule(nil), in.DestinationRules...), out.DestinationRules...)
 	cp.Secrets = append(append([]*corev1.Secret(nil), in.Secrets...), out.Secrets...)
 	return &cp, out
+}
+
+func keepObjects[T resource.Object](list []T, keep func(resource.Object) bool) []T {
+	var out []T
+	for _, o := range list {
+		if keep(o) {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // synthetic reports whether a key names an object the Gateway API
