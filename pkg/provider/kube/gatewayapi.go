@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -91,6 +92,14 @@ func namespaceMeta() *metav1.PartialObjectMetadata {
 	return ns
 }
 
+// gatewayAPIExtras are watched with the Gateway API kinds: Namespaces
+// (labels), and the Deployments and ServiceAccounts the controller
+// provisions (only those: the cache selects them by label), so one
+// deleted or edited by hand is put back.
+func gatewayAPIExtras() []client.Object {
+	return []client.Object{namespaceMeta(), &appsv1.Deployment{}, &corev1.ServiceAccount{}}
+}
+
 // watchGatewayAPI starts informers for newly served Gateway API kinds
 // (and Namespaces, for allowedRoutes selectors, with the first of them),
 // then records them so snapshots include them.
@@ -100,7 +109,7 @@ func (p *Provider) watchGatewayAPI(ctx context.Context, found map[string]schema.
 	}
 	objs := []client.Object{}
 	if len(p.gatewayAPIGVKs()) == 0 {
-		objs = append(objs, namespaceMeta())
+		objs = append(objs, gatewayAPIExtras()...)
 	}
 	kinds := make([]string, 0, len(found))
 	for kind, gvk := range found {

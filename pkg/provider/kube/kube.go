@@ -20,16 +20,19 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -131,6 +134,12 @@ func New(opts Options, log logr.Logger) (*Provider, error) {
 		LeaderElectionID:              opts.LeaderElectionID,
 		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
+		// Of Deployments and ServiceAccounts only the provisioned ones
+		// are read: the cache holds nothing else of them.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&appsv1.Deployment{}:     {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})},
+			&corev1.ServiceAccount{}: {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})},
+		}},
 		// Secrets are never read through the cache (which would cache all
 		// of them): only referenced ones are watched, by name.
 	})
@@ -245,7 +254,7 @@ func (p *Provider) watched() []client.Object {
 		objs = append(objs, u)
 	}
 	if len(p.gatewayAPIGVKs()) > 0 {
-		objs = append(objs, namespaceMeta())
+		objs = append(objs, gatewayAPIExtras()...)
 	}
 	pods := &metav1.PartialObjectMetadata{}
 	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Pod"))
