@@ -8,6 +8,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -19,9 +21,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/portico-gateway/portico/internal/testpki"
 )
@@ -668,4 +673,91 @@ spec:
 	}
 	eventually(t, "the load balancer's addresses", 30*time.Second, addresses("IPAddress=203.0.113.10", "Hostname=lb.example.net"))
 	h.delete(t, "gateway.networking.k8s.io/v1", "Gateway", "gwapi-prov", "addr")
+}
+
+// TestGatewayAPICRDsInstalledLater: on a cluster without the Gateway API
+// CRDs the controller starts and serves the Istio kinds, saying once why
+// Gateway API resources are not read; when the CRDs are installed later
+// it starts reading them without a restart (it looks again every 30 s).
+func TestGatewayAPICRDsInstalledLater(t *testing.T) {
+	needHarness(t)
+	env := &envtest.Environment{BinaryAssetsDirectory: h.assets, CRDDirectoryPaths: []string{filepath.Join(h.root, "config", "crd")},
+		ErrorIfCRDPathMissing: true, ControlPlaneStartTimeout: 2 * time.Minute}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { env.Stop() })
+	scheme := runtime.NewScheme()
+	clientgoscheme.AddToScheme(scheme)
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, ns := range []string{"istio-system", "portico-system", "late"} {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := writeKubeconfig(cfg, kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	ctrl, err := h.start("gateway-controller-late-crds", h.bins["gateway-controller"], "--kubeconfig", kubeconfig,
+		"--xds-address", fmt.Sprintf("127.0.0.1:%d", freePort()), "--debug-address", fmt.Sprintf("127.0.0.1:%d", freePort()),
+		"--health-address", fmt.Sprintf("127.0.0.1:%d", freePort()), "--metrics-address", "",
+		"--leader-election-namespace", "portico-system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ctrl.stop)
+	if err := applyYAML(ctx, c, `
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+`); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the Istio Gateway's status without Gateway API CRDs", 60*time.Second, func() error {
+		u := &unstructured.Unstructured{}
+		u.SetAPIVersion("networking.istio.io/v1")
+		u.SetKind("Gateway")
+		if err := c.Get(ctx, types.NamespacedName{Namespace: "istio-system", Name: "gw"}, u); err != nil {
+			return err
+		}
+		st, _ := u.Object["status"].(map[string]any)
+		if cond := condition(st, "Accepted"); cond == nil || cond["status"] != "True" {
+			return fmt.Errorf("%v", st)
+		}
+		return nil
+	})
+	logText := func() string { b, _ := os.ReadFile(ctrl.logPath); return string(b) }
+	if n := strings.Count(logText(), "the Gateway API CRDs are not installed"); n != 1 {
+		t.Errorf("the missing CRDs were logged %d times, want once", n)
+	}
+	if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{Paths: []string{filepath.Join(h.root, "config", "crd", "gateway-api", "standard")},
+		ErrorIfPathMissing: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyYAML(ctx, c, gwapiClass+`
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: late, namespace: late}
+spec:
+  gatewayClassName: portico
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+`); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the Gateway to be read (and provisioned for) after the CRDs were installed", 90*time.Second, func() error {
+		return c.Get(ctx, types.NamespacedName{Namespace: "late", Name: "late-portico"}, &appsv1.Deployment{})
+	})
+	if !strings.Contains(logText(), "watching Gateway API kinds") {
+		t.Error("no log line saying the Gateway API kinds are now watched")
+	}
 }
