@@ -18,6 +18,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -571,6 +572,12 @@ spec:
 		if d.Spec.Template.Spec.ServiceAccountName != "prov-portico" {
 			return fmt.Errorf("service account %s", d.Spec.Template.Spec.ServiceAccountName)
 		}
+		// The proxy may receive its listeners' private keys.
+		for _, o := range []client.Object{&rbacv1.Role{}, &rbacv1.RoleBinding{}} {
+			if err := h.client.Get(ctx, key, o); err != nil {
+				return fmt.Errorf("%T: %w", o, err)
+			}
+		}
 		return nil
 	})
 	_, _, svc, _ := get()
@@ -619,7 +626,7 @@ spec:
 	// The Gateway goes: so does everything provisioned for it.
 	h.delete(t, "gateway.networking.k8s.io/v1", "Gateway", "gwapi-prov", "prov")
 	eventually(t, "the provisioned objects to go", 30*time.Second, func() error {
-		for _, o := range []client.Object{&corev1.ServiceAccount{}, &appsv1.Deployment{}, &corev1.Service{}} {
+		for _, o := range []client.Object{&corev1.ServiceAccount{}, &appsv1.Deployment{}, &corev1.Service{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}} {
 			if err := h.client.Get(ctx, key, o); !apierrors.IsNotFound(err) {
 				return fmt.Errorf("%T still there (%v)", o, err)
 			}

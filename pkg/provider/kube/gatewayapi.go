@@ -8,6 +8,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -93,11 +94,11 @@ func namespaceMeta() *metav1.PartialObjectMetadata {
 }
 
 // gatewayAPIExtras are watched with the Gateway API kinds: Namespaces
-// (labels), and the Deployments and ServiceAccounts the controller
-// provisions (only those: the cache selects them by label), so one
-// deleted or edited by hand is put back.
+// (labels), and the Deployments, ServiceAccounts, Roles and RoleBindings
+// the controller provisions (only those: the cache selects them by
+// label), so one deleted by hand is put back.
 func gatewayAPIExtras() []client.Object {
-	return []client.Object{namespaceMeta(), &appsv1.Deployment{}, &corev1.ServiceAccount{}}
+	return []client.Object{namespaceMeta(), &appsv1.Deployment{}, &corev1.ServiceAccount{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}}
 }
 
 // watchGatewayAPI starts informers for newly served Gateway API kinds

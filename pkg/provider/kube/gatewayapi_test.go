@@ -217,7 +217,8 @@ func TestRBACCoversGatewayAPI(t *testing.T) {
 			t.Errorf("the controller may not patch %s/status", plural)
 		}
 	}
-	for _, need := range []struct{ group, res string }{{"apps", "deployments"}, {"", "services"}, {"", "serviceaccounts"}} {
+	for _, need := range []struct{ group, res string }{{"apps", "deployments"}, {"", "services"}, {"", "serviceaccounts"},
+		{"rbac.authorization.k8s.io", "roles"}, {"rbac.authorization.k8s.io", "rolebindings"}} {
 		for _, verb := range []string{"get", "list", "watch", "create", "update", "delete"} {
 			if !allows(need.group, need.res, verb) {
 				t.Errorf("the controller may not %s %s (provisioning)", verb, need.res)

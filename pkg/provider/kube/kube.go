@@ -23,6 +23,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -134,11 +135,13 @@ func New(opts Options, log logr.Logger) (*Provider, error) {
 		LeaderElectionID:              opts.LeaderElectionID,
 		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
-		// Of Deployments and ServiceAccounts only the provisioned ones
-		// are read: the cache holds nothing else of them.
+		// Of Deployments, ServiceAccounts, Roles and RoleBindings only
+		// the provisioned ones are read: the cache holds nothing else.
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&appsv1.Deployment{}:     {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})},
 			&corev1.ServiceAccount{}: {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})},
+			&rbacv1.Role{}:           {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})},
+			&rbacv1.RoleBinding{}:    {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})},
 		}},
 		// Secrets are never read through the cache (which would cache all
 		// of them): only referenced ones are watched, by name.

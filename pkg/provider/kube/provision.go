@@ -14,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -91,10 +92,12 @@ func ProvisionedName(gw metav1.Object) string {
 
 // provisioned is what one Gateway should have.
 type provisioned struct {
-	gw     *gwv1.Gateway
-	sa     *corev1.ServiceAccount
-	deploy *appsv1.Deployment
-	svc    *corev1.Service
+	gw      *gwv1.Gateway
+	sa      *corev1.ServiceAccount
+	role    *rbacv1.Role
+	binding *rbacv1.RoleBinding
+	deploy  *appsv1.Deployment
+	svc     *corev1.Service
 }
 
 // Reconcile creates, updates and deletes provisioned objects so they are
@@ -141,7 +144,7 @@ func (pr *Provisioner) Reconcile(ctx context.Context) {
 		}
 		want[gw.UID] = true
 		d := pr.desired(gw, class, selector)
-		for _, obj := range []client.Object{d.sa, d.deploy, d.svc} {
+		for _, obj := range []client.Object{d.sa, d.role, d.binding, d.deploy, d.svc} {
 			if err := pr.apply(ctx, gw, obj); err != nil {
 				if ctx.Err() != nil {
 					return
@@ -185,6 +188,18 @@ func (pr *Provisioner) cleanup(ctx context.Context, want map[types.UID]bool) {
 	if err := pr.p.cached.List(ctx, &sas, managed); err == nil {
 		for i := range sas.Items {
 			objs = append(objs, &sas.Items[i])
+		}
+	}
+	var roles rbacv1.RoleList
+	if err := pr.p.cached.List(ctx, &roles, managed); err == nil {
+		for i := range roles.Items {
+			objs = append(objs, &roles.Items[i])
+		}
+	}
+	var bindings rbacv1.RoleBindingList
+	if err := pr.p.cached.List(ctx, &bindings, managed); err == nil {
+		for i := range bindings.Items {
+			objs = append(objs, &bindings.Items[i])
 		}
 	}
 	for _, obj := range objs {
@@ -268,6 +283,12 @@ func (pr *Provisioner) desired(gw *gwv1.Gateway, class *gwv1.GatewayClass, selec
 			OwnerReferences: []metav1.OwnerReference{owner}}
 	}
 	sa := &corev1.ServiceAccount{ObjectMeta: meta(), AutomountServiceAccountToken: ptr.To(false)}
+	// The xDS server gives a proxy the private keys of its listeners
+	// only if its service account may read Secrets in its namespace
+	// (Istio's rule; see config/deploy's istio-ingressgateway-sds).
+	role := &rbacv1.Role{ObjectMeta: meta(), Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "watch", "list"}}}}
+	binding := &rbacv1.RoleBinding{ObjectMeta: meta(), RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: gw.Namespace}}}
 
 	ports := gatewayListenerPorts(gw)
 	var selectorArg []string
@@ -355,10 +376,10 @@ func (pr *Provisioner) desired(gw *gwv1.Gateway, class *gwv1.GatewayClass, selec
 	for _, p := range ports {
 		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: p.Name, Port: p.Port, TargetPort: intstr.FromInt32(p.Port), Protocol: p.Protocol})
 	}
-	for _, obj := range []client.Object{sa, deploy, svc} {
+	for _, obj := range []client.Object{sa, role, binding, deploy, svc} {
 		stampHash(obj)
 	}
-	return provisioned{gw: gw, sa: sa, deploy: deploy, svc: svc}
+	return provisioned{gw: gw, sa: sa, role: role, binding: binding, deploy: deploy, svc: svc}
 }
 
 // stampHash records the hash of obj's content (before the API server

@@ -10,6 +10,7 @@ import (
 	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -129,6 +130,19 @@ func TestProvisioner(t *testing.T) {
 	if !slices.Contains(c0.Args, "--labels=gateway.networking.k8s.io/gateway-name=web") {
 		t.Errorf("the proxy's labels must be its selector: %v", c0.Args)
 	}
+	role, binding := &rbacv1.Role{}, &rbacv1.RoleBinding{}
+	for _, o := range []client.Object{role, binding} {
+		if err := c.Get(ctx, types.NamespacedName{Namespace: "edge", Name: "web-portico"}, o); err != nil {
+			t.Fatalf("%T: %v", o, err)
+		}
+		if refs := o.GetOwnerReferences(); len(refs) != 1 || refs[0].UID != "web-uid" {
+			t.Errorf("%T owner references %+v", o, refs)
+		}
+	}
+	if len(role.Rules) != 1 || fmt.Sprint(role.Rules[0].Resources, role.Rules[0].Verbs) != "[secrets] [get watch list]" ||
+		binding.RoleRef.Name != "web-portico" || len(binding.Subjects) != 1 || binding.Subjects[0].Name != "web-portico" || binding.Subjects[0].Namespace != "edge" {
+		t.Errorf("the proxy's service account may not read its namespace's Secrets (no private keys over xDS): %+v %+v", role.Rules, binding)
+	}
 	for _, other := range []string{"attached-portico", "foreign-portico"} {
 		if sa, _, _ := provisionedObjects(t, c, "edge", other); sa != nil {
 			t.Errorf("%s provisioned", other)
@@ -186,7 +200,7 @@ func TestProvisioner(t *testing.T) {
 		t.Fatal(err)
 	}
 	pr.Reconcile(ctx)
-	for _, o := range []client.Object{&corev1.ServiceAccount{}, &appsv1.Deployment{}, &corev1.Service{}} {
+	for _, o := range []client.Object{&corev1.ServiceAccount{}, &appsv1.Deployment{}, &corev1.Service{}, &rbacv1.Role{}, &rbacv1.RoleBinding{}} {
 		if err := c.Get(ctx, types.NamespacedName{Namespace: "edge", Name: "web-portico"}, o); !apierrors.IsNotFound(err) {
 			t.Errorf("%T of the deleted Gateway: %v", o, err)
 		}
