@@ -94,10 +94,7 @@ status:
 // a condition holds, nothing written when nothing changed, and our
 // entries removed from a route the build no longer covers.
 func TestAPIStatusWriter(t *testing.T) {
-	var objs []client.Object
-	for _, o := range gatewayAPIObjects(t, apiStatusObjects) {
-		objs = append(objs, o)
-	}
+	objs := gatewayAPIObjects(t, apiStatusObjects)
 	provisionedSvc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "gw-portico", Namespace: "edge"},
 		Spec:   corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, ClusterIP: "10.0.0.9", Selector: map[string]string{LabelGatewayName: "gw"}},
 		Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: "203.0.113.7"}, {Hostname: "lb.example.com"}}}}}

@@ -88,10 +88,7 @@ func servicePorts(svc *corev1.Service) string {
 // objects are updated only when what was provisioned changes, never when
 // they are not ours, and deleted when the Gateway goes.
 func TestProvisioner(t *testing.T) {
-	var objs []client.Object
-	for _, o := range gatewayAPIObjects(t, provisionObjects) {
-		objs = append(objs, o)
-	}
+	objs := gatewayAPIObjects(t, provisionObjects)
 	// A Service of the name a Gateway would get, but not ours.
 	squatter := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "squat-portico", Namespace: "edge"},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 1}}}}
