@@ -28,6 +28,7 @@ import (
 
 type options struct {
 	duration       time.Duration
+	warmUp         time.Duration
 	idle           time.Duration
 	slowlorisConns int
 	stalledConns   int
@@ -39,6 +40,7 @@ type options struct {
 func main() {
 	o := &options{}
 	flag.DurationVar(&o.duration, "duration", 30*time.Second, "how long each attack lasts (at most 5m)")
+	flag.DurationVar(&o.warmUp, "warm-up", 5*time.Second, "ordinary traffic at full speed before anything is measured (the proxy's steady serving state)")
 	flag.DurationVar(&o.idle, "idle", 10*time.Second, "how long the ordinary client runs alone first (its idle latency)")
 	flag.IntVar(&o.slowlorisConns, "slowloris-conns", 5000, "slowloris connections kept open")
 	flag.IntVar(&o.stalledConns, "stalled-conns", 400, "connections with a stalled 1 MiB body")
@@ -51,7 +53,18 @@ func main() {
 	targets := flag.String("targets", "portico,nginx", "proxies to attack")
 	proxyCPU := flag.String("proxy-cpu", "1", "CPUs the proxies are pinned to (taskset list; empty: no pinning)")
 	label := flag.String("label", "", "a label for this run in the results (e.g. before/after)")
+	legitChildAddr := flag.String("legit-child", "", "internal: run only the ordinary client against this address and print its latencies")
+	backendChildFlag := flag.Bool("backend-child", false, "internal: serve the backend on the listener inherited as fd 3")
+	legitFor := flag.Duration("legit-for", 0, "internal: how long the -legit-child client runs")
 	flag.Parse()
+	if *backendChildFlag {
+		backendChild()
+		return
+	}
+	if *legitChildAddr != "" {
+		legitChild(*legitChildAddr, o.legitInterval, *legitFor)
+		return
+	}
 	if o.duration <= 0 || o.duration > 5*time.Minute {
 		log.Fatal("-duration must be in (0, 5m]")
 	}
@@ -79,6 +92,7 @@ type row struct {
 	cpu                         time.Duration
 	idleP50, idleP99, p50, p99  time.Duration
 	ok, failed                  int
+	warmedUp                    int64
 	firstErr, attacker, crashed string
 }
 
@@ -148,10 +162,9 @@ func runOne(ctx context.Context, e *env, a attack, name string, o *options, nofi
 	}
 	defer t.stop()
 	r := row{attack: a.name, target: name}
+	r.warmedUp = warmUp(ctx, t, o.warmUp)
 	// The ordinary client alone: its idle latency.
-	idleCtx, stopIdle := context.WithTimeout(ctx, o.idle)
-	idle := runLegit(idleCtx, t.http, o.legitInterval)
-	stopIdle()
+	idle := runLegitProcess(ctx, t.http, o.legitInterval, o.idle)
 	r.idleP50, r.idleP99 = idle.percentile(0.5), idle.percentile(0.99)
 
 	r.before = proc.RSS(t.pids())
@@ -160,7 +173,7 @@ func runOne(ctx context.Context, e *env, a attack, name string, o *options, nofi
 	actx, stop := context.WithTimeout(ctx, o.duration)
 	defer stop()
 	legitDone := make(chan *legit)
-	go func() { legitDone <- runLegit(actx, t.http, o.legitInterval) }()
+	go func() { legitDone <- runLegitProcess(ctx, t.http, o.legitInterval, o.duration) }()
 	r.attacker = a.run(actx, t, o)
 	l := <-legitDone
 	r.peak = s.Stop()
@@ -184,9 +197,9 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float
 func table(rows []row, o *options, label, proxyCPU string) string {
 	var b strings.Builder
 	host, _ := os.Hostname()
-	fmt.Fprintf(&b, "Attack bench%s, %s on %s (%d CPUs, proxies pinned to CPU %q), %v per attack: slowloris %d connections, stalled bodies %d connections, rapid reset %d connections, header bomb %d clients; ordinary client every %v.\n\n",
+	fmt.Fprintf(&b, "Attack bench%s, %s on %s (%d CPUs, proxies pinned to CPU %q), %v per attack after a %v warm-up at full speed: slowloris %d connections, stalled bodies %d connections, rapid reset %d connections, header bomb %d clients; ordinary client every %v.\n\n",
 		map[bool]string{true: " (" + label + ")", false: ""}[label != ""], time.Now().UTC().Format("2006-01-02"), host, proc.NumCPU(), proxyCPU,
-		o.duration, o.slowlorisConns, o.stalledConns, o.resetConns, o.bombClients, o.legitInterval)
+		o.duration, o.warmUp, o.slowlorisConns, o.stalledConns, o.resetConns, o.bombClients, o.legitInterval)
 	b.WriteString("| Attack | Proxy | RSS before | RSS peak | RSS growth | vs nginx | CPU s | ordinary p50 / p99 (idle) | p99 vs idle | ordinary failed | Crash |\n")
 	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- |\n")
 	growth := func(r row) uint64 { return r.peak - min(r.peak, r.before) }
@@ -215,7 +228,7 @@ func table(rows []row, o *options, label, proxyCPU string) string {
 	}
 	b.WriteString("\nWhat the attackers managed:\n\n")
 	for _, r := range rows {
-		fmt.Fprintf(&b, "* %s against %s: %s", r.attack, r.target, r.attacker)
+		fmt.Fprintf(&b, "* %s against %s (after %d warm-up requests): %s", r.attack, r.target, r.warmedUp, r.attacker)
 		if r.firstErr != "" {
 			fmt.Fprintf(&b, "; the ordinary client's first failure: %s", r.firstErr)
 		}

@@ -55,7 +55,7 @@ spec:
 # comment-only document
 ---
 apiVersion: v1
-kind: ConfigMap
+kind: ServiceAccount
 metadata: {name: ignored}
 `
 	objs, errs := Decode([]byte(doc), "dr.yaml")
@@ -63,7 +63,7 @@ metadata: {name: ignored}
 		t.Fatal(errs[0])
 	}
 	if len(objs) != 1 {
-		t.Fatalf("got %d objects, want 1 (ConfigMaps are skipped)", len(objs))
+		t.Fatalf("got %d objects, want 1 (ServiceAccounts are skipped)", len(objs))
 	}
 	dr := objs[0]
 	if dr.GetNamespace() != "default" {

@@ -46,6 +46,7 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/portico-gateway/portico/internal/poll"
+	"github.com/portico-gateway/portico/internal/testenv"
 )
 
 const (
@@ -181,8 +182,9 @@ func setup() (*harness, error) {
 	}
 
 	hs.env = &envtest.Environment{
-		BinaryAssetsDirectory:    assets,
-		CRDDirectoryPaths:        []string{filepath.Join(root, "config", "crd")},
+		BinaryAssetsDirectory: assets,
+		// The Istio CRDs and the Gateway API bundle (testenv says which channel, and why).
+		CRDDirectoryPaths:        testenv.CRDDirectories(root),
 		ErrorIfCRDPathMissing:    true,
 		ControlPlaneStartTimeout: 2 * time.Minute,
 	}

@@ -31,9 +31,11 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/go-logr/logr"
 	networking "istio.io/client-go/pkg/apis/networking/v1"
+	security "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/portico-gateway/portico/internal/fsread"
 	"github.com/portico-gateway/portico/pkg/resource"
@@ -530,6 +532,19 @@ func (p *Provider) Snapshot() *resource.Resources {
 	index(asObjects(res.EndpointSlices))
 	index(asObjects(res.Pods))
 	index(asObjects(res.Secrets))
+	index(asObjects(res.RequestAuthentications))
+	index(asObjects(res.AuthorizationPolicies))
+	index(asObjects(res.GatewayClasses))
+	index(asObjects(res.KubeGateways))
+	index(asObjects(res.HTTPRoutes))
+	index(asObjects(res.GRPCRoutes))
+	index(asObjects(res.TLSRoutes))
+	index(asObjects(res.TCPRoutes))
+	index(asObjects(res.UDPRoutes))
+	index(asObjects(res.ReferenceGrants))
+	index(asObjects(res.BackendTLSPolicies))
+	index(asObjects(res.Namespaces))
+	index(asObjects(res.ConfigMaps))
 	clear(p.dirty)
 	p.structural = false
 	return res
@@ -579,7 +594,7 @@ func (p *Provider) fileErrors(paths []string) []resource.InvalidResource {
 // reports false when a full merge is needed.
 func (p *Provider) patch() (*resource.Resources, bool) {
 	next := *p.last
-	cloned := map[string]bool{}
+	cloned := map[listID]bool{}
 	for f := range p.dirty {
 		st := p.files[f]
 		if st == nil {
@@ -621,39 +636,71 @@ func (p *Provider) anyErrors() bool {
 	return false
 }
 
+// listID names one list of a Resources value: the group matters, since
+// Istio's Gateway and the Gateway API's Gateway share the kind name but
+// not the list.
+type listID struct{ group, kind string }
+
 // replaceAt puts o at index i of its kind's list, copying the list the
 // first time it is touched (the previous snapshot must not change).
-func replaceAt(r *resource.Resources, o resource.Object, i int, cloned map[string]bool) bool {
-	kind := resource.KindOf(o)
+func replaceAt(r *resource.Resources, o resource.Object, i int, cloned map[listID]bool) bool {
+	key := resource.KeyOf(o)
+	id := listID{group: key.Group, kind: key.Kind}
 	ok := false
 	switch v := o.(type) {
 	case *networking.Gateway:
-		r.Gateways, ok = put(r.Gateways, v, i, kind, cloned)
+		r.Gateways, ok = put(r.Gateways, v, i, id, cloned)
 	case *networking.VirtualService:
-		r.VirtualServices, ok = put(r.VirtualServices, v, i, kind, cloned)
+		r.VirtualServices, ok = put(r.VirtualServices, v, i, id, cloned)
 	case *networking.DestinationRule:
-		r.DestinationRules, ok = put(r.DestinationRules, v, i, kind, cloned)
+		r.DestinationRules, ok = put(r.DestinationRules, v, i, id, cloned)
 	case *networking.ServiceEntry:
-		r.ServiceEntries, ok = put(r.ServiceEntries, v, i, kind, cloned)
+		r.ServiceEntries, ok = put(r.ServiceEntries, v, i, id, cloned)
 	case *corev1.Service:
-		r.Services, ok = put(r.Services, v, i, kind, cloned)
+		r.Services, ok = put(r.Services, v, i, id, cloned)
 	case *discoveryv1.EndpointSlice:
-		r.EndpointSlices, ok = put(r.EndpointSlices, v, i, kind, cloned)
+		r.EndpointSlices, ok = put(r.EndpointSlices, v, i, id, cloned)
 	case *metav1.PartialObjectMetadata:
-		r.Pods, ok = put(r.Pods, v, i, kind, cloned)
+		r.Pods, ok = put(r.Pods, v, i, id, cloned)
 	case *corev1.Secret:
-		r.Secrets, ok = put(r.Secrets, v, i, kind, cloned)
+		r.Secrets, ok = put(r.Secrets, v, i, id, cloned)
+	case *security.RequestAuthentication:
+		r.RequestAuthentications, ok = put(r.RequestAuthentications, v, i, id, cloned)
+	case *security.AuthorizationPolicy:
+		r.AuthorizationPolicies, ok = put(r.AuthorizationPolicies, v, i, id, cloned)
+	case *gwv1.GatewayClass:
+		r.GatewayClasses, ok = put(r.GatewayClasses, v, i, id, cloned)
+	case *gwv1.Gateway:
+		r.KubeGateways, ok = put(r.KubeGateways, v, i, id, cloned)
+	case *gwv1.HTTPRoute:
+		r.HTTPRoutes, ok = put(r.HTTPRoutes, v, i, id, cloned)
+	case *gwv1.GRPCRoute:
+		r.GRPCRoutes, ok = put(r.GRPCRoutes, v, i, id, cloned)
+	case *gwv1.TLSRoute:
+		r.TLSRoutes, ok = put(r.TLSRoutes, v, i, id, cloned)
+	case *gwv1.TCPRoute:
+		r.TCPRoutes, ok = put(r.TCPRoutes, v, i, id, cloned)
+	case *gwv1.UDPRoute:
+		r.UDPRoutes, ok = put(r.UDPRoutes, v, i, id, cloned)
+	case *gwv1.ReferenceGrant:
+		r.ReferenceGrants, ok = put(r.ReferenceGrants, v, i, id, cloned)
+	case *gwv1.BackendTLSPolicy:
+		r.BackendTLSPolicies, ok = put(r.BackendTLSPolicies, v, i, id, cloned)
+	case *corev1.Namespace:
+		r.Namespaces, ok = put(r.Namespaces, v, i, id, cloned)
+	case *corev1.ConfigMap:
+		r.ConfigMaps, ok = put(r.ConfigMaps, v, i, id, cloned)
 	}
 	return ok
 }
 
-func put[T resource.Object](list []T, v T, i int, kind string, cloned map[string]bool) ([]T, bool) {
+func put[T resource.Object](list []T, v T, i int, id listID, cloned map[listID]bool) ([]T, bool) {
 	if i >= len(list) || resource.KeyOf(list[i]) != resource.KeyOf(v) {
 		return list, false
 	}
-	if !cloned[kind] {
+	if !cloned[id] {
 		list = append([]T(nil), list...)
-		cloned[kind] = true
+		cloned[id] = true
 	}
 	list[i] = v
 	return list, true

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"sort"
 	"sync"
@@ -19,16 +20,20 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -51,6 +56,10 @@ type Options struct {
 	// Holdoff and MaxDelay batch events into snapshots.
 	Holdoff  time.Duration
 	MaxDelay time.Duration
+	// GatewayAPIRecheck is how often to look for Gateway API CRDs
+	// installed after start (default DefaultGatewayAPIRecheck; negative:
+	// never).
+	GatewayAPIRecheck time.Duration
 }
 
 // Istio kinds Portico requires (networking.istio.io).
@@ -77,11 +86,20 @@ type Provider struct {
 	// gvks are the served versions chosen for the Istio kinds.
 	gvks map[string]schema.GroupVersionKind
 
-	trigger chan struct{}
-	secrets *secretWatcher
+	trigger    chan struct{}
+	secrets    *secretWatcher
+	configMaps *namedWatcher[*corev1.ConfigMap]
+
+	// apiGVKs are the served versions of the Gateway API kinds watched
+	// (by kind; all in resource.GatewayAPIGroup). Kinds whose CRDs are
+	// installed later are added while running.
+	apiMu            sync.RWMutex
+	apiGVKs          map[string]schema.GroupVersionKind
+	apiMissingLogged bool // guarded by being used from one goroutine at a time (New, then the recheck loop)
 
 	mu      sync.Mutex
 	decoded map[string]decodedObject // uid → last decode, reused while resourceVersion is unchanged
+	nsCache map[string]*corev1.Namespace
 	// synced is set once the first snapshot is published: until then the
 	// replica would serve an empty configuration, so it is not ready.
 	synced atomic.Bool
@@ -117,6 +135,14 @@ func New(opts Options, log logr.Logger) (*Provider, error) {
 		LeaderElectionID:              opts.LeaderElectionID,
 		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
+		// Of Deployments, ServiceAccounts, Roles and RoleBindings only
+		// the provisioned ones are read: the cache holds nothing else.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&appsv1.Deployment{}:     {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})},
+			&corev1.ServiceAccount{}: {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})},
+			&rbacv1.Role{}:           {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})},
+			&rbacv1.RoleBinding{}:    {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})},
+		}},
 		// Secrets are never read through the cache (which would cache all
 		// of them): only referenced ones are watched, by name.
 	})
@@ -124,7 +150,8 @@ func New(opts Options, log logr.Logger) (*Provider, error) {
 		return nil, fmt.Errorf("creating controller manager: %w", err)
 	}
 	p := &Provider{opts: opts, log: log, mgr: mgr, cached: mgr.GetCache(), api: mgr.GetClient(), gvks: map[string]schema.GroupVersionKind{},
-		trigger: make(chan struct{}, 1), decoded: map[string]decodedObject{}}
+		trigger: make(chan struct{}, 1), decoded: map[string]decodedObject{}, nsCache: map[string]*corev1.Namespace{},
+		apiGVKs: map[string]schema.GroupVersionKind{}}
 	for _, kind := range istioKinds {
 		gvk, err := p.servedVersion(kind)
 		if err != nil {
@@ -140,7 +167,13 @@ func New(opts Options, log logr.Logger) (*Provider, error) {
 		}
 		p.gvks[kind] = gvk
 	}
+	// Recorded at once: Run watches them before the manager starts.
+	maps.Copy(p.apiGVKs, p.discoverGatewayAPI())
 	p.secrets, err = newSecretWatcher(opts.Config, log.WithName("secrets"), p.kick)
+	if err != nil {
+		return nil, err
+	}
+	p.configMaps, err = newConfigMapWatcher(opts.Config, log.WithName("configmaps"), p.kick)
 	if err != nil {
 		return nil, err
 	}
@@ -206,12 +239,25 @@ func (p *Provider) watchedKinds() []string {
 	return out
 }
 
+// watchedGVKs are the served versions of every kind read as unstructured
+// and decoded by Portico: the Istio kinds, then the Gateway API kinds.
+func (p *Provider) watchedGVKs() []schema.GroupVersionKind {
+	var out []schema.GroupVersionKind
+	for _, kind := range p.watchedKinds() {
+		out = append(out, p.gvks[kind])
+	}
+	return append(out, p.gatewayAPIGVKs()...)
+}
+
 func (p *Provider) watched() []client.Object {
 	var objs []client.Object
-	for _, kind := range p.watchedKinds() {
+	for _, gvk := range p.watchedGVKs() {
 		u := &unstructured.Unstructured{}
-		u.SetGroupVersionKind(p.gvks[kind])
+		u.SetGroupVersionKind(gvk)
 		objs = append(objs, u)
+	}
+	if len(p.gatewayAPIGVKs()) > 0 {
+		objs = append(objs, gatewayAPIExtras()...)
 	}
 	pods := &metav1.PartialObjectMetadata{}
 	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Pod"))
@@ -245,8 +291,10 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 		}
 		return ctx.Err()
 	}
-	p.log.Info("caches synced", "versions", p.gvks)
+	p.log.Info("caches synced", "versions", p.gvks, "gatewayAPI", p.gatewayAPIGVKs())
 	go p.secrets.run(ctx)
+	go p.configMaps.run(ctx)
+	go p.recheckGatewayAPI(ctx, handler)
 	var timer *time.Timer
 	var timerC <-chan time.Time
 	var first time.Time
@@ -274,6 +322,7 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 				continue
 			}
 			p.secrets.want(referencedSecrets(res))
+			p.configMaps.want(referencedConfigMaps(res))
 			publish(res)
 			p.synced.Store(true)
 		}
@@ -285,19 +334,23 @@ func (p *Provider) snapshot(ctx context.Context) (*resource.Resources, error) {
 	res := &resource.Resources{}
 	c := p.cached
 	seen := map[string]bool{}
-	for _, kind := range p.watchedKinds() {
+	for _, gvk := range p.watchedGVKs() {
 		list := &unstructured.UnstructuredList{}
-		gvk := p.gvks[kind]
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
 		if err := c.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
-			return nil, fmt.Errorf("listing %s: %w", kind, err)
+			return nil, fmt.Errorf("listing %s: %w", gvk.GroupKind(), err)
+		}
+		key := resource.Key{Kind: gvk.Kind}
+		if gvk.Group == resource.GatewayAPIGroup && gvk.Kind == resource.KindGateway {
+			key.Group = resource.GatewayAPIGroup
 		}
 		for i := range list.Items {
 			u := &list.Items[i]
 			seen[string(u.GetUID())] = true
 			obj, derr := p.decode(u)
 			if derr != nil {
-				res.Invalid = append(res.Invalid, resource.InvalidResource{Key: resource.Key{Kind: kind, Namespace: u.GetNamespace(), Name: u.GetName()},
+				key.Namespace, key.Name = u.GetNamespace(), u.GetName()
+				res.Invalid = append(res.Invalid, resource.InvalidResource{Key: key,
 					Source: fmt.Sprintf("%s %s/%s", gvk.GroupVersion(), u.GetNamespace(), u.GetName()), Error: derr.Error()})
 				continue
 			}
@@ -338,6 +391,19 @@ func (p *Provider) snapshot(ctx context.Context) (*resource.Resources, error) {
 	}
 	if p.secrets != nil {
 		res.Secrets = p.secrets.snapshot()
+	}
+	// Namespace labels and CA bundles matter only to Gateway API objects
+	// (allowedRoutes selectors, BackendTLSPolicy): an Istio-only
+	// snapshot stays as it was.
+	if res.HasGatewayAPI() {
+		ns, err := p.namespaces(ctx)
+		if err != nil {
+			return nil, err
+		}
+		res.Namespaces = ns
+		if p.configMaps != nil {
+			res.ConfigMaps = p.configMaps.snapshot()
+		}
 	}
 	res.Sort()
 	return res, nil
@@ -407,6 +473,7 @@ func referencedSecrets(res *resource.Resources) map[secretKey]bool {
 			}
 		}
 	}
+	gatewayAPISecrets(res, out)
 	for _, dr := range res.DestinationRules {
 		collect := func(name string) {
 			if name != "" {

@@ -8,8 +8,10 @@ import (
 
 	"github.com/go-logr/logr"
 	"golang.org/x/time/rate"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -61,12 +63,29 @@ func fakeProvider(t *testing.T, objs ...client.Object) (*Provider, client.Client
 		u.SetGroupVersionKind(gvk)
 		withStatus = append(withStatus, u)
 	}
+	apiGVKs := map[string]schema.GroupVersionKind{}
+	for _, kind := range gatewayAPIKinds {
+		gvk := schema.GroupVersionKind{Group: resource.GatewayAPIGroup, Version: "v1", Kind: kind}
+		apiGVKs[kind] = gvk
+		scope := meta.RESTScopeNamespace
+		if kind == resource.KindGatewayClass {
+			scope = meta.RESTScopeRoot
+		}
+		mapper.Add(gvk, scope)
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(gvk)
+		withStatus = append(withStatus, u)
+	}
+	mapper.Add(corev1.SchemeGroupVersion.WithKind("Namespace"), meta.RESTScopeRoot)
 	for _, gvk := range []schema.GroupVersionKind{corev1.SchemeGroupVersion.WithKind("Service"), corev1.SchemeGroupVersion.WithKind("Pod"),
+		corev1.SchemeGroupVersion.WithKind("ServiceAccount"), corev1.SchemeGroupVersion.WithKind("ConfigMap"), appsv1.SchemeGroupVersion.WithKind("Deployment"),
+		rbacv1.SchemeGroupVersion.WithKind("Role"), rbacv1.SchemeGroupVersion.WithKind("RoleBinding"),
 		corev1.SchemeGroupVersion.WithKind("Secret"), discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice")} {
 		mapper.Add(gvk, meta.RESTScopeNamespace)
 	}
 	c := fake.NewClientBuilder().WithScheme(scheme).WithRESTMapper(mapper).WithObjects(objs...).WithStatusSubresource(withStatus...).Build()
-	p := &Provider{log: logr.Discard(), cached: c, api: c, gvks: gvks, decoded: map[string]decodedObject{}, trigger: make(chan struct{}, 1)}
+	p := &Provider{log: logr.Discard(), cached: c, api: c, gvks: gvks, decoded: map[string]decodedObject{}, trigger: make(chan struct{}, 1),
+		apiGVKs: apiGVKs, nsCache: map[string]*corev1.Namespace{}}
 	return p, c
 }
 

@@ -23,14 +23,20 @@ import (
 )
 
 // StatusWriter writes statuses back onto the Istio resources, in Istio's
-// shape, from the elected replica only. A status is written only when it
-// differs from what the resource already carries, and writes are
-// rate-limited so a large change cannot flood the API server.
+// shape, and onto Gateway API resources, in theirs, from the elected
+// replica only; it also runs the provisioning of Gateway API Gateways'
+// proxies there. A status is written only when it differs from what the
+// resource already carries, and writes are rate-limited so a large
+// change cannot flood the API server.
 type StatusWriter struct {
 	p       *Provider
 	log     logr.Logger
 	limiter *rate.Limiter
 	ports   *ServicePorts
+	// controllerName is the GatewayClass controllerName whose statuses
+	// (and route parent entries) this controller owns.
+	controllerName string
+	provisioner    *Provisioner
 
 	mu      sync.Mutex
 	pending []*status.Status
@@ -40,8 +46,22 @@ type StatusWriter struct {
 
 // NewStatusWriter returns a writer; Run starts it.
 func NewStatusWriter(p *Provider, ports *ServicePorts, log logr.Logger) *StatusWriter {
-	return &StatusWriter{p: p, log: log, limiter: rate.NewLimiter(50, 100), ports: ports, kick: make(chan struct{}, 1)}
+	return &StatusWriter{p: p, log: log, limiter: rate.NewLimiter(50, 100), ports: ports, kick: make(chan struct{}, 1),
+		controllerName: DefaultControllerName, provisioner: NewProvisioner(p, log.WithName("provision"), DefaultControllerName)}
 }
+
+// SetControllerName changes the GatewayClass controllerName this
+// controller implements (default DefaultControllerName).
+func (w *StatusWriter) SetControllerName(name string) {
+	w.controllerName = name
+	if w.provisioner != nil {
+		w.provisioner.controllerName = name
+	}
+}
+
+// Provisioner is the provisioner the writer runs (to tune its image and
+// xDS address).
+func (w *StatusWriter) Provisioner() *Provisioner { return w.provisioner }
 
 // Update implements controller.StatusSink: it records the latest statuses
 // and lets the writer loop catch up.
@@ -72,6 +92,11 @@ func (w *StatusWriter) Run(ctx context.Context) error {
 		w.mu.Lock()
 		statuses, result := w.pending, w.result
 		w.mu.Unlock()
+		if w.provisioner != nil && result != nil {
+			// First, so the addresses of a Service created now follow
+			// with the next build.
+			w.provisioner.Reconcile(ctx)
+		}
 		if w.ports != nil && result != nil {
 			exposed := w.ports.Reconcile(ctx, result)
 			statuses = withExposure(statuses, exposed)
@@ -83,6 +108,9 @@ func (w *StatusWriter) Run(ctx context.Context) error {
 				}
 				w.log.Error(err, "writing status", "resource", st.Key.String())
 			}
+		}
+		if result != nil && len(w.p.gatewayAPIGVKs()) > 0 {
+			w.writeAPIStatuses(ctx, result.APIStatuses)
 		}
 	}
 }
@@ -165,7 +193,7 @@ func normalise(v any) any {
 
 func (w *StatusWriter) write(ctx context.Context, st *status.Status) error {
 	gvk, ok := w.p.gvks[st.Key.Kind]
-	if !ok {
+	if !ok || st.Key.Group != "" {
 		return nil // not an Istio kind
 	}
 	u := &unstructured.Unstructured{}
