@@ -92,6 +92,10 @@ func (c *converter) convertGateways() {
 		c.gateways[gw.Namespace+"/"+gw.Name] = gs
 		gen := gw.Generation
 		switch {
+		case len(gs.selector) == 0:
+			cond := condition(string(gwv1.GatewayConditionAccepted), false, string(gwv1.GatewayReasonInvalid),
+				fmt.Sprintf("annotation %s must be \"key=value,key=value\"; the Gateway is served by no proxy until it is fixed", ProxySelectorAnnotation), gen)
+			gs.notAccepted = &cond
 		case len(gw.Spec.Addresses) > 0:
 			cond := condition(string(gwv1.GatewayConditionAccepted), false, string(gwv1.GatewayReasonUnsupportedAddress),
 				"spec.addresses is not supported: the address comes from the proxies' Service; remove spec.addresses", gen)

@@ -15,25 +15,27 @@ const ProxySelectorAnnotation = "portico.io/proxy-selector"
 // Gateway; a provisioned Gateway's synthetic Istio Gateways select it.
 const GatewayNameLabel = "gateway.networking.k8s.io/gateway-name"
 
-// ProxySelector says which proxies a Gateway API Gateway is served by:
+// ProxySelector says which proxies serve a Gateway API Gateway:
 //
 //   - the annotation portico.io/proxy-selector on the Gateway, else on its
-//     GatewayClass: those labels, attached (provisioned false);
+//     GatewayClass: those labels, attached (provisioned false); an
+//     annotation that does not parse ("k=v,k=v", every part with a key)
+//     gives nil labels — attach to nothing, the conversion reports it —
+//     rather than provisioning proxies nobody asked for;
 //   - otherwise, with a defaultSelector (standalone mode, where the
 //     controller passes the embedded proxy's labels): defaultSelector,
 //     attached;
 //   - otherwise (Kubernetes mode): {gateway.networking.k8s.io/gateway-name:
 //     <name>} and provisioned true: the kube provider creates the proxies.
 //
-// An annotation that parses to no label at all is ignored (it would
-// select every proxy). class may be nil. The returned map is new.
+// class may be nil. The returned map is new.
 func ProxySelector(gw *gwv1.Gateway, class *gwv1.GatewayClass, defaultSelector map[string]string) (labels map[string]string, provisioned bool) {
-	if l := parseSelector(gw.GetAnnotations()[ProxySelectorAnnotation]); len(l) > 0 {
-		return l, false
+	if v, ok := gw.GetAnnotations()[ProxySelectorAnnotation]; ok {
+		return parseSelector(v), false
 	}
 	if class != nil {
-		if l := parseSelector(class.GetAnnotations()[ProxySelectorAnnotation]); len(l) > 0 {
-			return l, false
+		if v, ok := class.GetAnnotations()[ProxySelectorAnnotation]; ok {
+			return parseSelector(v), false
 		}
 	}
 	if len(defaultSelector) > 0 {
@@ -46,18 +48,15 @@ func ProxySelector(gw *gwv1.Gateway, class *gwv1.GatewayClass, defaultSelector m
 	return map[string]string{GatewayNameLabel: gw.Name}, true
 }
 
-// parseSelector reads "k=v,k=v" (spaces around parts allowed); parts
-// without "=" or with an empty key are skipped.
+// parseSelector reads "k=v,k=v" (spaces around parts allowed); nil when
+// any part has no "=" or an empty key, or there is no part.
 func parseSelector(s string) map[string]string {
-	if strings.TrimSpace(s) == "" {
-		return nil
-	}
 	out := map[string]string{}
 	for _, part := range strings.Split(s, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
 		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
 		if !ok || k == "" {
-			continue
+			return nil
 		}
 		out[k] = v
 	}

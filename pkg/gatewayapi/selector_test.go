@@ -38,7 +38,8 @@ func TestProxySelector(t *testing.T) {
 		{"nil class", gw(""), nil, embedded, embedded, false},
 		{"standalone default", gw(""), class(""), embedded, embedded, false},
 		{"kubernetes: provisioned", gw(""), class(""), nil, map[string]string{GatewayNameLabel: "web"}, true},
-		{"empty annotation is ignored", gw(" , =x"), class(""), nil, map[string]string{GatewayNameLabel: "web"}, true},
+		{"malformed annotation attaches to nothing", gw(" , =x"), class(""), nil, nil, false},
+		{"malformed class annotation too", gw(""), class("app"), map[string]string{"a": "b"}, nil, false},
 		{"value may be empty", gw("k="), nil, nil, map[string]string{"k": ""}, false},
 	}
 	for _, tc := range tests {
