@@ -288,8 +288,14 @@ func secretOrigins(p *ir.Proxy) xds.SecretOrigins {
 	out := xds.SecretOrigins{}
 	for _, s := range p.Secrets {
 		for _, ref := range s.Sources {
-			if ref.Kind == resource.KindSecret && !slices.Contains(out[s.Name], ref.Namespace) {
-				out[s.Name] = append(out[s.Name], ref.Namespace)
+			ns := ref.Namespace
+			if s.GrantedTo != "" {
+				// Read from another namespace under a ReferenceGrant to
+				// the Gateway's: served to proxies there.
+				ns = s.GrantedTo
+			}
+			if ref.Kind == resource.KindSecret && !slices.Contains(out[s.Name], ns) {
+				out[s.Name] = append(out[s.Name], ns)
 			}
 		}
 	}

@@ -373,11 +373,15 @@ func (b *builder) kubernetesCertSecret(s *gwServer, name string) (*ir.Secret, *s
 	if msg := b.checkCertificate(s, name, cert, key); msg != nil {
 		return nil, msg
 	}
-	return &ir.Secret{
+	out := &ir.Secret{
 		Name:    ir.KubernetesSecretName(sdsName),
 		Inline:  &ir.InlineSecret{CertificateChain: cert, PrivateKey: key},
 		Sources: []ir.Ref{refOf(resource.KindSecret, sec.Namespace, sec.Name)},
-	}, nil
+	}
+	if sec.Namespace != s.gw.Namespace {
+		out.GrantedTo = s.gw.Namespace
+	}
+	return out, nil
 }
 
 // kubernetesCASecret finds the CA for client verification: the explicit
