@@ -15,6 +15,12 @@ const ProxySelectorAnnotation = "portico.io/proxy-selector"
 // Gateway; a provisioned Gateway's synthetic Istio Gateways select it.
 const GatewayNameLabel = "gateway.networking.k8s.io/gateway-name"
 
+// GatewayNamespaceLabel goes with GatewayNameLabel on provisioned proxies:
+// a Gateway's name is unique only within its namespace, and a selector
+// matches proxies in every namespace, so two provisioned Gateways named
+// alike in two namespaces would otherwise select each other's proxies.
+const GatewayNamespaceLabel = "portico.io/gateway-namespace"
+
 // ProxySelector says which proxies serve a Gateway API Gateway:
 //
 //   - the annotation portico.io/proxy-selector on the Gateway, else on its
@@ -26,7 +32,8 @@ const GatewayNameLabel = "gateway.networking.k8s.io/gateway-name"
 //     controller passes the embedded proxy's labels): defaultSelector,
 //     attached;
 //   - otherwise (Kubernetes mode): {gateway.networking.k8s.io/gateway-name:
-//     <name>} and provisioned true: the kube provider creates the proxies.
+//     <name>, portico.io/gateway-namespace: <namespace>} and provisioned
+//     true: the kube provider creates the proxies.
 //
 // class may be nil. The returned map is new.
 func ProxySelector(gw *gwv1.Gateway, class *gwv1.GatewayClass, defaultSelector map[string]string) (labels map[string]string, provisioned bool) {
@@ -45,7 +52,7 @@ func ProxySelector(gw *gwv1.Gateway, class *gwv1.GatewayClass, defaultSelector m
 		}
 		return out, false
 	}
-	return map[string]string{GatewayNameLabel: gw.Name}, true
+	return map[string]string{GatewayNameLabel: gw.Name, GatewayNamespaceLabel: gw.Namespace}, true
 }
 
 // parseSelector reads "k=v,k=v" (spaces around parts allowed); nil when

@@ -37,7 +37,7 @@ func TestProxySelector(t *testing.T) {
 		{"class annotation", gw(""), class("app=edge"), embedded, map[string]string{"app": "edge"}, false},
 		{"nil class", gw(""), nil, embedded, embedded, false},
 		{"standalone default", gw(""), class(""), embedded, embedded, false},
-		{"kubernetes: provisioned", gw(""), class(""), nil, map[string]string{GatewayNameLabel: "web"}, true},
+		{"kubernetes: provisioned", gw(""), class(""), nil, map[string]string{GatewayNameLabel: "web", GatewayNamespaceLabel: "ns"}, true},
 		{"malformed annotation attaches to nothing", gw(" , =x"), class(""), nil, nil, false},
 		{"malformed class annotation too", gw(""), class("app"), map[string]string{"a": "b"}, nil, false},
 		{"value may be empty", gw("k="), nil, nil, map[string]string{"k": ""}, false},
