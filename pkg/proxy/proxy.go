@@ -141,7 +141,7 @@ type Proxy struct {
 	started   time.Time
 	Stats     *stats.Store
 	// Istio holds Istio's standard metrics (istio_requests_total, …).
-	Istio *istiometrics.Metrics
+	Istio     *istiometrics.Metrics
 	Secrets   *ptls.Store
 	Clusters  *upstream.Manager
 	Listeners *listener.Manager
