@@ -45,9 +45,16 @@ func (p *Proxy) StatusHandler() http.Handler {
 	mux.HandleFunc("/healthz/ready", p.adminReady)
 	mux.HandleFunc("/stats/prometheus", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		p.Stats.WritePrometheus(w)
+		p.writePrometheus(w)
 	})
 	return mux
+}
+
+// writePrometheus writes Envoy's stats and Istio's standard metrics, as
+// Istio's proxy serves both on /stats/prometheus.
+func (p *Proxy) writePrometheus(w io.Writer) {
+	p.Stats.WritePrometheus(w)
+	p.Istio.WritePrometheus(w)
 }
 
 func (p *Proxy) serveHTTP(ctx context.Context, what, addr string, h http.Handler) error {
@@ -116,6 +123,7 @@ func (p *Proxy) AdminHandler() http.Handler {
 	mux.HandleFunc("/init_dump", p.adminInitDump)
 	mux.HandleFunc("/reset_counters", post(func(w http.ResponseWriter, _ *http.Request) {
 		p.Stats.ResetCounters()
+		p.Istio.Reset()
 		fmt.Fprintln(w, "OK")
 	}))
 	mux.HandleFunc("/ready", p.adminReady)
@@ -126,7 +134,7 @@ func (p *Proxy) AdminHandler() http.Handler {
 	mux.HandleFunc("/stats", p.adminStats)
 	mux.HandleFunc("/stats/prometheus", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		p.Stats.WritePrometheus(w)
+		p.writePrometheus(w)
 	})
 	mux.HandleFunc("/logging", p.adminLogging)
 	mux.HandleFunc("/certs", p.adminCerts)

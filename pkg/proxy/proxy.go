@@ -37,6 +37,7 @@ import (
 	"github.com/portico-gateway/portico/pkg/configdump"
 	"github.com/portico-gateway/portico/pkg/proxy/accesslog"
 	"github.com/portico-gateway/portico/pkg/proxy/hcm"
+	"github.com/portico-gateway/portico/pkg/proxy/istiometrics"
 	"github.com/portico-gateway/portico/pkg/proxy/listener"
 	"github.com/portico-gateway/portico/pkg/proxy/overload"
 	"github.com/portico-gateway/portico/pkg/proxy/router"
@@ -139,6 +140,8 @@ type Proxy struct {
 	routerLog logr.Logger
 	started   time.Time
 	Stats     *stats.Store
+	// Istio holds Istio's standard metrics (istio_requests_total, …).
+	Istio     *istiometrics.Metrics
 	Secrets   *ptls.Store
 	Clusters  *upstream.Manager
 	Listeners *listener.Manager
@@ -270,7 +273,11 @@ func New(opts Options, log logr.Logger) *Proxy {
 	p.Stats.GaugeFunc(ov, "downstream_cx_evicted_idle", p.overload.Evicted.Load)
 	p.Stats.GaugeFunc(ov, "downstream_cx_overflow", p.overload.Rejected.Load)
 	p.Stats.GaugeFunc(ov, "buffered_request_bytes", p.overload.Buffered)
-	env := &hcm.Env{Routes: p.routeTable, Clusters: p.Clusters, Stats: p.Stats, AccessLog: p.accessLog, Log: log.WithName("http"), Ctx: p.ctx, Overload: p.overload}
+	// Istio's standard metrics, with the proxy as the source workload.
+	p.Istio = istiometrics.New(istiometrics.SourceWorkload(opts.Labels, opts.Namespace, opts.Cluster),
+		fmt.Sprintf("%d.%d.%d", VersionMajor, VersionMinor, VersionPatch))
+	env := &hcm.Env{Routes: p.routeTable, Clusters: p.Clusters, Stats: p.Stats, AccessLog: p.accessLog, Log: log.WithName("http"), Ctx: p.ctx, Overload: p.overload,
+		Istio: p.Istio}
 	p.Listeners = listener.NewManager(p.ctx, listener.Deps{HTTP: env, Secrets: p.Secrets, Stats: p.Stats, Log: log.WithName("connection"), Overload: p.overload}, opts.DrainTime, opts.PortMap)
 	p.client = xdsclient.New(xdsclient.Options{Address: opts.XDSAddress, Node: p.Node(), SOTW: opts.SOTW, Security: opts.XDSSecurity}, p, log.WithName("xds"))
 	return p

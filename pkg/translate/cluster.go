@@ -63,6 +63,7 @@ func (t *translator) cluster(c *ir.Cluster) (*clusterv3.Cluster, *endpointv3.Clu
 			if ep.Weight > 0 {
 				e.LoadBalancingWeight = wrapperspb.UInt32(ep.Weight)
 			}
+			e.Metadata = endpointMetadata(c, ep.Labels)
 			lep.LbEndpoints = append(lep.LbEndpoints, e)
 		}
 		cla.Endpoints = []*endpointv3.LocalityLbEndpoints{lep}
@@ -249,4 +250,68 @@ func clusterMetadata(c *ir.Cluster) *corev3.Metadata {
 		}
 	}
 	return sourceMetadata(c.Sources, extra)
+}
+
+// Istio's workload labels, in precedence order (pkg/model/labels in
+// Istio).
+var (
+	canonicalNameLabels     = []string{"service.istio.io/canonical-name", "app.kubernetes.io/name", "app"}
+	canonicalRevisionLabels = []string{"service.istio.io/canonical-revision", "app.kubernetes.io/version", "version"}
+)
+
+func firstLabel(labels map[string]string, keys []string) string {
+	for _, k := range keys {
+		if v := labels[k]; v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// endpointMetadata describes the workload behind an endpoint from its
+// labels, as istiod does: istio.workload is
+// "name;namespace;canonical service;canonical revision;cluster" (the
+// proxy's Istio metrics read it for destination_workload and
+// destination_canonical_*), and portico.labels carries app and version
+// (destination_app, destination_version). The namespace is the service's
+// (a Kubernetes Service selects pods in its own namespace); the workload
+// name is the service.istio.io/workload-name label when present (the IR
+// does not carry the pod's owner), else unknown. Endpoints without labels
+// get none.
+func endpointMetadata(c *ir.Cluster, labels map[string]string) *corev3.Metadata {
+	if len(labels) == 0 {
+		return nil
+	}
+	ns := ""
+	if _, rest, ok := strings.Cut(c.Service, "."); ok {
+		if n, _, ok := strings.Cut(rest, "."); ok && strings.HasPrefix(rest[len(n):], ".svc.") {
+			ns = n
+		}
+	}
+	workload := labels["service.istio.io/workload-name"]
+	canonical := firstLabel(labels, canonicalNameLabels)
+	if canonical == "" {
+		canonical = workload
+	}
+	revision := firstLabel(labels, canonicalRevisionLabels)
+	if revision == "" {
+		revision = "latest"
+	}
+	md := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+		metaIstio: {Fields: map[string]*structpb.Value{
+			"workload": structpb.NewStringValue(strings.Join([]string{workload, ns, canonical, revision, labels["topology.istio.io/cluster"]}, ";")),
+		}},
+	}}
+	app := map[string]*structpb.Value{}
+	for _, k := range []string{"app", "version"} {
+		if v := labels[k]; v != "" {
+			app[k] = structpb.NewStringValue(v)
+		}
+	}
+	if len(app) > 0 {
+		md.FilterMetadata[metaPortico] = &structpb.Struct{Fields: map[string]*structpb.Value{
+			"labels": structpb.NewStructValue(&structpb.Struct{Fields: app}),
+		}}
+	}
+	return md
 }

@@ -10,7 +10,9 @@ import (
 
 	"github.com/portico-gateway/portico/pkg/proxy/accesslog"
 	"github.com/portico-gateway/portico/pkg/proxy/httpx"
+	"github.com/portico-gateway/portico/pkg/proxy/istiometrics"
 	"github.com/portico-gateway/portico/pkg/proxy/router"
+	"github.com/portico-gateway/portico/pkg/proxy/upstream"
 )
 
 // exchange is one request's state as it crosses the proxy.
@@ -42,12 +44,20 @@ type exchange struct {
 	// tunneled counts what went downstream after the 101.
 	upgrade  bool
 	tunneled int64
+	// cluster and host are where the request went (nil: nowhere), for
+	// Istio's destination labels.
+	cluster *upstream.Cluster
+	host    *upstream.Host
+	// grpcStatus is the response's grpc-status (-1: none); respHeaderBytes
+	// the size of the response headers sent.
+	grpcStatus      int
+	respHeaderBytes int64
 }
 
 // ServeRequest runs one request through the pipeline and reports whether
 // the connection may serve another.
 func (h *Handler) ServeRequest(ctx context.Context, req *httpx.Request, w ResponseWriter) bool {
-	x := &exchange{h: h, ctx: ctx, req: req, w: w, start: time.Now(), upstreamTime: -1}
+	x := &exchange{h: h, ctx: ctx, req: req, w: w, start: time.Now(), upstreamTime: -1, grpcStatus: -1}
 	if c := w.Context(); c != nil {
 		x.ctx = c
 	}
@@ -63,7 +73,40 @@ func (h *Handler) ServeRequest(ctx context.Context, req *httpx.Request, w Respon
 	if h.cfg.AccessLog && h.env.AccessLog != nil {
 		x.log()
 	}
+	if h.env.Istio != nil {
+		x.recordIstio()
+	}
 	return keep
+}
+
+// recordIstio counts the request in Istio's standard metrics. Sizes are
+// headers plus body, as Istio's request_bytes and response_bytes are.
+func (x *exchange) recordIstio() {
+	r := istiometrics.Request{Cluster: x.cluster, Host: x.host, Protocol: istiometrics.HTTP, Code: x.status,
+		GRPCStatus: x.grpcStatus, Flags: x.flags, Duration: time.Since(x.start),
+		RequestBytes:  requestHeaderBytes(x.req) + x.bytesIn,
+		ResponseBytes: x.respHeaderBytes + x.w.Written() + x.tunneled}
+	if strings.HasPrefix(x.req.Header.Get("content-type"), "application/grpc") {
+		r.Protocol = istiometrics.GRPC
+	}
+	x.h.env.Istio.RecordHTTP(&r)
+}
+
+// requestHeaderBytes is the size of a request's headers as Envoy counts
+// them: names and values, pseudo-headers included.
+func requestHeaderBytes(r *httpx.Request) int64 {
+	n := len(":method") + len(r.Method) + len(":path") + len(r.Target) + len(":authority") + len(r.Authority) +
+		len(":scheme") + len(r.Scheme)
+	return int64(n) + headerBytes(&r.Header)
+}
+
+// headerBytes is the size of a header block's names and values.
+func headerBytes(h *httpx.Header) int64 {
+	n := 0
+	for i := range h.Fields {
+		n += len(h.Fields[i].Name) + len(h.Fields[i].Value)
+	}
+	return int64(n)
 }
 
 func (x *exchange) log() {
@@ -230,6 +273,7 @@ func (x *exchange) fault(f *router.Fault) (done, keep bool) {
 		x.flags |= accesslog.FaultInjected
 		x.h.st.rqFault.Inc()
 		if f.GRPCStatus >= 0 {
+			x.grpcStatus = f.GRPCStatus
 			return true, x.reply(200, "", []httpx.Field{{Name: "content-type", Value: "application/grpc"},
 				{Name: "grpc-status", Value: strconv.Itoa(f.GRPCStatus)}, {Name: "grpc-message", Value: "fault filter abort"}})
 		}
@@ -321,6 +365,9 @@ func (h *Handler) localReply(w ResponseWriter, req *httpx.Request, status int, b
 		x.route.ResponseHeaders.Apply(&hdr)
 	}
 	noBody := req.Method == "HEAD" || status == 204 || status == 304
+	if x := firstOr(xs); x != nil {
+		x.respHeaderBytes = int64(len(":status")+3) + headerBytes(&hdr)
+	}
 	w.WriteHeader(status, &hdr, int64(len(body)), noBody)
 	if body != "" && !noBody {
 		w.Write([]byte(body))

@@ -173,6 +173,7 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 	// Route header operations may not set connection-specific headers.
 	httpx.RemoveFixedHopByHop(&req.Header)
 	cluster := h.env.Clusters.Get(wc.Name)
+	x.cluster = cluster
 	if cluster == nil {
 		h.st.noCluster.Inc()
 		x.flags |= accesslog.NoClusterFound
@@ -240,7 +241,7 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 			return x.reply(503, bodyNoHealthy, nil)
 		}
 		tried = append(tried, host)
-		x.upstream = host.Addr
+		x.upstream, x.host = host.Addr, host
 		cluster.Stats.RqTotal.Inc()
 		host.Active.Add(1)
 		a := x.try(cluster, host, &body, deadline, policy)
@@ -539,6 +540,14 @@ func grpcStatus(a *attempt) int {
 	return n
 }
 
+func atoiOr(s string, def int) int {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return def
+	}
+	return n
+}
+
 func (x *exchange) responseStatus(a *attempt) int {
 	if a.resp != nil {
 		return a.resp.Status
@@ -728,6 +737,7 @@ func (x *exchange) respond(c *upstream.Cluster, host *upstream.Host, a *attempt,
 	httpx.RemoveHopByHop(hdr)
 	x.decorateResponse(hdr, wc, route, a)
 	x.status = resp.Status
+	x.respHeaderBytes = int64(len(":status")+3) + headerBytes(hdr)
 	c.Stats.RqTime.Observe(time.Since(x.start))
 	noBody := x.req.Method == "HEAD" || resp.Status == 204 || resp.Status == 304
 	x.w.WriteHeader(resp.Status, hdr, resp.ContentLength, noBody)
@@ -885,6 +895,7 @@ func (x *exchange) respondH2(c *upstream.Cluster, a *attempt, wc *router.Weighte
 	hdr.Del("content-length")
 	x.decorateResponse(&hdr, wc, route, a)
 	x.status = resp.StatusCode
+	x.respHeaderBytes = int64(len(":status")+3) + headerBytes(&hdr)
 	c.Stats.RqTime.Observe(time.Since(x.start))
 	noBody := x.req.Method == "HEAD" || resp.StatusCode == 204 || resp.StatusCode == 304
 	x.w.WriteHeader(resp.StatusCode, &hdr, resp.ContentLength, noBody)
@@ -899,6 +910,13 @@ func (x *exchange) respondH2(c *upstream.Cluster, a *attempt, wc *router.Weighte
 		}
 	}
 	x.w.Finish(trailers)
+	// gRPC's status is in the trailers, or the headers of a trailers-only
+	// response.
+	if v := resp.Trailer.Get("Grpc-Status"); v != "" {
+		x.grpcStatus = atoiOr(v, -1)
+	} else if v := resp.Header.Get("Grpc-Status"); v != "" {
+		x.grpcStatus = atoiOr(v, -1)
+	}
 	if err != nil {
 		x.flags |= accesslog.UpstreamConnectionTermination
 		x.w.CloseAfter()

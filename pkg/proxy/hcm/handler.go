@@ -11,6 +11,7 @@ import (
 	"github.com/portico-gateway/portico/pkg/proxy/accesslog"
 	"github.com/portico-gateway/portico/pkg/proxy/filters"
 	"github.com/portico-gateway/portico/pkg/proxy/httpx"
+	"github.com/portico-gateway/portico/pkg/proxy/istiometrics"
 	"github.com/portico-gateway/portico/pkg/proxy/overload"
 	"github.com/portico-gateway/portico/pkg/proxy/router"
 	"github.com/portico-gateway/portico/pkg/proxy/stats"
@@ -29,8 +30,10 @@ type Env struct {
 	Ctx context.Context
 	// Overload caps connections and buffered request bytes (nil: no caps).
 	Overload *overload.Manager
-	mirrors  chan struct{}
-	once     sync.Once
+	// Istio records Istio's standard metrics (nil: none).
+	Istio   *istiometrics.Metrics
+	mirrors chan struct{}
+	once    sync.Once
 }
 
 func (e *Env) mirrorSlot() bool {

@@ -70,7 +70,7 @@ func (x *exchange) tunnel(cluster *upstream.Cluster, wc *router.WeightedCluster,
 		x.flags |= accesslog.NoHealthyUpstream
 		return x.reply(503, bodyNoHealthy, nil)
 	}
-	x.upstream = host.Addr
+	x.upstream, x.host = host.Addr, host
 	cluster.Stats.RqTotal.Inc()
 	host.Active.Add(1)
 	defer host.Active.Add(-1)

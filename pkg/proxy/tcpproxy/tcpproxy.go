@@ -19,6 +19,7 @@ import (
 
 	"github.com/portico-gateway/portico/pkg/proxy/accesslog"
 	"github.com/portico-gateway/portico/pkg/proxy/filters/rbac"
+	"github.com/portico-gateway/portico/pkg/proxy/istiometrics"
 	"github.com/portico-gateway/portico/pkg/proxy/stats"
 	"github.com/portico-gateway/portico/pkg/proxy/upstream"
 )
@@ -85,6 +86,8 @@ type Handler struct {
 	cxTotal, noRoute, rx, tx, idle *stats.Counter
 	cxActive                       *stats.Gauge
 	rbac                           []*rbac.NetworkFilter
+	// istio records Istio's TCP metrics (nil: none).
+	istio *istiometrics.Metrics
 
 	draining atomic.Bool
 }
@@ -99,6 +102,12 @@ func NewHandler(cfg *Config, clusters *upstream.Manager, store *stats.Store, log
 	for _, n := range cfg.RBAC {
 		h.rbac = append(h.rbac, n.New(store))
 	}
+	return h
+}
+
+// WithIstioMetrics makes the handler record Istio's standard TCP metrics.
+func (h *Handler) WithIstioMetrics(m *istiometrics.Metrics) *Handler {
+	h.istio = m
 	return h
 }
 
@@ -177,13 +186,28 @@ func (h *Handler) ServeConn(ctx context.Context, down net.Conn, sni string) {
 	if !h.allowed(down, sni) {
 		return // closed right after accept: nothing dialled, nothing read
 	}
-	c := h.clusters.Get(h.pick())
+	// A connection is counted in Istio's metrics when its upstream
+	// connection opens (with the bytes as they flow), or when it fails
+	// before that (opened and closed at once, with the response flags).
+	var c *upstream.Cluster
+	var host *upstream.Host
+	var series *istiometrics.TCPSeries
+	if h.istio != nil {
+		defer func() {
+			if series == nil {
+				series = h.istio.TCP(c, host, entry.Flags)
+				series.Opened.Inc()
+			}
+			series.Closed.Inc()
+		}()
+	}
+	c = h.clusters.Get(h.pick())
 	if c == nil {
 		h.noRoute.Inc()
 		entry.Flags |= accesslog.NoClusterFound
 		return
 	}
-	host := c.Pick(upstream.PickOptions{})
+	host = c.Pick(upstream.PickOptions{})
 	if host == nil {
 		entry.Flags |= accesslog.NoHealthyUpstream
 		return
@@ -203,6 +227,14 @@ func (h *Handler) ServeConn(ctx context.Context, down net.Conn, sni string) {
 	host.Active.Add(1)
 	defer host.Active.Add(-1)
 	c.Report(host, upstream.Success, 0)
+	rxCounters := []*stats.Counter{h.rx, c.Stats.CxTxBytes}
+	txCounters := []*stats.Counter{h.tx, c.Stats.CxRxBytes}
+	if h.istio != nil {
+		series = h.istio.TCP(c, host, 0)
+		series.Opened.Inc()
+		rxCounters = append(rxCounters, &series.Received)
+		txCounters = append(txCounters, &series.Sent)
+	}
 
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
@@ -210,8 +242,8 @@ func (h *Handler) ServeConn(ctx context.Context, down net.Conn, sni string) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	limit := h.cfg.BufferLimit
-	go func() { defer wg.Done(); entry.BytesReceived = pipe(up, down, limit, &last, h.rx, c.Stats.CxTxBytes) }()
-	go func() { defer wg.Done(); entry.BytesSent = pipe(down, up, limit, &last, h.tx, c.Stats.CxRxBytes) }()
+	go func() { defer wg.Done(); entry.BytesReceived = pipe(up, down, limit, &last, rxCounters...) }()
+	go func() { defer wg.Done(); entry.BytesSent = pipe(down, up, limit, &last, txCounters...) }()
 	go func() { wg.Wait(); close(done) }()
 
 	tick := time.NewTicker(min(h.cfg.IdleTimeout/2+time.Millisecond, time.Second))

@@ -20,6 +20,11 @@ type Host struct {
 	Weight  uint32
 	Healthy bool // from EDS health status
 
+	// meta is the workload behind the host (nil: unknown). It changes
+	// only when EDS says something different, so its pointer identifies
+	// the workload as long as it stays the same.
+	meta atomic.Pointer[EndpointMeta]
+
 	cluster *Cluster
 	pool    *pool
 	// Active requests, for least-request balancing and /clusters.
@@ -27,6 +32,20 @@ type Host struct {
 	success atomic.Uint64
 	errors  atomic.Uint64
 	outlier outlierState
+}
+
+// Meta returns what EDS says about the workload behind the host (nil:
+// nothing).
+func (h *Host) Meta() *EndpointMeta { return h.meta.Load() }
+
+func (h *Host) setMeta(m *EndpointMeta) {
+	old := h.meta.Load()
+	switch {
+	case m == nil && old == nil:
+	case m != nil && old != nil && *m == *old:
+	default:
+		h.meta.Store(m)
+	}
 }
 
 // Ejected reports whether outlier detection has ejected the host.
@@ -188,6 +207,7 @@ func (c *Cluster) setEndpoints(eps []EndpointSpec) {
 		}
 		delete(old, addr)
 		h.Weight, h.Healthy = max(ep.Weight, 1), ep.Healthy
+		h.setMeta(ep.Meta)
 		all = append(all, h)
 	}
 	for _, h := range old {

@@ -6,6 +6,7 @@ package upstream
 import (
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -85,6 +86,32 @@ type EndpointSpec struct {
 	Port    uint32
 	Weight  uint32
 	Healthy bool
+	// Meta describes the workload behind the endpoint (nil: unknown).
+	Meta *EndpointMeta
+}
+
+// ServiceMeta is the service a cluster sends to, from its
+// filter_metadata istio.services (as istiod writes it), for Istio's
+// destination_service labels.
+type ServiceMeta struct {
+	Host      string // FQDN, e.g. reviews.default.svc.cluster.local
+	Name      string
+	Namespace string
+}
+
+// EndpointMeta is the workload behind an endpoint: Istio's EDS metadata
+// istio.workload ("name;namespace;canonical service;canonical
+// revision;cluster") plus the app and version labels (portico.labels),
+// for Istio's destination_workload, destination_app, … labels. Empty
+// fields are unknown.
+type EndpointMeta struct {
+	Workload          string
+	Namespace         string
+	CanonicalService  string
+	CanonicalRevision string
+	Cluster           string
+	App               string
+	Version           string
 }
 
 // ClusterConfig is a compiled Envoy cluster.
@@ -110,6 +137,9 @@ type ClusterConfig struct {
 	TLS                      *TLSConfig
 	// Static endpoints (STRICT_DNS load_assignment).
 	Endpoints []EndpointSpec
+	// Service is the destination service (nil when the cluster's
+	// metadata names none).
+	Service *ServiceMeta
 }
 
 func thresholdValue(v interface{ GetValue() uint32 }, def int64) int64 {
@@ -135,6 +165,7 @@ func CompileCluster(c *clusterv3.Cluster) (*ClusterConfig, error) {
 	if c.ConnectTimeout != nil {
 		cfg.ConnectTimeout = c.ConnectTimeout.AsDuration()
 	}
+	cfg.Service = serviceMeta(c.GetMetadata())
 	switch c.GetType() {
 	case clusterv3.Cluster_EDS:
 		cfg.Discovery = EDS
@@ -313,8 +344,43 @@ func CompileEndpoints(cla *endpointv3.ClusterLoadAssignment) ([]EndpointSpec, er
 			case corev3.HealthStatus_UNHEALTHY, corev3.HealthStatus_DRAINING, corev3.HealthStatus_TIMEOUT:
 				ep.Healthy = false
 			}
+			ep.Meta = endpointMeta(lb.GetMetadata())
 			out = append(out, ep)
 		}
 	}
 	return out, nil
+}
+
+// serviceMeta reads istio.services[0] {host, name, namespace}.
+func serviceMeta(md *corev3.Metadata) *ServiceMeta {
+	svcs := md.GetFilterMetadata()["istio"].GetFields()["services"].GetListValue().GetValues()
+	if len(svcs) == 0 {
+		return nil
+	}
+	f := svcs[0].GetStructValue().GetFields()
+	s := &ServiceMeta{Host: f["host"].GetStringValue(), Name: f["name"].GetStringValue(), Namespace: f["namespace"].GetStringValue()}
+	if s.Host == "" {
+		return nil
+	}
+	return s
+}
+
+// endpointMeta reads istio.workload and portico.labels {app, version}.
+// Istio's workload string has five ';'-separated fields; a value with
+// fewer is read as far as it goes.
+func endpointMeta(md *corev3.Metadata) *EndpointMeta {
+	fm := md.GetFilterMetadata()
+	w := fm["istio"].GetFields()["workload"].GetStringValue()
+	labels := fm["portico"].GetFields()["labels"].GetStructValue().GetFields()
+	if w == "" && len(labels) == 0 {
+		return nil
+	}
+	m := &EndpointMeta{App: labels["app"].GetStringValue(), Version: labels["version"].GetStringValue()}
+	parts := strings.SplitN(w, ";", 5)
+	for i, dst := range []*string{&m.Workload, &m.Namespace, &m.CanonicalService, &m.CanonicalRevision, &m.Cluster} {
+		if i < len(parts) {
+			*dst = parts[i]
+		}
+	}
+	return m
 }
