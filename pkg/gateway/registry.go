@@ -350,7 +350,7 @@ func (r *registry) fromKubeService(svc *corev1.Service, slices []*discoveryv1.En
 					ns = es.Namespace
 				}
 				if p := pods.get(objectName{ns, ep.TargetRef.Name}); p != nil {
-					labels = p.Labels
+					labels = withWorkloadName(p)
 				}
 			}
 			for _, addr := range ep.Addresses {
@@ -502,4 +502,39 @@ func (r *registry) findDestinationRule(host string) *networking.DestinationRule 
 		}
 	}
 	return best
+}
+
+// WorkloadNameLabel is the label Istio reads a pod's workload name from
+// when it is set; otherwise the name comes from the pod's owner.
+const WorkloadNameLabel = "service.istio.io/workload-name"
+
+// withWorkloadName returns the pod's labels with WorkloadNameLabel set to
+// its workload, as Istio names it for telemetry (destination_workload):
+// the Deployment of a ReplicaSet-owned pod (the ReplicaSet's name without
+// its pod-template-hash suffix), else the owning controller's name (a
+// StatefulSet, DaemonSet, Job), else the pod's own name. The pod's map is
+// never modified: it belongs to the snapshot.
+func withWorkloadName(p *metav1.PartialObjectMetadata) map[string]string {
+	if _, ok := p.Labels[WorkloadNameLabel]; ok {
+		return p.Labels
+	}
+	name := p.Name
+	for _, ref := range p.OwnerReferences {
+		if ref.Controller == nil || !*ref.Controller {
+			continue
+		}
+		name = ref.Name
+		if ref.Kind == "ReplicaSet" {
+			if hash := p.Labels["pod-template-hash"]; hash != "" {
+				name = strings.TrimSuffix(name, "-"+hash)
+			}
+		}
+		break
+	}
+	out := make(map[string]string, len(p.Labels)+1)
+	for k, v := range p.Labels {
+		out[k] = v
+	}
+	out[WorkloadNameLabel] = name
+	return out
 }
