@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"os"
@@ -31,6 +32,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -261,11 +263,81 @@ func TestClusterSmoke(t *testing.T) {
 	}
 }
 
-// TestConformance runs the upstream suite against the GatewayClass
-// portico and writes the ConformanceReport.
-func TestConformance(t *testing.T) {
+// TestProvisionedProxy checks the harness's path for Gateways: the
+// controller provisions an edge proxy for a Gateway of class portico, the
+// node agent runs it (image ghcr.io/portico-gateway/portico, its
+// projected token and CA volume, the controller's Service name in
+// /etc/hosts), the proxy connects to xDS over TLS and turns Ready, and
+// the load balancer's ingress IP for its Service reaches it.
+func TestProvisionedProxy(t *testing.T) {
 	needCluster(t)
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cl := gatewayClient(t)
+	ensureGatewayClass(t, cl)
+	cs, err := kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := "harness-proxy"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer cs.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+	gw := &gwv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "edge", Namespace: ns}, Spec: gwv1.GatewaySpec{GatewayClassName: gatewayClass,
+		Listeners: []gwv1.Listener{{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType}}}}
+	if err := cl.Create(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	var ingress string
+	poll(t, ctx, "the provisioned proxy Ready behind a load balancer IP", func() error {
+		d, err := cs.AppsV1().Deployments(ns).Get(ctx, "edge-portico", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if d.Status.ReadyReplicas != 1 {
+			pods, _ := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+			var states []string
+			for _, p := range pods.Items {
+				states = append(states, fmt.Sprintf("%s phase=%s ip=%s containers=%v", p.Name, p.Status.Phase, p.Status.PodIP, p.Status.ContainerStatuses))
+			}
+			return fmt.Errorf("%d ready replicas; pods: %s", d.Status.ReadyReplicas, strings.Join(states, "; "))
+		}
+		svc, err := cs.CoreV1().Services(ns).Get(ctx, "edge-portico", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if len(svc.Status.LoadBalancer.Ingress) == 0 {
+			return fmt.Errorf("service has no load balancer ingress")
+		}
+		ingress = svc.Status.LoadBalancer.Ingress[0].IP
+		resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + ingress + ":15021/healthz/ready")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("proxy readiness through %s: %s", ingress, resp.Status)
+		}
+		// And it holds an xDS stream to the controller (authenticated
+		// with the token the agent requested for its pod).
+		resp, err = http.Get("http://127.0.0.1:15014/debug/proxies")
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), "edge-portico") {
+			return fmt.Errorf("the controller lists no proxy of edge-portico: %s", b)
+		}
+		return nil
+	})
+	t.Logf("provisioned proxy Ready and reachable on load balancer IP %s after %v", ingress, time.Since(start).Round(time.Millisecond))
+}
+
+func gatewayClient(t *testing.T) client.Client {
+	t.Helper()
 	cl, err := client.New(c.Config, client.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -275,10 +347,24 @@ func TestConformance(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	return cl
+}
+
+// ensureGatewayClass creates the GatewayClass portico (once).
+func ensureGatewayClass(t *testing.T, cl client.Client) {
+	t.Helper()
 	gc := &gwv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: gatewayClass}, Spec: gwv1.GatewayClassSpec{ControllerName: controllerName}}
-	if err := cl.Create(ctx, gc); err != nil {
+	if err := cl.Create(context.Background(), gc); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
+}
+
+// TestConformance runs the upstream suite against the GatewayClass
+// portico and writes the ConformanceReport.
+func TestConformance(t *testing.T) {
+	needCluster(t)
+	cl := gatewayClient(t)
+	ensureGatewayClass(t, cl)
 	cs, err := kubernetes.NewForConfig(c.Config)
 	if err != nil {
 		t.Fatal(err)

@@ -67,7 +67,7 @@ const (
 	// cluster's (made by the caller) and, with PodNetNSPrefix, the pods'.
 	NetNSPrefix    = "pconf-"
 	PodNetNSPrefix = NetNSPrefix + "pod-"
-	NodeName    = "portico-node"
+	NodeName       = "portico-node"
 	// ServiceCIDR is the API server's service range (unroutable: no
 	// kube-proxy; nothing in the suite's data path needs it).
 	ServiceCIDR = "10.96.0.0/16"
