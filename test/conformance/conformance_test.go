@@ -37,6 +37,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -336,16 +337,20 @@ func TestProvisionedProxy(t *testing.T) {
 	t.Logf("provisioned proxy Ready and reachable on load balancer IP %s after %v", ingress, time.Since(start).Round(time.Millisecond))
 }
 
+// gatewayClient is a client with its own scheme (the default one is
+// client-go's global scheme, which informers read concurrently) knowing
+// the core kinds, the Gateway API kinds and CRDs, as the suite needs.
 func gatewayClient(t *testing.T) client.Client {
 	t.Helper()
-	cl, err := client.New(c.Config, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, add := range []func(*runtime.Scheme) error{v1alpha3.Install, v1alpha2.Install, xv1alpha1.Install, gwv1.Install, apiextensionsv1.AddToScheme} {
-		if err := add(cl.Scheme()); err != nil {
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, v1alpha3.Install, v1alpha2.Install, xv1alpha1.Install, gwv1.Install, apiextensionsv1.AddToScheme} {
+		if err := add(scheme); err != nil {
 			t.Fatal(err)
 		}
+	}
+	cl, err := client.New(c.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return cl
 }
@@ -403,10 +408,11 @@ func TestConformance(t *testing.T) {
 				Contact:      []string{"https://github.com/portico-gateway/portico/issues"},
 			},
 		},
-		Client:     cl,
-		Clientset:  cs,
-		RestConfig: c.Config,
-		ManifestFS: []fs.FS{&conformance.Manifests},
+		Client:        cl,
+		ClientOptions: client.Options{Scheme: cl.Scheme()},
+		Clientset:     cs,
+		RestConfig:    c.Config,
+		ManifestFS:    []fs.FS{&conformance.Manifests},
 	}
 	// Not RunConformanceWithOptions: its report writer writes 0600 and we
 	// want to log the summary too.

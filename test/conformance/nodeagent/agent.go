@@ -17,7 +17,6 @@ package nodeagent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -334,5 +333,3 @@ func dialReady(addr string) bool {
 	c.Close()
 	return true
 }
-
-var errNotFoundYet = errors.New("not found yet")
