@@ -49,6 +49,7 @@ import (
 	confv1 "sigs.k8s.io/gateway-api/conformance/apis/v1"
 	"sigs.k8s.io/gateway-api/conformance/tests"
 	conformanceconfig "sigs.k8s.io/gateway-api/conformance/utils/config"
+	confkube "sigs.k8s.io/gateway-api/conformance/utils/kubernetes"
 	"sigs.k8s.io/gateway-api/conformance/utils/suite"
 	"sigs.k8s.io/gateway-api/pkg/features"
 	"sigs.k8s.io/yaml"
@@ -335,6 +336,73 @@ func TestProvisionedProxy(t *testing.T) {
 		return nil
 	})
 	t.Logf("provisioned proxy Ready and reachable on load balancer IP %s after %v", ingress, time.Since(start).Round(time.Millisecond))
+}
+
+// TestBaseManifestPods applies the suite's base manifests as its Setup
+// does — Deployments first, the Secrets three of them mount afterwards —
+// and checks that every pod of them (echo-basic in all its roles, coredns,
+// the provisioned proxies of the base Gateways) turns Ready: the mount
+// retry, the image mapping and the agent at the suite's scale.
+func TestBaseManifestPods(t *testing.T) {
+	needCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cl := gatewayClient(t)
+	ensureGatewayClass(t, cl)
+	cs, err := kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	namespaces := []string{suite.InfrastructureNamespace, suite.AppBackendNamespace, suite.WebBackendNamespace}
+	// Registered first, so it runs after the applier's deletions: the
+	// suite, next, recreates these namespaces and must not find them
+	// terminating.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		poll(t, ctx, "the base manifests' namespaces to be deleted", func() error {
+			for _, ns := range namespaces {
+				if _, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err == nil {
+					return fmt.Errorf("namespace %s still exists", ns)
+				}
+			}
+			return nil
+		})
+	})
+	timeouts := conformanceconfig.DefaultTimeoutConfig()
+	applier := confkube.Applier{GatewayClass: gatewayClass, ControllerName: controllerName, ManifestFS: []fs.FS{&conformance.Manifests}}
+	start := time.Now()
+	applier.MustApplyWithCleanup(t, cl, timeouts, "base/manifests.yaml", true)
+	_, ca, caKey := confkube.MustCreateCACertConfigMap(t, suite.InfrastructureNamespace, "tls-checks-ca-certificate")
+	secrets := []client.Object{
+		confkube.MustCreateCASignedCertSecret(t, suite.InfrastructureNamespace, "tls-checks-certificate", []string{"abc.example.com"}, ca, caKey),
+		confkube.MustCreateCASignedCertSecret(t, suite.InfrastructureNamespace, "tls-passthrough-checks-certificate", []string{"abc.example.com"}, ca, caKey),
+		confkube.MustCreateCASignedCertSecret(t, suite.AppBackendNamespace, "tls-passthrough-checks-certificate", []string{"abc.example.com"}, ca, caKey),
+	}
+	applier.MustApplyObjectsWithCleanup(t, cl, timeouts, secrets, true)
+	var total int
+	poll(t, ctx, "every Deployment of the base manifests Ready", func() error {
+		total = 0
+		var notReady []string
+		for _, ns := range namespaces {
+			deps, err := cs.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return err
+			}
+			for _, d := range deps.Items {
+				want := ptr.Deref(d.Spec.Replicas, 1)
+				total += int(want)
+				if d.Status.ReadyReplicas != want {
+					notReady = append(notReady, fmt.Sprintf("%s/%s %d/%d", ns, d.Name, d.Status.ReadyReplicas, want))
+				}
+			}
+		}
+		if len(notReady) > 0 || total == 0 {
+			return fmt.Errorf("not ready: %v", notReady)
+		}
+		return nil
+	})
+	t.Logf("%d pods of the base manifests Ready after %v", total, time.Since(start).Round(time.Millisecond))
 }
 
 // gatewayClient is a client with its own scheme (the default one is
