@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,8 +14,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/portico-gateway/portico/bench/internal/proc"
 )
@@ -176,9 +173,9 @@ func warmUp(ctx context.Context, t *target, d time.Duration) int64 {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	h1 := &http.Transport{MaxIdleConnsPerHost: 4, DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext}
-	h2 := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-		return (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, network, addr)
-	}}
+	var h2c http.Protocols
+	h2c.SetUnencryptedHTTP2(true) // h2c with prior knowledge
+	h2 := &http.Transport{Protocols: &h2c, MaxIdleConnsPerHost: 4, DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext}
 	defer h1.CloseIdleConnections()
 	defer h2.CloseIdleConnections()
 	var served atomic.Int64

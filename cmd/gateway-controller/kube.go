@@ -18,6 +18,7 @@ import (
 	"github.com/portico-gateway/portico/internal/proxycmd"
 	"github.com/portico-gateway/portico/pkg/controller"
 	"github.com/portico-gateway/portico/pkg/gateway"
+	"github.com/portico-gateway/portico/pkg/gatewayapi"
 	"github.com/portico-gateway/portico/pkg/provider/kube"
 	"github.com/portico-gateway/portico/pkg/resource"
 	"github.com/portico-gateway/portico/pkg/translate"
@@ -85,7 +86,8 @@ func runKubernetes(ctx context.Context, log logging.Logger, cfg config) error {
 	writer := kube.NewStatusWriter(prov, ports, log.WithName("status"))
 	ctrl := controller.New(log.WithName("controller"), server, writer, controller.Options{
 		DomainSuffix: cfg.domainSuffix, ExtraClasses: ports.Classes, Registerer: ctrlmetrics.Registry, RootNamespace: cfg.rootNamespace,
-		Translate: translate.Options{Edge: cfg.edge},
+		Translate:  translate.Options{Edge: cfg.edge},
+		GatewayAPI: gatewayapi.Options{ControllerName: cfg.gatewayController},
 	})
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {

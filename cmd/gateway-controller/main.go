@@ -28,6 +28,7 @@ import (
 	"github.com/portico-gateway/portico/internal/proxycmd"
 	"github.com/portico-gateway/portico/pkg/controller"
 	"github.com/portico-gateway/portico/pkg/gateway"
+	"github.com/portico-gateway/portico/pkg/gatewayapi"
 	"github.com/portico-gateway/portico/pkg/provider/file"
 	"github.com/portico-gateway/portico/pkg/resource"
 	"github.com/portico-gateway/portico/pkg/translate"
@@ -42,7 +43,9 @@ type config struct {
 	logLevel     string
 	logJSON      bool
 	proxyLabels  string
-	domainSuffix string
+	// gatewayController is the GatewayClass controllerName served.
+	gatewayController string
+	domainSuffix      string
 	// debounceAfter and debounceMax batch changes before a rebuild.
 	debounceAfter time.Duration
 	debounceMax   time.Duration
@@ -78,6 +81,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&cfg.debounceAfter, "debounce-after", 10*time.Millisecond, "wait this long after a change for more before rebuilding (Istio's PILOT_DEBOUNCE_AFTER)")
 	fs.DurationVar(&cfg.debounceMax, "debounce-max", time.Second, "never postpone a rebuild more than this after the first change of a burst")
 	fs.StringVar(&cfg.meshConfig, "mesh-config", "", "Istio MeshConfig YAML (as istiod's /etc/istio/config/mesh); read: pathNormalization, defaultConfig.gatewayTopology.numTrustedProxies")
+	fs.StringVar(&cfg.gatewayController, "gateway-controller-name", gatewayapi.DefaultControllerName, "Gateway API: the GatewayClass spec.controllerName this controller serves")
 	fs.StringVar(&cfg.rootNamespace, "root-namespace", "", "Istio's root namespace: its RequestAuthentications/AuthorizationPolicies without selector apply to every gateway (default: the MeshConfig's rootNamespace, else istio-system)")
 	fs.StringVar(&cfg.edgeConfig, "edge-config", "", "YAML file overriding the HTTP listeners' edge timeouts and limits (see README, Security)")
 	cfg.embedded.register(fs)
@@ -174,6 +178,8 @@ func runStandalone(ctx context.Context, log logging.Logger, cfg config) error {
 		RootNamespace: cfg.rootNamespace,
 		Registerer:    reg,
 		Translate:     translate.Options{Edge: cfg.edge},
+		// Gateway API Gateways attach to the embedded proxy by default.
+		GatewayAPI: gatewayapi.Options{ControllerName: cfg.gatewayController, DefaultSelector: labels},
 	})
 	serveOpts, private, err := standaloneXDS(log.WithName("xds"), cfg.xdsAddress, cfg.xdsSecurity)
 	if err != nil {

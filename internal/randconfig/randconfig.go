@@ -44,6 +44,8 @@ var Classes = []map[string]string{
 type Options struct {
 	// Kubernetes gives objects UIDs, resourceVersions and creation times.
 	Kubernetes bool
+	// NoGatewayAPI leaves the Gateway API kinds out (gatewayapi.go).
+	NoGatewayAPI bool
 }
 
 // World is a configuration that edits change one object at a time.
@@ -61,7 +63,7 @@ type World struct {
 func New(seed uint64, opts Options) *World {
 	w := &World{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), opts: opts,
 		objs: map[resource.Key]resource.Object{}, docs: map[resource.Key]map[string]any{}}
-	for _, kind := range kinds {
+	for _, kind := range w.kinds() {
 		n := 1 + w.rng.IntN(kind.initial)
 		for range n {
 			w.put(kind.gen(w))
@@ -72,7 +74,11 @@ func New(seed uint64, opts Options) *World {
 
 // kind is how to generate and edit one kind of object.
 type kind struct {
-	name    string
+	name string
+	// group is set for the Gateway API's Gateway only (as in
+	// resource.Key), which shares its kind name with Istio's.
+	group   string
+	gwapi   bool
 	initial int
 	gen     func(w *World) map[string]any
 	// tweaks make one small change to a document.
@@ -83,17 +89,41 @@ var kinds []kind
 
 func init() {
 	kinds = []kind{
-		{"Gateway", 3, (*World).gateway, gatewayTweaks},
-		{"VirtualService", 6, (*World).virtualService, vsTweaks},
-		{"DestinationRule", 4, (*World).destinationRule, drTweaks},
-		{"ServiceEntry", 3, (*World).serviceEntry, seTweaks},
-		{"Service", 4, (*World).service, serviceTweaks},
-		{"EndpointSlice", 4, (*World).endpointSlice, sliceTweaks},
-		{"Pod", 6, (*World).pod, podTweaks},
-		{"Secret", 3, (*World).secret, secretTweaks},
-		{"RequestAuthentication", 2, (*World).requestAuthentication, requestAuthTweaks},
-		{"AuthorizationPolicy", 3, (*World).authorizationPolicy, authzTweaks},
+		{"Gateway", "", false, 3, (*World).gateway, gatewayTweaks},
+		{"VirtualService", "", false, 6, (*World).virtualService, vsTweaks},
+		{"DestinationRule", "", false, 4, (*World).destinationRule, drTweaks},
+		{"ServiceEntry", "", false, 3, (*World).serviceEntry, seTweaks},
+		{"Service", "", false, 4, (*World).service, serviceTweaks},
+		{"EndpointSlice", "", false, 4, (*World).endpointSlice, sliceTweaks},
+		{"Pod", "", false, 6, (*World).pod, podTweaks},
+		{"Secret", "", false, 3, (*World).secret, secretTweaks},
+		{"RequestAuthentication", "", false, 2, (*World).requestAuthentication, requestAuthTweaks},
+		{"AuthorizationPolicy", "", false, 3, (*World).authorizationPolicy, authzTweaks},
+		{"GatewayClass", "", true, 1, (*World).gatewayClass, gatewayClassTweaks},
+		{"Gateway", resource.GatewayAPIGroup, true, 2, (*World).kubeGateway, kubeGatewayTweaks},
+		{"HTTPRoute", "", true, 4, (*World).httpRoute, httpRouteTweaks},
+		{"GRPCRoute", "", true, 1, (*World).grpcRoute, routeTweaks},
+		{"TLSRoute", "", true, 2, (*World).tlsRoute, routeTweaks},
+		{"TCPRoute", "", true, 2, (*World).tcpRoute, routeTweaks},
+		{"ReferenceGrant", "", true, 2, (*World).referenceGrant, referenceGrantTweaks},
+		{"BackendTLSPolicy", "", true, 2, (*World).backendTLSPolicy, backendTLSPolicyTweaks},
+		{"ConfigMap", "", true, 1, (*World).configMap, configMapTweaks},
+		{"Namespace", "", true, 2, (*World).namespace, namespaceTweaks},
 	}
+}
+
+// kinds are the kinds this world generates.
+func (w *World) kinds() []kind {
+	if !w.opts.NoGatewayAPI {
+		return kinds
+	}
+	var out []kind
+	for _, k := range kinds {
+		if !k.gwapi {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 func (w *World) pick(list ...string) string { return list[w.rng.IntN(len(list))] }
@@ -691,10 +721,11 @@ func clone(doc map[string]any) map[string]any {
 // Edit makes one random change and describes it.
 func (w *World) Edit() string {
 	w.step++
-	k := kinds[w.rng.IntN(len(kinds))]
+	ks := w.kinds()
+	k := ks[w.rng.IntN(len(ks))]
 	var existing []resource.Key
 	for _, key := range w.keys() {
-		if key.Kind == k.name {
+		if key.Kind == k.name && key.Group == k.group {
 			existing = append(existing, key)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portico-gateway/portico/pkg/gateway"
+	"github.com/portico-gateway/portico/pkg/gatewayapi"
 	"github.com/portico-gateway/portico/pkg/ir"
 	"github.com/portico-gateway/portico/pkg/jwks"
 	"github.com/portico-gateway/portico/pkg/resource"
@@ -45,6 +46,9 @@ type Options struct {
 	RootNamespace string
 	// JWKS tunes fetching RequestAuthentication jwksUri key sets.
 	JWKS jwks.Options
+	// GatewayAPI tunes the Gateway API conversion (our controllerName,
+	// the proxies Gateways attach to by default).
+	GatewayAPI gatewayapi.Options
 }
 
 // State is the outcome of the last build.
@@ -284,8 +288,14 @@ func secretOrigins(p *ir.Proxy) xds.SecretOrigins {
 	out := xds.SecretOrigins{}
 	for _, s := range p.Secrets {
 		for _, ref := range s.Sources {
-			if ref.Kind == resource.KindSecret && !slices.Contains(out[s.Name], ref.Namespace) {
-				out[s.Name] = append(out[s.Name], ref.Namespace)
+			ns := ref.Namespace
+			if s.GrantedTo != "" {
+				// Read from another namespace under a ReferenceGrant to
+				// the Gateway's: served to proxies there.
+				ns = s.GrantedTo
+			}
+			if ref.Kind == resource.KindSecret && !slices.Contains(out[s.Name], ns) {
+				out[s.Name] = append(out[s.Name], ns)
 			}
 		}
 	}

@@ -73,28 +73,10 @@ func (c *Controller) serveIR(w http.ResponseWriter, r *http.Request) {
 	var out []*ir.Proxy
 	for _, p := range st.Result.Proxies {
 		if class == "" || p.Name == class {
-			out = append(out, redactIR(p))
+			out = append(out, p.Redacted())
 		}
 	}
 	writeYAML(w, map[string]any{"proxies": out, "errors": st.Errors, "excluded": st.Excluded, "versions": st.Versions, "builtAt": st.BuiltAt, "duration": st.Duration.String()})
-}
-
-// redactIR copies a proxy with private keys removed.
-func redactIR(p *ir.Proxy) *ir.Proxy {
-	cp := *p
-	cp.Secrets = nil
-	for _, s := range p.Secrets {
-		sc := *s
-		if s.Inline != nil {
-			in := *s.Inline
-			if len(in.PrivateKey) > 0 {
-				in.PrivateKey = []byte("[redacted]")
-			}
-			sc.Inline = &in
-		}
-		cp.Secrets = append(cp.Secrets, &sc)
-	}
-	return &cp
 }
 
 func (c *Controller) serveStatus(w http.ResponseWriter, _ *http.Request) {
@@ -104,6 +86,9 @@ func (c *Controller) serveStatus(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	out := map[string]any{"statuses": st.Result.Statuses, "invalid": st.Resources.Invalid}
+	if len(st.Result.APIStatuses) > 0 {
+		out["gatewayAPIStatuses"] = st.Result.APIStatuses // Gateway API objects, in their own status shape
+	}
 	if u := c.unselected(st.Result); len(u) > 0 {
 		out["warnings"] = u // connected proxies no Gateway selects
 	}

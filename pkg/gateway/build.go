@@ -14,7 +14,9 @@ import (
 
 	networking "istio.io/client-go/pkg/apis/networking/v1"
 	security "istio.io/client-go/pkg/apis/security/v1"
+	corev1 "k8s.io/api/core/v1"
 
+	"github.com/portico-gateway/portico/pkg/gatewayapi"
 	"github.com/portico-gateway/portico/pkg/ir"
 	"github.com/portico-gateway/portico/pkg/jwks"
 	"github.com/portico-gateway/portico/pkg/resource"
@@ -44,6 +46,10 @@ type Options struct {
 	// JWKS gives the key sets of jwksUri; nil rejects every token of
 	// such rules (fail closed).
 	JWKS jwks.Source
+	// GatewayAPI tunes the conversion of Gateway API objects (our
+	// controllerName, the default proxy selector); its DomainSuffix
+	// defaults to the build's.
+	GatewayAPI gatewayapi.Options
 }
 
 // Result is the output of a build.
@@ -108,6 +114,9 @@ type builder struct {
 	sec *securityState
 	// gwRateLimit is each Gateway's portico.io/local-rate-limit.
 	gwRateLimit map[string]*ir.LocalRateLimit
+	// gwapi is the conversion of the snapshot's Gateway API objects (nil
+	// when there are none).
+	gwapi *gatewayapi.Output
 }
 
 // clusterOnce builds a cluster, or reuses one built before (in this build
@@ -229,6 +238,10 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	var gwapi *gatewayapi.Output
+	if in.HasGatewayAPI() {
+		in, gwapi = convertGatewayAPI(in, opts)
+	}
 	res := sortedCopy(in)
 	var limits *limitsMemo
 	if !bl.skipLimits {
@@ -246,6 +259,7 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 		nextVS:       make(map[objectID]*vsMemo, len(in.VirtualServices)),
 		prevClusters: bl.clusters,
 		nextClusters: make(map[string]*clusterMemo, len(bl.clusters)),
+		gwapi:        gwapi,
 	}
 	regMemo := &registryMemo{prev: bl.services, next: make(map[objectName]*serviceMemo, len(in.Services)),
 		prevSE: bl.seHosts, nextSE: make(map[seHost]*service, len(bl.seHosts))}
@@ -304,7 +318,69 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 	b.rejectLosingGateways()
 	b.reportUnattached()
 	result.Statuses = b.report.Finalize()
+	if gwapi != nil {
+		result.APIStatuses = gwapi.Finish(result.Statuses)
+		kept := result.Statuses[:0:0]
+		for _, st := range result.Statuses {
+			if !gwapi.Synthetic(st.Key) {
+				kept = append(kept, st)
+			}
+		}
+		gwapi.RenameStatuses(kept)
+		result.Statuses = kept
+	}
 	return result
+}
+
+// convertGatewayAPI converts the snapshot's Gateway API objects into
+// Istio ones (pkg/gatewayapi) and returns a snapshot with them added, to
+// be bound with the rest: an Istio Gateway and a Gateway API listener on
+// one port of one proxy class meet in the same binder code, which
+// resolves and reports their conflicts. The synthetic objects carry
+// identities that change exactly when their content does, so every
+// cache below (VirtualService conversions, clusters, the registry) keeps
+// working across builds.
+func convertGatewayAPI(in *resource.Resources, opts Options) (*resource.Resources, *gatewayapi.Output) {
+	gopts := opts.GatewayAPI
+	if gopts.DomainSuffix == "" {
+		gopts.DomainSuffix = opts.DomainSuffix
+	}
+	// The conversion reads Services, ServiceEntries and Secrets (does a
+	// backend or certificate exist?): it must see the snapshot without
+	// the excluded ones, as the binder does, or the result would depend
+	// on a resource that is not used.
+	view := in
+	if len(opts.Exclude) > 0 {
+		v := *in
+		keep := func(o resource.Object) bool { _, ex := opts.Exclude[resource.KeyOf(o)]; return !ex }
+		v.ServiceEntries = keepObjects(in.ServiceEntries, keep)
+		v.Services = keepObjects(in.Services, keep)
+		v.Secrets = keepObjects(in.Secrets, keep)
+		view = &v
+	}
+	out := gatewayapi.Convert(view, gopts)
+	cp := *in
+	cp.Gateways = append(append([]*networking.Gateway(nil), in.Gateways...), out.Gateways...)
+	cp.VirtualServices = append(append([]*networking.VirtualService(nil), in.VirtualServices...), out.VirtualServices...)
+	cp.DestinationRules = append(append([]*networking.DestinationRule(nil), in.DestinationRules...), out.DestinationRules...)
+	cp.Secrets = append(append([]*corev1.Secret(nil), in.Secrets...), out.Secrets...)
+	return &cp, out
+}
+
+func keepObjects[T resource.Object](list []T, keep func(resource.Object) bool) []T {
+	var out []T
+	for _, o := range list {
+		if keep(o) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// synthetic reports whether a key names an object the Gateway API
+// conversion made.
+func (b *builder) synthetic(key resource.Key) bool {
+	return b.gwapi != nil && b.gwapi.Synthetic(key)
 }
 
 func sortedCopy(in *resource.Resources) *resource.Resources {

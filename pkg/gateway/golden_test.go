@@ -23,6 +23,8 @@ var goldenNow = time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
 type goldenOutput struct {
 	Proxies  []*ir.Proxy      `json:"proxies"`
 	Statuses []*status.Status `json:"statuses"`
+	// APIStatuses are the Gateway API statuses (gatewayapi-* cases).
+	APIStatuses []*status.APIStatus `json:"apiStatuses,omitempty"`
 }
 
 // LoadCase decodes a test input: multi-document YAML with ${PEM:file}
@@ -67,14 +69,20 @@ func TestGolden(t *testing.T) {
 		name := strings.TrimSuffix(filepath.Base(in), ".in.yaml")
 		t.Run(name, func(t *testing.T) {
 			res, opts := loadCase(t, in)
+			if strings.HasPrefix(name, "gatewayapi-") && len(res.Invalid) > 0 {
+				// The binder reports undecodable Istio objects, not
+				// Gateway API ones: a typo would empty the case silently.
+				t.Fatalf("input does not decode: %+v", res.Invalid)
+			}
 			result := Build(res, opts)
-			out, err := yaml.Marshal(goldenOutput{Proxies: result.Proxies, Statuses: result.Statuses})
+			out, err := yaml.Marshal(goldenOutput{Proxies: result.Proxies, Statuses: result.Statuses, APIStatuses: result.APIStatuses})
 			if err != nil {
 				t.Fatal(err)
 			}
 			golden.Check(t, strings.TrimSuffix(in, ".in.yaml")+".out.yaml", out)
 			// The build is a pure function: a second run is identical.
-			again, _ := yaml.Marshal(goldenOutput{Proxies: Build(res, opts).Proxies, Statuses: Build(res, opts).Statuses})
+			second := Build(res, opts)
+			again, _ := yaml.Marshal(goldenOutput{Proxies: second.Proxies, Statuses: second.Statuses, APIStatuses: second.APIStatuses})
 			if string(again) != string(out) {
 				t.Errorf("Build is not deterministic")
 			}

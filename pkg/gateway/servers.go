@@ -348,10 +348,20 @@ func firstKey(data map[string][]byte, keys []string) []byte {
 
 func (b *builder) kubernetesCertSecret(s *gwServer, name string) (*ir.Secret, *status.Message) {
 	field := s.field + ".tls.credentialName"
-	sec := b.reg.secret(s.gw.Namespace, name)
+	ns, sdsName := s.gw.Namespace, name
+	if b.synthetic(s.gwKey) {
+		// A Gateway API listener's certificateRef in another namespace,
+		// which the conversion allowed by a ReferenceGrant: "ns/name".
+		// Only synthetic Gateways may: Istio's credentialName is always
+		// the Gateway's own namespace.
+		if n, nm, ok := strings.Cut(name, "/"); ok {
+			ns, name = n, nm
+		}
+	}
+	sec := b.reg.secret(ns, name)
 	if sec == nil {
 		m := gwMessage(status.Error, status.ReferencedResourceNotFound, status.ReasonSecretNotFound, field,
-			"Secret %s/%s not found; %s is ignored until it exists", s.gw.Namespace, name, s.describe())
+			"Secret %s/%s not found; %s is ignored until it exists", ns, name, s.describe())
 		return nil, &m
 	}
 	cert, key := firstKey(sec.Data, certKeys), firstKey(sec.Data, keyKeys)
@@ -363,11 +373,15 @@ func (b *builder) kubernetesCertSecret(s *gwServer, name string) (*ir.Secret, *s
 	if msg := b.checkCertificate(s, name, cert, key); msg != nil {
 		return nil, msg
 	}
-	return &ir.Secret{
-		Name:    ir.KubernetesSecretName(name),
+	out := &ir.Secret{
+		Name:    ir.KubernetesSecretName(sdsName),
 		Inline:  &ir.InlineSecret{CertificateChain: cert, PrivateKey: key},
 		Sources: []ir.Ref{refOf(resource.KindSecret, sec.Namespace, sec.Name)},
-	}, nil
+	}
+	if sec.Namespace != s.gw.Namespace {
+		out.GrantedTo = s.gw.Namespace
+	}
+	return out, nil
 }
 
 // kubernetesCASecret finds the CA for client verification: the explicit

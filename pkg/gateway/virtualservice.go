@@ -15,6 +15,7 @@ import (
 	networking "istio.io/client-go/pkg/apis/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/portico-gateway/portico/pkg/gatewayapi"
 	"github.com/portico-gateway/portico/pkg/ir"
 	"github.com/portico-gateway/portico/pkg/resource"
 	"github.com/portico-gateway/portico/pkg/status"
@@ -267,6 +268,13 @@ func (b *builder) convertHTTPRule(info *vsInfo, errs vsErrors, i int, h *network
 		red, ok := b.convertRedirect(errs, field+".redirect", h.Redirect)
 		if !ok {
 			return nil
+		}
+		if b.synthetic(info.key) {
+			// Gateway API's ReplacePrefixMatch, which Istio's redirect
+			// cannot say (see gatewayapi.RedirectPrefixAnnotation).
+			if p, ok := vs.Annotations[gatewayapi.RedirectPrefixAnnotation+strconv.Itoa(i)]; ok {
+				red.Path, red.PathPrefix = "", p
+			}
 		}
 		r.Redirect = red
 	case h.DirectResponse != nil:

@@ -458,6 +458,11 @@ type Secret struct {
 	File    *FileSecret   `json:"file,omitempty"`
 	Inline  *InlineSecret `json:"inline,omitempty"`
 	Sources []Ref         `json:"sources,omitempty"`
+	// GrantedTo is set for a Secret of another namespace that a Gateway
+	// API listener names under a ReferenceGrant: the Gateway's namespace,
+	// whose proxies may then receive it as if it were their own (Istio's
+	// SDS rule honours ReferenceGrants the same way).
+	GrantedTo string `json:"grantedTo,omitempty"`
 }
 
 // FileSecret is material the proxy reads from its own filesystem and

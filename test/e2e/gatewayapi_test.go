@@ -224,7 +224,11 @@ func TestGatewayAPITLSRoutePassthrough(t *testing.T) {
 			go func() {
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(5 * time.Second))
-				fmt.Fprintf(c, "passthrough backend, SNI %s\n", c.(*tls.Conn).ConnectionState().ServerName)
+				tc := c.(*tls.Conn)
+				if err := tc.Handshake(); err != nil {
+					return
+				}
+				fmt.Fprintf(c, "passthrough backend, SNI %s\n", tc.ConnectionState().ServerName)
 			}()
 		}
 	}()
@@ -444,6 +448,24 @@ spec:
 			return fmt.Errorf("%v", u.Object["status"])
 		}
 		return nil
+	})
+	// The writer writes a build's statuses in key order, Gateways before
+	// HTTPRoutes: once the probe route has its status, the Gateway's
+	// status of the same build (counting the probe) is written too.
+	eventually(t, "the probe route's status", 30*time.Second, func() error {
+		u, err := h.gwapiObject(t, "HTTPRoute", "gwapi", "status-probe")
+		if err != nil {
+			return err
+		}
+		parents, _, _ := unstructured.NestedSlice(u.Object, "status", "parents")
+		for _, p := range parents {
+			m, _ := p.(map[string]any)
+			conds, _ := m["conditions"].([]any)
+			if c := findCondition(conds, "Accepted"); c != nil && c["status"] == "True" {
+				return nil
+			}
+		}
+		return fmt.Errorf("parents %v", parents)
 	})
 	var rv string
 	eventually(t, "the Gateway's status", 30*time.Second, func() error {

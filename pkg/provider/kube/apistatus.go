@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/portico-gateway/portico/pkg/gatewayapi"
 	"github.com/portico-gateway/portico/pkg/resource"
 	"github.com/portico-gateway/portico/pkg/status"
 )
@@ -355,7 +356,7 @@ func (w *StatusWriter) gatewayAddresses(ctx context.Context, u *unstructured.Uns
 			}
 		}
 	}
-	selector, provisioned := proxySelector(gw, class)
+	selector, provisioned := gatewayapi.ProxySelector(gw, class, nil)
 	var svcs []*corev1.Service
 	if provisioned {
 		svc := &corev1.Service{}

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/portico-gateway/portico/pkg/gatewayapi"
 	portico "github.com/portico-gateway/portico/pkg/resource"
 )
 
@@ -138,7 +139,7 @@ func (pr *Provisioner) Reconcile(ctx context.Context) {
 		if class == nil || string(class.Spec.ControllerName) != pr.controllerName || gw.DeletionTimestamp != nil {
 			continue
 		}
-		selector, prov := proxySelector(gw, class)
+		selector, prov := gatewayapi.ProxySelector(gw, class, nil) // Kubernetes mode: no default proxies
 		if !prov {
 			continue
 		}

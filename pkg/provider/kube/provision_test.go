@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/portico-gateway/portico/internal/testenv"
+	"github.com/portico-gateway/portico/pkg/gatewayapi"
 )
 
 const provisionObjects = `
@@ -115,7 +117,7 @@ func TestProvisioner(t *testing.T) {
 	if got := servicePorts(svc); got != "status-port:15021/TCP http-80:80/TCP https-443:443/TCP tcp-3306:3306/TCP" {
 		t.Errorf("Service ports %s", got)
 	}
-	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.Spec.Selector[LabelGatewayName] != "web" || len(svc.Spec.Selector) != 1 {
+	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || !maps.Equal(svc.Spec.Selector, map[string]string{LabelGatewayName: "web", gatewayapi.GatewayNamespaceLabel: "edge"}) {
 		t.Errorf("Service type %s selector %v", svc.Spec.Type, svc.Spec.Selector)
 	}
 	pod := d.Spec.Template
@@ -124,7 +126,7 @@ func TestProvisioner(t *testing.T) {
 		t.Errorf("pod template %+v", pod.ObjectMeta)
 	}
 	c0 := pod.Spec.Containers[0]
-	if !slices.Contains(c0.Args, "--labels=gateway.networking.k8s.io/gateway-name=web") {
+	if !slices.Contains(c0.Args, "--labels=gateway.networking.k8s.io/gateway-name=web,portico.io/gateway-namespace=edge") {
 		t.Errorf("the proxy's labels must be its selector: %v", c0.Args)
 	}
 	role, binding := &rbacv1.Role{}, &rbacv1.RoleBinding{}

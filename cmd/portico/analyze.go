@@ -1,0 +1,167 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/portico-gateway/portico/pkg/gateway"
+	"github.com/portico-gateway/portico/pkg/status"
+)
+
+// finding is one line of istioctl analyze's output.
+type finding struct {
+	Code     string `json:"code"`
+	Level    string `json:"level"`
+	Origin   string `json:"origin"`
+	Field    string `json:"field,omitempty"`
+	Message  string `json:"message"`
+	Analyzer string `json:"documentationUrl,omitempty"`
+}
+
+func runAnalyze(args []string, stdout io.Writer) error {
+	fl := flag.NewFlagSet("analyze", flag.ContinueOnError)
+	controller := fl.String("controller", "", "analyze what a running controller built: its debug address (host:port), e.g. through kubectl port-forward")
+	output := fl.String("o", "text", "text | yaml | json")
+	fl.StringVar(output, "output", "text", "same as -o")
+	fl.Bool("A", true, "all namespaces (the only mode: a gateway reads every namespace)")
+	threshold := fl.String("failure-threshold", "Error", "the lowest level that makes the exit code 79: Info, Warning or Error")
+	fl.SetOutput(io.Discard)
+	if err := fl.Parse(args); err != nil {
+		return fmt.Errorf("analyze: %w (usage: portico analyze [FILE...] [--controller ADDR])", err)
+	}
+	var statuses []*status.Status
+	switch {
+	case *controller != "" && fl.NArg() > 0:
+		return fmt.Errorf("analyze: files or --controller, not both")
+	case *controller != "":
+		var doc struct {
+			Statuses []*status.Status `json:"statuses"`
+		}
+		if err := getYAML(*controller, "/debug/status", &doc); err != nil {
+			return err
+		}
+		statuses = doc.Statuses
+	case fl.NArg() > 0:
+		res, _, err := loadFiles(fl.Args(), os.Stdin)
+		if err != nil {
+			return err
+		}
+		statuses = gateway.Build(res, gateway.Options{}).Statuses
+	default:
+		return fmt.Errorf("analyze: nothing to analyze: name files (or - for stdin), or --controller ADDR")
+	}
+	var out []finding
+	worst := 0
+	for _, st := range statuses {
+		for _, m := range st.Messages {
+			out = append(out, finding{Code: m.Code.ID, Level: string(m.Level), Origin: origin(st), Field: m.Field, Message: m.Message})
+			worst = max(worst, levelRank(string(m.Level)))
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if a, b := levelRank(out[i].Level), levelRank(out[j].Level); a != b {
+			return a > b
+		}
+		return out[i].Origin < out[j].Origin
+	})
+	switch *output {
+	case "yaml":
+		if err := writeYAML(stdout, out); err != nil {
+			return err
+		}
+	case "json":
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	case "text":
+		if len(out) == 0 {
+			fmt.Fprintln(stdout, "✔ No validation issues found when analyzing all namespaces.")
+		}
+		for _, f := range out {
+			// istioctl: Error [IST0101] (VirtualService default/reviews) message
+			msg := f.Message
+			if f.Field != "" {
+				msg = f.Field + ": " + msg
+			}
+			fmt.Fprintf(stdout, "%s [%s] (%s) %s\n", f.Level, f.Code, f.Origin, msg)
+		}
+	default:
+		return fmt.Errorf("analyze: -o %q: want text, yaml or json", *output)
+	}
+	t := levelRank(*threshold)
+	if t == 0 {
+		return fmt.Errorf("analyze: --failure-threshold %q: want Info, Warning or Error", *threshold)
+	}
+	if worst >= t {
+		return errIssues
+	}
+	return nil
+}
+
+// origin names a resource as istioctl does: "Kind namespace/name".
+func origin(st *status.Status) string {
+	k := st.Key
+	kind := k.Kind
+	if k.Group != "" {
+		kind += "." + k.Group
+	}
+	if k.Namespace == "" {
+		return kind + " " + k.Name
+	}
+	return kind + " " + k.Namespace + "/" + k.Name
+}
+
+func levelRank(l string) int {
+	switch strings.ToLower(l) {
+	case "info":
+		return 1
+	case "warning":
+		return 2
+	case "error":
+		return 3
+	}
+	return 0
+}
+
+// get fetches path from a debug or admin address, bounded in time.
+func get(addr, path string) ([]byte, error) {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get(strings.TrimSuffix(addr, "/") + path)
+	if err != nil {
+		return nil, fmt.Errorf("reaching %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s%s: %w", addr, path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s%s: %s: %s", addr, path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	return b, nil
+}
+
+func getYAML(addr, path string, into any) error {
+	b, err := get(addr, path)
+	if err != nil {
+		return err
+	}
+	if err := yaml.Unmarshal(b, into); err != nil {
+		return fmt.Errorf("decoding %s%s: %w", addr, path, err)
+	}
+	return nil
+}
