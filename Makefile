@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 CACHE   ?= $(HOME)/.cache/portico
 
-.PHONY: all build run test unit e2e bench bench-attack fuzz fmt lint clean
+.PHONY: all build run test unit e2e conformance bench bench-attack fuzz fmt lint clean
 
 all: build
 
@@ -29,6 +29,15 @@ unit:
 e2e:
 	./hack/ensure-test-deps.sh
 	$(GO) test -count=1 -timeout 30m -v ./test/e2e/...
+
+# The upstream Gateway API conformance suite (GATEWAY-HTTP) against Portico
+# in the container-free cluster of test/conformance (a nested module; root,
+# iproute2). Writes conformance/reports/portico-gateway-http.yaml.
+# CONFORMANCE_FLAGS, e.g. "-conformance.run-test HTTPRouteSimpleSameNamespace".
+CONFORMANCE_FLAGS ?=
+conformance:
+	./hack/ensure-test-deps.sh
+	cd test/conformance && flock /tmp/portico-e2e.lock $(GO) test -count=1 -timeout 60m -v . -args $(CONFORMANCE_FLAGS)
 
 bench:
 	./bench/run.sh
