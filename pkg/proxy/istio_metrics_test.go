@@ -218,7 +218,17 @@ func TestIstioStandardMetrics(t *testing.T) {
 			// directions end: poll for it.
 			deadline := time.Now().Add(10 * time.Second)
 			fams := scrape(t, url)
-			for len(find(fams, "istio_tcp_connections_closed_total", map[string]string{"destination_workload": "mysql-v8"})) == 0 && time.Now().Before(deadline) {
+			// The series exists (at 0) from the moment the connection
+			// opens; wait for the count.
+			closed := func() bool {
+				for _, m := range find(fams, "istio_tcp_connections_closed_total", map[string]string{"destination_workload": "mysql-v8"}) {
+					if m.GetCounter().GetValue() >= 1 {
+						return true
+					}
+				}
+				return false
+			}
+			for !closed() && time.Now().Before(deadline) {
 				time.Sleep(20 * time.Millisecond)
 				fams = scrape(t, url)
 			}
@@ -424,7 +434,15 @@ func TestIstioDashboardQueries(t *testing.T) {
 	p, _ := istioTraffic(t, 3, "ping\n")
 	fams := scrape(t, p.Admin.URL+"/stats/prometheus")
 	deadline := time.Now().Add(10 * time.Second)
-	for len(fams["istio_tcp_connections_closed_total"].GetMetric()) == 0 && time.Now().Before(deadline) {
+	closed := func() bool {
+		for _, m := range fams["istio_tcp_connections_closed_total"].GetMetric() {
+			if m.GetCounter().GetValue() >= 1 {
+				return true
+			}
+		}
+		return false
+	}
+	for !closed() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 		fams = scrape(t, p.Admin.URL+"/stats/prometheus")
 	}

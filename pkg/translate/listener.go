@@ -143,7 +143,6 @@ func (t *translator) hcm(h *ir.HTTPFilter, tls bool, sec *ir.Security) (*hcmv3.H
 		UpgradeConfigs:   []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
 		UseRemoteAddress: wrapperspb.Bool(true),
 		NormalizePath:    wrapperspb.Bool(true),
-		StripPortMode:    &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},
 		ServerName:       t.opts.ServerName,
 		AccessLog:        t.accessLog(),
 	}

@@ -122,7 +122,11 @@ func (tr *Translator) Translate(p *ir.Proxy) (*Resources, error) {
 		out.Listeners = append(out.Listeners, lis)
 	}
 	for _, rc := range p.RouteConfigs {
-		r := &routev3.RouteConfiguration{Name: rc.Name, ValidateClusters: wrapperspb.Bool(false)}
+		// The Host's port is ignored when choosing a virtual host but
+		// forwarded unchanged, as Istio's gateways do (it lists
+		// "host:*" domains; Gateway API conformance checks the
+		// backend sees the client's Host, port included).
+		r := &routev3.RouteConfiguration{Name: rc.Name, ValidateClusters: wrapperspb.Bool(false), IgnorePortInHostMatching: true}
 		for _, vh := range rc.VirtualHosts {
 			key := rc.Name + "\x00" + vh.Name
 			m, ok := tr.vhosts[key]
