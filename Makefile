@@ -22,6 +22,10 @@ run: build
 test: lint
 	./hack/ensure-test-deps.sh
 	H2SPEC=$$(./hack/h2spec.sh) $(GO) test -race -count=1 -timeout 30m ./...
+	# Gateway API conformance, GATEWAY-HTTP core (issue 15): the upstream
+	# suite in the container-free cluster of test/conformance.
+	cd test/conformance && flock /tmp/portico-e2e.lock $(GO) test -count=1 -timeout 40m . \
+		-args -conformance.budget 30m -conformance.report $$(mktemp -d)/report.yaml
 
 unit:
 	$(GO) test -race -count=1 ./pkg/... ./internal/... ./cmd/...
