@@ -89,7 +89,16 @@ func (o *Output) Finish(statuses []*status.Status) []*status.APIStatus {
 			byKey[st.Key] = st
 		}
 	}
-	for key, org := range o.synthetic {
+	// In key order: several synthetic objects can report onto one route
+	// or listener, whose condition keeps the first finding, so the order
+	// must not be a map's (it made the same input give two statuses).
+	keys := make([]resource.Key, 0, len(o.synthetic))
+	for key := range o.synthetic {
+		keys = append(keys, key)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
+	for _, key := range keys {
+		org := o.synthetic[key]
 		st := byKey[key]
 		if st == nil {
 			continue
