@@ -207,38 +207,44 @@ func (c *converter) resolveBackend(rs *routeState, field string, ref gwv1.Backen
 	return &networkingapi.Destination{Host: host, Port: &networkingapi.PortSelector{Number: port}}
 }
 
-// routeOrder sorts routes oldest first, then by namespace/name: the
+// routeLess orders routes oldest first, then by namespace/name: the
 // spec's tie-break across routes.
 func routeLess(a, b resource.Object) bool { return resource.Older(a, b) }
+
+// attachRoute binds a route to its parents and keeps it (for status and
+// conversion) when it names at least one of ours; nil otherwise.
+func (c *converter) attachRoute(r resource.Object, kind string, refs []gwv1.ParentReference, hostnames []gwv1.Hostname, usesHostnames bool) *routeState {
+	rs := &routeState{obj: r, key: resource.KeyOf(r), kind: kind}
+	c.attach(rs, refs, hostnames, usesHostnames)
+	if len(rs.parents) == 0 {
+		return nil
+	}
+	c.out.routes = append(c.out.routes, rs)
+	return rs
+}
 
 func (c *converter) convertRoutes() {
 	hb := newHTTPBuilder(c)
 	for _, r := range c.in.HTTPRoutes {
-		rs := &routeState{obj: r, key: resource.KeyOf(r), kind: resource.KindHTTPRoute}
-		c.attach(rs, r.Spec.ParentRefs, r.Spec.Hostnames, true)
-		if len(rs.parents) == 0 {
+		rs := c.attachRoute(r, resource.KindHTTPRoute, r.Spec.ParentRefs, r.Spec.Hostnames, true)
+		if rs == nil {
 			continue
 		}
-		c.out.routes = append(c.out.routes, rs)
 		hb.addHTTPRoute(rs, r)
 	}
 	for _, r := range c.in.GRPCRoutes {
-		rs := &routeState{obj: r, key: resource.KeyOf(r), kind: resource.KindGRPCRoute}
-		c.attach(rs, r.Spec.ParentRefs, r.Spec.Hostnames, true)
-		if len(rs.parents) == 0 {
+		rs := c.attachRoute(r, resource.KindGRPCRoute, r.Spec.ParentRefs, r.Spec.Hostnames, true)
+		if rs == nil {
 			continue
 		}
-		c.out.routes = append(c.out.routes, rs)
 		hb.addGRPCRoute(rs, r)
 	}
 	hb.emit()
 	for _, r := range c.in.TLSRoutes {
-		rs := &routeState{obj: r, key: resource.KeyOf(r), kind: resource.KindTLSRoute}
-		c.attach(rs, r.Spec.ParentRefs, r.Spec.Hostnames, true)
-		if len(rs.parents) == 0 {
+		rs := c.attachRoute(r, resource.KindTLSRoute, r.Spec.ParentRefs, r.Spec.Hostnames, true)
+		if rs == nil {
 			continue
 		}
-		c.out.routes = append(c.out.routes, rs)
 		var backends []gwv1.BackendRef
 		for _, rule := range r.Spec.Rules {
 			backends = append(backends, rule.BackendRefs...)
@@ -246,12 +252,10 @@ func (c *converter) convertRoutes() {
 		c.emitL4(rs, backends, true)
 	}
 	for _, r := range c.in.TCPRoutes {
-		rs := &routeState{obj: r, key: resource.KeyOf(r), kind: resource.KindTCPRoute}
-		c.attach(rs, r.Spec.ParentRefs, nil, false)
-		if len(rs.parents) == 0 {
+		rs := c.attachRoute(r, resource.KindTCPRoute, r.Spec.ParentRefs, nil, false)
+		if rs == nil {
 			continue
 		}
-		c.out.routes = append(c.out.routes, rs)
 		var backends []gwv1.BackendRef
 		for _, rule := range r.Spec.Rules {
 			backends = append(backends, rule.BackendRefs...)
@@ -259,15 +263,13 @@ func (c *converter) convertRoutes() {
 		c.emitL4(rs, backends, false)
 	}
 	for _, r := range c.in.UDPRoutes {
-		rs := &routeState{obj: r, key: resource.KeyOf(r), kind: resource.KindUDPRoute}
-		c.attach(rs, r.Spec.ParentRefs, nil, false)
-		if len(rs.parents) == 0 {
+		rs := c.attachRoute(r, resource.KindUDPRoute, r.Spec.ParentRefs, nil, false)
+		if rs == nil {
 			continue
 		}
 		for _, ps := range rs.parents {
 			ps.accepted.fail(string(gwv1.RouteReasonNotAllowedByListeners), "UDPRoute is not supported by Portico")
 		}
-		c.out.routes = append(c.out.routes, rs)
 	}
 }
 
