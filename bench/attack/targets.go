@@ -250,7 +250,7 @@ func waitReady(t *target, url string, within time.Duration) error {
 
 // backend answers every request with a fixed 200 after reading its body.
 // It runs in a process of its own at the ordinary client's priority
-// (nice -10, see runLegitProcess): in the load generator's process its
+// (see measuringPriority): in the load generator's process its
 // goroutines would wait behind the attackers', which never block.
 type backend struct {
 	ln  net.Listener
@@ -276,8 +276,8 @@ func startBackend(ctx context.Context) (*backend, error) {
 		return nil, err
 	}
 	args := []string{self, "-backend-child"}
-	if os.Geteuid() == 0 {
-		args = append([]string{"nice", "-n", "-10"}, args...)
+	if p := measuringPriority(); p != nil {
+		args = append(p, args...)
 	}
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.ExtraFiles = []*os.File{f} // fd 3

@@ -51,7 +51,6 @@ import (
 	conformanceconfig "sigs.k8s.io/gateway-api/conformance/utils/config"
 	confkube "sigs.k8s.io/gateway-api/conformance/utils/kubernetes"
 	"sigs.k8s.io/gateway-api/conformance/utils/suite"
-	"sigs.k8s.io/gateway-api/pkg/features"
 	"sigs.k8s.io/yaml"
 
 	"github.com/portico-gateway/portico/test/conformance/cluster"
@@ -460,10 +459,8 @@ func TestConformance(t *testing.T) {
 			CleanupBaseResources: true,
 			CleanupTestResources: true,
 			TimeoutConfig:        timeouts,
-			// What Portico claims: the core of each profile run. Extended
-			// features are added here as they are implemented.
-			SupportedFeatures: features.SetsToNamesSet(features.GatewayCoreFeatures, features.HTTPRouteCoreFeatures,
-				features.ReferenceGrantCoreFeatures).UnsortedList(),
+			// What Portico claims: see features.go.
+			SupportedFeatures:   supportedFeatures(),
 			ConformanceProfiles: profs,
 			RunTest:             *runTest,
 			Mode:                "default",
