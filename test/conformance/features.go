@@ -34,4 +34,5 @@ var httpRouteExtended = []features.FeatureName{}
 // core and extended features).
 var otherRouteFeatures = []features.FeatureName{
 	features.SupportTLSRoute, features.SupportTCPRoute, features.SupportGRPCRoute,
+	features.SupportTLSRouteModeTerminate, features.SupportTLSRouteModeMixed,
 }
