@@ -91,8 +91,21 @@ func childPipeline(dir string, n int) (pipelineResult, error) {
 	if err != nil {
 		return pipelineResult{}, err
 	}
-	return pipelineResult{VirtualServices: n, Routes: o.Routes(), Objects: st.Resources.Len(),
-		FirstPublish: time.Since(start).Seconds(), Build: st.Duration.Seconds(), PeakRSSMiB: mib(status("VmHWM"))}, nil
+	r := pipelineResult{VirtualServices: n, Routes: o.Routes(), Objects: st.Resources.Len(),
+		FirstPublish: time.Since(start).Seconds(), Build: st.Duration.Seconds(), PeakRSSMiB: mib(status("VmHWM"))}
+	if path := os.Getenv("PORTICO_BENCH_HEAPPROFILE"); path != "" {
+		// What stays live once the first snapshot is out.
+		runtime.GC()
+		f, err := os.Create(fmt.Sprintf("%s-pipeline-%d.pprof", path, n))
+		if err != nil {
+			return r, err
+		}
+		defer f.Close()
+		if err := pprof.WriteHeapProfile(f); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
 }
 
 // childMemory creates n VirtualServices (with their services) in a running
@@ -152,7 +165,9 @@ func childMemory(dir string, n int) (pipelineResult, error) {
 
 // runChild is the entry point of a child process.
 // With PORTICO_BENCH_CPUPROFILE set, it writes a CPU profile of the
-// measurement there (suffixed with the kind and size).
+// measurement there (suffixed with the kind and size); with
+// PORTICO_BENCH_HEAPPROFILE set, a pipeline child writes a heap profile
+// of what is live after the first snapshot.
 func runChild(kind, dir string, n int) error {
 	var r pipelineResult
 	var err error
