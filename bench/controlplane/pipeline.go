@@ -30,6 +30,13 @@ type pipelineResult struct {
 	FirstPublish    float64 `json:"firstPublishSeconds"` // provider start → snapshot published
 	Build           float64 `json:"buildSeconds"`        // bind + translate + publish of that build
 	PeakRSSMiB      float64 `json:"peakRSSMiB"`
+	// CPU (user + system) the process used until the first snapshot was
+	// published: on a shared machine a steadier figure than wall time.
+	CPU float64 `json:"cpuSeconds,omitempty"`
+	// RSS and live heap once the first snapshot is out and a GC returned
+	// what it could.
+	SteadyMiB     float64 `json:"steadyMiB,omitempty"`
+	SteadyHeapMiB float64 `json:"steadyHeapMiB,omitempty"`
 	// Memory release.
 	BaselineMiB float64 `json:"baselineMiB,omitempty"`
 	LoadedMiB   float64 `json:"loadedMiB,omitempty"`
@@ -92,7 +99,12 @@ func childPipeline(dir string, n int) (pipelineResult, error) {
 		return pipelineResult{}, err
 	}
 	r := pipelineResult{VirtualServices: n, Routes: o.Routes(), Objects: st.Resources.Len(),
-		FirstPublish: time.Since(start).Seconds(), Build: st.Duration.Seconds(), PeakRSSMiB: mib(status("VmHWM"))}
+		FirstPublish: time.Since(start).Seconds(), Build: st.Duration.Seconds(), PeakRSSMiB: mib(status("VmHWM")), CPU: cpuSeconds()}
+	runtime.GC()
+	debug.FreeOSMemory()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	r.SteadyMiB, r.SteadyHeapMiB = mib(status("VmRSS")), float64(ms.HeapAlloc)/(1<<20)
 	if path := os.Getenv("PORTICO_BENCH_HEAPPROFILE"); path != "" {
 		// What stays live once the first snapshot is out.
 		runtime.GC()

@@ -30,6 +30,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/go-logr/logr"
+	"google.golang.org/protobuf/proto"
 	networking "istio.io/client-go/pkg/apis/networking/v1"
 	security "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -732,8 +733,37 @@ func (p *Provider) stamp(key resource.Key, o resource.Object, h [32]byte) {
 	o.SetGeneration(g.gen)
 }
 
-// contentHash identifies an object's content, for stamp.
+// contentHash identifies an object's content, for stamp. Istio objects
+// are hashed as their metadata's JSON and their spec's deterministic
+// protobuf encoding: their JSON goes through jsonpb, which cost as much
+// as decoding them.
 func contentHash(o resource.Object) [32]byte {
-	b, _ := json.Marshal(o)
-	return sha256.Sum256(b)
+	var spec proto.Message
+	var meta *metav1.ObjectMeta
+	switch v := o.(type) {
+	case *networking.Gateway:
+		spec, meta = &v.Spec, &v.ObjectMeta
+	case *networking.VirtualService:
+		spec, meta = &v.Spec, &v.ObjectMeta
+	case *networking.DestinationRule:
+		spec, meta = &v.Spec, &v.ObjectMeta
+	case *networking.ServiceEntry:
+		spec, meta = &v.Spec, &v.ObjectMeta
+	case *security.RequestAuthentication:
+		spec, meta = &v.Spec, &v.ObjectMeta
+	case *security.AuthorizationPolicy:
+		spec, meta = &v.Spec, &v.ObjectMeta
+	default:
+		b, _ := json.Marshal(o)
+		return sha256.Sum256(b)
+	}
+	h := sha256.New()
+	mb, _ := json.Marshal(meta)
+	sb, _ := proto.MarshalOptions{Deterministic: true}.Marshal(spec)
+	fmt.Fprintf(h, "%s\x00%d\x00", o.GetObjectKind().GroupVersionKind(), len(mb))
+	h.Write(mb)
+	h.Write(sb)
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
 }
