@@ -131,7 +131,10 @@ func (b *bench) run(ctx context.Context, sizes []int, memoryN int, routes []int,
 	}
 	if memoryN > 0 {
 		dir := filepath.Join(b.work, "memory")
-		if err := writeConfig(dir, scale.Options{VirtualServices: 0}, 0); err != nil {
+		// The Gateways the services will bind to, without the services.
+		shared := memoryOptions(memoryN)
+		shared.VirtualServices = 0
+		if err := writeConfig(dir, shared, 0); err != nil {
 			return r.String(), err
 		}
 		res, err := b.child(ctx, "memory", dir, memoryN)
