@@ -342,18 +342,17 @@ func decodeObject(tm typeMeta, src *source) ([]Object, error) {
 	}
 
 	var obj Object
-	js := func() []byte {
-		b, err := src.json()
+	strict := func(into any) error {
+		js, err := src.json()
 		if err != nil {
-			// Only values JSON can print reach here.
-			panic(fmt.Sprintf("printing a decoded document as JSON: %v", err))
+			return err
 		}
-		return b
+		return strictUnmarshal(js, into)
 	}
 	switch {
 	case group == "" && version == "v1" && tm.Kind == KindNamespace:
 		ns := &corev1.Namespace{}
-		if err := strictUnmarshal(js(), ns); err != nil {
+		if err := strict(ns); err != nil {
 			return nil, &DecodeError{Key: key, Err: err}
 		}
 		// Only the labels matter (allowedRoutes selectors).
@@ -366,7 +365,7 @@ func decodeObject(tm typeMeta, src *source) ([]Object, error) {
 		obj = &corev1.Secret{}
 	case group == "" && version == "v1" && tm.Kind == KindPod:
 		pod := &corev1.Pod{}
-		if err := strictUnmarshal(js(), pod); err != nil {
+		if err := strict(pod); err != nil {
 			return nil, &DecodeError{Key: key, Err: err}
 		}
 		pod.Namespace = meta.Namespace
@@ -376,7 +375,7 @@ func decodeObject(tm typeMeta, src *source) ([]Object, error) {
 	default:
 		return nil, nil
 	}
-	if err := strictUnmarshal(js(), obj); err != nil {
+	if err := strict(obj); err != nil {
 		return nil, &DecodeError{Key: key, Err: err}
 	}
 	obj.SetNamespace(meta.Namespace)

@@ -111,7 +111,9 @@ func mutate(rng *rand.Rand, doc string) string {
 			indent := l[:k-len(key)]
 			switch rng.IntN(3) {
 			case 0:
-				key = strings.ToUpper(key[:1]) + key[1:]
+				if key != "" {
+					key = strings.ToUpper(key[:1]) + key[1:]
+				}
 			case 1:
 				key += "x"
 			default:
