@@ -111,8 +111,8 @@ func (b *bench) run(ctx context.Context, sizes []int, memoryN int, routes []int,
 	fmt.Fprintf(&r, "Control plane, %s on %s (%d CPUs).\n\n", time.Now().UTC().Format("2006-01-02"), host, numCPU())
 
 	if len(sizes) > 0 {
-		fmt.Fprintln(&r, "| VirtualServices | routes | objects | provider start → published | last build (bind+translate+publish) | peak RSS |")
-		fmt.Fprintln(&r, "| ---: | ---: | ---: | ---: | ---: | ---: |")
+		fmt.Fprintln(&r, "| VirtualServices | routes | objects | provider start → published | CPU until then | last build (bind+translate+publish) | peak RSS | RSS after GC (live heap) |")
+		fmt.Fprintln(&r, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 		for _, n := range sizes {
 			dir := filepath.Join(b.work, fmt.Sprintf("pipeline-%d", n))
 			if err := writeConfig(dir, scale.Options{VirtualServices: n}, 0); err != nil {
@@ -124,13 +124,17 @@ func (b *bench) run(ctx context.Context, sizes []int, memoryN int, routes []int,
 			}
 			os.RemoveAll(dir)
 			fmt.Fprintf(os.Stderr, "pipeline %d: %+v\n", n, res)
-			fmt.Fprintf(&r, "| %d | %d | %d | %s | %s | %.0f MiB |\n", n, res.Routes, res.Objects, secs(res.FirstPublish), secs(res.Build), res.PeakRSSMiB)
+			fmt.Fprintf(&r, "| %d | %d | %d | %s | %s | %s | %.0f MiB | %.0f MiB (%.0f MiB) |\n", n, res.Routes, res.Objects, secs(res.FirstPublish), secs(res.CPU), secs(res.Build),
+				res.PeakRSSMiB, res.SteadyMiB, res.SteadyHeapMiB)
 		}
 		fmt.Fprintln(&r)
 	}
 	if memoryN > 0 {
 		dir := filepath.Join(b.work, "memory")
-		if err := writeConfig(dir, scale.Options{VirtualServices: 0}, 0); err != nil {
+		// The Gateways the services will bind to, without the services.
+		shared := memoryOptions(memoryN)
+		shared.VirtualServices = 0
+		if err := writeConfig(dir, shared, 0); err != nil {
 			return r.String(), err
 		}
 		res, err := b.child(ctx, "memory", dir, memoryN)

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // status reads a figure (in kB) from /proc/self/status: VmRSS, VmHWM.
@@ -25,3 +26,12 @@ func status(field string) int64 {
 func mib(kb int64) float64 { return float64(kb) / 1024 }
 
 func numCPU() int { return runtime.NumCPU() }
+
+// cpuSeconds is the CPU time (user + system) this process used so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}

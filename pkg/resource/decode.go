@@ -1,13 +1,13 @@
 package resource
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 	"slices"
+	"sort"
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -88,40 +88,70 @@ type Document struct {
 // SplitDocuments splits a multi-document YAML stream on "---" separators,
 // remembering where each document starts so errors can point at it. Empty
 // documents (only comments or whitespace) are skipped but still counted.
+// Lines end at "\n" with a "\r" before it dropped, and every line of a
+// document ends with "\n"; a document that is already written so is a
+// slice of data, not a copy (a cold start splits thousands of files).
 func SplitDocuments(data []byte) []Document {
 	var docs []Document
-	var cur bytes.Buffer
+	var cur []byte // the document so far, when it is not a slice of data
+	copied := false
+	begin, end := 0, 0 // the document so far as data[begin:end], while !copied
 	start, line, index := 1, 0, 0
 	flush := func() {
-		if hasContent(cur.Bytes()) {
-			docs = append(docs, Document{Index: index, Line: start, Data: append([]byte(nil), cur.Bytes()...)})
+		doc := data[begin:end]
+		if copied {
+			doc = cur
+		}
+		if hasContent(doc) {
+			if !copied {
+				doc = doc[:len(doc):len(doc)] // appending must not write into data
+			}
+			docs = append(docs, Document{Index: index, Line: start, Data: doc})
 		}
 		index++
-		cur.Reset()
+		cur, copied = nil, false
 	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 64*1024), 16*1024*1024)
-	for sc.Scan() {
+	for pos := 0; pos < len(data); {
+		text, next, clean := data[pos:], len(data), false
+		if i := bytes.IndexByte(text, '\n'); i >= 0 {
+			text, next, clean = text[:i], pos+i+1, true
+		}
+		if n := len(text); n > 0 && text[n-1] == '\r' {
+			text, clean = text[:n-1], false
+		}
 		line++
-		text := sc.Text()
-		if strings.HasPrefix(text, "---") && strings.TrimSpace(strings.TrimPrefix(text, "---")) == "" || strings.HasPrefix(text, "--- #") {
-			if line > 1 || cur.Len() > 0 {
+		if bytes.HasPrefix(text, []byte("---")) && len(bytes.TrimSpace(text[3:])) == 0 || bytes.HasPrefix(text, []byte("--- #")) {
+			if line > 1 || copied || end > begin {
 				flush()
 			}
 			start = line + 1
+			begin, end, pos = next, next, next
 			continue
 		}
-		cur.WriteString(text)
-		cur.WriteByte('\n')
+		if !copied && !clean {
+			cur = append(append(cur, data[begin:end]...), text...)
+			cur = append(cur, '\n')
+			copied = true
+		} else if copied {
+			cur = append(append(cur, text...), '\n')
+		} else {
+			end = next
+		}
+		pos = next
 	}
 	flush()
 	return docs
 }
 
 func hasContent(b []byte) bool {
-	for _, l := range bytes.Split(b, []byte("\n")) {
-		t := bytes.TrimSpace(l)
-		if len(t) > 0 && t[0] != '#' {
+	for len(b) > 0 {
+		l := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			l, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		if t := bytes.TrimSpace(l); len(t) > 0 && t[0] != '#' {
 			return true
 		}
 	}
@@ -201,6 +231,15 @@ type typeMeta struct {
 // DecodeDocument decodes one document. It returns (nil, nil) for kinds that
 // Portico does not read.
 func DecodeDocument(data []byte) ([]Object, error) {
+	if objs, err, ok := decodeYAML(data); ok {
+		return objs, err
+	}
+	return decodeDocumentPlain(data)
+}
+
+// decodeDocumentPlain decodes a document through its JSON text: the way
+// for whatever decodeYAML steps aside from, and what it must equal.
+func decodeDocumentPlain(data []byte) ([]Object, error) {
 	js, err := yaml.YAMLToJSON(data)
 	if err != nil {
 		return nil, &DecodeError{Err: fmt.Errorf("invalid YAML: %w", err), syntax: true}
@@ -239,6 +278,12 @@ func decodeJSON(js []byte) ([]Object, error) {
 		}
 		return out, nil
 	}
+	return decodeObject(tm, &source{js: js})
+}
+
+// decodeObject decodes a document that is not a List, whose typeMeta was
+// read already.
+func decodeObject(tm typeMeta, src *source) ([]Object, error) {
 	group, version := splitAPIVersion(tm.APIVersion)
 	var meta metav1.ObjectMeta
 	if len(tm.Metadata) > 0 {
@@ -264,7 +309,7 @@ func decodeJSON(js []byte) ([]Object, error) {
 		if group == IstioGroup && version != "v1alpha3" && version != "v1beta1" && version != "v1" {
 			return nil, &DecodeError{Key: key, Field: "apiVersion", Err: fmt.Errorf("unsupported version %q of %s (want v1alpha3, v1beta1 or v1)", version, IstioGroup)}
 		}
-		obj, err := decodeIstio(tm, meta, js)
+		obj, err := decodeIstio(tm, meta, src)
 		if err != nil {
 			var fe *FieldError
 			if errors.As(err, &fe) {
@@ -282,7 +327,7 @@ func decodeJSON(js []byte) ([]Object, error) {
 		if tm.Kind == KindGateway {
 			key.Group = GatewayAPIGroup
 		}
-		obj, err := decodeGatewayAPI(tm.Kind, version, js)
+		obj, err := decodeGatewayAPI(tm.Kind, version, src)
 		if err != nil {
 			return nil, &DecodeError{Key: key, Err: err}
 		}
@@ -297,10 +342,17 @@ func decodeJSON(js []byte) ([]Object, error) {
 	}
 
 	var obj Object
+	strict := func(into any) error {
+		js, err := src.json()
+		if err != nil {
+			return err
+		}
+		return strictUnmarshal(js, into)
+	}
 	switch {
 	case group == "" && version == "v1" && tm.Kind == KindNamespace:
 		ns := &corev1.Namespace{}
-		if err := strictUnmarshal(js, ns); err != nil {
+		if err := strict(ns); err != nil {
 			return nil, &DecodeError{Key: key, Err: err}
 		}
 		// Only the labels matter (allowedRoutes selectors).
@@ -313,7 +365,7 @@ func decodeJSON(js []byte) ([]Object, error) {
 		obj = &corev1.Secret{}
 	case group == "" && version == "v1" && tm.Kind == KindPod:
 		pod := &corev1.Pod{}
-		if err := strictUnmarshal(js, pod); err != nil {
+		if err := strict(pod); err != nil {
 			return nil, &DecodeError{Key: key, Err: err}
 		}
 		pod.Namespace = meta.Namespace
@@ -323,7 +375,7 @@ func decodeJSON(js []byte) ([]Object, error) {
 	default:
 		return nil, nil
 	}
-	if err := strictUnmarshal(js, obj); err != nil {
+	if err := strict(obj); err != nil {
 		return nil, &DecodeError{Key: key, Err: err}
 	}
 	obj.SetNamespace(meta.Namespace)
@@ -357,7 +409,7 @@ var gatewayAPIVersions = map[string][]string{
 	KindBackendTLSPolicy: {"v1", "v1alpha3"},
 }
 
-func decodeGatewayAPI(kind, version string, js []byte) (Object, error) {
+func decodeGatewayAPI(kind, version string, src *source) (Object, error) {
 	versions, ok := gatewayAPIVersions[kind]
 	if !ok {
 		// ListenerSet and experimental kinds: not read (yet).
@@ -387,6 +439,10 @@ func decodeGatewayAPI(kind, version string, js []byte) (Object, error) {
 		obj = &gwv1.UDPRoute{}
 	case KindBackendTLSPolicy:
 		obj = &gwv1.BackendTLSPolicy{}
+	}
+	js, err := src.json()
+	if err != nil {
+		return nil, err
 	}
 	if err := strictUnmarshal(js, obj); err != nil {
 		return nil, err
@@ -426,10 +482,24 @@ func strictUnmarshal(data []byte, into any) error {
 	return nil
 }
 
-func decodeIstio(tm typeMeta, meta metav1.ObjectMeta, js []byte) (Object, error) {
-	var doc map[string]json.RawMessage
-	if err := json.Unmarshal(js, &doc); err != nil {
-		return nil, err
+func decodeIstio(tm typeMeta, meta metav1.ObjectMeta, src *source) (Object, error) {
+	var keys []string
+	var raw json.RawMessage
+	var tree any
+	if src.tree != nil {
+		for k := range src.tree {
+			keys = append(keys, k)
+		}
+		tree = src.tree["spec"]
+	} else {
+		var doc map[string]json.RawMessage
+		if err := json.Unmarshal(src.js, &doc); err != nil {
+			return nil, err
+		}
+		for k := range doc {
+			keys = append(keys, k)
+		}
+		raw = doc["spec"]
 	}
 	var spec proto.Message
 	var obj Object
@@ -468,19 +538,25 @@ func decodeIstio(tm typeMeta, meta metav1.ObjectMeta, js []byte) (Object, error)
 		// Sidecars, EnvoyFilters, WorkloadEntries: not read by a gateway.
 		return nil, nil
 	}
-	for k := range doc {
+	sort.Strings(keys) // the first unknown field by name, not by map order
+	for _, k := range keys {
 		switch k {
 		case "apiVersion", "kind", "metadata", "spec", "status":
 		default:
 			return nil, &FieldError{Path: k, Msg: "unknown field"}
 		}
 	}
-	raw := doc["spec"]
-	if len(raw) == 0 || string(raw) == "null" {
+	if src.tree != nil && tree == nil || src.tree == nil && (len(raw) == 0 || string(raw) == "null") {
 		if emptySpecOK {
 			return obj, nil
 		}
 		return nil, &FieldError{Path: "spec", Msg: "required"}
+	}
+	if src.tree != nil {
+		if err := unmarshalSpecValue(tree, spec); err != nil {
+			return nil, err
+		}
+		return obj, nil
 	}
 	if err := UnmarshalSpec(raw, spec); err != nil {
 		return nil, err
@@ -503,6 +579,28 @@ func UnmarshalSpec(raw []byte, msg proto.Message) error {
 	if err != nil {
 		return err
 	}
+	return unmarshalNormalized(norm, msg)
+}
+
+// unmarshalSpecValue is UnmarshalSpec from the spec's generic value (as
+// encoding/json decodes it with UseNumber), setting the message's fields
+// directly instead of through protojson where it can.
+func unmarshalSpecValue(v any, msg proto.Message) error {
+	norm, err := normalizeMessage(v, msg.ProtoReflect().Descriptor(), "spec")
+	if err != nil {
+		return err
+	}
+	if obj, ok := norm.(map[string]any); ok && setMessage(obj, msg.ProtoReflect()) {
+		return nil
+	}
+	// Something protojson has to judge (and word the error for): start
+	// again from its text.
+	proto.Reset(msg)
+	return unmarshalNormalized(norm, msg)
+}
+
+// unmarshalNormalized reads a normalized spec with protojson.
+func unmarshalNormalized(norm any, msg proto.Message) error {
 	b, err := json.Marshal(norm)
 	if err != nil {
 		return fmt.Errorf("re-encoding spec: %w", err)

@@ -73,7 +73,13 @@ func normalizeField(v any, fd protoreflect.FieldDescriptor, path string) (any, e
 			return nil, &FieldError{Path: path, Msg: fmt.Sprintf("expected a map, got %s", jsonType(v))}
 		}
 		out := make(map[string]any, len(obj))
-		for k, item := range obj {
+		keys := make([]string, 0, len(obj))
+		for k := range obj {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys) // with several bad entries, the error names the first by key, not by map order
+		for _, k := range keys {
+			item := obj[k]
 			nv, err := normalizeSingular(item, fd.MapValue(), fmt.Sprintf("%s[%s]", path, k))
 			if err != nil {
 				return nil, err

@@ -30,6 +30,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/go-logr/logr"
+	"google.golang.org/protobuf/proto"
 	networking "istio.io/client-go/pkg/apis/networking/v1"
 	security "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -369,8 +370,11 @@ type fileRead struct {
 	sum       [32]byte
 	stat      statKey
 	objs      []resource.Object
-	errs      []*resource.DecodeError
-	ignored   []resource.Ignored
+	// contents are the objects' content hashes (see stamp), worked out
+	// here, in parallel, rather than under the lock.
+	contents [][32]byte
+	errs     []*resource.DecodeError
+	ignored  []resource.Ignored
 }
 
 // readFile reads a file and decodes it, unless its bytes hash to prev.
@@ -401,7 +405,14 @@ func (p *Provider) readFile(path string, prev [32]byte, prevStat statKey) fileRe
 	}
 	p.decodes.Add(1)
 	objs, errs, ignored := resource.DecodeWithIgnored(data, rel)
-	return fileRead{rel: rel, sum: sum, stat: before, objs: objs, errs: errs, ignored: ignored}
+	var contents [][32]byte
+	if len(errs) == 0 {
+		contents = make([][32]byte, len(objs))
+		for i, o := range objs {
+			contents[i] = contentHash(o)
+		}
+	}
+	return fileRead{rel: rel, sum: sum, stat: before, objs: objs, contents: contents, errs: errs, ignored: ignored}
 }
 
 // applyFile records what was read from path; p.mu is held.
@@ -452,8 +463,8 @@ func (p *Provider) applyFile(path string, r fileRead) {
 		}
 		return
 	}
-	for _, o := range objs {
-		p.stamp(resource.KeyOf(o), o)
+	for i, o := range objs {
+		p.stamp(resource.KeyOf(o), o, r.contents[i])
 	}
 	st.objs = objs
 	p.log.V(1).Info("loaded config file", "file", rel, "objects", len(objs))
@@ -710,9 +721,7 @@ func put[T resource.Object](list []T, v T, i int, id listID, cloned map[listID]b
 // content changes, as the API server would, so status can report
 // observedGeneration. Objects are stamped before they are ever published
 // and never modified afterwards.
-func (p *Provider) stamp(key resource.Key, o resource.Object) {
-	b, _ := json.Marshal(o)
-	h := sha256.Sum256(b)
+func (p *Provider) stamp(key resource.Key, o resource.Object, h [32]byte) {
 	g, ok := p.gens[key]
 	switch {
 	case !ok:
@@ -722,4 +731,39 @@ func (p *Provider) stamp(key resource.Key, o resource.Object) {
 	}
 	p.gens[key] = g
 	o.SetGeneration(g.gen)
+}
+
+// contentHash identifies an object's content, for stamp. Istio objects
+// are hashed as their metadata's JSON and their spec's deterministic
+// protobuf encoding: their JSON goes through jsonpb, which cost as much
+// as decoding them.
+func contentHash(o resource.Object) [32]byte {
+	var spec proto.Message
+	var meta *metav1.ObjectMeta
+	switch v := o.(type) {
+	case *networking.Gateway:
+		spec, meta = &v.Spec, &v.ObjectMeta
+	case *networking.VirtualService:
+		spec, meta = &v.Spec, &v.ObjectMeta
+	case *networking.DestinationRule:
+		spec, meta = &v.Spec, &v.ObjectMeta
+	case *networking.ServiceEntry:
+		spec, meta = &v.Spec, &v.ObjectMeta
+	case *security.RequestAuthentication:
+		spec, meta = &v.Spec, &v.ObjectMeta
+	case *security.AuthorizationPolicy:
+		spec, meta = &v.Spec, &v.ObjectMeta
+	default:
+		b, _ := json.Marshal(o)
+		return sha256.Sum256(b)
+	}
+	h := sha256.New()
+	mb, _ := json.Marshal(meta)
+	sb, _ := proto.MarshalOptions{Deterministic: true}.Marshal(spec)
+	fmt.Fprintf(h, "%s\x00%d\x00", o.GetObjectKind().GroupVersionKind(), len(mb))
+	h.Write(mb)
+	h.Write(sb)
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
 }
