@@ -359,6 +359,18 @@ func (c *converter) stringMatch(rs *routeState, field string, regex bool, v stri
 	return &networkingapi.StringMatch{MatchType: &networkingapi.StringMatch_Regex{Regex: v}}, true
 }
 
+// InvalidBackendHost is the destination host of a backendRef that did
+// not resolve (unknown Service, kind or port, not permitted by a
+// ReferenceGrant). The binder turns it, on synthetic VirtualServices
+// only, into ir.InvalidBackendCluster: that share of the rule's traffic
+// is answered with 500 while the valid backends keep theirs. The name
+// is under .invalid (RFC 2606), so no real host can collide with it.
+const InvalidBackendHost = "backend.portico.invalid"
+
+func invalidDestination(weight int32) *networkingapi.HTTPRouteDestination {
+	return &networkingapi.HTTPRouteDestination{Destination: &networkingapi.Destination{Host: InvalidBackendHost}, Weight: weight}
+}
+
 // status500 is the answer for a rule the spec says must fail.
 func status500() *networkingapi.HTTPDirectResponse {
 	return &networkingapi.HTTPDirectResponse{Status: 500}
@@ -410,13 +422,20 @@ func (c *converter) httpAction(rs *routeState, field string, rule *gwv1.HTTPRout
 		out.Rewrite, out.Mirrors = nil, nil
 		return out, redirectPrefix
 	}
-	total := int32(0)
+	valid := 0
 	for i, b := range rule.BackendRefs {
 		d := c.resolveBackend(rs, fmt.Sprintf("%s.backendRefs[%d]", field, i), b.BackendObjectReference)
 		w := deref(b.Weight, 1)
-		if d == nil || w <= 0 {
+		if w <= 0 {
 			continue
 		}
+		if d == nil {
+			// The spec: requests that would have gone to an invalid
+			// backend get 500, in proportion to its weight.
+			out.Route = append(out.Route, invalidDestination(w))
+			continue
+		}
+		valid++
 		rd := &networkingapi.HTTPRouteDestination{Destination: d, Weight: w}
 		for _, bf := range b.Filters {
 			switch bf.Type {
@@ -428,10 +447,9 @@ func (c *converter) httpAction(rs *routeState, field string, rule *gwv1.HTTPRout
 				rs.partial.fail(string(gwv1.RouteReasonUnsupportedValue), "%s.backendRefs[%d].filters: type %s is not supported on a backend", field, i, bf.Type)
 			}
 		}
-		total += w
 		out.Route = append(out.Route, rd)
 	}
-	if len(out.Route) == 0 {
+	if valid == 0 {
 		// No backend to send to (none listed, all invalid, all weight 0):
 		// the spec's answer is 500.
 		return &networkingapi.HTTPRoute{DirectResponse: status500(), Headers: out.Headers}, nil
@@ -733,15 +751,20 @@ func (c *converter) grpcAction(rs *routeState, field string, rule *gwv1.GRPCRout
 			return &networkingapi.HTTPRoute{DirectResponse: status500()}
 		}
 	}
+	valid := 0
 	for i, b := range rule.BackendRefs {
 		d := c.resolveBackend(rs, fmt.Sprintf("%s.backendRefs[%d]", field, i), b.BackendObjectReference)
 		w := deref(b.Weight, 1)
-		if d == nil || w <= 0 {
-			continue
+		switch {
+		case w <= 0:
+		case d == nil:
+			out.Route = append(out.Route, invalidDestination(w))
+		default:
+			valid++
+			out.Route = append(out.Route, &networkingapi.HTTPRouteDestination{Destination: d, Weight: w})
 		}
-		out.Route = append(out.Route, &networkingapi.HTTPRouteDestination{Destination: d, Weight: w})
 	}
-	if len(out.Route) == 0 {
+	if valid == 0 {
 		return &networkingapi.HTTPRoute{DirectResponse: status500()}
 	}
 	if len(out.Route) == 1 {
