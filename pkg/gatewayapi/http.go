@@ -71,6 +71,8 @@ type bucket struct {
 	key      bucketKey
 	items    []*httpItem
 	gateways []string
+	// via is the listeners each item was attached through.
+	via map[*httpItem][]*listenerState
 }
 
 type httpBuilder struct {
@@ -100,14 +102,55 @@ func (hb *httpBuilder) place(rs *routeState, items []*httpItem) {
 					hb.order = append(hb.order, k)
 				}
 				b.gateways = appendUnique(b.gateways, a.ls.synKey.NamespacedName())
+				if b.via == nil {
+					b.via = map[*httpItem][]*listenerState{}
+				}
 				for _, it := range items {
 					if !containsItem(b.items, it) {
 						b.items = append(b.items, it)
+					}
+					if !containsListener(b.via[it], a.ls) {
+						b.via[it] = append(b.via[it], a.ls)
 					}
 				}
 			}
 		}
 	}
+}
+
+func containsListener(list []*listenerState, ls *listenerState) bool {
+	for _, x := range list {
+		if x == ls {
+			return true
+		}
+	}
+	return false
+}
+
+// isolatingListener is the listener of a Gateway's port whose hostname
+// is the most specific one matching host (exact before wildcard, longer
+// before shorter, no hostname last): under listener isolation only the
+// routes attached to it serve host. nil when no programmed listener
+// matches.
+func isolatingListener(gw *gatewayState, port int32, host string) *listenerState {
+	var best *listenerState
+	bestHost := ""
+	for _, ls := range gw.listeners {
+		if ls.syn == nil || ls.l.Port != port {
+			continue
+		}
+		lh := "*"
+		if ls.l.Hostname != nil && *ls.l.Hostname != "" {
+			lh = strings.ToLower(string(*ls.l.Hostname))
+		}
+		if !hostCovers(lh, host) {
+			continue
+		}
+		if best == nil || lh != "*" && (bestHost == "*" || hostLess(lh, bestHost)) {
+			best, bestHost = ls, lh
+		}
+	}
+	return best
 }
 
 func containsItem(list []*httpItem, it *httpItem) bool {
@@ -132,18 +175,33 @@ func hostLess(a, b string) bool {
 // emit makes the VirtualServices: per bucket, its own items then those of
 // less specific hostnames on the same Gateway and port that cover it
 // (a request for a.example.com that no a.example.com route matches still
-// reaches the routes for *.example.com), in precedence order.
+// reaches the routes for *.example.com), in precedence order — but only
+// items attached through the listener whose hostname matches the
+// bucket's most specifically (listener isolation: a request for
+// abc.foo.example.com, with listeners *.example.com and
+// abc.foo.example.com, is never served by the routes of *.example.com).
 func (hb *httpBuilder) emit() {
 	for _, k := range hb.order {
 		own := hb.buckets[k]
+		iso := isolatingListener(k.gw, k.port, k.host)
+		isolated := func(b *bucket, it *httpItem) bool {
+			return iso != nil && !containsListener(b.via[it], iso)
+		}
 		type placed struct {
 			it   *httpItem
 			host string
 		}
 		var all []placed
-		gateways := append([]string(nil), own.gateways...)
+		var gateways []string
+		if iso != nil {
+			gateways = []string{iso.synKey.NamespacedName()}
+		} else {
+			gateways = append(gateways, own.gateways...)
+		}
 		for _, it := range own.items {
-			all = append(all, placed{it, k.host})
+			if !isolated(own, it) {
+				all = append(all, placed{it, k.host})
+			}
 		}
 		for _, k2 := range hb.order {
 			if k2 == k || k2.gw != k.gw || k2.port != k.port || !hostCovers(k2.host, k.host) || k2.host == k.host {
@@ -151,11 +209,20 @@ func (hb *httpBuilder) emit() {
 			}
 			other := hb.buckets[k2]
 			for _, it := range other.items {
-				all = append(all, placed{it, k2.host})
+				if !isolated(other, it) {
+					all = append(all, placed{it, k2.host})
+				}
 			}
-			for _, g := range other.gateways {
-				gateways = appendUnique(gateways, g)
+			if iso == nil {
+				for _, g := range other.gateways {
+					gateways = appendUnique(gateways, g)
+				}
 			}
+		}
+		if len(all) == 0 {
+			// Every route for this host belongs to a less specific
+			// listener: nothing may serve it here.
+			continue
 		}
 		sort.SliceStable(all, func(i, j int) bool {
 			a, b := all[i], all[j]
