@@ -261,7 +261,15 @@ func (hb *httpBuilder) emit() {
 				}
 				vs.Annotations[RedirectPrefixAnnotation+strconv.Itoa(len(vs.Spec.Http))] = p.it.redirectPrefix
 			}
-			vs.Spec.Http = append(vs.Spec.Http, proto.Clone(p.it.istio).(*networkingapi.HTTPRoute))
+			rule := proto.Clone(p.it.istio).(*networkingapi.HTTPRoute)
+			if red := rule.Redirect; red != nil && red.Scheme == "" && red.RedirectPort == nil {
+				// The spec: a redirect naming neither scheme nor port
+				// goes to the listener's port (the proxy leaves out 80
+				// for http and 443 for https), whatever port the
+				// client's Host header carried.
+				red.RedirectPort = &networkingapi.HTTPRedirect_Port{Port: uint32(k.port)}
+			}
+			vs.Spec.Http = append(vs.Spec.Http, rule)
 			o.http = append(o.http, p.it.rs)
 		}
 		contentID(vs)
