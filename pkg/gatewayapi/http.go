@@ -705,7 +705,9 @@ func corsPolicy(f *gwv1.HTTPCORSFilter) *networkingapi.CorsPolicy {
 	if f == nil {
 		return nil
 	}
-	p := &networkingapi.CorsPolicy{}
+	// A preflight from an origin the filter does not allow is answered
+	// at the gateway (without CORS headers), not passed to the backend.
+	p := &networkingapi.CorsPolicy{UnmatchedPreflights: networkingapi.CorsPolicy_IGNORE}
 	for _, o := range f.AllowOrigins {
 		s := string(o)
 		if s == "*" || strings.Contains(s, "*") {
