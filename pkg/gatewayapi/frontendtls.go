@@ -105,3 +105,22 @@ func (c *converter) clientValidation(ls *listenerState, tls *networkingapi.Serve
 	}
 	tls.CaCertCredentialName = sec.Name
 }
+
+// insecureFrontendValidation reports whether the Gateway's default or a
+// per-port client validation is AllowInsecureFallback: the spec's
+// InsecureFrontendValidationMode condition says so on the Gateway.
+func insecureFrontendValidation(gw *gwv1.Gateway) bool {
+	if gw.Spec.TLS == nil || gw.Spec.TLS.Frontend == nil {
+		return false
+	}
+	f := gw.Spec.TLS.Frontend
+	if v := f.Default.Validation; v != nil && v.Mode == gwv1.AllowInsecureFallback {
+		return true
+	}
+	for _, pp := range f.PerPort {
+		if v := pp.TLS.Validation; v != nil && v.Mode == gwv1.AllowInsecureFallback {
+			return true
+		}
+	}
+	return false
+}
