@@ -22,8 +22,9 @@ run: build
 test: lint
 	./hack/ensure-test-deps.sh
 	H2SPEC=$$(./hack/h2spec.sh) $(GO) test -race -count=1 -timeout 30m ./...
-	# Gateway API conformance, GATEWAY-HTTP core (issue 15): the upstream
-	# suite in the container-free cluster of test/conformance.
+	# Gateway API conformance, the GATEWAY-HTTP, -TLS, -GRPC and -TCP
+	# profiles (issue 15): the upstream suite in the container-free
+	# cluster of test/conformance.
 	cd test/conformance && flock /tmp/portico-e2e.lock $(GO) test -count=1 -timeout 40m . \
 		-args -conformance.budget 30m -conformance.report $$(mktemp -d)/report.yaml
 
@@ -34,9 +35,9 @@ e2e:
 	./hack/ensure-test-deps.sh
 	$(GO) test -count=1 -timeout 30m -v ./test/e2e/...
 
-# The upstream Gateway API conformance suite (GATEWAY-HTTP) against Portico
-# in the container-free cluster of test/conformance (a nested module; root,
-# iproute2). Writes conformance/reports/portico-gateway-http.yaml.
+# The upstream Gateway API conformance suite (GATEWAY-HTTP, -TLS, -GRPC,
+# -TCP) against Portico in the container-free cluster of test/conformance
+# (a nested module; root, iproute2). Writes conformance/reports/portico.yaml.
 # CONFORMANCE_FLAGS, e.g. "-conformance.run-test HTTPRouteSimpleSameNamespace".
 CONFORMANCE_FLAGS ?=
 conformance:

@@ -116,6 +116,7 @@ func run(o *options, bins, out, only, targets, proxyCPU, label string, nofile ui
 	if err != nil {
 		return err
 	}
+	defer be.stop()
 	e := &env{work: work, bins: bins, backend: be.addr(), proxyCPU: proxyCPU}
 	if proxyCPU != "" {
 		if _, err := exec.LookPath("taskset"); err != nil || proc.NumCPU() < 2 {

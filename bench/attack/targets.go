@@ -253,8 +253,9 @@ func waitReady(t *target, url string, within time.Duration) error {
 // (see measuringPriority): in the load generator's process its
 // goroutines would wait behind the attackers', which never block.
 type backend struct {
-	ln  net.Listener
-	cmd *exec.Cmd
+	ln     net.Listener
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
 var okResponse = []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n")
@@ -286,8 +287,21 @@ func startBackend(ctx context.Context) (*backend, error) {
 		ln.Close()
 		return nil, fmt.Errorf("starting the backend: %w", err)
 	}
-	go cmd.Wait() // reaped when ctx ends and CommandContext kills it
-	return &backend{ln: ln, cmd: cmd}, nil
+	b := &backend{ln: ln, cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		cmd.Wait() // CommandContext kills it when ctx ends
+		close(b.exited)
+	}()
+	return b, nil
+}
+
+// stop kills the backend process and waits until it has exited: without
+// it the bench's own exit raced CommandContext's kill, and every run left
+// an orphaned backend behind.
+func (b *backend) stop() {
+	b.cmd.Process.Kill()
+	<-b.exited
+	b.ln.Close()
 }
 
 // backendChild serves the listener inherited as fd 3 until the parent

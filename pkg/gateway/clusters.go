@@ -10,6 +10,7 @@ import (
 	networking "istio.io/client-go/pkg/apis/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/portico-gateway/portico/pkg/gatewayapi"
 	"github.com/portico-gateway/portico/pkg/ir"
 	"github.com/portico-gateway/portico/pkg/resource"
 	"github.com/portico-gateway/portico/pkg/status"
@@ -36,6 +37,11 @@ func (b *builder) resolveDestination(errs vsErrors, field string, info *vsInfo, 
 		ck.port = d.Port.Number
 	}
 	svc := b.reg.lookup(host)
+	if svc == nil && host == gatewayapi.InvalidBackendHost && b.synthetic(info.key) {
+		// The conversion's stand-in for invalid backendRefs, already
+		// reported on the route: a cluster without endpoints.
+		return ck
+	}
 	if svc == nil {
 		errs.add(status.Error, status.ReferencedResourceNotFound, status.ReasonDestinationNotFound, field+".host",
 			"destination host %q matches no Service or ServiceEntry; requests routed to it get 503", host)

@@ -434,14 +434,12 @@ func (c *converter) stringMatch(rs *routeState, field string, regex bool, v stri
 	return &networkingapi.StringMatch{MatchType: &networkingapi.StringMatch_Regex{Regex: v}}, true
 }
 
-// InvalidBackendHost is the destination host of a backendRef that did
+// invalidDestination is an HTTP rule's share for a backendRef that did
 // not resolve (unknown Service, kind or port, not permitted by a
-// ReferenceGrant). The binder turns it, on synthetic VirtualServices
-// only, into ir.InvalidBackendCluster: that share of the rule's traffic
-// is answered with 500 while the valid backends keep theirs. The name
-// is under .invalid (RFC 2606), so no real host can collide with it.
-const InvalidBackendHost = "backend.portico.invalid"
-
+// ReferenceGrant): InvalidBackendHost without a port. The binder turns
+// it, on synthetic VirtualServices only, into ir.InvalidBackendCluster:
+// that share of the rule's requests is answered with 500 while the
+// valid backends keep theirs.
 func invalidDestination(weight int32) *networkingapi.HTTPRouteDestination {
 	return &networkingapi.HTTPRouteDestination{Destination: &networkingapi.Destination{Host: InvalidBackendHost}, Weight: weight}
 }

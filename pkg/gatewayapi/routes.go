@@ -273,16 +273,40 @@ func (c *converter) convertRoutes() {
 	}
 }
 
+// InvalidBackendHost is the destination the conversion gives a TLS or
+// TCP route's share of connections that would have gone to an invalid
+// backendRef (or all of them, when no backendRef is valid or there is
+// none): a host with no Service, so no endpoints, so the proxy accepts
+// the connection and closes it — what the spec asks for (the route's
+// ResolvedRefs already says why) and what the conformance suite checks,
+// rather than refusing the port, which would look like a Gateway that is
+// not there. The binder knows the name and does not report it again.
+const InvalidBackendHost = "invalid-backend.portico.internal"
+
+// invalidBackendPort is the port of InvalidBackendHost's cluster.
+const invalidBackendPort = 1
+
 // l4Destinations resolves weighted backends of a TLS or TCP route.
+// Invalid backends keep their weight, pointing at InvalidBackendHost.
 func (c *converter) l4Destinations(rs *routeState, backends []gwv1.BackendRef) []*networkingapi.RouteDestination {
 	var out []*networkingapi.RouteDestination
+	invalid := int32(0)
 	for i, b := range backends {
 		d := c.resolveBackend(rs, fmt.Sprintf("spec.rules.backendRefs[%d]", i), b.BackendObjectReference)
 		w := deref(b.Weight, 1)
-		if d == nil || w <= 0 {
-			continue
+		switch {
+		case w <= 0:
+		case d == nil:
+			invalid += w
+		default:
+			out = append(out, &networkingapi.RouteDestination{Destination: d, Weight: w})
 		}
-		out = append(out, &networkingapi.RouteDestination{Destination: d, Weight: w})
+	}
+	if invalid > 0 || len(out) == 0 {
+		out = append(out, &networkingapi.RouteDestination{
+			Destination: &networkingapi.Destination{Host: InvalidBackendHost, Port: &networkingapi.PortSelector{Number: invalidBackendPort}},
+			Weight:      max(invalid, 1),
+		})
 	}
 	if len(out) == 1 {
 		out[0].Weight = 0
@@ -295,9 +319,6 @@ func (c *converter) l4Destinations(rs *routeState, backends []gwv1.BackendRef) [
 // listeners.
 func (c *converter) emitL4(rs *routeState, backends []gwv1.BackendRef, tlsRoute bool) {
 	dests := c.l4Destinations(rs, backends)
-	if len(dests) == 0 {
-		return // nothing to forward to: connections are refused (no chain)
-	}
 	var gateways []string
 	var sni []string
 	tcpGateways := false

@@ -75,4 +75,7 @@ var httpRouteExtended = []features.FeatureName{
 
 // otherRouteFeatures: GRPCRoute, TLSRoute and TCPRoute (their profiles'
 // core and extended features).
-var otherRouteFeatures = []features.FeatureName{}
+var otherRouteFeatures = []features.FeatureName{
+	features.SupportTLSRoute, features.SupportTCPRoute, features.SupportGRPCRoute,
+	features.SupportTLSRouteModeTerminate, features.SupportTLSRouteModeMixed,
+}
