@@ -328,6 +328,9 @@ func (b *builder) bindHTTPS(st *classState, g *portGroup, s *gwServer, _ map[str
 	t := newRouteTable(name, s.port)
 	st.routes[name] = t
 	b.bindHTTPRoutes(st, t, s, false)
+	if b.synthetic(s.gwKey) {
+		b.misdirected(t, g, s)
+	}
 	g.chains = append(g.chains, &ir.FilterChain{
 		Name:        name,
 		ServerNames: s.serverNames(),
@@ -335,6 +338,49 @@ func (b *builder) bindHTTPS(st *classState, g *portGroup, s *gwServer, _ map[str
 		HTTP:        &ir.HTTPFilter{RouteConfig: name, StatPrefix: statPrefix(s), ForwardClientCert: true},
 		Sources:     []ir.Ref{s.gwRef},
 	})
+}
+
+// misdirected answers 421 (Misdirected Request) on a Gateway API HTTPS
+// listener's chain for hosts it does not serve, as the spec's
+// GatewayHTTPSListenerDetectMisdirectedRequests asks: a client reusing a
+// connection made for one listener's name (HTTP/2 coalescing) for a
+// host another HTTPS server on the port holds, or that no server there
+// holds, is told to connect again. The other servers' names come first
+// (a listener for *.example.com must not answer for a.example.com when
+// another listener has it), then a catch-all unless the listener serves
+// any host.
+func (b *builder) misdirected(t *routeTable, g *portGroup, s *gwServer) {
+	own := map[string]bool{}
+	for _, h := range s.hosts {
+		own[h.Host] = true
+	}
+	add := func(host string) {
+		if _, taken := t.vhosts[host]; taken || own[host] {
+			return
+		}
+		vh := t.vhost(host)
+		vh.Routes = append(vh.Routes, &ir.Route{
+			Name:           "misdirected",
+			Source:         s.gwRef,
+			Match:          ir.Match{Path: &ir.StringMatch{Type: ir.MatchPrefix, Value: "/"}},
+			DirectResponse: &ir.DirectResponse{Status: 421},
+		})
+	}
+	for _, other := range g.servers {
+		if other == s || other.kind != kindHTTPS {
+			continue
+		}
+		for _, oh := range other.hosts {
+			for _, h := range s.hosts {
+				if oh.Host != h.Host && hostCovers(h.Host, oh.Host) {
+					add(oh.Host)
+				}
+			}
+		}
+	}
+	if !own["*"] {
+		add("*")
+	}
 }
 
 // firstTCPRule finds the oldest TCP rule bound to a server.

@@ -4,60 +4,23 @@ import (
 	"fmt"
 	"net"
 	"strings"
+
+	"github.com/portico-gateway/portico/pkg/hostname"
 )
 
-// Host names follow Istio's rules: "*" matches everything, "*.suffix"
-// matches any name ending in ".suffix", everything else is exact. Hosts are
-// compared case-insensitively.
+// Host names follow Istio's rules (package hostname): "*" matches
+// everything, "*.suffix" matches any name ending in ".suffix", everything
+// else is exact. Hosts are compared case-insensitively.
 
-func isWildcard(h string) bool { return strings.HasPrefix(h, "*") }
+func isWildcard(h string) bool { return hostname.IsWildcard(h) }
 
 // intersectHosts returns the more specific of two host patterns when they
 // overlap: a VirtualService for "counter.example.com" bound to a server for
 // "*.example.com" serves "counter.example.com", and the other way round.
-func intersectHosts(a, b string) (string, bool) {
-	switch {
-	case a == b:
-		return a, true
-	case a == "*":
-		return b, true
-	case b == "*":
-		return a, true
-	}
-	aw, bw := isWildcard(a), isWildcard(b)
-	switch {
-	case aw && bw:
-		if strings.HasSuffix(a[1:], b[1:]) {
-			return a, true
-		}
-		if strings.HasSuffix(b[1:], a[1:]) {
-			return b, true
-		}
-	case aw:
-		if strings.HasSuffix(b, a[1:]) {
-			return b, true
-		}
-	case bw:
-		if strings.HasSuffix(a, b[1:]) {
-			return a, true
-		}
-	}
-	return "", false
-}
+func intersectHosts(a, b string) (string, bool) { return hostname.Intersect(a, b) }
 
 // hostCovers reports whether pattern matches every name host matches.
-func hostCovers(pattern, host string) bool {
-	if pattern == "*" || pattern == host {
-		return true
-	}
-	if !isWildcard(pattern) {
-		return false
-	}
-	if isWildcard(host) {
-		return strings.HasSuffix(host[1:], pattern[1:])
-	}
-	return strings.HasSuffix(host, pattern[1:])
-}
+func hostCovers(pattern, host string) bool { return hostname.Covers(pattern, host) }
 
 // serverHost is a Gateway server host with its namespace scope.
 type serverHost struct {

@@ -389,8 +389,12 @@ func (b *builder) kubernetesCertSecret(s *gwServer, name string) (*ir.Secret, *s
 func (b *builder) kubernetesCASecret(s *gwServer, cred, caCred string) (*ir.Secret, *status.Message) {
 	field := s.field + ".tls"
 	candidates := []string{cred + "-cacert", cred}
+	sdsName := cred + "-cacert"
 	if caCred != "" {
-		candidates = []string{caCred}
+		// Named after the CA's own Secret: two servers sharing a
+		// certificate may verify clients against different CAs (Gateway
+		// API's per-port frontend validation does).
+		candidates, sdsName = []string{caCred}, caCred+"-cacert"
 	}
 	for _, name := range candidates {
 		sec := b.reg.secret(s.gw.Namespace, name)
@@ -399,7 +403,7 @@ func (b *builder) kubernetesCASecret(s *gwServer, cred, caCred string) (*ir.Secr
 		}
 		if ca := firstKey(sec.Data, caKeys); ca != nil {
 			return &ir.Secret{
-				Name:    ir.KubernetesSecretName(cred + "-cacert"),
+				Name:    ir.KubernetesSecretName(sdsName),
 				Inline:  &ir.InlineSecret{TrustedCA: ca},
 				Sources: []ir.Ref{refOf(resource.KindSecret, sec.Namespace, sec.Name)},
 			}, nil

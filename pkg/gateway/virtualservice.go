@@ -316,6 +316,12 @@ func (b *builder) convertHTTPRule(info *vsInfo, errs vsErrors, i int, h *network
 			} else if d.Weight == 0 {
 				continue // Istio drops zero-weight destinations.
 			}
+			if d.Destination.Host == gatewayapi.InvalidBackendHost && b.synthetic(info.key) {
+				// A Gateway API backendRef that did not resolve: its share
+				// of the traffic gets 500 (the conversion reported why).
+				fwd.Clusters = append(fwd.Clusters, ir.WeightedCluster{Name: ir.InvalidBackendCluster, Weight: w})
+				continue
+			}
 			ck := b.resolveDestination(errs, dfield+".destination", info, d.Destination)
 			rule.clusters = append(rule.clusters, ck)
 			wc := ir.WeightedCluster{Name: ck.name(), Weight: w}

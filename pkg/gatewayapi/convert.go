@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/portico-gateway/portico/pkg/hostname"
 	"github.com/portico-gateway/portico/pkg/resource"
 )
 
@@ -315,53 +316,22 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// hostnameMatches intersects two Gateway API hostnames ("" is any):
+// intersectHostnames intersects two Gateway API hostnames ("" is any):
 // the more specific of the two when they overlap. A wildcard matches one
-// or more labels.
+// or more labels (package hostname, shared with the Istio binder).
 func intersectHostnames(a, b string) (string, bool) {
 	a, b = strings.ToLower(a), strings.ToLower(b)
-	switch {
-	case a == "" || a == "*":
-		if b == "" {
-			return "*", true
-		}
-		return b, true
-	case b == "" || b == "*":
-		return a, true
-	case a == b:
-		return a, true
+	if a == "" {
+		a = "*"
 	}
-	aw, bw := strings.HasPrefix(a, "*."), strings.HasPrefix(b, "*.")
-	switch {
-	case aw && bw:
-		if strings.HasSuffix(a[1:], b[1:]) {
-			return a, true
-		}
-		if strings.HasSuffix(b[1:], a[1:]) {
-			return b, true
-		}
-	case aw:
-		if strings.HasSuffix(b, a[1:]) {
-			return b, true
-		}
-	case bw:
-		if strings.HasSuffix(a, b[1:]) {
-			return a, true
-		}
+	if b == "" {
+		b = "*"
 	}
-	return "", false
+	return hostname.Intersect(a, b)
 }
 
-// hostCovers reports whether pattern matches host (both as above).
-func hostCovers(pattern, host string) bool {
-	if pattern == "*" || pattern == host {
-		return true
-	}
-	if !strings.HasPrefix(pattern, "*.") {
-		return false
-	}
-	return strings.HasSuffix(host, pattern[1:]) && host != pattern[2:]
-}
+// hostCovers reports whether pattern matches every name host matches.
+func hostCovers(pattern, host string) bool { return hostname.Covers(pattern, host) }
 
 // serverFor builds the Istio server of a valid listener.
 func serverFor(l *gwv1.Listener, tls *networkingapi.ServerTLSSettings, protocol string) *networkingapi.Server {

@@ -185,6 +185,7 @@ func (c *converter) validateListener(ls *listenerState) {
 	ls.kinds = allowed
 	if ls.family == "TLS" && !ls.passthrough && !ls.accepted.bad {
 		c.checkCertificates(ls)
+		c.checkFrontendValidation(ls)
 	}
 }
 
@@ -318,6 +319,7 @@ func (c *converter) synthesizeListener(ls *listenerState) {
 		if len(creds) == 1 {
 			tls.CredentialNames = nil
 		}
+		c.clientValidation(ls, tls)
 		server = serverFor(l, tls, string(l.Protocol))
 	}
 	gw := ls.gw.obj

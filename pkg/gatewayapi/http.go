@@ -71,6 +71,8 @@ type bucket struct {
 	key      bucketKey
 	items    []*httpItem
 	gateways []string
+	// via is the listeners each item was attached through.
+	via map[*httpItem][]*listenerState
 }
 
 type httpBuilder struct {
@@ -100,14 +102,55 @@ func (hb *httpBuilder) place(rs *routeState, items []*httpItem) {
 					hb.order = append(hb.order, k)
 				}
 				b.gateways = appendUnique(b.gateways, a.ls.synKey.NamespacedName())
+				if b.via == nil {
+					b.via = map[*httpItem][]*listenerState{}
+				}
 				for _, it := range items {
 					if !containsItem(b.items, it) {
 						b.items = append(b.items, it)
+					}
+					if !containsListener(b.via[it], a.ls) {
+						b.via[it] = append(b.via[it], a.ls)
 					}
 				}
 			}
 		}
 	}
+}
+
+func containsListener(list []*listenerState, ls *listenerState) bool {
+	for _, x := range list {
+		if x == ls {
+			return true
+		}
+	}
+	return false
+}
+
+// isolatingListener is the listener of a Gateway's port whose hostname
+// is the most specific one matching host (exact before wildcard, longer
+// before shorter, no hostname last): under listener isolation only the
+// routes attached to it serve host. nil when no programmed listener
+// matches.
+func isolatingListener(gw *gatewayState, port int32, host string) *listenerState {
+	var best *listenerState
+	bestHost := ""
+	for _, ls := range gw.listeners {
+		if ls.syn == nil || ls.l.Port != port {
+			continue
+		}
+		lh := "*"
+		if ls.l.Hostname != nil && *ls.l.Hostname != "" {
+			lh = strings.ToLower(string(*ls.l.Hostname))
+		}
+		if !hostCovers(lh, host) {
+			continue
+		}
+		if best == nil || lh != "*" && (bestHost == "*" || hostLess(lh, bestHost)) {
+			best, bestHost = ls, lh
+		}
+	}
+	return best
 }
 
 func containsItem(list []*httpItem, it *httpItem) bool {
@@ -132,18 +175,33 @@ func hostLess(a, b string) bool {
 // emit makes the VirtualServices: per bucket, its own items then those of
 // less specific hostnames on the same Gateway and port that cover it
 // (a request for a.example.com that no a.example.com route matches still
-// reaches the routes for *.example.com), in precedence order.
+// reaches the routes for *.example.com), in precedence order — but only
+// items attached through the listener whose hostname matches the
+// bucket's most specifically (listener isolation: a request for
+// abc.foo.example.com, with listeners *.example.com and
+// abc.foo.example.com, is never served by the routes of *.example.com).
 func (hb *httpBuilder) emit() {
 	for _, k := range hb.order {
 		own := hb.buckets[k]
+		iso := isolatingListener(k.gw, k.port, k.host)
+		isolated := func(b *bucket, it *httpItem) bool {
+			return iso != nil && !containsListener(b.via[it], iso)
+		}
 		type placed struct {
 			it   *httpItem
 			host string
 		}
 		var all []placed
-		gateways := append([]string(nil), own.gateways...)
+		var gateways []string
+		if iso != nil {
+			gateways = []string{iso.synKey.NamespacedName()}
+		} else {
+			gateways = append(gateways, own.gateways...)
+		}
 		for _, it := range own.items {
-			all = append(all, placed{it, k.host})
+			if !isolated(own, it) {
+				all = append(all, placed{it, k.host})
+			}
 		}
 		for _, k2 := range hb.order {
 			if k2 == k || k2.gw != k.gw || k2.port != k.port || !hostCovers(k2.host, k.host) || k2.host == k.host {
@@ -151,11 +209,20 @@ func (hb *httpBuilder) emit() {
 			}
 			other := hb.buckets[k2]
 			for _, it := range other.items {
-				all = append(all, placed{it, k2.host})
+				if !isolated(other, it) {
+					all = append(all, placed{it, k2.host})
+				}
 			}
-			for _, g := range other.gateways {
-				gateways = appendUnique(gateways, g)
+			if iso == nil {
+				for _, g := range other.gateways {
+					gateways = appendUnique(gateways, g)
+				}
 			}
+		}
+		if len(all) == 0 {
+			// Every route for this host belongs to a less specific
+			// listener: nothing may serve it here.
+			continue
 		}
 		sort.SliceStable(all, func(i, j int) bool {
 			a, b := all[i], all[j]
@@ -194,7 +261,15 @@ func (hb *httpBuilder) emit() {
 				}
 				vs.Annotations[RedirectPrefixAnnotation+strconv.Itoa(len(vs.Spec.Http))] = p.it.redirectPrefix
 			}
-			vs.Spec.Http = append(vs.Spec.Http, proto.Clone(p.it.istio).(*networkingapi.HTTPRoute))
+			rule := proto.Clone(p.it.istio).(*networkingapi.HTTPRoute)
+			if red := rule.Redirect; red != nil && red.Scheme == "" && red.RedirectPort == nil {
+				// The spec: a redirect naming neither scheme nor port
+				// goes to the listener's port (the proxy leaves out 80
+				// for http and 443 for https), whatever port the
+				// client's Host header carried.
+				red.RedirectPort = &networkingapi.HTTPRedirect_Port{Port: uint32(k.port)}
+			}
+			vs.Spec.Http = append(vs.Spec.Http, rule)
 			o.http = append(o.http, p.it.rs)
 		}
 		contentID(vs)
@@ -359,6 +434,16 @@ func (c *converter) stringMatch(rs *routeState, field string, regex bool, v stri
 	return &networkingapi.StringMatch{MatchType: &networkingapi.StringMatch_Regex{Regex: v}}, true
 }
 
+// invalidDestination is an HTTP rule's share for a backendRef that did
+// not resolve (unknown Service, kind or port, not permitted by a
+// ReferenceGrant): InvalidBackendHost without a port. The binder turns
+// it, on synthetic VirtualServices only, into ir.InvalidBackendCluster:
+// that share of the rule's requests is answered with 500 while the
+// valid backends keep theirs.
+func invalidDestination(weight int32) *networkingapi.HTTPRouteDestination {
+	return &networkingapi.HTTPRouteDestination{Destination: &networkingapi.Destination{Host: InvalidBackendHost}, Weight: weight}
+}
+
 // status500 is the answer for a rule the spec says must fail.
 func status500() *networkingapi.HTTPDirectResponse {
 	return &networkingapi.HTTPDirectResponse{Status: 500}
@@ -410,13 +495,20 @@ func (c *converter) httpAction(rs *routeState, field string, rule *gwv1.HTTPRout
 		out.Rewrite, out.Mirrors = nil, nil
 		return out, redirectPrefix
 	}
-	total := int32(0)
+	valid := 0
 	for i, b := range rule.BackendRefs {
 		d := c.resolveBackend(rs, fmt.Sprintf("%s.backendRefs[%d]", field, i), b.BackendObjectReference)
 		w := deref(b.Weight, 1)
-		if d == nil || w <= 0 {
+		if w <= 0 {
 			continue
 		}
+		if d == nil {
+			// The spec: requests that would have gone to an invalid
+			// backend get 500, in proportion to its weight.
+			out.Route = append(out.Route, invalidDestination(w))
+			continue
+		}
+		valid++
 		rd := &networkingapi.HTTPRouteDestination{Destination: d, Weight: w}
 		for _, bf := range b.Filters {
 			switch bf.Type {
@@ -428,10 +520,9 @@ func (c *converter) httpAction(rs *routeState, field string, rule *gwv1.HTTPRout
 				rs.partial.fail(string(gwv1.RouteReasonUnsupportedValue), "%s.backendRefs[%d].filters: type %s is not supported on a backend", field, i, bf.Type)
 			}
 		}
-		total += w
 		out.Route = append(out.Route, rd)
 	}
-	if len(out.Route) == 0 {
+	if valid == 0 {
 		// No backend to send to (none listed, all invalid, all weight 0):
 		// the spec's answer is 500.
 		return &networkingapi.HTTPRoute{DirectResponse: status500(), Headers: out.Headers}, nil
@@ -612,7 +703,9 @@ func corsPolicy(f *gwv1.HTTPCORSFilter) *networkingapi.CorsPolicy {
 	if f == nil {
 		return nil
 	}
-	p := &networkingapi.CorsPolicy{}
+	// A preflight from an origin the filter does not allow is answered
+	// at the gateway (without CORS headers), not passed to the backend.
+	p := &networkingapi.CorsPolicy{UnmatchedPreflights: networkingapi.CorsPolicy_IGNORE}
 	for _, o := range f.AllowOrigins {
 		s := string(o)
 		if s == "*" || strings.Contains(s, "*") {
@@ -733,15 +826,20 @@ func (c *converter) grpcAction(rs *routeState, field string, rule *gwv1.GRPCRout
 			return &networkingapi.HTTPRoute{DirectResponse: status500()}
 		}
 	}
+	valid := 0
 	for i, b := range rule.BackendRefs {
 		d := c.resolveBackend(rs, fmt.Sprintf("%s.backendRefs[%d]", field, i), b.BackendObjectReference)
 		w := deref(b.Weight, 1)
-		if d == nil || w <= 0 {
-			continue
+		switch {
+		case w <= 0:
+		case d == nil:
+			out.Route = append(out.Route, invalidDestination(w))
+		default:
+			valid++
+			out.Route = append(out.Route, &networkingapi.HTTPRouteDestination{Destination: d, Weight: w})
 		}
-		out.Route = append(out.Route, &networkingapi.HTTPRouteDestination{Destination: d, Weight: w})
 	}
-	if len(out.Route) == 0 {
+	if valid == 0 {
 		return &networkingapi.HTTPRoute{DirectResponse: status500()}
 	}
 	if len(out.Route) == 1 {

@@ -266,6 +266,11 @@ func (gs *gatewayState) status() *gwv1.GatewayStatus {
 			fmt.Sprintf("%d listeners have unresolved references", unresolved), gen)
 	}
 	st.Conditions = []metav1.Condition{accepted, prog, resolved}
+	if insecureFrontendValidation(gs.obj) {
+		st.Conditions = append(st.Conditions, condition(string(gwv1.GatewayConditionInsecureFrontendValidationMode), true,
+			string(gwv1.GatewayReasonConfigurationChanged),
+			"spec.tls.frontend allows clients without a valid certificate (mode AllowInsecureFallback): authorize clients in the backends", gen))
+	}
 	return st
 }
 

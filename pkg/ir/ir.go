@@ -155,6 +155,12 @@ type TCPFilter struct {
 	IdleTimeout *Duration         `json:"idleTimeout,omitempty"`
 }
 
+// InvalidBackendCluster is the name of a destination that no cluster
+// has: the share of traffic a route sends to it is answered with 500.
+// Gateway API requires that share for a backendRef that does not
+// resolve, while the rule's valid backends keep their own shares.
+const InvalidBackendCluster = "portico~invalid-backend"
+
 // WeightedCluster is a destination with a share of the traffic.
 type WeightedCluster struct {
 	Name   string `json:"name"`

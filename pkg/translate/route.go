@@ -205,6 +205,13 @@ func routeAction(f *ir.Forward, m ir.Match) (*routev3.RouteAction, error) {
 		}
 		a.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
 	}
+	for _, c := range f.Clusters {
+		if c.Name == ir.InvalidBackendCluster {
+			// The invalid share names a cluster CDS never has: 500 when
+			// it is picked, as Envoy Gateway does.
+			a.ClusterNotFoundResponseCode = routev3.RouteAction_INTERNAL_SERVER_ERROR
+		}
+	}
 	if r := f.Retry; r != nil {
 		rp := &routev3.RetryPolicy{
 			RetryOn:                       strings.Join(r.RetryOn, ","),

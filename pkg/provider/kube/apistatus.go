@@ -120,6 +120,8 @@ func (w *StatusWriter) writeAPI(ctx context.Context, key resource.Key, st any) e
 		if addrs, _ := desired["addresses"].([]any); len(addrs) == 0 {
 			if a := w.gatewayAddresses(ctx, u); len(a) > 0 {
 				desired["addresses"] = a
+			} else {
+				addressNotAssigned(desired)
 			}
 		}
 	}
@@ -334,6 +336,23 @@ func matching(e any, list []any) any {
 		}
 	}
 	return nil
+}
+
+// addressNotAssigned turns a Gateway's Programmed condition False with
+// the spec's AddressNotAssigned while no Service in front of its proxies
+// has an address yet (the provisioned Service not created, or without a
+// cluster IP): clients cannot reach it, whatever the proxies hold.
+func addressNotAssigned(status map[string]any) {
+	conds, _ := status["conditions"].([]any)
+	for _, c := range conds {
+		m, ok := c.(map[string]any)
+		if !ok || m["type"] != string(gwv1.GatewayConditionProgrammed) || m["status"] != string(metav1.ConditionTrue) {
+			continue
+		}
+		m["status"] = string(metav1.ConditionFalse)
+		m["reason"] = string(gwv1.GatewayReasonAddressNotAssigned)
+		m["message"] = "no address yet: the Service in front of the Gateway's proxies does not exist or has no address"
+	}
 }
 
 // gatewayAddresses are where a Gateway is reachable, from the Service

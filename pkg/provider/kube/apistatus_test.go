@@ -74,6 +74,13 @@ spec:
   listeners: [{name: http, port: 80, protocol: HTTP}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: pending, namespace: edge, generation: 1}
+spec:
+  gatewayClassName: portico
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: web, namespace: edge, generation: 1}
 spec:
@@ -210,5 +217,51 @@ func TestAPIStatusWriter(t *testing.T) {
 	}
 	if err := w.writeAPI(ctx, resource.Key{Kind: "Gateway", Namespace: "istio-system", Name: "gw"}, &gwv1.GatewayStatus{}); err != nil {
 		t.Error(err)
+	}
+}
+
+// A provisioned Gateway whose Service does not exist yet has no address:
+// Programmed is written False with the spec's AddressNotAssigned, even
+// though the build found it programmed, until the Service is there.
+func TestAPIStatusWriterAddressNotAssigned(t *testing.T) {
+	objs := gatewayAPIObjects(t, apiStatusObjects)
+	p, c := fakeProvider(t, objs...)
+	w := NewStatusWriter(p, nil, logr.Discard())
+	w.limiter = rate.NewLimiter(rate.Inf, 1)
+	ctx := context.Background()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	key := resource.Key{Group: resource.GatewayAPIGroup, Kind: resource.KindGateway, Namespace: "edge", Name: "pending"}
+	build := func() []*status.APIStatus {
+		return []*status.APIStatus{{Key: key, Status: &gwv1.GatewayStatus{
+			Conditions: []metav1.Condition{cond("Accepted", metav1.ConditionTrue, "Accepted", 1, t0), cond("Programmed", metav1.ConditionTrue, "Programmed", 1, t0)}}}}
+	}
+	programmed := func() map[string]any {
+		t.Helper()
+		conds, _, _ := unstructured.NestedSlice(apiObject(t, c, "Gateway", "edge", "pending").Object, "status", "conditions")
+		for _, x := range conds {
+			if m := x.(map[string]any); m["type"] == "Programmed" {
+				return m
+			}
+		}
+		t.Fatalf("no Programmed condition in %s", jsonOf(t, conds))
+		return nil
+	}
+	w.writeAPIStatuses(ctx, build())
+	if m := programmed(); m["status"] != "False" || m["reason"] != "AddressNotAssigned" {
+		t.Errorf("without a Service: Programmed %s, want False/AddressNotAssigned", jsonOf(t, m))
+	}
+
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "pending-portico", Namespace: "edge"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, ClusterIP: "10.0.0.10", Selector: map[string]string{LabelGatewayName: "pending"}}}
+	if err := c.Create(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	w.writeAPIStatuses(ctx, build())
+	if m := programmed(); m["status"] != "True" || m["reason"] != "Programmed" {
+		t.Errorf("with the Service: Programmed %s, want True/Programmed", jsonOf(t, m))
+	}
+	addrs, _, _ := unstructured.NestedSlice(apiObject(t, c, "Gateway", "edge", "pending").Object, "status", "addresses")
+	if got := jsonOf(t, addrs); got != `[{"type":"IPAddress","value":"10.0.0.10"}]` {
+		t.Errorf("addresses %s", got)
 	}
 }

@@ -303,11 +303,24 @@ func (x *exchange) cors(c *router.CORS) (done, keep bool) {
 		if c.AllowCredentials {
 			hdr = append(hdr, httpx.Field{Name: "access-control-allow-credentials", Value: "true"})
 		}
-		if c.AllowMethods != "" {
-			hdr = append(hdr, httpx.Field{Name: "access-control-allow-methods", Value: c.AllowMethods})
+		// Browsers ignore "*" in a credentialed response: with
+		// credentials allowed, a wildcard answers with what the
+		// preflight asked for.
+		methods, headers := c.AllowMethods, c.AllowHeaders
+		if c.AllowCredentials && methods == "*" {
+			methods = x.req.Header.Get("access-control-request-method")
 		}
-		if c.AllowHeaders != "" {
-			hdr = append(hdr, httpx.Field{Name: "access-control-allow-headers", Value: c.AllowHeaders})
+		if c.AllowCredentials && headers == "*" {
+			headers = x.req.Header.Get("access-control-request-headers")
+		}
+		if methods != "" {
+			hdr = append(hdr, httpx.Field{Name: "access-control-allow-methods", Value: methods})
+		}
+		if headers != "" {
+			hdr = append(hdr, httpx.Field{Name: "access-control-allow-headers", Value: headers})
+		}
+		if c.ExposeHeaders != "" {
+			hdr = append(hdr, httpx.Field{Name: "access-control-expose-headers", Value: c.ExposeHeaders})
 		}
 		if c.MaxAge != "" {
 			hdr = append(hdr, httpx.Field{Name: "access-control-max-age", Value: c.MaxAge})

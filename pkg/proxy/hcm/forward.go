@@ -177,7 +177,11 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 	if cluster == nil {
 		h.st.noCluster.Inc()
 		x.flags |= accesslog.NoClusterFound
-		return x.reply(503, bodyNoCluster, nil)
+		code := route.ClusterNotFoundStatus
+		if code == 0 {
+			code = 503
+		}
+		return x.reply(code, bodyNoCluster, nil)
 	}
 	hash, hasHash := x.hashKey(route)
 	body, ok := x.prepareBody(route)

@@ -80,11 +80,15 @@ type Route struct {
 
 	Clusters    []WeightedCluster
 	TotalWeight uint32
-	Timeout     time.Duration // zero: none
-	Retry       *RetryPolicy
-	Mirrors     []Mirror
-	Rewrite     Rewrite
-	Hash        []HashPolicy
+	// ClusterNotFoundStatus answers a request whose chosen cluster is not
+	// known (cluster_not_found_response_code; Envoy's default 503). Gateway
+	// API's invalid backendRefs are weighted destinations that answer 500.
+	ClusterNotFoundStatus int
+	Timeout               time.Duration // zero: none
+	Retry                 *RetryPolicy
+	Mirrors               []Mirror
+	Rewrite               Rewrite
+	Hash                  []HashPolicy
 
 	Redirect *RedirectAction
 	Direct   *Direct
@@ -484,6 +488,16 @@ func compileAction(out *Route, a *routev3.RouteAction) error {
 		}
 	default:
 		return fmt.Errorf("route action needs cluster or weighted_clusters")
+	}
+	switch a.ClusterNotFoundResponseCode {
+	case routev3.RouteAction_SERVICE_UNAVAILABLE:
+		out.ClusterNotFoundStatus = 503
+	case routev3.RouteAction_NOT_FOUND:
+		out.ClusterNotFoundStatus = 404
+	case routev3.RouteAction_INTERNAL_SERVER_ERROR:
+		out.ClusterNotFoundStatus = 500
+	default:
+		return fmt.Errorf("cluster_not_found_response_code %v is not supported", a.ClusterNotFoundResponseCode)
 	}
 	if a.Timeout != nil {
 		out.Timeout = a.Timeout.AsDuration()

@@ -126,7 +126,7 @@ var fields = map[string][]string{
 	"envoy.type.matcher.v3.StringMatcher":         {"exact", "prefix", "suffix", "contains", "safe_regex", "ignore_case"},
 	"envoy.type.matcher.v3.RegexMatcher":          {"regex"},
 	"envoy.config.route.v3.RouteAction": {"cluster", "weighted_clusters", "timeout", "retry_policy", "request_mirror_policies",
-		"prefix_rewrite", "regex_rewrite", "host_rewrite_literal", "hash_policy"},
+		"prefix_rewrite", "regex_rewrite", "host_rewrite_literal", "hash_policy", "cluster_not_found_response_code"},
 	"envoy.config.route.v3.WeightedCluster": {"clusters"},
 	"envoy.config.route.v3.WeightedCluster.ClusterWeight": {"name", "weight", "request_headers_to_add", "request_headers_to_remove",
 		"response_headers_to_add", "response_headers_to_remove"},

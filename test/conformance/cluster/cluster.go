@@ -142,7 +142,10 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		ControlPlaneStopTimeout:  30 * time.Second,
 	}
 	api := c.env.ControlPlane.GetAPIServer()
-	api.Configure().Set("advertise-address", BridgeIP).Set("service-cluster-ip-range", ServiceCIDR)
+	api.Configure().Set("advertise-address", BridgeIP).Set("service-cluster-ip-range", ServiceCIDR).
+		// The node agent's kubelet API (logs) is on its InternalIP; its
+		// Hostname address resolves nowhere in the harness's namespace.
+		Set("kubelet-preferred-address-types", "InternalIP")
 	start := time.Now()
 	if c.Config, err = c.env.Start(); err != nil {
 		return c, fmt.Errorf("starting etcd and kube-apiserver: %w", err)
