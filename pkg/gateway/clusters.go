@@ -4,6 +4,7 @@ package gateway
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	networkingapi "istio.io/api/networking/v1alpha3"
@@ -359,8 +360,12 @@ func (b *builder) upstreamTLS(c *ir.Cluster, t *networkingapi.ClientTLSSettings,
 		}
 		sec := b.reg.secret(ns, t.CredentialName)
 		if sec == nil {
-			warn(status.Error, status.ReferencedResourceNotFound, status.ReasonSecretNotFound, "spec.trafficPolicy.tls.credentialName",
-				"Secret %s/%s not found; connections to %s fail until it exists", ns, t.CredentialName, c.Service)
+			// The conversion's fail-closed stand-in for a BackendTLSPolicy
+			// without a usable CA is reported on the policy already.
+			if !(dr != nil && b.synthetic(drKey) && strings.HasSuffix(t.CredentialName, gatewayapi.NoValidCASuffix)) {
+				warn(status.Error, status.ReferencedResourceNotFound, status.ReasonSecretNotFound, "spec.trafficPolicy.tls.credentialName",
+					"Secret %s/%s not found; connections to %s fail until it exists", ns, t.CredentialName, c.Service)
+			}
 			// Name the secret the mode needs anyway, so the cluster fails
 			// closed now and starts working as soon as the Secret exists.
 			if t.Mode == networkingapi.ClientTLSSettings_MUTUAL {

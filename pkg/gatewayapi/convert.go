@@ -65,8 +65,10 @@ type origin struct {
 	// items are a synthetic VirtualService's rules, in spec order of
 	// each section (http, tls, tcp).
 	http, tls, tcp []*routeState
-	// policy made a synthetic DestinationRule.
-	policy *policyState
+	// policies made a synthetic DestinationRule; policyFields says which
+	// of them wrote which part of it (field path prefix).
+	policies     []*policyState
+	policyFields map[string]*policyState
 }
 
 // Synthetic reports whether key names an object the conversion made.

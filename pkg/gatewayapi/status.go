@@ -106,10 +106,21 @@ func (o *Output) Finish(statuses []*status.Status) []*status.APIStatus {
 		switch {
 		case org.listener != nil:
 			o.listenerFindings(org.listener, st)
-		case org.policy != nil:
+		case len(org.policies) > 0:
 			for _, m := range st.Messages {
-				if m.Level == status.Error {
-					org.policy.accepted.fail(string(gwv1.PolicyReasonInvalid), "%s", o.Rename(m.String()))
+				if m.Level != status.Error {
+					continue
+				}
+				// A finding on one policy's part of the shared rule is
+				// that policy's; others are every policy's.
+				blame := org.policies
+				for prefix, ps := range org.policyFields {
+					if strings.HasPrefix(m.Field, prefix) {
+						blame = []*policyState{ps}
+					}
+				}
+				for _, ps := range blame {
+					ps.accepted.fail(string(gwv1.PolicyReasonInvalid), "%s", o.Rename(m.String()))
 				}
 			}
 		default:

@@ -16,7 +16,7 @@ func supportedFeatures() []features.FeatureName {
 		features.GatewayCoreFeatures, features.HTTPRouteCoreFeatures, features.ReferenceGrantCoreFeatures,
 	}
 	names := features.SetsToNamesSet(core...)
-	for _, list := range [][]features.FeatureName{gatewayExtended, httpRouteExtended, otherRouteFeatures} {
+	for _, list := range [][]features.FeatureName{gatewayExtended, httpRouteExtended, otherRouteFeatures, policyFeatures} {
 		for _, f := range list {
 			names.Insert(f)
 		}
@@ -78,4 +78,9 @@ var httpRouteExtended = []features.FeatureName{
 var otherRouteFeatures = []features.FeatureName{
 	features.SupportTLSRoute, features.SupportTCPRoute, features.SupportGRPCRoute,
 	features.SupportTLSRouteModeTerminate, features.SupportTLSRouteModeMixed,
+}
+
+// policyFeatures: BackendTLSPolicy (GATEWAY-HTTP extended).
+var policyFeatures = []features.FeatureName{
+	features.SupportBackendTLSPolicy, features.SupportBackendTLSPolicySANValidation,
 }
