@@ -46,16 +46,21 @@ func (f Flags) String() string {
 	if f == 0 {
 		return "-"
 	}
-	var b []byte
+	return string(f.appendTo(nil))
+}
+
+// appendTo appends the comma-separated codes of f.
+func (f Flags) appendTo(b []byte) []byte {
+	start := len(b)
 	for i, n := range flagNames {
 		if f&(1<<i) != 0 {
-			if len(b) > 0 {
+			if len(b) > start {
 				b = append(b, ',')
 			}
 			b = append(b, n...)
 		}
 	}
-	return string(b)
+	return b
 }
 
 // Entry is one logged request or connection.
@@ -78,18 +83,43 @@ type Entry struct {
 	Authority           string
 	UpstreamHost        string
 	TCP                 bool
+
+	// Read only by configured formats (Compiled); the default format
+	// does not need them.
+	Scheme                         string
+	Cluster                        string // UPSTREAM_CLUSTER
+	RouteName                      string
+	SNI                            string // REQUESTED_SERVER_NAME
+	DownstreamRemote               string // host:port
+	DownstreamLocal                string // host:port
+	UpstreamLocal                  string // host:port
+	ResponseCodeDetails            string
+	UpstreamTransportFailureReason string
+	// ReqHeaders and RespHeaders serve %REQ(X)% and %RESP(X)% for headers
+	// without a field above; nil when not known (TCP).
+	ReqHeaders  HeaderGetter
+	RespHeaders HeaderGetter
 }
 
 // Logger writes entries.
 type Logger struct {
-	mu  sync.Mutex
-	w   *bufio.Writer
-	out io.Writer
+	format *Compiled // nil: Envoy's default format, by Format
+	mu     sync.Mutex
+	w      *bufio.Writer
+	out    io.Writer
 }
 
 // New returns a logger writing to out.
 func New(out io.Writer) *Logger {
 	return &Logger{w: bufio.NewWriterSize(out, 64<<10), out: out}
+}
+
+// NewWithFormat returns a logger writing to out with a compiled format
+// (nil: Envoy's default).
+func NewWithFormat(out io.Writer, f *Compiled) *Logger {
+	l := New(out)
+	l.format = f
+	return l
 }
 
 // Run flushes every interval until ctx ends, then flushes once more.
@@ -163,7 +193,11 @@ func Format(b []byte, e *Entry) []byte {
 	b = append(b, "\" "...)
 	b = strconv.AppendInt(b, int64(e.Code), 10)
 	b = append(b, ' ')
-	b = append(b, e.Flags.String()...)
+	if e.Flags == 0 {
+		b = append(b, '-')
+	} else {
+		b = e.Flags.appendTo(b)
+	}
 	b = append(b, ' ')
 	b = strconv.AppendInt(b, e.BytesReceived, 10)
 	b = append(b, ' ')
@@ -195,7 +229,16 @@ func (l *Logger) Log(e *Entry) {
 		return
 	}
 	bp := bufPool.Get().(*[]byte)
-	b := Format((*bp)[:0], e)
+	var b []byte
+	if l.format == nil {
+		b = Format((*bp)[:0], e)
+	} else {
+		sp := bufPool.Get().(*[]byte)
+		var scratch []byte
+		b, scratch = l.format.Append((*bp)[:0], e, (*sp)[:0])
+		*sp = scratch
+		bufPool.Put(sp)
+	}
 	l.mu.Lock()
 	l.w.Write(b)
 	l.mu.Unlock()
