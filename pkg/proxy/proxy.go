@@ -76,7 +76,9 @@ type Options struct {
 	DrainTime time.Duration
 	// PortMap remaps listener ports when binding (80 → 31380, …).
 	PortMap map[uint32]uint32
-	// AccessLog receives access logs (nil: none).
+	// AccessLog receives the access logs of the stdout logger and of file
+	// loggers whose path is /dev/stdout (nil: those are off). Logs to other
+	// paths (meshConfig accessLogFile) are written to their files.
 	AccessLog io.Writer
 	// WarmingTimeout bounds how long a resource waits for what it
 	// depends on before it is applied anyway (Envoy's initial fetch
@@ -146,7 +148,7 @@ type Proxy struct {
 	Clusters  *upstream.Manager
 	Listeners *listener.Manager
 	overload  *overload.Manager
-	accessLog *accesslog.Logger
+	accessLog *accesslog.Sinks
 	client    *xdsclient.Client
 	routes    atomic.Pointer[map[string]*router.Table]
 
@@ -248,9 +250,7 @@ func New(opts Options, log logr.Logger) *Proxy {
 	}
 	empty := map[string]*router.Table{}
 	p.routes.Store(&empty)
-	if opts.AccessLog != nil {
-		p.accessLog = accesslog.New(opts.AccessLog)
-	}
+	p.accessLog = accesslog.NewSinks(opts.AccessLog)
 	for t, short := range map[string]string{resourcev3.ClusterType: "cluster_manager.cds", resourcev3.EndpointType: "cluster_manager.eds",
 		resourcev3.ListenerType: "listener_manager.lds", resourcev3.RouteType: "http.rds", resourcev3.SecretType: "sds"} {
 		p.updSuccess[t] = p.Stats.Counter(stats.Plain(short), "update_success")
@@ -328,9 +328,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	g.Go(func() error { return p.Secrets.Run(gctx) })
 	g.Go(func() error { return p.client.Run(gctx) })
 	g.Go(func() error { p.warmLoop(gctx); return nil })
-	if p.accessLog != nil {
-		g.Go(func() error { p.accessLog.Run(gctx, time.Second); return nil })
-	}
+	g.Go(func() error { p.accessLog.Run(gctx, time.Second); return nil })
 	if p.opts.AdminAddress != "" {
 		g.Go(func() error { return p.serveAdmin(gctx) })
 	}
@@ -1187,9 +1185,7 @@ func (p *Proxy) linger(now time.Time, clusters []string) {
 
 // Flush writes buffered access log entries.
 func (p *Proxy) Flush() {
-	if p.accessLog != nil {
-		p.accessLog.Flush()
-	}
+	p.accessLog.Flush()
 }
 
 // updateCertStats publishes each secret's time to expiry

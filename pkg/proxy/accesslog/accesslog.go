@@ -223,19 +223,27 @@ func Format(b []byte, e *Entry) []byte {
 	return append(b, '\n')
 }
 
-// Log writes one entry.
+// Log writes one entry in the logger's format.
 func (l *Logger) Log(e *Entry) {
+	if l == nil {
+		return
+	}
+	l.LogFormat(l.format, e)
+}
+
+// LogFormat writes one entry in format f (nil: Envoy's default).
+func (l *Logger) LogFormat(f *Compiled, e *Entry) {
 	if l == nil {
 		return
 	}
 	bp := bufPool.Get().(*[]byte)
 	var b []byte
-	if l.format == nil {
+	if f == nil {
 		b = Format((*bp)[:0], e)
 	} else {
 		sp := bufPool.Get().(*[]byte)
 		var scratch []byte
-		b, scratch = l.format.Append((*bp)[:0], e, (*sp)[:0])
+		b, scratch = f.Append((*bp)[:0], e, (*sp)[:0])
 		*sp = scratch
 		bufPool.Put(sp)
 	}

@@ -680,3 +680,32 @@ func appendJSONBody(b []byte, s string) []byte {
 func bytesView(b []byte) string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
+
+// RespHeaders lists the response headers the format reads (lower case),
+// besides x-envoy-upstream-service-time which the proxy knows itself, so
+// a request keeps only those.
+func (f *Compiled) RespHeaders() []string {
+	if f == nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	add := func(ps []part) {
+		for _, p := range ps {
+			if p.kind != opResp {
+				continue
+			}
+			for _, n := range []string{p.name, p.alt} {
+				if n != "" && n != "x-envoy-upstream-service-time" && !seen[n] {
+					seen[n] = true
+					out = append(out, n)
+				}
+			}
+		}
+	}
+	add(f.parts)
+	for _, v := range f.vals {
+		add(v)
+	}
+	return out
+}

@@ -8,6 +8,7 @@ package hcm
 
 import (
 	"fmt"
+	"github.com/portico-gateway/portico/pkg/proxy/accesslog"
 	"strings"
 	"time"
 
@@ -83,10 +84,12 @@ type Config struct {
 	// MergeSlashes collapses runs of '/' in the path.
 	MergeSlashes bool
 	// EscapedSlashes is one of the EscapedSlashes* actions.
-	EscapedSlashes    int
-	StripAnyHostPort  bool
-	ServerName        string
-	AccessLog         bool
+	EscapedSlashes   int
+	StripAnyHostPort bool
+	ServerName       string
+	// AccessLogs are the compiled access_log entries (none: no logging).
+	AccessLogs        []accesslog.Target
+	logRespHeaders    []string // response headers the formats read
 	ForwardClientCert int
 	CertSubject       bool
 	CertDNS           bool
@@ -228,11 +231,13 @@ func Compile(m *hcmv3.HttpConnectionManager) (*Config, error) {
 		return nil, fmt.Errorf("http connection manager %s: only RDS route configurations are supported", m.StatPrefix)
 	}
 	cfg.RouteConfig = rds.RouteConfigName
-	for _, a := range m.AccessLog {
-		if a.Name != "envoy.access_loggers.stdout" {
-			return nil, fmt.Errorf("unsupported access logger %q", a.Name)
-		}
-		cfg.AccessLog = true
+	logs, err := accesslog.FromEnvoy(m.AccessLog)
+	if err != nil {
+		return nil, fmt.Errorf("http connection manager %s: %w", m.StatPrefix, err)
+	}
+	cfg.AccessLogs = logs
+	for _, t := range logs {
+		cfg.logRespHeaders = append(cfg.logRespHeaders, t.RespHeaders...)
 	}
 	sawRouter, sawFault := false, false
 	for i, f := range m.HttpFilters {

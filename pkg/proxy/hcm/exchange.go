@@ -52,6 +52,8 @@ type exchange struct {
 	// the size of the response headers sent.
 	grpcStatus      int
 	respHeaderBytes int64
+	// respLog holds response headers for access log formats (nil: none).
+	respLog *capturedHeaders
 }
 
 // ServeRequest runs one request through the pipeline and reports whether
@@ -70,7 +72,7 @@ func (h *Handler) ServeRequest(ctx context.Context, req *httpx.Request, w Respon
 	if x.status > 0 && x.status < 600 {
 		h.st.rqClass[x.status/100].Inc()
 	}
-	if h.cfg.AccessLog && h.env.AccessLog != nil {
+	if len(h.logs) > 0 {
 		x.log()
 	}
 	if h.env.Istio != nil {
@@ -114,11 +116,60 @@ func (x *exchange) log() {
 		Start: x.start, Method: x.req.Method, Path: x.origPath, Protocol: x.req.Proto, Code: x.status, Flags: x.flags,
 		BytesReceived: x.bytesIn, BytesSent: x.w.Written() + x.tunneled, Duration: time.Since(x.start), UpstreamServiceTime: x.upstreamTime,
 		ForwardedFor: x.xff, UserAgent: x.ua, RequestID: x.requestID, Authority: x.req.Authority, UpstreamHost: x.upstream,
+		Scheme: x.req.Scheme, ReqHeaders: &x.req.Header,
 	}
 	if e.Path == "" {
 		e.Path = x.req.Target
 	}
-	x.h.env.AccessLog.Log(&e)
+	if x.cluster != nil {
+		e.Cluster = x.cluster.Name()
+	}
+	if x.route != nil {
+		e.RouteName = x.route.Name
+	}
+	if x.req.TLS != nil {
+		e.SNI = x.req.TLS.ServerName
+	}
+	if x.req.RemoteAddr.IsValid() {
+		e.DownstreamRemote = x.req.RemoteAddr.String()
+	}
+	if x.req.LocalAddr.IsValid() {
+		e.DownstreamLocal = x.req.LocalAddr.String()
+	}
+	if x.respLog != nil {
+		e.RespHeaders = x.respLog
+	}
+	for i := range x.h.logs {
+		x.h.logs[i].Log(&e)
+	}
+}
+
+// capturedHeaders are the response headers an access log format reads,
+// copied when the response is sent (the header block itself is reused).
+type capturedHeaders struct {
+	names, values []string
+}
+
+func (c *capturedHeaders) Get(name string) string {
+	for i, n := range c.names {
+		if n == name {
+			return c.values[i]
+		}
+	}
+	return ""
+}
+
+// captureResp keeps the response headers the access log formats read.
+func (x *exchange) captureResp(hdr *httpx.Header) {
+	names := x.h.cfg.logRespHeaders
+	if len(names) == 0 || len(x.h.logs) == 0 {
+		return
+	}
+	c := &capturedHeaders{names: names, values: make([]string, len(names))}
+	for i, n := range names {
+		c.values[i] = hdr.Get(n)
+	}
+	x.respLog = c
 }
 
 func (x *exchange) run() bool {
@@ -380,6 +431,7 @@ func (h *Handler) localReply(w ResponseWriter, req *httpx.Request, status int, b
 	noBody := req.Method == "HEAD" || status == 204 || status == 304
 	if x := firstOr(xs); x != nil {
 		x.respHeaderBytes = int64(len(":status")+3) + headerBytes(&hdr)
+		x.captureResp(&hdr)
 	}
 	w.WriteHeader(status, &hdr, int64(len(body)), noBody)
 	if body != "" && !noBody {

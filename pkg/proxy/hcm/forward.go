@@ -742,6 +742,7 @@ func (x *exchange) respond(c *upstream.Cluster, host *upstream.Host, a *attempt,
 	x.decorateResponse(hdr, wc, route, a)
 	x.status = resp.Status
 	x.respHeaderBytes = int64(len(":status")+3) + headerBytes(hdr)
+	x.captureResp(hdr)
 	c.Stats.RqTime.Observe(time.Since(x.start))
 	noBody := x.req.Method == "HEAD" || resp.Status == 204 || resp.Status == 304
 	x.w.WriteHeader(resp.Status, hdr, resp.ContentLength, noBody)
@@ -900,6 +901,7 @@ func (x *exchange) respondH2(c *upstream.Cluster, a *attempt, wc *router.Weighte
 	x.decorateResponse(&hdr, wc, route, a)
 	x.status = resp.StatusCode
 	x.respHeaderBytes = int64(len(":status")+3) + headerBytes(&hdr)
+	x.captureResp(&hdr)
 	c.Stats.RqTime.Observe(time.Since(x.start))
 	noBody := x.req.Method == "HEAD" || resp.StatusCode == 204 || resp.StatusCode == 304
 	x.w.WriteHeader(resp.StatusCode, &hdr, resp.ContentLength, noBody)

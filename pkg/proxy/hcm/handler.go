@@ -21,10 +21,11 @@ import (
 // Env is what every connection manager shares.
 type Env struct {
 	// Routes returns the active route table of a name (nil if unknown).
-	Routes    func(name string) *router.Table
-	Clusters  *upstream.Manager
-	Stats     *stats.Store
-	AccessLog *accesslog.Logger
+	Routes   func(name string) *router.Table
+	Clusters *upstream.Manager
+	Stats    *stats.Store
+	// AccessLog holds the access log writers (nil: no access logs).
+	AccessLog *accesslog.Sinks
 	Log       logr.Logger
 	// Ctx bounds work that outlives a request (mirrors).
 	Ctx context.Context
@@ -101,8 +102,10 @@ func newHCMStats(store *stats.Store, prefix string) *hcmStats {
 // responses carry "Connection: close", HTTP/2 connections get GOAWAY.
 type Handler struct {
 	cfg *Config
-	env *Env
-	st  *hcmStats
+	// logs are the access loggers bound to their writers.
+	logs []accesslog.Bound
+	env  *Env
+	st   *hcmStats
 	// filters are the instances of cfg.Steps (nil for built-in steps).
 	filters []filters.HTTP
 
@@ -115,6 +118,7 @@ type Handler struct {
 // NewHandler returns a handler for cfg.
 func NewHandler(cfg *Config, env *Env) *Handler {
 	h := &Handler{cfg: cfg, env: env, st: newHCMStats(env.Stats, cfg.StatPrefix), conns: map[*h1conn]struct{}{}}
+	h.logs = env.AccessLog.Resolve(cfg.AccessLogs, env.Log)
 	h.filters = make([]filters.HTTP, len(cfg.Steps))
 	for i, s := range cfg.Steps {
 		if s.Kind == StepFilter {

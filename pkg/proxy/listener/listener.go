@@ -641,7 +641,7 @@ func (m *Manager) newChain(cs *ChainSpec) *chain {
 		c.http = hcm.NewHandler(cs.HTTP, m.deps.HTTP)
 	}
 	if cs.TCP != nil {
-		c.tcp = tcpproxy.NewHandler(cs.TCP, m.deps.HTTP.Clusters, m.deps.Stats, m.deps.HTTP.AccessLog).WithIstioMetrics(m.deps.HTTP.Istio)
+		c.tcp = tcpproxy.NewHandler(cs.TCP, m.deps.HTTP.Clusters, m.deps.Stats, m.deps.HTTP.AccessLog, m.deps.HTTP.Log).WithIstioMetrics(m.deps.HTTP.Istio)
 	}
 	if cs.TLS != nil {
 		c.tls = serverTLS(cs.TLS, m.deps.Secrets)

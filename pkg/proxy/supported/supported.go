@@ -107,7 +107,9 @@ var fields = map[string][]string{
 		"filter_enabled", "filter_enforced", "response_headers_to_add"},
 	"envoy.type.v3.HttpStatus":                                  {"code"},
 	"envoy.type.v3.TokenBucket":                                 {"max_tokens", "tokens_per_fill", "fill_interval"},
-	"envoy.extensions.access_loggers.stream.v3.StdoutAccessLog": {},
+	"envoy.extensions.access_loggers.stream.v3.StdoutAccessLog": {"log_format"},
+	"envoy.extensions.access_loggers.file.v3.FileAccessLog":     {"path", "log_format"},
+	"envoy.config.core.v3.SubstitutionFormatString":             {"text_format", "text_format_source", "json_format"},
 	"envoy.type.v3.FractionalPercent":                           {"numerator", "denominator"},
 
 	// TCP proxy.

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/go-logr/logr"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -36,7 +37,8 @@ type Config struct {
 	Clusters    []WeightedCluster
 	Total       uint32
 	IdleTimeout time.Duration
-	AccessLog   bool
+	// AccessLogs are the compiled access_log entries (none: no logging).
+	AccessLogs []accesslog.Target
 	// BufferLimit is the listener's per_connection_buffer_limit_bytes: what
 	// one direction of a connection holds in flight (at most bufSize).
 	BufferLimit int
@@ -68,12 +70,11 @@ func Compile(tp *tcpproxyv3.TcpProxy) (*Config, error) {
 	default:
 		return nil, fmt.Errorf("tcp proxy %s: no cluster", tp.StatPrefix)
 	}
-	for _, a := range tp.AccessLog {
-		if a.Name != "envoy.access_loggers.stdout" {
-			return nil, fmt.Errorf("unsupported access logger %q", a.Name)
-		}
-		cfg.AccessLog = true
+	logs, err := accesslog.FromEnvoy(tp.AccessLog)
+	if err != nil {
+		return nil, fmt.Errorf("tcp proxy %s: %w", tp.StatPrefix, err)
 	}
+	cfg.AccessLogs = logs
 	return cfg, nil
 }
 
@@ -81,7 +82,7 @@ func Compile(tp *tcpproxyv3.TcpProxy) (*Config, error) {
 type Handler struct {
 	cfg      *Config
 	clusters *upstream.Manager
-	log      *accesslog.Logger
+	logs     []accesslog.Bound
 
 	cxTotal, noRoute, rx, tx, idle *stats.Counter
 	cxActive                       *stats.Gauge
@@ -93,9 +94,9 @@ type Handler struct {
 }
 
 // NewHandler returns a handler for cfg.
-func NewHandler(cfg *Config, clusters *upstream.Manager, store *stats.Store, log *accesslog.Logger) *Handler {
+func NewHandler(cfg *Config, clusters *upstream.Manager, store *stats.Store, sinks *accesslog.Sinks, log logr.Logger) *Handler {
 	sc := stats.TCPScope(cfg.StatPrefix)
-	h := &Handler{cfg: cfg, clusters: clusters, log: log,
+	h := &Handler{cfg: cfg, clusters: clusters, logs: sinks.Resolve(cfg.AccessLogs, log),
 		cxTotal: store.Counter(sc, "downstream_cx_total"), noRoute: store.Counter(sc, "downstream_cx_no_route"),
 		rx: store.Counter(sc, "downstream_cx_rx_bytes_total"), tx: store.Counter(sc, "downstream_cx_tx_bytes_total"),
 		idle: store.Counter(sc, "idle_timeout"), cxActive: store.Gauge(sc, "downstream_cx_active")}
@@ -176,11 +177,20 @@ func (h *Handler) ServeConn(ctx context.Context, down net.Conn, sni string) {
 	h.cxActive.Inc()
 	defer h.cxActive.Dec()
 	entry := accesslog.Entry{Start: start, TCP: true, UpstreamServiceTime: -1}
+	var c *upstream.Cluster // where the connection went (nil: nowhere)
 	defer func() {
 		down.Close()
-		if h.cfg.AccessLog && h.log != nil {
+		if len(h.logs) > 0 {
 			entry.Duration = time.Since(start)
-			h.log.Log(&entry)
+			entry.SNI = sni
+			entry.DownstreamRemote = down.RemoteAddr().String()
+			entry.DownstreamLocal = down.LocalAddr().String()
+			if c != nil {
+				entry.Cluster = c.Name()
+			}
+			for i := range h.logs {
+				h.logs[i].Log(&entry)
+			}
 		}
 	}()
 	if !h.allowed(down, sni) {
@@ -189,7 +199,6 @@ func (h *Handler) ServeConn(ctx context.Context, down net.Conn, sni string) {
 	// A connection is counted in Istio's metrics when its upstream
 	// connection opens (with the bytes as they flow), or when it fails
 	// before that (opened and closed at once, with the response flags).
-	var c *upstream.Cluster
 	var host *upstream.Host
 	var series *istiometrics.TCPSeries
 	if h.istio != nil {
