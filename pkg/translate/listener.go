@@ -4,10 +4,8 @@ import (
 	"fmt"
 	"time"
 
-	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -105,16 +103,6 @@ func (t *translator) filterChain(fc *ir.FilterChain) (*listenerv3.FilterChain, e
 		return nil, fmt.Errorf("exactly one of http and tcp must be set")
 	}
 	return chain, nil
-}
-
-func (t *translator) accessLog() []*accesslogv3.AccessLog {
-	if t.opts.DisableAccessLog {
-		return nil
-	}
-	return []*accesslogv3.AccessLog{{
-		Name:       StdoutAccessLog,
-		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: toAny(&streamv3.StdoutAccessLog{})},
-	}}
 }
 
 // hcm is an HTTP connection manager as Istio configures one for a gateway:

@@ -37,6 +37,9 @@ type Options struct {
 	ServerName string
 	// DisableAccessLog turns off the stdout access log.
 	DisableAccessLog bool
+	// AccessLog is meshConfig's access log (nil: the stdout logger in
+	// Envoy's default format, unless DisableAccessLog). See accesslog.go.
+	AccessLog *AccessLog
 	// Edge are the HTTP listeners' timeouts and limits (zero: DefaultEdge).
 	Edge Edge
 }
