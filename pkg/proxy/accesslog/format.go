@@ -88,6 +88,9 @@ type part struct {
 	name, alt string // REQ/RESP header names, lower case
 	max       int    // :N truncation (0: none)
 	time      []timePiece
+	// layout is time as one Go layout, when that renders the same (the
+	// common case, and one AppendFormat call instead of one per piece).
+	layout string
 }
 
 // Compiled is a compiled access log format: operators are parsed once, when
@@ -243,7 +246,7 @@ func parseOp(s string, i int) (int, part, error) {
 		if err != nil {
 			return 0, part{}, err
 		}
-		p.kind, p.time = opStartTime, pieces
+		p.kind, p.time, p.layout = opStartTime, pieces, singleLayout(pieces)
 		return end, p, nil
 	}
 	k, ok := simpleOps[name]
@@ -320,6 +323,33 @@ func compileTime(f string) ([]timePiece, error) {
 	}
 	flush()
 	return out, nil
+}
+
+// singleLayout joins pieces into one Go layout, and keeps it only if it
+// renders exactly as the pieces do on sample times (a literal could read
+// as a Go layout token), else "".
+func singleLayout(pieces []timePiece) string {
+	var l strings.Builder
+	for _, p := range pieces {
+		switch {
+		case p.lit != "":
+			l.WriteString(p.lit)
+		case p.layout != "":
+			l.WriteString(p.layout)
+		case p.frac > 0 && p.seconds:
+			l.WriteString("05." + strings.Repeat("0", p.frac))
+		default:
+			return "" // epoch, bare fraction: no Go layout
+		}
+	}
+	layout := l.String()
+	for _, t := range []time.Time{time.Date(2026, 11, 28, 15, 4, 5, 123456789, time.UTC),
+		time.Date(1999, 1, 2, 3, 7, 9, 7000000, time.UTC), time.Date(2000, 12, 31, 23, 59, 59, 0, time.UTC)} {
+		if string(t.AppendFormat(nil, layout)) != string(appendTime(nil, t, pieces)) {
+			return ""
+		}
+	}
+	return layout
 }
 
 // valType is what an operator produced.
@@ -428,6 +458,10 @@ func str(s string) (string, int64, valType) {
 func (p *part) value(e *Entry, scratch []byte) (string, int64, valType, []byte) {
 	switch p.kind {
 	case opStartTime:
+		if p.layout != "" {
+			scratch = e.Start.UTC().AppendFormat(scratch[:0], p.layout)
+			return bytesView(scratch), 0, vString, scratch
+		}
 		scratch = appendTime(scratch[:0], e.Start, p.time)
 		return bytesView(scratch), 0, vString, scratch
 	case opReq:

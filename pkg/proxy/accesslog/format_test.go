@@ -271,3 +271,40 @@ func BenchmarkLog(b *testing.B) {
 		})
 	}
 }
+
+// A START_TIME format rendered by one Go layout must equal the piecewise
+// rendering at random times, and literals that look like Go layout tokens
+// must not be misread.
+func TestStartTimeSingleLayout(t *testing.T) {
+	rng := rand.New(rand.NewSource(2))
+	for _, f := range []string{"%Y-%m-%dT%H:%M:%E3SZ", "%d/%b/%Y:%H:%M:%S %z", "Jan %Y 01 Mon", "%s", "%E9S PM MST", "%Y%m%d%H%M%S.%6f"} {
+		pieces, err := compileTime(f)
+		if err != nil {
+			t.Fatalf("%q: %v", f, err)
+		}
+		layout := singleLayout(pieces)
+		for i := 0; i < 500; i++ {
+			tm := time.Unix(rng.Int63n(4e9), rng.Int63n(1e9))
+			want := string(appendTime(nil, tm, pieces))
+			if layout != "" {
+				if got := tm.UTC().Format(layout); got != want {
+					t.Fatalf("%q at %v: layout %q renders %q, pieces %q", f, tm, layout, got, want)
+				}
+			}
+		}
+		if f == "Jan %Y 01 Mon" && layout != "" {
+			t.Errorf("literal Go layout tokens in %q read as a layout %q", f, layout)
+		}
+	}
+	if singleLayout(mustTime(t, "%Y-%m-%dT%H:%M:%E3SZ")) != "2006-01-02T15:04:05.000Z" {
+		t.Error("Envoy's default START_TIME does not compile to one layout")
+	}
+}
+
+func mustTime(t *testing.T, f string) []timePiece {
+	p, err := compileTime(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
