@@ -33,6 +33,8 @@ func runAnalyze(args []string, stdout io.Writer) error {
 	output := fl.String("o", "text", "text | yaml | json")
 	fl.StringVar(output, "output", "text", "same as -o")
 	fl.Bool("A", true, "all namespaces (the only mode: a gateway reads every namespace)")
+	var proxies proxyLabels
+	fl.Var(&proxies, "proxy", "the labels of a gateway proxy that exists (k=v,k=v; repeatable): Gateways whose selector matches none are reported (IST0101), as istioctl does for a selector matching no Pod")
 	threshold := fl.String("failure-threshold", "Error", "the lowest level that makes the exit code 79: Info, Warning or Error")
 	fl.SetOutput(io.Discard)
 	if err := fl.Parse(args); err != nil {
@@ -55,7 +57,7 @@ func runAnalyze(args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		statuses = gateway.Build(res, gateway.Options{}).Statuses
+		statuses = gateway.Build(res, gateway.Options{Classes: proxies, ProxiesKnown: len(proxies) > 0}).Statuses
 	default:
 		return fmt.Errorf("analyze: nothing to analyze: name files (or - for stdin), or --controller ADDR")
 	}
@@ -106,6 +108,24 @@ func runAnalyze(args []string, stdout io.Writer) error {
 	if worst >= t {
 		return errIssues
 	}
+	return nil
+}
+
+// proxyLabels is the repeatable --proxy flag.
+type proxyLabels []map[string]string
+
+func (p *proxyLabels) String() string { return fmt.Sprint(*p) }
+
+func (p *proxyLabels) Set(v string) error {
+	labels := map[string]string{}
+	for _, kv := range strings.Split(v, ",") {
+		k, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || k == "" {
+			return fmt.Errorf("--proxy %q: want k=v[,k=v...]", v)
+		}
+		labels[k] = val
+	}
+	*p = append(*p, labels)
 	return nil
 }
 

@@ -2,7 +2,7 @@
 // that what users know carries over:
 //
 //	portico translate -f FILE... [--to ir|xds|status]   offline: the binder and translator as a pure function
-//	portico analyze [FILE...] [--controller ADDR]      Istio's analysis codes and levels; exit 79 on errors
+//	portico analyze [FILE...] [--proxy k=v] [--controller ADDR]  Istio's analysis codes and levels; exit 79 on errors
 //	portico proxy-config KIND (-f DUMP | --admin ADDR)  istioctl's tables from a config dump
 //	portico proxy-status --controller ADDR [PROXY]      is every proxy in sync with the controller?
 //	portico version [--controller ADDR]
@@ -42,7 +42,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"translate", "translate -f FILE... [--to ir|xds|status] [--class k=v,...]", runTranslate},
-		{"analyze", "analyze [FILE...] [--controller ADDR] [-o text|yaml|json]", runAnalyze},
+		{"analyze", "analyze [FILE...] [--proxy k=v,...] [--controller ADDR] [-o text|yaml|json]", runAnalyze},
 		{"proxy-config", "proxy-config listeners|routes|clusters|endpoints|secrets|all (-f DUMP.json | --admin ADDR) [--name N] [--port P] [-o table|json|yaml]", runProxyConfig},
 		{"proxy-status", "proxy-status --controller ADDR [PROXY]", runProxyStatus},
 		{"version", "version [--controller ADDR]", runVersion},

@@ -118,6 +118,50 @@ func TestAnalyze(t *testing.T) {
 	}
 }
 
+// TestAnalyzeParity: one finding per analyzer Portico shares with istioctl
+// analyze, each with istioctl's code and level, errors first; exit 79.
+func TestAnalyzeParity(t *testing.T) {
+	in := filepath.Join("testdata", "analyze-parity.in.yaml")
+	out, _, code := cli(t, "analyze", "--proxy", "istio=ingressgateway", in)
+	if code != exitIssues {
+		t.Errorf("errors found: exit %d, want %d", code, exitIssues)
+	}
+	golden.Check(t, filepath.Join("testdata", "analyze-parity.golden"), []byte(out))
+	for _, want := range []string{
+		"Error [IST0145] (Gateway default/gw) spec.servers[0].hosts: Conflict with gateways default/other (workload selector istio=ingressgateway, port 80,",
+		"Error [IST0145] (Gateway default/other)",
+		`Error [IST0101] (Gateway default/orphan) spec.selector: Referenced selector not found: "istio=egressgateway"`,
+		"Error [IST0106] (VirtualService default/zero-timeout) spec.http[0].timeout: timeout 0s: duration must be greater than 1ms",
+		"Warning [IST0138] (Gateway default/gw) spec.servers: Duplicate certificate in multiple gateways [default/gw default/other]",
+		`Warning [IST0133] (VirtualService default/shadowed) spec.gateways[0]: using legacy gatewayName format "gw.default.svc.cluster.local"; prefer the <namespace>/<name> format: "default/gw"`,
+		"Warning [IST0130] (VirtualService default/shadowed) spec.http: VirtualService rule #1 not used (all matches used by prior rules).",
+		"Warning [IST0132] (VirtualService default/unserved)",
+		"Info [IST0131] (VirtualService default/shadowed) spec.http: VirtualService rule #1 match #0 is not used (duplicate/overlapping match in rule #0).",
+		"Info [IST0131] (VirtualService default/shadowed) spec.http: VirtualService rule #2 match #0 of prefix /api/v2 is not used",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	rank := map[string]int{"Error": 3, "Warning": 2, "Info": 1}
+	for i := 1; i < len(lines); i++ {
+		a, _, _ := strings.Cut(lines[i-1], " ")
+		b, _, _ := strings.Cut(lines[i], " ")
+		if rank[a] < rank[b] {
+			t.Errorf("line %d (%s) after a lower level (%s): errors, then warnings, then infos", i, b, a)
+		}
+	}
+	// Without --proxy the proxies are unknown: no selector finding.
+	out, _, _ = cli(t, "analyze", in)
+	if strings.Contains(out, "IST0101") {
+		t.Errorf("selector reported without knowing the proxies:\n%s", out)
+	}
+	if _, _, code := cli(t, "analyze", "--proxy", "no-equals-sign", in); code == 0 || code == exitIssues {
+		t.Errorf("malformed --proxy: exit %d, want a usage error", code)
+	}
+}
+
 // TestProxyConfigLive reads a running proxy's admin port: the dump of a
 // proxy fed over xDS by a real control plane, with the certificate
 // inlined by the proxy as Envoy does (so the secrets table is filled).

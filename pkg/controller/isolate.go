@@ -105,7 +105,7 @@ func anyIn(keys []resource.Key, set map[resource.Key]status.Message) bool {
 // attempt binds without the excluded resources, then translates and
 // prepares every wanted class.
 func (c *Controller) attempt(res *resource.Resources, classes []map[string]string, wanted map[string]bool, exclude map[resource.Key]status.Message) *attempt {
-	result := c.builder.Build(res, gateway.Options{Classes: classes, DomainSuffix: c.opts.DomainSuffix, Exclude: exclude,
+	result := c.builder.Build(res, gateway.Options{Classes: classes, ProxiesKnown: true, DomainSuffix: c.opts.DomainSuffix, Exclude: exclude,
 		RootNamespace: c.opts.RootNamespace, JWKS: c.jwks, GatewayAPI: c.opts.GatewayAPI})
 	att := &attempt{result: result, bound: time.Now(), prepared: map[string]*xds.Prepared{}, errs: map[string]error{}, ids: map[string]bool{}}
 	for _, p := range result.Proxies {

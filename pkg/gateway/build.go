@@ -33,6 +33,11 @@ type Options struct {
 	// too, so every Gateway is bound and reported even before a proxy for
 	// it connects.
 	Classes []map[string]string
+	// ProxiesKnown says Classes lists every gateway proxy that exists, so
+	// that a Gateway whose selector matches none is reported (IST0101, as
+	// istioctl analyze reports a selector matching no Pod). Offline builds
+	// leave it false: they do not know the proxies.
+	ProxiesKnown bool
 	// Now is used to check certificate validity (tests pin it).
 	Now func() time.Time
 	// Exclude lists resources not to use at all, with the message their
@@ -317,6 +322,9 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 	sort.Slice(result.Proxies, func(i, j int) bool { return result.Proxies[i].Name < result.Proxies[j].Name })
 	b.rejectLosingGateways()
 	b.reportUnattached()
+	// After binding, so that the binder's own findings (which server
+	// wins and why) come first and name the conditions.
+	b.analyzeGateways(res.Gateways)
 	result.Statuses = b.report.Finalize()
 	if gwapi != nil {
 		result.APIStatuses = gwapi.Finish(result.Statuses)
@@ -518,7 +526,8 @@ func (b *builder) checkGatewayRefs(info *vsInfo) {
 			Message: fmt.Sprintf("no server of Gateway %s serves hosts %s for this VirtualService's rules (servers: %s)",
 				ref, strings.Join(info.hosts, ", "), b.describeServers(ref))}
 		if served == 0 {
-			m.Level = status.Error
+			// Still a Warning, as in Istio (IST0132): nothing of the
+			// VirtualService is in use, which the Accepted condition says.
 			b.report.Reject(info.key, m)
 		} else {
 			b.report.Add(info.key, m)

@@ -32,7 +32,7 @@ type goldenOutput struct {
 func loadCase(t *testing.T, path string) (*resource.Resources, Options) {
 	t.Helper()
 	data := readFile(t, path)
-	opts := Options{Now: func() time.Time { return goldenNow }, Classes: []map[string]string{{"istio": "ingressgateway"}},
+	opts := Options{Now: func() time.Time { return goldenNow }, Classes: []map[string]string{{"istio": "ingressgateway"}}, ProxiesKnown: true,
 		JWKS: goldenJWKS(t)}
 	if first, _, _ := strings.Cut(string(data), "\n"); strings.HasPrefix(first, "# classes:") {
 		opts.Classes = nil

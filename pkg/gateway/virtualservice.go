@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networking "istio.io/client-go/pkg/apis/networking/v1"
@@ -144,6 +143,9 @@ func (b *builder) convertVirtualService(vs *networking.VirtualService) *vsInfo {
 	if len(info.hosts) == 0 {
 		b.report.Reject(key, status.Message{Code: status.SchemaValidationError, Level: status.Error, Reason: status.ReasonInvalidSpec, Field: "spec.hosts", Message: "no valid host"})
 		return nil
+	}
+	if !b.synthetic(key) {
+		b.istioVirtualServiceAnalyses(errs, spec)
 	}
 	for _, g := range spec.Gateways {
 		ref := gatewayRef(g, vs.Namespace)
@@ -330,6 +332,9 @@ func (b *builder) convertHTTPRule(info *vsInfo, errs vsErrors, i int, h *network
 		}
 		if total != 0 && total != 100 && len(h.Route) > 1 {
 			errs.add(status.Warning, status.SchemaWarning, status.ReasonInvalidSpec, field+".route", "weights add up to %d, not 100; traffic is split in proportion", total)
+		}
+		if !checkDuration(errs, field+".timeout", h.Timeout) {
+			return nil
 		}
 		if h.Timeout != nil {
 			fwd.Timeout = &metav1.Duration{Duration: h.Timeout.AsDuration()}
@@ -551,13 +556,11 @@ func (b *builder) convertRetry(errs vsErrors, field string, r *networkingapi.HTT
 	if r.RetryIgnorePreviousHosts != nil {
 		out.RetryPreviousHosts = r.RetryIgnorePreviousHosts.Value
 	}
+	if !checkDuration(errs, field+".perTryTimeout", r.PerTryTimeout) || !checkDuration(errs, field+".backoff", positive(r.Backoff)) {
+		return nil, false
+	}
 	if r.PerTryTimeout != nil {
-		d := r.PerTryTimeout.AsDuration()
-		if d < time.Millisecond {
-			errs.invalid(field+".perTryTimeout", "perTryTimeout must be at least 1ms; this rule is ignored")
-			return nil, false
-		}
-		out.PerTryTimeout = &metav1.Duration{Duration: d}
+		out.PerTryTimeout = &metav1.Duration{Duration: r.PerTryTimeout.AsDuration()}
 	}
 	if r.Backoff != nil {
 		out.Backoff = &metav1.Duration{Duration: r.Backoff.AsDuration()}
@@ -648,6 +651,9 @@ func convertFault(errs vsErrors, field string, f *networkingapi.HTTPFaultInjecti
 		fixed := d.GetFixedDelay()
 		if fixed == nil {
 			errs.invalid(field+".delay", "fixedDelay is required (exponentialDelay is not supported); this rule is ignored")
+			return nil, false
+		}
+		if !checkDuration(errs, field+".delay.fixedDelay", positive(fixed)) {
 			return nil, false
 		}
 		out.Delay = &ir.FaultDelay{Fixed: metav1.Duration{Duration: fixed.AsDuration()}, Percent: percentOf(d.Percentage, d.Percent, 100)}

@@ -22,15 +22,18 @@ import (
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/portico-gateway/portico/internal/logging"
 	"github.com/portico-gateway/portico/pkg/configdump"
 	"github.com/portico-gateway/portico/pkg/proxy/stats"
+	"github.com/portico-gateway/portico/pkg/proxy/upstream"
 )
 
 func (p *Proxy) serveAdmin(ctx context.Context) error {
@@ -263,6 +266,10 @@ func entries[T any](m map[string]*compiled[T], failure *configdump.Failure) []co
 // DumpInput assembles what /config_dump shows: what is active (and, for
 // listeners, what is still warming).
 func (p *Proxy) DumpInput() configdump.Input {
+	hosts := map[string]upstream.HostStatus{}
+	for _, h := range p.Clusters.Status() {
+		hosts[h.Cluster+"|"+h.Addr] = h
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	clusters := map[string]*compiled[struct{}]{}
@@ -286,8 +293,49 @@ func (p *Proxy) DumpInput() configdump.Input {
 	for i, e := range in.Secrets {
 		in.Secrets[i].Resource = p.inlineLoaded(e.Name, e.Resource)
 	}
+	for i, e := range in.Endpoints {
+		in.Endpoints[i].Resource = liveEndpoints(e.Name, e.Resource, hosts)
+	}
 	in.Bootstrap = p.bootstrap()
 	return in
+}
+
+// liveEndpoints shows a cluster's endpoints as Envoy's EDS dump does: not
+// the assignment as received but each host as the proxy sees it now —
+// health_status is the host's coarse health (UNHEALTHY once outlier
+// detection ejects it or EDS says so, HEALTHY otherwise, also when EDS
+// said nothing) and load_balancing_weight is always set. istioctl
+// proxy-config endpoints -f reads these two columns.
+func liveEndpoints(cluster string, m proto.Message, hosts map[string]upstream.HostStatus) proto.Message {
+	cla, ok := m.(*endpointv3.ClusterLoadAssignment)
+	if !ok {
+		return m
+	}
+	c := proto.Clone(cla).(*endpointv3.ClusterLoadAssignment)
+	for _, l := range c.Endpoints {
+		for _, e := range l.LbEndpoints {
+			sa := e.GetEndpoint().GetAddress().GetSocketAddress()
+			h, live := hosts[cluster+"|"+net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue())))]
+			switch {
+			case live && (h.Ejected || !h.Healthy):
+				e.HealthStatus = corev3.HealthStatus_UNHEALTHY
+			case live:
+				e.HealthStatus = corev3.HealthStatus_HEALTHY
+			case e.HealthStatus == corev3.HealthStatus_UNKNOWN:
+				e.HealthStatus = corev3.HealthStatus_HEALTHY
+			case e.HealthStatus == corev3.HealthStatus_DRAINING || e.HealthStatus == corev3.HealthStatus_TIMEOUT:
+				e.HealthStatus = corev3.HealthStatus_UNHEALTHY
+			}
+			if e.LoadBalancingWeight == nil {
+				w := uint32(1)
+				if live && h.Weight > 0 {
+					w = h.Weight
+				}
+				e.LoadBalancingWeight = wrapperspb.UInt32(w)
+			}
+		}
+	}
+	return c
 }
 
 // inlineLoaded shows a secret whose certificates are files with the

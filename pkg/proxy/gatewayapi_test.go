@@ -7,10 +7,9 @@ import (
 	"github.com/portico-gateway/portico/internal/testenv"
 )
 
-// gatewayAPIInvalidBackends is an HTTPRoute whose rules mix valid and
-// invalid backendRefs: Gateway API requires the invalid ones' share of
-// the requests to get 500 while the valid ones keep serving theirs.
-const gatewayAPIInvalidBackends = `
+// gatewayAPIHTTPGateway is a GatewayClass attached to the test proxy and
+// a Gateway with one HTTP listener on port 80, for routes to attach to.
+const gatewayAPIHTTPGateway = `
 apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {name: portico, annotations: {portico.io/proxy-selector: istio=ingressgateway}}
@@ -23,6 +22,12 @@ spec:
   gatewayClassName: portico
   listeners: [{name: http, port: 80, protocol: HTTP}]
 ---
+`
+
+// gatewayAPIInvalidBackends is an HTTPRoute whose rules mix valid and
+// invalid backendRefs: Gateway API requires the invalid ones' share of
+// the requests to get 500 while the valid ones keep serving theirs.
+const gatewayAPIInvalidBackends = gatewayAPIHTTPGateway + `
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: mixed, namespace: default}
@@ -103,19 +108,7 @@ func TestGatewayAPIInvalidBackendShareGets500(t *testing.T) {
 func TestGatewayAPICORSPreflight(t *testing.T) {
 	be := testenv.StartBackend(t, "v1")
 	cp := testenv.StartControlPlane(t, "")
-	cp.Publish(t, `
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: portico, annotations: {portico.io/proxy-selector: istio=ingressgateway}}
-spec: {controllerName: portico.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  gatewayClassName: portico
-  listeners: [{name: http, port: 80, protocol: HTTP}]
----
+	cp.Publish(t, gatewayAPIHTTPGateway+`
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: cors, namespace: default}

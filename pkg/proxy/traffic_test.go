@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -196,6 +198,72 @@ spec:
 	if !strings.Contains(string(b), "health_flags::/failed_outlier_check") {
 		t.Errorf("/clusters should flag the ejected host:\n%s", b)
 	}
+	// The EDS dump shows each host's health as the proxy sees it now, as
+	// Envoy's does (istioctl proxy-config endpoints -f reads it): the
+	// ejected v2 UNHEALTHY though EDS sent it HEALTHY, v1 HEALTHY.
+	health := edsHealth(t, p.Admin.URL, strings.TrimSuffix(strings.TrimPrefix(ratingCluster, "cluster."), "."))
+	if got, want := health[v1.Addr], "HEALTHY/1"; got != want {
+		t.Errorf("EDS dump: v1 %s is %q, want %q (all: %v)", v1.Addr, got, want, health)
+	}
+	if got, want := health[v2.Addr], "UNHEALTHY/1"; got != want {
+		t.Errorf("EDS dump: ejected v2 %s is %q, want %q (all: %v)", v2.Addr, got, want, health)
+	}
+}
+
+// edsHealth reads /config_dump?include_eds and returns, for one cluster,
+// each endpoint's "health_status/load_balancing_weight" by address.
+func edsHealth(t *testing.T, admin, cluster string) map[string]string {
+	t.Helper()
+	resp, err := http.Get(admin + "/config_dump?include_eds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var dump struct {
+		Configs []struct {
+			Type string `json:"@type"`
+			EDS  []struct {
+				Config struct {
+					ClusterName string `json:"cluster_name"`
+					Endpoints   []struct {
+						LB []struct {
+							Endpoint struct {
+								Address struct {
+									Socket struct {
+										Address string `json:"address"`
+										Port    int    `json:"port_value"`
+									} `json:"socket_address"`
+								} `json:"address"`
+							} `json:"endpoint"`
+							Health string `json:"health_status"`
+							Weight int    `json:"load_balancing_weight"`
+						} `json:"lb_endpoints"`
+					} `json:"endpoints"`
+				} `json:"endpoint_config"`
+			} `json:"dynamic_endpoint_configs"`
+		} `json:"configs"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&dump); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, c := range dump.Configs {
+		for _, e := range c.EDS {
+			if e.Config.ClusterName != cluster {
+				continue
+			}
+			for _, l := range e.Config.Endpoints {
+				for _, lb := range l.LB {
+					a := lb.Endpoint.Address.Socket
+					out[net.JoinHostPort(a.Address, strconv.Itoa(a.Port))] = fmt.Sprintf("%s/%d", lb.Health, lb.Weight)
+				}
+			}
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("no endpoints of %s in the EDS dump", cluster)
+	}
+	return out
 }
 
 func TestCircuitBreakerOverflow(t *testing.T) {

@@ -88,6 +88,8 @@ const (
 	ReasonPortUnavailable = "PortUnavailable"
 	// ReasonProxyRejected: a proxy rejected the configuration of a server.
 	ReasonProxyRejected = "ProxyRejected"
+	// ReasonNoProxy: no known gateway proxy matches a Gateway's selector.
+	ReasonNoProxy = "NoProxy"
 	// ReasonEnvoyValidation: the Envoy configuration made from the
 	// resource breaks Envoy's validation rules, so it is not used.
 	ReasonEnvoyValidation = "EnvoyValidation"
@@ -101,6 +103,10 @@ type Message struct {
 	// Field is the path of the field the message is about, if any.
 	Field   string `json:"field,omitempty"`
 	Message string `json:"message"`
+	// Advisory marks an analysis finding (one istioctl analyze reports
+	// too) about a resource that is in use exactly as written: it is
+	// listed, but does not change the resource's conditions.
+	Advisory bool `json:"-"`
 }
 
 func (m Message) String() string {
@@ -274,6 +280,9 @@ func (s *Status) finalize() {
 	var firstErr, firstWarn *Message
 	for i := range s.Messages {
 		m := &s.Messages[i]
+		if m.Advisory {
+			continue
+		}
 		if m.Level == Error && firstErr == nil {
 			firstErr = m
 		}

@@ -232,7 +232,9 @@ func (t *translator) upstreamTLS(u *ir.UpstreamTLS) *tlsv3.UpstreamTlsContext {
 }
 
 // clusterMetadata follows Istio: istio.services names the service, and
-// istio.config the DestinationRule when one applies.
+// istio.config the DestinationRule when one applies — never a
+// ServiceEntry or Service, which istioctl would show in its DESTINATION
+// RULE column (portico.sources still lists every source).
 func clusterMetadata(c *ir.Cluster) *corev3.Metadata {
 	svc := map[string]*structpb.Value{"host": structpb.NewStringValue(c.Service)}
 	if name, ns, ok := strings.Cut(strings.TrimSuffix(c.Service, ".svc.cluster.local"), "."); ok && strings.HasSuffix(c.Service, ".svc.cluster.local") {
@@ -249,7 +251,7 @@ func clusterMetadata(c *ir.Cluster) *corev3.Metadata {
 			extra["config"] = structpb.NewStringValue(r.ConfigPath())
 		}
 	}
-	return sourceMetadata(c.Sources, extra)
+	return sourceMetadataOf(c.Sources, extra, false)
 }
 
 // Istio's workload labels, in precedence order (pkg/model/labels in

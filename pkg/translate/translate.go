@@ -237,8 +237,15 @@ const (
 	metaPortico = "portico"
 )
 
-// sourceMetadata names the resources an object came from.
+// sourceMetadata names the resources an object came from; istio.config is
+// the first of them unless extra sets it.
 func sourceMetadata(refs []ir.Ref, extra map[string]*structpb.Value) *corev3.Metadata {
+	return sourceMetadataOf(refs, extra, true)
+}
+
+// sourceMetadataOf is sourceMetadata, with istio.config defaulted to the
+// first source only when defaultConfig is set.
+func sourceMetadataOf(refs []ir.Ref, extra map[string]*structpb.Value, defaultConfig bool) *corev3.Metadata {
 	if len(refs) == 0 && len(extra) == 0 {
 		return nil
 	}
@@ -248,7 +255,7 @@ func sourceMetadata(refs []ir.Ref, extra map[string]*structpb.Value) *corev3.Met
 		istio.Fields[k] = v
 	}
 	if len(refs) > 0 {
-		if _, ok := istio.Fields["config"]; !ok {
+		if _, ok := istio.Fields["config"]; !ok && defaultConfig {
 			istio.Fields["config"] = structpb.NewStringValue(refs[0].ConfigPath())
 		}
 		list := make([]*structpb.Value, len(refs))
