@@ -73,11 +73,9 @@ func fromEnvoy(a *accesslogv3.AccessLog) (Target, error) {
 
 func compileSubstitution(sf *corev3.SubstitutionFormatString) (*Compiled, error) {
 	if sf.GetOmitEmptyValues() || sf.GetContentType() != "" || len(sf.GetFormatters()) > 0 || sf.GetJsonFormatOptions() != nil {
-		return nil, fmt.Errorf("log_format: only text_format, text_format_source (inline_string) and json_format are supported")
+		return nil, fmt.Errorf("log_format: only text_format_source (inline_string) and json_format are supported")
 	}
 	switch f := sf.GetFormat().(type) {
-	case *corev3.SubstitutionFormatString_TextFormat:
-		return CompileText(f.TextFormat)
 	case *corev3.SubstitutionFormatString_TextFormatSource:
 		src, ok := f.TextFormatSource.GetSpecifier().(*corev3.DataSource_InlineString)
 		if !ok {
@@ -95,5 +93,5 @@ func compileSubstitution(sf *corev3.SubstitutionFormatString) (*Compiled, error)
 		}
 		return CompileJSON(fields)
 	}
-	return nil, fmt.Errorf("log_format: no format")
+	return nil, fmt.Errorf("log_format: only text_format_source (inline_string) and json_format are supported")
 }

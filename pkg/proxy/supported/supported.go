@@ -109,7 +109,7 @@ var fields = map[string][]string{
 	"envoy.type.v3.TokenBucket":                                 {"max_tokens", "tokens_per_fill", "fill_interval"},
 	"envoy.extensions.access_loggers.stream.v3.StdoutAccessLog": {"log_format"},
 	"envoy.extensions.access_loggers.file.v3.FileAccessLog":     {"path", "log_format"},
-	"envoy.config.core.v3.SubstitutionFormatString":             {"text_format", "text_format_source", "json_format"},
+	"envoy.config.core.v3.SubstitutionFormatString":             {"text_format_source", "json_format"},
 	"envoy.type.v3.FractionalPercent":                           {"numerator", "denominator"},
 
 	// TCP proxy.
