@@ -79,7 +79,7 @@ func (f *Flags) Register(fs *flag.FlagSet, d Defaults) {
 	fs.DurationVar(&f.DrainTime, "drain-time", 45*time.Second, "how long replaced or removed listeners let connections finish")
 	fs.StringVar(&f.PortMap, "port-map", d.PortMap, "remap listener ports when binding, e.g. 80:31380,443:31390 (empty: bind as configured)")
 	fs.BoolVar(&f.SOTW, "sotw", false, "use state-of-the-world xDS instead of delta xDS")
-	fs.StringVar(&f.AccessLog, "access-log", "stdout", "access log destination: stdout, stderr or off")
+	fs.StringVar(&f.AccessLog, "access-log", "stdout", "destination of the stdout access logger and of file loggers at /dev/stdout: stdout, stderr or off (other file paths from meshConfig accessLogFile are always written)")
 	fs.StringVar(&f.StatusAddress, "status-address", d.StatusAddress, "address of /healthz/ready and /stats/prometheus for probes and scrapers (empty disables)")
 	fs.DurationVar(&f.TerminationDrain, "termination-drain-duration", d.TerminationDrain, "on SIGTERM, fail readiness and keep serving, draining connections, this long before exiting")
 	fs.Int64Var(&f.MaxDownstreamConnections, "max-downstream-connections", 0, "cap on client connections across listeners; beyond it idle ones are closed, then new ones refused (0: half the file-descriptor limit)")
