@@ -179,13 +179,16 @@ func TestOutlierEjectionGrowsAndReturns(t *testing.T) {
 	if h.Ejected() {
 		t.Fatal("ejected although a success came between the errors")
 	}
+	// start is taken before the errors that eject, so the measured time
+	// can only overstate the ejection: taken after, a preemption between
+	// the ejection and time.Now() made a busy machine measure it short.
 	ejectAndMeasure := func() time.Duration {
+		start := time.Now()
 		c.Report(h, ServerError, 500)
 		c.Report(h, ServerError, 500)
 		if !h.Ejected() {
 			t.Fatal("not ejected after two consecutive 5xx")
 		}
-		start := time.Now()
 		for h.Ejected() {
 			if time.Since(start) > 10*time.Second {
 				t.Fatal("never returned")
