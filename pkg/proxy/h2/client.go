@@ -98,6 +98,7 @@ type clientStream struct {
 	// Guarded by c.mu.
 	headers    chan struct{} // closed when the response headers arrived or the stream failed
 	gotHeaders bool
+	respReady  bool // the response headers arrived
 	sendWindow int64
 	recvWindow int64
 	unacked    int64
@@ -487,7 +488,7 @@ func (c *ClientConn) processHeaders(f *http2.MetaHeadersFrame) error {
 			resp.ContentLength = n
 		}
 	}
-	s.gotHeaders = true
+	s.gotHeaders, s.respReady = true, true
 	if f.StreamEnded() {
 		if resp.ContentLength < 0 {
 			resp.ContentLength = 0
@@ -614,11 +615,6 @@ func (c *ClientConn) closeStreamLocked(s *clientStream, err error) {
 		s.gotHeaders = true
 		close(s.headers)
 	}
-	// Unread bytes no longer count against the connection window.
-	if unread := int64(len(s.buf) - s.off); unread > 0 && err != nil {
-		c.grantConnLocked(unread)
-		s.buf, s.off = nil, 0
-	}
 	c.removeLocked(s)
 	s.signalRead()
 	c.broadcastLocked()
@@ -629,6 +625,12 @@ func (c *ClientConn) removeLocked(s *clientStream) {
 		return
 	}
 	s.done = true
+	// Unread bytes no longer count against the connection window (they
+	// stay readable: what arrived before an end or a reset is still the
+	// response, and reads grant nothing more).
+	if unread := int64(len(s.buf) - s.off); unread > 0 && !c.closed {
+		c.grantConnLocked(unread)
+	}
 	delete(c.streams, s.id)
 	c.lastActive = time.Now()
 	if len(c.streams) == 0 && c.goAway && !c.closed {
@@ -718,8 +720,11 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	case <-ctx.Done():
 	}
 	c.mu.Lock()
-	err := s.err
-	if err == nil && ctx.Err() != nil {
+	var err error
+	if !s.respReady {
+		err = s.err
+	}
+	if err == nil && !s.respReady && ctx.Err() != nil {
 		err = ctx.Err()
 		c.resetLocked(s, http2.ErrCodeCancel, err)
 	}
@@ -778,13 +783,9 @@ func (s *clientStream) sendBody(ctx context.Context, body io.ReadCloser) {
 		p := buf[:n]
 		for {
 			c.mu.Lock()
-			if s.done && !s.ended || c.closed {
-				c.mu.Unlock()
-				return
-			}
-			if s.done {
-				// The response ended before the request body: the
-				// upstream does not want the rest.
+			if s.done || c.closed {
+				// Reset, or the response ended before the request body
+				// did: the upstream does not want the rest.
 				c.mu.Unlock()
 				return
 			}
@@ -852,8 +853,10 @@ func (b *clientBody) Read(p []byte) (int, error) {
 			if s.off == len(s.buf) {
 				s.buf, s.off = s.buf[:0], 0
 			}
-			c.grantConnLocked(int64(n))
-			c.grantStreamLocked(s, int64(n))
+			if !s.done {
+				c.grantConnLocked(int64(n))
+				c.grantStreamLocked(s, int64(n))
+			}
 			c.mu.Unlock()
 			return n, nil
 		}
