@@ -65,6 +65,7 @@ type ClientConn struct {
 	stopWriter chan struct{}
 	writerDone chan struct{}
 	readerDone chan struct{}
+	finished   chan struct{} // closed when everything has ended
 	idleTimer  *time.Timer
 	closeOnce  sync.Once
 
@@ -132,7 +133,7 @@ func NewClientConn(nc net.Conn, cfg ClientConfig) *ClientConn {
 	}
 	c := &ClientConn{nc: nc, cfg: cfg, streams: map[uint32]*clientStream{}, nextID: 1,
 		writeReady: make(chan struct{}, 1), stopWriter: make(chan struct{}),
-		writerDone: make(chan struct{}), readerDone: make(chan struct{}),
+		writerDone: make(chan struct{}), readerDone: make(chan struct{}), finished: make(chan struct{}),
 		// Until the peer's SETTINGS say otherwise (RFC 9113 leaves the
 		// default unlimited; 100 is what servers advertise in practice).
 		peerMaxStreams: 100, sendWindow: 65535, recvWindow: 65535, peerInitialWindow: 65535, peerMaxFrame: 16384,
@@ -194,9 +195,10 @@ func (c *ClientConn) Usable() bool {
 	return !c.closed && !c.goAway
 }
 
-// Done is closed when the connection has ended and both its goroutines
-// have returned.
-func (c *ClientConn) Done() <-chan struct{} { return c.writerDone }
+// Done is closed when the connection has ended, its socket is closed and
+// all its goroutines but request-body senders have returned (those end
+// as their body's next read returns).
+func (c *ClientConn) Done() <-chan struct{} { return c.finished }
 
 // broadcastLocked wakes everyone waiting for a window or buffer change.
 func (c *ClientConn) broadcastLocked() {
@@ -272,6 +274,7 @@ func (c *ClientConn) fail(err error) {
 			if c.cfg.OnClose != nil {
 				c.cfg.OnClose()
 			}
+			close(c.finished)
 		}()
 		c.nc.SetReadDeadline(time.Now())
 	})
@@ -703,6 +706,9 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	writeHeaderBlock(c.wfr, s.id, c.hbuf.Bytes(), !hasBody, int(c.peerMaxFrame))
 	if !hasBody {
 		s.sentEnd = true
+		if req.Body != nil {
+			defer req.Body.Close()
+		}
 	}
 	c.mu.Unlock()
 	c.kick()

@@ -410,7 +410,7 @@ func TestClientSettingsFloodClosesConnection(t *testing.T) {
 	cc.mu.Lock()
 	err := cc.err
 	cc.mu.Unlock()
-	if err == nil || !strings.Contains(err.Error(), "ENHANCE_YOUR_CALM") && !strings.Contains(err.Error(), "writing") {
+	if err == nil || !strings.Contains(err.Error(), "ENHANCE_YOUR_CALM") {
 		t.Errorf("connection ended with %v", err)
 	}
 }
