@@ -777,7 +777,11 @@ func writeHeaderBlock(fr *http2.Framer, id uint32, block []byte, end bool, maxFr
 func (s *clientStream) sendBody(ctx context.Context, body io.ReadCloser) {
 	c := s.c
 	defer body.Close()
-	buf := make([]byte, maxFrameSize)
+	bp := bodyBufPool.Get().(*[]byte)
+	// Returned when this goroutine ends: only it reads or writes the
+	// buffer (WriteData copies into the write queue).
+	defer bodyBufPool.Put(bp)
+	buf := *bp
 	for {
 		n, rerr := body.Read(buf)
 		if rerr != nil && rerr != io.EOF {
@@ -840,6 +844,8 @@ func (s *clientStream) sendBody(ctx context.Context, body io.ReadCloser) {
 		}
 	}
 }
+
+var bodyBufPool = sync.Pool{New: func() any { b := make([]byte, maxFrameSize); return &b }}
 
 // clientBody is a response body.
 type clientBody struct {
