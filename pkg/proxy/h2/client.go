@@ -381,8 +381,13 @@ func (c *ClientConn) processFrame(f http2.Frame) error {
 		}
 		idle := len(c.streams) == 0
 		c.mu.Unlock()
-		if idle || f.ErrCode != http2.ErrCodeNo {
-			c.fail(fmt.Errorf("%w: upstream sent GOAWAY %v", ErrRetryable, f.ErrCode))
+		switch {
+		case f.ErrCode != http2.ErrCodeNo:
+			// Streams up to its last stream id may have been processed:
+			// their failure is not marked retryable.
+			c.fail(fmt.Errorf("http2: upstream sent GOAWAY %v", f.ErrCode))
+		case idle:
+			c.fail(fmt.Errorf("%w: upstream went away", ErrRetryable))
 		}
 		return nil
 	case *http2.PushPromiseFrame:
@@ -730,8 +735,11 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !s.respReady {
 		err = s.err
 	}
-	if err == nil && !s.respReady && ctx.Err() != nil {
+	if err == nil && !s.respReady {
 		err = ctx.Err()
+		if err == nil {
+			err = errStreamCancelled
+		}
 		c.resetLocked(s, http2.ErrCodeCancel, err)
 	}
 	c.mu.Unlock()

@@ -239,6 +239,7 @@ func TestClientAgainstHostileUpstream(t *testing.T) {
 		body     []byte
 		bodyErr  error
 		duration time.Duration
+		cc       *ClientConn
 	}
 	cases := []struct {
 		name    string
@@ -323,6 +324,29 @@ func TestClientAgainstHostileUpstream(t *testing.T) {
 			},
 		},
 		{
+			name: "GOAWAY naming the stream lets it finish",
+			script: func(h *hostile) {
+				h.fr.WriteSettings()
+				f := h.next(isHeaders)
+				if f == nil {
+					return
+				}
+				id := f.Header().StreamID
+				h.fr.WriteGoAway(id, http2.ErrCodeNo, nil)
+				h.headers(id, false, ":status", "200")
+				h.fr.WriteData(id, true, []byte("done"))
+				h.drain()
+			},
+			check: func(t *testing.T, o outcome) {
+				if o.rtErr != nil || o.bodyErr != nil || string(o.body) != "done" {
+					t.Errorf("got %v %v %q", o.rtErr, o.bodyErr, o.body)
+				}
+				if o.cc.Usable() {
+					t.Error("connection still usable after GOAWAY")
+				}
+			},
+		},
+		{
 			name: "DATA beyond the window",
 			script: func(h *hostile) {
 				h.fr.WriteSettings()
@@ -380,7 +404,7 @@ func TestClientAgainstHostileUpstream(t *testing.T) {
 			}
 			start := time.Now()
 			req := newReq(ctx, "POST", "/svc", tc.body)
-			var o outcome
+			o := outcome{cc: cc}
 			o.resp, o.rtErr = roundTrip(t, cc, req)
 			if o.rtErr == nil {
 				o.body, o.bodyErr = io.ReadAll(o.resp.Body)
