@@ -161,10 +161,11 @@ func NewClientConn(nc net.Conn, cfg ClientConfig) *ClientConn {
 		c.wfr.WriteWindowUpdate(0, uint32(d))
 		c.recvWindow += d
 	}
+	// The timer exists before the goroutines that may stop it.
+	c.idleTimer = time.AfterFunc(cfg.IdleTimeout, c.checkIdle)
 	go c.writeLoop()
 	go c.readLoop()
 	c.kick()
-	c.idleTimer = time.AfterFunc(cfg.IdleTimeout, c.checkIdle)
 	return c
 }
 

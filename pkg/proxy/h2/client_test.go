@@ -246,7 +246,10 @@ func TestClientAgainstHostileUpstream(t *testing.T) {
 		script  func(h *hostile)
 		body    io.Reader
 		timeout time.Duration
-		check   func(t *testing.T, o outcome)
+		// waitDone: read the body only once the connection ended (no
+		// WINDOW_UPDATE can be granted meanwhile).
+		waitDone bool
+		check    func(t *testing.T, o outcome)
 	}{
 		{
 			name: "huge header list",
@@ -365,6 +368,7 @@ func TestClientAgainstHostileUpstream(t *testing.T) {
 					h.fr.WriteData(id, true, []byte("no FLOW_CONTROL_ERROR GOAWAY seen"))
 				}
 			},
+			waitDone: true,
 			check: func(t *testing.T, o outcome) {
 				if o.bodyErr == nil || !strings.Contains(o.bodyErr.Error(), "FLOW_CONTROL_ERROR") {
 					t.Errorf("want a FLOW_CONTROL_ERROR connection error, got %v (body %d bytes)", o.bodyErr, len(o.body))
@@ -407,6 +411,13 @@ func TestClientAgainstHostileUpstream(t *testing.T) {
 			o := outcome{cc: cc}
 			o.resp, o.rtErr = roundTrip(t, cc, req)
 			if o.rtErr == nil {
+				if tc.waitDone {
+					select {
+					case <-cc.Done():
+					case <-time.After(10 * time.Second):
+						t.Fatal("connection did not end")
+					}
+				}
 				o.body, o.bodyErr = io.ReadAll(o.resp.Body)
 				o.resp.Body.Close()
 			}
@@ -418,21 +429,29 @@ func TestClientAgainstHostileUpstream(t *testing.T) {
 
 func TestClientSettingsFloodClosesConnection(t *testing.T) {
 	addr := startHostile(t, func(h *hostile) {
-		// Never read: every SETTINGS makes the client owe an ACK.
+		// Never read: every SETTINGS makes the client owe an ACK. Small
+		// socket buffers on both sides make the ACKs back up quickly.
+		h.nc.(*net.TCPConn).SetReadBuffer(4096)
 		for range 4 << 20 {
 			if h.fr.WriteSettings() != nil {
 				return
 			}
 		}
 	})
-	cc := dialClient(t, addr, ClientConfig{})
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.(*net.TCPConn).SetWriteBuffer(4096)
+	cc := NewClientConn(nc, ClientConfig{})
+	defer cc.Close()
 	select {
 	case <-cc.Done():
-	case <-time.After(15 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("a SETTINGS flood did not close the connection")
 	}
 	cc.mu.Lock()
-	err := cc.err
+	err = cc.err
 	cc.mu.Unlock()
 	if err == nil || !strings.Contains(err.Error(), "ENHANCE_YOUR_CALM") {
 		t.Errorf("connection ended with %v", err)
