@@ -490,7 +490,7 @@ func (c *ClientConn) processHeaders(f *http2.MetaHeadersFrame) error {
 			c.resetLocked(s, http2.ErrCodeProtocol, fmt.Errorf("http2: upstream sent connection-specific field %q", hf.Name))
 			return nil
 		}
-		resp.Header.Add(http.CanonicalHeaderKey(hf.Name), hf.Value)
+		resp.Header.Add(hf.Name, hf.Value)
 	}
 	if v := resp.Header.Get("Content-Length"); v != "" {
 		if n, ok := parseLength(v); ok {
