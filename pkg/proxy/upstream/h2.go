@@ -2,98 +2,155 @@ package upstream
 
 import (
 	"context"
-	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 
-	"golang.org/x/net/http2"
+	"github.com/portico-gateway/portico/pkg/proxy/h2"
 )
 
 // h2Client sends requests to an HTTP/2 cluster (gRPC, h2c or h2 over TLS)
-// with x/net/http2, which multiplexes streams per host connection. (Its
-// deprecation in favour of net/http's bundled copy does not fit a proxy
-// that dials and handshakes upstreams itself; issue #18 replaces it with
-// the proxy's own HTTP/2 codec.)
+// over the proxy's own HTTP/2 client connections (pkg/proxy/h2), pooled
+// per host. A request takes a stream on a pooled connection that has one
+// free below the peer's MAX_CONCURRENT_STREAMS; when none has, a new
+// connection is dialed rather than queueing the request, as Envoy does:
+// waiting behind a busy connection would add the latency of its slowest
+// stream, and the cluster's circuit breakers (max connections, max
+// requests) already bound how far this grows.
 type h2Client struct {
-	c *Cluster
-	//lint:ignore SA1019 see the type's comment
-	tr *http2.Transport
+	c      *Cluster
+	mu     sync.Mutex
+	conns  map[string][]*h2.ClientConn // per host address
+	closed bool
 }
 
 func newH2Client(c *Cluster) *h2Client {
-	h := &h2Client{c: c}
-	//lint:ignore SA1019 see h2Client
-	h.tr = &http2.Transport{
-		AllowHTTP: true,
-		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return h.dial(ctx, addr)
-		},
-		IdleConnTimeout: c.cfg.IdleTimeout,
-	}
-	return h
+	return &h2Client{c: c, conns: map[string][]*h2.ClientConn{}}
 }
 
-func (h *h2Client) dial(ctx context.Context, addr string) (net.Conn, error) {
+func (h *h2Client) dial(ctx context.Context, host *Host) (net.Conn, error) {
 	c := h.c
 	d := net.Dialer{Timeout: c.cfg.ConnectTimeout}
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.ConnectTimeout)
 	defer cancel()
-	nc, err := d.DialContext(dctx, "tcp", addr)
+	nc, err := d.DialContext(dctx, "tcp", host.Addr)
 	if err == nil && c.cfg.TLS != nil {
-		var host *Host
-		for _, x := range c.Hosts() {
-			if x.Addr == addr {
-				host = x
-			}
-		}
-		if host == nil {
-			host = &Host{Addr: addr}
-		}
 		nc, err = c.handshake(dctx, nc, host)
 	}
 	if err != nil {
 		c.Stats.CxConnectFail.Inc()
-		return nil, fmt.Errorf("%w: %s: %v", ErrConnectFailure, addr, err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrConnectFailure, host.Addr, err)
 	}
 	c.Stats.CxTotal.Inc()
 	c.Stats.CxActive.Inc()
 	c.connections.Add(1)
-	return &countedConn{Conn: nc, c: c}, nil
+	return nc, nil
 }
 
-// RoundTrip sends one request to host over HTTP/2.
-func (c *Cluster) RoundTripH2(req *http.Request, h *Host) (*http.Response, error) {
+// get returns a connection to host with a stream reserved on it.
+func (h *h2Client) get(ctx context.Context, host *Host) (*h2.ClientConn, error) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, fmt.Errorf("%w: cluster closed", ErrConnectFailure)
+	}
+	for _, cc := range h.conns[host.Addr] {
+		if cc.Reserve() {
+			h.mu.Unlock()
+			return cc, nil
+		}
+	}
+	h.mu.Unlock()
+	nc, err := h.dial(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	c := h.c
+	var cc *h2.ClientConn
+	cc = h2.NewClientConn(nc, h2.ClientConfig{
+		IdleTimeout: c.cfg.IdleTimeout,
+		OnClose: func() {
+			c.Stats.CxActive.Dec()
+			c.Stats.CxDestroy.Inc()
+			c.connections.Add(-1)
+			h.remove(host.Addr, cc)
+		},
+	})
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		cc.Close()
+		return nil, fmt.Errorf("%w: cluster closed", ErrConnectFailure)
+	}
+	h.conns[host.Addr] = append(h.conns[host.Addr], cc)
+	h.mu.Unlock()
+	if !cc.Reserve() {
+		return nil, fmt.Errorf("%w: new connection unusable", ErrConnectFailure)
+	}
+	return cc, nil
+}
+
+func (h *h2Client) remove(addr string, cc *h2.ClientConn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	list := h.conns[addr]
+	for i, x := range list {
+		if x == cc {
+			list = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(h.conns, addr)
+	} else {
+		h.conns[addr] = list
+	}
+}
+
+// RoundTripH2 sends one request to host over HTTP/2. A request the
+// upstream provably did not process (GOAWAY above its stream, refused
+// stream, a connection that closed before taking it) is sent once more on
+// another connection; past that the error reaches the router, which
+// retries per its policy.
+func (c *Cluster) RoundTripH2(req *http.Request, host *Host) (*http.Response, error) {
 	scheme := "http"
 	if c.cfg.TLS != nil {
 		scheme = "https"
 	}
-	req.URL.Scheme, req.URL.Host = scheme, h.Addr
-	//lint:ignore SA1019 see h2Client
-	return c.h2.tr.RoundTrip(req)
+	req.URL.Scheme, req.URL.Host = scheme, host.Addr
+	for try := 0; ; try++ {
+		cc, err := c.h2.get(req.Context(), host)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := cc.RoundTrip(req)
+		if err != nil && try == 0 && errors.Is(err, h2.ErrRetryable) && (req.Body == nil || req.Body == http.NoBody || req.GetBody != nil) {
+			if req.GetBody != nil {
+				if req.Body, err = req.GetBody(); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
+		return resp, err
+	}
 }
 
 // HTTP2 reports whether the cluster speaks HTTP/2 upstream.
 func (c *Cluster) HTTP2() bool { return c.h2 != nil }
 
+// close ends every connection; requests in flight fail.
 func (h *h2Client) close() {
-	//lint:ignore SA1019 see h2Client
-	h.tr.CloseIdleConnections()
-}
-
-// countedConn keeps connection stats right for HTTP/2 connections.
-type countedConn struct {
-	net.Conn
-	c      *Cluster
-	closed bool
-}
-
-func (cc *countedConn) Close() error {
-	if !cc.closed {
-		cc.closed = true
-		cc.c.Stats.CxActive.Dec()
-		cc.c.Stats.CxDestroy.Inc()
-		cc.c.connections.Add(-1)
+	h.mu.Lock()
+	h.closed = true
+	var all []*h2.ClientConn
+	for _, list := range h.conns {
+		all = append(all, list...)
 	}
-	return cc.Conn.Close()
+	h.mu.Unlock()
+	for _, cc := range all {
+		cc.Close()
+	}
 }

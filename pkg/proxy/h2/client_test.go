@@ -1,0 +1,560 @@
+package h2
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// startH2C runs net/http's own HTTP/2 server (unencrypted, prior
+// knowledge) as a gRPC-style upstream.
+func startH2C(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, Protocols: new(http.Protocols)}
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+func dialClient(t *testing.T, addr string, cfg ClientConfig) *ClientConn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := NewClientConn(nc, cfg)
+	t.Cleanup(func() {
+		cc.Close()
+		select {
+		case <-cc.Done():
+		case <-time.After(5 * time.Second):
+			t.Error("client connection did not end")
+		}
+	})
+	return cc
+}
+
+func roundTrip(t *testing.T, cc *ClientConn, req *http.Request) (*http.Response, error) {
+	t.Helper()
+	if !cc.Reserve() {
+		t.Fatal("no stream available")
+	}
+	return cc.RoundTrip(req)
+}
+
+func newReq(ctx context.Context, method, path string, body io.Reader) *http.Request {
+	req, _ := http.NewRequestWithContext(ctx, method, "http://upstream"+path, body)
+	return req
+}
+
+// grpcEcho answers like a gRPC server: the request body echoed, status
+// in the trailers.
+func grpcEcho(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/grpc")
+	w.Header().Set("Trailer", "Grpc-Status, Grpc-Message")
+	b, _ := io.ReadAll(r.Body)
+	w.Write(b)
+	w.Header().Set("Grpc-Status", "7")
+	w.Header().Set("Grpc-Message", "denied "+r.Header.Get("X-Who"))
+}
+
+func TestClientAgainstNetHTTPH2C(t *testing.T) {
+	addr := startH2C(t, http.HandlerFunc(grpcEcho))
+	cc := dialClient(t, addr, ClientConfig{})
+	big := bytes.Repeat([]byte("0123456789abcdef"), 200<<10/16) // 200 KiB: beyond every default window
+	cases := []struct {
+		name string
+		body []byte
+	}{{"empty", nil}, {"small", []byte("hello")}, {"beyond windows", big}}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var body io.Reader
+			if tc.body != nil {
+				body = bytes.NewReader(tc.body)
+			}
+			req := newReq(context.Background(), "POST", "/pkg.Svc/Method", body)
+			req.Header.Set("X-Who", tc.name)
+			req.Header.Set("Te", "trailers")
+			resp, err := roundTrip(t, cc, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || !bytes.Equal(got, tc.body) {
+				t.Fatalf("body: %d bytes, err %v; want %d bytes", len(got), err, len(tc.body))
+			}
+			if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/grpc" {
+				t.Errorf("status %d, headers %v", resp.StatusCode, resp.Header)
+			}
+			if resp.Trailer.Get("Grpc-Status") != "7" || resp.Trailer.Get("Grpc-Message") != "denied "+tc.name {
+				t.Errorf("trailers %v", resp.Trailer)
+			}
+		})
+	}
+}
+
+func TestClientMultiplexesUpToPeerLimit(t *testing.T) {
+	release := make(chan struct{})
+	var inFlight, peak int
+	var mu sync.Mutex
+	addr := startH2C(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		inFlight++
+		peak = max(peak, inFlight)
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		io.WriteString(w, r.URL.Path)
+	}))
+	cc := dialClient(t, addr, ClientConfig{})
+	// Wait for the server's SETTINGS (net/http advertises 250 streams).
+	testWait(t, func() bool {
+		cc.mu.Lock()
+		defer cc.mu.Unlock()
+		return cc.peerMaxStreams != 100
+	})
+	const n = 50
+	errs := make(chan error, n)
+	for i := range n {
+		if !cc.Reserve() {
+			t.Fatalf("stream %d refused below the peer's limit", i)
+		}
+		go func() {
+			resp, err := cc.RoundTrip(newReq(context.Background(), "GET", "/x", nil))
+			if err == nil {
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+			errs <- err
+		}()
+	}
+	testWait(t, func() bool { mu.Lock(); defer mu.Unlock(); return inFlight == n })
+	close(release)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if peak != n {
+		t.Errorf("peak concurrent streams on one connection %d, want %d", peak, n)
+	}
+}
+
+// hostile is an upstream written with the Framer: script gets the
+// server side of each connection after the client preface.
+type hostile struct {
+	fr  *http2.Framer
+	nc  net.Conn
+	enc *hpack.Encoder
+	buf bytes.Buffer
+}
+
+func startHostile(t *testing.T, script func(h *hostile)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer nc.Close()
+				nc.SetDeadline(time.Now().Add(20 * time.Second))
+				var pre [len(http2.ClientPreface)]byte
+				if _, err := io.ReadFull(nc, pre[:]); err != nil {
+					return
+				}
+				h := &hostile{nc: nc, fr: http2.NewFramer(nc, nc)}
+				h.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+				h.enc = hpack.NewEncoder(&h.buf)
+				script(h)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// next reads until a frame of the wanted kind (or any, if nil).
+func (h *hostile) next(want func(http2.Frame) bool) http2.Frame {
+	for {
+		f, err := h.fr.ReadFrame()
+		if err != nil {
+			return nil
+		}
+		if want == nil || want(f) {
+			return f
+		}
+	}
+}
+
+// drain reads until the client closes the connection.
+func (h *hostile) drain() {
+	for h.next(nil) != nil {
+	}
+}
+
+func isHeaders(f http2.Frame) bool { _, ok := f.(*http2.MetaHeadersFrame); return ok }
+
+func (h *hostile) headers(id uint32, end bool, kv ...string) {
+	h.buf.Reset()
+	for i := 0; i < len(kv); i += 2 {
+		h.enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+	}
+	writeHeaderBlock(h.fr, id, h.buf.Bytes(), end, 16384)
+}
+
+func TestClientAgainstHostileUpstream(t *testing.T) {
+	type outcome struct {
+		resp     *http.Response
+		rtErr    error
+		body     []byte
+		bodyErr  error
+		duration time.Duration
+		cc       *ClientConn
+	}
+	cases := []struct {
+		name    string
+		script  func(h *hostile)
+		body    io.Reader
+		timeout time.Duration
+		// waitDone: read the body only once the connection ended (no
+		// WINDOW_UPDATE can be granted meanwhile).
+		waitDone bool
+		check    func(t *testing.T, o outcome)
+	}{
+		{
+			name: "huge header list",
+			script: func(h *hostile) {
+				h.fr.WriteSettings()
+				f := h.next(isHeaders)
+				if f == nil {
+					return
+				}
+				kv := []string{":status", "200"}
+				for i := range 2000 {
+					kv = append(kv, "x-filler", strings.Repeat("v", 40)+string(rune('a'+i%26)))
+				}
+				h.headers(f.Header().StreamID, true, kv...)
+				h.drain()
+			},
+			check: func(t *testing.T, o outcome) {
+				if o.rtErr == nil || !strings.Contains(o.rtErr.Error(), "header list") {
+					t.Errorf("want a header list error, got %v", o.rtErr)
+				}
+			},
+		},
+		{
+			name: "window never opened",
+			script: func(h *hostile) {
+				h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+				for h.next(nil) != nil {
+				}
+			},
+			body:    strings.NewReader("this body can never be sent"),
+			timeout: 300 * time.Millisecond,
+			check: func(t *testing.T, o outcome) {
+				if !errors.Is(o.rtErr, context.DeadlineExceeded) {
+					t.Errorf("want the request to time out, got %v", o.rtErr)
+				}
+				if o.duration > 5*time.Second {
+					t.Errorf("took %v", o.duration)
+				}
+			},
+		},
+		{
+			name: "reset mid-body",
+			script: func(h *hostile) {
+				h.fr.WriteSettings()
+				f := h.next(isHeaders)
+				if f == nil {
+					return
+				}
+				id := f.Header().StreamID
+				h.headers(id, false, ":status", "200")
+				h.fr.WriteData(id, false, []byte("partial"))
+				h.fr.WriteRSTStream(id, http2.ErrCodeInternal)
+				h.drain()
+			},
+			check: func(t *testing.T, o outcome) {
+				if o.rtErr != nil || string(o.body) != "partial" || o.bodyErr == nil || !strings.Contains(o.bodyErr.Error(), "reset") {
+					t.Errorf("want headers, 'partial' then a reset error; got %v %q %v", o.rtErr, o.body, o.bodyErr)
+				}
+			},
+		},
+		{
+			name: "GOAWAY before the stream",
+			script: func(h *hostile) {
+				h.fr.WriteSettings()
+				if h.next(isHeaders) == nil {
+					return
+				}
+				h.fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+				h.drain()
+			},
+			check: func(t *testing.T, o outcome) {
+				if !errors.Is(o.rtErr, ErrRetryable) {
+					t.Errorf("want a retryable error, got %v", o.rtErr)
+				}
+			},
+		},
+		{
+			name: "GOAWAY naming the stream lets it finish",
+			script: func(h *hostile) {
+				h.fr.WriteSettings()
+				f := h.next(isHeaders)
+				if f == nil {
+					return
+				}
+				id := f.Header().StreamID
+				h.fr.WriteGoAway(id, http2.ErrCodeNo, nil)
+				h.headers(id, false, ":status", "200")
+				h.fr.WriteData(id, true, []byte("done"))
+				h.drain()
+			},
+			check: func(t *testing.T, o outcome) {
+				if o.rtErr != nil || o.bodyErr != nil || string(o.body) != "done" {
+					t.Errorf("got %v %v %q", o.rtErr, o.bodyErr, o.body)
+				}
+				if o.cc.Usable() {
+					t.Error("connection still usable after GOAWAY")
+				}
+			},
+		},
+		{
+			name: "DATA beyond the window",
+			script: func(h *hostile) {
+				h.fr.WriteSettings()
+				f := h.next(isHeaders)
+				if f == nil {
+					return
+				}
+				id := f.Header().StreamID
+				h.headers(id, false, ":status", "200")
+				chunk := make([]byte, 16384)
+				for range 5 { // 80 KiB against a 64 KiB stream window
+					h.fr.WriteData(id, false, chunk)
+				}
+				g := h.next(func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
+				if g == nil || g.(*http2.GoAwayFrame).ErrCode != http2.ErrCodeFlowControl {
+					h.fr.WriteData(id, true, []byte("no FLOW_CONTROL_ERROR GOAWAY seen"))
+				}
+			},
+			waitDone: true,
+			check: func(t *testing.T, o outcome) {
+				if o.bodyErr == nil || !strings.Contains(o.bodyErr.Error(), "FLOW_CONTROL_ERROR") {
+					t.Errorf("want a FLOW_CONTROL_ERROR connection error, got %v (body %d bytes)", o.bodyErr, len(o.body))
+				}
+			},
+		},
+		{
+			name: "trailers-only and trailers",
+			script: func(h *hostile) {
+				h.fr.WriteSettings()
+				f := h.next(isHeaders)
+				if f == nil {
+					return
+				}
+				id := f.Header().StreamID
+				h.headers(id, false, ":status", "200", "content-type", "application/grpc")
+				h.fr.WriteData(id, false, []byte("msg"))
+				h.headers(id, true, "grpc-status", "3", "grpc-message", "bad")
+				h.drain()
+			},
+			check: func(t *testing.T, o outcome) {
+				if o.rtErr != nil || o.bodyErr != nil || string(o.body) != "msg" || o.resp.Trailer.Get("Grpc-Status") != "3" {
+					t.Errorf("got %v %v %q trailers %v", o.rtErr, o.bodyErr, o.body, o.resp.Trailer)
+				}
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := startHostile(t, tc.script)
+			cc := dialClient(t, addr, ClientConfig{})
+			ctx := context.Background()
+			if tc.timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.timeout)
+				defer cancel()
+			}
+			start := time.Now()
+			req := newReq(ctx, "POST", "/svc", tc.body)
+			o := outcome{cc: cc}
+			o.resp, o.rtErr = roundTrip(t, cc, req)
+			if o.rtErr == nil {
+				if tc.waitDone {
+					select {
+					case <-cc.Done():
+					case <-time.After(10 * time.Second):
+						t.Fatal("connection did not end")
+					}
+				}
+				o.body, o.bodyErr = io.ReadAll(o.resp.Body)
+				o.resp.Body.Close()
+			}
+			o.duration = time.Since(start)
+			tc.check(t, o)
+		})
+	}
+}
+
+func TestClientSettingsFloodClosesConnection(t *testing.T) {
+	addr := startHostile(t, func(h *hostile) {
+		// Never read: every SETTINGS makes the client owe an ACK. Small
+		// socket buffers on both sides make the ACKs back up quickly.
+		h.nc.(*net.TCPConn).SetReadBuffer(4096)
+		for range 4 << 20 {
+			if h.fr.WriteSettings() != nil {
+				return
+			}
+		}
+	})
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.(*net.TCPConn).SetWriteBuffer(4096)
+	cc := NewClientConn(nc, ClientConfig{})
+	defer cc.Close()
+	select {
+	case <-cc.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("a SETTINGS flood did not close the connection")
+	}
+	cc.mu.Lock()
+	err = cc.err
+	cc.mu.Unlock()
+	if err == nil || !strings.Contains(err.Error(), "ENHANCE_YOUR_CALM") {
+		t.Errorf("connection ended with %v", err)
+	}
+}
+
+func TestClientCancelResetsUpstreamStream(t *testing.T) {
+	gotReset := make(chan http2.ErrCode, 1)
+	addr := startHostile(t, func(h *hostile) {
+		h.fr.WriteSettings()
+		f := h.next(isHeaders)
+		if f == nil {
+			return
+		}
+		h.headers(f.Header().StreamID, false, ":status", "200")
+		h.fr.WriteData(f.Header().StreamID, false, []byte("first"))
+		r := h.next(func(f http2.Frame) bool { _, ok := f.(*http2.RSTStreamFrame); return ok })
+		if r != nil {
+			gotReset <- r.(*http2.RSTStreamFrame).ErrCode
+		}
+	})
+	cc := dialClient(t, addr, ClientConfig{})
+	ctx, cancel := context.WithCancel(context.Background())
+	resp, err := roundTrip(t, cc, newReq(ctx, "GET", "/stream", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // the downstream client went away
+	select {
+	case code := <-gotReset:
+		if code != http2.ErrCodeCancel {
+			t.Errorf("RST_STREAM %v, want CANCEL", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no RST_STREAM upstream after cancellation")
+	}
+	if _, err := resp.Body.Read(buf); !errors.Is(err, context.Canceled) {
+		t.Errorf("body read after cancel: %v", err)
+	}
+	resp.Body.Close()
+}
+
+func TestClientResponseBackpressure(t *testing.T) {
+	// The upstream sends as fast as the client's windows allow; with the
+	// body unread, the client must not buffer beyond its stream window.
+	sent := make(chan int, 1)
+	addr := startHostile(t, func(h *hostile) {
+		h.fr.WriteSettings()
+		f := h.next(isHeaders)
+		if f == nil {
+			return
+		}
+		id := f.Header().StreamID
+		h.headers(id, false, ":status", "200")
+		window, total := 65535, 0 // the stream window before our SETTINGS are seen, then the client's
+		chunk := make([]byte, 16384)
+		h.nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		for total < window {
+			n := min(len(chunk), window-total)
+			if h.fr.WriteData(id, false, chunk[:n]) != nil {
+				break
+			}
+			total += n
+		}
+		sent <- total
+		h.drain()
+	})
+	cc := dialClient(t, addr, ClientConfig{InitialStreamWindow: 65535})
+	resp, err := roundTrip(t, cc, newReq(context.Background(), "GET", "/big", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := <-sent
+	testWait(t, func() bool {
+		cc.mu.Lock()
+		defer cc.mu.Unlock()
+		for _, s := range cc.streams {
+			return len(s.buf) == total
+		}
+		return false
+	})
+	cc.mu.Lock()
+	for _, s := range cc.streams {
+		if s.recvWindow != 0 {
+			t.Errorf("stream window %d with the body unread, want 0 (no WINDOW_UPDATE before reads)", s.recvWindow)
+		}
+	}
+	cc.mu.Unlock()
+	n, err := io.ReadFull(resp.Body, make([]byte, total))
+	if err != nil || n != total {
+		t.Fatalf("read %d: %v", n, err)
+	}
+	cc.mu.Lock()
+	for _, s := range cc.streams {
+		if s.recvWindow == 0 {
+			t.Error("reading the body granted no window back")
+		}
+	}
+	cc.mu.Unlock()
+	resp.Body.Close()
+	_ = os.ErrDeadlineExceeded
+}
