@@ -6,11 +6,15 @@ package proxy_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
@@ -144,4 +148,68 @@ func TestAccessLogUnknownOperatorIsNACKed(t *testing.T) {
 		p.Proxy.Flush()
 		return strings.Contains(p.Log.String(), "good /still\n")
 	})
+}
+
+// TestAccessLogTCPProxy: a TCP route's connections are logged with the
+// configured format once they close — the cluster, the upstream host and
+// the bytes each way as the client and the echo backend saw them.
+func TestAccessLogTCPProxy(t *testing.T) {
+	echo := startEcho(t)
+	path := filepath.Join(t.TempDir(), "tcp.log")
+	cp := testenv.StartControlPlane(t, "")
+	cp.PublishWith(t, fmt.Sprintf(`
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 3306, name: mysql, protocol: TCP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: mysql, namespace: default}
+spec:
+  hosts: ['*']
+  gateways: [istio-system/gw]
+  tcp: [{route: [{destination: {host: mysql.default.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: mysql, namespace: default}
+spec:
+  hosts: [mysql.default.svc.cluster.local]
+  ports: [{number: 3306, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {tcp: %d}}]
+`, echo.Port), translate.Options{Edge: translate.DefaultEdge(), AccessLog: &translate.AccessLog{
+		File: path, Format: "tcp %UPSTREAM_CLUSTER% up=%UPSTREAM_HOST% in=%BYTES_RECEIVED% out=%BYTES_SENT% flags=%RESPONSE_FLAGS%\n"}})
+	p := testenv.StartProxy(t, cp.Addr, testenv.ProxyOptions{Ports: []uint32{3306}})
+	p.WaitReady(t)
+
+	conn, err := net.Dial("tcp", p.Addr(3306))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	const payload = "hello over tcp"
+	if _, err := conn.Write([]byte(payload)); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(payload))
+	if _, err := io.ReadFull(conn, got); err != nil || string(got) != payload {
+		t.Fatalf("echo: %q, %v", got, err)
+	}
+	conn.Close()
+
+	var line string
+	testenv.WaitFor(t, "the TCP access log line in the file", func() bool {
+		p.Proxy.Flush()
+		b, _ := os.ReadFile(path)
+		line = string(b)
+		return strings.HasSuffix(line, "\n")
+	})
+	want := fmt.Sprintf("tcp outbound|3306||mysql.default.svc.cluster.local up=127.0.0.1:%d in=%d out=%d flags=-\n", echo.Port, len(payload), len(payload))
+	if line != want {
+		t.Errorf("access log:\n got %q\nwant %q", line, want)
+	}
 }
