@@ -240,8 +240,13 @@ func TestRequestBodyBackpressure(t *testing.T) {
 		t.Errorf("handler read %d bytes", n)
 	}
 
-	// Past the window: FLOW_CONTROL_ERROR.
-	c2 := dial(t, s)
+	// Past the window: FLOW_CONTROL_ERROR. On a server whose handler
+	// never reads: one that reads (as the first server's now does) opens
+	// the window as the data arrives, so it never overflows.
+	stop := make(chan struct{})
+	s2 := startServer(t, Config{InitialStreamWindow: 65535, InitialConnectionWindow: 1 << 20}, func(s *Stream) { <-stop })
+	t.Cleanup(func() { close(stop) }) // runs before s2's, which waits for its handlers
+	c2 := dial(t, s2)
 	c2.headers(1, false, "/")
 	big := make([]byte, 16384)
 	c2.fr.WriteData(1, false, big[:16383])
