@@ -556,26 +556,8 @@ func truncate(s string, max int) string {
 // formats carry their own, as Envoy's do).
 func (f *Compiled) Append(b []byte, e *Entry, scratch []byte) ([]byte, []byte) {
 	if !f.json {
-		for i := range f.parts {
-			p := &f.parts[i]
-			if p.kind == opLiteral {
-				b = append(b, p.lit...)
-				continue
-			}
-			var s string
-			var n int64
-			var t valType
-			s, n, t, scratch = p.value(e, scratch)
-			switch t {
-			case vMissing:
-				b = append(b, '-')
-			case vNumber:
-				b = appendNumber(b, n, p.max)
-			default:
-				b = appendOrDash(b, truncate(s, p.max))
-			}
-		}
-		return b, scratch
+		// Text: literals as written, values escaped (\xHH), "-" when empty.
+		return appendParts(b, f.parts, e, scratch, appendRaw, appendOrDash)
 	}
 	b = append(b, '{')
 	for i, k := range f.keys {
@@ -609,29 +591,39 @@ func (f *Compiled) Append(b []byte, e *Entry, scratch []byte) ([]byte, []byte) {
 		}
 		// Mixed literal and operators: a string, missing values as "-".
 		b = append(b, '"')
-		for j := range vp {
-			p := &vp[j]
-			if p.kind == opLiteral {
-				b = appendJSONBody(b, p.lit)
-				continue
-			}
-			var s string
-			var n int64
-			var t valType
-			s, n, t, scratch = p.value(e, scratch)
-			switch t {
-			case vMissing:
-				b = append(b, '-')
-			case vNumber:
-				b = appendNumber(b, n, p.max)
-			default:
-				b = appendJSONBody(b, truncate(s, p.max))
-			}
-		}
+		b, scratch = appendParts(b, vp, e, scratch, appendJSONBody, appendJSONBody)
 		b = append(b, '"')
 	}
 	return append(b, '}', '\n'), scratch
 }
+
+// appendParts renders a run of literals and operators, the shared body
+// of a text format and of a JSON value that mixes literals with
+// operators; lit and val escape for the output (text or JSON string).
+func appendParts(b []byte, parts []part, e *Entry, scratch []byte, lit, val func([]byte, string) []byte) ([]byte, []byte) {
+	for i := range parts {
+		p := &parts[i]
+		if p.kind == opLiteral {
+			b = lit(b, p.lit)
+			continue
+		}
+		var s string
+		var n int64
+		var t valType
+		s, n, t, scratch = p.value(e, scratch)
+		switch t {
+		case vMissing:
+			b = append(b, '-')
+		case vNumber:
+			b = appendNumber(b, n, p.max)
+		default:
+			b = val(b, truncate(s, p.max))
+		}
+	}
+	return b, scratch
+}
+
+func appendRaw(b []byte, s string) []byte { return append(b, s...) }
 
 func appendNumber(b []byte, n int64, max int) []byte {
 	start := len(b)

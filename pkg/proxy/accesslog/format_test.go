@@ -6,36 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// IstioJSONFields are (as translate.IstioJSONFormat) the keys and operators of Istio's default JSON
-// access log (meshConfig accessLogEncoding: JSON without accessLogFormat).
-var IstioJSONFields = map[string]string{
-	"start_time":                        "%START_TIME%",
-	"route_name":                        "%ROUTE_NAME%",
-	"method":                            "%REQ(:METHOD)%",
-	"path":                              "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
-	"protocol":                          "%PROTOCOL%",
-	"response_code":                     "%RESPONSE_CODE%",
-	"response_flags":                    "%RESPONSE_FLAGS%",
-	"response_code_details":             "%RESPONSE_CODE_DETAILS%",
-	"connection_termination_details":    "%CONNECTION_TERMINATION_DETAILS%",
-	"bytes_received":                    "%BYTES_RECEIVED%",
-	"bytes_sent":                        "%BYTES_SENT%",
-	"duration":                          "%DURATION%",
-	"upstream_service_time":             "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
-	"x_forwarded_for":                   "%REQ(X-FORWARDED-FOR)%",
-	"user_agent":                        "%REQ(USER-AGENT)%",
-	"request_id":                        "%REQ(X-REQUEST-ID)%",
-	"authority":                         "%REQ(:AUTHORITY)%",
-	"upstream_host":                     "%UPSTREAM_HOST%",
-	"upstream_cluster":                  "%UPSTREAM_CLUSTER%",
-	"upstream_local_address":            "%UPSTREAM_LOCAL_ADDRESS%",
-	"downstream_local_address":          "%DOWNSTREAM_LOCAL_ADDRESS%",
-	"downstream_remote_address":         "%DOWNSTREAM_REMOTE_ADDRESS%",
-	"requested_server_name":             "%REQUESTED_SERVER_NAME%",
-	"upstream_transport_failure_reason": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
-}
+	"github.com/portico-gateway/portico/pkg/translate"
+)
 
 type hdr map[string]string
 
@@ -203,7 +176,7 @@ func TestNoLogForging(t *testing.T) {
 }
 
 func TestIstioJSON(t *testing.T) {
-	f, err := CompileJSON(IstioJSONFields)
+	f, err := CompileJSON(translate.IstioJSONFormat)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +227,7 @@ func (discard) Write(b []byte) (int, error) { return len(b), nil }
 func BenchmarkLog(b *testing.B) {
 	e := sampleEntry()
 	def, _ := CompileText(EnvoyDefaultFormat)
-	js, _ := CompileJSON(IstioJSONFields)
+	js, _ := CompileJSON(translate.IstioJSONFormat)
 	for _, c := range []struct {
 		name string
 		l    *Logger
