@@ -409,6 +409,11 @@ func NewSnapshot(res *translate.Resources, prev *memo) (*Snapshot, *memo, error)
 				// Published and kept as a compact stand-in; res and
 				// the memo follow once the whole snapshot is good.
 				if c := compactOf(r, wire); c != r {
+					if typ == resourcev3.ClusterType {
+						// What the consistency check needs of it.
+						b.next.refs[c] = b.edsRefs(r)
+						delete(b.next.refs, r)
+					}
 					swaps[r] = c
 					pub = c
 				}
@@ -513,8 +518,6 @@ func (b *builder) compact(res *translate.Resources, swaps map[proto.Message]prot
 	for i, c := range res.Clusters {
 		if to, ok := swaps[c]; ok {
 			swap(c, to)
-			b.next.refs[to] = b.edsRefs(c)
-			delete(b.next.refs, c)
 			res.Clusters[i] = to.(*clusterv3.Cluster)
 		}
 	}
