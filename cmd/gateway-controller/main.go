@@ -219,7 +219,9 @@ func runStandalone(ctx context.Context, log logging.Logger, cfg config) error {
 	if cfg.debugAddress != "" {
 		scraper := cfg.topology.scraper(log.WithName("topology"), standaloneTargets(cfg, gateway.ClassName(labels)))
 		g.Go(func() error { return runScraper(ctx, scraper) })
-		g.Go(func() error { return serveHTTP(ctx, log.WithName("debug"), cfg.debugAddress, debugHandler(ctrl, reg, scraper)) })
+		g.Go(func() error {
+			return serveHTTP(ctx, log.WithName("debug"), cfg.debugAddress, debugHandler(ctrl, reg, scraper))
+		})
 	}
 	if !cfg.embedded.disabled {
 		g.Go(func() error { return runEmbeddedProxy(ctx, log, cfg, embeddedAddr, labels, reg) })

@@ -211,7 +211,9 @@ type builder struct {
 // plainKey drops the group from a key: IR refs carry kinds only.
 func plainKey(k resource.Key) resource.Key { k.Group = ""; return k }
 
-func refKey(r ir.Ref) resource.Key { return resource.Key{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name} }
+func refKey(r ir.Ref) resource.Key {
+	return resource.Key{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name}
+}
 
 func (b *builder) node(n *Node) *Node {
 	if old, ok := b.byID[n.ID]; ok {
