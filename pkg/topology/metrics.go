@@ -195,13 +195,16 @@ func (b *builder) routeIn(route, set string) bool {
 	return false
 }
 
+// merge adds o's numbers. Requests and connections are not added up: a
+// node with both (a Gateway with HTTP and TCP ports) shows requests.
 func (t *tally) merge(o *tally) {
-	if !o.seen {
+	if !o.seen || t.unit == "rq" && o.unit == "cx" {
 		return
 	}
-	if t.unit == "" || o.unit == "rq" {
-		t.unit = o.unit
+	if t.unit == "cx" && o.unit == "rq" {
+		*t = tally{}
 	}
+	t.unit = o.unit
 	t.seen = true
 	t.rps += o.rps
 	t.err4 += o.err4

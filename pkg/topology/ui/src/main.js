@@ -124,6 +124,11 @@ function render(g) {
   renderProblems(g);
   renderTable(g);
   renderScrapes(g);
+  if (!selected && location.hash.startsWith("#node=")) {
+    // A link to one node: /debug/topology#node=<id> opens its details.
+    selected = decodeURIComponent(location.hash.slice("#node=".length));
+    cy.getElementById(selected).select();
+  }
   if (selected) select(selected);
   document.body.dataset.renderedNodes = String(cy.nodes().length);
   document.body.dataset.renderedEdges = String(cy.edges().length);
@@ -183,6 +188,7 @@ function renderScrapes(g) {
 
 function select(id) {
   selected = id;
+  if (id && location.hash !== "#node=" + encodeURIComponent(id)) history.replaceState(null, "", "#node=" + encodeURIComponent(id));
   const panel = document.getElementById("details");
   const n = graph && graph.nodes.find((x) => x.id === id);
   if (!n) {
