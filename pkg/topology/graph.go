@@ -16,6 +16,9 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
 	"github.com/portico-gateway/portico/pkg/controller"
 	"github.com/portico-gateway/portico/pkg/ir"
 	"github.com/portico-gateway/portico/pkg/resource"
@@ -135,9 +138,13 @@ func Build(in BuildInput) *Graph {
 		return g
 	}
 	g.BuiltAt = st.BuiltAt
-	b := &builder{g: g, in: in, byID: map[string]*Node{}, edges: map[[2]string]int{}, statuses: map[resource.Key]*status.Status{}}
+	b := &builder{g: g, in: in, byID: map[string]*Node{}, edges: map[[2]string]int{}, statuses: map[resource.Key]*status.Status{},
+		apiStatuses: map[resource.Key]*status.APIStatus{}}
 	for _, s := range st.Result.Statuses {
-		b.statuses[plainKey(s.Key)] = s
+		b.statuses[s.Key] = s
+	}
+	for _, s := range st.Result.APIStatuses {
+		b.apiStatuses[s.Key] = s
 	}
 	for _, p := range st.Result.Proxies {
 		_, published := st.Versions[p.Name]
@@ -156,11 +163,13 @@ func Build(in BuildInput) *Graph {
 		default:
 			continue
 		}
-		kind := KindRouteSet
-		if s.Key.Kind == resource.KindGateway {
-			kind = KindGateway
+		b.resourceNode(nodeKind(s.Key), s.Key)
+	}
+	for _, s := range st.Result.APIStatuses {
+		switch s.Key.Kind {
+		case resource.KindGateway, resource.KindHTTPRoute, resource.KindGRPCRoute, resource.KindTLSRoute, resource.KindTCPRoute:
+			b.resourceNode(nodeKind(s.Key), s.Key)
 		}
-		b.resourceNode(kind, plainKey(s.Key))
 	}
 	for _, inv := range st.Resources.Invalid {
 		g.Problems = append(g.Problems, Problem{Level: string(status.Error), Message: inv.Source + ": " + inv.Error, Resource: inv.Key.String()})
@@ -192,11 +201,12 @@ func kindOrder(k string) int {
 }
 
 type builder struct {
-	g        *Graph
-	in       BuildInput
-	byID     map[string]*Node
-	edges    map[[2]string]int
-	statuses map[resource.Key]*status.Status
+	g           *Graph
+	in          BuildInput
+	byID        map[string]*Node
+	edges       map[[2]string]int
+	statuses    map[resource.Key]*status.Status
+	apiStatuses map[resource.Key]*status.APIStatus
 
 	// What the numbers are computed from, per node.
 	hcmPrefixes map[string][]string // server node → HTTP connection manager stat prefixes
@@ -208,11 +218,37 @@ type builder struct {
 	clusterUse  map[string]map[string]bool // cluster node → route nodes sending to it
 }
 
-// plainKey drops the group from a key: IR refs carry kinds only.
-func plainKey(k resource.Key) resource.Key { k.Group = ""; return k }
+func nodeKind(k resource.Key) string {
+	if k.Kind == resource.KindGateway {
+		return KindGateway
+	}
+	return KindRouteSet
+}
 
+// routeKinds are the Gateway API route kinds by the lower-case prefix of
+// the synthetic VirtualService the conversion makes of them.
+var routeKinds = map[string]string{"httproute": resource.KindHTTPRoute, "grpcroute": resource.KindGRPCRoute,
+	"tlsroute": resource.KindTLSRoute, "tcproute": resource.KindTCPRoute}
+
+// refKey is the resource a piece of configuration came from, as the user
+// wrote it: the Gateway API objects behind the synthetic Istio ones the
+// conversion makes ("<gateway>~<listener>" Gateways, "<kind>~<route>"
+// VirtualServices; "~" cannot occur in Kubernetes names).
 func refKey(r ir.Ref) resource.Key {
-	return resource.Key{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name}
+	k := resource.Key{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name}
+	before, after, ok := strings.Cut(r.Name, "~")
+	if !ok {
+		return k
+	}
+	switch r.Kind {
+	case resource.KindGateway:
+		return resource.Key{Group: resource.GatewayAPIGroup, Kind: resource.KindGateway, Namespace: r.Namespace, Name: before}
+	case resource.KindVirtualService:
+		if kind, ok := routeKinds[before]; ok {
+			return resource.Key{Kind: kind, Namespace: r.Namespace, Name: after}
+		}
+	}
+	return k
 }
 
 func (b *builder) node(n *Node) *Node {
@@ -241,16 +277,28 @@ func (b *builder) edge(from, to string, weight uint32) {
 
 // resourceNode is the node of a Gateway or route set, with its status.
 func (b *builder) resourceNode(kind string, key resource.Key) *Node {
-	id := key.Kind + "/" + key.Namespace + "/" + key.Name
+	kindName := key.Kind
+	if key.Group != "" {
+		kindName += "." + key.Group
+	}
+	id := kindName + "/" + key.Namespace + "/" + key.Name
 	if n, ok := b.byID[id]; ok {
 		return n
 	}
 	k := key
 	n := &Node{ID: id, Kind: kind, Label: key.Name, Detail: key.Kind + " " + key.Namespace, Resource: &k,
 		Links: Links{YAML: b.sourceLink(key)}}
+	if key.IsGatewayAPI() {
+		n.Detail = key.Kind + " (Gateway API) " + key.Namespace
+	}
 	if s := b.statuses[key]; s != nil {
 		n.Conditions = s.Conditions
 		n.Problems = statusProblems(s)
+	}
+	if s := b.apiStatuses[key]; s != nil {
+		conds, problems := apiStatusProblems(s)
+		n.Conditions = append(n.Conditions, conds...)
+		n.Problems = append(n.Problems, problems...)
 	}
 	n.Health = health(n.Problems)
 	return b.node(n)
@@ -305,6 +353,42 @@ func statusProblems(s *status.Status) []Problem {
 		}
 	}
 	return out
+}
+
+// apiStatusProblems reads a Gateway API status: its conditions (a
+// route's per parent, a Gateway's per listener, named so) and, as
+// problems, those in a bad state (False, or True for Conflicted).
+func apiStatusProblems(s *status.APIStatus) ([]status.Condition, []Problem) {
+	var conds []status.Condition
+	var problems []Problem
+	add := func(where string, cs []metav1.Condition) {
+		for _, c := range cs {
+			typ := c.Type
+			if where != "" {
+				typ = where + " " + c.Type
+			}
+			conds = append(conds, status.Condition{Type: typ, Status: string(c.Status), Reason: c.Reason, Message: c.Message, ObservedGeneration: c.ObservedGeneration})
+			bad := c.Status == metav1.ConditionFalse
+			if c.Type == "Conflicted" {
+				bad = c.Status == metav1.ConditionTrue
+			}
+			if bad {
+				problems = append(problems, Problem{Level: string(status.Error), Message: typ + "=" + string(c.Status) + " (" + c.Reason + "): " + c.Message})
+			}
+		}
+	}
+	switch st := s.Status.(type) {
+	case *gwv1.GatewayStatus:
+		add("", st.Conditions)
+		for _, l := range st.Listeners {
+			add("listener "+string(l.Name), l.Conditions)
+		}
+	case *gwv1.RouteStatus:
+		for _, p := range st.Parents {
+			add("parent "+string(p.ParentRef.Name), p.Conditions)
+		}
+	}
+	return conds, problems
 }
 
 func health(ps []Problem) string {
@@ -386,17 +470,25 @@ func (b *builder) proxy(p *ir.Proxy) {
 func (b *builder) route(class string, srv *Node, rcName string, vh *ir.VirtualHost, r *ir.Route, clusters map[string]*ir.Cluster) {
 	from := srv.ID
 	var set *Node
-	if r.Source.Kind != "" {
-		set = b.resourceNode(KindRouteSet, refKey(r.Source))
+	src, rule, hasSrc := routeSource(r)
+	if hasSrc {
+		set = b.resourceNode(KindRouteSet, src)
 		b.edge(srv.ID, set.ID, 0)
 		from = set.ID
 	}
-	id := "route:" + class + ":" + r.Source.String() + ":" + r.Name
+	id := "route:" + class + ":" + src.Kind + "/" + src.Namespace + "/" + src.Name + ":" + r.Name
 	n, existed := b.byID[id]
 	if !existed {
-		n = b.node(&Node{ID: id, Kind: KindRoute, Class: class, Label: routeLabel(r), Detail: strings.Join(vh.Domains, " ") + " " + matchText(r.Match)})
-		if r.Source.Kind != "" {
-			k := refKey(r.Source)
+		label := r.Name
+		if hasSrc {
+			label = src.Name + " rule " + rule
+		}
+		if label == "" {
+			label = "route"
+		}
+		n = b.node(&Node{ID: id, Kind: KindRoute, Class: class, Label: label, Detail: strings.Join(vh.Domains, " ") + " " + matchText(r.Match)})
+		if hasSrc {
+			k := src
 			n.Resource = &k
 			n.Links.YAML = b.sourceLink(k)
 		}
@@ -536,17 +628,28 @@ func listenerProtocols(l *ir.Listener) string {
 	return strings.Join(out, "+")
 }
 
-func routeLabel(r *ir.Route) string {
-	if r.Source.Name != "" {
-		// Istio's route names are "namespace.name.index"; say which rule.
-		if i := strings.LastIndexByte(r.Name, '.'); i >= 0 && strings.HasPrefix(r.Name, r.Source.Namespace+"."+r.Source.Name+".") {
-			return r.Source.Name + " rule " + r.Name[i+1:]
+// routeSource is the resource a route came from and which of its rules
+// it is. Istio names routes "<namespace>.<name>.<rule>"; routes of a
+// Gateway API HTTPRoute or GRPCRoute come from a synthetic VirtualService
+// per listener and are named "<kind>.<namespace>.<name>.<rule>.<match>"
+// (namespaces hold no dots, names may).
+func routeSource(r *ir.Route) (key resource.Key, rule string, ok bool) {
+	if r.Source.Kind == "" {
+		return resource.Key{}, "", false
+	}
+	key = refKey(r.Source)
+	if strings.Contains(r.Source.Name, "~") {
+		parts := strings.Split(r.Name, ".")
+		if kind, known := routeKinds[parts[0]]; known && len(parts) >= 5 {
+			n := len(parts)
+			return resource.Key{Kind: kind, Namespace: parts[1], Name: strings.Join(parts[2:n-2], ".")}, parts[n-2] + "." + parts[n-1], true
 		}
 	}
-	if r.Name == "" {
-		return "route"
+	rule = r.Name
+	if rest, found := strings.CutPrefix(r.Name, r.Source.Namespace+"."+r.Source.Name+"."); found {
+		rule = rest
 	}
-	return r.Name
+	return key, rule, true
 }
 
 func matchText(m ir.Match) string {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -685,5 +686,57 @@ data: {key: c2VjcmV0}
 	var g Graph
 	if err := json.Unmarshal(rec.Body.Bytes(), &g); err != nil || rec.Code != 200 || len(g.Nodes) != 0 {
 		t.Errorf("before a build: %d %v %s", rec.Code, err, rec.Body.String())
+	}
+}
+
+// Gateway API objects appear as themselves, not as the synthetic Istio
+// objects the conversion makes of them, with their own statuses.
+func TestGraphGatewayAPI(t *testing.T) {
+	b, err := os.ReadFile("../gateway/testdata/gatewayapi-attached-routes.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := Build(BuildInput{State: state(t, string(b)), Source: SourcePath, Now: time.Unix(3000, 0)})
+	kinds := map[string]int{}
+	for _, n := range g.Nodes {
+		if strings.Contains(n.ID, "~") || strings.Contains(n.Label, "~") {
+			t.Errorf("synthetic object shown: %s", n.ID)
+		}
+		if n.Resource != nil {
+			kinds[n.Resource.Kind+"/"+n.Resource.Group]++
+		}
+		t.Logf("%s %s %s %v", n.Kind, n.ID, n.Health, n.Problems)
+	}
+	if kinds["Gateway/"+resource.GatewayAPIGroup] == 0 || kinds["HTTPRoute/"] == 0 {
+		t.Errorf("no Gateway API Gateway or HTTPRoute node: %v", kinds)
+	}
+	served := false
+	for _, e := range g.Edges {
+		if strings.HasPrefix(e.Source, "Gateway.gateway.networking.k8s.io/") && strings.HasPrefix(e.Target, "server:") {
+			served = true
+		}
+	}
+	if !served {
+		t.Error("no edge from a Gateway API Gateway to a server")
+	}
+
+	// A route a listener does not allow is an error, with its condition.
+	b, err = os.ReadFile("../gateway/testdata/gatewayapi-allowed-routes-namespaces.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g = Build(BuildInput{State: state(t, string(b)), Now: time.Unix(3000, 0)})
+	refused := 0
+	for _, n := range g.Nodes {
+		if n.Resource != nil && n.Resource.IsGatewayAPI() && n.Health == "error" {
+			for _, p := range n.Problems {
+				if strings.Contains(p.Message, "NotAllowedByListeners") {
+					refused++
+				}
+			}
+		}
+	}
+	if refused == 0 {
+		t.Error("no route shows NotAllowedByListeners")
 	}
 }
