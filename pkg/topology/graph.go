@@ -497,9 +497,6 @@ func (b *builder) route(class string, srv *Node, rcName string, vh *ir.VirtualHo
 	// The route configurations holding this route, for the Envoy link.
 	n.Links.Envoy = b.envoyLink(class, "dynamic_route_configs", append(routeConfigNames(n.Links.Envoy), rcName)...)
 	b.edge(from, id, 0)
-	if set != nil {
-		b.routeClus[set.ID] = b.routeClus[set.ID] // keep the key: a set may forward nowhere
-	}
 	switch {
 	case r.Forward != nil:
 		for _, wc := range r.Forward.Clusters {

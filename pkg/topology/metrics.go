@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"slices"
 	"strconv"
 )
 
@@ -17,11 +18,11 @@ const (
 
 // tally adds up the numbers of the series a node is made of.
 type tally struct {
-	unit              string
-	rps, err4, err5   float64
-	total             float64
-	buckets           []bucket
-	seen, anyRequests bool
+	unit            string
+	rps, err4, err5 float64
+	total           float64
+	buckets         []bucket
+	seen            bool
 }
 
 func (t *tally) metrics() *Metrics {
@@ -138,6 +139,13 @@ func (b *builder) metrics() {
 	}
 	// Routes and route sets: their clusters' numbers. Gateways: their
 	// servers'. Shared says another route (or Gateway) counts them too.
+	out := map[string][]string{}     // node → nodes it has edges to
+	parents := map[string][]string{} // node → nodes with edges to it
+	for _, e := range b.g.Edges {
+		out[e.Source] = append(out[e.Source], e.Target)
+		parents[e.Target] = append(parents[e.Target], e.Source)
+	}
+	routeIn := func(route, set string) bool { return slices.Contains(parents[route], set) }
 	for _, n := range b.g.Nodes {
 		switch n.Kind {
 		case KindRoute, KindRouteSet:
@@ -153,9 +161,17 @@ func (b *builder) metrics() {
 					continue
 				}
 				t.merge(ct)
-				for user := range b.clusterUse[c] {
-					if user != n.ID && !b.routeIn(user, n.ID) {
-						shared = true
+				users := b.clusterUse[c]
+				switch {
+				case shared:
+				case n.Kind == KindRoute:
+					shared = len(users) > 1 || len(users) == 1 && !users[n.ID]
+				default:
+					for user := range users {
+						if !routeIn(user, n.ID) {
+							shared = true
+							break
+						}
 					}
 				}
 			}
@@ -165,16 +181,11 @@ func (b *builder) metrics() {
 		case KindGateway:
 			t := &tally{}
 			shared := false
-			for _, e := range b.g.Edges {
-				if e.Source != n.ID {
-					continue
-				}
-				if st := serverTally[e.Target]; st != nil {
+			for _, srv := range out[n.ID] {
+				if st := serverTally[srv]; st != nil {
 					t.merge(st)
-					for _, e2 := range b.g.Edges {
-						if e2.Target == e.Target && e2.Source != n.ID {
-							shared = true // a port several Gateways serve
-						}
+					if len(parents[srv]) > 1 {
+						shared = true // a port several Gateways serve
 					}
 				}
 			}
@@ -183,16 +194,6 @@ func (b *builder) metrics() {
 			}
 		}
 	}
-}
-
-// routeIn reports whether route is one of set's routes.
-func (b *builder) routeIn(route, set string) bool {
-	for _, e := range b.g.Edges {
-		if e.Source == set && e.Target == route {
-			return true
-		}
-	}
-	return false
 }
 
 // merge adds o's numbers. Requests and connections are not added up: a
