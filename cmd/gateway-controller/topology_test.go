@@ -252,12 +252,24 @@ const (
 // screenshot; TOPOLOGY_SCREENSHOT=path keeps it, for docs/topology.png).
 func TestTopologyPage(t *testing.T) {
 	p := startQuickstart(t)
+	// Rates need a reading from before the traffic.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		g := fetchGraph(t, p.debug)
+		if len(g.Scrapes) == 1 && g.Scrapes[0].Error == "" && g.Scrapes[0].Readings > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the controller never read the proxy's stats: %+v", g.Scrapes)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	p.traffic(t)
 
 	// The scraper reads every 200 ms: wait until a reading after the
 	// traffic is in (every request counted at port 80 and at the cluster).
 	var g *topology.Graph
-	deadline := time.Now().Add(20 * time.Second)
+	deadline = time.Now().Add(20 * time.Second)
 	for {
 		g = fetchGraph(t, p.debug)
 		s80, cl := nodeByID(g, server80ID), nodeByID(g, counterClus)
