@@ -61,8 +61,14 @@ function metricLine(m) {
   return s;
 }
 
+// Long names (outbound|80||counter.default.svc.cluster.local) get places
+// to wrap after their separators.
+function breakable(s) {
+  return s.length > 28 ? s.replace(/([|.\/:])/g, "$1\u200b") : s;
+}
+
 function nodeLabel(n) {
-  const lines = [n.label];
+  const lines = [breakable(n.label)];
   if (n.detail) lines.push(n.detail.length > 48 ? n.detail.slice(0, 47) + "…" : n.detail);
   const m = metricLine(n.metrics);
   if (m) lines.push(m);
@@ -88,7 +94,7 @@ const style = [
     "border-width": 1.5, "border-color": "#64748b",
     label: "data(label)", "text-wrap": "wrap", "text-valign": "center", "text-halign": "center",
     "font-size": 12, "font-family": "DejaVu Sans, sans-serif", color: "#0f172a",
-    width: "label", height: "label", padding: 10,
+    width: "label", height: "label", padding: 10, "text-max-width": 210,
   } },
   { selector: "node[hot = 1]", style: { "border-color": "#2563eb", "border-width": 2.5 } },
   { selector: "node[errs = 1]", style: { "border-color": "#ea580c", "border-width": 3 } },
@@ -195,7 +201,8 @@ function select(id) {
     panel.replaceChildren(el("p", { class: "hint" }, "Click a node for its status, numbers, source YAML and Envoy configuration."));
     return;
   }
-  const kids = [el("h2", {}, n.label), el("p", { class: "kind" }, n.kind + (n.class ? " · " + n.class : "") + (n.resource ? " · " + n.resource.kind + " " + n.resource.namespace + "/" + n.resource.name : ""))];
+  const kind = n.kind === "RouteSet" && n.resource ? n.resource.kind : n.kind;
+  const kids = [el("h2", {}, n.label), el("p", { class: "kind" }, kind + (n.class ? " · " + n.class : "") + (n.resource ? " · " + n.resource.kind + " " + n.resource.namespace + "/" + n.resource.name : ""))];
   if (n.detail) kids.push(el("p", {}, n.detail));
   if (n.metrics) {
     const m = n.metrics;
@@ -210,9 +217,11 @@ function select(id) {
   }
   for (const p of n.problems || []) kids.push(el("p", { class: "problem " + p.level.toLowerCase() }, el("b", {}, p.level + (p.code ? " [" + p.code + "]" : "")), " ", (p.field ? p.field + ": " : "") + p.message));
   if (n.conditions && n.conditions.length) {
-    const t = el("table", { class: "conditions" });
-    for (const c of n.conditions) t.append(el("tr", { class: c.status === "False" ? "false" : "" }, el("td", {}, c.type), el("td", {}, c.status), el("td", {}, c.reason), el("td", {}, c.message)));
-    kids.push(t);
+    const t = el("ul", { class: "conditions" });
+    for (const c of n.conditions) {
+      t.append(el("li", { class: c.status === "False" ? "false" : "" }, el("b", {}, c.type + "=" + c.status), " " + c.reason, el("br", {}), el("span", { class: "msg" }, c.message)));
+    }
+    kids.push(el("h3", {}, "Conditions"), t);
   }
   const pre = el("pre", { id: "viewer" });
   const links = el("p", { class: "links" });
