@@ -224,9 +224,10 @@ func (s *Scraper) Window() *Window {
 // KubernetesTargets finds the gateway pods of each proxy class from the
 // resources the controller already watches: Services whose selector the
 // class's labels satisfy, and the ready addresses of their EndpointSlices,
-// read on the status port (15021, /stats/prometheus — what the
-// deployment's prometheus.io annotations name). The admin port listens
-// on the pod's loopback only, so there are no per-endpoint counts.
+// read on the status port (/stats/prometheus — what the deployment's
+// prometheus.io annotations name): the slice's port named "status-port"
+// (Istio's name for it), else statusPort (15021 when 0). The admin port
+// listens on the pod's loopback only, so there are no per-endpoint counts.
 func KubernetesTargets(res *resource.Resources, classes map[string]map[string]string, statusPort int32) []Target {
 	if res == nil {
 		return nil
@@ -247,6 +248,12 @@ func KubernetesTargets(res *resource.Resources, classes map[string]map[string]st
 				if es.Namespace != svc.Namespace || es.Labels["kubernetes.io/service-name"] != svc.Name {
 					continue
 				}
+				port := statusPort
+				for _, p := range es.Ports {
+					if p.Name != nil && *p.Name == "status-port" && p.Port != nil {
+						port = *p.Port
+					}
+				}
 				for _, ep := range es.Endpoints {
 					if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
 						continue
@@ -256,7 +263,7 @@ func KubernetesTargets(res *resource.Resources, classes map[string]map[string]st
 						name = ep.TargetRef.Namespace + "/" + ep.TargetRef.Name
 					}
 					for _, a := range ep.Addresses {
-						u := "http://" + net.JoinHostPort(a, strconv.Itoa(int(statusPort))) + "/stats/prometheus"
+						u := "http://" + net.JoinHostPort(a, strconv.Itoa(int(port))) + "/stats/prometheus"
 						if seen[className+u] {
 							continue
 						}

@@ -605,12 +605,17 @@ func TestKubernetesTargets(t *testing.T) {
 			// Same name in another namespace: not the gateway's.
 			{ObjectMeta: metav1.ObjectMeta{Name: "gw-x", Namespace: "default", Labels: map[string]string{"kubernetes.io/service-name": "istio-ingressgateway"}},
 				Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.9.9.9"}}}},
+			// The status port where the Service maps it elsewhere.
+			{ObjectMeta: metav1.ObjectMeta{Name: "gw-2", Namespace: "istio-system", Labels: map[string]string{"kubernetes.io/service-name": "istio-ingressgateway"}},
+				Ports:     []discoveryv1.EndpointPort{{Name: ptr("http2"), Port: ptr[int32](8080)}, {Name: ptr("status-port"), Port: ptr[int32](9021)}},
+				Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.1.0.8"}}}},
 		},
 	}
 	got := KubernetesTargets(res, map[string]map[string]string{class: {"istio": "ingressgateway", "app": "istio-ingressgateway"}}, 0)
 	want := []Target{
 		{Class: class, Proxy: "istio-system/gw-abc", StatsURL: "http://10.1.0.5:15021/stats/prometheus"},
 		{Class: class, Proxy: "istio-system/istio-ingressgateway", StatsURL: "http://[fd00::7]:15021/stats/prometheus"},
+		{Class: class, Proxy: "istio-system/istio-ingressgateway", StatsURL: "http://10.1.0.8:9021/stats/prometheus"},
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("targets\n got %v\nwant %v", got, want)
@@ -740,3 +745,5 @@ func TestGraphGatewayAPI(t *testing.T) {
 		t.Error("no route shows NotAllowedByListeners")
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
