@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/portico-gateway/portico/pkg/resource"
 )
@@ -101,38 +102,26 @@ func (s *Scraper) Run(ctx context.Context) error {
 	}
 }
 
-// Round reads every target once, now.
+// Round reads every target once, now, a few at a time: a slow or
+// unreachable pod costs its timeout, not everyone's.
 func (s *Scraper) Round(ctx context.Context) {
 	targets := s.opts.Targets()
 	seen := map[string]bool{}
+	var g errgroup.Group
+	g.SetLimit(8)
 	for _, tg := range targets {
 		key := tg.Class + "\x00" + tg.Proxy + "\x00" + tg.StatsURL
+		if seen[key] {
+			continue
+		}
 		seen[key] = true
-		sc, err := s.read(ctx, tg)
-		s.mu.Lock()
-		pr := s.proxies[key]
-		if pr == nil {
-			pr = &proxyReadings{target: tg}
-			s.proxies[key] = pr
-		}
-		pr.target = tg
-		if err != nil {
-			if pr.err != err.Error() {
-				s.opts.Log.V(1).Info("cannot read a proxy's stats for the topology page", "proxy", tg.Proxy, "url", tg.StatsURL, "error", err.Error())
-			}
-			pr.err = err.Error()
-		} else {
-			pr.err = ""
-			pr.last = sc.at
-			pr.readings = append(pr.readings, sc)
-			// Keep the newest reading at least Window old, so rates span
-			// the whole window; drop older ones.
-			for len(pr.readings) > 2 && sc.at.Sub(pr.readings[1].at) >= s.opts.Window {
-				pr.readings = pr.readings[1:]
-			}
-		}
-		s.mu.Unlock()
+		g.Go(func() error {
+			sc, err := s.read(ctx, tg)
+			s.record(key, tg, sc, err)
+			return nil
+		})
 	}
+	g.Wait()
 	s.mu.Lock()
 	for k := range s.proxies {
 		if !seen[k] {
@@ -140,6 +129,32 @@ func (s *Scraper) Round(ctx context.Context) {
 		}
 	}
 	s.mu.Unlock()
+}
+
+func (s *Scraper) record(key string, tg Target, sc *scrape, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pr := s.proxies[key]
+	if pr == nil {
+		pr = &proxyReadings{target: tg}
+		s.proxies[key] = pr
+	}
+	pr.target = tg
+	if err != nil {
+		if pr.err != err.Error() {
+			s.opts.Log.V(1).Info("cannot read a proxy's stats for the topology page", "proxy", tg.Proxy, "url", tg.StatsURL, "error", err.Error())
+		}
+		pr.err = err.Error()
+		return
+	}
+	pr.err = ""
+	pr.last = sc.at
+	pr.readings = append(pr.readings, sc)
+	// Keep the newest reading at least Window old, so rates span the
+	// whole window; drop older ones.
+	for len(pr.readings) > 2 && sc.at.Sub(pr.readings[1].at) >= s.opts.Window {
+		pr.readings = pr.readings[1:]
+	}
 }
 
 func (s *Scraper) read(ctx context.Context, tg Target) (*scrape, error) {
