@@ -146,11 +146,15 @@ func Build(in BuildInput) *Graph {
 	for _, s := range st.Result.APIStatuses {
 		b.apiStatuses[s.Key] = s
 	}
+	var served []*ir.Proxy
 	for _, p := range st.Result.Proxies {
 		_, published := st.Versions[p.Name]
-		if !published && st.Errors[p.Name] == "" {
-			continue // bound for statuses only: no proxy of this class exists
+		if published || st.Errors[p.Name] != "" {
+			served = append(served, p) // else bound for statuses only: no proxy of this class exists
 		}
+	}
+	b.manyClasses = len(served) > 1
+	for _, p := range served {
 		b.proxy(p)
 	}
 	// Resources that route nothing (a VirtualService for a Gateway that
@@ -207,6 +211,8 @@ type builder struct {
 	edges       map[[2]string]int
 	statuses    map[resource.Key]*status.Status
 	apiStatuses map[resource.Key]*status.APIStatus
+	// manyClasses: servers say which proxy class they belong to.
+	manyClasses bool
 
 	// What the numbers are computed from, per node.
 	hcmPrefixes map[string][]string // server node → HTTP connection manager stat prefixes
@@ -422,8 +428,12 @@ func (b *builder) proxy(p *ir.Proxy) {
 	}
 	for _, l := range p.Listeners {
 		srvID := "server:" + class + ":" + l.Name
+		detail := l.Address + ":" + strconv.FormatUint(uint64(l.Port), 10) + " " + listenerProtocols(l)
+		if b.manyClasses {
+			detail += " · " + class
+		}
 		srv := b.node(&Node{ID: srvID, Kind: KindServer, Class: class, Label: "port " + strconv.FormatUint(uint64(l.Port), 10),
-			Detail: l.Address + ":" + strconv.FormatUint(uint64(l.Port), 10) + " " + listenerProtocols(l),
+			Detail: detail,
 			Links:  Links{Envoy: b.envoyLink(class, "dynamic_listeners", l.Name)}})
 		b.classOf[srvID] = class
 		for _, fc := range l.FilterChains {

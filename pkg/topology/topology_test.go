@@ -751,3 +751,62 @@ func TestGraphGatewayAPI(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Two proxy classes: each has its own servers, routes and clusters, and
+// servers say which class they belong to.
+func TestGraphTwoClasses(t *testing.T) {
+	yamlText := `
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: in, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: out, namespace: istio-system}
+spec:
+  selector: {istio: egressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: both, namespace: default}
+spec:
+  hosts: [web.example.com]
+  gateways: [istio-system/in, istio-system/out]
+  http: [{route: [{destination: {host: web.default.svc.cluster.local, port: {number: 80}}}]}]
+` + serviceEntries
+	objs, errs := resource.Decode([]byte(yamlText), "test.yaml")
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	res := &resource.Resources{}
+	for _, o := range objs {
+		res.Add(o)
+	}
+	res.Sort()
+	egress := map[string]string{"istio": "egressgateway"}
+	result := gateway.Build(res, gateway.Options{Classes: []map[string]string{ingress, egress}})
+	st := &controller.State{Resources: res, Result: result, Versions: map[string]string{class: "1", "istio=egressgateway": "1"}}
+	g := Build(BuildInput{State: st, Now: time.Unix(3000, 0)})
+	for _, c := range []string{class, "istio=egressgateway"} {
+		srv := node(t, g, "server:"+c+":0.0.0.0_80")
+		if !strings.HasSuffix(srv.Detail, " · "+c) {
+			t.Errorf("server of %s says %q", c, srv.Detail)
+		}
+		node(t, g, "route:"+c+":VirtualService/default/both:default.both.0")
+		node(t, g, "cluster:"+c+":"+webCluster)
+	}
+	// One VirtualService node, routed from both classes' servers.
+	from := 0
+	for _, e := range g.Edges {
+		if e.Target == "VirtualService/default/both" {
+			from++
+		}
+	}
+	if from != 2 {
+		t.Errorf("the VirtualService is reached from %d servers, want 2", from)
+	}
+}
