@@ -429,6 +429,9 @@ func (b *builder) proxy(p *ir.Proxy) {
 	for _, l := range p.Listeners {
 		srvID := "server:" + class + ":" + l.Name
 		detail := l.Address + ":" + strconv.FormatUint(uint64(l.Port), 10) + " " + listenerProtocols(l)
+		if sni := serverNames(l); sni != "" {
+			detail += " · " + sni
+		}
 		if b.manyClasses {
 			detail += " · " + class
 		}
@@ -614,6 +617,21 @@ func (b *builder) cluster(class, name string, clusters map[string]*ir.Cluster) s
 		b.edge(id, eid, e.Weight)
 	}
 	return id
+}
+
+// serverNames lists the SNI names a listener's filter chains are chosen
+// by (the hosts of its HTTPS, TLS and passthrough servers), the first few.
+func serverNames(l *ir.Listener) string {
+	var names []string
+	for _, fc := range l.FilterChains {
+		for _, n := range fc.ServerNames {
+			names = appendNew(names, n)
+		}
+	}
+	if len(names) > 3 {
+		return strings.Join(names[:3], " ") + fmt.Sprintf(" +%d", len(names)-3)
+	}
+	return strings.Join(names, " ")
 }
 
 func listenerProtocols(l *ir.Listener) string {

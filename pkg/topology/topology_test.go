@@ -59,6 +59,12 @@ spec:
     hosts: ['*']
   - port: {number: 9000, name: tcp, protocol: TCP}
     hosts: ['*']
+  - port: {number: 9443, name: tls, protocol: TLS}
+    hosts: [a.example.com]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 9443, name: tls-b, protocol: TLS}
+    hosts: [b.example.com]
+    tls: {mode: PASSTHROUGH}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -98,6 +104,16 @@ spec:
   - match: [{port: 9000}]
     route:
     - destination: {host: db.default.svc.cluster.local, port: {number: 5432}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: passthrough, namespace: default}
+spec:
+  hosts: [a.example.com, b.example.com]
+  gateways: [istio-system/gw]
+  tls:
+  - match: [{port: 9443, sniHosts: [a.example.com, b.example.com]}]
+    route: [{destination: {host: db.default.svc.cluster.local, port: {number: 5432}}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -251,6 +267,9 @@ func TestGraphShape(t *testing.T) {
 		} else if w != tc.weight && tc.weight != 0 {
 			t.Errorf("edge %s → %s weight %d, want %d", tc.from, tc.to, w, tc.weight)
 		}
+	}
+	if n := node(t, g, "server:"+class+":0.0.0.0_9443"); !strings.Contains(n.Detail, "a.example.com b.example.com") {
+		t.Errorf("a listener of two TLS servers says %q", n.Detail)
 	}
 	if n := node(t, g, adminPing); !strings.Contains(n.Detail, "204") {
 		t.Errorf("the direct response route says %q", n.Detail)
