@@ -20,9 +20,9 @@ import (
 // analyzedKinds are the configuration kinds analyze reads from a cluster,
 // by API group: what the controller watches.
 var analyzedKinds = map[string][]string{
-	"networking.istio.io":        {resource.KindGateway, resource.KindVirtualService, resource.KindDestinationRule, resource.KindServiceEntry},
-	"security.istio.io":          {resource.KindRequestAuthentication, resource.KindAuthorizationPolicy},
-	resource.GatewayAPIGroup:     {resource.KindGatewayClass, resource.KindGateway, resource.KindHTTPRoute, resource.KindGRPCRoute, resource.KindTLSRoute, resource.KindTCPRoute, resource.KindUDPRoute, resource.KindReferenceGrant, resource.KindBackendTLSPolicy},
+	"networking.istio.io":    {resource.KindGateway, resource.KindVirtualService, resource.KindDestinationRule, resource.KindServiceEntry},
+	"security.istio.io":      {resource.KindRequestAuthentication, resource.KindAuthorizationPolicy},
+	resource.GatewayAPIGroup: {resource.KindGatewayClass, resource.KindGateway, resource.KindHTTPRoute, resource.KindGRPCRoute, resource.KindTLSRoute, resource.KindTCPRoute, resource.KindUDPRoute, resource.KindReferenceGrant, resource.KindBackendTLSPolicy},
 }
 
 // servedKinds finds, per kind, the version the API server serves it in

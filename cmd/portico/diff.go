@@ -8,9 +8,12 @@ import (
 	"sort"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/pmezard/go-difflib/difflib"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // diffSections are the types proxy-status POD compares, istioctl's three
@@ -23,8 +26,29 @@ var diffSections = []struct {
 	{"Clusters", func(d *dump) []named { return namedOf(d.clusters) }},
 	{"Listeners", func(d *dump) []named { return namedOf(d.listeners) }},
 	{"Routes", func(d *dump) []named { return namedOf(d.routes) }},
-	{"Endpoints", func(d *dump) []named { return namedOf(d.endpoints) }},
+	{"Endpoints", func(d *dump) []named { return namedOf(withoutLiveState(d.endpoints)) }},
 	{"Secrets", func(d *dump) []named { return namedOf(d.secrets) }},
+}
+
+// withoutLiveState drops from endpoints what a proxy's EDS dump adds as
+// it runs, as Envoy's does: each endpoint's health as outlier detection
+// sees it, and the weight it balances with (1 when none was sent).
+// What remains is what was sent.
+func withoutLiveState(list []*endpointv3.ClusterLoadAssignment) []*endpointv3.ClusterLoadAssignment {
+	out := make([]*endpointv3.ClusterLoadAssignment, 0, len(list))
+	for _, cla := range list {
+		cla = proto.Clone(cla).(*endpointv3.ClusterLoadAssignment)
+		for _, le := range cla.Endpoints {
+			for _, e := range le.LbEndpoints {
+				e.HealthStatus = corev3.HealthStatus_UNKNOWN
+				if e.LoadBalancingWeight.GetValue() == 0 {
+					e.LoadBalancingWeight = wrapperspb.UInt32(1)
+				}
+			}
+		}
+		out = append(out, cla)
+	}
+	return out
 }
 
 type named struct {

@@ -244,8 +244,8 @@ func interspersed(fl *flag.FlagSet, args []string) ([]string, error) {
 		if len(rest) == 0 {
 			return pos, nil
 		}
-		if rest[0] == "--" && len(fl.Args()) < len(args) {
-			return append(pos, rest[1:]...), nil
+		if i := len(args) - len(rest) - 1; i >= 0 && args[i] == "--" {
+			return append(pos, rest...), nil // everything after -- is positional
 		}
 		pos = append(pos, rest[0])
 		args = rest[1:]
