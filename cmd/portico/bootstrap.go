@@ -29,7 +29,7 @@ func (d *dump) envoyVersion() string {
 // and a table of what a user debugging a gateway looks for first: who the
 // proxy says it is and where it gets its configuration.
 func writeBootstrap(w io.Writer, d *dump, format string) error {
-	if d.bootstrap == nil {
+	if d.bootstrap.GetBootstrap() == nil {
 		return errors.New("proxy-config bootstrap: the dump has no bootstrap (a translated dump has none; read a proxy's)")
 	}
 	switch format {
