@@ -14,12 +14,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
+	"k8s.io/streaming/pkg/httpstream"
 )
 
 // Istio's well-known ports, which Portico keeps: the proxy's admin
@@ -169,17 +169,17 @@ func (c *cluster) forward(ctx context.Context, namespace, pod string, port int) 
 	if err != nil {
 		return nil, fmt.Errorf("port-forward to %s/%s: %w", namespace, pod, err)
 	}
-	spdyDialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
-	wsDialer, err := portforward.NewSPDYOverWebsocketDialer(u, c.cfg)
+	spdyDialer := spdy.NewDialerForStreaming(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
+	wsDialer, err := portforward.NewSPDYOverWebsocketDialerForStreaming(u, c.cfg)
 	if err != nil {
 		return nil, fmt.Errorf("port-forward to %s/%s: %w", namespace, pod, err)
 	}
-	dialer := portforward.NewFallbackDialer(wsDialer, spdyDialer, func(err error) bool {
+	dialer := portforward.NewFallbackDialerForStreaming(wsDialer, spdyDialer, func(err error) bool {
 		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
 	})
 	fctx, cancel := context.WithCancel(ctx)
 	ready := make(chan struct{})
-	pf, err := portforward.NewOnAddressesWithContext(fctx, dialer, []string{"127.0.0.1"}, []string{"0:" + strconv.Itoa(port)}, ready, io.Discard, io.Discard)
+	pf, err := portforward.NewOnAddressesForStreamingWithContext(fctx, dialer, []string{"127.0.0.1"}, []string{"0:" + strconv.Itoa(port)}, ready, io.Discard, io.Discard)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("port-forward to %s/%s: %w", namespace, pod, err)
@@ -219,16 +219,6 @@ func (c *cluster) getVia(ctx context.Context, namespace, pod string, port int, p
 		return nil, fmt.Errorf("pod %s/%s port %d: %w", namespace, pod, port, err)
 	}
 	return b, nil
-}
-
-// controllerGet fetches path from the first running controller pod's
-// debug port.
-func (c *cluster) controllerGet(ctx context.Context, path string) ([]byte, error) {
-	pods, err := c.controllerPods(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return c.getVia(ctx, pods[0].Namespace, pods[0].Name, controllerDebugPort, path)
 }
 
 // interspersed parses flags wherever they are among the arguments
