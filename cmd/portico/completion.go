@@ -24,7 +24,7 @@ var commandFlags = map[string][]string{
 	"translate":    {"-f", "--to", "--class", "--domain-suffix"},
 	"analyze":      {"-A", "--all-namespaces", "-o", "--output", "--use-kube", "--proxy", "--failure-threshold", "--controller", "--kubeconfig", "--context", "-n", "--namespace", "--portico-namespace", "--controller-selector"},
 	"proxy-config": {"-f", "--file", "--admin", "--proxy-admin-port", "--name", "--port", "-o", "--output", "--kubeconfig", "--context", "-n", "--namespace", "--portico-namespace", "--controller-selector"},
-	"proxy-status": {"--controller", "--admin", "--proxy-admin-port", "-o", "--output", "--kubeconfig", "--context", "-n", "--namespace", "--portico-namespace", "--controller-selector"},
+	"proxy-status": {"--controller", "--admin", "-f", "--file", "--proxy-admin-port", "-o", "--output", "--kubeconfig", "--context", "-n", "--namespace", "--portico-namespace", "--controller-selector"},
 	"version":      {"--remote", "--short", "-o", "--output", "--controller", "--kubeconfig", "--context", "-n", "--namespace", "--portico-namespace", "--controller-selector"},
 	"completion":   {},
 }

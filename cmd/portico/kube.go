@@ -117,6 +117,56 @@ func (c *cluster) podRef(arg string) (namespace, name string, err error) {
 	return c.namespace, arg, nil
 }
 
+// resolvePod reads a POD argument as istioctl does: NAME[.NAMESPACE], or
+// deployment/NAME[.NAMESPACE] (also deploy/), which names the
+// deployment's first running pod (by name, so the choice is stable).
+// The pod must be Running for a port-forward to reach it.
+func (c *cluster) resolvePod(ctx context.Context, arg string) (namespace, name string, err error) {
+	kind, rest, hasKind := strings.Cut(arg, "/")
+	if !hasKind {
+		ns, name, err := c.podRef(arg)
+		if err != nil {
+			return "", "", err
+		}
+		_, err = c.pod(ctx, ns, name)
+		return ns, name, err
+	}
+	switch kind {
+	case "deployment", "deploy", "deployments", "deployment.apps":
+	case "pod", "pods", "po":
+		return c.resolvePod(ctx, rest)
+	default:
+		return "", "", fmt.Errorf("%q: want POD[.NAMESPACE] or deployment/NAME[.NAMESPACE]", arg)
+	}
+	ns, dname, err := c.podRef(rest)
+	if err != nil {
+		return "", "", err
+	}
+	d, err := c.client.AppsV1().Deployments(ns).Get(ctx, dname, metav1.GetOptions{})
+	if err != nil {
+		return "", "", fmt.Errorf("getting deployment %s/%s: %w", ns, dname, err)
+	}
+	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	if err != nil {
+		return "", "", fmt.Errorf("deployment %s/%s selector: %w", ns, dname, err)
+	}
+	pods, err := c.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return "", "", fmt.Errorf("listing the pods of deployment %s/%s: %w", ns, dname, err)
+	}
+	var running []string
+	for _, p := range pods.Items {
+		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+			running = append(running, p.Name)
+		}
+	}
+	if len(running) == 0 {
+		return "", "", fmt.Errorf("deployment %s/%s has no running pod (%d pods match %s)", ns, dname, len(pods.Items), sel)
+	}
+	sort.Strings(running)
+	return ns, running[0], nil
+}
+
 // pod gets a pod and checks that a port-forward can reach it.
 func (c *cluster) pod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
 	p, err := c.client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})

@@ -41,8 +41,8 @@ func commands() []command {
 	return []command{
 		{"translate", "translate -f FILE... [--to ir|xds|status] [--class k=v,...]", runTranslate},
 		{"analyze", "analyze [FILE...] [-A] [-n NS] [--use-kube=false] [--proxy k=v,...] [--controller ADDR] [-o text|yaml|json]", runAnalyze},
-		{"proxy-config", "proxy-config listeners|routes|clusters|endpoints|secrets|bootstrap|all (POD[.NS] | -f DUMP.json | --admin ADDR) [--name N] [--port P] [-o table|json|yaml]", runProxyConfig},
-		{"proxy-status", "proxy-status [POD[.NS]] [--controller ADDR] [--admin ADDR]", runProxyStatus},
+		{"proxy-config", "proxy-config listeners|routes|clusters|endpoints|secrets|bootstrap|all (POD[.NS] | deployment/NAME[.NS] | -f DUMP.json | --admin ADDR) [--name N] [--port P] [-o table|json|yaml]", runProxyConfig},
+		{"proxy-status", "proxy-status [POD[.NS]] [--controller ADDR] [--admin ADDR | -f DUMP.json] [-o table|json|yaml]", runProxyStatus},
 		{"version", "version [--controller ADDR] [--remote=false] [-o json|yaml]", runVersion},
 		{"completion", "completion bash|zsh|fish", runCompletion},
 	}

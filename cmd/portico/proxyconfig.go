@@ -158,11 +158,8 @@ func podConfigDump(kf *kubeFlags, arg string, adminPort int) ([]byte, error) {
 	}
 	ctx, cancel := commandContext()
 	defer cancel()
-	ns, name, err := c.podRef(arg)
+	ns, name, err := c.resolvePod(ctx, arg)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := c.pod(ctx, ns, name); err != nil {
 		return nil, err
 	}
 	return c.getVia(ctx, ns, name, adminPort, "/config_dump?include_eds")

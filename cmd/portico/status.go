@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -97,6 +98,8 @@ func runProxyStatus(args []string, stdout io.Writer) error {
 	var kf kubeFlags
 	controller := controllerFlags(fl, &kf)
 	admin := fl.String("admin", "", "with a PROXY: the proxy's admin address (host:port) to diff against, instead of a port-forward to the pod")
+	file := fl.String("f", "", "with a PROXY: the proxy's config dump saved in a file (curl :15000/config_dump?include_eds), to diff against")
+	fl.StringVar(file, "file", "", "same as -f")
 	adminPort := fl.Int("proxy-admin-port", proxyAdminPort, "the admin port inside the proxy pod")
 	output := fl.String("o", "table", "table | json")
 	fl.StringVar(output, "output", "table", "same as -o")
@@ -115,22 +118,28 @@ func runProxyStatus(args []string, stdout io.Writer) error {
 	ctx, cancel := commandContext()
 	defer cancel()
 	if len(pos) == 1 {
-		return proxyDiff(ctx, stdout, src, &kf, pos[0], *admin, *adminPort)
+		if *admin != "" && *file != "" {
+			return errors.New("proxy-status: --admin or -f, not both")
+		}
+		return proxyDiff(ctx, stdout, src, &kf, pos[0], *admin, *file, *adminPort)
 	}
-	if *admin != "" {
-		return errors.New("proxy-status: --admin needs a PROXY to diff")
+	if *admin != "" || *file != "" {
+		return errors.New("proxy-status: --admin and -f need a PROXY to diff")
 	}
 	rows, err := proxyStatuses(ctx, src)
 	if err != nil {
 		return err
 	}
-	if *output == "json" {
+	switch *output {
+	case "json":
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(rows)
-	}
-	if *output != "table" {
-		return fmt.Errorf("proxy-status: -o %q: want table or json", *output)
+	case "yaml":
+		return writeYAML(stdout, rows)
+	case "table":
+	default:
+		return fmt.Errorf("proxy-status: -o %q: want table, json or yaml", *output)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 8, 3, ' ', 0)
 	header := "NAME\tCLASS\tCDS\tLDS\tEDS\tRDS\tSDS\tVERSION"
@@ -189,10 +198,16 @@ func proxyStatuses(ctx context.Context, src *controllerSource) ([]proxyStatusRow
 // proxyDiff is `proxy-status POD`: the controller's view of the proxy
 // (/debug/config_dump?proxyID=) against the proxy's /config_dump, type by
 // type, as istioctl prints it.
-func proxyDiff(ctx context.Context, w io.Writer, src *controllerSource, kf *kubeFlags, arg, admin string, adminPort int) error {
+func proxyDiff(ctx context.Context, w io.Writer, src *controllerSource, kf *kubeFlags, arg, admin, file string, adminPort int) error {
 	proxyID := arg
 	var envoy []byte
 	switch {
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		envoy = b
 	case admin != "":
 		b, err := get(admin, "/config_dump?include_eds")
 		if err != nil {
@@ -203,18 +218,15 @@ func proxyDiff(ctx context.Context, w io.Writer, src *controllerSource, kf *kube
 		c := src.cluster
 		if c == nil {
 			if !kf.available() {
-				return errors.New("proxy-status: to diff a proxy, name its admin address (--admin HOST:PORT) or reach a cluster (--kubeconfig)")
+				return errors.New("proxy-status: to diff a proxy, name its admin address (--admin HOST:PORT), a saved dump (-f) or reach a cluster (--kubeconfig)")
 			}
 			var err error
 			if c, err = kf.connect(); err != nil {
 				return err
 			}
 		}
-		ns, name, err := c.podRef(arg)
+		ns, name, err := c.resolvePod(ctx, arg)
 		if err != nil {
-			return err
-		}
-		if _, err := c.pod(ctx, ns, name); err != nil {
 			return err
 		}
 		if envoy, err = c.getVia(ctx, ns, name, adminPort, "/config_dump?include_eds"); err != nil {

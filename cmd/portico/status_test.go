@@ -84,6 +84,22 @@ func TestProxyStatusDiffStandalone(t *testing.T) {
 	if out, _, code := cli(t, "ps", "gw-1.istio-system", "--controller", ctl, "--admin", admin); code != 0 || strings.Contains(out, "Don't") {
 		t.Errorf("gw-1.istio-system: exit %d\n%s", code, out)
 	}
+	// A dump saved from the proxy (istioctl's proxy-status --file).
+	saved, err := get(admin, "/config_dump?include_eds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	savedFile := filepath.Join(t.TempDir(), "gw-1.json")
+	os.WriteFile(savedFile, saved, 0o600)
+	if out, errOut, code := cli(t, "ps", "gw-1", "--controller", ctl, "-f", savedFile); code != 0 || strings.Count(out, " Match") != 5 || strings.Contains(out, "Don't") {
+		t.Errorf("-f saved dump: exit %d %s\n%s", code, errOut, out)
+	}
+	if _, errOut, code := cli(t, "ps", "gw-1", "--controller", ctl, "-f", savedFile, "--admin", admin); code != 1 || !strings.Contains(errOut, "not both") {
+		t.Errorf("-f and --admin: exit %d %q", code, errOut)
+	}
+	if out, _, code := cli(t, "ps", "--controller", ctl, "-o", "yaml"); code != 0 || !strings.Contains(out, "id: gw-1") || !strings.Contains(out, "version: 0.1.0") {
+		t.Errorf("-o yaml: exit %d\n%s", code, out)
+	}
 	if _, errOut, code := cli(t, "ps", "nobody", "--controller", ctl, "--admin", admin); code != 1 || !strings.Contains(errOut, "no such proxy") {
 		t.Errorf("unknown proxy: exit %d %q", code, errOut)
 	}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -149,6 +150,22 @@ spec:
 		out, errOut, code = portico(t, "pc", "listeners", proxyPod+".istio-system", "-o", "json")
 		if code != 0 || !strings.HasPrefix(out, "[") || !strings.Contains(out, `"port_value": 80`) {
 			t.Errorf("pc listeners -o json: exit %d %s\n%.300s", code, errOut, out)
+		}
+		// deployment/NAME.NS: the deployment's running pod.
+		dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "cli-gw", Namespace: "istio-system"},
+			Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"istio": "ingressgateway"}},
+				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"istio": "ingressgateway"}},
+					Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "istio-proxy", Image: "portico/edge-proxy"}}}}}}
+		if err := h.client.Create(context.Background(), dep); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.client.Delete(context.Background(), dep) })
+		out, errOut, code = portico(t, "pc", "bootstrap", "deployment/cli-gw.istio-system")
+		if code != 0 || !regexpLine(out, `Node ID:\s+`+proxyPod) {
+			t.Errorf("pc bootstrap deployment/NAME.NS: exit %d %s\n%s", code, errOut, out)
+		}
+		if _, errOut, code := portico(t, "pc", "bootstrap", "deployment/no-such.istio-system"); code != 1 || !strings.Contains(errOut, "not found") {
+			t.Errorf("unknown deployment: exit %d %q", code, errOut)
 		}
 		// Errors say what is wrong.
 		if _, errOut, code := portico(t, "pc", "routes", "no-such-pod.istio-system"); code != 1 || !strings.Contains(errOut, "not found") {
