@@ -15,6 +15,7 @@
 # Cold, the controller manager takes ~7 minutes on two cores (~2 warm);
 # the rest well under a minute each. Each binary is built once.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
 KUBE_VERSION=${KUBE_VERSION:-v1.36.3}
 GWAPI_VERSION=${GWAPI_VERSION:-v1.6.3}
@@ -30,29 +31,11 @@ out="$CACHE/bin/conformance-kube-$KUBE_VERSION-gwapi-$GWAPI_VERSION"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# The controller manager and the scheduler: a scratch module requiring
-# k8s.io/kubernetes, its staging modules (required as v0.0.0) pinned to
-# the matching v0.x releases, exactly as build-e2e-bins.sh does.
+# The controller manager and the scheduler, built in a scratch module
+# (hack/lib.sh) as build-e2e-bins.sh builds kube-apiserver.
 if [[ ! -x "$kube_dir/kube-controller-manager" || ! -x "$kube_dir/kube-scheduler" ]]; then
-  mkdir -p "$kube_dir" "$work/kube"
-  staging_version="v0${KUBE_VERSION#v1}"
-  {
-    echo "module portico.local/conformance-kube"
-    echo
-    echo "go 1.26"
-    echo
-    echo "require k8s.io/kubernetes $KUBE_VERSION"
-    echo
-    echo "replace ("
-    for m in api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider \
-             cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api \
-             cri-client cri-streaming csi-translation-lib dynamic-resource-allocation endpointslice externaljwt \
-             kms kube-aggregator kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics \
-             mount-utils pod-security-admission sample-apiserver sample-cli-plugin sample-controller streaming; do
-      echo "	k8s.io/$m => k8s.io/$m $staging_version"
-    done
-    echo ")"
-  } > "$work/kube/go.mod"
+  mkdir -p "$kube_dir"
+  kube_scratch_module "$work/kube" portico.local/conformance-kube
   for cmd in kube-scheduler kube-controller-manager; do
     [[ -x "$kube_dir/$cmd" ]] && continue
     log "building $cmd $KUBE_VERSION (kube-controller-manager: ~7 minutes cold on two cores)"

@@ -6,6 +6,7 @@
 #
 # The first build takes a few minutes on two cores.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
 KUBE_VERSION=${KUBE_VERSION:-v1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
@@ -21,28 +22,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 log() { echo "build-e2e-bins: $*" >&2; }
 
-# kube-apiserver: a scratch module requiring k8s.io/kubernetes, with its
-# staging modules (which it refers to as v0.0.0) pinned to the matching
-# v0.x releases.
-staging_version="v0${KUBE_VERSION#v1}"
-mkdir -p "$work/kube"
-{
-  echo "module portico.local/e2e-kube-apiserver"
-  echo
-  echo "go 1.26"
-  echo
-  echo "require k8s.io/kubernetes $KUBE_VERSION"
-  echo
-  echo "replace ("
-  for m in api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider \
-           cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api \
-           cri-client cri-streaming csi-translation-lib dynamic-resource-allocation endpointslice externaljwt \
-           kms kube-aggregator kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics \
-           mount-utils pod-security-admission sample-apiserver sample-cli-plugin sample-controller streaming; do
-    echo "	k8s.io/$m => k8s.io/$m $staging_version"
-  done
-  echo ")"
-} > "$work/kube/go.mod"
+# kube-apiserver: built in a scratch module (hack/lib.sh).
+kube_scratch_module "$work/kube" portico.local/e2e-kube-apiserver
 log "building kube-apiserver $KUBE_VERSION (a few minutes the first time)"
 (cd "$work/kube" && GOFLAGS=-mod=mod go build -trimpath -o "$OUT/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver)
 mv "$OUT/kube-apiserver.tmp" "$OUT/kube-apiserver"
