@@ -25,7 +25,7 @@ var commandFlags = map[string][]string{
 	"analyze":      {"-A", "--all-namespaces", "-o", "--output", "--use-kube", "--proxy", "--failure-threshold", "--controller", "--kubeconfig", "--context", "-n", "--namespace", "--portico-namespace", "--controller-selector"},
 	"proxy-config": {"-f", "--file", "--admin", "--proxy-admin-port", "--name", "--port", "-o", "--output", "--kubeconfig", "--context", "-n", "--namespace", "--portico-namespace", "--controller-selector"},
 	"proxy-status": {"--controller", "--admin", "-f", "--file", "--proxy-admin-port", "-o", "--output", "--kubeconfig", "--context", "-n", "--namespace", "--portico-namespace", "--controller-selector"},
-	"version":      {"--remote", "--short", "-o", "--output", "--controller", "--kubeconfig", "--context", "-n", "--namespace", "--portico-namespace", "--controller-selector"},
+	"version":      {"--admin", "--remote", "--short", "-o", "--output", "--controller", "--kubeconfig", "--context", "-n", "--namespace", "--portico-namespace", "--controller-selector"},
 	"completion":   {},
 }
 

@@ -43,7 +43,7 @@ func commands() []command {
 		{"analyze", "analyze [FILE...] [-A] [-n NS] [--use-kube=false] [--proxy k=v,...] [--controller ADDR] [-o text|yaml|json]", runAnalyze},
 		{"proxy-config", "proxy-config listeners|routes|clusters|endpoints|secrets|bootstrap|all (POD[.NS] | deployment/NAME[.NS] | -f DUMP.json | --admin ADDR) [--name N] [--port P] [-o table|json|yaml]", runProxyConfig},
 		{"proxy-status", "proxy-status [POD[.NS]] [--controller ADDR] [--admin ADDR | -f DUMP.json] [-o table|json|yaml]", runProxyStatus},
-		{"version", "version [--controller ADDR] [--remote=false] [-o json|yaml]", runVersion},
+		{"version", "version [--controller ADDR | --admin ADDR] [--remote=false] [-o json|yaml]", runVersion},
 		{"completion", "completion bash|zsh|fish", runCompletion},
 	}
 }

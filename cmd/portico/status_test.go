@@ -113,6 +113,9 @@ func TestProxyStatusDiffStandalone(t *testing.T) {
 	if _, errOut, code := cli(t, "version", "--controller", "127.0.0.1:1"); code != 1 || !strings.Contains(errOut, "the control plane") {
 		t.Errorf("unreachable controller: exit %d %q", code, errOut)
 	}
+	if out, errOut, code := cli(t, "version", "--admin", admin); code != 0 || !strings.Contains(out, "data plane version: 0.1.0 (1 proxies)") || strings.Contains(out, "control plane") {
+		t.Errorf("version --admin: exit %d %s\n%s", code, errOut, out)
+	}
 	if out, _, code := cli(t, "version", "--remote=false"); code != 0 || strings.TrimSpace(out) != "client version: "+version.Version {
 		t.Errorf("--remote=false: exit %d %q", code, out)
 	}

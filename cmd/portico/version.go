@@ -26,6 +26,7 @@ func runVersion(args []string, stdout io.Writer) error {
 	fl := flag.NewFlagSet("version", flag.ContinueOnError)
 	var kf kubeFlags
 	controller := controllerFlags(fl, &kf)
+	admin := fl.String("admin", "", "a standalone proxy's admin address (host:port): report its version (without a controller)")
 	remote := fl.Bool("remote", true, "also report the controller's and the proxies' versions (istioctl's --remote)")
 	short := fl.Bool("short", false, "versions only")
 	output := fl.String("o", "", "json | yaml (default: text)")
@@ -36,7 +37,10 @@ func runVersion(args []string, stdout io.Writer) error {
 	}
 	rep := versionReport{Client: version.Version}
 	var remoteErr error
-	if *remote {
+	switch {
+	case *remote && *admin != "":
+		remoteErr = proxyVersion(*admin, &rep)
+	case *remote:
 		remoteErr = remoteVersions(&kf, *controller, &rep)
 	}
 	switch *output {
@@ -65,15 +69,34 @@ func runVersion(args []string, stdout io.Writer) error {
 		for _, v := range sortedKeys(rep.Proxies) {
 			fmt.Fprintf(stdout, "data plane version: %s (%d proxies)\n", v, len(rep.Proxies[v]))
 		}
-		if len(rep.Proxies) == 0 && len(rep.Controllers) > 0 {
+		if rep.Proxies != nil && len(rep.Proxies) == 0 {
 			fmt.Fprintln(stdout, "data plane version: none (no proxy connected)")
 		}
 	default:
 		return fmt.Errorf("version: -o %q: want json or yaml", *output)
 	}
 	if remoteErr != nil {
-		return fmt.Errorf("version: the control plane: %w", remoteErr)
+		return fmt.Errorf("version: the control plane or proxy: %w", remoteErr)
 	}
+	return nil
+}
+
+// proxyVersion reads one proxy's build version from its bootstrap, as
+// istioctl proxy-config all prints it.
+func proxyVersion(admin string, rep *versionReport) error {
+	b, err := get(admin, "/config_dump")
+	if err != nil {
+		return err
+	}
+	d, err := parseDump(b)
+	if err != nil {
+		return err
+	}
+	v := d.envoyVersion()
+	if v == "" {
+		v = "unknown"
+	}
+	rep.Proxies = map[string][]string{v: {admin}}
 	return nil
 }
 
