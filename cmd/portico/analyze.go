@@ -42,7 +42,7 @@ func runAnalyze(args []string, stdout io.Writer) error {
 	var kf kubeFlags
 	kf.register(fl)
 	fl.SetOutput(io.Discard)
-	files, err := interspersed(fl, args)
+	files, err := parseFlags(fl, args, stdout)
 	if err != nil {
 		return fmt.Errorf("analyze: %w (usage: portico analyze [FILE...] [-A] [--controller ADDR])", err)
 	}

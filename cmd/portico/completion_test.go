@@ -158,3 +158,19 @@ func TestInterspersedFlags(t *testing.T) {
 		t.Errorf("pos %q n %q port %d err %v", pos, *n, *port, err)
 	}
 }
+
+// TestCommandHelp: -h prints a command's flags and exits 0.
+func TestCommandHelp(t *testing.T) {
+	for _, c := range commands() {
+		if c.name == "completion" {
+			continue
+		}
+		out, errOut, code := cli(t, c.name, "-h")
+		if code != 0 || !strings.HasPrefix(out, "Flags of portico "+c.name+":") || errOut != "" {
+			t.Errorf("%s -h: exit %d %q\n%s", c.name, code, errOut, out)
+		}
+	}
+	if out, _, _ := cli(t, "pc", "clusters", "--help"); !strings.Contains(out, "-proxy-admin-port") {
+		t.Errorf("pc --help lacks its flags:\n%s", out)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -269,6 +270,22 @@ func (c *cluster) getVia(ctx context.Context, namespace, pod string, port int, p
 		return nil, fmt.Errorf("pod %s/%s port %d: %w", namespace, pod, port, err)
 	}
 	return b, nil
+}
+
+// errHelped ends a command that printed its flags for -h.
+var errHelped = errors.New("help shown")
+
+// parseFlags parses a command's flags (anywhere among its arguments);
+// for -h/--help it prints them and returns errHelped.
+func parseFlags(fl *flag.FlagSet, args []string, stdout io.Writer) ([]string, error) {
+	pos, err := interspersed(fl, args)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(stdout, "Flags of portico %s:\n", fl.Name())
+		fl.SetOutput(stdout)
+		fl.PrintDefaults()
+		return nil, errHelped
+	}
+	return pos, err
 }
 
 // interspersed parses flags wherever they are among the arguments

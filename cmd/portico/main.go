@@ -40,7 +40,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"translate", "translate -f FILE... [--to ir|xds|status] [--class k=v,...]", runTranslate},
-		{"analyze", "analyze [FILE...] [-A] [-n NS] [--use-kube=false] [--proxy k=v,...] [--controller ADDR] [-o text|yaml|json]", runAnalyze},
+		{"analyze", "analyze [FILE...] [-A] [-n NS] [--use-kube=true] [--proxy k=v,...] [--controller ADDR] [-o text|yaml|json]", runAnalyze},
 		{"proxy-config", "proxy-config listeners|routes|clusters|endpoints|secrets|bootstrap|all (POD[.NS] | deployment/NAME[.NS] | -f DUMP.json | --admin ADDR) [--name N] [--port P] [-o table|json|yaml]", runProxyConfig},
 		{"proxy-status", "proxy-status [POD[.NS]] [--controller ADDR] [--admin ADDR | -f DUMP.json] [-o table|json|yaml]", runProxyStatus},
 		{"version", "version [--controller ADDR | --admin ADDR] [--remote=false] [-o json|yaml]", runVersion},
@@ -61,7 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if c.name == args[0] || c.name == "proxy-config" && args[0] == "pc" || c.name == "proxy-status" && args[0] == "ps" {
 			err := c.run(args[1:], stdout)
 			switch {
-			case err == nil:
+			case err == nil, errors.Is(err, errHelped):
 				return 0
 			case errors.Is(err, errIssues):
 				return exitIssues

@@ -59,7 +59,7 @@ func runProxyConfig(args []string, stdout io.Writer) error {
 	var kf kubeFlags
 	kf.register(fl)
 	fl.SetOutput(io.Discard)
-	pos, err := interspersed(fl, args)
+	pos, err := parseFlags(fl, args, stdout)
 	if err != nil {
 		return fmt.Errorf("proxy-config: %w", err)
 	}

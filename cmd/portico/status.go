@@ -104,7 +104,7 @@ func runProxyStatus(args []string, stdout io.Writer) error {
 	output := fl.String("o", "table", "table | json")
 	fl.StringVar(output, "output", "table", "same as -o")
 	fl.SetOutput(io.Discard)
-	pos, err := interspersed(fl, args)
+	pos, err := parseFlags(fl, args, stdout)
 	if err != nil {
 		return fmt.Errorf("proxy-status: %w (usage: portico proxy-status [POD[.NAMESPACE]] [--controller ADDR] [--admin ADDR])", err)
 	}

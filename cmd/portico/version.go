@@ -32,7 +32,7 @@ func runVersion(args []string, stdout io.Writer) error {
 	output := fl.String("o", "", "json | yaml (default: text)")
 	fl.StringVar(output, "output", "", "same as -o")
 	fl.SetOutput(io.Discard)
-	if _, err := interspersed(fl, args); err != nil {
+	if _, err := parseFlags(fl, args, stdout); err != nil {
 		return fmt.Errorf("version: %w", err)
 	}
 	rep := versionReport{Client: version.Version}
