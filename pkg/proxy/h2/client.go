@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -33,7 +34,18 @@ type ClientConfig struct {
 	// IdleTimeout closes the connection after that long without streams
 	// (0: 1 h).
 	IdleTimeout time.Duration
-	Log         logr.Logger
+	// PingInterval and PingTimeout are the keepalive: after PingInterval
+	// without a frame from the upstream a PING is sent, and when no frame
+	// at all arrives within PingTimeout after it the upstream is taken
+	// for dead (a host that vanished, a black-holed route, a peer that
+	// stopped reading) and the connection is closed, failing its streams,
+	// so that requests go to a new connection rather than waiting on a
+	// socket that will never answer. Defaults 60 s and 20 s (Envoy's
+	// connection_keepalive is the same mechanism); a negative
+	// PingInterval turns the keepalive off.
+	PingInterval time.Duration
+	PingTimeout  time.Duration
+	Log          logr.Logger
 	// OnClose is called once, when the connection has ended.
 	OnClose func()
 }
@@ -69,6 +81,12 @@ type ClientConn struct {
 	idleTimer  *time.Timer
 	closeOnce  sync.Once
 
+	// The keepalive: the reader counts frames, the ping timer (nil when
+	// the keepalive is off) compares the count with the one it saw last.
+	framesRead atomic.Uint64
+	pingTimer  *time.Timer
+	pingAcks   atomic.Uint64
+
 	mu sync.Mutex
 	// Guarded by mu.
 	wbuf              *bytes.Buffer
@@ -89,6 +107,8 @@ type ClientConn struct {
 	err               error
 	changed           chan struct{} // closed and replaced on window or buffer changes
 	lastActive        time.Time
+	pingSeen          uint64 // framesRead at the ping timer's last run
+	pingOut           bool   // a keepalive PING is outstanding
 }
 
 // clientStream is one request and its response.
@@ -131,6 +151,12 @@ func NewClientConn(nc net.Conn, cfg ClientConfig) *ClientConn {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = time.Hour
 	}
+	if cfg.PingInterval == 0 {
+		cfg.PingInterval = 60 * time.Second
+	}
+	if cfg.PingTimeout <= 0 {
+		cfg.PingTimeout = 20 * time.Second
+	}
 	c := &ClientConn{nc: nc, cfg: cfg, streams: map[uint32]*clientStream{}, nextID: 1,
 		writeReady: make(chan struct{}, 1), stopWriter: make(chan struct{}),
 		writerDone: make(chan struct{}), readerDone: make(chan struct{}), finished: make(chan struct{}),
@@ -163,6 +189,9 @@ func NewClientConn(nc net.Conn, cfg ClientConfig) *ClientConn {
 	}
 	// The timer exists before the goroutines that may stop it.
 	c.idleTimer = time.AfterFunc(cfg.IdleTimeout, c.checkIdle)
+	if cfg.PingInterval > 0 {
+		c.pingTimer = time.AfterFunc(cfg.PingInterval, c.keepalive)
+	}
 	go c.writeLoop()
 	go c.readLoop()
 	c.kick()
@@ -264,6 +293,9 @@ func (c *ClientConn) fail(err error) {
 	c.mu.Unlock()
 	c.closeOnce.Do(func() {
 		c.idleTimer.Stop()
+		if c.pingTimer != nil {
+			c.pingTimer.Stop()
+		}
 		// Frames still queued (a GOAWAY) get a bounded chance to go out.
 		c.nc.SetWriteDeadline(time.Now().Add(lingerTime))
 		close(c.stopWriter)
@@ -301,6 +333,39 @@ func (c *ClientConn) checkIdle() {
 	c.idleTimer.Reset(max(wait, time.Second))
 }
 
+// keepaliveData is the payload of the keepalive's PINGs.
+var keepaliveData = [8]byte{'p', 'o', 'r', 't', 'i', 'c', 'o', 'k'}
+
+// keepalive runs on the ping timer: a connection that read frames since
+// the last run is alive; one that did not gets a PING, and one that read
+// nothing within the PING's timeout either is closed.
+func (c *ClientConn) keepalive() {
+	n := c.framesRead.Load()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	active := n != c.pingSeen
+	c.pingSeen = n
+	switch {
+	case active:
+		c.pingOut = false
+		c.pingTimer.Reset(c.cfg.PingInterval)
+	case !c.pingOut:
+		c.wfr.WritePing(false, keepaliveData)
+		c.pingOut = true
+		c.pingTimer.Reset(c.cfg.PingTimeout)
+		c.kick()
+	default:
+		c.mu.Unlock()
+		c.cfg.Log.V(1).Info("upstream HTTP/2 connection did not answer a keepalive PING", "timeout", c.cfg.PingTimeout.String(), "remote", c.nc.RemoteAddr().String())
+		c.fail(fmt.Errorf("http2: upstream did not answer a keepalive PING within %v", c.cfg.PingTimeout))
+		return
+	}
+	c.mu.Unlock()
+}
+
 // readLoop reads frames until the connection fails.
 func (c *ClientConn) readLoop() {
 	defer close(c.readerDone)
@@ -312,6 +377,7 @@ func (c *ClientConn) readLoop() {
 		c.cr.n = 0
 		f, err := c.rfr.ReadFrame()
 		if err == nil {
+			c.framesRead.Add(1)
 			err = c.processFrame(f)
 		}
 		if err != nil {
@@ -370,6 +436,18 @@ func (c *ClientConn) processFrame(f http2.Frame) error {
 			c.mu.Unlock()
 			c.kick()
 			return err
+		}
+		if f.Data == keepaliveData {
+			c.pingAcks.Add(1)
+			// Answered: the next check is an interval from now, not
+			// when the timeout would have run out.
+			c.mu.Lock()
+			if c.pingOut && !c.closed {
+				c.pingOut = false
+				c.pingSeen = c.framesRead.Load()
+				c.pingTimer.Reset(c.cfg.PingInterval)
+			}
+			c.mu.Unlock()
 		}
 		return nil
 	case *http2.GoAwayFrame:

@@ -590,3 +590,63 @@ func TestClientResponseBackpressure(t *testing.T) {
 	resp.Body.Close()
 	_ = os.ErrDeadlineExceeded
 }
+
+// The keepalive: a live upstream (net/http's server acknowledges PINGs)
+// keeps an idle connection open across many intervals; one that stops
+// answering — it reads the PING but never writes again, as a host behind
+// a dropped route looks — has its connection closed within the interval
+// plus the timeout, failing the request waiting on it.
+func TestClientKeepalive(t *testing.T) {
+	const interval, timeout = 20 * time.Millisecond, 200 * time.Millisecond
+	t.Run("live upstream", func(t *testing.T) {
+		addr := startH2C(t, http.HandlerFunc(grpcEcho))
+		// A generous timeout: a loaded machine must not fail a live peer.
+		cc := dialClient(t, addr, ClientConfig{PingInterval: interval, PingTimeout: 5 * time.Second})
+		testWait(t, func() bool { return cc.pingAcks.Load() >= 5 })
+		if !cc.Usable() {
+			t.Fatal("a connection to a live upstream was closed by the keepalive")
+		}
+		resp, err := roundTrip(t, cc, newReq(context.Background(), "POST", "/after/pings", strings.NewReader("x")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+	})
+	t.Run("silent upstream", func(t *testing.T) {
+		pinged := make(chan struct{})
+		addr := startHostile(t, func(h *hostile) {
+			h.fr.WriteSettings()
+			h.next(isHeaders) // the request
+			if f := h.next(func(f http2.Frame) bool { p, ok := f.(*http2.PingFrame); return ok && !p.IsAck() }); f != nil {
+				close(pinged)
+			}
+			h.drain() // reads, never answers
+		})
+		cc := dialClient(t, addr, ClientConfig{PingInterval: interval, PingTimeout: timeout})
+		_, err := roundTrip(t, cc, newReq(context.Background(), "GET", "/hangs", nil))
+		if err == nil || !strings.Contains(err.Error(), "keepalive PING") {
+			t.Errorf("request on a silent upstream ended with %v, want the keepalive's error", err)
+		}
+		select {
+		case <-pinged:
+		default:
+			t.Error("the upstream never saw a PING")
+		}
+		select {
+		case <-cc.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatal("the connection to a silent upstream did not end")
+		}
+	})
+	t.Run("off", func(t *testing.T) {
+		addr := startHostile(t, func(h *hostile) {
+			h.fr.WriteSettings()
+			h.drain()
+		})
+		cc := dialClient(t, addr, ClientConfig{PingInterval: -1})
+		if cc.pingTimer != nil {
+			t.Fatal("a negative PingInterval left the keepalive on")
+		}
+	})
+}
