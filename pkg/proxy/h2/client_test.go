@@ -571,8 +571,8 @@ func TestClientResponseBackpressure(t *testing.T) {
 	})
 	cc.mu.Lock()
 	for _, s := range cc.streams {
-		if s.recvWindow != 0 {
-			t.Errorf("stream window %d with the body unread, want 0 (no WINDOW_UPDATE before reads)", s.recvWindow)
+		if s.recv.avail != 0 {
+			t.Errorf("stream window %d with the body unread, want 0 (no WINDOW_UPDATE before reads)", s.recv.avail)
 		}
 	}
 	cc.mu.Unlock()
@@ -582,7 +582,7 @@ func TestClientResponseBackpressure(t *testing.T) {
 	}
 	cc.mu.Lock()
 	for _, s := range cc.streams {
-		if s.recvWindow == 0 {
+		if s.recv.avail == 0 {
 			t.Error("reading the body granted no window back")
 		}
 	}
