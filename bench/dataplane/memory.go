@@ -89,7 +89,10 @@ func measureMemory(ctx context.Context, running []*target, tlsCfg *tls.Config, i
 		}
 	}
 	ratio := func(x, base float64) string {
-		if base <= 0 || x <= 0 {
+		// nginx allocates its connection structures for all of
+		// worker_connections at start: an idle connection adds next to
+		// nothing to its RSS, and a ratio to that would mean nothing.
+		if base < 256 || x <= 0 {
 			return "—"
 		}
 		return fmt.Sprintf("%.2f×", x/base)
