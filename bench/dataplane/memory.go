@@ -21,8 +21,9 @@ import (
 
 // settle is how long the proxies get, after the last connection or
 // stream opened, before their RSS is read: a proxy allocates some of a
-// connection's state after answering it.
-const settle = time.Second
+// connection's state after answering it, and Portico lets an idle
+// connection's read buffer go after a second.
+const settle = 2 * time.Second
 
 // measureMemory measures, target by target, the proxy's RSS growth per
 // idle keep-alive HTTP/1.1 connection (each has served one request) and
