@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 CACHE   ?= $(HOME)/.cache/portico
 
-.PHONY: all build run test unit e2e conformance bench bench-attack fuzz fmt lint clean
+.PHONY: all build run test unit e2e conformance bench bench-attack fuzz fmt lint clean topology-ui
 
 all: build
 
@@ -80,3 +80,10 @@ lint:
 
 clean:
 	rm -rf $(BIN)
+
+# The topology page's JavaScript bundle (pkg/topology/ui/dist), rebuilt
+# with npm + esbuild from package.json and package-lock.json. The bundle is
+# committed, so `make build` needs no npm; TOPOLOGY_UI_FLAGS=--check only
+# verifies that the committed bundle is what the sources build to.
+topology-ui:
+	./hack/topology-ui.sh $(TOPOLOGY_UI_FLAGS)

@@ -102,6 +102,7 @@ func welcome(configDir string, serving []proxy.ServingListener, problems map[str
 	fmt.Fprintf(&b, "  Admin: curl -s %s/config_dump | jq '.configs[3].dynamic_route_configs[].route_config.virtual_hosts[]'\n", adminURL)
 	if debugAddress != "" {
 		fmt.Fprintf(&b, "  Status of every resource: curl -s http://%s/debug/status\n", debugAddress)
+		fmt.Fprintf(&b, "  Topology, live rates and problems: http://%s/debug/topology\n", debugAddress)
 	}
 	return b.String()
 }

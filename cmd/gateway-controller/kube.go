@@ -117,8 +117,10 @@ func runKubernetes(ctx context.Context, log logging.Logger, cfg config) error {
 	g.Go(func() error { return prov.Run(ctx, func(r *resource.Resources) { ctrl.Update(r) }) })
 	g.Go(func() error { return writer.Run(ctx) })
 	if cfg.debugAddress != "" {
+		scraper := cfg.topology.scraper(log.WithName("topology"), kubernetesTargets(ctrl))
+		g.Go(func() error { return runScraper(ctx, scraper) })
 		g.Go(func() error {
-			return serveHTTP(ctx, log.WithName("debug"), cfg.debugAddress, ctrl.DebugHandler(ctrlmetrics.Registry))
+			return serveHTTP(ctx, log.WithName("debug"), cfg.debugAddress, debugHandler(ctrl, ctrlmetrics.Registry, scraper))
 		})
 	}
 	return g.Wait()

@@ -61,6 +61,7 @@ type config struct {
 	embedded    embeddedProxyConfig
 	kube        kubeConfig
 	xdsSecurity xdsSecurityConfig
+	topology    topologyConfig
 }
 
 func main() {
@@ -89,6 +90,7 @@ func parseFlags(args []string) (config, error) {
 	cfg.embedded.register(fs)
 	cfg.kube.register(fs)
 	cfg.xdsSecurity.register(fs)
+	cfg.topology.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -215,7 +217,11 @@ func runStandalone(ctx context.Context, log logging.Logger, cfg config) error {
 		return p.Run(ctx, func(r *resource.Resources) { ctrl.Update(r) })
 	})
 	if cfg.debugAddress != "" {
-		g.Go(func() error { return serveHTTP(ctx, log.WithName("debug"), cfg.debugAddress, ctrl.DebugHandler(reg)) })
+		scraper := cfg.topology.scraper(log.WithName("topology"), standaloneTargets(cfg, gateway.ClassName(labels)))
+		g.Go(func() error { return runScraper(ctx, scraper) })
+		g.Go(func() error {
+			return serveHTTP(ctx, log.WithName("debug"), cfg.debugAddress, debugHandler(ctrl, reg, scraper))
+		})
 	}
 	if !cfg.embedded.disabled {
 		g.Go(func() error { return runEmbeddedProxy(ctx, log, cfg, embeddedAddr, labels, reg) })

@@ -49,6 +49,7 @@ spec:
 		fmt.Sprintf("curl -H 'Host: shop.example.com' http://127.0.0.1:%d/", p.Ports[80]),
 		fmt.Sprintf("curl --cacert %s/ca.crt --resolve shop.example.com:%d:127.0.0.1 https://shop.example.com:%d/", dir, p.Ports[443], p.Ports[443]),
 		fmt.Sprintf("curl -k --resolve shop.example.com:%d:127.0.0.1", p.Ports[8443]),
+		"http://127.0.0.1:15014/debug/topology",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("welcome lacks %q:\n%s", want, text)

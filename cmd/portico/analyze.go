@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/portico-gateway/portico/pkg/gateway"
+	"github.com/portico-gateway/portico/pkg/resource"
 	"github.com/portico-gateway/portico/pkg/status"
 )
 
@@ -32,17 +33,36 @@ func runAnalyze(args []string, stdout io.Writer) error {
 	controller := fl.String("controller", "", "analyze what a running controller built: its debug address (host:port), e.g. through kubectl port-forward")
 	output := fl.String("o", "text", "text | yaml | json")
 	fl.StringVar(output, "output", "text", "same as -o")
-	fl.Bool("A", true, "all namespaces (the only mode: a gateway reads every namespace)")
+	all := fl.Bool("A", false, "report every namespace (default: only -n's, or the context's, as istioctl; offline files: always every namespace)")
+	fl.BoolVar(all, "all-namespaces", false, "same as -A")
+	useKube := fl.String("use-kube", "", "read the cluster's objects (true|false; default: true without files, false with files; with files, they replace the cluster's objects of the same name)")
 	var proxies proxyLabels
 	fl.Var(&proxies, "proxy", "the labels of a gateway proxy that exists (k=v,k=v; repeatable): Gateways whose selector matches none are reported (IST0101), as istioctl does for a selector matching no Pod")
 	threshold := fl.String("failure-threshold", "Error", "the lowest level that makes the exit code 79: Info, Warning or Error")
+	var kf kubeFlags
+	kf.register(fl)
 	fl.SetOutput(io.Discard)
-	if err := fl.Parse(args); err != nil {
-		return fmt.Errorf("analyze: %w (usage: portico analyze [FILE...] [--controller ADDR])", err)
+	files, err := parseFlags(fl, args, stdout)
+	if err != nil {
+		return fmt.Errorf("analyze: %w (usage: portico analyze [FILE...] [-A] [--controller ADDR])", err)
+	}
+	if levelRank(*threshold) == 0 {
+		return fmt.Errorf("analyze: --failure-threshold %q: want Info, Warning or Error", *threshold)
+	}
+	kube := len(files) == 0
+	switch *useKube {
+	case "":
+	case "true":
+		kube = true
+	case "false":
+		kube = false
+	default:
+		return fmt.Errorf("analyze: --use-kube %q: want true or false", *useKube)
 	}
 	var statuses []*status.Status
+	scope := "" // the namespace reported on; "" for all
 	switch {
-	case *controller != "" && fl.NArg() > 0:
+	case *controller != "" && len(files) > 0:
 		return fmt.Errorf("analyze: files or --controller, not both")
 	case *controller != "":
 		var doc struct {
@@ -52,14 +72,44 @@ func runAnalyze(args []string, stdout io.Writer) error {
 			return err
 		}
 		statuses = doc.Statuses
-	case fl.NArg() > 0:
-		res, _, err := loadFiles(fl.Args(), os.Stdin)
+	case kube:
+		c, err := kf.connect()
+		if err != nil {
+			return fmt.Errorf("analyze: no files, and no cluster: %w", err)
+		}
+		ctx, cancel := commandContext()
+		defer cancel()
+		res, pods, err := c.clusterResources(ctx)
+		if err != nil {
+			return err
+		}
+		if len(files) > 0 {
+			local, _, err := loadFiles(files, os.Stdin)
+			if err != nil {
+				return err
+			}
+			res = overlay(res, local)
+		}
+		classes := append(pods, proxies...)
+		statuses = gateway.Build(res, gateway.Options{Classes: classes, ProxiesKnown: true}).Statuses
+		if !*all {
+			scope = c.namespace
+		}
+	default:
+		res, _, err := loadFiles(files, os.Stdin)
 		if err != nil {
 			return err
 		}
 		statuses = gateway.Build(res, gateway.Options{Classes: proxies, ProxiesKnown: len(proxies) > 0}).Statuses
-	default:
-		return fmt.Errorf("analyze: nothing to analyze: name files (or - for stdin), or --controller ADDR")
+	}
+	if scope != "" {
+		var keep []*status.Status
+		for _, st := range statuses {
+			if st.Key.Namespace == scope {
+				keep = append(keep, st)
+			}
+		}
+		statuses = keep
 	}
 	var out []finding
 	worst := 0
@@ -88,7 +138,11 @@ func runAnalyze(args []string, stdout io.Writer) error {
 		}
 	case "text":
 		if len(out) == 0 {
-			fmt.Fprintln(stdout, "✔ No validation issues found when analyzing all namespaces.")
+			if scope != "" {
+				fmt.Fprintf(stdout, "✔ No validation issues found when analyzing namespace: %s.\n", scope)
+			} else {
+				fmt.Fprintln(stdout, "✔ No validation issues found when analyzing all namespaces.")
+			}
 		}
 		for _, f := range out {
 			// istioctl: Error [IST0101] (VirtualService default/reviews) message
@@ -101,14 +155,31 @@ func runAnalyze(args []string, stdout io.Writer) error {
 	default:
 		return fmt.Errorf("analyze: -o %q: want text, yaml or json", *output)
 	}
-	t := levelRank(*threshold)
-	if t == 0 {
-		return fmt.Errorf("analyze: --failure-threshold %q: want Info, Warning or Error", *threshold)
-	}
-	if worst >= t {
+	if worst >= levelRank(*threshold) {
 		return errIssues
 	}
 	return nil
+}
+
+// overlay replaces the cluster's objects with the files' of the same
+// kind, namespace and name and adds the others, as istioctl analyze
+// applies local files over the cluster.
+func overlay(cluster, local *resource.Resources) *resource.Resources {
+	replaced := map[resource.Key]bool{}
+	for _, o := range local.All() {
+		replaced[resource.KeyOf(o)] = true
+	}
+	out := &resource.Resources{Invalid: append(append([]resource.InvalidResource(nil), cluster.Invalid...), local.Invalid...)}
+	for _, o := range cluster.All() {
+		if !replaced[resource.KeyOf(o)] {
+			out.Add(o)
+		}
+	}
+	for _, o := range local.All() {
+		out.Add(o)
+	}
+	out.Sort()
+	return out
 }
 
 // proxyLabels is the repeatable --proxy flag.

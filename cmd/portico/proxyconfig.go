@@ -33,40 +33,61 @@ import (
 
 // dump is a parsed Envoy config dump, resource by resource.
 type dump struct {
+	bootstrap *adminv3.BootstrapConfigDump
 	listeners []*listenerv3.Listener
 	routes    []*routev3.RouteConfiguration
 	clusters  []*clusterv3.Cluster
 	endpoints []*endpointv3.ClusterLoadAssignment
 	secrets   []*tlsv3.Secret
+	// routesUpdated is when the proxy last loaded a route table (RDS).
+	routesUpdated time.Time
 }
 
+// proxyConfigKinds are the kinds proxy-config prints, istioctl's names.
+var proxyConfigKinds = []string{"listeners", "routes", "clusters", "endpoints", "secrets", "bootstrap", "all"}
+
 func runProxyConfig(args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return errors.New("proxy-config: which? listeners, routes, clusters, endpoints, secrets or all")
-	}
-	kind, args := args[0], args[1:]
 	fl := flag.NewFlagSet("proxy-config", flag.ContinueOnError)
 	file := fl.String("f", "", "a config dump saved from the admin port (curl localhost:15000/config_dump?include_eds)")
 	fl.StringVar(file, "file", "", "same as -f")
-	admin := fl.String("admin", "", "a proxy's admin address (host:port), e.g. 127.0.0.1:15000 or through kubectl port-forward")
+	admin := fl.String("admin", "", "a proxy's admin address (host:port), e.g. a standalone proxy's 127.0.0.1:15000")
+	adminPort := fl.Int("proxy-admin-port", proxyAdminPort, "the admin port inside the pod (POD argument)")
 	name := fl.String("name", "", "only resources with this name (listeners, clusters: the name or FQDN; routes: the route table)")
 	port := fl.Int("port", 0, "only listeners on / clusters for this port")
-	output := fl.String("o", "table", "table | json | yaml")
+	output := fl.String("o", "table", "table | json | yaml (bootstrap: also short)")
+	fl.StringVar(output, "output", "table", "same as -o")
+	var kf kubeFlags
+	kf.register(fl)
 	fl.SetOutput(io.Discard)
-	if err := fl.Parse(args); err != nil {
+	pos, err := parseFlags(fl, args, stdout)
+	if err != nil {
 		return fmt.Errorf("proxy-config: %w", err)
 	}
+	if len(pos) == 0 {
+		return errors.New("proxy-config: which? " + strings.Join(proxyConfigKinds, ", "))
+	}
+	kind, pod := pos[0], ""
+	if len(pos) > 1 {
+		pod = pos[1]
+	}
+	if len(pos) > 2 {
+		return fmt.Errorf("proxy-config: unexpected arguments %q", pos[2:])
+	}
+	if !knownKind(kind) {
+		return fmt.Errorf("proxy-config: unknown %q: want %s", kind, strings.Join(proxyConfigKinds, ", "))
+	}
 	var raw []byte
-	var err error
-	switch {
-	case *file != "" && *admin != "":
-		return errors.New("proxy-config: -f or --admin, not both")
+	switch n := btoi(*file != "") + btoi(*admin != "") + btoi(pod != ""); {
+	case n > 1:
+		return errors.New("proxy-config: one source: a POD, -f DUMP.json or --admin HOST:PORT")
 	case *file != "":
 		raw, err = os.ReadFile(*file)
 	case *admin != "":
 		raw, err = get(*admin, "/config_dump?include_eds")
+	case pod != "":
+		raw, err = podConfigDump(&kf, pod, *adminPort)
 	default:
-		return errors.New("proxy-config: no source: -f DUMP.json or --admin HOST:PORT")
+		return errors.New("proxy-config: no source: a POD[.NAMESPACE] (through the API server), -f DUMP.json or --admin HOST:PORT")
 	}
 	if err != nil {
 		return err
@@ -76,6 +97,9 @@ func runProxyConfig(args []string, stdout io.Writer) error {
 		return err
 	}
 	f := filter{name: *name, port: *port}
+	if kind == "bootstrap" {
+		return writeBootstrap(stdout, d, *output)
+	}
 	if *output != "table" {
 		return writeResources(stdout, d.selected(kind, f), *output)
 	}
@@ -93,6 +117,9 @@ func runProxyConfig(args []string, stdout io.Writer) error {
 	case "secret", "secrets":
 		secretTable(tw, d, time.Now())
 	case "all":
+		if v := d.envoyVersion(); v != "" {
+			fmt.Fprintf(tw, "Envoy Version: %s\n\n", v) // istioctl's first line
+		}
 		for i, section := range []func(){
 			func() { clusterTable(tw, d, f) }, func() { listenerTable(tw, d, f) }, func() { routeTable(tw, d, f) },
 			func() { endpointTable(tw, d, f) }, func() { secretTable(tw, d, time.Now()) },
@@ -102,10 +129,40 @@ func runProxyConfig(args []string, stdout io.Writer) error {
 			}
 			section()
 		}
-	default:
-		return fmt.Errorf("proxy-config: unknown %q: want listeners, routes, clusters, endpoints, secrets or all", kind)
 	}
 	return nil
+}
+
+func knownKind(kind string) bool {
+	for _, k := range proxyConfigKinds {
+		if kind == k || kind+"s" == k {
+			return true
+		}
+	}
+	return false
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// podConfigDump reads a proxy pod's /config_dump through a port-forward
+// to its admin port, as istioctl does.
+func podConfigDump(kf *kubeFlags, arg string, adminPort int) ([]byte, error) {
+	c, err := kf.connect()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := commandContext()
+	defer cancel()
+	ns, name, err := c.resolvePod(ctx, arg)
+	if err != nil {
+		return nil, err
+	}
+	return c.getVia(ctx, ns, name, adminPort, "/config_dump?include_eds")
 }
 
 type filter struct {
@@ -146,6 +203,8 @@ func unpack[T proto.Message](a *anypb.Any, into T) (T, bool, error) {
 
 func (d *dump) add(m proto.Message) error {
 	switch v := m.(type) {
+	case *adminv3.BootstrapConfigDump:
+		d.bootstrap = v
 	case *adminv3.ListenersConfigDump:
 		for _, l := range v.StaticListeners {
 			if x, ok, err := unpack(l.Listener, &listenerv3.Listener{}); err != nil {
@@ -173,6 +232,9 @@ func (d *dump) add(m proto.Message) error {
 			}
 		}
 		for _, r := range v.DynamicRouteConfigs {
+			if t := r.GetLastUpdated(); t != nil && t.AsTime().After(d.routesUpdated) {
+				d.routesUpdated = t.AsTime()
+			}
 			if x, ok, err := unpack(r.RouteConfig, &routev3.RouteConfiguration{}); err != nil {
 				return err
 			} else if ok {

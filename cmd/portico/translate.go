@@ -112,10 +112,11 @@ func runTranslate(args []string, stdout io.Writer) error {
 	class := fl.String("class", "", "only the proxy class with these labels (k=v,...); default every class the Gateways select")
 	domain := fl.String("domain-suffix", "cluster.local", "the cluster's DNS domain")
 	fl.SetOutput(io.Discard)
-	if err := fl.Parse(args); err != nil {
+	rest, err := parseFlags(fl, args, stdout)
+	if err != nil {
 		return fmt.Errorf("translate: %w (usage: portico translate -f FILE... [--to ir|xds|status])", err)
 	}
-	files = append(files, fl.Args()...)
+	files = append(files, rest...)
 	if len(files) == 0 {
 		return errors.New("translate: no input (-f FILE)")
 	}

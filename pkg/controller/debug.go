@@ -26,6 +26,7 @@ import (
 //	/healthz /readyz /metrics
 func (c *Controller) DebugHandler(gatherer prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("/version", c.serveVersion) // debug_cli.go
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		select {
@@ -105,6 +106,10 @@ func (c *Controller) serveProxies(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (c *Controller) serveConfigDump(w http.ResponseWriter, r *http.Request) {
+	if id := r.URL.Query().Get("proxyID"); id != "" {
+		c.serveProxyConfigDump(w, r, id) // one proxy's view: debug_proxyconfig.go
+		return
+	}
 	class := r.URL.Query().Get("class")
 	if class == "" {
 		if st := c.State(); st != nil && len(st.Versions) == 1 {

@@ -46,17 +46,12 @@ import (
 	"github.com/portico-gateway/portico/pkg/proxy/upstream"
 	"github.com/portico-gateway/portico/pkg/proxy/xdsclient"
 	ptls "github.com/portico-gateway/portico/pkg/tls"
+	"github.com/portico-gateway/portico/pkg/version"
 )
 
-// Version is reported by /server_info.
-const Version = "portico-edge-proxy/0.1.0"
-
-// The proxy's version as numbers (node.user_agent_build_version).
-const (
-	VersionMajor = 0
-	VersionMinor = 1
-	VersionPatch = 0
-)
+// Version is reported by /server_info: the build's pkg/version, one
+// version for every Portico binary.
+var Version = "portico-edge-proxy/" + version.Version
 
 // Options configure a proxy.
 type Options struct {
@@ -275,7 +270,7 @@ func New(opts Options, log logr.Logger) *Proxy {
 	p.Stats.GaugeFunc(ov, "buffered_request_bytes", p.overload.Buffered)
 	// Istio's standard metrics, with the proxy as the source workload.
 	p.Istio = istiometrics.New(istiometrics.SourceWorkload(opts.Labels, opts.Namespace, opts.Cluster),
-		fmt.Sprintf("%d.%d.%d", VersionMajor, VersionMinor, VersionPatch))
+		version.Version)
 	env := &hcm.Env{Routes: p.routeTable, Clusters: p.Clusters, Stats: p.Stats, AccessLog: p.accessLog, Log: log.WithName("http"), Ctx: p.ctx, Overload: p.overload,
 		Istio: p.Istio}
 	p.Listeners = listener.NewManager(p.ctx, listener.Deps{HTTP: env, Secrets: p.Secrets, Stats: p.Stats, Log: log.WithName("connection"), Overload: p.overload}, opts.DrainTime, opts.PortMap)
@@ -292,9 +287,10 @@ func (p *Proxy) Node() *corev3.Node {
 	md, _ := structpb.NewStruct(map[string]any{"LABELS": labels, "NAMESPACE": p.opts.Namespace})
 	// The build version, not a free-form string: istioctl proxy-config
 	// all prints it as the "Envoy Version" (0.0.0 otherwise).
+	major, minor, patch := version.Semantic()
 	return &corev3.Node{Id: p.opts.NodeID, Cluster: p.opts.Cluster, Metadata: md, UserAgentName: "portico-edge-proxy",
 		UserAgentVersionType: &corev3.Node_UserAgentBuildVersion{UserAgentBuildVersion: &corev3.BuildVersion{
-			Version: &typev3.SemanticVersion{MajorNumber: VersionMajor, MinorNumber: VersionMinor, Patch: VersionPatch}}}}
+			Version: &typev3.SemanticVersion{MajorNumber: major, MinorNumber: minor, Patch: patch}}}}
 }
 
 // Ready reports whether the first configuration is applied and the proxy

@@ -103,6 +103,10 @@ type Node struct {
 	// authenticated (e.g. its service account and pod).
 	Namespace string `json:"namespace,omitempty"`
 	Identity  string `json:"identity,omitempty"`
+	// Version is the build version the proxy reports
+	// (node.user_agent_build_version): istioctl version's data plane
+	// version.
+	Version string `json:"version,omitempty"`
 }
 
 // NewServer returns a server with an empty cache.

@@ -166,7 +166,7 @@ func (s *Server) register(key streamKey, node *corev3.Node) (*corev3.Node, error
 	class := s.className(labels)
 	n = &nodeState{Node: Node{ID: node.GetId(), Cluster: node.GetCluster(), Class: class, Labels: labels, Streams: 1,
 		ConnectedAt: time.Now(), Acked: map[string]string{}, Nacked: map[string]string{},
-		Namespace: grant.Namespace, Identity: st.identity.String()},
+		Namespace: grant.Namespace, Identity: st.identity.String(), Version: buildVersion(node)},
 		key: grant.Key, grant: grant, types: map[string]*typeStatus{}}
 	s.nodes[n.key] = n
 	st.node = n
@@ -337,6 +337,8 @@ type ProxyStatus struct {
 	// Sent is the version of the class snapshot the proxy was given.
 	Sent   string            `json:"sent"`
 	Nacked map[string]string `json:"nacked,omitempty"`
+	// Version is the proxy's build version, as it reports it.
+	Version string `json:"version,omitempty"`
 }
 
 // statusTypes are the types proxy-status reports.
@@ -386,7 +388,7 @@ func (s *Server) ProxyStatus() []ProxyStatus {
 	defer s.mu.Unlock()
 	out := make([]ProxyStatus, 0, len(s.nodes))
 	for _, n := range s.nodes {
-		ps := ProxyStatus{ID: n.ID, Class: n.Class, Namespace: n.Namespace, Identity: n.Identity, Sent: n.Sent, Types: map[string]string{}, Nacked: maps.Clone(n.Nacked)}
+		ps := ProxyStatus{ID: n.ID, Class: n.Class, Namespace: n.Namespace, Identity: n.Identity, Version: n.Version, Sent: n.Sent, Types: map[string]string{}, Nacked: maps.Clone(n.Nacked)}
 		for _, typ := range statusTypes {
 			ps.Types[ShortType(typ)] = n.syncState(typ, s.wireVersions)
 		}

@@ -356,6 +356,9 @@ func (hs *harness) teardown() {
 	if hs.proxy != nil {
 		hs.proxy.stop()
 	}
+	if theKubelet != nil {
+		theKubelet.stop() // kubelet_test.go
+	}
 	if hs.controller != nil {
 		hs.controller.stop()
 	}

@@ -261,7 +261,7 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 			} else {
 				cluster.Report(host, upstream.Success, status)
 			}
-			retriable = policy != nil && policy.RetriableStatus(status, grpcStatus(&a))
+			retriable = policy.Retriable(router.OutcomeResponse, status, grpcStatus(&a))
 			if !retriable || uint32(n) >= retries || !cluster.AcquireRetry() {
 				if retriable {
 					x.flags |= accesslog.UpstreamRetryLimitExceeded
@@ -297,16 +297,14 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 			continue
 		default:
 			cluster.Report(host, upstream.LocalFailure, 0)
-			if policy != nil {
-				switch a.fail {
-				case failConnect:
-					retriable = policy.RetriableConnectFailure()
-				case failTimeout:
-					retriable = policy.On&(router.Retry5xx|router.RetryGatewayError) != 0
-				default:
-					retriable = policy.RetriableReset() || policy.On&router.RetryGatewayError != 0
-				}
+			outcome := router.OutcomeReset
+			switch a.fail {
+			case failConnect:
+				outcome = router.OutcomeConnectFailure
+			case failTimeout:
+				outcome = router.OutcomeTimeout
 			}
+			retriable = policy.Retriable(outcome, 0, -1)
 			globalTimeout := a.fail == failTimeout && !deadline.IsZero() && !time.Now().Before(deadline)
 			if globalTimeout || !retriable || uint32(n) >= retries || !cluster.AcquireRetry() {
 				host.Active.Add(-1)

@@ -11,8 +11,9 @@
 // What it deliberately does not do: images it does not know fail the pod
 // (ErrImagePull) instead of being pulled; volume contents are written
 // once, when the container starts (a later Secret change is not synced);
-// exec probes and exec/attach/port-forward over the kubelet API are not
-// served (container logs are, whole: since/tail options are ignored);
+// exec probes and exec/attach over the kubelet API are not served
+// (container logs are, whole: since/tail options are ignored; port-forward
+// is, to localhost in the pod's network namespace);
 // containers run as root in their chroot.
 package nodeagent
 
@@ -292,9 +293,6 @@ func (a *Agent) GetStatsSummary(context.Context) (*statsv1alpha1.Summary, error)
 }
 func (a *Agent) GetMetricsResource(context.Context) ([]*dto.MetricFamily, error) {
 	return nil, errUnsupported
-}
-func (a *Agent) PortForward(context.Context, string, string, int32, io.ReadWriteCloser) error {
-	return errUnsupported
 }
 
 // image resolves an image reference: the tag or digest is dropped.

@@ -25,7 +25,8 @@ const KubeletPort = 10250
 
 // kubeletAPI makes virtual-kubelet serve its kubelet API — the pod
 // routes, of which the agent implements container logs, which the
-// suite's mirror tests read through the API server — over TLS with a
+// suite's mirror tests read through the API server, and port-forward
+// (portforward.go) — over TLS with a
 // certificate made for this run (the API server does not verify kubelet
 // certificates unless --kubelet-certificate-authority is set).
 //
