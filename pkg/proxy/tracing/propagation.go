@@ -1,11 +1,9 @@
-// Package tracing gives the edge proxy Envoy's request tracing: it reads
-// the caller's trace context (W3C traceparent/tracestate, B3 single and
-// multi header), decides sampling as Envoy does (an incoming decision
-// wins, else a percentage that is consistent for one x-request-id), records
-// a server span per request and a client span per upstream attempt with
-// Envoy's and Istio's attribute names, injects the context into the
-// upstream request, and exports spans with the OpenTelemetry SDK over OTLP
-// (gRPC or HTTP) or as Zipkin v2 JSON.
+// Package tracing is the edge proxy's distributed tracing: W3C trace
+// context and B3 propagation, one server span per request and a client
+// span per upstream attempt, with Envoy's and Istio's span attribute
+// names, exported in batches to an OpenTelemetry collector (OTLP over gRPC
+// or HTTP) or a Zipkin collector (v2 JSON), as Envoy's
+// envoy.tracers.opentelemetry and envoy.tracers.zipkin do.
 package tracing
 
 import (
@@ -13,204 +11,186 @@ import (
 	"strings"
 )
 
-// Carrier is a header block: httpx.Header satisfies it.
-type Carrier interface {
-	Get(name string) string
-	Set(name, value string)
-	Del(name string)
-}
-
-// Format is the header format a trace context arrived in.
-type Format uint8
-
-const (
-	// FormatNone: no (valid) trace context arrived.
-	FormatNone Format = iota
-	FormatW3C
-	FormatB3Single
-	FormatB3Multi
-)
-
-// TraceID and SpanID are W3C/B3 identifiers (B3's 64-bit trace IDs are
-// widened with leading zeros, as OpenTelemetry does).
+// TraceID and SpanID are W3C/B3 identifiers; all-zero is invalid.
 type (
 	TraceID [16]byte
 	SpanID  [8]byte
 )
 
-// Context is an incoming trace context.
-type Context struct {
-	TraceID TraceID
-	SpanID  SpanID
-	// Decided: the caller made a sampling decision, which is Sampled.
-	Decided, Sampled bool
-	// Debug: B3's "d" / X-B3-Flags: 1 (forces sampling).
-	Debug      bool
-	TraceState string
-	Format     Format
-}
+func (t TraceID) IsValid() bool { return t != TraceID{} }
+func (s SpanID) IsValid() bool  { return s != SpanID{} }
 
-// Valid reports whether the context names a trace and a parent span.
-func (c *Context) Valid() bool { return c.TraceID != (TraceID{}) && c.SpanID != (SpanID{}) }
+// String is the lower-case hex form used on the wire.
+func (t TraceID) String() string { return hex.EncodeToString(t[:]) }
+func (s SpanID) String() string  { return hex.EncodeToString(s[:]) }
 
-// Limits on what is parsed: longer values are malformed.
+// Sampling decisions carried by a span context.
 const (
-	maxTraceState = 512
-	maxB3Single   = 16 + 1 + 32 + 1 + 16 + 1 + 1 + 16 // generous
+	SampledUnknown = iota // no decision: the proxy decides
+	SampledNo
+	SampledYes
 )
 
-// Extract reads the trace context of a request: traceparent first (what
-// Envoy's OpenTelemetry tracer reads), then B3 single, then B3 multi. A
-// malformed header counts as absent; a B3 header carrying only a sampling
-// decision ("0", "1", "d") yields a decision without a parent.
-func Extract(h Carrier) Context {
-	if tp := h.Get("traceparent"); tp != "" {
-		if c, ok := ParseTraceparent(tp); ok {
-			if ts := h.Get("tracestate"); len(ts) <= maxTraceState {
-				c.TraceState = ts
+// SpanContext is what propagates between hops.
+type SpanContext struct {
+	TraceID TraceID
+	SpanID  SpanID
+	// Sampled is one of the Sampled* decisions.
+	Sampled int
+	// TraceState is W3C tracestate, passed on unchanged.
+	TraceState string
+}
+
+// Header reads request headers by lower-case name.
+type Header interface {
+	Get(name string) string
+}
+
+// Extract reads an incoming span context: W3C traceparent first, then B3
+// single (b3), then B3 multi (x-b3-*). A malformed header is ignored,
+// as if absent: the request starts a new trace, and never fails. A B3 or
+// W3C header that carries only a sampling decision ("b3: 0",
+// "x-b3-sampled: 0") returns ok=false with that decision, which the
+// proxy honours for the new trace.
+func Extract(h Header) (sc SpanContext, ok bool) {
+	if v := h.Get("traceparent"); v != "" {
+		if sc, ok := ParseTraceparent(v); ok {
+			if ts := h.Get("tracestate"); ts != "" && len(ts) <= 512 {
+				sc.TraceState = ts
 			}
-			return c
+			return sc, true
 		}
 	}
-	if b := h.Get("b3"); b != "" {
-		if c, ok := ParseB3Single(b); ok {
-			return c
+	if v := h.Get("b3"); v != "" {
+		if sc, ok := ParseB3Single(v); ok {
+			return sc, sc.TraceID.IsValid()
 		}
 	}
-	if c, ok := parseB3Multi(h); ok {
-		return c
-	}
-	return Context{}
+	return parseB3Multi(h)
 }
 
-// ParseTraceparent parses a W3C traceparent header: version-traceid-
-// parentid-flags. Version ff is invalid; future versions may carry more
-// fields after the flags, which are ignored as the spec says.
-func ParseTraceparent(s string) (Context, bool) {
-	var c Context
-	if len(s) < 55 || (len(s) > 55 && s[55] != '-') {
-		return c, false
+// ParseTraceparent parses "00-<32 hex>-<16 hex>-<2 hex>". Versions above
+// 00 are accepted when the first four fields parse, as the spec requires.
+func ParseTraceparent(v string) (SpanContext, bool) {
+	var sc SpanContext
+	v = strings.TrimSpace(v)
+	if len(v) < 55 || v[2] != '-' || v[35] != '-' || v[52] != '-' {
+		return sc, false
 	}
-	if s[2] != '-' || s[35] != '-' || s[52] != '-' {
-		return c, false
+	var ver [1]byte
+	if !decodeHex(ver[:], v[0:2]) || ver[0] == 0xff || (ver[0] == 0 && len(v) != 55) || (len(v) > 55 && v[55] != '-') {
+		return sc, false
 	}
-	ver, ok := hexByte(s[0:2])
-	if !ok || ver == 0xff || (ver == 0 && len(s) != 55) {
-		return c, false
+	var flags [1]byte
+	if !decodeHex(sc.TraceID[:], v[3:35]) || !decodeHex(sc.SpanID[:], v[36:52]) || !decodeHex(flags[:], v[53:55]) {
+		return sc, false
 	}
-	if !hexInto(c.TraceID[:], s[3:35]) || !hexInto(c.SpanID[:], s[36:52]) || !c.Valid() {
-		return c, false
+	if !sc.TraceID.IsValid() || !sc.SpanID.IsValid() {
+		return sc, false
 	}
-	flags, ok := hexByte(s[53:55])
-	if !ok {
-		return c, false
+	sc.Sampled = SampledNo
+	if flags[0]&1 == 1 {
+		sc.Sampled = SampledYes
 	}
-	c.Decided, c.Sampled, c.Format = true, flags&1 == 1, FormatW3C
-	return c, true
+	return sc, true
 }
 
-// ParseB3Single parses the b3 header: {TraceId}-{SpanId}[-{Sampling}[-
-// {ParentSpanId}]] or a lone sampling state (0, 1, d).
-func ParseB3Single(s string) (Context, bool) {
-	c := Context{Format: FormatB3Single}
-	if len(s) > maxB3Single {
-		return Context{}, false
+// ParseB3Single parses "b3: {traceid}-{spanid}[-{sampling}[-{parent}]]"
+// or a bare sampling decision ("0", "1", "d"). A 64-bit trace ID is
+// left-padded to 128 bits, as Envoy does.
+func ParseB3Single(v string) (SpanContext, bool) {
+	var sc SpanContext
+	v = strings.TrimSpace(v)
+	if s, ok := b3Sampled(v); ok && len(v) == 1 {
+		sc.Sampled = s
+		return sc, true
 	}
-	if len(s) == 1 {
-		return c, c.setB3Sampling(s)
-	}
-	parts := strings.Split(s, "-")
+	parts := strings.Split(v, "-")
 	if len(parts) < 2 || len(parts) > 4 {
-		return Context{}, false
+		return sc, false
 	}
-	if !c.setB3IDs(parts[0], parts[1]) {
-		return Context{}, false
+	if !parseB3TraceID(&sc.TraceID, parts[0]) || len(parts[1]) != 16 || !decodeHex(sc.SpanID[:], parts[1]) || !sc.SpanID.IsValid() {
+		return SpanContext{}, false
 	}
-	if len(parts) >= 3 && !c.setB3Sampling(parts[2]) {
-		return Context{}, false
+	if len(parts) >= 3 {
+		s, ok := b3Sampled(parts[2])
+		if !ok {
+			return SpanContext{}, false
+		}
+		sc.Sampled = s
 	}
 	if len(parts) == 4 {
 		var p SpanID
-		if len(parts[3]) != 16 || !hexInto(p[:], parts[3]) {
-			return Context{}, false
+		if len(parts[3]) != 16 || !decodeHex(p[:], parts[3]) {
+			return SpanContext{}, false
 		}
 	}
-	return c, true
+	return sc, true
 }
 
-func parseB3Multi(h Carrier) (Context, bool) {
-	c := Context{Format: FormatB3Multi}
+func parseB3Multi(h Header) (SpanContext, bool) {
+	var sc SpanContext
+	if s, ok := b3Sampled(h.Get("x-b3-sampled")); ok {
+		sc.Sampled = s
+	}
+	if h.Get("x-b3-flags") == "1" {
+		sc.Sampled = SampledYes // debug
+	}
 	tid, sid := h.Get("x-b3-traceid"), h.Get("x-b3-spanid")
-	sampled, flags := h.Get("x-b3-sampled"), h.Get("x-b3-flags")
-	if tid == "" && sampled == "" && flags == "" {
-		return Context{}, false
+	if tid == "" || sid == "" {
+		return sc, false
 	}
-	if tid != "" && !c.setB3IDs(tid, sid) {
-		// Malformed IDs: the whole context is ignored (a new trace).
-		return Context{}, false
+	if !parseB3TraceID(&sc.TraceID, strings.TrimSpace(tid)) {
+		return SpanContext{Sampled: sc.Sampled}, false
 	}
-	switch {
-	case flags == "1":
-		c.Decided, c.Sampled, c.Debug = true, true, true
-	case sampled == "1" || strings.EqualFold(sampled, "true"):
-		c.Decided, c.Sampled = true, true
-	case sampled == "0" || strings.EqualFold(sampled, "false"):
-		c.Decided = true
-	case sampled != "":
-		return Context{}, false
+	sid = strings.TrimSpace(sid)
+	if len(sid) != 16 || !decodeHex(sc.SpanID[:], sid) || !sc.SpanID.IsValid() {
+		return SpanContext{Sampled: sc.Sampled}, false
 	}
-	return c, true
+	return sc, true
 }
 
-func (c *Context) setB3IDs(tid, sid string) bool {
-	switch len(tid) {
+func parseB3TraceID(t *TraceID, s string) bool {
+	*t = TraceID{}
+	switch len(s) {
 	case 32:
-		if !hexInto(c.TraceID[:], tid) {
+		if !decodeHex(t[:], s) {
 			return false
 		}
 	case 16:
-		if !hexInto(c.TraceID[8:], tid) {
+		if !decodeHex(t[8:], s) {
 			return false
 		}
 	default:
 		return false
 	}
-	return len(sid) == 16 && hexInto(c.SpanID[:], sid) && c.Valid()
+	return t.IsValid()
 }
 
-func (c *Context) setB3Sampling(s string) bool {
-	switch s {
-	case "0":
-		c.Decided = true
-	case "1":
-		c.Decided, c.Sampled = true, true
-	case "d":
-		c.Decided, c.Sampled, c.Debug = true, true, true
-	default:
-		return false
+func b3Sampled(s string) (int, bool) {
+	switch strings.TrimSpace(s) {
+	case "1", "d", "true":
+		return SampledYes, true
+	case "0", "false":
+		return SampledNo, true
 	}
-	return true
+	return SampledUnknown, false
 }
 
-// hexInto decodes lower- or upper-case hex of exactly 2*len(dst) digits.
-func hexInto(dst []byte, s string) bool {
+// decodeHex decodes exactly len(dst)*2 lower- or upper-case hex digits.
+func decodeHex(dst []byte, s string) bool {
 	if len(s) != 2*len(dst) {
 		return false
 	}
 	for i := range dst {
-		b, ok := hexByte(s[2*i : 2*i+2])
-		if !ok {
+		hi, ok1 := unhex(s[2*i])
+		lo, ok2 := unhex(s[2*i+1])
+		if !ok1 || !ok2 {
 			return false
 		}
-		dst[i] = b
+		dst[i] = hi<<4 | lo
 	}
 	return true
-}
-
-func hexByte(s string) (byte, bool) {
-	hi, ok1 := unhex(s[0])
-	lo, ok2 := unhex(s[1])
-	return hi<<4 | lo, ok1 && ok2
 }
 
 func unhex(c byte) (byte, bool) {
@@ -225,40 +205,38 @@ func unhex(c byte) (byte, bool) {
 	return 0, false
 }
 
-// Inject writes a span's context into an upstream request: traceparent
-// (and the caller's tracestate) always, B3 too when the caller used B3 or
-// b3 is set (Envoy's Zipkin tracer sends B3 multi headers). Stale headers
-// of the other formats are removed so the upstream sees one parent.
-func Inject(h Carrier, tid TraceID, sid SpanID, sampled bool, incoming Format, traceState string, b3 bool) {
-	var buf [55]byte
-	copy(buf[:3], "00-")
-	hex.Encode(buf[3:35], tid[:])
-	buf[35] = '-'
-	hex.Encode(buf[36:52], sid[:])
-	buf[52] = '-'
-	buf[53], buf[54] = '0', '0'
-	if sampled {
-		buf[54] = '1'
+// Headers the proxy replaces on the upstream request.
+var propagationHeaders = []string{"traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid",
+	"x-b3-parentspanid", "x-b3-sampled", "x-b3-flags"}
+
+// HeaderWriter edits the upstream request's headers.
+type HeaderWriter interface {
+	Set(name, value string)
+	Del(name string)
+}
+
+// Inject replaces the propagation headers with sc as the parent of the
+// next hop: W3C traceparent (and tracestate when known) and B3 multi
+// headers (x-b3-parentspanid is parent, when valid), so applications
+// instrumented for either format continue the trace. The incoming
+// single "b3" header is removed: it would contradict the new span ID.
+func Inject(h HeaderWriter, sc SpanContext, parent SpanID) {
+	for _, n := range propagationHeaders {
+		h.Del(n)
 	}
-	h.Set("traceparent", string(buf[:]))
-	if traceState != "" {
-		h.Set("tracestate", traceState)
-	} else {
-		h.Del("tracestate")
+	flags, b3s := "00", "0"
+	if sc.Sampled == SampledYes {
+		flags, b3s = "01", "1"
 	}
-	flag := "0"
-	if sampled {
-		flag = "1"
+	tid, sid := sc.TraceID.String(), sc.SpanID.String()
+	h.Set("traceparent", "00-"+tid+"-"+sid+"-"+flags)
+	if sc.TraceState != "" {
+		h.Set("tracestate", sc.TraceState)
 	}
-	switch {
-	case incoming == FormatB3Single:
-		h.Set("b3", string(buf[3:35])+"-"+string(buf[36:52])+"-"+flag)
-	case incoming == FormatB3Multi || b3:
-		h.Del("b3")
-		h.Set("x-b3-traceid", string(buf[3:35]))
-		h.Set("x-b3-spanid", string(buf[36:52]))
-		h.Del("x-b3-parentspanid")
-		h.Del("x-b3-flags")
-		h.Set("x-b3-sampled", flag)
+	h.Set("x-b3-traceid", tid)
+	h.Set("x-b3-spanid", sid)
+	if parent.IsValid() {
+		h.Set("x-b3-parentspanid", parent.String())
 	}
+	h.Set("x-b3-sampled", b3s)
 }

@@ -1,284 +1,200 @@
 package tracing
 
 import (
-	"context"
-	crand "crypto/rand"
-	"encoding/binary"
+	"hash/fnv"
 	"math/rand/v2"
 	"os"
-	"strconv"
 	"time"
-
-	"github.com/cespare/xxhash/v2"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
 )
 
-// TagKind says where a custom tag's value comes from (Envoy's
-// custom_tags: literal, environment, request_header).
-type TagKind uint8
-
+// Provider kinds: Envoy's tracer extension names.
 const (
-	TagLiteral TagKind = iota
-	TagEnvironment
-	TagHeader
+	OpenTelemetry = "envoy.tracers.opentelemetry"
+	Zipkin        = "envoy.tracers.zipkin"
 )
 
-// Tag is a custom span tag.
-type Tag struct {
-	Name string
-	Kind TagKind
-	// Value is the literal, the environment variable or the header name.
-	Value string
-	// Default is used when the variable or header is absent.
+// Provider is where spans go. It is comparable: equal providers share one
+// exporter.
+type Provider struct {
+	// Kind is OpenTelemetry or Zipkin.
+	Kind string
+	// Cluster is the collector's cluster (the proxy's upstream cluster).
+	Cluster string
+	// Authority is the :authority / Host sent to the collector.
+	Authority string
+	// Path is the HTTP path: OTLP/HTTP's (empty for OTLP over gRPC) or
+	// Zipkin's collector endpoint.
+	Path string
+	// Timeout bounds one export (0: 5s).
+	Timeout time.Duration
+	// ServiceName is the reported service (OTLP resource service.name,
+	// Zipkin localEndpoint.serviceName).
+	ServiceName string
+}
+
+// CustomTag is an extra span attribute, as Istio's customTags: a literal,
+// a request header (with a default) or an environment variable (with a
+// default) read when the configuration is compiled.
+type CustomTag struct {
+	Name    string
+	Literal string
+	Header  string
 	Default string
 }
 
-// Settings are a connection manager's tracing settings.
-type Settings struct {
-	// SamplingPercent is random_sampling (0–100): the share of requests
-	// without an incoming decision that are traced.
-	SamplingPercent float64
-	// B3 injects B3 multi headers upstream (the Zipkin provider).
-	B3   bool
-	Tags []Tag
-	// NodeID is the proxy's node id (the node_id tag).
-	NodeID string
-	// NoUpstreamSpans: spawn_upstream_span false. The proxy creates client
-	// spans per attempt unless told not to, as Istio's gateways get them.
-	NoUpstreamSpans bool
+// Config is a compiled HCM tracing block.
+type Config struct {
+	// Provider is nil when spans are never reported (Istio's
+	// disableSpanReporting): context still propagates.
+	Provider *Provider
+	// Sampling is random_sampling in hundredths of a percent (0..10000),
+	// applied to requests that arrive without a sampling decision.
+	Sampling uint32
+	// Tags are custom tags added to every server span.
+	Tags []CustomTag
+	// UpstreamSpans: a client span per upstream attempt (Envoy's
+	// spawn_upstream_span); its ID is the parent the upstream sees.
+	UpstreamSpans bool
+	// MaxPathTagLength bounds http.url (Envoy's default 256).
+	MaxPathTagLength int
 }
 
-// Tracer traces the requests of one connection manager. A nil *Tracer
-// traces nothing and costs one nil check.
+// EnvTag resolves an environment custom tag now, as Envoy resolves it at
+// configuration time.
+func EnvTag(name, env, def string) CustomTag {
+	v, ok := os.LookupEnv(env)
+	if !ok || v == "" {
+		v = def
+	}
+	return CustomTag{Name: name, Literal: v}
+}
+
+// Node describes the proxy in every span (Istio's node attributes).
+type Node struct {
+	ID                string
+	Namespace         string
+	CanonicalService  string
+	CanonicalRevision string
+	MeshID            string
+}
+
+// Tracer starts spans for one connection manager configuration.
 type Tracer struct {
-	tracer    trace.Tracer
-	threshold uint64 // of 10000
-	set       Settings
-	static    []attribute.KeyValue // literal and environment tags, resolved once
+	cfg  *Config
+	exp  *Exporter // nil: spans are not reported
+	node Node
 }
 
-// NewTracer binds settings to an OpenTelemetry tracer (from a provider
-// whose sampler samples every span: the Tracer decides).
-func NewTracer(t trace.Tracer, s Settings) *Tracer {
-	pct := s.SamplingPercent
-	if pct < 0 {
-		pct = 0
-	}
-	if pct > 100 {
-		pct = 100
-	}
-	tr := &Tracer{tracer: t, threshold: uint64(pct*100 + 0.5), set: s}
-	tr.static = append(tr.static, attribute.String("component", "proxy"))
-	if s.NodeID != "" {
-		tr.static = append(tr.static, attribute.String("node_id", s.NodeID))
-	}
-	for _, tag := range s.Tags {
-		switch tag.Kind {
-		case TagLiteral:
-			tr.static = append(tr.static, attribute.String(tag.Name, tag.Value))
-		case TagEnvironment:
-			v, ok := os.LookupEnv(tag.Value)
-			if !ok {
-				v = tag.Default
-			}
-			tr.static = append(tr.static, attribute.String(tag.Name, v))
-		}
-	}
-	return tr
-}
+// Config returns the compiled configuration.
+func (t *Tracer) Config() *Config { return t.cfg }
 
-// Sampled is Envoy's decision for a request without an incoming one: a
-// hash of its x-request-id against the percentage, so every proxy that
-// sees the same request id decides the same way (random without one).
-func (t *Tracer) Sampled(requestID string) bool {
-	if t.threshold >= 10000 {
-		return true
-	}
-	if t.threshold == 0 {
-		return false
-	}
-	var n uint64
-	if requestID != "" {
-		n = xxhash.Sum64String(requestID)
-	} else {
-		n = rand.Uint64()
-	}
-	return n%10000 < t.threshold
-}
+// Span kinds.
+const (
+	KindServer = iota
+	KindClient
+)
 
-// Span is one request's trace state.
+// Attr is a span attribute; Envoy's tags are strings.
+type Attr struct{ Key, Value string }
+
+// Span is one traced operation. Fields are written by one goroutine (the
+// request's) until Finish hands the span to the exporter.
 type Span struct {
-	t        *Tracer
-	in       Context
-	sampled  bool
-	span     trace.Span // nil when not sampled
-	ctx      context.Context
-	traceID  TraceID
-	spanID   SpanID // this proxy's span (or, unsampled, the id sent on)
-	attempt  trace.Span
-	attempts int
+	tr      *Tracer
+	Context SpanContext
+	Parent  SpanID
+	Name    string
+	Kind    int
+	Start   time.Time
+	End     time.Time
+	Attrs   []Attr
+	Error   bool
 }
 
-// Request is what the tracer needs about the request at its start.
-type Request struct {
-	Headers   Carrier
-	RequestID string
-	Start     time.Time
-	// Operation is the span name (Envoy: the route's decorator, Istio's
-	// "<host>:<port>/*"; here the authority and "/*" unless set).
-	Operation string
+// Sampled reports whether the span will be exported.
+func (s *Span) Sampled() bool { return s.Context.Sampled == SampledYes }
+
+// SetAttr adds an attribute (only worth calling on a sampled span).
+func (s *Span) SetAttr(k, v string) { s.Attrs = append(s.Attrs, Attr{k, v}) }
+
+// Start begins the server span of a request: it continues the incoming
+// trace when the request carries a valid context, honouring its sampling
+// decision; otherwise it starts a trace and decides from the request ID,
+// so every hop seeing the same x-request-id decides alike (Envoy derives
+// its decision from x-request-id too).
+func (t *Tracer) Start(h Header, requestID string, start time.Time) *Span {
+	in, ok := Extract(h)
+	s := &Span{tr: t, Kind: KindServer, Start: start}
+	if ok {
+		s.Context.TraceID = in.TraceID
+		s.Context.TraceState = in.TraceState
+		s.Parent = in.SpanID
+	} else {
+		s.Context.TraceID = newTraceID()
+	}
+	s.Context.SpanID = newSpanID()
+	s.Context.Sampled = in.Sampled
+	if s.Context.Sampled == SampledUnknown {
+		s.Context.Sampled = SampledNo
+		if t.sample(requestID) {
+			s.Context.Sampled = SampledYes
+		}
+	}
+	return s
 }
 
-// Start begins a request's trace: reads the incoming context, decides
-// sampling and, when sampled, starts the server span.
-func (t *Tracer) Start(ctx context.Context, r Request) *Span {
-	s := &Span{t: t, in: Extract(r.Headers)}
+func (t *Tracer) sample(requestID string) bool {
 	switch {
-	case s.in.Decided:
-		s.sampled = s.in.Sampled
-	default:
-		s.sampled = t.Sampled(r.RequestID)
+	case t.cfg.Sampling >= 10000:
+		return true
+	case t.cfg.Sampling == 0:
+		return false
+	case requestID == "":
+		return rand.Uint32N(10000) < t.cfg.Sampling
 	}
-	if !s.sampled {
-		// Nothing is recorded; the upstream still gets the trace (the
-		// caller's, or a new one) with the decision not to sample.
-		s.traceID, s.spanID = s.in.TraceID, s.in.SpanID
-		if !s.in.Valid() {
-			s.traceID, s.spanID = newTraceID(), newSpanID()
+	f := fnv.New64a()
+	f.Write([]byte(requestID))
+	return uint32(f.Sum64()%10000) < t.cfg.Sampling
+}
+
+// Child starts a client span under s (an upstream attempt).
+func (s *Span) Child(name string, start time.Time) *Span {
+	c := &Span{tr: s.tr, Kind: KindClient, Name: name, Start: start, Parent: s.Context.SpanID}
+	c.Context = s.Context
+	c.Context.SpanID = newSpanID()
+	return c
+}
+
+// Finish ends the span and, when sampled and reported, queues it for
+// export.
+func (s *Span) Finish(end time.Time) {
+	s.End = end
+	if s.Sampled() && s.tr.exp != nil {
+		s.tr.exp.enqueue(s)
+	}
+}
+
+// Node returns the proxy's identity.
+func (t *Tracer) Node() *Node { return &t.node }
+
+func newTraceID() TraceID {
+	var t TraceID
+	for !t.IsValid() {
+		a, b := rand.Uint64(), rand.Uint64()
+		for i := 0; i < 8; i++ {
+			t[i], t[8+i] = byte(a>>(8*i)), byte(b>>(8*i))
 		}
-		return s
-	}
-	if s.in.Valid() {
-		psc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID(s.in.TraceID), SpanID: trace.SpanID(s.in.SpanID),
-			TraceFlags: trace.FlagsSampled, Remote: true})
-		if s.in.TraceState != "" {
-			if ts, err := trace.ParseTraceState(s.in.TraceState); err == nil {
-				psc = psc.WithTraceState(ts)
-			}
-		}
-		ctx = trace.ContextWithRemoteSpanContext(ctx, psc)
-	}
-	op := r.Operation
-	s.ctx, s.span = t.tracer.Start(ctx, op, trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(r.Start),
-		trace.WithAttributes(t.static...))
-	sc := s.span.SpanContext()
-	s.traceID, s.spanID = TraceID(sc.TraceID()), SpanID(sc.SpanID())
-	for _, tag := range t.set.Tags {
-		if tag.Kind == TagHeader {
-			v := r.Headers.Get(tag.Value)
-			if v == "" {
-				v = tag.Default
-			}
-			if v != "" {
-				s.span.SetAttributes(attribute.String(tag.Name, v))
-			}
-		}
-	}
-	return s
-}
-
-// IsSampled reports whether the request is recorded.
-func (s *Span) IsSampled() bool { return s.sampled }
-
-// TraceID is the request's trace.
-func (s *Span) TraceID() TraceID { return s.traceID }
-
-// Inject writes the trace context for a request sent upstream without an
-// attempt span (or when upstream spans are off).
-func (s *Span) Inject(h Carrier) {
-	Inject(h, s.traceID, s.spanID, s.sampled, s.in.Format, s.in.TraceState, s.t.set.B3)
-}
-
-// StartAttempt begins a client span for one upstream try (Envoy's
-// "router <cluster> egress") and injects its context into h; without
-// sampling or with upstream spans off it injects the request's context.
-func (s *Span) StartAttempt(h Carrier, cluster, host string) {
-	s.attempts++
-	if !s.sampled || s.t.set.NoUpstreamSpans {
-		s.Inject(h)
-		return
-	}
-	_, s.attempt = s.t.tracer.Start(s.ctx, "router "+cluster+" egress", trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("component", "proxy"), attribute.String("upstream_cluster", cluster),
-			attribute.String("upstream_cluster.name", cluster), attribute.String("upstream_address", host),
-			attribute.Int("retry.attempt", s.attempts-1)))
-	sc := s.attempt.SpanContext()
-	Inject(h, TraceID(sc.TraceID()), SpanID(sc.SpanID()), true, s.in.Format, s.in.TraceState, s.t.set.B3)
-}
-
-// EndAttempt ends the current attempt's span with its status (0: no
-// response) and, for failures, Envoy's reason.
-func (s *Span) EndAttempt(status int, failure string) {
-	if s.attempt == nil {
-		return
-	}
-	if status > 0 {
-		s.attempt.SetAttributes(attribute.Int("http.status_code", status))
-	}
-	if failure != "" || status >= 500 || status == 0 {
-		s.attempt.SetAttributes(attribute.Bool("error", true))
-		s.attempt.SetStatus(codes.Error, failure)
-	}
-	s.attempt.End()
-	s.attempt = nil
-}
-
-// Outcome is what the request's span records at its end.
-type Outcome struct {
-	Method, URL, Protocol, UserAgent, RequestID, Flags string
-	Status                                             int
-	Cluster, DownstreamCluster, PeerAddress            string
-	RequestSize, ResponseSize                          int64
-}
-
-// Finish ends the request's span with Envoy's tags.
-func (s *Span) Finish(o *Outcome) {
-	s.EndAttempt(0, "")
-	if s.span == nil {
-		return
-	}
-	attrs := make([]attribute.KeyValue, 0, 14)
-	attrs = append(attrs,
-		attribute.String("http.method", o.Method), attribute.String("http.url", o.URL),
-		attribute.String("http.protocol", o.Protocol), attribute.String("http.status_code", strconv.Itoa(o.Status)),
-		attribute.String("response_flags", o.Flags), attribute.String("guid:x-request-id", o.RequestID),
-		attribute.String("user_agent", o.UserAgent), attribute.String("request_size", strconv.FormatInt(o.RequestSize, 10)),
-		attribute.String("response_size", strconv.FormatInt(o.ResponseSize, 10)),
-		attribute.String("downstream_cluster", orDash(o.DownstreamCluster)),
-	)
-	if o.PeerAddress != "" {
-		attrs = append(attrs, attribute.String("peer.address", o.PeerAddress))
-	}
-	if o.Cluster != "" {
-		attrs = append(attrs, attribute.String("upstream_cluster", o.Cluster), attribute.String("upstream_cluster.name", o.Cluster))
-	}
-	if o.Status >= 500 || o.Status == 0 {
-		attrs = append(attrs, attribute.String("error", "true"))
-		s.span.SetStatus(codes.Error, "")
-	}
-	s.span.SetAttributes(attrs...)
-	s.span.End()
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func newTraceID() (t TraceID) {
-	binary.BigEndian.PutUint64(t[:8], rand.Uint64())
-	binary.BigEndian.PutUint64(t[8:], rand.Uint64())
-	if t == (TraceID{}) {
-		_, _ = crand.Read(t[:])
 	}
 	return t
 }
 
-func newSpanID() (s SpanID) {
-	binary.BigEndian.PutUint64(s[:], rand.Uint64()|1)
+func newSpanID() SpanID {
+	var s SpanID
+	for !s.IsValid() {
+		a := rand.Uint64()
+		for i := 0; i < 8; i++ {
+			s[i] = byte(a >> (8 * i))
+		}
+	}
 	return s
 }
