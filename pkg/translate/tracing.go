@@ -115,6 +115,8 @@ func (t *translator) tracing() *hcmv3.HttpConnectionManager_Tracing {
 	}
 	out := &hcmv3.HttpConnectionManager_Tracing{
 		RandomSampling: &typev3.Percent{Value: tr.SamplingPercent},
+		// A client span per upstream attempt, so retries show.
+		SpawnUpstreamSpan: wrapperspb.Bool(true),
 	}
 	for _, tag := range tr.Tags {
 		ct := &tracingv3.CustomTag{Tag: tag.Name}
