@@ -258,7 +258,7 @@ func TestTracingOTLPW3CParentAndAttributes(t *testing.T) {
 	col := startOTLP(t)
 	e := startTraced(t, &translate.Tracing{SamplingPercent: 0, ServiceName: "istio-ingressgateway.istio-system",
 		Provider: &translate.TracingProvider{Name: "otel", Kind: "opentelemetry", Service: "127.0.0.1", Port: col.port},
-		Tags: []translate.TracingTag{{Name: "team", Literal: "edge"}, {Name: "tenant", Header: "x-tenant", Default: "none"}}})
+		Tags:     []translate.TracingTag{{Name: "team", Literal: "edge"}, {Name: "tenant", Header: "x-tenant", Default: "none"}}})
 	// Sampling is 0%: only the incoming sampled flag makes this exported.
 	if c := e.get(t, "/a?q=1", map[string]string{"traceparent": "00-" + inTrace + "-" + inParent + "-01",
 		"tracestate": "vendor=x", "x-request-id": "rid-1", "x-tenant": "acme"}); c != 200 {
@@ -272,7 +272,7 @@ func TestTracingOTLPW3CParentAndAttributes(t *testing.T) {
 	want := map[string]string{"http.method": "GET", "http.url": "http://app.example.com/a?q=1", "http.protocol": "HTTP/1.1",
 		"http.status_code": "200", "guid:x-request-id": "rid-1", "component": "proxy", "response_flags": "-",
 		"upstream_cluster": "outbound|80||app.default.svc.cluster.local", "node_id": e.p.Proxy.Node().Id,
-		"upstream_cluster.name": "outbound|80||app.default.svc.cluster.local",
+		"upstream_cluster.name":   "outbound|80||app.default.svc.cluster.local",
 		"istio.canonical_service": "istio-ingressgateway", "istio.namespace": "istio-system",
 		"team": "edge", "tenant": "acme"}
 	for k, v := range want {
