@@ -86,7 +86,7 @@ func (c *otlpCollector) Export(_ context.Context, r *coltrace.ExportTraceService
 	return &coltrace.ExportTraceServiceResponse{}, nil
 }
 
-func startOTLP(t *testing.T) *otlpCollector {
+func startOTLP(t testing.TB) *otlpCollector {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +135,9 @@ func startZipkin(t *testing.T) *zipkinReceiver {
 // traceBackend records the propagation headers of each request and
 // answers 503 to the first request of a path ending in /flaky.
 type traceBackend struct {
-	port  uint32
+	port uint32
+	// keep: record headers (benchmarks turn it off).
+	keep  bool
 	mu    sync.Mutex
 	seen  []http.Header
 	flaky atomic.Int32
@@ -147,17 +149,19 @@ func (b *traceBackend) headers() []http.Header {
 	return append([]http.Header(nil), b.seen...)
 }
 
-func startTraceBackend(t *testing.T) *traceBackend {
-	b := &traceBackend{}
+func startTraceBackend(t testing.TB) *traceBackend {
+	b := &traceBackend{keep: true}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.port = uint32(ln.Addr().(*net.TCPAddr).Port)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b.mu.Lock()
-		b.seen = append(b.seen, r.Header.Clone())
-		b.mu.Unlock()
+		if b.keep {
+			b.mu.Lock()
+			b.seen = append(b.seen, r.Header.Clone())
+			b.mu.Unlock()
+		}
 		io.Copy(io.Discard, r.Body)
 		if strings.HasSuffix(r.URL.Path, "/flaky") && b.flaky.Add(1) == 1 {
 			w.WriteHeader(503)
@@ -202,7 +206,7 @@ type tracedEdge struct {
 	b  *traceBackend
 }
 
-func startTraced(t *testing.T, tr *translate.Tracing) *tracedEdge {
+func startTraced(t testing.TB, tr *translate.Tracing) *tracedEdge {
 	t.Helper()
 	b := startTraceBackend(t)
 	cp := testenv.StartControlPlane(t, "")
