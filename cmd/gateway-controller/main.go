@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/portico-gateway/portico/pkg/telemetry"
 	"net"
 	"net/http"
 	"os"
@@ -59,7 +60,9 @@ type config struct {
 	// accessLog is meshConfig's access log (nil: Portico's default).
 	accessLog *translate.AccessLog
 	// tracing is meshConfig's tracing (nil: none). See tracing.go.
-	tracing     *translate.Tracing
+	tracing *translate.Tracing
+	// mesh is meshConfig's tracing providers, for Telemetry resources.
+	mesh        *telemetry.Mesh
 	embedded    embeddedProxyConfig
 	kube        kubeConfig
 	xdsSecurity xdsSecurityConfig
@@ -112,7 +115,7 @@ func parseFlags(args []string) (config, error) {
 	if cfg.accessLog, err = loadAccessLog(cfg.meshConfig); err != nil {
 		return cfg, err
 	}
-	if cfg.tracing, err = loadTracing(cfg.meshConfig, cfg.rootNamespace); err != nil {
+	if cfg.mesh, cfg.tracing, err = loadTracing(cfg.meshConfig, cfg.rootNamespace); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
@@ -190,6 +193,7 @@ func runStandalone(ctx context.Context, log logging.Logger, cfg config) error {
 		RootNamespace: cfg.rootNamespace,
 		Registerer:    reg,
 		Translate:     translate.Options{Edge: cfg.edge, AccessLog: cfg.accessLog, Tracing: cfg.tracing},
+		Mesh:          cfg.mesh,
 		// Gateway API Gateways attach to the embedded proxy by default.
 		GatewayAPI: gatewayapi.Options{ControllerName: cfg.gatewayController, DefaultSelector: labels},
 	})

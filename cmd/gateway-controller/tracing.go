@@ -15,26 +15,27 @@ import (
 
 // loadTracing reads meshConfig's extensionProviders (opentelemetry,
 // zipkin), defaultProviders.tracing, enableTracing and
-// defaultConfig.tracing.sampling into the gateways' tracing (nil: none).
-func loadTracing(meshPath, rootNamespace string) (*translate.Tracing, error) {
+// defaultConfig.tracing.sampling into the gateways' tracing (nil: none),
+// and the mesh part Telemetry resources build on.
+func loadTracing(meshPath, rootNamespace string) (*telemetry.Mesh, *translate.Tracing, error) {
 	if meshPath == "" {
-		return nil, nil
+		return &telemetry.Mesh{}, nil, nil
 	}
 	b, err := os.ReadFile(meshPath)
 	if err != nil {
-		return nil, fmt.Errorf("--mesh-config: %w", err)
+		return nil, nil, fmt.Errorf("--mesh-config: %w", err)
 	}
 	j, err := yaml.YAMLToJSON(b)
 	if err != nil {
-		return nil, fmt.Errorf("--mesh-config %s: %w", meshPath, err)
+		return nil, nil, fmt.Errorf("--mesh-config %s: %w", meshPath, err)
 	}
 	mc := &meshv1alpha1.MeshConfig{}
 	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(j, mc); err != nil {
-		return nil, fmt.Errorf("--mesh-config %s: %w", meshPath, err)
+		return nil, nil, fmt.Errorf("--mesh-config %s: %w", meshPath, err)
 	}
 	m, err := telemetry.FromMeshConfig(mc)
 	if err != nil {
-		return nil, fmt.Errorf("--mesh-config %s: %w", meshPath, err)
+		return nil, nil, fmt.Errorf("--mesh-config %s: %w", meshPath, err)
 	}
 	var raw struct {
 		EnableTracing *bool `json:"enableTracing"`
@@ -43,7 +44,7 @@ func loadTracing(meshPath, rootNamespace string) (*translate.Tracing, error) {
 	m.Disabled = raw.EnableTracing != nil && !*raw.EnableTracing
 	tr, problems := telemetry.Tracing(m, telemetry.Scope{RootNamespace: rootNamespace}, nil)
 	if len(problems) > 0 {
-		return nil, fmt.Errorf("--mesh-config %s: defaultProviders.tracing: %s", meshPath, problems[0].Message)
+		return nil, nil, fmt.Errorf("--mesh-config %s: defaultProviders.tracing: %s", meshPath, problems[0].Message)
 	}
-	return tr, nil
+	return m, tr, nil
 }

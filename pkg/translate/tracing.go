@@ -202,3 +202,7 @@ func (t *translator) tracingCluster(have map[string]memoCluster) *ir.Cluster {
 	}
 	return c
 }
+
+// SetTracing replaces the tracing of the next translations (a Telemetry
+// resource changed).
+func (tr *Translator) SetTracing(t *Tracing) { tr.t.opts.Tracing = t }
