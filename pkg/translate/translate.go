@@ -40,6 +40,8 @@ type Options struct {
 	// AccessLog is meshConfig's access log (nil: the stdout logger in
 	// Envoy's default format, unless DisableAccessLog). See accesslog.go.
 	AccessLog *AccessLog
+	// Tracing is the gateway's tracing (nil: none). See tracing.go.
+	Tracing *Tracing
 	// Edge are the HTTP listeners' timeouts and limits (zero: DefaultEdge).
 	Edge Edge
 }
@@ -179,6 +181,16 @@ func (tr *Translator) Translate(p *ir.Proxy) (*Resources, error) {
 		out.Clusters = append(out.Clusters, cl)
 		if cla != nil {
 			claIR[cla] = c
+			out.Endpoints = append(out.Endpoints, cla)
+		}
+	}
+	if c := t.tracingCluster(clusters); c != nil {
+		cl, cla, err := t.cluster(c)
+		if err != nil {
+			return nil, fmt.Errorf("tracing collector cluster %s: %w", c.Name, err)
+		}
+		out.Clusters = append(out.Clusters, cl)
+		if cla != nil {
 			out.Endpoints = append(out.Endpoints, cla)
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/portico-gateway/portico/pkg/proxy/httpx"
 	"github.com/portico-gateway/portico/pkg/proxy/overload"
 	"github.com/portico-gateway/portico/pkg/proxy/router"
+	"github.com/portico-gateway/portico/pkg/proxy/tracing"
 	"github.com/portico-gateway/portico/pkg/proxy/upstream"
 )
 
@@ -248,7 +249,14 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 		x.upstream, x.host = host.Addr, host
 		cluster.Stats.RqTotal.Inc()
 		host.Active.Add(1)
+		var up *tracing.Span
+		if x.span != nil {
+			up = x.injectTrace(cluster)
+		}
 		a := x.try(cluster, host, &body, deadline, policy)
+		if up != nil {
+			x.finishUpstream(up, cluster, host, &a, n)
+		}
 		retriable := false
 		switch a.fail {
 		case failNone:
