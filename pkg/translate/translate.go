@@ -189,8 +189,12 @@ func (tr *Translator) Translate(p *ir.Proxy) (*Resources, error) {
 		if err != nil {
 			return nil, fmt.Errorf("tracing collector cluster %s: %w", c.Name, err)
 		}
+		// Remembered like the others, so the slots below find its IR.
+		clusters[c.Name] = memoCluster{ir: c}
+		clusterIR[cl] = c
 		out.Clusters = append(out.Clusters, cl)
 		if cla != nil {
+			claIR[cla] = c
 			out.Endpoints = append(out.Endpoints, cla)
 		}
 	}
