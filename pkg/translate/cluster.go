@@ -80,6 +80,9 @@ func (t *translator) cluster(c *ir.Cluster) (*clusterv3.Cluster, *endpointv3.Clu
 	default:
 		return nil, nil, fmt.Errorf("unsupported discovery %q", c.Discovery)
 	}
+	// Istio's default load balancer is LEAST_REQUEST (Envoy's own default,
+	// ROUND_ROBIN, is only used when a DestinationRule asks for it).
+	out.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
 	if lb := c.LoadBalancer; lb != nil {
 		p, ok := lbPolicies[lb.Policy]
 		if !ok {
