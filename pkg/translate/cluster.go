@@ -178,7 +178,9 @@ func httpOptions(c *ir.Cluster, l *ir.ConnectionLimits) *httpv3.HttpProtocolOpti
 }
 
 func outlier(o *ir.OutlierDetection) *clusterv3.OutlierDetection {
-	out := &clusterv3.OutlierDetection{}
+	// Istio turns Envoy's success-rate ejection (on by default) off: only
+	// the consecutive-error detectors a DestinationRule names apply.
+	out := &clusterv3.OutlierDetection{EnforcingSuccessRate: wrapperspb.UInt32(0)}
 	enforcing := func(v uint32) *wrapperspb.UInt32Value {
 		if v > 0 {
 			return wrapperspb.UInt32(100)
@@ -211,7 +213,11 @@ func outlier(o *ir.OutlierDetection) *clusterv3.OutlierDetection {
 }
 
 func (t *translator) upstreamTLS(u *ir.UpstreamTLS) *tlsv3.UpstreamTlsContext {
-	common := &tlsv3.CommonTlsContext{AlpnProtocols: u.ALPN}
+	// As Istio: TLS 1.2 to 1.3 (Envoy's client alone stops at 1.2).
+	common := &tlsv3.CommonTlsContext{AlpnProtocols: u.ALPN, TlsParams: &tlsv3.TlsParameters{
+		TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2,
+		TlsMaximumProtocolVersion: tlsv3.TlsParameters_TLSv1_3,
+	}}
 	if u.CertificateSecret != "" {
 		common.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{sdsConfig(u.CertificateSecret)}
 	}

@@ -237,6 +237,9 @@ func routeAction(f *ir.Forward, m ir.Match) (*routev3.RouteAction, error) {
 		a.RequestMirrorPolicies = append(a.RequestMirrorPolicies, &routev3.RouteAction_RequestMirrorPolicy{
 			Cluster:         mi.Cluster,
 			RuntimeFraction: &corev3.RuntimeFractionalPercent{DefaultValue: fractionalPercent(mi.Percent)},
+			// Istio (DISABLE_SHADOW_HOST_SUFFIX, on by default) mirrors with
+			// the request's own Host, not Envoy's "<host>-shadow".
+			DisableShadowHostSuffixAppend: true,
 		})
 	}
 	if rw := f.Rewrite; rw != nil {

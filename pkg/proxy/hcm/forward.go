@@ -944,7 +944,11 @@ func (x *exchange) mirror(route *router.Route, src *bodySource) {
 		if c == nil || !env.mirrorSlot() {
 			continue
 		}
-		req := &httpx.Request{Method: x.req.Method, Target: route.RewriteTarget(x.req.Target), Authority: shadowHost(x.req.Authority),
+		authority := x.req.Authority
+		if !m.KeepHost {
+			authority = shadowHost(authority)
+		}
+		req := &httpx.Request{Method: x.req.Method, Target: route.RewriteTarget(x.req.Target), Authority: authority,
 			Header: x.req.Header.Clone(), Proto: x.req.Proto}
 		timeout := route.Timeout
 		if timeout <= 0 {

@@ -123,6 +123,9 @@ type WeightedCluster struct {
 type Mirror struct {
 	Cluster    string
 	PerMillion uint32
+	// KeepHost sends the request's own Host (disable_shadow_host_suffix_append)
+	// instead of Envoy's default "<host>-shadow".
+	KeepHost bool
 }
 
 // Rewrite changes a request before it goes upstream.
@@ -512,7 +515,8 @@ func compileAction(out *Route, a *routev3.RouteAction) error {
 		out.Retry = rp
 	}
 	for _, m := range a.RequestMirrorPolicies {
-		out.Mirrors = append(out.Mirrors, Mirror{Cluster: m.Cluster, PerMillion: perMillion(m.GetRuntimeFraction().GetDefaultValue())})
+		out.Mirrors = append(out.Mirrors, Mirror{Cluster: m.Cluster, PerMillion: perMillion(m.GetRuntimeFraction().GetDefaultValue()),
+			KeepHost: m.DisableShadowHostSuffixAppend})
 	}
 	out.Rewrite.Prefix = a.PrefixRewrite
 	if rr := a.RegexRewrite; rr != nil {

@@ -160,7 +160,7 @@ func TestCompileActionsAndErrors(t *testing.T) {
 			PrefixRewrite: "/v2/",
 			RetryPolicy: &routev3.RetryPolicy{RetryOn: "5xx,retriable-status-codes", NumRetries: wrapperspb.UInt32(2),
 				RetriableStatusCodes: []uint32{409}, PerTryTimeout: durationpb.New(5e9)},
-			RequestMirrorPolicies: []*routev3.RouteAction_RequestMirrorPolicy{{Cluster: "shadow"}},
+			RequestMirrorPolicies: []*routev3.RouteAction_RequestMirrorPolicy{{Cluster: "shadow"}, {Cluster: "shadow", DisableShadowHostSuffixAppend: true}},
 		}},
 		RequestHeadersToAdd: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "X-A", Value: "1"}, AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}},
 	}
@@ -174,6 +174,9 @@ func TestCompileActionsAndErrors(t *testing.T) {
 	}
 	if got := strings.Join(table.Clusters, ","); got != "shadow,v1,v2" {
 		t.Errorf("referenced clusters = %s", got)
+	}
+	if len(r.Mirrors) != 2 || r.Mirrors[0].KeepHost || !r.Mirrors[1].KeepHost {
+		t.Errorf("mirrors (KeepHost from disable_shadow_host_suffix_append): %+v", r.Mirrors)
 	}
 	if got := r.RewriteTarget("/api/users?id=1"); got != "/v2/users?id=1" {
 		t.Errorf("prefix rewrite = %s", got)
