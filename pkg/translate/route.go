@@ -31,6 +31,8 @@ func (t *translator) virtualHost(vh *ir.VirtualHost) (*routev3.VirtualHost, erro
 		Name:     vh.Name,
 		Domains:  vh.Domains,
 		Metadata: sourceMetadata(vh.Sources, nil),
+		// As Istio's gateways: upstreams see x-envoy-attempt-count.
+		IncludeRequestAttemptCount: true,
 	}
 	if vh.RequireTLS {
 		v.RequireTls = routev3.VirtualHost_ALL

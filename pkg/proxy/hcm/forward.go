@@ -226,6 +226,7 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 	}
 	var tried []*upstream.Host
 	retried := false
+	attempts := 0
 	for n := 0; ; n++ {
 		opts := upstream.PickOptions{Hash: hash, HasHash: hasHash}
 		if policy != nil && policy.PreviousHosts && len(tried) > 0 {
@@ -248,6 +249,11 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 		x.upstream, x.host = host.Addr, host
 		cluster.Stats.RqTotal.Inc()
 		host.Active.Add(1)
+		attempts++
+		if route.AttemptCount {
+			// Envoy's include_request_attempt_count: 1 on the first try.
+			x.req.Header.Set("x-envoy-attempt-count", strconv.Itoa(attempts))
+		}
 		a := x.try(cluster, host, &body, deadline, policy)
 		retriable := false
 		switch a.fail {
@@ -293,6 +299,7 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 			host.Active.Add(-1)
 			tried = tried[:len(tried)-1]
 			x.repicked = true
+			attempts--
 			n--
 			continue
 		default:

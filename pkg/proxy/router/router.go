@@ -77,6 +77,9 @@ type Route struct {
 	Source string // istio config path from metadata, for logs
 	match  matcher
 	Action Action
+	// AttemptCount sends x-envoy-attempt-count upstream (the virtual
+	// host's include_request_attempt_count).
+	AttemptCount bool
 
 	Clusters    []WeightedCluster
 	TotalWeight uint32
@@ -335,6 +338,7 @@ func CompileVirtualHost(v *routev3.VirtualHost) (*CompiledVirtualHost, error) {
 		for _, m := range route.Mirrors {
 			clusters[m.Cluster] = true
 		}
+		route.AttemptCount = v.IncludeRequestAttemptCount
 		vh.Routes = append(vh.Routes, route)
 	}
 	out := &CompiledVirtualHost{VirtualHost: vh}

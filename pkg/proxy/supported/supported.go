@@ -119,7 +119,7 @@ var fields = map[string][]string{
 
 	// Routes.
 	"envoy.config.route.v3.RouteConfiguration": {"name", "virtual_hosts", "validate_clusters", "ignore_port_in_host_matching"},
-	"envoy.config.route.v3.VirtualHost":        {"name", "domains", "routes", "require_tls", "metadata", "typed_per_filter_config"},
+	"envoy.config.route.v3.VirtualHost":        {"name", "domains", "routes", "require_tls", "metadata", "typed_per_filter_config", "include_request_attempt_count"},
 	"envoy.config.route.v3.Route": {"name", "match", "route", "redirect", "direct_response", "metadata",
 		"request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "typed_per_filter_config"},
 	"envoy.config.route.v3.RouteMatch":            {"prefix", "path", "safe_regex", "path_separated_prefix", "case_sensitive", "headers", "query_parameters"},
