@@ -197,6 +197,7 @@ func outlier(o *ir.OutlierDetection) *clusterv3.OutlierDetection {
 	}
 	if o.SplitExternalLocalErr {
 		out.SplitExternalLocalOriginErrors = true
+		out.EnforcingLocalOriginSuccessRate = wrapperspb.UInt32(0) // as Istio
 		if o.ConsecutiveLocal != nil {
 			out.ConsecutiveLocalOriginFailure = wrapperspb.UInt32(*o.ConsecutiveLocal)
 			out.EnforcingConsecutiveLocalOriginFailure = enforcing(*o.ConsecutiveLocal)

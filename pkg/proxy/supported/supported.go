@@ -161,7 +161,7 @@ var fields = map[string][]string{
 	"envoy.config.cluster.v3.OutlierDetection": {"consecutive_5xx", "enforcing_consecutive_5xx", "consecutive_gateway_failure",
 		"enforcing_consecutive_gateway_failure", "interval", "base_ejection_time", "max_ejection_percent",
 		"split_external_local_origin_errors", "consecutive_local_origin_failure", "enforcing_consecutive_local_origin_failure",
-		"enforcing_success_rate"},
+		"enforcing_success_rate", "enforcing_local_origin_success_rate"},
 	"envoy.config.cluster.v3.Cluster.CommonLbConfig":                            {"healthy_panic_threshold"},
 	"envoy.type.v3.Percent":                                                     {"value"},
 	"envoy.config.cluster.v3.Cluster.RingHashLbConfig":                          {"minimum_ring_size"},

@@ -225,6 +225,11 @@ func CompileCluster(c *clusterv3.Cluster) (*ClusterConfig, error) {
 		}
 	}
 	if od := c.OutlierDetection; od != nil {
+		// Success-rate ejection is not implemented: accept it only turned
+		// off, as Istio's translator (and Portico's) sends it.
+		if od.GetEnforcingSuccessRate().GetValue() != 0 || od.GetEnforcingLocalOriginSuccessRate().GetValue() != 0 {
+			return nil, fmt.Errorf("cluster %s: outlier_detection success-rate ejection (enforcing_success_rate > 0) is not supported", c.Name)
+		}
 		pct := func(v interface{ GetValue() uint32 }, def uint32) uint32 {
 			if v == nil {
 				return def

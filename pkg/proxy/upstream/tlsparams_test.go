@@ -4,9 +4,11 @@ import (
 	"crypto/tls"
 	"testing"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // The translator asks for TLS 1.2–1.3 upstream, as Istio does; the proxy
@@ -47,5 +49,20 @@ func TestUpstreamTLSParams(t *testing.T) {
 				t.Errorf("versions = %x..%x, want %x..%x", got.MinVersion, got.MaxVersion, tc.min, tc.max)
 			}
 		})
+	}
+}
+
+// Success-rate ejection is not implemented: the proxy takes it turned off
+// (as Istio and Portico send it) and refuses it turned on.
+func TestOutlierSuccessRateOnlyOff(t *testing.T) {
+	cluster := func(v uint32) *clusterv3.Cluster {
+		return &clusterv3.Cluster{Name: "c", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+			OutlierDetection: &clusterv3.OutlierDetection{Consecutive_5Xx: wrapperspb.UInt32(3), EnforcingSuccessRate: wrapperspb.UInt32(v)}}
+	}
+	if _, err := CompileCluster(cluster(0)); err != nil {
+		t.Errorf("enforcing_success_rate 0: %v", err)
+	}
+	if _, err := CompileCluster(cluster(100)); err == nil {
+		t.Error("enforcing_success_rate 100 compiled; the proxy cannot honour it")
 	}
 }
