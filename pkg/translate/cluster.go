@@ -114,10 +114,13 @@ func (t *translator) cluster(c *ir.Cluster) (*clusterv3.Cluster, *endpointv3.Clu
 	if opts := httpOptions(c, limits); opts != nil {
 		out.TypedExtensionProtocolOptions = map[string]*anypb.Any{HTTPProtocolOptions: toAny(opts)}
 	}
+	// Istio turns Envoy's panic mode (spread over every host once fewer
+	// than 50% are healthy) off on every cluster; a DestinationRule's
+	// outlierDetection.minHealthPercent sets it.
+	out.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 0}}
 	if o := c.Outlier; o != nil {
 		out.OutlierDetection = outlier(o)
-		// Istio maps minHealthPercent to the panic threshold.
-		out.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: float64(o.MinHealthPercent)}}
+		out.CommonLbConfig.HealthyPanicThreshold.Value = float64(o.MinHealthPercent)
 	}
 	if ka := c.TCPKeepalive; ka != nil {
 		k := &corev3.TcpKeepalive{}
