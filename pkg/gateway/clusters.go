@@ -53,9 +53,8 @@ func (b *builder) resolveDestination(errs vsErrors, field string, info *vsInfo, 
 		ck.port = svc.Ports[0].Number
 	case ck.port == 0:
 		errs.add(status.Error, status.DestinationPortSelectorRequired, status.ReasonPortRequired, field+".port",
-			"destination host %q has several ports (%s), so destination.port is required; requests routed to it get 503 (as in Istio)", host, svc.portList())
-		// As Istio: no port is guessed. The route names a cluster with
-		// port 0, which has no endpoints, so requests get 503.
+			"destination host %q has several ports (%s), so destination.port is required; using port %d", host, svc.portList(), svc.Ports[0].Number)
+		ck.port = svc.Ports[0].Number
 	default:
 		if _, ok := svc.port(ck.port); !ok {
 			errs.add(status.Error, status.ReferencedResourceNotFound, status.ReasonDestinationNotFound, field+".port",
