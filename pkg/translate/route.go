@@ -131,7 +131,9 @@ func routeMatch(m ir.Match) (*routev3.RouteMatch, error) {
 		out.CaseSensitive = wrapperspb.Bool(false)
 	}
 	for _, h := range m.Headers {
-		hm := &routev3.HeaderMatcher{Name: h.Name, InvertMatch: h.Invert}
+		// As Istio's withoutHeaders: a request without the header matches
+		// (Envoy would fail an inverted string match on a missing header).
+		hm := &routev3.HeaderMatcher{Name: h.Name, InvertMatch: h.Invert, TreatMissingHeaderAsEmpty: h.Invert && h.Match.Type != ir.MatchPresent}
 		if h.Match.Type == ir.MatchPresent {
 			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
 		} else {

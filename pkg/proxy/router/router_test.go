@@ -230,3 +230,26 @@ func FuzzVirtualHost(f *testing.F) {
 		}
 	})
 }
+
+// Envoy's rule for a missing header: a string matcher fails, inverted or
+// not, unless treat_missing_header_as_empty matches it as "" (what Istio's
+// withoutHeaders, and Portico's translator, send).
+func TestMissingHeaderWithInvertedMatch(t *testing.T) {
+	for _, tc := range []struct {
+		treatMissing bool
+		want         bool
+	}{{false, false}, {true, true}} {
+		r := &routev3.Route{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+			Headers: []*routev3.HeaderMatcher{{Name: "x-env", InvertMatch: true, TreatMissingHeaderAsEmpty: tc.treatMissing,
+				HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "canary"}}}}}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "c"}}}}
+		table, err := Compile(&routev3.RouteConfiguration{VirtualHosts: []*routev3.VirtualHost{{Name: "v", Domains: []string{"*"}, Routes: []*routev3.Route{r}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := table.VirtualHost("x").Match(&httpx.Request{Method: "GET", Target: "/", Authority: "x"}) != nil
+		if got != tc.want {
+			t.Errorf("treat_missing_header_as_empty=%v: request without x-env matched=%v, want %v", tc.treatMissing, got, tc.want)
+		}
+	}
+}

@@ -123,7 +123,7 @@ var fields = map[string][]string{
 	"envoy.config.route.v3.Route": {"name", "match", "route", "redirect", "direct_response", "metadata",
 		"request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove", "typed_per_filter_config"},
 	"envoy.config.route.v3.RouteMatch":            {"prefix", "path", "safe_regex", "path_separated_prefix", "case_sensitive", "headers", "query_parameters"},
-	"envoy.config.route.v3.HeaderMatcher":         {"name", "string_match", "present_match", "invert_match"},
+	"envoy.config.route.v3.HeaderMatcher":         {"name", "string_match", "present_match", "invert_match", "treat_missing_header_as_empty"},
 	"envoy.config.route.v3.QueryParameterMatcher": {"name", "string_match", "present_match"},
 	"envoy.type.matcher.v3.StringMatcher":         {"exact", "prefix", "suffix", "contains", "safe_regex", "ignore_case"},
 	"envoy.type.matcher.v3.RegexMatcher":          {"regex"},
