@@ -26,7 +26,7 @@ need_debian() {
 }
 
 if [[ $what == all || $what == dataplane ]]; then
-  need_debian nginx haproxy
+  need_debian nginx haproxy caddy
   if command -v nginx >/dev/null && [[ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ]] && [[ $(id -u) -eq 0 ]]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnginx-mod-stream >/dev/null || true
   fi

@@ -78,11 +78,17 @@ func (p *pipeline) stop() { p.cancel(); <-p.done }
 // waitFor polls the controller's state until cond holds.
 func (p *pipeline) waitFor(what string, cond func(*controller.State) bool) (*controller.State, error) {
 	deadline := time.Now().Add(5 * time.Minute)
+	var last *controller.State
 	for time.Now().Before(deadline) {
 		if st := p.ctrl.State(); st != nil && cond(st) {
 			return st, nil
+		} else if st != nil {
+			last = st
 		}
 		time.Sleep(time.Millisecond)
+	}
+	if last != nil && len(last.Errors) > 0 {
+		return nil, fmt.Errorf("timed out waiting for %s; the last build failed: %v", what, last.Errors)
 	}
 	return nil, fmt.Errorf("timed out waiting for %s", what)
 }

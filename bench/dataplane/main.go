@@ -1,5 +1,6 @@
-// Command dataplane benchmarks the edge proxy against nginx and haproxy
-// (Debian's packages) and against no proxy at all, in one run on
+// Command dataplane benchmarks the edge proxy against nginx, haproxy and
+// Caddy (Debian's packages), a plain net/http/httputil.ReverseProxy, and
+// no proxy at all, in one run on
 // loopback: HTTP/1.1 keep-alive, HTTPS keep-alive, HTTP/2 over TLS and raw
 // TCP. It reports requests/s, p50/p99 latency and the proxy's CPU time per
 // request — the figure that does not depend on how fast the load
@@ -24,6 +25,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -38,6 +40,7 @@ var profileProto string
 
 type row struct {
 	target, proto string
+	conc          string // "16" connections, or "4×10" HTTP/2 connections × streams
 	res           loadResult
 	cpu           time.Duration // proxy CPU during the measurement window
 }
@@ -53,27 +56,69 @@ func main() {
 	duration := flag.Duration("duration", 5*time.Second, "measurement time per target, protocol and round")
 	rounds := flag.Int("rounds", 3, "interleaved rounds; figures are medians")
 	warmup := flag.Duration("warmup", 2*time.Second, "warm-up before each measurement")
-	conns := flag.Int("conns", 16, "connections (HTTP/1.1, HTTPS, TCP)")
+	conns := flag.String("conns", "16", "connections (HTTP/1.1, HTTPS, TCP); a list (16,64,256) sweeps concurrency")
 	h2conns := flag.Int("h2-conns", 4, "HTTP/2 connections")
-	h2streams := flag.Int("h2-streams", 4, "concurrent HTTP/2 streams per connection")
-	targets := flag.String("targets", "direct,portico,nginx,haproxy", "what to measure")
+	h2streams := flag.String("h2-streams", "4", "concurrent HTTP/2 streams per connection; a list (10,100) sweeps them")
+	idleConns := flag.Int("idle-conns", 0, "also measure memory per idle keep-alive connection with this many (e.g. 10000)")
+	activeStreams := flag.Int("h2-active-streams", 0, "also measure memory per active HTTP/2 stream with this many in flight (e.g. 1000)")
+	targets := flag.String("targets", "direct,portico,nginx,haproxy,caddy,goproxy", "what to measure")
 	protos := flag.String("protos", "http1,https,h2,tcp", "protocols")
 	out := flag.String("out", "", "also write the Markdown table to this file")
 	pin := flag.Bool("pin", true, "pin proxies to the last CPU and the load to the others (needs 2+ CPUs)")
 	cpuprofile := flag.String("portico-cpuprofile", "", "write a CPU profile of the edge proxy for HTTP/1.1 to this file")
 	flag.StringVar(&profileProto, "portico-profile-proto", "http1", "the protocol -portico-cpuprofile profiles")
 	binDir := flag.String("bin-dir", "", "use the Portico binaries in this directory instead of building them")
+	serveGoProxy := flag.String("serve-goproxy", "", "internal: run the httputil.ReverseProxy target (h1addr,tlsaddr,backend,certdir)")
 	flag.Parse()
+	if *serveGoProxy != "" {
+		if err := runGoProxy(*serveGoProxy); err != nil {
+			fmt.Fprintln(os.Stderr, "goproxy:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	concs, err := intList(*conns)
+	if err == nil {
+		var streams []int
+		if streams, err = intList(*h2streams); err == nil {
+			sweep.conns, sweep.h2conns, sweep.h2streams = concs, *h2conns, streams
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dataplane:", err)
+		os.Exit(2)
+	}
+	sweep.idleConns, sweep.activeStreams = *idleConns, *activeStreams
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *rounds, *duration, *warmup, *conns, *h2conns, *h2streams, strings.Split(*targets, ","), strings.Split(*protos, ","), *out, *pin, *cpuprofile, *binDir); err != nil {
+	if err := run(ctx, *rounds, *duration, *warmup, strings.Split(*targets, ","), strings.Split(*protos, ","), *out, *pin, *cpuprofile, *binDir); err != nil {
 		fmt.Fprintln(os.Stderr, "dataplane:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, rounds int, duration, warmup time.Duration, conns, h2conns, h2streams int, targets, protos []string, out string, pin bool, cpuprofile, binDir string) error {
+// sweep is the concurrency levels measured, and the memory measurements.
+var sweep struct {
+	conns                    []int
+	h2conns                  int
+	h2streams                []int
+	idleConns, activeStreams int
+}
+
+func intList(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%q: want positive whole numbers separated by commas", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func run(ctx context.Context, rounds int, duration, warmup time.Duration, targets, protos []string, out string, pin bool, cpuprofile, binDir string) error {
 	work, err := os.MkdirTemp("", "portico-bench-")
 	if err != nil {
 		return err
@@ -115,7 +160,8 @@ func run(ctx context.Context, rounds int, duration, warmup time.Duration, conns,
 	pool.AppendCertsFromPEM(testpki.Read("ca.crt"))
 	tlsCfg := &tls.Config{ServerName: "bench.example.com", RootCAs: pool, ClientSessionCache: tls.NewLRUClientSessionCache(64)}
 
-	starters := map[string]func(*env) (*target, error){"direct": direct, "portico": portico, "nginx": nginx, "haproxy": haproxy}
+	starters := map[string]func(*env) (*target, error){"direct": direct, "portico": portico, "nginx": nginx, "haproxy": haproxy,
+		"caddy": caddy, "goproxy": goproxy}
 	// Every target runs for the whole benchmark; rounds interleave them so
 	// that drift in the machine's speed affects all alike, and each figure
 	// reported is the median over the rounds.
@@ -130,7 +176,7 @@ func run(ctx context.Context, rounds int, duration, warmup time.Duration, conns,
 		if !ok {
 			return fmt.Errorf("unknown target %q", name)
 		}
-		if (name == "nginx" || name == "haproxy") && !lookPath(name) {
+		if (name == "nginx" || name == "haproxy" || name == "caddy") && !lookPath(name) {
 			fmt.Fprintf(os.Stderr, "skipping %s: not installed (bench/run.sh installs it)\n", name)
 			continue
 		}
@@ -141,43 +187,68 @@ func run(ctx context.Context, rounds int, duration, warmup time.Duration, conns,
 		}
 		running = append(running, t)
 	}
-	samples := map[string][]row{} // target/proto → one row per round
+	// Memory first, on proxies that have served nothing yet (a Go
+	// proxy's heap after the load rounds would hide what a connection
+	// costs).
+	var mem string
+	if sweep.idleConns > 0 || sweep.activeStreams > 0 {
+		if mem, err = measureMemory(ctx, running, tlsCfg, sweep.idleConns, sweep.activeStreams); err != nil {
+			return err
+		}
+	}
+	samples := map[string][]row{} // target/proto/concurrency → one row per round
 	var order []string
+	type level struct {
+		conc           string
+		conns, streams int
+	}
+	levels := func(proto string) []level {
+		var ls []level
+		if proto == "h2" {
+			for _, n := range sweep.h2streams {
+				ls = append(ls, level{fmt.Sprintf("%d×%d", sweep.h2conns, n), sweep.h2conns, n})
+			}
+			return ls
+		}
+		for _, n := range sweep.conns {
+			ls = append(ls, level{fmt.Sprint(n), n, 0})
+		}
+		return ls
+	}
 	for round := 0; round < rounds; round++ {
 		for _, proto := range protos {
-			for i := range running {
-				t := running[(i+round)%len(running)]
-				addr, ok := t.ports[proto]
-				if !ok {
-					continue
-				}
-				spec := loadSpec{proto: proto, addr: addr, tls: tlsCfg, conns: conns, warmup: warmup, duration: duration}
-				if proto == "h2" {
-					spec.conns, spec.streams = h2conns, h2streams
-				}
-				var before time.Duration
-				profile := t.name == "portico" && proto == profileProto && cpuprofile != "" && round == 0
-				res, err := runLoad(ctx, spec, func() {
-					before = proc.CPUTime(t.pids())
-					if profile {
-						go fetchProfile(t, cpuprofile, duration)
+			for _, lv := range levels(proto) {
+				for i := range running {
+					t := running[(i+round)%len(running)]
+					addr, ok := t.ports[proto]
+					if !ok {
+						continue
 					}
-				}, func() {})
-				after := proc.CPUTime(t.pids())
-				if err != nil {
-					dumpLogs(e)
-					return fmt.Errorf("%s %s: %w", t.name, proto, err)
-				}
-				r := row{target: t.name, proto: proto, res: res, cpu: after - before}
-				key := t.name + "/" + proto
-				if _, seen := samples[key]; !seen {
-					order = append(order, key)
-				}
-				samples[key] = append(samples[key], r)
-				fmt.Fprintf(os.Stderr, "round %d  %-8s %-6s %9.0f req/s  p50 %7s  p99 %7s  cpu %6.1f µs/req  errors %d\n", round+1, t.name, proto, res.rps(),
-					res.p50.Round(time.Microsecond), res.p99.Round(time.Microsecond), us(r.cpuPerRequest()), res.errors)
-				if ctx.Err() != nil {
-					return ctx.Err()
+					spec := loadSpec{proto: proto, addr: addr, tls: tlsCfg, conns: lv.conns, streams: lv.streams, warmup: warmup, duration: duration}
+					var before time.Duration
+					profile := t.name == "portico" && proto == profileProto && cpuprofile != "" && round == 0
+					res, err := runLoad(ctx, spec, func() {
+						before = proc.CPUTime(t.pids())
+						if profile {
+							go fetchProfile(t, cpuprofile, duration)
+						}
+					}, func() {})
+					after := proc.CPUTime(t.pids())
+					if err != nil {
+						dumpLogs(e)
+						return fmt.Errorf("%s %s: %w", t.name, proto, err)
+					}
+					r := row{target: t.name, proto: proto, conc: lv.conc, res: res, cpu: after - before}
+					key := t.name + "/" + proto + "/" + lv.conc
+					if _, seen := samples[key]; !seen {
+						order = append(order, key)
+					}
+					samples[key] = append(samples[key], r)
+					fmt.Fprintf(os.Stderr, "round %d  %-8s %-6s %-6s %9.0f req/s  p50 %7s  p99 %7s  cpu %6.1f µs/req  errors %d\n", round+1, t.name, proto, lv.conc, res.rps(),
+						res.p50.Round(time.Microsecond), res.p99.Round(time.Microsecond), us(r.cpuPerRequest()), res.errors)
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
 				}
 			}
 		}
@@ -186,7 +257,10 @@ func run(ctx context.Context, rounds int, duration, warmup time.Duration, conns,
 	for _, key := range order {
 		rows = append(rows, median(samples[key]))
 	}
-	table := report(rows, duration, rounds, conns, h2conns, h2streams, e.proxyCPU != "")
+	table := report(rows, duration, rounds, e.proxyCPU != "")
+	if mem != "" {
+		table += "\n" + mem
+	}
 	fmt.Print(table)
 	if out != "" {
 		return os.WriteFile(out, []byte(table), 0o644)
@@ -248,18 +322,19 @@ func median(rs []row) row {
 	return out
 }
 
-func report(rows []row, duration time.Duration, rounds, conns, h2conns, h2streams int, pinned bool) string {
+func report(rows []row, duration time.Duration, rounds int, pinned bool) string {
 	var b strings.Builder
 	host, _ := os.Hostname()
-	fmt.Fprintf(&b, "Data plane, %s on %s (%d CPUs%s): medians of %d interleaved rounds of %v, %d connections (HTTP/2: %d×%d streams), access logs off.\n\n",
-		time.Now().UTC().Format("2006-01-02"), host, proc.NumCPU(), map[bool]string{true: ", each proxy pinned to one CPU", false: ""}[pinned],
-		rounds, duration, conns, h2conns, h2streams)
-	fmt.Fprintln(&b, "| Protocol | Target | req/s | p50 | p99 | proxy CPU µs/req | CPU vs nginx |")
-	fmt.Fprintln(&b, "| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+	load, _ := os.ReadFile("/proc/loadavg")
+	fmt.Fprintf(&b, "Data plane, %s on %s (%d CPUs%s, load average at the end %s): medians of %d interleaved rounds of %v, access logs off. Concurrency: connections, or HTTP/2 connections × streams each.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04"), host, proc.NumCPU(), map[bool]string{true: ", each proxy pinned to one CPU", false: ""}[pinned],
+		strings.Join(strings.Fields(string(load))[:3], " "), rounds, duration)
+	fmt.Fprintln(&b, "| Protocol | Concurrency | Target | req/s | p50 | p99 | proxy CPU µs/req | CPU vs nginx |")
+	fmt.Fprintln(&b, "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
 	nginxCPU := map[string]time.Duration{}
 	for _, r := range rows {
 		if r.target == "nginx" {
-			nginxCPU[r.proto] = r.cpuPerRequest()
+			nginxCPU[r.proto+"/"+r.conc] = r.cpuPerRequest()
 		}
 	}
 	for _, proto := range []string{"http1", "https", "h2", "tcp"} {
@@ -270,11 +345,11 @@ func report(rows []row, duration time.Duration, rounds, conns, h2conns, h2stream
 			cpu, ratio := "—", "—"
 			if r.target != "direct" {
 				cpu = fmt.Sprintf("%.1f", us(r.cpuPerRequest()))
-				if n := nginxCPU[proto]; n > 0 {
+				if n := nginxCPU[proto+"/"+r.conc]; n > 0 {
 					ratio = fmt.Sprintf("%.2f×", float64(r.cpuPerRequest())/float64(n))
 				}
 			}
-			fmt.Fprintf(&b, "| %s | %s | %.0f | %v | %v | %s | %s |\n", protoNames[proto], r.target, r.res.rps(),
+			fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %v | %v | %s | %s |\n", protoNames[proto], r.conc, r.target, r.res.rps(),
 				r.res.p50.Round(time.Microsecond), r.res.p99.Round(time.Microsecond), cpu, ratio)
 		}
 	}

@@ -195,7 +195,8 @@ master_process on;
 worker_processes %[7]s;
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile 20000;
+events { worker_connections 12000; }
 http {
   access_log off;
   client_body_temp_path %[1]s/body;
@@ -242,7 +243,10 @@ func haproxy(e *env) (*target, error) {
 	h1, h2, tcp := freeAddr(), freeAddr(), freeAddr()
 	conf := fmt.Sprintf(`global
   nbthread %[6]s
-  maxconn 4000
+  maxconn 11000
+  # maxconn implies 2×maxconn descriptors (a server side each), more
+  # than the 20,000 allowed here; idle keep-alive connections need one.
+  no strict-limits
   tune.ssl.default-dh-param 2048
 defaults
   mode http

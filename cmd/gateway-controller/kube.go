@@ -86,7 +86,8 @@ func runKubernetes(ctx context.Context, log logging.Logger, cfg config) error {
 	writer := kube.NewStatusWriter(prov, ports, log.WithName("status"))
 	ctrl := controller.New(log.WithName("controller"), server, writer, controller.Options{
 		DomainSuffix: cfg.domainSuffix, ExtraClasses: ports.Classes, Registerer: ctrlmetrics.Registry, RootNamespace: cfg.rootNamespace,
-		Translate:  translate.Options{Edge: cfg.edge, AccessLog: cfg.accessLog},
+		Translate:  translate.Options{Edge: cfg.edge, AccessLog: cfg.accessLog, Tracing: cfg.tracing},
+		Mesh:       cfg.mesh,
 		GatewayAPI: gatewayapi.Options{ControllerName: cfg.gatewayController},
 	})
 	cs, err := kubernetes.NewForConfig(rc)

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/portico-gateway/portico/pkg/telemetry"
 	"net"
 	"net/http"
 	"os"
@@ -57,7 +58,11 @@ type config struct {
 	edgeConfig    string
 	edge          translate.Edge
 	// accessLog is meshConfig's access log (nil: Portico's default).
-	accessLog   *translate.AccessLog
+	accessLog *translate.AccessLog
+	// tracing is meshConfig's tracing (nil: none). See tracing.go.
+	tracing *translate.Tracing
+	// mesh is meshConfig's tracing providers, for Telemetry resources.
+	mesh        *telemetry.Mesh
 	embedded    embeddedProxyConfig
 	kube        kubeConfig
 	xdsSecurity xdsSecurityConfig
@@ -83,7 +88,7 @@ func parseFlags(args []string) (config, error) {
 	// from waiting long for more changes (Istio waits 100 ms).
 	fs.DurationVar(&cfg.debounceAfter, "debounce-after", 10*time.Millisecond, "wait this long after a change for more before rebuilding (Istio's PILOT_DEBOUNCE_AFTER)")
 	fs.DurationVar(&cfg.debounceMax, "debounce-max", time.Second, "never postpone a rebuild more than this after the first change of a burst")
-	fs.StringVar(&cfg.meshConfig, "mesh-config", "", "Istio MeshConfig YAML (as istiod's /etc/istio/config/mesh); read: pathNormalization, defaultConfig.gatewayTopology.numTrustedProxies, accessLogFile, accessLogEncoding, accessLogFormat")
+	fs.StringVar(&cfg.meshConfig, "mesh-config", "", "Istio MeshConfig YAML (as istiod's /etc/istio/config/mesh); read: pathNormalization, defaultConfig.gatewayTopology.numTrustedProxies, accessLogFile, accessLogEncoding, accessLogFormat, enableTracing, extensionProviders (opentelemetry, zipkin), defaultProviders.tracing, defaultConfig.tracing.sampling")
 	fs.StringVar(&cfg.gatewayController, "gateway-controller-name", gatewayapi.DefaultControllerName, "Gateway API: the GatewayClass spec.controllerName this controller serves")
 	fs.StringVar(&cfg.rootNamespace, "root-namespace", "", "Istio's root namespace: its RequestAuthentications/AuthorizationPolicies without selector apply to every gateway (default: the MeshConfig's rootNamespace, else istio-system)")
 	fs.StringVar(&cfg.edgeConfig, "edge-config", "", "YAML file overriding the HTTP listeners' edge timeouts and limits (see README, Security)")
@@ -108,6 +113,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	cfg.edge = edge
 	if cfg.accessLog, err = loadAccessLog(cfg.meshConfig); err != nil {
+		return cfg, err
+	}
+	if cfg.mesh, cfg.tracing, err = loadTracing(cfg.meshConfig, cfg.rootNamespace); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
@@ -184,7 +192,8 @@ func runStandalone(ctx context.Context, log logging.Logger, cfg config) error {
 		DomainSuffix:  cfg.domainSuffix,
 		RootNamespace: cfg.rootNamespace,
 		Registerer:    reg,
-		Translate:     translate.Options{Edge: cfg.edge, AccessLog: cfg.accessLog},
+		Translate:     translate.Options{Edge: cfg.edge, AccessLog: cfg.accessLog, Tracing: cfg.tracing},
+		Mesh:          cfg.mesh,
 		// Gateway API Gateways attach to the embedded proxy by default.
 		GatewayAPI: gatewayapi.Options{ControllerName: cfg.gatewayController, DefaultSelector: labels},
 	})

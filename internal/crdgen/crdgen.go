@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	securityapi "istio.io/api/security/v1beta1"
+	telemetryapi "istio.io/api/telemetry/v1alpha1"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -61,6 +62,9 @@ var Kinds = []Kind{
 		Group: "security.istio.io", Versions: []string{"v1", "v1beta1"}, Spec: &securityapi.AuthorizationPolicy{},
 		Columns: []apiextv1.CustomResourceColumnDefinition{
 			col("Action", ".spec.action", "The operation to take."), age}},
+	{Kind: "Telemetry", Singular: "telemetry", Plural: "telemetries", ShortNames: []string{"telemetry"},
+		Group: "telemetry.istio.io", Versions: []string{"v1", "v1alpha1"}, Spec: &telemetryapi.Telemetry{},
+		Columns: []apiextv1.CustomResourceColumnDefinition{age}},
 }
 
 // GroupOf is the kind's API group.

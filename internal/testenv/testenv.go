@@ -201,6 +201,8 @@ type ProxyOptions struct {
 	MaxBufferedRequestBytes  int64
 	// Log receives the proxy's log (default: Logger(t)).
 	Log logr.Logger
+	// TracingFlushInterval: see proxy.Options (tests use a short one).
+	TracingFlushInterval time.Duration
 }
 
 // StartProxy runs an edge proxy connected to addr.
@@ -226,6 +228,7 @@ func StartProxy(t testing.TB, addr string, o ProxyOptions) *Proxy {
 		XDSAddress: addr, SOTW: o.SOTW, DrainTime: o.DrainTime, PortMap: pm, AccessLog: logBuf,
 		WarmingTimeout: 5 * time.Second, TerminationDrain: o.TerminationDrain, StatusAddress: o.StatusAddress,
 		MaxDownstreamConnections: o.MaxDownstreamConnections, MaxBufferedRequestBytes: o.MaxBufferedRequestBytes,
+		TracingFlushInterval: o.TracingFlushInterval,
 	}, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	tp := &Proxy{Proxy: p, Ports: pm, Log: logBuf, cancel: cancel, done: make(chan struct{})}

@@ -6,6 +6,7 @@ package controller
 
 import (
 	"context"
+	"github.com/portico-gateway/portico/pkg/telemetry"
 	"slices"
 	"sync"
 	"time"
@@ -31,6 +32,9 @@ type StatusSink interface {
 
 // Options configure the controller.
 type Options struct {
+	// Mesh is meshConfig's tracing; when set, Telemetry resources
+	// (telemetry.istio.io) adjust it per class, live (see telemetry.go).
+	Mesh *telemetry.Mesh
 	// StaticClasses are proxy classes always built, connected or not (the
 	// embedded proxy's, in standalone mode).
 	StaticClasses []map[string]string
@@ -70,11 +74,13 @@ type State struct {
 
 // Controller is the pipeline.
 type Controller struct {
-	log     logr.Logger
-	xds     *xds.Server
-	opts    Options
-	sink    StatusSink
-	metrics *metrics
+	// telemetryLogged: Telemetry problems already logged.
+	telemetryLogged map[string]bool
+	log             logr.Logger
+	xds             *xds.Server
+	opts            Options
+	sink            StatusSink
+	metrics         *metrics
 
 	updates chan struct{}
 	mu      sync.Mutex

@@ -212,5 +212,14 @@ func TestStandalonePipeline(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.Contains(string(b), want) {
 			t.Errorf("%s: %d, want %q in:\n%.400s", path, resp.StatusCode, want, b)
 		}
+		// The published virtual hosts and clusters are compact
+		// stand-ins: the dump must show their content, not only names.
+		if path == "/debug/config_dump" {
+			for _, want := range []string{`"domains"`, "counter.new.example.com", `"connect_timeout"`} {
+				if !strings.Contains(string(b), want) {
+					t.Errorf("%s: want %q in:\n%.2000s", path, want, b)
+				}
+			}
+		}
 	}
 }

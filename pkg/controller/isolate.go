@@ -117,6 +117,7 @@ func (c *Controller) attempt(res *resource.Resources, classes []map[string]strin
 			t = translate.NewTranslator(c.opts.Translate)
 			c.translators[p.Name] = t
 		}
+		t.SetTracing(c.tracingFor(res, p))
 		tr, err := t.Translate(p)
 		if err != nil {
 			att.errs[p.Name] = fmt.Errorf("translating: %w", err)

@@ -717,3 +717,43 @@ func TestAccessLogEscapesControlCharacters(t *testing.T) {
 		t.Errorf("user agent not escaped: %s", line)
 	}
 }
+
+// A keep-alive connection idle for longer than the proxy keeps its read
+// buffer (hcm's idleRelease, 1 s) serves its next request, also one whose
+// head arrives in pieces.
+func TestKeepAliveAfterLongIdle(t *testing.T) {
+	p, _ := startEdge(t, translate.DefaultEdge(), testenv.ProxyOptions{})
+	c, err := net.Dial("tcp", p.Addr(80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	get := func(parts ...string) {
+		t.Helper()
+		for i, part := range parts {
+			if i > 0 {
+				time.Sleep(100 * time.Millisecond) // the head arrives in pieces
+			}
+			if _, err := io.WriteString(c, part); err != nil {
+				t.Fatal(err)
+			}
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Close {
+			t.Fatalf("status %d, close %v", resp.StatusCode, resp.Close)
+		}
+	}
+	get("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	// Idle past the release: what is tested is the idle period itself.
+	time.Sleep(1500 * time.Millisecond)
+	get("GET / HTTP/1.1\r\n", "Host: a\r\n", "\r\n")
+	time.Sleep(1500 * time.Millisecond)
+	get("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+}

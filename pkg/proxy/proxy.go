@@ -43,6 +43,7 @@ import (
 	"github.com/portico-gateway/portico/pkg/proxy/router"
 	"github.com/portico-gateway/portico/pkg/proxy/stats"
 	"github.com/portico-gateway/portico/pkg/proxy/supported"
+	"github.com/portico-gateway/portico/pkg/proxy/tracing"
 	"github.com/portico-gateway/portico/pkg/proxy/upstream"
 	"github.com/portico-gateway/portico/pkg/proxy/xdsclient"
 	ptls "github.com/portico-gateway/portico/pkg/tls"
@@ -55,10 +56,13 @@ var Version = "portico-edge-proxy/" + version.Version
 
 // Options configure a proxy.
 type Options struct {
-	NodeID    string
-	Cluster   string
-	Namespace string
-	Labels    map[string]string
+	NodeID string
+	// TracingFlushInterval is how long finished spans wait to be sent in
+	// a batch (0: 1s).
+	TracingFlushInterval time.Duration
+	Cluster              string
+	Namespace            string
+	Labels               map[string]string
 	// XDSAddress is the controller's ADS address (host:port).
 	XDSAddress string
 	// SOTW uses state-of-the-world xDS instead of delta.
@@ -144,8 +148,10 @@ type Proxy struct {
 	Listeners *listener.Manager
 	overload  *overload.Manager
 	accessLog *accesslog.Sinks
-	client    *xdsclient.Client
-	routes    atomic.Pointer[map[string]*router.Table]
+	// tracing owns the span exporters of every HCM tracing provider.
+	tracing *tracing.Registry
+	client  *xdsclient.Client
+	routes  atomic.Pointer[map[string]*router.Table]
 
 	mu       sync.Mutex
 	received map[string]bool
@@ -271,8 +277,9 @@ func New(opts Options, log logr.Logger) *Proxy {
 	// Istio's standard metrics, with the proxy as the source workload.
 	p.Istio = istiometrics.New(istiometrics.SourceWorkload(opts.Labels, opts.Namespace, opts.Cluster),
 		version.Version)
+	p.tracing = p.newTracing(log)
 	env := &hcm.Env{Routes: p.routeTable, Clusters: p.Clusters, Stats: p.Stats, AccessLog: p.accessLog, Log: log.WithName("http"), Ctx: p.ctx, Overload: p.overload,
-		Istio: p.Istio}
+		Istio: p.Istio, Tracing: p.tracing}
 	p.Listeners = listener.NewManager(p.ctx, listener.Deps{HTTP: env, Secrets: p.Secrets, Stats: p.Stats, Log: log.WithName("connection"), Overload: p.overload}, opts.DrainTime, opts.PortMap)
 	p.client = xdsclient.New(xdsclient.Options{Address: opts.XDSAddress, Node: p.Node(), SOTW: opts.SOTW, Security: opts.XDSSecurity}, p, log.WithName("xds"))
 	return p
@@ -333,6 +340,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	err := g.Wait()
 	p.cancel()
+	p.tracing.Wait() // a last, bounded flush of queued spans
 	p.Listeners.Close()
 	p.Clusters.Close()
 	return err
@@ -1214,4 +1222,26 @@ func (p *Proxy) updateCertStats() {
 	if first >= 0 {
 		p.Stats.Gauge(stats.Plain("server"), "days_until_first_cert_expiring").Set(first)
 	}
+}
+
+// newTracing returns the span exporters' registry: collectors are reached
+// through the proxy's own clusters (as Envoy's tracers use a named
+// cluster), and spans carry the proxy's node and Istio identity.
+func (p *Proxy) newTracing(log logr.Logger) *tracing.Registry {
+	w := istiometrics.SourceWorkload(p.opts.Labels, p.opts.Namespace, p.opts.Cluster)
+	resolve := func(name string) (string, bool) {
+		c := p.Clusters.Get(name)
+		if c == nil {
+			return "", false
+		}
+		h := c.Pick(upstream.PickOptions{})
+		if h == nil {
+			return "", false
+		}
+		return h.Addr, true
+	}
+	return tracing.NewRegistry(p.ctx, tracing.Options{Resolve: resolve, Log: log.WithName("tracing"),
+		FlushInterval: p.opts.TracingFlushInterval,
+		Node: tracing.Node{ID: p.opts.NodeID, Namespace: p.opts.Namespace, CanonicalService: w.CanonicalService,
+			CanonicalRevision: w.CanonicalRevision}})
 }

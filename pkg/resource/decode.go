@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/client-go/pkg/apis/networking/v1"
 	security "istio.io/client-go/pkg/apis/security/v1"
+	telemetry "istio.io/client-go/pkg/apis/telemetry/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -305,7 +306,15 @@ func decodeObject(tm typeMeta, src *source) ([]Object, error) {
 			return nil, &DecodeError{Key: key, Field: "apiVersion", Err: fmt.Errorf("unsupported version %q of %s (want v1beta1 or v1)", version, SecurityGroup)}
 		}
 	}
-	if group == IstioGroup || group == SecurityGroup {
+	if group == TelemetryGroup {
+		if tm.Kind != KindTelemetry {
+			return nil, &DecodeError{Key: key, Field: "kind", Err: fmt.Errorf("unsupported kind %q of %s", tm.Kind, TelemetryGroup)}
+		}
+		if version != "v1" && version != "v1alpha1" {
+			return nil, &DecodeError{Key: key, Field: "apiVersion", Err: fmt.Errorf("unsupported version %q of %s (want v1 or v1alpha1)", version, TelemetryGroup)}
+		}
+	}
+	if group == IstioGroup || group == SecurityGroup || group == TelemetryGroup {
 		if group == IstioGroup && version != "v1alpha3" && version != "v1beta1" && version != "v1" {
 			return nil, &DecodeError{Key: key, Field: "apiVersion", Err: fmt.Errorf("unsupported version %q of %s (want v1alpha3, v1beta1 or v1)", version, IstioGroup)}
 		}
@@ -514,6 +523,9 @@ func decodeIstio(tm typeMeta, meta metav1.ObjectMeta, src *source) (Object, erro
 		// A policy without spec is Istio's "deny all" (an ALLOW policy
 		// matching nothing), so a missing spec is not an error.
 		o := &security.AuthorizationPolicy{TypeMeta: typ, ObjectMeta: meta}
+		spec, obj, emptySpecOK = &o.Spec, o, true
+	case group == TelemetryGroup:
+		o := &telemetry.Telemetry{TypeMeta: typ, ObjectMeta: meta}
 		spec, obj, emptySpecOK = &o.Spec, o, true
 	case group == SecurityGroup:
 		// PeerAuthentication: mesh mTLS between workloads, not a

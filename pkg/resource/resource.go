@@ -13,6 +13,7 @@ import (
 
 	networking "istio.io/client-go/pkg/apis/networking/v1"
 	security "istio.io/client-go/pkg/apis/security/v1"
+	telemetry "istio.io/client-go/pkg/apis/telemetry/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -36,6 +37,9 @@ const (
 	// both decode to the v1 Go types.
 	KindRequestAuthentication = "RequestAuthentication"
 	KindAuthorizationPolicy   = "AuthorizationPolicy"
+	// KindTelemetry (telemetry.istio.io v1 and v1alpha1, one schema):
+	// tracing, access logging and metrics settings (pkg/telemetry).
+	KindTelemetry = "Telemetry"
 
 	// Kubernetes Gateway API kinds (gateway.networking.k8s.io). Every
 	// served version decodes to the v1 Go types. Their keys carry
@@ -63,6 +67,9 @@ const IstioGroup = "networking.istio.io"
 // SecurityGroup is the API group of the Istio security kinds.
 const SecurityGroup = "security.istio.io"
 
+// TelemetryGroup is the API group of Istio's Telemetry kind.
+const TelemetryGroup = "telemetry.istio.io"
+
 // GroupOf returns the API group of an Istio kind ("" for core kinds).
 func GroupOf(kind string) string {
 	switch kind {
@@ -70,6 +77,8 @@ func GroupOf(kind string) string {
 		return IstioGroup
 	case KindRequestAuthentication, KindAuthorizationPolicy:
 		return SecurityGroup
+	case KindTelemetry:
+		return TelemetryGroup
 	case KindEndpointSlice:
 		return "discovery.k8s.io"
 	case KindGatewayClass, KindHTTPRoute, KindGRPCRoute, KindTLSRoute, KindTCPRoute, KindUDPRoute,
@@ -148,6 +157,8 @@ func KindOf(obj runtime.Object) string {
 		return KindRequestAuthentication
 	case *security.AuthorizationPolicy:
 		return KindAuthorizationPolicy
+	case *telemetry.Telemetry:
+		return KindTelemetry
 	case *gwv1.GatewayClass:
 		return KindGatewayClass
 	case *gwv1.Gateway:
@@ -190,6 +201,7 @@ type Resources struct {
 
 	RequestAuthentications []*security.RequestAuthentication `json:"requestAuthentications,omitempty"`
 	AuthorizationPolicies  []*security.AuthorizationPolicy   `json:"authorizationPolicies,omitempty"`
+	Telemetries            []*telemetry.Telemetry            `json:"telemetries,omitempty"`
 
 	// Kubernetes Gateway API (gateway.networking.k8s.io), all as v1.
 	GatewayClasses     []*gwv1.GatewayClass     `json:"gatewayClasses,omitempty"`
@@ -254,6 +266,9 @@ func (r *Resources) All() []Object {
 	for _, o := range r.AuthorizationPolicies {
 		out = append(out, o)
 	}
+	for _, o := range r.Telemetries {
+		out = append(out, o)
+	}
 	out = appendAll(out, r.GatewayClasses)
 	out = appendAll(out, r.KubeGateways)
 	out = appendAll(out, r.HTTPRoutes)
@@ -291,6 +306,8 @@ func (r *Resources) Add(obj Object) error {
 		r.RequestAuthentications = append(r.RequestAuthentications, o)
 	case *security.AuthorizationPolicy:
 		r.AuthorizationPolicies = append(r.AuthorizationPolicies, o)
+	case *telemetry.Telemetry:
+		r.Telemetries = append(r.Telemetries, o)
 	case *gwv1.GatewayClass:
 		r.GatewayClasses = append(r.GatewayClasses, o)
 	case *gwv1.Gateway:
@@ -336,6 +353,7 @@ func (r *Resources) Sort() {
 	sortObjects(r.Secrets)
 	sortObjects(r.RequestAuthentications)
 	sortObjects(r.AuthorizationPolicies)
+	sortObjects(r.Telemetries)
 	sortObjects(r.GatewayClasses)
 	sortObjects(r.KubeGateways)
 	sortObjects(r.HTTPRoutes)
@@ -409,7 +427,7 @@ func sortObjects[T metav1.Object](list []T) {
 func (r *Resources) Len() int {
 	return len(r.Gateways) + len(r.VirtualServices) + len(r.DestinationRules) +
 		len(r.ServiceEntries) + len(r.Services) + len(r.EndpointSlices) +
-		len(r.Pods) + len(r.Secrets) + len(r.RequestAuthentications) + len(r.AuthorizationPolicies) +
+		len(r.Pods) + len(r.Secrets) + len(r.RequestAuthentications) + len(r.AuthorizationPolicies) + len(r.Telemetries) +
 		len(r.GatewayClasses) + len(r.KubeGateways) + len(r.HTTPRoutes) + len(r.GRPCRoutes) +
 		len(r.TLSRoutes) + len(r.TCPRoutes) + len(r.UDPRoutes) + len(r.ReferenceGrants) +
 		len(r.BackendTLSPolicies) + len(r.Namespaces) + len(r.ConfigMaps)

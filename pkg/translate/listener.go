@@ -133,6 +133,7 @@ func (t *translator) hcm(h *ir.HTTPFilter, tls bool, sec *ir.Security) (*hcmv3.H
 		NormalizePath:    wrapperspb.Bool(true),
 		ServerName:       t.opts.ServerName,
 		AccessLog:        t.accessLog(),
+		Tracing:          t.tracing(),
 	}
 	t.applyEdge(m)
 	if tls && h.ForwardClientCert {

@@ -40,6 +40,8 @@ type Options struct {
 	// AccessLog is meshConfig's access log (nil: the stdout logger in
 	// Envoy's default format, unless DisableAccessLog). See accesslog.go.
 	AccessLog *AccessLog
+	// Tracing is the gateway's tracing (nil: none). See tracing.go.
+	Tracing *Tracing
 	// Edge are the HTTP listeners' timeouts and limits (zero: DefaultEdge).
 	Edge Edge
 }
@@ -74,6 +76,13 @@ func Translate(p *ir.Proxy, opts Options) (*Resources, error) {
 // the xDS server can recognise everything else as unchanged without
 // marshalling it. The output is identical to a fresh translation; the
 // messages it returns must not be modified. Not safe for concurrent use.
+//
+// The memo refers to the messages through their places in the previous
+// output (slots), not directly: the xDS snapshot builder replaces the
+// virtual hosts, clusters and load assignments of a published output by
+// compact stand-ins that encode to the same bytes (pkg/xds/compact.go),
+// and the next build hands back those, so that the full messages are not
+// kept alive by this memo.
 type Translator struct {
 	t        *translator
 	vhosts   map[string]memoVirtualHost
@@ -81,14 +90,14 @@ type Translator struct {
 }
 
 type memoVirtualHost struct {
-	ir  *ir.VirtualHost
-	out *routev3.VirtualHost
+	ir *ir.VirtualHost
+	at **routev3.VirtualHost // in the previous output
 }
 
 type memoCluster struct {
 	ir  *ir.Cluster
-	out *clusterv3.Cluster
-	cla *endpointv3.ClusterLoadAssignment
+	out **clusterv3.Cluster                // in the previous output
+	cla **endpointv3.ClusterLoadAssignment // in the previous output; nil for none
 }
 
 // NewTranslator returns a translator with nothing remembered.
@@ -130,34 +139,59 @@ func (tr *Translator) Translate(p *ir.Proxy) (*Resources, error) {
 		// "host:*" domains; Gateway API conformance checks the
 		// backend sees the client's Host, port included).
 		r := &routev3.RouteConfiguration{Name: rc.Name, ValidateClusters: wrapperspb.Bool(false), IgnorePortInHostMatching: true}
-		for _, vh := range rc.VirtualHosts {
+		r.VirtualHosts = make([]*routev3.VirtualHost, len(rc.VirtualHosts))
+		for i, vh := range rc.VirtualHosts {
 			key := rc.Name + "\x00" + vh.Name
 			m, ok := tr.vhosts[key]
-			if !ok || !reflect.DeepEqual(m.ir, vh) {
+			if ok && reflect.DeepEqual(m.ir, vh) {
+				r.VirtualHosts[i] = *m.at
+			} else {
 				v, err := t.virtualHost(vh)
 				if err != nil {
 					return nil, fmt.Errorf("route configuration %s: %w", rc.Name, err)
 				}
-				m = memoVirtualHost{ir: vh, out: v}
+				r.VirtualHosts[i] = v
 			}
-			vhosts[key] = m
-			r.VirtualHosts = append(r.VirtualHosts, m.out)
+			// The slice is complete in size: the slot stays valid.
+			vhosts[key] = memoVirtualHost{ir: vh, at: &r.VirtualHosts[i]}
 		}
 		out.Routes = append(out.Routes, r)
 	}
+	// Which IR each cluster and load assignment comes from, to set the
+	// memo's slots once the lists are sorted.
+	clusterIR := make(map[*clusterv3.Cluster]*ir.Cluster, len(p.Clusters))
+	claIR := make(map[*endpointv3.ClusterLoadAssignment]*ir.Cluster, len(p.Clusters))
 	for _, c := range p.Clusters {
 		m, ok := tr.clusters[c.Name]
-		if !ok || !reflect.DeepEqual(m.ir, c) {
-			cl, cla, err := t.cluster(c)
-			if err != nil {
+		var cl *clusterv3.Cluster
+		var cla *endpointv3.ClusterLoadAssignment
+		if ok && reflect.DeepEqual(m.ir, c) {
+			cl = *m.out
+			if m.cla != nil {
+				cla = *m.cla
+			}
+		} else {
+			var err error
+			if cl, cla, err = t.cluster(c); err != nil {
 				return nil, fmt.Errorf("cluster %s (from %s): %w", c.Name, refList(c.Sources), err)
 			}
-			m = memoCluster{ir: c, out: cl, cla: cla}
 		}
-		clusters[c.Name] = m
-		out.Clusters = append(out.Clusters, m.out)
-		if m.cla != nil {
-			out.Endpoints = append(out.Endpoints, m.cla)
+		clusters[c.Name] = memoCluster{ir: c}
+		clusterIR[cl] = c
+		out.Clusters = append(out.Clusters, cl)
+		if cla != nil {
+			claIR[cla] = c
+			out.Endpoints = append(out.Endpoints, cla)
+		}
+	}
+	if c := t.tracingCluster(clusters); c != nil {
+		cl, cla, err := t.cluster(c)
+		if err != nil {
+			return nil, fmt.Errorf("tracing collector cluster %s: %w", c.Name, err)
+		}
+		out.Clusters = append(out.Clusters, cl)
+		if cla != nil {
+			out.Endpoints = append(out.Endpoints, cla)
 		}
 	}
 	for _, s := range p.Secrets {
@@ -167,12 +201,22 @@ func (tr *Translator) Translate(p *ir.Proxy) (*Resources, error) {
 		}
 		out.Secrets = append(out.Secrets, sec)
 	}
-	tr.vhosts, tr.clusters = vhosts, clusters
 	sort.Slice(out.Listeners, func(i, j int) bool { return out.Listeners[i].Name < out.Listeners[j].Name })
 	sort.Slice(out.Routes, func(i, j int) bool { return out.Routes[i].Name < out.Routes[j].Name })
 	sort.Slice(out.Clusters, func(i, j int) bool { return out.Clusters[i].Name < out.Clusters[j].Name })
 	sort.Slice(out.Endpoints, func(i, j int) bool { return out.Endpoints[i].ClusterName < out.Endpoints[j].ClusterName })
 	sort.Slice(out.Secrets, func(i, j int) bool { return out.Secrets[i].Name < out.Secrets[j].Name })
+	for i, cl := range out.Clusters {
+		m := clusters[clusterIR[cl].Name]
+		m.out = &out.Clusters[i]
+		clusters[clusterIR[cl].Name] = m
+	}
+	for i, cla := range out.Endpoints {
+		m := clusters[claIR[cla].Name]
+		m.cla = &out.Endpoints[i]
+		clusters[claIR[cla].Name] = m
+	}
+	tr.vhosts, tr.clusters = vhosts, clusters
 	return out, nil
 }
 

@@ -59,7 +59,9 @@ func (s *Server) ProxyView(id string) (*ProxyView, error) {
 		byName := map[string]proto.Message{}
 		for name := range n.current.GetResources(typ) {
 			if m, ok := snap.originals[typ][name]; ok {
-				byName[name] = m
+				// Published virtual hosts, clusters and load
+				// assignments are compact stand-ins (compact.go).
+				byName[name] = expand(m)
 			}
 		}
 		v.Resources[typ] = byName

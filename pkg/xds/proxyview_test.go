@@ -47,6 +47,15 @@ func TestProxyView(t *testing.T) {
 		if len(v.Resources[resourcev3.ListenerType]) == 0 || v.Versions[resourcev3.ListenerType] == "" {
 			t.Errorf("%s: no listeners or version in the view: %+v", id, v.Versions)
 		}
+		// Published virtual hosts, clusters and load assignments are
+		// compact stand-ins; the view holds full messages.
+		for typ, byName := range v.Resources {
+			for name, m := range byName {
+				if len(m.ProtoReflect().GetUnknown()) > 0 {
+					t.Errorf("%s: %s %s is a compact stand-in, not the full message", id, typ, name)
+				}
+			}
+		}
 		var out []string
 		for _, name := range slices.Sorted(maps.Keys(v.Resources[resourcev3.SecretType])) {
 			if strings.HasPrefix(name, "kubernetes://") {

@@ -12,7 +12,9 @@ import (
 	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -48,8 +50,15 @@ type Snapshot struct {
 }
 
 // Originals returns the resources of a type as translated, by name: for
-// inspection (config dumps), not for serving.
-func (s *Snapshot) Originals(typeURL string) map[string]proto.Message { return s.originals[typeURL] }
+// inspection (config dumps), not for serving. Compact stand-ins (see
+// compact.go) are expanded into full messages, new on every call.
+func (s *Snapshot) Originals(typeURL string) map[string]proto.Message {
+	out := make(map[string]proto.Message, len(s.originals[typeURL]))
+	for name, m := range s.originals[typeURL] {
+		out[name] = expand(m)
+	}
+	return out
+}
 
 // Version summarises all type versions.
 func (s *Snapshot) Version() string {
@@ -71,6 +80,8 @@ type memo struct {
 	wire   map[*routev3.VirtualHost][]byte
 	valid  map[string]struct{}
 	routes map[string]*routeMemo // by name
+	// refs are the load assignments compact clusters refer to.
+	refs map[proto.Message][]string
 	// consistent identifies the references last checked by Consistent():
 	// listeners and clusters (which refer) and the names of route
 	// configurations and endpoints (which are referred to).
@@ -93,7 +104,8 @@ func newMemo(like *memo) *memo {
 		like = &memo{}
 	}
 	return &memo{hashes: make(map[proto.Message]string, len(like.hashes)), wire: make(map[*routev3.VirtualHost][]byte, len(like.wire)),
-		valid: make(map[string]struct{}, len(like.valid)), routes: make(map[string]*routeMemo, len(like.routes))}
+		valid: make(map[string]struct{}, len(like.valid)), routes: make(map[string]*routeMemo, len(like.routes)),
+		refs: make(map[proto.Message][]string, len(like.refs))}
 }
 
 // builder versions one snapshot, filling the next memo from the previous.
@@ -102,12 +114,15 @@ type builder struct {
 	opts       proto.MarshalOptions
 	// pre holds what prepare computed in parallel for new messages.
 	pre map[proto.Message]*prepared
+	// enc holds the encodings of new messages of compacted types, from
+	// which their stand-ins are made once the snapshot is complete.
+	enc map[proto.Message][]byte
 }
 
 // prepared is the per-message work of a snapshot, done ahead in parallel.
 type prepared struct {
 	hash    string
-	wire    []byte // the encoding, kept for virtual hosts
+	wire    []byte // the encoding, kept for virtual hosts and compacted types
 	err     error  // marshalling failed
 	checked bool   // validation ran (the hash was not known to be valid)
 	invalid error  // what validation found
@@ -158,11 +173,11 @@ func (b *builder) prepare(byType map[string][]cachetypes.Resource) {
 					continue
 				}
 				r.hash = b.sum(bytes)
-				if _, ok := work[i].(*routev3.VirtualHost); ok {
+				if _, ok := compactFields(work[i]); ok {
 					r.wire = bytes
 				}
 				if _, ok := b.prev.valid[r.hash]; !ok {
-					r.checked, r.invalid = true, validate.Deep(work[i])
+					r.checked, r.invalid = true, validate.Deep(expand(work[i]))
 				}
 			}
 		})
@@ -183,11 +198,17 @@ func (b *builder) sum(bytes []byte) string {
 // previous snapshot did not already hold.
 func (b *builder) hash(m proto.Message) (string, error) {
 	h, ok := b.prev.hashes[m]
+	if refs, ok := b.prev.refs[m]; ok {
+		b.next.refs[m] = refs
+	}
 	if p := b.pre[m]; !ok && p != nil {
 		if p.err != nil {
 			return "", p.err
 		}
 		h, ok = p.hash, true
+		if p.wire != nil {
+			b.enc[m] = p.wire
+		}
 	}
 	if !ok {
 		bytes, err := b.opts.Marshal(m)
@@ -195,6 +216,9 @@ func (b *builder) hash(m proto.Message) (string, error) {
 			return "", err
 		}
 		h = b.sum(bytes)
+		if _, ok := compactFields(m); ok {
+			b.enc[m] = bytes
+		}
 	}
 	b.next.hashes[m] = h
 	return h, nil
@@ -229,7 +253,7 @@ func (b *builder) check(hash string, m proto.Message) error {
 				if p.invalid != nil {
 					return p.invalid
 				}
-			} else if err := validate.Deep(m); err != nil {
+			} else if err := validate.Deep(expand(m)); err != nil {
 				return err
 			}
 		}
@@ -255,7 +279,7 @@ func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, 
 			return "", nil, err
 		}
 		if err := b.check(h, r); err != nil {
-			return "", nil, invalidParts{{msg: r, err: err}}
+			return "", nil, invalidParts{{msg: expand(r), err: err}}
 		}
 		return h, r, nil
 	}
@@ -305,7 +329,8 @@ func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, 
 		}
 		if err := b.check(h, vh); err != nil {
 			// Every invalid virtual host is named, not only the first.
-			invalid = append(invalid, &invalidPart{msg: vh, where: describePart(vh.ProtoReflect()), err: err})
+			full := expand(vh)
+			invalid = append(invalid, &invalidPart{msg: full, where: describePart(full.ProtoReflect()), err: err})
 			continue
 		}
 		sum.Write([]byte(h))
@@ -317,9 +342,14 @@ func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, 
 	}
 	body := make([]byte, 0, size)
 	body = append(body, head...)
-	for _, vb := range encoded {
+	for i, vb := range encoded {
 		body = protowire.AppendTag(body, virtualHostsField, protowire.BytesType)
 		body = protowire.AppendBytes(body, vb)
+		// From now on the virtual host's encoding is the one inside the
+		// body (the memo would otherwise hold every byte twice), capped
+		// so that nothing appends into the body.
+		end := len(body)
+		b.next.wire[rc.VirtualHosts[i]] = body[end-len(vb) : end : end]
 	}
 	wire := &routev3.RouteConfiguration{Name: rc.Name}
 	wire.ProtoReflect().SetUnknown(body)
@@ -341,7 +371,7 @@ func NewSnapshot(res *translate.Resources, prev *memo) (*Snapshot, *memo, error)
 	if prev == nil {
 		prev = newMemo(nil)
 	}
-	b := &builder{prev: prev, next: newMemo(prev), opts: proto.MarshalOptions{Deterministic: true}}
+	b := &builder{prev: prev, next: newMemo(prev), opts: proto.MarshalOptions{Deterministic: true}, enc: map[proto.Message][]byte{}}
 	byType := map[string][]cachetypes.Resource{
 		resourcev3.ClusterType:  toResources(res.Clusters),
 		resourcev3.EndpointType: toResources(res.Endpoints),
@@ -353,6 +383,7 @@ func NewSnapshot(res *translate.Resources, prev *memo) (*Snapshot, *memo, error)
 	snap := &Snapshot{Snapshot: &cachev3.Snapshot{}, Versions: map[string]string{}, hashes: map[string]map[string]string{},
 		originals: map[string]map[string]proto.Message{}}
 	var problems []*Problem
+	swaps := map[proto.Message]proto.Message{}
 	for _, typ := range typeOrder {
 		items := byType[typ]
 		typeHash := sha256.New()
@@ -374,9 +405,22 @@ func NewSnapshot(res *translate.Resources, prev *memo) (*Snapshot, *memo, error)
 				}
 				continue
 			}
+			if wire, ok := b.enc[r]; ok {
+				// Published and kept as a compact stand-in; res and
+				// the memo follow once the whole snapshot is good.
+				if c := compactOf(r, wire); c != r {
+					if typ == resourcev3.ClusterType {
+						// What the consistency check needs of it.
+						b.next.refs[c] = b.edsRefs(r)
+						delete(b.next.refs, r)
+					}
+					swaps[r] = c
+					pub = c
+				}
+			}
 			hashes[name] = hash
 			published = append(published, pub)
-			originals[name] = r
+			originals[name] = pub
 			typeHash.Write([]byte(name))
 			typeHash.Write([]byte(hash))
 		}
@@ -406,10 +450,11 @@ func NewSnapshot(res *translate.Resources, prev *memo) (*Snapshot, *memo, error)
 	}
 	b.next.consistent = key.Sum64()
 	if b.next.consistent != prev.consistent {
-		if err := snap.Consistent(); err != nil {
+		if err := b.consistent(snap); err != nil {
 			return nil, nil, fmt.Errorf("inconsistent snapshot: %w", err)
 		}
 	}
+	b.compact(res, swaps)
 	return snap, b.next, nil
 }
 
@@ -457,3 +502,46 @@ func sources(r cachetypes.Resource) string {
 
 // ErrNoSnapshot is returned for classes nothing was published for.
 var ErrNoSnapshot = errors.New("no snapshot")
+
+// compact replaces, once a snapshot is complete, the messages it made
+// stand-ins for (swaps, and every virtual host, whose encoding is in the
+// memo) by those stand-ins: in the memo, and in res, whose messages the
+// translator hands back for unchanged IR — so that the next build finds
+// them in the memo, and the full messages can be collected.
+func (b *builder) compact(res *translate.Resources, swaps map[proto.Message]proto.Message) {
+	swap := func(from, to proto.Message) {
+		if h, ok := b.next.hashes[from]; ok {
+			delete(b.next.hashes, from)
+			b.next.hashes[to] = h
+		}
+	}
+	for i, c := range res.Clusters {
+		if to, ok := swaps[c]; ok {
+			swap(c, to)
+			res.Clusters[i] = to.(*clusterv3.Cluster)
+		}
+	}
+	for i, e := range res.Endpoints {
+		if to, ok := swaps[e]; ok {
+			swap(e, to)
+			res.Endpoints[i] = to.(*endpointv3.ClusterLoadAssignment)
+		}
+	}
+	for _, rc := range res.Routes {
+		// The route memo shares this slice, so it follows.
+		for i, vh := range rc.VirtualHosts {
+			wire := b.next.wire[vh]
+			if wire == nil || isCompact(vh) {
+				continue
+			}
+			to := compactOf(vh, wire).(*routev3.VirtualHost)
+			if to == vh {
+				continue
+			}
+			swap(vh, to)
+			delete(b.next.wire, vh)
+			b.next.wire[to] = wire
+			rc.VirtualHosts[i] = to
+		}
+	}
+}

@@ -174,16 +174,28 @@ func stalledStreams(n, perStream int, bound uint64) func(context.Context, *Env) 
 		}
 		waitStill(&sent, env.Timeout)
 		heap := heapVerdict(env, before, bound)
-		// The server's stream idle timeout must end every stream.
+		// The server's stream idle timeout must end every stream within
+		// slowWait of the last body byte the proxy took: measured from
+		// that byte, not from when the bytes first looked still (on a
+		// loaded machine a pause of the writers can look like a stall
+		// while the proxy is still reading, and its idle timers restart).
 		states := map[string]bool{}
-		timeout := time.After(slowWait(env))
-		for i := 0; i < n; i++ {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		last, lastChange := sent.Load(), time.Now()
+		for i := 0; i < n; {
 			select {
 			case s := <-results:
 				states[s] = true
-			case <-timeout:
-				states["hang"] = true
-				i = n
+				i++
+			case now := <-tick.C:
+				if v := sent.Load(); v != last {
+					last, lastChange = v, now
+				}
+				if now.Sub(lastChange) > slowWait(env) {
+					states["hang"] = true
+					i = n
+				}
 			}
 		}
 		cancel()

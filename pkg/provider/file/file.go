@@ -33,6 +33,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/client-go/pkg/apis/networking/v1"
 	security "istio.io/client-go/pkg/apis/security/v1"
+	telemetry "istio.io/client-go/pkg/apis/telemetry/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -545,6 +546,7 @@ func (p *Provider) Snapshot() *resource.Resources {
 	index(asObjects(res.Secrets))
 	index(asObjects(res.RequestAuthentications))
 	index(asObjects(res.AuthorizationPolicies))
+	index(asObjects(res.Telemetries))
 	index(asObjects(res.GatewayClasses))
 	index(asObjects(res.KubeGateways))
 	index(asObjects(res.HTTPRoutes))
@@ -679,6 +681,8 @@ func replaceAt(r *resource.Resources, o resource.Object, i int, cloned map[listI
 		r.RequestAuthentications, ok = put(r.RequestAuthentications, v, i, id, cloned)
 	case *security.AuthorizationPolicy:
 		r.AuthorizationPolicies, ok = put(r.AuthorizationPolicies, v, i, id, cloned)
+	case *telemetry.Telemetry:
+		r.Telemetries, ok = put(r.Telemetries, v, i, id, cloned)
 	case *gwv1.GatewayClass:
 		r.GatewayClasses, ok = put(r.GatewayClasses, v, i, id, cloned)
 	case *gwv1.Gateway:

@@ -68,7 +68,7 @@ var istioKinds = []string{resource.KindGateway, resource.KindVirtualService, res
 // securityKinds (security.istio.io) are watched when the cluster serves
 // them: a cluster installed before Portico read them keeps working, with
 // a log line saying policies are not read until the CRDs are installed.
-var securityKinds = []string{resource.KindRequestAuthentication, resource.KindAuthorizationPolicy}
+var securityKinds = []string{resource.KindRequestAuthentication, resource.KindAuthorizationPolicy, resource.KindTelemetry}
 
 // preferredVersions, in the order Portico prefers them (the security kinds
 // have no v1alpha3; the REST mapper skips what a group does not serve).
@@ -162,7 +162,7 @@ func New(opts Options, log logr.Logger) (*Provider, error) {
 	for _, kind := range securityKinds {
 		gvk, err := p.servedVersion(kind)
 		if err != nil {
-			log.Error(err, "not watching this kind: RequestAuthentication/AuthorizationPolicy are NOT enforced until the CRDs are installed and the controller restarted", "kind", kind)
+			log.Error(err, "not watching this kind: RequestAuthentication/AuthorizationPolicy are NOT enforced (Telemetry not applied) until the CRDs are installed and the controller restarted", "kind", kind)
 			continue
 		}
 		p.gvks[kind] = gvk

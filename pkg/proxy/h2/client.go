@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -33,7 +34,18 @@ type ClientConfig struct {
 	// IdleTimeout closes the connection after that long without streams
 	// (0: 1 h).
 	IdleTimeout time.Duration
-	Log         logr.Logger
+	// PingInterval and PingTimeout are the keepalive: after PingInterval
+	// without a frame from the upstream a PING is sent, and when no frame
+	// at all arrives within PingTimeout after it the upstream is taken
+	// for dead (a host that vanished, a black-holed route, a peer that
+	// stopped reading) and the connection is closed, failing its streams,
+	// so that requests go to a new connection rather than waiting on a
+	// socket that will never answer. Defaults 60 s and 20 s (Envoy's
+	// connection_keepalive is the same mechanism); a negative
+	// PingInterval turns the keepalive off.
+	PingInterval time.Duration
+	PingTimeout  time.Duration
+	Log          logr.Logger
 	// OnClose is called once, when the connection has ended.
 	OnClose func()
 }
@@ -61,18 +73,20 @@ type ClientConn struct {
 	cr  countingReader
 	rfr *http2.Framer
 
-	writeReady chan struct{}
-	stopWriter chan struct{}
-	writerDone chan struct{}
+	out        *frameQueue // frames for the peer; buf and fr guarded by mu
 	readerDone chan struct{}
 	finished   chan struct{} // closed when everything has ended
 	idleTimer  *time.Timer
 	closeOnce  sync.Once
 
+	// The keepalive: the reader counts frames, the ping timer (nil when
+	// the keepalive is off) compares the count with the one it saw last.
+	framesRead atomic.Uint64
+	pingTimer  *time.Timer
+	pingAcks   atomic.Uint64
+
 	mu sync.Mutex
 	// Guarded by mu.
-	wbuf              *bytes.Buffer
-	wfr               *http2.Framer
 	henc              *hpack.Encoder
 	hbuf              bytes.Buffer
 	streams           map[uint32]*clientStream
@@ -80,8 +94,7 @@ type ClientConn struct {
 	reserved          int // streams promised to callers of Reserve
 	peerMaxStreams    uint32
 	sendWindow        int64
-	recvWindow        int64
-	connUnacked       int64
+	recv              inflow
 	peerInitialWindow int64
 	peerMaxFrame      uint32
 	goAway            bool
@@ -89,6 +102,8 @@ type ClientConn struct {
 	err               error
 	changed           chan struct{} // closed and replaced on window or buffer changes
 	lastActive        time.Time
+	pingSeen          uint64 // framesRead at the ping timer's last run
+	pingOut           bool   // a keepalive PING is outstanding
 }
 
 // clientStream is one request and its response.
@@ -101,8 +116,7 @@ type clientStream struct {
 	gotHeaders bool
 	respReady  bool // the response headers arrived
 	sendWindow int64
-	recvWindow int64
-	unacked    int64
+	recv       inflow
 	buf        []byte
 	off        int
 	ended      bool // END_STREAM received
@@ -117,61 +131,46 @@ type clientStream struct {
 // for TLS, handshaken with ALPN h2): the client preface and SETTINGS are
 // queued and the reader and writer started.
 func NewClientConn(nc net.Conn, cfg ClientConfig) *ClientConn {
-	if cfg.InitialStreamWindow == 0 {
-		cfg.InitialStreamWindow = 64 << 10
-	}
-	if cfg.InitialConnectionWindow == 0 {
-		cfg.InitialConnectionWindow = 1 << 20
-	}
-	cfg.InitialStreamWindow = min(cfg.InitialStreamWindow, 1<<31-1)
-	cfg.InitialConnectionWindow = min(max(cfg.InitialConnectionWindow, 65535), 1<<31-1)
-	if cfg.MaxHeaderListSize == 0 {
-		cfg.MaxHeaderListSize = 60 << 10
-	}
+	defaultLimits(&cfg.InitialStreamWindow, &cfg.InitialConnectionWindow, &cfg.MaxHeaderListSize)
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = time.Hour
 	}
+	if cfg.PingInterval == 0 {
+		cfg.PingInterval = 60 * time.Second
+	}
+	if cfg.PingTimeout <= 0 {
+		cfg.PingTimeout = 20 * time.Second
+	}
 	c := &ClientConn{nc: nc, cfg: cfg, streams: map[uint32]*clientStream{}, nextID: 1,
-		writeReady: make(chan struct{}, 1), stopWriter: make(chan struct{}),
-		writerDone: make(chan struct{}), readerDone: make(chan struct{}), finished: make(chan struct{}),
+		out: newFrameQueue(), readerDone: make(chan struct{}), finished: make(chan struct{}),
 		// Until the peer's SETTINGS say otherwise (RFC 9113 leaves the
 		// default unlimited; 100 is what servers advertise in practice).
-		peerMaxStreams: 100, sendWindow: 65535, recvWindow: 65535, peerInitialWindow: 65535, peerMaxFrame: 16384,
-		wbuf: new(bytes.Buffer), changed: make(chan struct{}), lastActive: time.Now(),
+		peerMaxStreams: 100, sendWindow: 65535, recv: inflow{avail: 65535}, peerInitialWindow: 65535, peerMaxFrame: 16384,
+		changed: make(chan struct{}), lastActive: time.Now(),
 	}
-	c.wfr = http2.NewFramer(wbufWriterFunc(func(p []byte) (int, error) { return c.wbuf.Write(p) }), nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	c.br = readerPool.Get().(*bufio.Reader)
 	c.br.Reset(nc)
-	c.cr = countingReader{r: c.br, limit: 4*int64(cfg.MaxHeaderListSize) + 64<<10}
-	c.rfr = http2.NewFramer(nil, &c.cr)
-	c.rfr.SetMaxReadFrameSize(maxFrameSize)
-	c.rfr.MaxHeaderListSize = cfg.MaxHeaderListSize
-	c.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.rfr.SetReuseFrames()
+	c.rfr = newFrameReader(&c.cr, c.br, cfg.MaxHeaderListSize)
 
-	c.wbuf.WriteString(http2.ClientPreface)
-	c.wfr.WriteSettings(
+	c.out.buf.WriteString(http2.ClientPreface)
+	c.out.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: cfg.InitialStreamWindow},
 		http2.Setting{ID: http2.SettingMaxFrameSize, Val: maxFrameSize},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: cfg.MaxHeaderListSize},
 	)
-	if d := int64(cfg.InitialConnectionWindow) - c.recvWindow; d > 0 {
-		c.wfr.WriteWindowUpdate(0, uint32(d))
-		c.recvWindow += d
-	}
+	c.out.openConnWindowLocked(&c.recv, cfg.InitialConnectionWindow)
 	// The timer exists before the goroutines that may stop it.
 	c.idleTimer = time.AfterFunc(cfg.IdleTimeout, c.checkIdle)
+	if cfg.PingInterval > 0 {
+		c.pingTimer = time.AfterFunc(cfg.PingInterval, c.keepalive)
+	}
 	go c.writeLoop()
 	go c.readLoop()
-	c.kick()
+	c.out.kick()
 	return c
 }
-
-type wbufWriterFunc func([]byte) (int, error)
-
-func (f wbufWriterFunc) Write(p []byte) (int, error) { return f(p) }
 
 // Reserve claims a stream slot for one request: false when the
 // connection is closing, went away, or has as many streams as the peer
@@ -207,46 +206,16 @@ func (c *ClientConn) broadcastLocked() {
 	c.changed = make(chan struct{})
 }
 
-func (c *ClientConn) kick() {
-	select {
-	case c.writeReady <- struct{}{}:
-	default:
-	}
-}
-
-// writeLoop writes everything queued since its last write in one write.
+// writeLoop runs the connection's batching writer until fail stops it.
 func (c *ClientConn) writeLoop() {
-	defer close(c.writerDone)
-	spare := new(bytes.Buffer)
-	for {
-		stopping := false
-		select {
-		case <-c.writeReady:
-		case <-c.stopWriter:
-			stopping = true
-		}
-		c.mu.Lock()
-		out := c.wbuf
-		c.wbuf = spare
-		failed := c.err != nil && !stopping
-		c.mu.Unlock()
-		if out.Len() > 0 && !failed {
-			if _, err := c.nc.Write(out.Bytes()); err != nil {
-				c.fail(fmt.Errorf("http2: writing to upstream: %w", err))
-			}
-		}
-		if out.Cap() > 4*maxPendingData {
-			out = new(bytes.Buffer)
-		}
-		out.Reset()
-		spare = out
-		c.mu.Lock()
-		c.broadcastLocked()
-		c.mu.Unlock()
-		if stopping {
-			return
-		}
-	}
+	c.out.writeLoop(&c.mu, c.nc, writeHooks{
+		// After a failure only the last batch (a GOAWAY) is still sent.
+		prepareLocked: func(stopping bool) bool { return c.err == nil || stopping },
+		failed: func(err error) {
+			c.fail(fmt.Errorf("http2: writing to upstream: %w", err))
+		},
+		drainedLocked: c.broadcastLocked,
+	})
 }
 
 // fail ends the connection with err: every stream fails, the socket is
@@ -264,12 +233,15 @@ func (c *ClientConn) fail(err error) {
 	c.mu.Unlock()
 	c.closeOnce.Do(func() {
 		c.idleTimer.Stop()
+		if c.pingTimer != nil {
+			c.pingTimer.Stop()
+		}
 		// Frames still queued (a GOAWAY) get a bounded chance to go out.
 		c.nc.SetWriteDeadline(time.Now().Add(lingerTime))
-		close(c.stopWriter)
+		close(c.out.stop)
 		go func() {
 			// Owned by the connection: ends when the writer has.
-			<-c.writerDone
+			<-c.out.done
 			c.nc.Close()
 			<-c.readerDone
 			if c.cfg.OnClose != nil {
@@ -301,6 +273,39 @@ func (c *ClientConn) checkIdle() {
 	c.idleTimer.Reset(max(wait, time.Second))
 }
 
+// keepaliveData is the payload of the keepalive's PINGs.
+var keepaliveData = [8]byte{'p', 'o', 'r', 't', 'i', 'c', 'o', 'k'}
+
+// keepalive runs on the ping timer: a connection that read frames since
+// the last run is alive; one that did not gets a PING, and one that read
+// nothing within the PING's timeout either is closed.
+func (c *ClientConn) keepalive() {
+	n := c.framesRead.Load()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	active := n != c.pingSeen
+	c.pingSeen = n
+	switch {
+	case active:
+		c.pingOut = false
+		c.pingTimer.Reset(c.cfg.PingInterval)
+	case !c.pingOut:
+		c.out.fr.WritePing(false, keepaliveData)
+		c.pingOut = true
+		c.pingTimer.Reset(c.cfg.PingTimeout)
+		c.out.kick()
+	default:
+		c.mu.Unlock()
+		c.cfg.Log.V(1).Info("upstream HTTP/2 connection did not answer a keepalive PING", "timeout", c.cfg.PingTimeout.String(), "remote", c.nc.RemoteAddr().String())
+		c.fail(fmt.Errorf("http2: upstream did not answer a keepalive PING within %v", c.cfg.PingTimeout))
+		return
+	}
+	c.mu.Unlock()
+}
+
 // readLoop reads frames until the connection fails.
 func (c *ClientConn) readLoop() {
 	defer close(c.readerDone)
@@ -312,6 +317,7 @@ func (c *ClientConn) readLoop() {
 		c.cr.n = 0
 		f, err := c.rfr.ReadFrame()
 		if err == nil {
+			c.framesRead.Add(1)
 			err = c.processFrame(f)
 		}
 		if err != nil {
@@ -322,14 +328,14 @@ func (c *ClientConn) readLoop() {
 					c.resetLocked(s, se.Code, fmt.Errorf("http2: upstream protocol error on stream: %w", se))
 				}
 				c.mu.Unlock()
-				c.kick()
+				c.out.kick()
 				continue
 			}
 			if code, ok := connErrCode(err); ok {
 				c.mu.Lock()
-				c.wfr.WriteGoAway(0, code, nil)
+				c.out.fr.WriteGoAway(0, code, nil)
 				c.mu.Unlock()
-				c.kick()
+				c.out.kick()
 				c.cfg.Log.V(1).Info("upstream HTTP/2 connection error", "code", code.String(), "error", err.Error(), "remote", c.nc.RemoteAddr().String())
 				err = fmt.Errorf("http2: upstream connection error %v: %w", code, err)
 			} else {
@@ -365,11 +371,23 @@ func (c *ClientConn) processFrame(f http2.Frame) error {
 	case *http2.PingFrame:
 		if !f.IsAck() {
 			c.mu.Lock()
-			c.wfr.WritePing(true, f.Data)
-			err := c.controlRoomLocked()
+			c.out.fr.WritePing(true, f.Data)
+			err := c.out.controlRoomLocked()
 			c.mu.Unlock()
-			c.kick()
+			c.out.kick()
 			return err
+		}
+		if f.Data == keepaliveData {
+			c.pingAcks.Add(1)
+			// Answered: the next check is an interval from now, not
+			// when the timeout would have run out.
+			c.mu.Lock()
+			if c.pingOut && !c.closed {
+				c.pingOut = false
+				c.pingSeen = c.framesRead.Load()
+				c.pingTimer.Reset(c.cfg.PingInterval)
+			}
+			c.mu.Unlock()
 		}
 		return nil
 	case *http2.GoAwayFrame:
@@ -397,15 +415,6 @@ func (c *ClientConn) processFrame(f http2.Frame) error {
 	return nil // PRIORITY, unknown frames: ignored
 }
 
-// controlRoomLocked: a peer that makes us owe it frames (SETTINGS and
-// PING acknowledgements) faster than it reads them is flooding.
-func (c *ClientConn) controlRoomLocked() error {
-	if c.wbuf.Len() > maxPendingControl {
-		return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
-	}
-	return nil
-}
-
 func (c *ClientConn) processSettings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
 		return nil
@@ -423,8 +432,7 @@ func (c *ClientConn) processSettings(f *http2.SettingsFrame) error {
 			d := int64(s.Val) - c.peerInitialWindow
 			c.peerInitialWindow = int64(s.Val)
 			for _, st := range c.streams {
-				st.sendWindow += d
-				if st.sendWindow > 1<<31-1 {
+				if !growWindow(&st.sendWindow, d) {
 					return http2.ConnectionError(http2.ErrCodeFlowControl)
 				}
 			}
@@ -436,12 +444,12 @@ func (c *ClientConn) processSettings(f *http2.SettingsFrame) error {
 	if err != nil {
 		return err
 	}
-	c.wfr.WriteSettingsAck()
+	c.out.fr.WriteSettingsAck()
 	c.broadcastLocked()
-	if err := c.controlRoomLocked(); err != nil {
+	if err := c.out.controlRoomLocked(); err != nil {
 		return err
 	}
-	c.kick()
+	c.out.kick()
 	return nil
 }
 
@@ -521,10 +529,9 @@ func (c *ClientConn) processData(f *http2.DataFrame) error {
 	n := int64(f.Length)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if n > c.recvWindow {
+	if !c.recv.take(n) {
 		return http2.ConnectionError(http2.ErrCodeFlowControl)
 	}
-	c.recvWindow -= n
 	s := c.streams[f.StreamID]
 	if s == nil || !s.gotHeaders || s.ended {
 		// A stream we reset, or DATA where none belongs: the bytes are
@@ -538,10 +545,9 @@ func (c *ClientConn) processData(f *http2.DataFrame) error {
 		}
 		return nil
 	}
-	if n > s.recvWindow {
+	if !s.recv.take(n) {
 		return http2.ConnectionError(http2.ErrCodeFlowControl)
 	}
-	s.recvWindow -= n
 	data := f.Data()
 	if pad := n - int64(len(data)); pad > 0 {
 		c.grantConnLocked(pad)
@@ -561,12 +567,9 @@ func (c *ClientConn) processData(f *http2.DataFrame) error {
 }
 
 func (c *ClientConn) grantConnLocked(n int64) {
-	c.connUnacked += n
-	if c.connUnacked >= int64(c.cfg.InitialConnectionWindow)/4 {
-		c.wfr.WriteWindowUpdate(0, uint32(c.connUnacked))
-		c.recvWindow += c.connUnacked
-		c.connUnacked = 0
-		c.kick()
+	if inc := c.recv.consumed(n, int64(c.cfg.InitialConnectionWindow)/4); inc > 0 {
+		c.out.fr.WriteWindowUpdate(0, inc)
+		c.out.kick()
 	}
 }
 
@@ -574,12 +577,9 @@ func (c *ClientConn) grantStreamLocked(s *clientStream, n int64) {
 	if s.ended || s.done {
 		return
 	}
-	s.unacked += n
-	if s.unacked >= int64(c.cfg.InitialStreamWindow)/4 {
-		c.wfr.WriteWindowUpdate(s.id, uint32(s.unacked))
-		s.recvWindow += s.unacked
-		s.unacked = 0
-		c.kick()
+	if inc := s.recv.consumed(n, int64(c.cfg.InitialStreamWindow)/4); inc > 0 {
+		c.out.fr.WriteWindowUpdate(s.id, inc)
+		c.out.kick()
 	}
 }
 
@@ -587,13 +587,11 @@ func (c *ClientConn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if f.StreamID == 0 {
-		c.sendWindow += int64(f.Increment)
-		if c.sendWindow > 1<<31-1 {
+		if !growWindow(&c.sendWindow, int64(f.Increment)) {
 			return http2.ConnectionError(http2.ErrCodeFlowControl)
 		}
 	} else if s := c.streams[f.StreamID]; s != nil {
-		s.sendWindow += int64(f.Increment)
-		if s.sendWindow > 1<<31-1 {
+		if !growWindow(&s.sendWindow, int64(f.Increment)) {
 			c.resetLocked(s, http2.ErrCodeFlowControl, errors.New("http2: upstream overflowed a stream window"))
 			return nil
 		}
@@ -607,9 +605,9 @@ func (c *ClientConn) resetLocked(s *clientStream, code http2.ErrCode, err error)
 	if s.done {
 		return
 	}
-	c.wfr.WriteRSTStream(s.id, code)
+	c.out.fr.WriteRSTStream(s.id, code)
 	c.closeStreamLocked(s, err)
-	c.kick()
+	c.out.kick()
 }
 
 // closeStreamLocked fails a stream (when err != nil) and forgets it.
@@ -687,7 +685,7 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	s := &clientStream{c: c, id: c.nextID, headers: make(chan struct{}),
-		sendWindow: c.peerInitialWindow, recvWindow: int64(c.cfg.InitialStreamWindow),
+		sendWindow: c.peerInitialWindow, recv: inflow{avail: int64(c.cfg.InitialStreamWindow)},
 		resp: &http.Response{Proto: "HTTP/2.0", ProtoMajor: 2, Request: req}}
 	c.nextID += 2
 	c.streams[s.id] = s
@@ -709,7 +707,7 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 	if hasBody && req.ContentLength > 0 && req.Header.Get("Content-Length") == "" {
 		enc("content-length", strconv.FormatInt(req.ContentLength, 10))
 	}
-	writeHeaderBlock(c.wfr, s.id, c.hbuf.Bytes(), !hasBody, int(c.peerMaxFrame))
+	writeHeaderBlock(c.out.fr, s.id, c.hbuf.Bytes(), !hasBody, int(c.peerMaxFrame))
 	if !hasBody {
 		s.sentEnd = true
 		if req.Body != nil {
@@ -717,7 +715,7 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	c.mu.Unlock()
-	c.kick()
+	c.out.kick()
 
 	stop := context.AfterFunc(ctx, func() {
 		c.mu.Lock()
@@ -809,7 +807,7 @@ func (s *clientStream) sendBody(ctx context.Context, body io.ReadCloser) {
 				return
 			}
 			allowed := min(int64(len(p)), s.sendWindow, c.sendWindow, int64(c.peerMaxFrame))
-			if (allowed > 0 || len(p) == 0) && c.wbuf.Len() < maxPendingData {
+			if (allowed > 0 || len(p) == 0) && c.out.buf.Len() < maxPendingData {
 				end := rerr == io.EOF && int64(len(p)) == allowed
 				if len(p) == 0 {
 					end, allowed = rerr == io.EOF, 0
@@ -818,7 +816,7 @@ func (s *clientStream) sendBody(ctx context.Context, body io.ReadCloser) {
 						break
 					}
 				}
-				c.wfr.WriteData(s.id, end, p[:allowed])
+				c.out.writeDataLocked(s.id, p[:allowed], end)
 				s.sendWindow -= allowed
 				c.sendWindow -= allowed
 				p = p[allowed:]
@@ -829,7 +827,7 @@ func (s *clientStream) sendBody(ctx context.Context, body io.ReadCloser) {
 					}
 				}
 				c.mu.Unlock()
-				c.kick()
+				c.out.kick()
 				if end {
 					return
 				}

@@ -120,16 +120,12 @@ type Conn struct {
 	cr     countingReader
 	rfr    *http2.Framer
 
-	handlers   sync.WaitGroup
-	writerDone chan struct{}
-	writeReady chan struct{} // wakes the writer (capacity 1)
-	stopWriter chan struct{}
-	idleTimer  *time.Timer
+	handlers  sync.WaitGroup
+	out       *frameQueue // frames for the peer; buf and fr guarded by mu
+	idleTimer *time.Timer
 
 	mu sync.Mutex
 	// Everything below is guarded by mu.
-	wbuf      *bytes.Buffer // frames queued for the writer
-	wfr       *http2.Framer // writes frames into wbuf
 	henc      *hpack.Encoder
 	hbuf      bytes.Buffer
 	streams   map[uint32]*Stream
@@ -140,8 +136,8 @@ type Conn struct {
 	closedAt  int
 	// Windows: what the peer may still send (recv*), what it allows us
 	// to send (send*), and consumed bytes not yet granted back.
-	recvWindow, sendWindow int64
-	connUnacked            int64
+	recv                   inflow
+	sendWindow             int64
 	peerInitialWindow      int64
 	peerMaxFrame           uint32
 	streamRecvInitial      int64
@@ -163,17 +159,7 @@ func NewConn(nc net.Conn, cfg Config, h Handler) *Conn {
 	if cfg.MaxConcurrentStreams == 0 {
 		cfg.MaxConcurrentStreams = 100
 	}
-	if cfg.InitialStreamWindow == 0 {
-		cfg.InitialStreamWindow = 64 << 10
-	}
-	if cfg.InitialConnectionWindow == 0 {
-		cfg.InitialConnectionWindow = 1 << 20
-	}
-	cfg.InitialStreamWindow = min(cfg.InitialStreamWindow, 1<<31-1)
-	cfg.InitialConnectionWindow = min(max(cfg.InitialConnectionWindow, 65535), 1<<31-1)
-	if cfg.MaxHeaderListSize == 0 {
-		cfg.MaxHeaderListSize = 60 << 10
-	}
+	defaultLimits(&cfg.InitialStreamWindow, &cfg.InitialConnectionWindow, &cfg.MaxHeaderListSize)
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 24 * time.Hour
 	}
@@ -181,22 +167,14 @@ func NewConn(nc net.Conn, cfg Config, h Handler) *Conn {
 		cfg.PrefaceTimeout = 10 * time.Second
 	}
 	c := &Conn{nc: nc, cfg: cfg, handler: h, streams: map[uint32]*Stream{},
-		writeReady: make(chan struct{}, 1), stopWriter: make(chan struct{}), writerDone: make(chan struct{}),
-		recvWindow: 65535, sendWindow: 65535, peerInitialWindow: 65535, peerMaxFrame: 16384,
+		out: newFrameQueue(), recv: inflow{avail: 65535}, sendWindow: 65535, peerInitialWindow: 65535, peerMaxFrame: 16384,
 		// Until the client acknowledges our SETTINGS it may use the
 		// default stream window.
 		streamRecvInitial: max(int64(cfg.InitialStreamWindow), 65535),
-		wbuf:              new(bytes.Buffer),
 	}
-	c.wfr = http2.NewFramer(wbufWriter{c}, nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	return c
 }
-
-// wbufWriter lets the write Framer append to whichever buffer is queued.
-type wbufWriter struct{ c *Conn }
-
-func (w wbufWriter) Write(p []byte) (int, error) { return w.c.wbuf.Write(p) }
 
 // countingReader counts the bytes one frame read takes, so a header
 // block that never ends (CONTINUATION frames, even empty ones) is cut off.
@@ -234,25 +212,17 @@ func (c *Conn) Serve(ctx context.Context) {
 		c.nc.Close()
 		return
 	}
-	c.cr = countingReader{r: c.br, limit: 4*int64(c.cfg.MaxHeaderListSize) + 64<<10}
-	c.rfr = http2.NewFramer(nil, &c.cr)
-	c.rfr.SetMaxReadFrameSize(maxFrameSize)
-	c.rfr.MaxHeaderListSize = c.cfg.MaxHeaderListSize
-	c.rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.rfr.SetReuseFrames()
+	c.rfr = newFrameReader(&c.cr, c.br, c.cfg.MaxHeaderListSize)
 
 	c.mu.Lock()
-	c.wfr.WriteSettings(
+	c.out.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.cfg.MaxConcurrentStreams},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: c.cfg.InitialStreamWindow},
 		http2.Setting{ID: http2.SettingMaxFrameSize, Val: maxFrameSize},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: c.cfg.MaxHeaderListSize},
 		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
 	)
-	if d := int64(c.cfg.InitialConnectionWindow) - c.recvWindow; d > 0 {
-		c.wfr.WriteWindowUpdate(0, uint32(d))
-		c.recvWindow += d
-	}
+	c.out.openConnWindowLocked(&c.recv, c.cfg.InitialConnectionWindow)
 	c.lastActive = time.Now()
 	c.started = true
 	if c.shutdownAsked {
@@ -260,7 +230,7 @@ func (c *Conn) Serve(ctx context.Context) {
 	}
 	c.mu.Unlock()
 	go c.writeLoop()
-	c.kick()
+	c.out.kick()
 	c.idleTimer = time.AfterFunc(c.cfg.IdleTimeout, c.checkIdle)
 
 	err := c.readLoop()
@@ -314,7 +284,7 @@ func (c *Conn) readLoop() error {
 			// this burst to handlers (those reset meanwhile are dropped)
 			// and write what the burst owes the peer in one go.
 			if c.dispatch() {
-				c.kick()
+				c.out.kick()
 			}
 		}
 	}
@@ -328,7 +298,7 @@ func (c *Conn) teardown(readErr error) {
 	code, send := connErrCode(readErr)
 	if send && !c.goAwaySent {
 		c.goAwaySent = true
-		c.wfr.WriteGoAway(c.maxID, code, nil)
+		c.out.fr.WriteGoAway(c.maxID, code, nil)
 		c.cfg.Log.V(1).Info("HTTP/2 connection error", "code", code.String(), "error", readErr.Error(), "remote", c.nc.RemoteAddr().String())
 	}
 	// Linger after a GOAWAY either way: closing with the peer's last
@@ -351,8 +321,8 @@ func (c *Conn) teardown(readErr error) {
 	// Frames still queued (GOAWAY, final responses) go out, within a
 	// bounded time even if the peer stopped reading.
 	c.nc.SetWriteDeadline(time.Now().Add(lingerTime))
-	close(c.stopWriter)
-	<-c.writerDone
+	close(c.out.stop)
+	<-c.out.done
 	if linger {
 		if cw, ok := c.nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 			c.nc.SetReadDeadline(time.Now().Add(lingerTime))
@@ -378,53 +348,24 @@ func connErrCode(err error) (http2.ErrCode, bool) {
 	return 0, false
 }
 
-// kick wakes the writer.
-func (c *Conn) kick() {
-	select {
-	case c.writeReady <- struct{}{}:
-	default:
-	}
-}
-
-// writeLoop writes whatever is queued, in one write per wake-up, until
-// the connection is torn down (and then once more).
+// writeLoop runs the connection's batching writer until teardown.
 func (c *Conn) writeLoop() {
-	defer close(c.writerDone)
-	spare := new(bytes.Buffer)
-	for {
-		stopping := false
-		select {
-		case <-c.writeReady:
-		case <-c.stopWriter:
-			stopping = true
-		}
-		c.mu.Lock()
-		out := c.wbuf
-		c.wbuf = spare
-		failed, closed := c.writeErr != nil, c.closed
-		c.mu.Unlock()
-		if out.Len() > 0 && !failed {
-			c.pushWriteDeadline(stopping || closed)
-			_, err := c.nc.Write(out.Bytes())
-			if err != nil {
-				c.mu.Lock()
-				c.writeErr = err
-				c.closeLocked()
-				c.mu.Unlock()
+	c.out.writeLoop(&c.mu, c.nc, writeHooks{
+		prepareLocked: func(stopping bool) bool {
+			if c.writeErr != nil {
+				return false
 			}
-		}
-		if out.Cap() > 4*maxPendingData {
-			out = new(bytes.Buffer) // let a burst's buffer go
-		}
-		out.Reset()
-		spare = out
-		c.mu.Lock()
-		c.wakeWritersLocked()
-		c.mu.Unlock()
-		if stopping {
-			return
-		}
-	}
+			c.pushWriteDeadline(stopping || c.closed)
+			return true
+		},
+		failed: func(err error) {
+			c.mu.Lock()
+			c.writeErr = err
+			c.closeLocked()
+			c.mu.Unlock()
+		},
+		drainedLocked: c.wakeWritersLocked,
+	})
 }
 
 // pushWriteDeadline bounds a write by the stream idle timeout, moving
@@ -468,14 +409,14 @@ func (c *Conn) Shutdown() {
 		return
 	}
 	c.goAwayLocked(http2.ErrCodeNo)
-	c.kick()
+	c.out.kick()
 }
 
 func (c *Conn) goAwayLocked(code http2.ErrCode) {
 	if !c.goAwaySent && !c.closing {
 		c.goAwaySent = true
 		c.goAwayLastID = c.maxID
-		c.wfr.WriteGoAway(c.maxID, code, nil)
+		c.out.fr.WriteGoAway(c.maxID, code, nil)
 	}
 	if code != http2.ErrCodeNo || c.idleLocked() {
 		c.closeLocked()
@@ -499,7 +440,7 @@ func (c *Conn) checkIdle() {
 			return
 		}
 		c.goAwayLocked(http2.ErrCodeNo)
-		c.kick()
+		c.out.kick()
 		return
 	}
 	c.idleTimer.Reset(c.cfg.IdleTimeout)
@@ -512,7 +453,7 @@ func (c *Conn) checkIdle() {
 func (c *Conn) dispatch() (owed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	owed = c.wbuf.Len() > 0
+	owed = c.out.buf.Len() > 0
 	for i, s := range c.pending {
 		c.pending[i] = nil
 		if s.state == stateClosed {
@@ -551,7 +492,7 @@ func (c *Conn) runHandler(s *Stream) {
 	s.cancel()
 	c.busy--
 	c.afterStreamEndLocked()
-	c.kick()
+	c.out.kick()
 }
 
 // afterStreamEndLocked closes a draining connection with nothing left,
@@ -590,10 +531,10 @@ func (c *Conn) processFrame(f http2.Frame) error {
 		return c.processWindowUpdate(f)
 	case *http2.PingFrame:
 		if !f.IsAck() {
-			if err := c.controlRoom(); err != nil {
+			if err := c.out.controlRoomLocked(); err != nil {
 				return err
 			}
-			c.wfr.WritePing(true, f.Data)
+			c.out.fr.WritePing(true, f.Data)
 		}
 	case *http2.RSTStreamFrame:
 		return c.processReset(f)
@@ -617,15 +558,6 @@ func (c *Conn) processFrame(f http2.Frame) error {
 	return nil
 }
 
-// controlRoom refuses a frame the server must answer when answers pile
-// up unread (SETTINGS and PING floods).
-func (c *Conn) controlRoom() error {
-	if c.wbuf.Len() > maxPendingControl {
-		return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
-	}
-	return nil
-}
-
 func (c *Conn) processSettings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
 		if !c.settingsAcked {
@@ -634,7 +566,7 @@ func (c *Conn) processSettings(f *http2.SettingsFrame) error {
 		}
 		return nil
 	}
-	if err := c.controlRoom(); err != nil {
+	if err := c.out.controlRoomLocked(); err != nil {
 		return err
 	}
 	err := f.ForeachSetting(func(s http2.Setting) error {
@@ -650,8 +582,7 @@ func (c *Conn) processSettings(f *http2.SettingsFrame) error {
 			delta := int64(s.Val) - c.peerInitialWindow
 			c.peerInitialWindow = int64(s.Val)
 			for _, st := range c.streams {
-				st.sendWindow += delta
-				if st.sendWindow > 1<<31-1 {
+				if !growWindow(&st.sendWindow, delta) {
 					return http2.ConnectionError(http2.ErrCodeFlowControl)
 				}
 			}
@@ -664,7 +595,7 @@ func (c *Conn) processSettings(f *http2.SettingsFrame) error {
 	if err != nil {
 		return err
 	}
-	c.wfr.WriteSettingsAck()
+	c.out.fr.WriteSettingsAck()
 	return nil
 }
 
@@ -724,7 +655,7 @@ func (c *Conn) processHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	s := &Stream{c: c, id: id, Request: req, state: stateOpen, sendWindow: c.peerInitialWindow,
-		recvWindow: c.streamRecvInitial, declared: -1}
+		recv: inflow{avail: c.streamRecvInitial}, declared: -1}
 	if f.StreamEnded() {
 		s.state = stateHalfClosedRemote
 		s.bodyEnded = true
@@ -793,10 +724,9 @@ func (c *Conn) endBody(s *Stream) error {
 func (c *Conn) processData(f *http2.DataFrame) error {
 	id := f.StreamID
 	n := int64(f.Length)
-	if n > c.recvWindow {
+	if !c.recv.take(n) {
 		return http2.ConnectionError(http2.ErrCodeFlowControl)
 	}
-	c.recvWindow -= n
 	s := c.streams[id]
 	if s == nil || s.state == stateHalfClosedRemote || s.bodyEnded {
 		if id > c.maxID {
@@ -807,11 +737,10 @@ func (c *Conn) processData(f *http2.DataFrame) error {
 		c.grantConn(n)
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeStreamClosed}
 	}
-	if n > s.recvWindow {
+	if !s.recv.take(n) {
 		c.grantConn(n)
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeFlowControl}
 	}
-	s.recvWindow -= n
 	data := f.Data()
 	if pad := n - int64(len(data)); pad > 0 {
 		c.grantConn(pad)
@@ -847,10 +776,9 @@ func (c *Conn) processData(f *http2.DataFrame) error {
 func (c *Conn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
 	inc := int64(f.Increment)
 	if f.StreamID == 0 {
-		if c.sendWindow+inc > 1<<31-1 {
+		if !growWindow(&c.sendWindow, inc) {
 			return http2.ConnectionError(http2.ErrCodeFlowControl)
 		}
-		c.sendWindow += inc
 		c.wakeWritersLocked()
 		return nil
 	}
@@ -861,10 +789,9 @@ func (c *Conn) processWindowUpdate(f *http2.WindowUpdateFrame) error {
 		}
 		return nil // closed: allowed in flight
 	}
-	if s.sendWindow+inc > 1<<31-1 {
+	if !growWindow(&s.sendWindow, inc) {
 		return http2.StreamError{StreamID: s.id, Code: http2.ErrCodeFlowControl}
 	}
-	s.sendWindow += inc
 	s.signalWrite()
 	return nil
 }
@@ -907,7 +834,7 @@ func (c *Conn) streamError(id uint32, code http2.ErrCode) {
 
 func (c *Conn) queueReset(id uint32, code http2.ErrCode) {
 	if !c.closed {
-		c.wfr.WriteRSTStream(id, code)
+		c.out.fr.WriteRSTStream(id, code)
 	}
 }
 
@@ -969,11 +896,12 @@ func (c *Conn) recentlyClosed(id uint32) bool {
 // grantConn gives consumed bytes back to the connection window, with
 // WINDOW_UPDATE once half the window is owed.
 func (c *Conn) grantConn(n int64) {
-	c.connUnacked += n
-	if c.connUnacked >= int64(c.cfg.InitialConnectionWindow)/2 && !c.closed {
-		c.wfr.WriteWindowUpdate(0, uint32(c.connUnacked))
-		c.recvWindow += c.connUnacked
-		c.connUnacked = 0
+	if c.closed {
+		c.recv.unacked += n
+		return
+	}
+	if inc := c.recv.consumed(n, int64(c.cfg.InitialConnectionWindow)/2); inc > 0 {
+		c.out.fr.WriteWindowUpdate(0, inc)
 	}
 }
 
@@ -982,11 +910,8 @@ func (c *Conn) grantStream(s *Stream, n int64) {
 	if s.bodyEnded || s.state == stateClosed {
 		return // the client will send nothing more
 	}
-	s.unacked += n
-	if s.unacked >= int64(c.cfg.InitialStreamWindow)/2 {
-		c.wfr.WriteWindowUpdate(s.id, uint32(s.unacked))
-		s.recvWindow += s.unacked
-		s.unacked = 0
+	if inc := s.recv.consumed(n, int64(c.cfg.InitialStreamWindow)/2); inc > 0 {
+		c.out.fr.WriteWindowUpdate(s.id, inc)
 	}
 }
 

@@ -275,10 +275,10 @@ func TestBodyBufferStaysBoundedWhenReadBehind(t *testing.T) {
 	defer a.Close()
 	defer b.Close()
 	c := NewConn(a, Config{InitialStreamWindow: 65535}, nil)
-	st := &Stream{c: c, id: 1, state: stateOpen, recvWindow: 65535, sendWindow: 65535, declared: -1}
+	st := &Stream{c: c, id: 1, state: stateOpen, recv: inflow{avail: 65535}, sendWindow: 65535, declared: -1}
 	c.streams[1] = st
 	c.maxID = 1
-	c.recvWindow = int64(c.cfg.InitialConnectionWindow) // as Serve grants it
+	c.recv.avail = int64(c.cfg.InitialConnectionWindow) // as Serve grants it
 	var wire bytes.Buffer
 	wfr := http2.NewFramer(&wire, nil)
 	rfr := http2.NewFramer(nil, &wire)
@@ -305,7 +305,7 @@ func TestBodyBufferStaysBoundedWhenReadBehind(t *testing.T) {
 	feed(16384)
 	read(2*16384 - 20000)      // 20,000 bytes stay unread from now on
 	for i := 0; i < 300; i++ { // ~5 MB through the stream
-		n := min(len(chunk), int(st.recvWindow)) // what the client may send
+		n := min(len(chunk), int(st.recv.avail)) // what the client may send
 		if n == 0 {
 			t.Fatal("the stream window closed although the handler reads")
 		}

@@ -56,14 +56,13 @@ type Stream struct {
 	state          streamState
 	err            error // why the stream closed abnormally
 	sendWindow     int64
-	recvWindow     int64
+	recv           inflow
 	buf            []byte // received body bytes not yet read
 	off            int
 	maxBuf         int // the buffer's largest capacity (for tests)
 	bodyEnded      bool
 	declared       int64
 	received       int64
-	unacked        int64
 	headersSent    bool
 	endSent        bool
 	failed         bool // a write timed out: the stream is reset at the end
@@ -164,7 +163,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 				c.grantStream(s, int64(n))
 			}
 			c.mu.Unlock()
-			c.kick()
+			c.out.kick()
 			return n, nil
 		}
 		if s.err != nil {
@@ -213,7 +212,7 @@ func (s *Stream) AbortRead() {
 	}
 	s.buf, s.off = nil, 0
 	s.signalRead()
-	c.kick()
+	c.out.kick()
 }
 
 // writable reports why the response cannot be written, if it cannot.
@@ -256,10 +255,10 @@ func (c *Conn) writeHeadersLocked(id uint32, status int, fields []httpx.Field, e
 	frame := int(min(c.peerMaxFrame, maxFrameSize))
 	first := blk[:min(len(blk), frame)]
 	rest := blk[len(first):]
-	c.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndStream: end, EndHeaders: len(rest) == 0})
+	c.out.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: first, EndStream: end, EndHeaders: len(rest) == 0})
 	for len(rest) > 0 {
 		n := min(len(rest), frame)
-		c.wfr.WriteContinuation(id, n == len(rest), rest[:n])
+		c.out.fr.WriteContinuation(id, n == len(rest), rest[:n])
 		rest = rest[n:]
 	}
 }
@@ -280,7 +279,7 @@ func (s *Stream) Continue() error {
 		return err
 	}
 	c.writeHeadersLocked(s.id, 100, nil, false)
-	c.kick()
+	c.out.kick()
 	return nil
 }
 
@@ -301,7 +300,7 @@ func (s *Stream) WriteHeader(status int, fields []httpx.Field, end bool) error {
 	c.writeHeadersLocked(s.id, status, fields, end)
 	if end {
 		c.afterEndLocked(s)
-		c.kick()
+		c.out.kick()
 	}
 	return nil
 }
@@ -325,13 +324,13 @@ func (s *Stream) Write(p []byte) (int, error) {
 			c.mu.Unlock()
 			return written, err
 		}
-		if s.sendWindow <= 0 || c.sendWindow <= 0 || c.wbuf.Len() >= maxPendingData {
+		if s.sendWindow <= 0 || c.sendWindow <= 0 || c.out.buf.Len() >= maxPendingData {
 			if s.writeWake == nil {
 				s.writeWake = make(chan struct{}, 1)
 			}
 			s.writeBlocked = true
 			c.mu.Unlock()
-			c.kick() // what is queued must go for room to come
+			c.out.kick() // what is queued must go for room to come
 			ok := s.wait(s.writeWake, &t)
 			c.mu.Lock()
 			s.writeBlocked = false
@@ -344,36 +343,22 @@ func (s *Stream) Write(p []byte) (int, error) {
 		}
 		n := int64(len(p))
 		n = min(n, s.sendWindow, c.sendWindow, int64(min(c.peerMaxFrame, maxFrameSize)))
-		c.writeDataLocked(s.id, p[:n], false)
+		c.out.writeDataLocked(s.id, p[:n], false)
 		s.sendWindow -= n
 		c.sendWindow -= n
 		written += int(n)
 		p = p[n:]
 	}
-	big := c.wbuf.Len() >= maxPendingData/2
+	big := c.out.buf.Len() >= maxPendingData/2
 	c.mu.Unlock()
 	if big {
-		c.kick()
+		c.out.kick()
 	}
 	return written, nil
 }
 
-// writeDataLocked queues one DATA frame. The frame header is written
-// here rather than by the Framer so that the payload is copied once,
-// straight into the queue.
-func (c *Conn) writeDataLocked(id uint32, p []byte, end bool) {
-	var flags byte
-	if end {
-		flags = byte(http2.FlagDataEndStream)
-	}
-	n := len(p)
-	c.wbuf.Write([]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(http2.FrameData), flags,
-		byte(id >> 24 & 0x7f), byte(id >> 16), byte(id >> 8), byte(id)})
-	c.wbuf.Write(p)
-}
-
 // Flush hands what the stream queued to the writer.
-func (s *Stream) Flush() { s.c.kick() }
+func (s *Stream) Flush() { s.c.out.kick() }
 
 // End ends the response: with trailers when there are any, else with an
 // empty DATA frame carrying END_STREAM.
@@ -385,7 +370,7 @@ func (s *Stream) End(trailers []httpx.Field) error {
 		return err
 	}
 	c.endLocked(s, trailers)
-	c.kick()
+	c.out.kick()
 	return nil
 }
 
@@ -401,7 +386,7 @@ func (c *Conn) endLocked(s *Stream, trailers []httpx.Field) {
 	if len(trailers) > 0 {
 		c.writeHeadersLocked(s.id, 0, trailers, true)
 	} else {
-		c.writeDataLocked(s.id, nil, true)
+		c.out.writeDataLocked(s.id, nil, true)
 	}
 	c.afterEndLocked(s)
 }
@@ -422,6 +407,6 @@ func (s *Stream) Reset(code http2.ErrCode) {
 	defer c.mu.Unlock()
 	if s.state != stateClosed {
 		c.resetLocked(s, code)
-		c.kick()
+		c.out.kick()
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/portico-gateway/portico/pkg/proxy/filters/rbac"
 	"github.com/portico-gateway/portico/pkg/proxy/httpx"
 	"github.com/portico-gateway/portico/pkg/proxy/router"
+	"github.com/portico-gateway/portico/pkg/proxy/tracing"
 )
 
 // ForwardClientCert modes (Envoy's forward_client_cert_details).
@@ -122,6 +123,9 @@ type Config struct {
 	// BufferLimit is the listener's per_connection_buffer_limit_bytes: the
 	// most of a request body held in memory (for retries and mirrors).
 	BufferLimit int
+	// Tracing is the compiled tracing block (nil: requests are not
+	// traced and propagation headers pass untouched).
+	Tracing *tracing.Config
 }
 
 // Step kinds.
@@ -236,6 +240,9 @@ func Compile(m *hcmv3.HttpConnectionManager) (*Config, error) {
 		return nil, fmt.Errorf("http connection manager %s: %w", m.StatPrefix, err)
 	}
 	cfg.AccessLogs = logs
+	if cfg.Tracing, err = tracing.Compile(m.Tracing); err != nil {
+		return nil, fmt.Errorf("http connection manager %s: %w", m.StatPrefix, err)
+	}
 	for _, t := range logs {
 		cfg.logRespHeaders = append(cfg.logRespHeaders, t.RespHeaders...)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/portico-gateway/portico/pkg/proxy/httpx"
 	"github.com/portico-gateway/portico/pkg/proxy/istiometrics"
 	"github.com/portico-gateway/portico/pkg/proxy/router"
+	"github.com/portico-gateway/portico/pkg/proxy/tracing"
 	"github.com/portico-gateway/portico/pkg/proxy/upstream"
 )
 
@@ -54,6 +55,8 @@ type exchange struct {
 	respHeaderBytes int64
 	// respLog holds response headers for access log formats (nil: none).
 	respLog *capturedHeaders
+	// span is the request's server span (nil: not traced).
+	span *tracing.Span
 }
 
 // ServeRequest runs one request through the pipeline and reports whether
@@ -71,6 +74,9 @@ func (h *Handler) ServeRequest(ctx context.Context, req *httpx.Request, w Respon
 	h.st.rqTime.Observe(time.Since(x.start))
 	if x.status > 0 && x.status < 600 {
 		h.st.rqClass[x.status/100].Inc()
+	}
+	if x.span != nil {
+		x.finishSpan()
 	}
 	if len(h.logs) > 0 {
 		x.log()
@@ -193,6 +199,9 @@ func (x *exchange) run() bool {
 	}
 	if !x.edgeHeaders() {
 		return x.replyAndClose(400, "", nil)
+	}
+	if h.tracer != nil {
+		x.startSpan()
 	}
 	switch p, v := h.cfg.processPath(req.Target); v {
 	case pathReject:

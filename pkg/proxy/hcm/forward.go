@@ -20,6 +20,7 @@ import (
 	"github.com/portico-gateway/portico/pkg/proxy/httpx"
 	"github.com/portico-gateway/portico/pkg/proxy/overload"
 	"github.com/portico-gateway/portico/pkg/proxy/router"
+	"github.com/portico-gateway/portico/pkg/proxy/tracing"
 	"github.com/portico-gateway/portico/pkg/proxy/upstream"
 )
 
@@ -254,7 +255,14 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 			// Envoy's include_request_attempt_count: 1 on the first try.
 			x.req.Header.Set("x-envoy-attempt-count", strconv.Itoa(attempts))
 		}
+		var up *tracing.Span
+		if x.span != nil {
+			up = x.injectTrace(cluster)
+		}
 		a := x.try(cluster, host, &body, deadline, policy)
+		if up != nil {
+			x.finishUpstream(up, cluster, host, &a, n)
+		}
 		retriable := false
 		switch a.fail {
 		case failNone:
@@ -267,7 +275,7 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 			} else {
 				cluster.Report(host, upstream.Success, status)
 			}
-			retriable = policy != nil && policy.RetriableStatus(status, grpcStatus(&a))
+			retriable = policy.Retriable(router.OutcomeResponse, status, grpcStatus(&a))
 			if !retriable || uint32(n) >= retries || !cluster.AcquireRetry() {
 				if retriable {
 					x.flags |= accesslog.UpstreamRetryLimitExceeded
@@ -304,16 +312,14 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 			continue
 		default:
 			cluster.Report(host, upstream.LocalFailure, 0)
-			if policy != nil {
-				switch a.fail {
-				case failConnect:
-					retriable = policy.RetriableConnectFailure()
-				case failTimeout:
-					retriable = policy.On&(router.Retry5xx|router.RetryGatewayError) != 0
-				default:
-					retriable = policy.RetriableReset() || policy.On&router.RetryGatewayError != 0
-				}
+			outcome := router.OutcomeReset
+			switch a.fail {
+			case failConnect:
+				outcome = router.OutcomeConnectFailure
+			case failTimeout:
+				outcome = router.OutcomeTimeout
 			}
+			retriable = policy.Retriable(outcome, 0, -1)
 			globalTimeout := a.fail == failTimeout && !deadline.IsZero() && !time.Now().Before(deadline)
 			if globalTimeout || !retriable || uint32(n) >= retries || !cluster.AcquireRetry() {
 				host.Active.Add(-1)

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/portico-gateway/portico/pkg/proxy/httpx"
@@ -56,6 +57,8 @@ func (h *Handler) ServeConn(ctx context.Context, nc net.Conn, tlsConn *tls.Conn,
 	// The reader goes back to the pool only after everything that could
 	// read through it is done: serveH1 reads in this goroutine only, and
 	// an HTTP/2 connection gets its own copy of what was read ahead.
+	// serveH1 may swap it for another from the pool (it lets it go while
+	// the connection is idle): the one held at the end goes back.
 	defer func() { br.Reset(nil); readerPool.Put(br) }()
 	if state == nil {
 		tc.readBy(time.Now().Add(h.idleTimeout()))
@@ -72,7 +75,7 @@ func (h *Handler) ServeConn(ctx context.Context, nc net.Conn, tlsConn *tls.Conn,
 		}
 	}
 	h.st.cxHTTP1.Inc()
-	h.serveH1(ctx, nc, tc, br, state, oc)
+	h.serveH1(ctx, nc, tc, &br, state, oc)
 }
 
 // idleTimeout is how long a connection may wait for a request.
@@ -156,7 +159,10 @@ type h1conn struct {
 	nc net.Conn
 }
 
-func (h *Handler) serveH1(ctx context.Context, nc net.Conn, tc *timedConn, br *bufio.Reader, state *tls.ConnectionState, oc *overload.Conn) {
+// serveH1 serves HTTP/1.1 requests; *brp is the connection's reader,
+// which it may replace (see waitRequest).
+func (h *Handler) serveH1(ctx context.Context, nc net.Conn, tc *timedConn, brp **bufio.Reader, state *tls.ConnectionState, oc *overload.Conn) {
+	br := *brp
 	c := &h1conn{nc: nc}
 	h.mu.Lock()
 	h.conns[c] = struct{}{}
@@ -183,9 +189,22 @@ func (h *Handler) serveH1(ctx context.Context, nc net.Conn, tc *timedConn, br *b
 	for {
 		if br.Buffered() == 0 {
 			// Wait for a request: idle, and evictable under overload.
-			tc.readBy(time.Now().Add(idle))
+			// A request that follows soon is read the usual way; a
+			// connection still idle after idleRelease waits without its
+			// read buffer (waitRequest), which costs a system call more
+			// and so is kept off the busy path.
+			now := time.Now()
+			tc.readBy(now.Add(min(idle, idleRelease)))
 			oc.Idle()
 			_, err := br.Peek(1)
+			if err != nil && isTimeout(err) && idle > idleRelease && !tc.aborted.Load() {
+				tc.readBy(now.Add(idle))
+				if err = waitRequest(tc, brp, w); err == nil {
+					br = *brp
+					_, err = br.Peek(1)
+				}
+				br = *brp
+			}
 			if err != nil {
 				if isTimeout(err) {
 					h.st.cxIdleTimeout.Inc()
@@ -227,6 +246,33 @@ func (h *Handler) serveH1(ctx context.Context, nc net.Conn, tc *timedConn, br *b
 			}
 		}
 	}
+}
+
+// idleRelease is how long a keep-alive connection waits for its next
+// request holding its read buffer.
+const idleRelease = time.Second
+
+// waitRequest waits for the next request on an idle connection. On a
+// plain socket it lets the read buffer go back to the pool while it
+// waits (waitReadable) and takes one again when bytes arrive; otherwise
+// (TLS, read-ahead) the caller's Peek waits, holding the buffer. The
+// reader in *brp, and the writer's reference for hijacking, are the one
+// to use afterwards.
+func waitRequest(tc *timedConn, brp **bufio.Reader, w *h1Writer) error {
+	if _, ok := tc.Conn.(syscall.Conn); !ok || tc.aborted.Load() {
+		return nil
+	}
+	br := *brp
+	br.Reset(nil)
+	readerPool.Put(br)
+	err := waitReadable(tc.Conn)
+	br = readerPool.Get().(*bufio.Reader)
+	br.Reset(tc)
+	*brp, w.br = br, br
+	if errors.Is(err, errNoWait) {
+		return nil
+	}
+	return err
 }
 
 // headError answers a request head that could not be read, as Envoy does:

@@ -15,6 +15,7 @@ import (
 	"github.com/portico-gateway/portico/pkg/proxy/overload"
 	"github.com/portico-gateway/portico/pkg/proxy/router"
 	"github.com/portico-gateway/portico/pkg/proxy/stats"
+	"github.com/portico-gateway/portico/pkg/proxy/tracing"
 	"github.com/portico-gateway/portico/pkg/proxy/upstream"
 )
 
@@ -32,7 +33,10 @@ type Env struct {
 	// Overload caps connections and buffered request bytes (nil: no caps).
 	Overload *overload.Manager
 	// Istio records Istio's standard metrics (nil: none).
-	Istio   *istiometrics.Metrics
+	Istio *istiometrics.Metrics
+	// Tracing owns the span exporters (nil: tracing configuration is
+	// ignored).
+	Tracing *tracing.Registry
 	mirrors chan struct{}
 	once    sync.Once
 }
@@ -108,6 +112,8 @@ type Handler struct {
 	st   *hcmStats
 	// filters are the instances of cfg.Steps (nil for built-in steps).
 	filters []filters.HTTP
+	// tracer is nil when the configuration does not trace.
+	tracer *tracing.Tracer
 
 	draining atomic.Bool
 	mu       sync.Mutex
@@ -125,6 +131,9 @@ func NewHandler(cfg *Config, env *Env) *Handler {
 			h.filters[i] = s.Factory.New(filters.Env{Stats: env.Stats, StatPrefix: cfg.StatPrefix,
 				Log: env.Log.WithName(s.Factory.Name())})
 		}
+	}
+	if cfg.Tracing != nil && env.Tracing != nil {
+		h.tracer = env.Tracing.Tracer(cfg.Tracing)
 	}
 	if h.cfg.Limits.MaxHeaderBytes == 0 {
 		h.cfg.Limits = httpx.DefaultLimits

@@ -283,6 +283,47 @@ type RetryPolicy struct {
 	BackoffMax            time.Duration
 }
 
+// Outcome is what one upstream attempt came to, as far as retrying it
+// is concerned.
+type Outcome int
+
+const (
+	// OutcomeResponse: a response arrived; its status and gRPC status
+	// decide.
+	OutcomeResponse Outcome = iota
+	// OutcomeConnectFailure: no connection (or no stream) to the host.
+	OutcomeConnectFailure
+	// OutcomeTimeout: the per-try timeout ran out before a response.
+	OutcomeTimeout
+	// OutcomeReset: the connection or stream ended before a response
+	// (a reset, or an upstream protocol error).
+	OutcomeReset
+)
+
+// Retriable is the one place that decides whether an attempt's outcome
+// triggers a retry under the policy (nil: never), with Envoy's retry_on
+// semantics: 5xx and gateway-error cover connect failures, resets and
+// per-try timeouts as well as their statuses (the proxy would answer
+// them 503 or 504); reset covers connect failures and resets but not
+// timeouts; connect-failure and reset-before-request cover only connect
+// failures. Whether a retry is still allowed — retries left, the
+// cluster's retry budget, the route's global timeout — is the caller's.
+func (p *RetryPolicy) Retriable(o Outcome, status, grpcStatus int) bool {
+	if p == nil {
+		return false
+	}
+	switch o {
+	case OutcomeResponse:
+		return p.RetriableStatus(status, grpcStatus)
+	case OutcomeConnectFailure:
+		return p.RetriableConnectFailure()
+	case OutcomeTimeout:
+		return p.On&(Retry5xx|RetryGatewayError) != 0
+	default:
+		return p.RetriableReset() || p.On&RetryGatewayError != 0
+	}
+}
+
 // RetriableStatus reports whether a response status triggers a retry.
 func (p *RetryPolicy) RetriableStatus(code int, grpcStatus int) bool {
 	switch {

@@ -1,0 +1,48 @@
+package controller
+
+import (
+	"strings"
+
+	"github.com/portico-gateway/portico/pkg/ir"
+	"github.com/portico-gateway/portico/pkg/resource"
+	"github.com/portico-gateway/portico/pkg/telemetry"
+	"github.com/portico-gateway/portico/pkg/translate"
+)
+
+// tracingFor is a class's tracing: meshConfig's, overridden by the
+// Telemetry resources that apply to the class's pods (Options.Mesh set),
+// else the static translate.Options.Tracing. The pods' namespace is
+// taken to be that of the class's oldest Gateway (gateways live with
+// their pods in Istio's usual installs), else the root namespace.
+// Telemetry problems are logged once per message.
+func (c *Controller) tracingFor(res *resource.Resources, p *ir.Proxy) *translate.Tracing {
+	if c.opts.Mesh == nil {
+		return c.opts.Translate.Tracing
+	}
+	root := c.opts.RootNamespace
+	if root == "" {
+		root = "istio-system"
+	}
+	ns := root
+	if len(p.Gateways) > 0 {
+		if i := strings.IndexByte(p.Gateways[0], '/'); i > 0 {
+			ns = p.Gateways[0][:i]
+		}
+	}
+	tels := make([]telemetry.Telemetry, 0, len(res.Telemetries))
+	for _, t := range res.Telemetries {
+		tels = append(tels, telemetry.Telemetry{Namespace: t.Namespace, Name: t.Name, Spec: &t.Spec})
+	}
+	tr, problems := telemetry.Tracing(c.opts.Mesh, telemetry.Scope{RootNamespace: root, Namespace: ns, Labels: p.Labels}, tels)
+	for _, pr := range problems {
+		msg := pr.Error()
+		if !c.telemetryLogged[msg] {
+			if c.telemetryLogged == nil {
+				c.telemetryLogged = map[string]bool{}
+			}
+			c.telemetryLogged[msg] = true
+			c.log.Error(nil, "Telemetry not honoured", "problem", msg, "class", p.Name)
+		}
+	}
+	return tr
+}

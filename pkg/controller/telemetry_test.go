@@ -1,0 +1,187 @@
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
+
+	"github.com/portico-gateway/portico/internal/testenv"
+	"github.com/portico-gateway/portico/pkg/controller"
+	"github.com/portico-gateway/portico/pkg/gateway"
+	"github.com/portico-gateway/portico/pkg/telemetry"
+	"github.com/portico-gateway/portico/pkg/translate"
+	"github.com/portico-gateway/portico/pkg/xds"
+)
+
+type collector struct {
+	coltrace.UnimplementedTraceServiceServer
+	mu   sync.Mutex
+	rids map[string]bool
+}
+
+func (c *collector) Export(_ context.Context, r *coltrace.ExportTraceServiceRequest) (*coltrace.ExportTraceServiceResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, rs := range r.ResourceSpans {
+		for _, ss := range rs.ScopeSpans {
+			for _, s := range ss.Spans {
+				for _, a := range s.Attributes {
+					if a.Key == "guid:x-request-id" {
+						c.rids[a.Value.GetStringValue()] = true
+					}
+				}
+			}
+		}
+	}
+	return &coltrace.ExportTraceServiceResponse{}, nil
+}
+
+func (c *collector) has(rid string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rids[rid]
+}
+
+// TestTelemetryChangesTracingLive: a Telemetry resource turns tracing on
+// (provider, 100%), then its sampling to 0%, through the controller, with
+// the proxy running throughout.
+func TestTelemetryChangesTracingLive(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := &collector{rids: map[string]bool{}}
+	gs := grpc.NewServer()
+	coltrace.RegisterTraceServiceServer(gs, col)
+	go gs.Serve(ln)
+	defer gs.Stop()
+	var mu sync.Mutex
+	var lastTP string
+	be := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		lastTP = r.Header.Get("traceparent")
+		mu.Unlock()
+		fmt.Fprint(w, "ok")
+	})}
+	bl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go be.Serve(bl)
+	defer be.Close()
+
+	mesh := &telemetry.Mesh{Providers: map[string]*translate.TracingProvider{"otel": {Name: "otel", Kind: "opentelemetry",
+		Service: "127.0.0.1", Port: uint32(ln.Addr().(*net.TCPAddr).Port)}}}
+	server := xds.NewServer(logr.Discard(), gateway.ClassName)
+	ctrl := controller.New(logr.Discard(), server, &sink{}, controller.Options{Mesh: mesh})
+	xl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); server.Serve(ctx, xl) }()
+	go func() { defer wg.Done(); ctrl.Run(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+	rc := &running{ctrl: ctrl, xds: server, addr: xl.Addr().String()}
+
+	base := fmt.Sprintf(`
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: app, namespace: istio-system}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http: [{route: [{destination: {host: app.default.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: app, namespace: istio-system}
+spec:
+  hosts: [app.default.svc.cluster.local]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {http: %d}}]
+`, bl.Addr().(*net.TCPAddr).Port)
+	telem := func(pct int) string {
+		return fmt.Sprintf(`---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  tracing: [{providers: [{name: otel}], randomSamplingPercentage: %d}]
+`, pct)
+	}
+	rc.update(t, base)
+	p := testenv.StartProxy(t, rc.addr, testenv.ProxyOptions{Ports: []uint32{80}, TracingFlushInterval: 20 * time.Millisecond})
+	p.WaitReady(t)
+	get := func(rid string) string {
+		req, _ := http.NewRequest("GET", p.URL(80)+"/", nil)
+		req.Host = "app.example.com"
+		req.Header.Set("x-request-id", rid)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		return lastTP
+	}
+	if tp := get("before"); tp != "" {
+		t.Fatalf("tracing without any provider: upstream got traceparent %q", tp)
+	}
+	rc.update(t, base+telem(100))
+	n := 0
+	testenv.WaitFor(t, "a Telemetry-selected provider receiving spans", func() bool {
+		n++
+		rid := fmt.Sprintf("on-%d", n)
+		get(rid)
+		return col.has(rid)
+	})
+	rc.update(t, base+telem(0))
+	testenv.WaitFor(t, "randomSamplingPercentage 0 applied", func() bool {
+		return strings.HasSuffix(get("off-probe"), "-00")
+	})
+	for i := 0; i < 10; i++ {
+		if tp := get(fmt.Sprintf("off-%d", i)); !strings.HasSuffix(tp, "-00") {
+			t.Fatalf("after 0%%: upstream traceparent %q", tp)
+		}
+	}
+	// One sampled request (incoming decision) flushes the queue behind
+	// the unsampled ones.
+	req, _ := http.NewRequest("GET", p.URL(80)+"/", nil)
+	req.Host = "app.example.com"
+	req.Header.Set("x-request-id", "forced")
+	req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	testenv.WaitFor(t, "the forced span", func() bool { return col.has("forced") })
+	for i := 0; i < 10; i++ {
+		if col.has(fmt.Sprintf("off-%d", i)) {
+			t.Fatalf("request off-%d exported at 0%%", i)
+		}
+	}
+}

@@ -1,0 +1,157 @@
+package xds
+
+import (
+	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// Compact messages.
+//
+// Once a snapshot is built, the xDS server needs of most of its messages
+// only their wire encoding (to send them) and their content hash (to tell
+// them unchanged): at thousands of VirtualServices, keeping the decoded
+// Envoy messages of every virtual host, cluster and load assignment next
+// to their encodings was most of the controller's live heap. So after a
+// snapshot is built, each of those messages is replaced — in the
+// snapshot, in the memo, and in the translator's output, which the
+// translator keeps for unchanged IR — by a compact stand-in: a message of
+// the same type holding only its name, which the server itself reads,
+// and the rest of its encoding as unknown fields (a cluster's references
+// to load assignments, which the consistency check follows, are kept in
+// the memo). Marshalling a stand-in yields exactly the original's bytes
+// (known fields first in field-number order, then the unknown bytes), so
+// a stand-in is sent, hashed and compared as the original would be.
+//
+// What reads a stand-in's content goes through expand: validation (which
+// runs only on content not seen valid before, but a stand-in can come
+// back from the translator when a snapshot was prepared and never
+// committed), problem reports, and Originals (config dumps).
+
+// compactFields is, per compacted type, the highest leading field number
+// a stand-in keeps decoded.
+func compactFields(m proto.Message) (protowire.Number, bool) {
+	switch m.(type) {
+	case *routev3.VirtualHost: // name
+		return 1, true
+	case *endpointv3.ClusterLoadAssignment: // cluster_name
+		return 1, true
+	case *clusterv3.Cluster: // name
+		return 1, true
+	}
+	return 0, false
+}
+
+// compactOf returns m's stand-in given its deterministic encoding wire,
+// or m when its type is not compacted or the encoding does not split as
+// expected. The stand-in's unknown bytes alias wire: wire must not be
+// modified afterwards.
+func compactOf(m proto.Message, wire []byte) proto.Message {
+	upTo, ok := compactFields(m)
+	if !ok || isCompact(m) {
+		return m
+	}
+	// The leading run of fields numbered up to upTo, in increasing order.
+	head, last := 0, protowire.Number(0)
+	for head < len(wire) {
+		num, _, n := protowire.ConsumeField(wire[head:])
+		if n < 0 || num > upTo || num <= last {
+			break
+		}
+		head, last = head+n, num
+	}
+	c := m.ProtoReflect().New().Interface()
+	if err := proto.Unmarshal(wire[:head], c); err != nil {
+		return m
+	}
+	if head < len(wire) {
+		// Capacity cut to the length: nothing can append into wire.
+		c.ProtoReflect().SetUnknown(wire[head:len(wire):len(wire)])
+	}
+	return c
+}
+
+// isCompact reports whether m is a stand-in: translated messages never
+// carry unknown fields.
+func isCompact(m proto.Message) bool {
+	return len(m.ProtoReflect().GetUnknown()) > 0
+}
+
+// expand returns the full message of a stand-in, m itself otherwise. A
+// route configuration whose virtual hosts are stand-ins (or that is
+// published pre-encoded) is expanded as a whole.
+func expand(m proto.Message) proto.Message {
+	compact := isCompact(m)
+	if rc, ok := m.(*routev3.RouteConfiguration); ok {
+		for _, vh := range rc.VirtualHosts {
+			compact = compact || isCompact(vh)
+		}
+	}
+	if !compact {
+		return m
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return m
+	}
+	full := m.ProtoReflect().New().Interface()
+	if err := proto.Unmarshal(b, full); err != nil {
+		return m
+	}
+	return full
+}
+
+// Expand returns the full form of a message this package may have
+// replaced by a compact stand-in (a virtual host, cluster, load
+// assignment, or a route configuration holding such virtual hosts), and
+// any other message unchanged. For inspection and tests: the stand-in
+// already encodes to the same bytes.
+func Expand(m proto.Message) proto.Message { return expand(m) }
+
+// edsRefs returns the load assignments a cluster refers to: from the memo
+// for a stand-in, from the message otherwise.
+func (b *builder) edsRefs(c cachetypes.Resource) []string {
+	if refs, ok := b.prev.refs[c]; ok {
+		b.next.refs[c] = refs
+		return refs
+	}
+	if refs, ok := b.next.refs[c]; ok {
+		return refs
+	}
+	full := expand(c)
+	var refs []string
+	for name := range cachev3.GetResourceReferences(map[string]cachetypes.ResourceWithTTL{"": {Resource: full}})[resourcev3.EndpointType] {
+		refs = append(refs, name)
+	}
+	b.next.refs[c] = refs
+	return refs
+}
+
+// consistent is Snapshot.Consistent (every load assignment and route
+// configuration referred to, every reference present) for a snapshot whose
+// clusters may be stand-ins: they are checked through stand-ins of
+// their references.
+func (b *builder) consistent(snap *Snapshot) error {
+	check := &cachev3.Snapshot{Resources: snap.Resources}
+	idx := cachev3.GetResponseType(resourcev3.ClusterType)
+	items := make(map[string]cachetypes.ResourceWithTTL, len(snap.Resources[idx].Items))
+	for name, r := range snap.Resources[idx].Items {
+		if !isCompact(r.Resource) {
+			items[name] = r
+			continue
+		}
+		for _, ref := range b.edsRefs(r.Resource) {
+			items[name] = cachetypes.ResourceWithTTL{Resource: &clusterv3.Cluster{Name: name,
+				ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+				EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{ServiceName: ref}}}
+		}
+	}
+	check.Resources[idx] = cachev3.Resources{Version: snap.Resources[idx].Version, Items: items}
+	return check.Consistent()
+}

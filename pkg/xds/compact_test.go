@@ -1,0 +1,141 @@
+package xds_test
+
+import (
+	"math/rand/v2"
+	"reflect"
+	"testing"
+
+	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/portico-gateway/portico/internal/scale"
+	"github.com/portico-gateway/portico/pkg/gateway"
+	"github.com/portico-gateway/portico/pkg/ir"
+	"github.com/portico-gateway/portico/pkg/translate"
+	"github.com/portico-gateway/portico/pkg/xds"
+)
+
+// TestCompactSnapshotsEqualFresh: once a snapshot is built, its virtual
+// hosts, clusters and load assignments are compact stand-ins, and the
+// translator hands those back for unchanged IR. Over random sequences of
+// edits (services changed, added, removed — which adds and removes EDS
+// clusters, so the consistency check runs over stand-ins) each
+// incremental snapshot must equal a memo-less one of a fresh translation:
+// versions, per-resource hashes, published bytes and, expanded, the
+// messages and config-dump originals; and nothing the translator keeps
+// may be a full message any more.
+func TestCompactSnapshotsEqualFresh(t *testing.T) {
+	ingress := map[string]string{"istio": "ingressgateway"}
+	// 50 VirtualServices are some 350 messages: over parallelFrom, so the
+	// cold snapshot takes the parallel path.
+	for _, size := range []int{8, 50} {
+		rng := rand.New(rand.NewPCG(uint64(size), 7))
+		o := scale.Options{VirtualServices: size}
+		revs := make([]int, size)
+		present := make([]bool, size)
+		for i := range present {
+			present[i] = true
+		}
+		bind := func() *ir.Proxy {
+			docs := o.Shared()
+			for i := range size {
+				if present[i] {
+					docs = append(docs, o.Service(i, revs[i])...)
+				}
+			}
+			res, err := scale.Decode(docs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return gateway.Build(res, gateway.Options{Classes: []map[string]string{ingress}}).Proxy(ingress)
+		}
+		tr := translate.NewTranslator(translate.Options{})
+		inc, err := tr.Translate(bind())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, memo, err := xds.NewSnapshot(inc, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for step := range 20 {
+			i := rng.IntN(size)
+			switch rng.IntN(3) {
+			case 0:
+				present[i] = !present[i]
+			default:
+				revs[i]++
+			}
+			p := bind()
+			inc, err := tr.Translate(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fresh, err := translate.Translate(p, translate.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			snap, next, err := xds.NewSnapshot(inc, memo)
+			if err != nil {
+				t.Fatalf("size %d step %d: %v", size, step, err)
+			}
+			memo = next
+			want, _, err := xds.NewSnapshot(fresh, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(snap.Versions, want.Versions) || !reflect.DeepEqual(snap.VersionMap, want.VersionMap) {
+				t.Fatalf("size %d step %d: versions differ from a memo-less snapshot", size, step)
+			}
+			for typ := range want.Versions {
+				g, w := snap.GetResources(typ), want.GetResources(typ)
+				if len(g) != len(w) {
+					t.Fatalf("size %d step %d: %s: %d resources, memo-less %d", size, step, typ, len(g), len(w))
+				}
+				for name, wr := range w {
+					if marshal(t, g[name]) != marshal(t, wr) {
+						t.Errorf("size %d step %d: %s %s: published bytes differ", size, step, typ, name)
+					}
+					if !proto.Equal(xds.Expand(g[name]), xds.Expand(wr)) {
+						t.Errorf("size %d step %d: %s %s: content differs", size, step, typ, name)
+					}
+				}
+				go1, wo := snap.Originals(typ), want.Originals(typ)
+				for name, wm := range wo {
+					if !proto.Equal(go1[name], wm) {
+						t.Errorf("size %d step %d: %s %s: config dump original differs", size, step, typ, name)
+					}
+				}
+			}
+			// What the translator keeps for the next build is compact.
+			for _, c := range inc.Clusters {
+				if !compact(c) {
+					t.Fatalf("size %d step %d: cluster %s kept in full", size, step, c.Name)
+				}
+			}
+			for _, e := range inc.Endpoints {
+				if !compact(e) {
+					t.Fatalf("size %d step %d: load assignment %s kept in full", size, step, e.ClusterName)
+				}
+			}
+			for _, rc := range inc.Routes {
+				for _, vh := range rc.VirtualHosts {
+					if !compact(vh) {
+						t.Fatalf("size %d step %d: virtual host %s kept in full", size, step, vh.Name)
+					}
+				}
+			}
+		}
+	}
+}
+
+func compact(m proto.Message) bool { return len(m.ProtoReflect().GetUnknown()) > 0 }
+
+func marshal(t *testing.T, r cachetypes.Resource) string {
+	t.Helper()
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
