@@ -225,14 +225,14 @@ func (b *builder) bindHTTPRoutes(st *classState, t *routeTable, s *gwServer, req
 				covered[host] = true
 				continue
 			}
-			routes := b.httpRoutes(info, gwKey, s.port, st.labels)
+			routes := untilCatchAll(b.httpRoutes(info, gwKey, s.port, st.labels))
 			if len(routes) == 0 {
 				continue
 			}
 			t.added[added] = true
 			covered[host] = true
 			vh := t.vhost(host)
-			if by := catchAllOwner(vh); by != nil && *by != info.ref {
+			if by := catchAllOwner(vh); by != nil && *by != info.ref && allCatchAll(routes) {
 				b.report.Add(info.key, status.Message{Code: status.VirtualServiceUnreachableRule, Level: status.Warning, Reason: status.ReasonConflictingServer,
 					Field: "spec.http", Message: fmt.Sprintf("on %s, VirtualService %s/%s already matches every request and its routes come first because %s, so these routes are not reached while it exists",
 						vh.Name, by.Namespace, by.Name, wins(b.vsObject(by.Namespace, by.Name), info.obj))})
@@ -570,7 +570,9 @@ func assembleRoutes(st *classState) []*ir.RouteConfig {
 		t := st.routes[n]
 		rc := &ir.RouteConfig{Name: n}
 		for _, h := range t.order {
-			rc.VirtualHosts = append(rc.VirtualHosts, t.vhosts[h])
+			vh := t.vhosts[h]
+			vh.Routes = catchAllLast(vh.Routes)
+			rc.VirtualHosts = append(rc.VirtualHosts, vh)
 		}
 		out = append(out, rc)
 	}
@@ -581,11 +583,62 @@ func assembleRoutes(st *classState) []*ir.RouteConfig {
 // request, if any: routes after it can never be reached.
 func catchAllOwner(vh *ir.VirtualHost) *ir.Ref {
 	for _, r := range vh.Routes {
-		m := r.Match
-		if m.Path != nil && m.Path.Type == ir.MatchPrefix && m.Path.Value == "/" && len(m.Headers) == 0 && len(m.QueryParams) == 0 {
+		if isCatchAll(r) {
 			src := r.Source
 			return &src
 		}
 	}
 	return nil
+}
+
+// isCatchAll is Istio's IsCatchAllRoute on the IR: a route matching every
+// path (no uri match, prefix "/" or regex ".*") with no header or query
+// parameter condition. Method, authority and scheme matches are headers.
+func isCatchAll(r *ir.Route) bool {
+	m := r.Match
+	if len(m.Headers) > 0 || len(m.QueryParams) > 0 {
+		return false
+	}
+	return m.Path == nil || m.Path.Type == ir.MatchPrefix && m.Path.Value == "/" || m.Path.Type == ir.MatchRegex && m.Path.Value == ".*"
+}
+
+// untilCatchAll drops the routes of one VirtualService behind its first
+// catch-all, as Istio does: they can never match, and catchAllLast must not
+// make them reachable by moving that catch-all behind them.
+func untilCatchAll(routes []*ir.Route) []*ir.Route {
+	for i, r := range routes {
+		if isCatchAll(r) {
+			return routes[:i+1]
+		}
+	}
+	return routes
+}
+
+func allCatchAll(routes []*ir.Route) bool {
+	for _, r := range routes {
+		if !isCatchAll(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// catchAllLast moves catch-all routes behind the others, keeping the
+// relative order within each group, as Istio does for every gateway virtual
+// host (route.SortVHostRoutes): when VirtualServices merge on one host, an
+// older one's catch-all no longer hides a newer one's specific routes.
+func catchAllLast(routes []*ir.Route) []*ir.Route {
+	var tail []*ir.Route
+	out := routes[:0:0]
+	for _, r := range routes {
+		if isCatchAll(r) {
+			tail = append(tail, r)
+		} else {
+			out = append(out, r)
+		}
+	}
+	if len(tail) == 0 {
+		return routes
+	}
+	return append(out, tail...)
 }

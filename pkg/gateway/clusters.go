@@ -243,6 +243,7 @@ func (b *builder) applyPolicy(c *ir.Cluster, p policy, dr *networking.Destinatio
 			case networkingapi.LoadBalancerSettings_ROUND_ROBIN:
 				c.LoadBalancer = &ir.LoadBalancer{Policy: "ROUND_ROBIN"}
 			case networkingapi.LoadBalancerSettings_PASSTHROUGH:
+				c.LoadBalancer = &ir.LoadBalancer{Policy: "ROUND_ROBIN"}
 				if dr != nil {
 					b.report.Add(resource.KeyOf(dr), status.Message{Code: status.UnsupportedAtGateway, Level: status.Warning, Reason: status.ReasonUnsupported,
 						Field: "spec.trafficPolicy.loadBalancer.simple", Message: "PASSTHROUGH sends traffic to the original destination, which at a gateway is the gateway itself; ROUND_ROBIN is used instead"})

@@ -10,7 +10,7 @@ import (
 
 // wins says why winner was preferred to loser, by the rule actually
 // applied (resource.Sort's order): the older creationTimestamp, then
-// namespace/name. Resources read from files have no creation time, so
+// name, then namespace (Istio's order). Resources read from files have no creation time, so
 // there the order is by name alone, and saying "the older resource wins"
 // would send users looking for a difference in age that is not there.
 func wins(winner, loser metav1.Object) string {
@@ -23,11 +23,11 @@ func wins(winner, loser metav1.Object) string {
 	wt, lt := winner.GetCreationTimestamp(), loser.GetCreationTimestamp()
 	switch {
 	case wt.IsZero() && lt.IsZero():
-		return "it sorts first by namespace/name; files have no creation time"
+		return "it sorts first by name, then namespace, as in Istio; files have no creation time"
 	case !wt.IsZero() && (lt.IsZero() || wt.Before(&lt)):
 		return fmt.Sprintf("it is older (created %s)", resource.Age(wt.Time))
 	}
-	return "it was created at the same time and sorts first by namespace/name"
+	return "it was created at the same time and sorts first by name, then namespace, as in Istio"
 }
 
 // serverOutcome counts, per Gateway, the servers bound and the servers

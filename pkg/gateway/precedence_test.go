@@ -72,7 +72,7 @@ spec:
 		t.Fatalf("loser messages: %v", loser.Messages)
 	}
 	msg := loser.Messages[0].Message
-	if !strings.Contains(msg, "Gateway default/a-http, which wins because it sorts first by namespace/name; files have no creation time") ||
+	if !strings.Contains(msg, "Gateway default/a-http, which wins because it sorts first by name, then namespace, as in Istio; files have no creation time") ||
 		strings.Contains(msg, "older") {
 		t.Errorf("conflict message %q does not state the rule applied", msg)
 	}
@@ -121,7 +121,7 @@ spec:
 `)
 	for name, want := range map[string]string{
 		"a-new":  "z-old, which wins because it is older (created 2024-01-01T00:00:00Z)",
-		"b-same": "a-same, which wins because it was created at the same time and sorts first by namespace/name",
+		"b-same": "a-same, which wins because it was created at the same time and sorts first by name, then namespace, as in Istio",
 	} {
 		// The binder's finding comes first; Istio's ConflictingGateways
 		// analysis (IST0145, same port and host) follows it.

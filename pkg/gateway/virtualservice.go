@@ -367,6 +367,13 @@ func (b *builder) convertHTTPRule(info *vsInfo, errs vsErrors, i int, h *network
 		if len(rule.clusters) > 0 {
 			fwd.HashPolicy = b.hashPolicy(rule.clusters[0])
 		}
+		if len(fwd.HashPolicy) > 0 && fwd.Retry != nil && (h.Retries == nil || h.Retries.RetryIgnorePreviousHosts == nil) {
+			// As Istio: a consistent-hash route retries on the host its key
+			// maps to; the previous-hosts predicate would push the retry to
+			// another host and defeat the affinity. An explicit
+			// retryIgnorePreviousHosts still wins.
+			fwd.Retry.RetryPreviousHosts = false
+		}
 		r.Forward = fwd
 	}
 	if h.Fault != nil {
@@ -522,12 +529,14 @@ func (b *builder) convertRedirect(errs vsErrors, field string, r *networkingapi.
 	return red, true
 }
 
-// Istio's retry policy when a route has none.
+// Istio's retry policy when a route has none (pilot's route/retry
+// package): "retriable-status-codes" is in retryOn but no status code is
+// listed, so a 503 from the upstream is not retried (older Istio releases
+// listed 503; current ones do not, and neither does Portico).
 var defaultRetry = ir.Retry{
-	Attempts:             2,
-	RetryOn:              []string{"connect-failure", "refused-stream", "unavailable", "cancelled", "retriable-status-codes"},
-	RetriableStatusCodes: []uint32{503},
-	RetryPreviousHosts:   true,
+	Attempts:           2,
+	RetryOn:            []string{"connect-failure", "refused-stream", "unavailable", "cancelled", "retriable-status-codes"},
+	RetryPreviousHosts: true,
 }
 
 // Envoy's retry_on conditions that Istio passes through.
@@ -542,7 +551,6 @@ func (b *builder) convertRetry(errs vsErrors, field string, r *networkingapi.HTT
 	if r == nil {
 		def := defaultRetry
 		def.RetryOn = append([]string(nil), defaultRetry.RetryOn...)
-		def.RetriableStatusCodes = append([]uint32(nil), defaultRetry.RetriableStatusCodes...)
 		return &def, true
 	}
 	if r.Attempts < 0 {
@@ -567,7 +575,6 @@ func (b *builder) convertRetry(errs vsErrors, field string, r *networkingapi.HTT
 	}
 	if strings.TrimSpace(r.RetryOn) == "" {
 		out.RetryOn = append([]string(nil), defaultRetry.RetryOn...)
-		out.RetriableStatusCodes = []uint32{503}
 		return out, true
 	}
 	for _, c := range strings.Split(r.RetryOn, ",") {

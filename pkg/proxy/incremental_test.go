@@ -162,7 +162,7 @@ func publishedRoutes(t *testing.T, w *randconfig.World, opts gateway.Options, se
 			raws[name+".copy"] = b
 		case 1:
 			if mix%3 == 0 {
-				bad := &routev3.VirtualHost{Name: "unsupported", Domains: []string{"unsupported.example"}, IncludeRequestAttemptCount: true}
+				bad := &routev3.VirtualHost{Name: "unsupported", Domains: []string{"unsupported.example"}, IncludeAttemptCountInResponse: true}
 				vb, _ := proto.Marshal(bad)
 				raws[name] = protowire.AppendBytes(protowire.AppendTag(append([]byte(nil), b...), virtualHostsField, protowire.BytesType), vb)
 			}

@@ -70,7 +70,7 @@ func TestCompileRouteConfigurationReusesVirtualHosts(t *testing.T) {
 	}
 
 	bad := proto.Clone(rc).(*routev3.RouteConfiguration)
-	bad.VirtualHosts[2].IncludeRequestAttemptCount = true
+	bad.VirtualHosts[2].IncludeAttemptCountInResponse = true
 	if _, _, err := compileRouteConfiguration(wire(t, bad), first, map[string]compiledVirtualHost{}); err == nil || !strings.Contains(err.Error(), "c:80") {
 		t.Errorf("an unsupported field in a virtual host: %v", err)
 	}

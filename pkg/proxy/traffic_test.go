@@ -87,10 +87,28 @@ spec:
     retries: ` + retries + "\n"
 	}
 	p := trafficSetup(t, vs("{attempts: 2, perTryTimeout: 5s, retryOn: 5xx}"), v1, v2)
+	attempts := map[string]int{}
 	for i := 0; i < 100; i++ {
-		if code, _, body := do(t, http.DefaultClient, "GET", p.URL(80)+"/", nil); code != 200 {
+		code, _, body := do(t, http.DefaultClient, "GET", p.URL(80)+"/", nil)
+		if code != 200 {
 			t.Fatalf("request %d failed despite retries: %d %s", i, code, body)
 		}
+		// Istio's virtual hosts set include_request_attempt_count: the
+		// backend sees which try this is.
+		var echo testenv.Echo
+		if err := json.Unmarshal([]byte(body), &echo); err != nil {
+			t.Fatalf("request %d: %v in %q", i, err, body)
+		}
+		for k, v := range echo.Headers {
+			if strings.EqualFold(k, "x-envoy-attempt-count") {
+				attempts[v]++
+			}
+		}
+	}
+	// attempts: 2 is up to three tries (a retry may pick v2 again when
+	// host selection runs out of other hosts).
+	if attempts["1"] == 0 || attempts["2"] == 0 || attempts["1"]+attempts["2"]+attempts["3"] != 100 {
+		t.Errorf("x-envoy-attempt-count seen by the healthy backend: %v; want 1, 2 (and rarely 3) on all 100 requests", attempts)
 	}
 	if r := stat(p, ratingCluster+"upstream_rq_retry"); r < 20 {
 		t.Errorf("upstream_rq_retry = %d; v2 should have been retried about 50 times", r)

@@ -337,13 +337,16 @@ func (r *Resources) Add(obj Object) error {
 }
 
 // Sort orders every list oldest first (creationTimestamp, then
-// namespace/name). Every later stage relies on this order to resolve
+// namespace/name; for Istio's kinds name/namespace). Every later stage relies on this order to resolve
 // conflicts deterministically: the oldest resource wins.
 func (r *Resources) Sort() {
-	sortObjects(r.Gateways)
-	sortObjects(r.VirtualServices)
-	sortObjects(r.DestinationRules)
-	sortObjects(r.ServiceEntries)
+	// Istio's kinds tie-break equal creation times by name, then
+	// namespace (pilot's configCompareByCreationTime); the Gateway API's
+	// by namespace/name, as its spec says.
+	sortIstioObjects(r.Gateways)
+	sortIstioObjects(r.VirtualServices)
+	sortIstioObjects(r.DestinationRules)
+	sortIstioObjects(r.ServiceEntries)
 	sortObjects(r.Services)
 	sortObjects(r.EndpointSlices)
 	sortObjects(r.Pods)
@@ -382,6 +385,29 @@ func compareAge(a, b metav1.Object) int {
 		return c
 	}
 	return strings.Compare(a.GetName(), b.GetName())
+}
+
+// OlderIstio is Older for Istio's kinds (Gateway, VirtualService,
+// DestinationRule, ServiceEntry): earlier creationTimestamp, then name,
+// then namespace, as istiod orders them.
+func OlderIstio(a, b metav1.Object) bool { return compareAgeIstio(a, b) < 0 }
+
+func compareAgeIstio(a, b metav1.Object) int {
+	if c := a.GetCreationTimestamp().Time.Compare(b.GetCreationTimestamp().Time); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.GetName(), b.GetName()); c != 0 {
+		return c
+	}
+	return strings.Compare(a.GetNamespace(), b.GetNamespace())
+}
+
+func sortIstioObjects[T metav1.Object](list []T) {
+	cmp := func(a, b T) int { return compareAgeIstio(a, b) }
+	if slices.IsSortedFunc(list, cmp) {
+		return
+	}
+	slices.SortFunc(list, cmp)
 }
 
 func sortObjects[T metav1.Object](list []T) {

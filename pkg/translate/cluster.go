@@ -80,6 +80,9 @@ func (t *translator) cluster(c *ir.Cluster) (*clusterv3.Cluster, *endpointv3.Clu
 	default:
 		return nil, nil, fmt.Errorf("unsupported discovery %q", c.Discovery)
 	}
+	// Istio's default load balancer is LEAST_REQUEST (Envoy's own default,
+	// ROUND_ROBIN, is only used when a DestinationRule asks for it).
+	out.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
 	if lb := c.LoadBalancer; lb != nil {
 		p, ok := lbPolicies[lb.Policy]
 		if !ok {
@@ -111,10 +114,13 @@ func (t *translator) cluster(c *ir.Cluster) (*clusterv3.Cluster, *endpointv3.Clu
 	if opts := httpOptions(c, limits); opts != nil {
 		out.TypedExtensionProtocolOptions = map[string]*anypb.Any{HTTPProtocolOptions: toAny(opts)}
 	}
+	// Istio turns Envoy's panic mode (spread over every host once fewer
+	// than 50% are healthy) off on every cluster; a DestinationRule's
+	// outlierDetection.minHealthPercent sets it.
+	out.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 0}}
 	if o := c.Outlier; o != nil {
 		out.OutlierDetection = outlier(o)
-		// Istio maps minHealthPercent to the panic threshold.
-		out.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: float64(o.MinHealthPercent)}}
+		out.CommonLbConfig.HealthyPanicThreshold.Value = float64(o.MinHealthPercent)
 	}
 	if ka := c.TCPKeepalive; ka != nil {
 		k := &corev3.TcpKeepalive{}
@@ -175,7 +181,9 @@ func httpOptions(c *ir.Cluster, l *ir.ConnectionLimits) *httpv3.HttpProtocolOpti
 }
 
 func outlier(o *ir.OutlierDetection) *clusterv3.OutlierDetection {
-	out := &clusterv3.OutlierDetection{}
+	// Istio turns Envoy's success-rate ejection (on by default) off: only
+	// the consecutive-error detectors a DestinationRule names apply.
+	out := &clusterv3.OutlierDetection{EnforcingSuccessRate: wrapperspb.UInt32(0)}
 	enforcing := func(v uint32) *wrapperspb.UInt32Value {
 		if v > 0 {
 			return wrapperspb.UInt32(100)
@@ -192,6 +200,7 @@ func outlier(o *ir.OutlierDetection) *clusterv3.OutlierDetection {
 	}
 	if o.SplitExternalLocalErr {
 		out.SplitExternalLocalOriginErrors = true
+		out.EnforcingLocalOriginSuccessRate = wrapperspb.UInt32(0) // as Istio
 		if o.ConsecutiveLocal != nil {
 			out.ConsecutiveLocalOriginFailure = wrapperspb.UInt32(*o.ConsecutiveLocal)
 			out.EnforcingConsecutiveLocalOriginFailure = enforcing(*o.ConsecutiveLocal)
@@ -208,7 +217,11 @@ func outlier(o *ir.OutlierDetection) *clusterv3.OutlierDetection {
 }
 
 func (t *translator) upstreamTLS(u *ir.UpstreamTLS) *tlsv3.UpstreamTlsContext {
-	common := &tlsv3.CommonTlsContext{AlpnProtocols: u.ALPN}
+	// As Istio: TLS 1.2 to 1.3 (Envoy's client alone stops at 1.2).
+	common := &tlsv3.CommonTlsContext{AlpnProtocols: u.ALPN, TlsParams: &tlsv3.TlsParameters{
+		TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2,
+		TlsMaximumProtocolVersion: tlsv3.TlsParameters_TLSv1_3,
+	}}
 	if u.CertificateSecret != "" {
 		common.TlsCertificateSdsSecretConfigs = []*tlsv3.SdsSecretConfig{sdsConfig(u.CertificateSecret)}
 	}

@@ -31,6 +31,8 @@ func (t *translator) virtualHost(vh *ir.VirtualHost) (*routev3.VirtualHost, erro
 		Name:     vh.Name,
 		Domains:  vh.Domains,
 		Metadata: sourceMetadata(vh.Sources, nil),
+		// As Istio's gateways: upstreams see x-envoy-attempt-count.
+		IncludeRequestAttemptCount: true,
 	}
 	if vh.RequireTLS {
 		v.RequireTls = routev3.VirtualHost_ALL
@@ -129,7 +131,9 @@ func routeMatch(m ir.Match) (*routev3.RouteMatch, error) {
 		out.CaseSensitive = wrapperspb.Bool(false)
 	}
 	for _, h := range m.Headers {
-		hm := &routev3.HeaderMatcher{Name: h.Name, InvertMatch: h.Invert}
+		// As Istio's withoutHeaders: a request without the header matches
+		// (Envoy would fail an inverted string match on a missing header).
+		hm := &routev3.HeaderMatcher{Name: h.Name, InvertMatch: h.Invert, TreatMissingHeaderAsEmpty: h.Invert && h.Match.Type != ir.MatchPresent}
 		if h.Match.Type == ir.MatchPresent {
 			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
 		} else {
@@ -237,6 +241,9 @@ func routeAction(f *ir.Forward, m ir.Match) (*routev3.RouteAction, error) {
 		a.RequestMirrorPolicies = append(a.RequestMirrorPolicies, &routev3.RouteAction_RequestMirrorPolicy{
 			Cluster:         mi.Cluster,
 			RuntimeFraction: &corev3.RuntimeFractionalPercent{DefaultValue: fractionalPercent(mi.Percent)},
+			// Istio (DISABLE_SHADOW_HOST_SUFFIX, on by default) mirrors with
+			// the request's own Host, not Envoy's "<host>-shadow".
+			DisableShadowHostSuffixAppend: true,
 		})
 	}
 	if rw := f.Rewrite; rw != nil {

@@ -227,6 +227,7 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 	}
 	var tried []*upstream.Host
 	retried := false
+	attempts := 0
 	for n := 0; ; n++ {
 		opts := upstream.PickOptions{Hash: hash, HasHash: hasHash}
 		if policy != nil && policy.PreviousHosts && len(tried) > 0 {
@@ -249,6 +250,11 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 		x.upstream, x.host = host.Addr, host
 		cluster.Stats.RqTotal.Inc()
 		host.Active.Add(1)
+		attempts++
+		if route.AttemptCount {
+			// Envoy's include_request_attempt_count: 1 on the first try.
+			x.req.Header.Set("x-envoy-attempt-count", strconv.Itoa(attempts))
+		}
 		var up *tracing.Span
 		if x.span != nil {
 			up = x.injectTrace(cluster)
@@ -301,6 +307,7 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 			host.Active.Add(-1)
 			tried = tried[:len(tried)-1]
 			x.repicked = true
+			attempts--
 			n--
 			continue
 		default:
@@ -950,7 +957,11 @@ func (x *exchange) mirror(route *router.Route, src *bodySource) {
 		if c == nil || !env.mirrorSlot() {
 			continue
 		}
-		req := &httpx.Request{Method: x.req.Method, Target: route.RewriteTarget(x.req.Target), Authority: shadowHost(x.req.Authority),
+		authority := x.req.Authority
+		if !m.KeepHost {
+			authority = shadowHost(authority)
+		}
+		req := &httpx.Request{Method: x.req.Method, Target: route.RewriteTarget(x.req.Target), Authority: authority,
 			Header: x.req.Header.Clone(), Proto: x.req.Proto}
 		timeout := route.Timeout
 		if timeout <= 0 {

@@ -36,6 +36,10 @@ type headerMatcher struct {
 	present bool // present_match
 	sm      *StringMatcher
 	invert  bool
+	// treatMissing is treat_missing_header_as_empty: a missing header is
+	// matched as "". Without it a missing header fails a string matcher,
+	// inverted or not (Envoy's rule).
+	treatMissing bool
 }
 
 type queryMatcher struct {
@@ -132,7 +136,7 @@ func compileMatch(m *routev3.RouteMatch) (matcher, error) {
 		out.value = strings.ToLower(out.value)
 	}
 	for _, h := range m.Headers {
-		hm := headerMatcher{name: strings.ToLower(h.Name), invert: h.InvertMatch}
+		hm := headerMatcher{name: strings.ToLower(h.Name), invert: h.InvertMatch, treatMissing: h.TreatMissingHeaderAsEmpty}
 		switch s := h.HeaderMatchSpecifier.(type) {
 		case *routev3.HeaderMatcher_PresentMatch:
 			hm.present = s.PresentMatch
@@ -206,6 +210,12 @@ func (m *matcher) matches(req *httpx.Request, q *url.Values) bool {
 	for i := range m.headers {
 		h := &m.headers[i]
 		v, ok := req.Pseudo(h.name)
+		if !ok && h.sm != nil {
+			if !h.treatMissing {
+				return false
+			}
+			v, ok = "", true
+		}
 		match := ok
 		if ok && h.sm != nil {
 			match = h.sm.Match(v)

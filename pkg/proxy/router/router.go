@@ -77,6 +77,9 @@ type Route struct {
 	Source string // istio config path from metadata, for logs
 	match  matcher
 	Action Action
+	// AttemptCount sends x-envoy-attempt-count upstream (the virtual
+	// host's include_request_attempt_count).
+	AttemptCount bool
 
 	Clusters    []WeightedCluster
 	TotalWeight uint32
@@ -123,6 +126,9 @@ type WeightedCluster struct {
 type Mirror struct {
 	Cluster    string
 	PerMillion uint32
+	// KeepHost sends the request's own Host (disable_shadow_host_suffix_append)
+	// instead of Envoy's default "<host>-shadow".
+	KeepHost bool
 }
 
 // Rewrite changes a request before it goes upstream.
@@ -332,6 +338,7 @@ func CompileVirtualHost(v *routev3.VirtualHost) (*CompiledVirtualHost, error) {
 		for _, m := range route.Mirrors {
 			clusters[m.Cluster] = true
 		}
+		route.AttemptCount = v.IncludeRequestAttemptCount
 		vh.Routes = append(vh.Routes, route)
 	}
 	out := &CompiledVirtualHost{VirtualHost: vh}
@@ -512,7 +519,8 @@ func compileAction(out *Route, a *routev3.RouteAction) error {
 		out.Retry = rp
 	}
 	for _, m := range a.RequestMirrorPolicies {
-		out.Mirrors = append(out.Mirrors, Mirror{Cluster: m.Cluster, PerMillion: perMillion(m.GetRuntimeFraction().GetDefaultValue())})
+		out.Mirrors = append(out.Mirrors, Mirror{Cluster: m.Cluster, PerMillion: perMillion(m.GetRuntimeFraction().GetDefaultValue()),
+			KeepHost: m.DisableShadowHostSuffixAppend})
 	}
 	out.Rewrite.Prefix = a.PrefixRewrite
 	if rr := a.RegexRewrite; rr != nil {

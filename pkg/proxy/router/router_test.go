@@ -160,7 +160,7 @@ func TestCompileActionsAndErrors(t *testing.T) {
 			PrefixRewrite: "/v2/",
 			RetryPolicy: &routev3.RetryPolicy{RetryOn: "5xx,retriable-status-codes", NumRetries: wrapperspb.UInt32(2),
 				RetriableStatusCodes: []uint32{409}, PerTryTimeout: durationpb.New(5e9)},
-			RequestMirrorPolicies: []*routev3.RouteAction_RequestMirrorPolicy{{Cluster: "shadow"}},
+			RequestMirrorPolicies: []*routev3.RouteAction_RequestMirrorPolicy{{Cluster: "shadow"}, {Cluster: "shadow", DisableShadowHostSuffixAppend: true}},
 		}},
 		RequestHeadersToAdd: []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "X-A", Value: "1"}, AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}},
 	}
@@ -174,6 +174,9 @@ func TestCompileActionsAndErrors(t *testing.T) {
 	}
 	if got := strings.Join(table.Clusters, ","); got != "shadow,v1,v2" {
 		t.Errorf("referenced clusters = %s", got)
+	}
+	if len(r.Mirrors) != 2 || r.Mirrors[0].KeepHost || !r.Mirrors[1].KeepHost {
+		t.Errorf("mirrors (KeepHost from disable_shadow_host_suffix_append): %+v", r.Mirrors)
 	}
 	if got := r.RewriteTarget("/api/users?id=1"); got != "/v2/users?id=1" {
 		t.Errorf("prefix rewrite = %s", got)
@@ -226,4 +229,27 @@ func FuzzVirtualHost(f *testing.F) {
 			t.Fatalf("%q matched the prefix wildcard", host)
 		}
 	})
+}
+
+// Envoy's rule for a missing header: a string matcher fails, inverted or
+// not, unless treat_missing_header_as_empty matches it as "" (what Istio's
+// withoutHeaders, and Portico's translator, send).
+func TestMissingHeaderWithInvertedMatch(t *testing.T) {
+	for _, tc := range []struct {
+		treatMissing bool
+		want         bool
+	}{{false, false}, {true, true}} {
+		r := &routev3.Route{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+			Headers: []*routev3.HeaderMatcher{{Name: "x-env", InvertMatch: true, TreatMissingHeaderAsEmpty: tc.treatMissing,
+				HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: "canary"}}}}}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "c"}}}}
+		table, err := Compile(&routev3.RouteConfiguration{VirtualHosts: []*routev3.VirtualHost{{Name: "v", Domains: []string{"*"}, Routes: []*routev3.Route{r}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := table.VirtualHost("x").Match(&httpx.Request{Method: "GET", Target: "/", Authority: "x"}) != nil
+		if got != tc.want {
+			t.Errorf("treat_missing_header_as_empty=%v: request without x-env matched=%v, want %v", tc.treatMissing, got, tc.want)
+		}
+	}
 }

@@ -4,6 +4,7 @@
 package upstream
 
 import (
+	"crypto/tls"
 	"fmt"
 	"math"
 	"strings"
@@ -70,6 +71,10 @@ type TLSConfig struct {
 	TrustedCAFile string
 	SANs          []SANMatcher
 	ALPN          []string
+	// MinVersion and MaxVersion come from tls_params (crypto/tls
+	// constants); zero is TLS 1.2 and TLS 1.3, the versions Portico's
+	// translator (like Istio) asks for.
+	MinVersion, MaxVersion uint16
 	// Verify is false when no validation context is configured.
 	Verify bool
 }
@@ -220,6 +225,11 @@ func CompileCluster(c *clusterv3.Cluster) (*ClusterConfig, error) {
 		}
 	}
 	if od := c.OutlierDetection; od != nil {
+		// Success-rate ejection is not implemented: accept it only turned
+		// off, as Istio's translator (and Portico's) sends it.
+		if od.GetEnforcingSuccessRate().GetValue() != 0 || od.GetEnforcingLocalOriginSuccessRate().GetValue() != 0 {
+			return nil, fmt.Errorf("cluster %s: outlier_detection success-rate ejection (enforcing_success_rate > 0) is not supported", c.Name)
+		}
 		pct := func(v interface{ GetValue() uint32 }, def uint32) uint32 {
 			if v == nil {
 				return def
@@ -296,6 +306,22 @@ func compileUpstreamTLS(ts *corev3.TransportSocket) (*TLSConfig, error) {
 	}
 	common := ctx.CommonTlsContext
 	t := &TLSConfig{SNI: ctx.Sni, ALPN: common.GetAlpnProtocols()}
+	if p := common.GetTlsParams(); p != nil {
+		var ok bool
+		if p.TlsMinimumProtocolVersion != tlsv3.TlsParameters_TLS_AUTO {
+			if t.MinVersion, ok = tlsVersions[p.TlsMinimumProtocolVersion]; !ok {
+				return nil, fmt.Errorf("tls_params.tls_minimum_protocol_version %v is not supported", p.TlsMinimumProtocolVersion)
+			}
+		}
+		if p.TlsMaximumProtocolVersion != tlsv3.TlsParameters_TLS_AUTO {
+			if t.MaxVersion, ok = tlsVersions[p.TlsMaximumProtocolVersion]; !ok {
+				return nil, fmt.Errorf("tls_params.tls_maximum_protocol_version %v is not supported", p.TlsMaximumProtocolVersion)
+			}
+		}
+		if len(p.CipherSuites) > 0 {
+			return nil, fmt.Errorf("tls_params.cipher_suites is not supported on upstream TLS")
+		}
+	}
 	if certs := common.GetTlsCertificateSdsSecretConfigs(); len(certs) > 0 {
 		t.CertSecret = certs[0].Name
 	}
@@ -383,4 +409,11 @@ func endpointMeta(md *corev3.Metadata) *EndpointMeta {
 		}
 	}
 	return m
+}
+
+var tlsVersions = map[tlsv3.TlsParameters_TlsProtocol]uint16{
+	tlsv3.TlsParameters_TLSv1_0: tls.VersionTLS10,
+	tlsv3.TlsParameters_TLSv1_1: tls.VersionTLS11,
+	tlsv3.TlsParameters_TLSv1_2: tls.VersionTLS12,
+	tlsv3.TlsParameters_TLSv1_3: tls.VersionTLS13,
 }

@@ -200,7 +200,10 @@ func (m *Manager) resolve(c *Cluster) []EndpointSpec {
 // tlsConfig builds the client TLS configuration for one connection. It is
 // built per connection so rotated secrets apply to new connections.
 func (m *Manager) tlsConfig(t *TLSConfig, h *Host) (*tls.Config, error) {
-	cfg := &tls.Config{ServerName: t.SNI, NextProtos: t.ALPN, MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{ServerName: t.SNI, NextProtos: t.ALPN, MinVersion: tls.VersionTLS12, MaxVersion: t.MaxVersion}
+	if t.MinVersion != 0 {
+		cfg.MinVersion = t.MinVersion
+	}
 	if cfg.ServerName == "" {
 		host, _, _ := net.SplitHostPort(h.Addr)
 		cfg.ServerName = host
