@@ -151,12 +151,19 @@ spec:
 		t.Fatalf("tracing without any provider: upstream got traceparent %q", tp)
 	}
 	rc.update(t, base+telem(100))
+	// Spans are exported a flush interval after their request, so each
+	// poll asks whether any request sent so far has arrived (asking only
+	// for the latest one races the flush and can miss forever).
 	n := 0
 	testenv.WaitFor(t, "a Telemetry-selected provider receiving spans", func() bool {
 		n++
-		rid := fmt.Sprintf("on-%d", n)
-		get(rid)
-		return col.has(rid)
+		get(fmt.Sprintf("on-%d", n))
+		for i := 1; i <= n; i++ {
+			if col.has(fmt.Sprintf("on-%d", i)) {
+				return true
+			}
+		}
+		return false
 	})
 	rc.update(t, base+telem(0))
 	testenv.WaitFor(t, "randomSamplingPercentage 0 applied", func() bool {
