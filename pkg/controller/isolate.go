@@ -118,6 +118,7 @@ func (c *Controller) attempt(res *resource.Resources, classes []map[string]strin
 			c.translators[p.Name] = t
 		}
 		t.SetTracing(c.tracingFor(res, p))
+		t.SetAccessLogging(c.accessLoggingFor(res, p))
 		tr, err := t.Translate(p)
 		if err != nil {
 			att.errs[p.Name] = fmt.Errorf("translating: %w", err)

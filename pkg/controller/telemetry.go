@@ -11,14 +11,34 @@ import (
 
 // tracingFor is a class's tracing: meshConfig's, overridden by the
 // Telemetry resources that apply to the class's pods (Options.Mesh set),
-// else the static translate.Options.Tracing. The pods' namespace is
-// taken to be that of the class's oldest Gateway (gateways live with
-// their pods in Istio's usual installs), else the root namespace.
-// Telemetry problems are logged once per message.
+// else the static translate.Options.Tracing.
 func (c *Controller) tracingFor(res *resource.Resources, p *ir.Proxy) *translate.Tracing {
 	if c.opts.Mesh == nil {
 		return c.opts.Translate.Tracing
 	}
+	scope, tels := c.telemetryScope(res, p)
+	tr, problems := telemetry.Tracing(c.opts.Mesh, scope, tels)
+	c.logTelemetryProblems(p, problems)
+	return tr
+}
+
+// accessLoggingFor is a class's Telemetry access logging (nil: meshConfig's
+// access log, translate.Options.AccessLog, applies).
+func (c *Controller) accessLoggingFor(res *resource.Resources, p *ir.Proxy) *translate.AccessLogging {
+	if c.opts.Mesh == nil {
+		return nil
+	}
+	scope, tels := c.telemetryScope(res, p)
+	al, problems := telemetry.AccessLogging(c.opts.Mesh, scope, tels)
+	c.logTelemetryProblems(p, problems)
+	return al
+}
+
+// telemetryScope is the class's pods as Telemetry selects them. The pods'
+// namespace is taken to be that of the class's oldest Gateway (gateways
+// live with their pods in Istio's usual installs), else the root
+// namespace.
+func (c *Controller) telemetryScope(res *resource.Resources, p *ir.Proxy) (telemetry.Scope, []telemetry.Telemetry) {
 	root := c.opts.RootNamespace
 	if root == "" {
 		root = "istio-system"
@@ -33,7 +53,11 @@ func (c *Controller) tracingFor(res *resource.Resources, p *ir.Proxy) *translate
 	for _, t := range res.Telemetries {
 		tels = append(tels, telemetry.Telemetry{Namespace: t.Namespace, Name: t.Name, Spec: &t.Spec})
 	}
-	tr, problems := telemetry.Tracing(c.opts.Mesh, telemetry.Scope{RootNamespace: root, Namespace: ns, Labels: p.Labels}, tels)
+	return telemetry.Scope{RootNamespace: root, Namespace: ns, Labels: p.Labels}, tels
+}
+
+// logTelemetryProblems logs each Telemetry problem once per message.
+func (c *Controller) logTelemetryProblems(p *ir.Proxy, problems []telemetry.Problem) {
 	for _, pr := range problems {
 		msg := pr.Error()
 		if !c.telemetryLogged[msg] {
@@ -44,5 +68,4 @@ func (c *Controller) tracingFor(res *resource.Resources, p *ir.Proxy) *translate
 			c.log.Error(nil, "Telemetry not honoured", "problem", msg, "class", p.Name)
 		}
 	}
-	return tr
 }

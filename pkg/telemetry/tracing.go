@@ -34,13 +34,25 @@ type Mesh struct {
 	// Sampling is defaultConfig.tracing.sampling (0 when unset: Istio's
 	// default 1% applies).
 	Sampling float64
+
+	// AccessLogProviders are the envoyFileAccessLog extensionProviders by
+	// name; OtherProviders names the rest (for messages).
+	AccessLogProviders map[string]*translate.AccessLog
+	OtherProviders     map[string]string
+	// AccessLogDefaults is defaultProviders.accessLogging.
+	AccessLogDefaults []string
+	// MeshAccessLog is meshConfig's accessLogFile/Encoding/Format, which
+	// the built-in "envoy" provider formats with (nil: Envoy's default).
+	MeshAccessLog *translate.AccessLog
 }
 
 // FromMeshConfig reads the tracing part of a MeshConfig. Providers of
 // kinds Portico does not export to are an error naming them only when
 // something selects them (Resolve), as istiod ignores unused ones.
 func FromMeshConfig(mc *meshv1alpha1.MeshConfig) (*Mesh, error) {
-	m := &Mesh{Providers: map[string]*translate.TracingProvider{}, Defaults: mc.GetDefaultProviders().GetTracing()}
+	m := &Mesh{Providers: map[string]*translate.TracingProvider{}, Defaults: mc.GetDefaultProviders().GetTracing(),
+		AccessLogProviders: map[string]*translate.AccessLog{}, OtherProviders: map[string]string{},
+		AccessLogDefaults: mc.GetDefaultProviders().GetAccessLogging()}
 	m.Sampling = mc.GetDefaultConfig().GetTracing().GetSampling()
 	if m.Sampling < 0 || m.Sampling > 100 {
 		return nil, fmt.Errorf("defaultConfig.tracing.sampling: %v is not within 0..100", m.Sampling)
@@ -65,7 +77,15 @@ func FromMeshConfig(mc *meshv1alpha1.MeshConfig) (*Mesh, error) {
 			z := p.GetZipkin()
 			tp = &translate.TracingProvider{Name: p.Name, Kind: "zipkin", Service: serviceHost(z.Service), Port: z.Port,
 				MaxTagLength: z.MaxTagLength, Path: z.Path}
+		case p.GetEnvoyFileAccessLog() != nil:
+			al, err := fileAccessLogProvider(p.GetEnvoyFileAccessLog())
+			if err != nil {
+				return nil, fmt.Errorf("extensionProviders[%d] %q: envoyFileAccessLog: %w", i, p.Name, err)
+			}
+			m.AccessLogProviders[p.Name] = al
+			continue
 		default:
+			m.OtherProviders[p.Name] = providerKind(p)
 			continue
 		}
 		if err := (&translate.Tracing{Provider: tp}).Validate(); err != nil {
@@ -106,7 +126,12 @@ type Problem struct {
 	Message         string
 }
 
-func (p Problem) Error() string { return p.Namespace + "/" + p.Name + ": " + p.Message }
+func (p Problem) Error() string {
+	if p.Name == "" {
+		return p.Message // meshConfig's, not a resource's
+	}
+	return p.Namespace + "/" + p.Name + ": " + p.Message
+}
 
 // applicable returns the Telemetry resources that apply to the scope,
 // least specific first (root mesh-wide, namespace-wide, workload
