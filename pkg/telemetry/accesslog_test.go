@@ -71,7 +71,7 @@ func TestAccessLogging(t *testing.T) {
 		{name: "another namespace's Telemetry does not apply", mesh: m,
 			tels: []Telemetry{tel(t, "other", "ns", `accessLogging: [{providers: [{name: json-file}]}]`)}, legacy: true},
 		{name: "unknown and unsupported providers", mesh: m,
-			tels: []Telemetry{tel(t, "istio-system", "mesh", `accessLogging: [{providers: [{name: nope}, {name: als}, {name: otel}, {name: plain}]}]`)},
+			tels:     []Telemetry{tel(t, "istio-system", "mesh", `accessLogging: [{providers: [{name: nope}, {name: als}, {name: otel}, {name: plain}]}]`)},
 			want:     []log{{"/dev/stdout", ""}},
 			problems: []string{`"als" is of kind envoyHttpAls`, `"nope" is not a meshConfig`, `"otel" is of kind tracing`}},
 		{name: "a filter the proxy cannot compile drops that provider", mesh: m,
