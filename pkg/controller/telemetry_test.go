@@ -20,6 +20,7 @@ import (
 	"github.com/portico-gateway/portico/internal/testenv"
 	"github.com/portico-gateway/portico/pkg/controller"
 	"github.com/portico-gateway/portico/pkg/gateway"
+	"github.com/portico-gateway/portico/pkg/status"
 	"github.com/portico-gateway/portico/pkg/telemetry"
 	"github.com/portico-gateway/portico/pkg/translate"
 	"github.com/portico-gateway/portico/pkg/xds"
@@ -335,5 +336,73 @@ spec:
 		if logged(c.file, c.rid) {
 			t.Errorf("%s logged %s, which its configuration at the time excluded", filepath.Base(c.file), c.rid)
 		}
+	}
+}
+
+// TestTelemetryProblemsInStatus: what a Telemetry asks that cannot be
+// honoured is written to its status, naming the field, with Istio's codes;
+// a valid one is Accepted with no messages.
+func TestTelemetryProblemsInStatus(t *testing.T) {
+	mesh := &telemetry.Mesh{
+		Providers:          map[string]*translate.TracingProvider{"otel": {Name: "otel", Kind: "opentelemetry", Service: "otel.example", Port: 4317}},
+		AccessLogProviders: map[string]*translate.AccessLog{"file": {File: "/dev/stdout"}},
+	}
+	server := xds.NewServer(logr.Discard(), gateway.ClassName)
+	st := &sink{}
+	ctrl := controller.New(logr.Discard(), server, st, controller.Options{Mesh: mesh})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); ctrl.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	rc := &running{ctrl: ctrl, xds: server}
+	rc.update(t, `
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: bad, namespace: istio-system}
+spec:
+  tracing: [{providers: [{name: jaeger}], randomSamplingPercentage: 101}]
+  accessLogging:
+  - providers: [{name: file}]
+    filter: {expression: "response.code >="}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: good, namespace: default}
+spec:
+  accessLogging: [{providers: [{name: file}], filter: {expression: "response.code >= 500"}}]
+`)
+	waitFor(t, "the Telemetry statuses", func() bool { return st.find("Telemetry", "bad") != nil && st.find("Telemetry", "good") != nil })
+	bad := st.find("Telemetry", "bad")
+	want := []struct{ code, field, sub string }{
+		{"IST0106", "spec.tracing[0].randomSamplingPercentage", "must be within 0..100"},
+		{"IST0101", "spec.tracing[0].providers[0]", `tracing provider "jaeger" is not a meshConfig extensionProviders entry`},
+		{"IST0106", "spec.accessLogging[0].filter.expression", `CEL filter "response.code >="`},
+	}
+	for _, w := range want {
+		m := message(bad, w.field, w.sub)
+		if m == nil {
+			t.Errorf("no message on %s containing %q; messages: %+v", w.field, w.sub, bad.Messages)
+			continue
+		}
+		if m.Code.ID != w.code {
+			t.Errorf("%s: code %s, want %s", w.field, m.Code.ID, w.code)
+		}
+	}
+	if c := bad.Condition(status.Accepted); c == nil || c.Reason != status.ReasonPartiallyInvalid {
+		t.Errorf("bad: Accepted %+v, want reason %s", c, status.ReasonPartiallyInvalid)
+	}
+	if c := bad.Condition(status.ResolvedRefs); c == nil || c.Status != "False" {
+		t.Errorf("bad: ResolvedRefs %+v, want False (the provider is missing)", c)
+	}
+	good := st.find("Telemetry", "good")
+	if c := good.Condition(status.Accepted); len(good.Messages) != 0 || c == nil || c.Status != "True" || c.Reason != status.ReasonAccepted {
+		t.Errorf("good: %+v", good)
 	}
 }

@@ -72,6 +72,12 @@ type loggingSpec struct {
 	field    string
 }
 
+// namedAt is where a provider was named, for messages.
+type namedAt struct {
+	t     Telemetry
+	field string
+}
+
 // AccessLogging resolves the gateway's access logging from the Telemetry
 // resources that apply to it, with istiod's merge (pilot's mergeLogs): a
 // gateway is a CLIENT workload; each level's providers replace the less
@@ -115,6 +121,7 @@ func AccessLogging(m *Mesh, s Scope, tels []Telemetry) (*translate.AccessLogging
 			sel.GetMode() == telemetryv1alpha1.WorkloadMode_CLIENT
 	}
 	specs := map[string]loggingSpec{}
+	named := map[string]namedAt{}
 	if len(levels) == 0 {
 		for _, p := range m.AccessLogDefaults {
 			specs[p] = loggingSpec{}
@@ -138,6 +145,13 @@ func AccessLogging(m *Mesh, s Scope, tels []Telemetry) (*translate.AccessLogging
 			}
 			if len(names) > 0 {
 				inScope = names
+			}
+		}
+		for _, lv := range levels {
+			for _, e := range lv {
+				for j, p := range e.names {
+					named[p] = namedAt{e.t, fmt.Sprintf("spec.accessLogging[%d].providers[%d]", e.i, j)}
+				}
 			}
 		}
 		scope := map[string]bool{}
@@ -179,18 +193,23 @@ func AccessLogging(m *Mesh, s Scope, tels []Telemetry) (*translate.AccessLogging
 		}
 		al := m.accessLogProvider(n)
 		if al == nil {
-			msg := fmt.Sprintf("access logging provider %q is not a meshConfig extensionProviders entry", n)
-			if k, ok := m.otherProvider(n); ok {
-				msg = fmt.Sprintf("access logging provider %q is of kind %s; Portico logs to envoyFileAccessLog providers only", n, k)
+			pr := Problem{Field: "defaultProviders.accessLogging", Kind: NotFound,
+				Message: fmt.Sprintf("access logging provider %q is not a meshConfig extensionProviders entry", n)}
+			if at, ok := named[n]; ok {
+				pr.Namespace, pr.Name, pr.Field = at.t.Namespace, at.t.Name, at.field
 			}
-			problems = append(problems, Problem{Message: msg})
+			if k, ok := m.otherProvider(n); ok {
+				pr.Kind = Unsupported
+				pr.Message = fmt.Sprintf("access logging provider %q is of kind %s; Portico logs to envoyFileAccessLog providers only", n, k)
+			}
+			problems = append(problems, pr)
 			continue
 		}
 		cp := *al
 		if sp.filter != "" {
 			if _, err := accesslog.CompileFilter(sp.filter); err != nil {
-				problems = append(problems, Problem{Namespace: sp.from.Namespace, Name: sp.from.Name,
-					Message: fmt.Sprintf("%s: %v (provider %q not logging)", sp.field, err, n)})
+				problems = append(problems, Problem{Namespace: sp.from.Namespace, Name: sp.from.Name, Field: sp.field,
+					Message: fmt.Sprintf("%v (provider %q not logging)", err, n)})
 				continue
 			}
 			cp.Filter = sp.filter

@@ -3,10 +3,14 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // TestTelemetryKubernetes: a Telemetry resource applied through the API
@@ -47,6 +51,35 @@ spec:
 		}
 		return nil
 	})
+	// A problem is written to the resource's status through the API
+	// server, naming the field.
+	h.apply(t, `
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: e2e-bad, namespace: istio-system}
+spec:
+  tracing: [{randomSamplingPercentage: 150}]
+`)
+	t.Cleanup(func() { h.delete(t, "telemetry.istio.io/v1", "Telemetry", "istio-system", "e2e-bad") })
+	eventually(t, "the Telemetry's status naming the bad field", 30*time.Second, func() error {
+		u := &unstructured.Unstructured{}
+		u.SetAPIVersion("telemetry.istio.io/v1")
+		u.SetKind("Telemetry")
+		if err := h.client.Get(context.Background(), types.NamespacedName{Namespace: "istio-system", Name: "e2e-bad"}, u); err != nil {
+			return err
+		}
+		st, _ := u.Object["status"].(map[string]any)
+		c := condition(st, "Accepted")
+		if c == nil || c["reason"] != "PartiallyInvalid" {
+			return fmt.Errorf("Accepted %v", c)
+		}
+		if msgs := fmt.Sprint(st["validationMessages"]); !strings.Contains(msgs, "spec.tracing[0].randomSamplingPercentage") {
+			return fmt.Errorf("validationMessages %v", msgs)
+		}
+		return nil
+	})
+	h.delete(t, "telemetry.istio.io/v1", "Telemetry", "istio-system", "e2e-bad")
+
 	h.delete(t, "telemetry.istio.io/v1", "Telemetry", "istio-system", "e2e-logging")
 	eventually(t, "the filter gone after the Telemetry is deleted", 30*time.Second, func() error {
 		d, err := h.admin("/config_dump")
