@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/portico-gateway/portico/pkg/proxy/httpx"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -110,7 +110,7 @@ type ClientConn struct {
 type clientStream struct {
 	c    *ClientConn
 	id   uint32
-	resp *http.Response
+	resp *httpx.Response
 	// Guarded by c.mu.
 	headers    chan struct{} // closed when the response headers arrived or the stream failed
 	gotHeaders bool
@@ -121,7 +121,7 @@ type clientStream struct {
 	off        int
 	ended      bool // END_STREAM received
 	sentEnd    bool
-	trailer    http.Header
+	trailer    *httpx.Header
 	err        error
 	done       bool // removed from the connection
 	readWake   chan struct{}
@@ -473,7 +473,7 @@ func (c *ClientConn) processHeaders(f *http2.MetaHeadersFrame) error {
 			c.resetLocked(s, http2.ErrCodeProtocol, errors.New("http2: upstream sent malformed trailers"))
 			return nil
 		}
-		s.trailer = make(http.Header, len(f.Fields))
+		s.trailer = &httpx.Header{Fields: make([]httpx.Field, 0, len(f.Fields))}
 		for _, hf := range f.RegularFields() {
 			s.trailer.Add(hf.Name, hf.Value)
 		}
@@ -489,9 +489,8 @@ func (c *ClientConn) processHeaders(f *http2.MetaHeadersFrame) error {
 		return nil // 1xx: the final response follows
 	}
 	resp := s.resp
-	resp.StatusCode = status
-	resp.Status = strconv.Itoa(status) + " " + http.StatusText(status)
-	resp.Header = make(http.Header, len(f.Fields))
+	resp.Status = status
+	resp.Header.Fields = make([]httpx.Field, 0, len(f.Fields))
 	resp.ContentLength = -1
 	for _, hf := range f.RegularFields() {
 		if isConnectionSpecific(hf.Name) {
@@ -500,7 +499,7 @@ func (c *ClientConn) processHeaders(f *http2.MetaHeadersFrame) error {
 		}
 		resp.Header.Add(hf.Name, hf.Value)
 	}
-	if v := resp.Header.Get("Content-Length"); v != "" {
+	if v := resp.Header.Get("content-length"); v != "" {
 		if n, ok := parseLength(v); ok {
 			resp.ContentLength = n
 		}
@@ -655,23 +654,25 @@ func (s *clientStream) signalRead() {
 }
 
 // RoundTrip sends req on a stream claimed with Reserve and returns the
-// response once its headers arrived. The request body is sent by a
-// goroutine of the stream, within the peer's windows; the response body
-// is buffered within the windows advertised and granted back as it is
-// read. Cancelling req's context resets the stream. Closing the
-// response body before its end resets the stream too.
-func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
-	ctx := req.Context()
-	authority := req.Host
-	if authority == "" {
-		authority = req.URL.Host
-	}
-	path := req.URL.RequestURI()
-	scheme := req.URL.Scheme
+// response once its headers arrived. The request is the proxy's own model
+// (httpx): Method, Scheme, Authority, Target, Header (lowercase names),
+// ContentLength (-1 unknown, 0 none) and Body are used. The request body is
+// sent by a goroutine of the stream, within the peer's windows; the
+// response body (a *ResponseBody, which the caller must Close) is buffered
+// within the windows advertised and granted back as it is read; the
+// response's Trailer is set once its body returned io.EOF. Cancelling ctx
+// resets the stream. Closing the response body before its end resets the
+// stream too.
+func (c *ClientConn) RoundTrip(ctx context.Context, req *httpx.Request) (*httpx.Response, error) {
+	scheme := req.Scheme
 	if scheme == "" {
 		scheme = "http"
 	}
-	hasBody := req.Body != nil && req.Body != http.NoBody && req.ContentLength != 0
+	path := req.Target
+	if path == "" {
+		path = "/"
+	}
+	hasBody := req.Body != nil && req.ContentLength != 0
 
 	c.mu.Lock()
 	c.reserved--
@@ -681,38 +682,42 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil || !errors.Is(err, ErrRetryable) {
 			err = fmt.Errorf("%w: connection closing", ErrRetryable)
 		}
-		closeBody(req)
+		closeBody(req.Body)
 		return nil, err
 	}
 	s := &clientStream{c: c, id: c.nextID, headers: make(chan struct{}),
 		sendWindow: c.peerInitialWindow, recv: inflow{avail: int64(c.cfg.InitialStreamWindow)},
-		resp: &http.Response{Proto: "HTTP/2.0", ProtoMajor: 2, Request: req}}
+		resp: &httpx.Response{Proto: "HTTP/2"}}
 	c.nextID += 2
 	c.streams[s.id] = s
 	c.hbuf.Reset()
 	enc := func(name, value string) { c.henc.WriteField(hpack.HeaderField{Name: name, Value: value}) }
 	enc(":method", req.Method)
 	enc(":scheme", scheme)
-	enc(":authority", authority)
+	enc(":authority", req.Authority)
 	enc(":path", path)
-	for k, vs := range req.Header {
-		lk := strings.ToLower(k)
-		if isConnectionSpecific(lk) || lk == "host" || lk == "te" && !isTrailers(vs) {
+	hasLength := false
+	for _, f := range req.Header.Fields {
+		// httpx header names are lowercase already.
+		switch {
+		case isConnectionSpecific(f.Name), f.Name == "host":
 			continue
+		case f.Name == "te":
+			if !strings.EqualFold(f.Value, "trailers") {
+				continue
+			}
+		case f.Name == "content-length":
+			hasLength = true
 		}
-		for _, v := range vs {
-			c.henc.WriteField(hpack.HeaderField{Name: lk, Value: v})
-		}
+		enc(f.Name, f.Value)
 	}
-	if hasBody && req.ContentLength > 0 && req.Header.Get("Content-Length") == "" {
+	if hasBody && req.ContentLength > 0 && !hasLength {
 		enc("content-length", strconv.FormatInt(req.ContentLength, 10))
 	}
 	writeHeaderBlock(c.out.fr, s.id, c.hbuf.Bytes(), !hasBody, int(c.peerMaxFrame))
 	if !hasBody {
 		s.sentEnd = true
-		if req.Body != nil {
-			defer req.Body.Close()
-		}
+		defer closeBody(req.Body)
 	}
 	c.mu.Unlock()
 	c.out.kick()
@@ -747,15 +752,14 @@ func (c *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	resp := s.resp
-	resp.Body = &clientBody{s: s, stop: stop}
+	resp.Body = &ResponseBody{s: s, stop: stop}
 	return resp, nil
 }
 
-func isTrailers(vs []string) bool { return len(vs) == 1 && strings.EqualFold(vs[0], "trailers") }
-
-func closeBody(req *http.Request) {
-	if req.Body != nil {
-		req.Body.Close()
+// closeBody closes a request body that is also a Closer.
+func closeBody(r io.Reader) {
+	if c, ok := r.(io.Closer); ok {
+		c.Close()
 	}
 }
 
@@ -781,9 +785,9 @@ func writeHeaderBlock(fr *http2.Framer, id uint32, block []byte, end bool, maxFr
 // sendBody copies the request body into DATA frames, each waiting for
 // the peer's stream and connection windows and for room in the write
 // queue. It ends with the body, or when the stream closes.
-func (s *clientStream) sendBody(ctx context.Context, body io.ReadCloser) {
+func (s *clientStream) sendBody(ctx context.Context, body io.Reader) {
 	c := s.c
-	defer body.Close()
+	defer closeBody(body)
 	bp := bodyBufPool.Get().(*[]byte)
 	// Returned when this goroutine ends: only it reads or writes the
 	// buffer (WriteData copies into the write queue).
@@ -854,14 +858,15 @@ func (s *clientStream) sendBody(ctx context.Context, body io.ReadCloser) {
 
 var bodyBufPool = sync.Pool{New: func() any { b := make([]byte, maxFrameSize); return &b }}
 
-// clientBody is a response body.
-type clientBody struct {
+// ResponseBody is an upstream response body: read it to its end or Close
+// it (which resets a stream still running).
+type ResponseBody struct {
 	s    *clientStream
 	stop func() bool
 	eof  bool
 }
 
-func (b *clientBody) Read(p []byte) (int, error) {
+func (b *ResponseBody) Read(p []byte) (int, error) {
 	s := b.s
 	c := s.c
 	c.mu.Lock()
@@ -910,7 +915,7 @@ func (b *clientBody) Read(p []byte) (int, error) {
 
 // Close ends the stream: one whose response has not ended is reset
 // (CANCEL), which stops the upstream and releases its buffered bytes.
-func (b *clientBody) Close() error {
+func (b *ResponseBody) Close() error {
 	s := b.s
 	c := s.c
 	b.stop()

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portico-gateway/portico/pkg/proxy/httpx"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -50,18 +51,34 @@ func dialClient(t *testing.T, addr string, cfg ClientConfig) *ClientConn {
 	return cc
 }
 
-func roundTrip(t *testing.T, cc *ClientConn, req *http.Request) (*http.Response, error) {
+func roundTrip(t *testing.T, cc *ClientConn, req *testReq) (*httpx.Response, error) {
 	t.Helper()
 	if !cc.Reserve() {
 		t.Fatal("no stream available")
 	}
-	return cc.RoundTrip(req)
+	return cc.RoundTrip(req.ctx, req.Request)
 }
 
-func newReq(ctx context.Context, method, path string, body io.Reader) *http.Request {
-	req, _ := http.NewRequestWithContext(ctx, method, "http://upstream"+path, body)
-	return req
+// testReq is a request in the proxy's model with the context it is sent
+// under.
+type testReq struct {
+	ctx context.Context
+	*httpx.Request
 }
+
+func newReq(ctx context.Context, method, path string, body io.Reader) *testReq {
+	req := &httpx.Request{Method: method, Target: path, Authority: "upstream", Scheme: "http", Body: body}
+	switch b := body.(type) {
+	case nil:
+	case interface{ Len() int }:
+		req.ContentLength = int64(b.Len())
+	default:
+		req.ContentLength = -1
+	}
+	return &testReq{ctx: ctx, Request: req}
+}
+
+func closeResp(resp *httpx.Response) { resp.Body.(io.Closer).Close() }
 
 // grpcEcho answers like a gRPC server: the request body echoed, status
 // in the trailers.
@@ -96,12 +113,12 @@ func TestClientAgainstNetHTTPH2C(t *testing.T) {
 				t.Fatal(err)
 			}
 			got, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			closeResp(resp)
 			if err != nil || !bytes.Equal(got, tc.body) {
 				t.Fatalf("body: %d bytes, err %v; want %d bytes", len(got), err, len(tc.body))
 			}
-			if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/grpc" {
-				t.Errorf("status %d, headers %v", resp.StatusCode, resp.Header)
+			if resp.Status != 200 || resp.Header.Get("Content-Type") != "application/grpc" {
+				t.Errorf("status %d, headers %v", resp.Status, resp.Header)
 			}
 			if resp.Trailer.Get("Grpc-Status") != "7" || resp.Trailer.Get("Grpc-Message") != "denied "+tc.name {
 				t.Errorf("trailers %v", resp.Trailer)
@@ -139,10 +156,11 @@ func TestClientMultiplexesUpToPeerLimit(t *testing.T) {
 			t.Fatalf("stream %d refused below the peer's limit", i)
 		}
 		go func() {
-			resp, err := cc.RoundTrip(newReq(context.Background(), "GET", "/x", nil))
+			req := newReq(context.Background(), "GET", "/x", nil)
+			resp, err := cc.RoundTrip(req.ctx, req.Request)
 			if err == nil {
 				_, err = io.ReadAll(resp.Body)
-				resp.Body.Close()
+				closeResp(resp)
 			}
 			errs <- err
 		}()
@@ -234,7 +252,7 @@ func (h *hostile) headers(id uint32, end bool, kv ...string) {
 
 func TestClientAgainstHostileUpstream(t *testing.T) {
 	type outcome struct {
-		resp     *http.Response
+		resp     *httpx.Response
 		rtErr    error
 		body     []byte
 		bodyErr  error
@@ -419,7 +437,7 @@ func TestClientAgainstHostileUpstream(t *testing.T) {
 					}
 				}
 				o.body, o.bodyErr = io.ReadAll(o.resp.Body)
-				o.resp.Body.Close()
+				closeResp(o.resp)
 			}
 			o.duration = time.Since(start)
 			tc.check(t, o)
@@ -527,7 +545,7 @@ func TestClientCancelResetsUpstreamStream(t *testing.T) {
 	if _, err := resp.Body.Read(buf); !errors.Is(err, context.Canceled) {
 		t.Errorf("body read after cancel: %v", err)
 	}
-	resp.Body.Close()
+	closeResp(resp)
 }
 
 func TestClientResponseBackpressure(t *testing.T) {
@@ -587,7 +605,7 @@ func TestClientResponseBackpressure(t *testing.T) {
 		}
 	}
 	cc.mu.Unlock()
-	resp.Body.Close()
+	closeResp(resp)
 	_ = os.ErrDeadlineExceeded
 }
 
@@ -611,7 +629,7 @@ func TestClientKeepalive(t *testing.T) {
 			t.Fatal(err)
 		}
 		io.ReadAll(resp.Body)
-		resp.Body.Close()
+		closeResp(resp)
 	})
 	t.Run("silent upstream", func(t *testing.T) {
 		pinged := make(chan struct{})

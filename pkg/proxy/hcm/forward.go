@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,7 +56,7 @@ type attempt struct {
 	err   error
 	conn  *upstream.Conn
 	resp  *httpx.Response
-	h2    *http.Response
+	h2    *httpx.Response // an HTTP/2 upstream's response; Body is an io.ReadCloser
 	first time.Time // first response byte
 }
 
@@ -545,7 +544,7 @@ func grpcStatus(a *attempt) int {
 	if a.resp != nil {
 		v = a.resp.Header.Get("grpc-status")
 	} else if a.h2 != nil {
-		v = a.h2.Header.Get("Grpc-Status")
+		v = a.h2.Header.Get("grpc-status")
 	}
 	if v == "" {
 		return -1
@@ -569,7 +568,7 @@ func (x *exchange) responseStatus(a *attempt) int {
 	if a.resp != nil {
 		return a.resp.Status
 	}
-	return a.h2.StatusCode
+	return a.h2.Status
 }
 
 // try sends the request to one host.
@@ -736,7 +735,7 @@ func isTimeout(err error) bool {
 func (x *exchange) discardResponse(c *upstream.Cluster, a *attempt) {
 	if a.h2 != nil {
 		io.CopyN(io.Discard, a.h2.Body, 64<<10)
-		a.h2.Body.Close()
+		a.h2.Body.(io.Closer).Close()
 		return
 	}
 	reusable := !a.resp.Close && httpx.Discard(a.resp.Body, 64<<10)
@@ -856,20 +855,19 @@ func (x *exchange) tryH2(c *upstream.Cluster, host *upstream.Host, body *bodySou
 		d := &detachableBody{r: r, abort: x.req.AbortBody}
 		x.detach, r = d, d
 	}
-	hreq, err := http.NewRequestWithContext(ctx, x.req.Method, "http://upstream"+x.req.Target, r)
-	if err != nil {
-		cancel()
-		return attempt{fail: failProtocol, err: err}
-	}
-	hreq.Host = x.req.Authority
-	hreq.ContentLength = body.length
+	// The upstream request is a shallow copy of the downstream one: the
+	// header fields are only read.
+	ureq := *x.req
+	ureq.Body, ureq.ContentLength, ureq.AbortBody = r, body.length, nil
+	var rewind func() io.Reader
 	if body.replay {
-		hreq.ContentLength = int64(len(body.buffered))
+		ureq.ContentLength = int64(len(body.buffered))
+		rewind = func() io.Reader { return bytes.NewReader(body.buffered) }
 	}
-	for _, f := range x.req.Header.Fields {
-		hreq.Header.Add(f.Name, f.Value)
+	if r == nil {
+		ureq.ContentLength = 0
 	}
-	resp, err := c.RoundTripH2(hreq, host)
+	resp, err := c.RoundTripH2(ctx, &ureq, host, rewind)
 	if err != nil {
 		cancel()
 		var de *downstreamError
@@ -885,7 +883,7 @@ func (x *exchange) tryH2(c *upstream.Cluster, host *upstream.Host, body *bodySou
 		}
 		return attempt{fail: failReset, err: err}
 	}
-	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body.(io.ReadCloser), cancel: cancel}
 	return attempt{h2: resp, first: time.Now()}
 }
 
@@ -902,39 +900,29 @@ func (c *cancelOnClose) Close() error {
 
 func (x *exchange) respondH2(c *upstream.Cluster, a *attempt, wc *router.WeightedCluster, route *router.Route) bool {
 	resp := a.h2
-	defer resp.Body.Close()
-	var hdr httpx.Header
-	for k, vs := range resp.Header {
-		for _, v := range vs {
-			hdr.Add(k, v)
-		}
-	}
-	httpx.RemoveHopByHop(&hdr)
+	defer resp.Body.(io.Closer).Close()
+	hdr := &resp.Header
+	// gRPC's status of a trailers-only response, before header
+	// operations can touch it.
+	headerGRPC := hdr.Get("grpc-status")
+	httpx.RemoveHopByHop(hdr)
 	hdr.Del("content-length")
-	x.decorateResponse(&hdr, wc, route, a)
-	x.status = resp.StatusCode
-	x.respHeaderBytes = int64(len(":status")+3) + headerBytes(&hdr)
-	x.captureResp(&hdr)
+	x.decorateResponse(hdr, wc, route, a)
+	x.status = resp.Status
+	x.respHeaderBytes = int64(len(":status")+3) + headerBytes(hdr)
+	x.captureResp(hdr)
 	c.Stats.RqTime.Observe(time.Since(x.start))
-	noBody := x.req.Method == "HEAD" || resp.StatusCode == 204 || resp.StatusCode == 304
-	x.w.WriteHeader(resp.StatusCode, &hdr, resp.ContentLength, noBody)
+	noBody := x.req.Method == "HEAD" || resp.Status == 204 || resp.Status == 304
+	x.w.WriteHeader(resp.Status, hdr, resp.ContentLength, noBody)
 	err := x.copyBody(resp.Body, nil)
-	var trailers *httpx.Header
-	if len(resp.Trailer) > 0 {
-		trailers = &httpx.Header{}
-		for k, vs := range resp.Trailer {
-			for _, v := range vs {
-				trailers.Add(k, v)
-			}
-		}
-	}
-	x.w.Finish(trailers)
+	// Trailer is set once the body reached its end.
+	x.w.Finish(resp.Trailer)
 	// gRPC's status is in the trailers, or the headers of a trailers-only
 	// response.
-	if v := resp.Trailer.Get("Grpc-Status"); v != "" {
+	if v := resp.Trailer.Get("grpc-status"); v != "" {
 		x.grpcStatus = atoiOr(v, -1)
-	} else if v := resp.Header.Get("Grpc-Status"); v != "" {
-		x.grpcStatus = atoiOr(v, -1)
+	} else if headerGRPC != "" {
+		x.grpcStatus = atoiOr(headerGRPC, -1)
 	}
 	if err != nil {
 		x.flags |= accesslog.UpstreamConnectionTermination
@@ -991,7 +979,7 @@ func (x *exchange) mirror(route *router.Route, src *bodySource) {
 				c.Stats.Response(a.resp.Status)
 				mx.discardResponse(c, &a)
 			case a.h2 != nil:
-				c.Stats.Response(a.h2.StatusCode)
+				c.Stats.Response(a.h2.Status)
 				mx.discardResponse(c, &a)
 			}
 		}()

@@ -449,6 +449,9 @@ type Response struct {
 	Body          io.Reader
 	// Close is set when the connection cannot be reused after the body.
 	Close bool
+	// Trailer holds the trailers of a protocol that carries them (HTTP/2),
+	// set once Body returned io.EOF; nil when there were none.
+	Trailer *Header
 }
 
 // maxResponseHeaders bounds an upstream response's header fields: upstreams

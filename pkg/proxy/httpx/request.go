@@ -35,8 +35,11 @@ func lower(s string) string {
 	return s
 }
 
-// Get returns the first value of name.
+// Get returns the first value of name; a nil header has none.
 func (h *Header) Get(name string) string {
+	if h == nil {
+		return ""
+	}
 	name = lower(name)
 	for i := range h.Fields {
 		if h.Fields[i].Name == name {

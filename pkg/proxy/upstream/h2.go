@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
-	"net/http"
 	"sync"
 
 	"github.com/portico-gateway/portico/pkg/proxy/h2"
+	"github.com/portico-gateway/portico/pkg/proxy/httpx"
 )
 
 // h2Client sends requests to an HTTP/2 cluster (gRPC, h2c or h2 over TLS)
@@ -109,28 +110,31 @@ func (h *h2Client) remove(addr string, cc *h2.ClientConn) {
 	}
 }
 
-// RoundTripH2 sends one request to host over HTTP/2. A request the
-// upstream provably did not process (GOAWAY above its stream, refused
-// stream, a connection that closed before taking it) is sent once more on
-// another connection; past that the error reaches the router, which
-// retries per its policy.
-func (c *Cluster) RoundTripH2(req *http.Request, host *Host) (*http.Response, error) {
-	scheme := "http"
+// RoundTripH2 sends one request to host over HTTP/2; req is the proxy's
+// own request model, and RoundTripH2 sets its Scheme to the cluster's (pass
+// a copy). A request the upstream provably did not process (GOAWAY above
+// its stream, refused stream, a connection that closed before taking it) is
+// sent once more on another connection when it has no body or rewind
+// returns a fresh copy of it; past that the error reaches the router, which
+// retries per its policy. The response's Body is an *h2.ResponseBody the
+// caller must Close.
+func (c *Cluster) RoundTripH2(ctx context.Context, req *httpx.Request, host *Host, rewind func() io.Reader) (*httpx.Response, error) {
+	req.Scheme = "http"
 	if c.cfg.TLS != nil {
-		scheme = "https"
+		req.Scheme = "https"
 	}
-	req.URL.Scheme, req.URL.Host = scheme, host.Addr
+	if req.Authority == "" {
+		req.Authority = host.Addr
+	}
 	for try := 0; ; try++ {
-		cc, err := c.h2.get(req.Context(), host)
+		cc, err := c.h2.get(ctx, host)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := cc.RoundTrip(req)
-		if err != nil && try == 0 && errors.Is(err, h2.ErrRetryable) && (req.Body == nil || req.Body == http.NoBody || req.GetBody != nil) {
-			if req.GetBody != nil {
-				if req.Body, err = req.GetBody(); err != nil {
-					return nil, err
-				}
+		resp, err := cc.RoundTrip(ctx, req)
+		if err != nil && try == 0 && errors.Is(err, h2.ErrRetryable) && (req.Body == nil || rewind != nil) {
+			if req.Body != nil {
+				req.Body = rewind()
 			}
 			continue
 		}
