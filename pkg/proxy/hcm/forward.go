@@ -57,7 +57,7 @@ type attempt struct {
 	conn  *upstream.Conn
 	resp  *httpx.Response
 	h2    *httpx.Response // an HTTP/2 upstream's response; Body is an io.ReadCloser
-	first time.Time // first response byte
+	first time.Time       // first response byte
 }
 
 func pickWeighted(r *router.Route) *router.WeightedCluster {
