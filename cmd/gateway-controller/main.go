@@ -88,7 +88,7 @@ func parseFlags(args []string) (config, error) {
 	// from waiting long for more changes (Istio waits 100 ms).
 	fs.DurationVar(&cfg.debounceAfter, "debounce-after", 10*time.Millisecond, "wait this long after a change for more before rebuilding (Istio's PILOT_DEBOUNCE_AFTER)")
 	fs.DurationVar(&cfg.debounceMax, "debounce-max", time.Second, "never postpone a rebuild more than this after the first change of a burst")
-	fs.StringVar(&cfg.meshConfig, "mesh-config", "", "Istio MeshConfig YAML (as istiod's /etc/istio/config/mesh); read: pathNormalization, defaultConfig.gatewayTopology.numTrustedProxies, accessLogFile, accessLogEncoding, accessLogFormat, enableTracing, extensionProviders (opentelemetry, zipkin), defaultProviders.tracing, defaultConfig.tracing.sampling")
+	fs.StringVar(&cfg.meshConfig, "mesh-config", "", "Istio MeshConfig YAML (as istiod's /etc/istio/config/mesh); read: pathNormalization, defaultConfig.gatewayTopology.numTrustedProxies, accessLogFile, accessLogEncoding, accessLogFormat, enableTracing, extensionProviders (opentelemetry, zipkin, envoyFileAccessLog), defaultProviders.tracing/accessLogging, defaultConfig.tracing.sampling")
 	fs.StringVar(&cfg.gatewayController, "gateway-controller-name", gatewayapi.DefaultControllerName, "Gateway API: the GatewayClass spec.controllerName this controller serves")
 	fs.StringVar(&cfg.rootNamespace, "root-namespace", "", "Istio's root namespace: its RequestAuthentications/AuthorizationPolicies without selector apply to every gateway (default: the MeshConfig's rootNamespace, else istio-system)")
 	fs.StringVar(&cfg.edgeConfig, "edge-config", "", "YAML file overriding the HTTP listeners' edge timeouts and limits (see README, Security)")
@@ -118,6 +118,9 @@ func parseFlags(args []string) (config, error) {
 	if cfg.mesh, cfg.tracing, err = loadTracing(cfg.meshConfig, cfg.rootNamespace); err != nil {
 		return cfg, err
 	}
+	// Telemetry's built-in "envoy" access log provider is formatted by
+	// meshConfig's accessLogEncoding/accessLogFormat.
+	cfg.mesh.MeshAccessLog = cfg.accessLog
 	return cfg, nil
 }
 

@@ -207,6 +207,7 @@ func (c *Controller) build(ctx context.Context, res *resource.Resources) {
 	att, excluded := c.isolate(res, classes, wanted)
 	c.jwks.Prune()                        // key sets no RequestAuthentication names any more
 	result := c.annotate(att.result, res) // what proxies report they cannot serve
+	result = withTelemetryStatuses(result, res, att.telemetry)
 	bound := att.bound
 	st := &State{Resources: res, Result: result, Errors: map[string]string{}, Versions: map[string]string{}, BuiltAt: start,
 		Excluded: map[string]string{}}

@@ -11,6 +11,7 @@ import (
 	"github.com/portico-gateway/portico/pkg/ir"
 	"github.com/portico-gateway/portico/pkg/resource"
 	"github.com/portico-gateway/portico/pkg/status"
+	"github.com/portico-gateway/portico/pkg/telemetry"
 	"github.com/portico-gateway/portico/pkg/translate"
 	"github.com/portico-gateway/portico/pkg/xds"
 )
@@ -31,6 +32,8 @@ type attempt struct {
 	// problems are the failures that name resources to blame.
 	problems []*problem
 	ids      map[string]bool
+	// telemetry are the Telemetry problems found for any class.
+	telemetry []telemetry.Problem
 }
 
 // problem is one part of one class's snapshot that breaks Envoy's rules.
@@ -109,6 +112,11 @@ func (c *Controller) attempt(res *resource.Resources, classes []map[string]strin
 		RootNamespace: c.opts.RootNamespace, JWKS: c.jwks, GatewayAPI: c.opts.GatewayAPI})
 	att := &attempt{result: result, bound: time.Now(), prepared: map[string]*xds.Prepared{}, errs: map[string]error{}, ids: map[string]bool{}}
 	for _, p := range result.Proxies {
+		// Telemetry is resolved for every class, so its problems reach
+		// the resources' status before any proxy connects.
+		trc, tp := c.tracingFor(res, p)
+		al, ap := c.accessLoggingFor(res, p)
+		att.telemetry = append(append(att.telemetry, tp...), ap...)
 		if !wanted[p.Name] {
 			continue
 		}
@@ -117,7 +125,8 @@ func (c *Controller) attempt(res *resource.Resources, classes []map[string]strin
 			t = translate.NewTranslator(c.opts.Translate)
 			c.translators[p.Name] = t
 		}
-		t.SetTracing(c.tracingFor(res, p))
+		t.SetTracing(trc)
+		t.SetAccessLogging(al)
 		// New messages are encoded, validated and replaced by compact
 		// stand-ins while they are translated, not all at the end.
 		stream := c.xds.Stream(p.Name)

@@ -1,7 +1,12 @@
 package controller
 
 import (
+	"slices"
+	"sort"
 	"strings"
+
+	"github.com/portico-gateway/portico/pkg/gateway"
+	"github.com/portico-gateway/portico/pkg/status"
 
 	"github.com/portico-gateway/portico/pkg/ir"
 	"github.com/portico-gateway/portico/pkg/resource"
@@ -11,14 +16,70 @@ import (
 
 // tracingFor is a class's tracing: meshConfig's, overridden by the
 // Telemetry resources that apply to the class's pods (Options.Mesh set),
-// else the static translate.Options.Tracing. The pods' namespace is
-// taken to be that of the class's oldest Gateway (gateways live with
-// their pods in Istio's usual installs), else the root namespace.
-// Telemetry problems are logged once per message.
-func (c *Controller) tracingFor(res *resource.Resources, p *ir.Proxy) *translate.Tracing {
+// else the static translate.Options.Tracing.
+func (c *Controller) tracingFor(res *resource.Resources, p *ir.Proxy) (*translate.Tracing, []telemetry.Problem) {
 	if c.opts.Mesh == nil {
-		return c.opts.Translate.Tracing
+		return c.opts.Translate.Tracing, nil
 	}
+	scope, tels := c.telemetryScope(res, p)
+	tr, problems := telemetry.Tracing(c.opts.Mesh, scope, tels)
+	c.logTelemetryProblems(p, problems)
+	return tr, problems
+}
+
+// accessLoggingFor is a class's Telemetry access logging (nil: meshConfig's
+// access log, translate.Options.AccessLog, applies).
+func (c *Controller) accessLoggingFor(res *resource.Resources, p *ir.Proxy) (*translate.AccessLogging, []telemetry.Problem) {
+	if c.opts.Mesh == nil {
+		return nil, nil
+	}
+	scope, tels := c.telemetryScope(res, p)
+	al, problems := telemetry.AccessLogging(c.opts.Mesh, scope, tels)
+	c.logTelemetryProblems(p, problems)
+	return al, problems
+}
+
+// withTelemetryStatuses gives every Telemetry resource a status (the
+// gateway binder does not read them): Accepted, or partly in use with a
+// message per problem found while building any class, naming the field.
+// The result is copied, never modified.
+func withTelemetryStatuses(result *gateway.Result, res *resource.Resources, problems []telemetry.Problem) *gateway.Result {
+	if len(res.Telemetries) == 0 {
+		return result
+	}
+	r := status.NewReport()
+	for _, t := range res.Telemetries {
+		r.Track(resource.KeyOf(t), t.Generation)
+	}
+	for _, pr := range problems {
+		if pr.Name == "" {
+			continue // meshConfig's own: logged only
+		}
+		key := resource.Key{Kind: resource.KindTelemetry, Namespace: pr.Namespace, Name: pr.Name}
+		if r.Get(key) == nil {
+			continue
+		}
+		m := status.Message{Code: status.SchemaValidationError, Level: status.Error, Reason: status.ReasonInvalidSpec,
+			Field: pr.Field, Message: pr.Message}
+		switch pr.Kind {
+		case telemetry.NotFound:
+			m.Code, m.Reason = status.ReferencedResourceNotFound, status.ReasonProviderNotFound
+		case telemetry.Unsupported:
+			m.Code, m.Reason = status.UnsupportedAtGateway, status.ReasonUnsupported
+		}
+		r.Add(key, m)
+	}
+	out := *result
+	out.Statuses = append(slices.Clone(result.Statuses), r.Finalize()...)
+	sort.SliceStable(out.Statuses, func(i, j int) bool { return status.Less(out.Statuses[i].Key, out.Statuses[j].Key) })
+	return &out
+}
+
+// telemetryScope is the class's pods as Telemetry selects them. The pods'
+// namespace is taken to be that of the class's oldest Gateway (gateways
+// live with their pods in Istio's usual installs), else the root
+// namespace.
+func (c *Controller) telemetryScope(res *resource.Resources, p *ir.Proxy) (telemetry.Scope, []telemetry.Telemetry) {
 	root := c.opts.RootNamespace
 	if root == "" {
 		root = "istio-system"
@@ -33,7 +94,11 @@ func (c *Controller) tracingFor(res *resource.Resources, p *ir.Proxy) *translate
 	for _, t := range res.Telemetries {
 		tels = append(tels, telemetry.Telemetry{Namespace: t.Namespace, Name: t.Name, Spec: &t.Spec})
 	}
-	tr, problems := telemetry.Tracing(c.opts.Mesh, telemetry.Scope{RootNamespace: root, Namespace: ns, Labels: p.Labels}, tels)
+	return telemetry.Scope{RootNamespace: root, Namespace: ns, Labels: p.Labels}, tels
+}
+
+// logTelemetryProblems logs each Telemetry problem once per message.
+func (c *Controller) logTelemetryProblems(p *ir.Proxy, problems []telemetry.Problem) {
 	for _, pr := range problems {
 		msg := pr.Error()
 		if !c.telemetryLogged[msg] {
@@ -44,5 +109,4 @@ func (c *Controller) tracingFor(res *resource.Resources, p *ir.Proxy) *translate
 			c.log.Error(nil, "Telemetry not honoured", "problem", msg, "class", p.Name)
 		}
 	}
-	return tr
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +20,7 @@ import (
 	"github.com/portico-gateway/portico/internal/testenv"
 	"github.com/portico-gateway/portico/pkg/controller"
 	"github.com/portico-gateway/portico/pkg/gateway"
+	"github.com/portico-gateway/portico/pkg/status"
 	"github.com/portico-gateway/portico/pkg/telemetry"
 	"github.com/portico-gateway/portico/pkg/translate"
 	"github.com/portico-gateway/portico/pkg/xds"
@@ -190,5 +193,216 @@ spec:
 		if col.has(fmt.Sprintf("off-%d", i)) {
 			t.Fatalf("request off-%d exported at 0%%", i)
 		}
+	}
+}
+
+// TestTelemetryChangesAccessLoggingLive: Telemetry accessLogging selects
+// file providers, filters with CEL and disables a provider, through the
+// controller, with the proxy running throughout; removing the resource
+// brings meshConfig's access log back.
+func TestTelemetryChangesAccessLoggingLive(t *testing.T) {
+	be := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/missing" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprint(w, "ok")
+	})}
+	bl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go be.Serve(bl)
+	defer be.Close()
+
+	dir := t.TempDir()
+	fileA, fileB, fileMesh := filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log"), filepath.Join(dir, "mesh.log")
+	format := "%REQ(X-REQUEST-ID)% %RESPONSE_CODE%"
+	mesh := &telemetry.Mesh{AccessLogProviders: map[string]*translate.AccessLog{
+		"a": {File: fileA, Format: format}, "b": {File: fileB, Format: format}}}
+	server := xds.NewServer(logr.Discard(), gateway.ClassName)
+	ctrl := controller.New(testenv.Logger(t), server, &sink{}, controller.Options{Mesh: mesh,
+		Translate: translate.Options{AccessLog: &translate.AccessLog{File: fileMesh, Format: format}}})
+	xl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); server.Serve(ctx, xl) }()
+	go func() { defer wg.Done(); ctrl.Run(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+	rc := &running{ctrl: ctrl, xds: server, addr: xl.Addr().String()}
+
+	base := fmt.Sprintf(`
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: app, namespace: istio-system}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http: [{route: [{destination: {host: app.default.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: app, namespace: istio-system}
+spec:
+  hosts: [app.default.svc.cluster.local]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {http: %d}}]
+`, bl.Addr().(*net.TCPAddr).Port)
+	telem := func(spec string) string {
+		return "---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n" + spec
+	}
+	rc.update(t, base)
+	p := testenv.StartProxy(t, rc.addr, testenv.ProxyOptions{Ports: []uint32{80}})
+	p.WaitReady(t)
+	get := func(path, rid string) {
+		req, _ := http.NewRequest("GET", p.URL(80)+path, nil)
+		req.Host = "app.example.com"
+		req.Header.Set("x-request-id", rid)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	logged := func(file, rid string) bool {
+		b, _ := os.ReadFile(file)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, rid+" ") {
+				return true
+			}
+		}
+		return false
+	}
+	// sendUntil sends requests named prefix-N until one shows in file, then
+	// one more (prefix-final) that must show too: from then on the new
+	// configuration serves every request.
+	sendUntil := func(what, path, prefix, file string) {
+		n := 0
+		testenv.WaitFor(t, what, func() bool {
+			n++
+			get(path, fmt.Sprintf("%s-%d", prefix, n))
+			for i := 1; i <= n; i++ {
+				if logged(file, fmt.Sprintf("%s-%d", prefix, i)) {
+					return true
+				}
+			}
+			return false
+		})
+		get(path, prefix+"-final")
+		testenv.WaitFor(t, what+" (final)", func() bool { return logged(file, prefix+"-final") })
+	}
+
+	sendUntil("meshConfig's access log", "/", "mesh", fileMesh)
+
+	// Provider a, errors only.
+	rc.update(t, base+telem(`  accessLogging: [{providers: [{name: a}], filter: {expression: "response.code >= 400"}}]`))
+	sendUntil("provider a logging errors", "/missing", "err", fileA)
+	get("/", "ok-after-filter")
+	get("/missing", "err-after-ok")
+	testenv.WaitFor(t, "the error after the 200", func() bool { return logged(fileA, "err-after-ok") })
+
+	// Provider a disabled, b on.
+	rc.update(t, base+telem(`  accessLogging: [{providers: [{name: a}], disabled: true}, {providers: [{name: b}]}]`))
+	sendUntil("provider b logging", "/", "b", fileB)
+
+	// Telemetry removed: meshConfig's access log again.
+	rc.update(t, base)
+	sendUntil("meshConfig's access log back", "/", "back", fileMesh)
+
+	p.Stop() // flushes every logger
+	a, _ := os.ReadFile(fileA)
+	for _, l := range strings.Split(strings.TrimSpace(string(a)), "\n") {
+		if !strings.HasSuffix(l, " 404") {
+			t.Errorf("provider a logged %q; its filter passes only errors", l)
+		}
+	}
+	for _, c := range []struct{ file, rid string }{
+		{fileA, "ok-after-filter"}, {fileA, "b-final"}, {fileA, "back-final"},
+		{fileB, "back-final"}, {fileB, "err-final"}, {fileMesh, "err-final"}, {fileMesh, "b-final"},
+	} {
+		if logged(c.file, c.rid) {
+			t.Errorf("%s logged %s, which its configuration at the time excluded", filepath.Base(c.file), c.rid)
+		}
+	}
+}
+
+// TestTelemetryProblemsInStatus: what a Telemetry asks that cannot be
+// honoured is written to its status, naming the field, with Istio's codes;
+// a valid one is Accepted with no messages.
+func TestTelemetryProblemsInStatus(t *testing.T) {
+	mesh := &telemetry.Mesh{
+		Providers:          map[string]*translate.TracingProvider{"otel": {Name: "otel", Kind: "opentelemetry", Service: "otel.example", Port: 4317}},
+		AccessLogProviders: map[string]*translate.AccessLog{"file": {File: "/dev/stdout"}},
+	}
+	server := xds.NewServer(logr.Discard(), gateway.ClassName)
+	st := &sink{}
+	ctrl := controller.New(logr.Discard(), server, st, controller.Options{Mesh: mesh})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); ctrl.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	rc := &running{ctrl: ctrl, xds: server}
+	rc.update(t, `
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: bad, namespace: istio-system}
+spec:
+  tracing: [{providers: [{name: jaeger}], randomSamplingPercentage: 101}]
+  accessLogging:
+  - providers: [{name: file}]
+    filter: {expression: "response.code >="}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: good, namespace: default}
+spec:
+  accessLogging: [{providers: [{name: file}], filter: {expression: "response.code >= 500"}}]
+`)
+	waitFor(t, "the Telemetry statuses", func() bool { return st.find("Telemetry", "bad") != nil && st.find("Telemetry", "good") != nil })
+	bad := st.find("Telemetry", "bad")
+	want := []struct{ code, field, sub string }{
+		{"IST0106", "spec.tracing[0].randomSamplingPercentage", "must be within 0..100"},
+		{"IST0101", "spec.tracing[0].providers[0]", `tracing provider "jaeger" is not a meshConfig extensionProviders entry`},
+		{"IST0106", "spec.accessLogging[0].filter.expression", `CEL filter "response.code >="`},
+	}
+	for _, w := range want {
+		m := message(bad, w.field, w.sub)
+		if m == nil {
+			t.Errorf("no message on %s containing %q; messages: %+v", w.field, w.sub, bad.Messages)
+			continue
+		}
+		if m.Code.ID != w.code {
+			t.Errorf("%s: code %s, want %s", w.field, m.Code.ID, w.code)
+		}
+	}
+	if c := bad.Condition(status.Accepted); c == nil || c.Reason != status.ReasonPartiallyInvalid {
+		t.Errorf("bad: Accepted %+v, want reason %s", c, status.ReasonPartiallyInvalid)
+	}
+	if c := bad.Condition(status.ResolvedRefs); c == nil || c.Status != "False" {
+		t.Errorf("bad: ResolvedRefs %+v, want False (the provider is missing)", c)
+	}
+	good := st.find("Telemetry", "good")
+	if c := good.Condition(status.Accepted); len(good.Messages) != 0 || c == nil || c.Status != "True" || c.Reason != status.ReasonAccepted {
+		t.Errorf("good: %+v", good)
 	}
 }

@@ -88,6 +88,9 @@ const (
 	ReasonPortUnavailable = "PortUnavailable"
 	// ReasonProxyRejected: a proxy rejected the configuration of a server.
 	ReasonProxyRejected = "ProxyRejected"
+	// ReasonProviderNotFound: a Telemetry names an extension provider
+	// meshConfig does not define.
+	ReasonProviderNotFound = "ProviderNotFound"
 	// ReasonNoProxy: no known gateway proxy matches a Gateway's selector.
 	ReasonNoProxy = "NoProxy"
 	// ReasonEnvoyValidation: the Envoy configuration made from the
@@ -254,6 +257,9 @@ func (r *Report) Finalize() []*Status {
 	return out
 }
 
+// Less orders keys as Finalize sorts statuses.
+func Less(a, b resource.Key) bool { return lessKey(a, b) }
+
 func lessKey(a, b resource.Key) bool {
 	if a.Kind != b.Kind {
 		return a.Kind < b.Kind
@@ -266,7 +272,7 @@ func lessKey(a, b resource.Key) bool {
 
 func isRefReason(reason string) bool {
 	switch reason {
-	case ReasonSubsetNotFound, ReasonDestinationNotFound, ReasonSecretNotFound, ReasonGatewayNotFound:
+	case ReasonSubsetNotFound, ReasonDestinationNotFound, ReasonSecretNotFound, ReasonGatewayNotFound, ReasonProviderNotFound:
 		return true
 	}
 	return false

@@ -34,13 +34,25 @@ type Mesh struct {
 	// Sampling is defaultConfig.tracing.sampling (0 when unset: Istio's
 	// default 1% applies).
 	Sampling float64
+
+	// AccessLogProviders are the envoyFileAccessLog extensionProviders by
+	// name; OtherProviders names the rest (for messages).
+	AccessLogProviders map[string]*translate.AccessLog
+	OtherProviders     map[string]string
+	// AccessLogDefaults is defaultProviders.accessLogging.
+	AccessLogDefaults []string
+	// MeshAccessLog is meshConfig's accessLogFile/Encoding/Format, which
+	// the built-in "envoy" provider formats with (nil: Envoy's default).
+	MeshAccessLog *translate.AccessLog
 }
 
 // FromMeshConfig reads the tracing part of a MeshConfig. Providers of
 // kinds Portico does not export to are an error naming them only when
 // something selects them (Resolve), as istiod ignores unused ones.
 func FromMeshConfig(mc *meshv1alpha1.MeshConfig) (*Mesh, error) {
-	m := &Mesh{Providers: map[string]*translate.TracingProvider{}, Defaults: mc.GetDefaultProviders().GetTracing()}
+	m := &Mesh{Providers: map[string]*translate.TracingProvider{}, Defaults: mc.GetDefaultProviders().GetTracing(),
+		AccessLogProviders: map[string]*translate.AccessLog{}, OtherProviders: map[string]string{},
+		AccessLogDefaults: mc.GetDefaultProviders().GetAccessLogging()}
 	m.Sampling = mc.GetDefaultConfig().GetTracing().GetSampling()
 	if m.Sampling < 0 || m.Sampling > 100 {
 		return nil, fmt.Errorf("defaultConfig.tracing.sampling: %v is not within 0..100", m.Sampling)
@@ -65,7 +77,15 @@ func FromMeshConfig(mc *meshv1alpha1.MeshConfig) (*Mesh, error) {
 			z := p.GetZipkin()
 			tp = &translate.TracingProvider{Name: p.Name, Kind: "zipkin", Service: serviceHost(z.Service), Port: z.Port,
 				MaxTagLength: z.MaxTagLength, Path: z.Path}
+		case p.GetEnvoyFileAccessLog() != nil:
+			al, err := fileAccessLogProvider(p.GetEnvoyFileAccessLog())
+			if err != nil {
+				return nil, fmt.Errorf("extensionProviders[%d] %q: envoyFileAccessLog: %w", i, p.Name, err)
+			}
+			m.AccessLogProviders[p.Name] = al
+			continue
 		default:
+			m.OtherProviders[p.Name] = providerKind(p)
 			continue
 		}
 		if err := (&translate.Tracing{Provider: tp}).Validate(); err != nil {
@@ -100,13 +120,39 @@ type Telemetry struct {
 }
 
 // Problem is a Telemetry resource that cannot be honoured (in part),
-// with the field named.
+// with the field named. Name is empty for a problem of meshConfig's own
+// defaults.
 type Problem struct {
 	Namespace, Name string
-	Message         string
+	// Field is the path in the resource (spec.tracing[0].providers[0]).
+	Field   string
+	Message string
+	Kind    ProblemKind
 }
 
-func (p Problem) Error() string { return p.Namespace + "/" + p.Name + ": " + p.Message }
+// ProblemKind says what kind of problem it is, for status codes.
+type ProblemKind int
+
+// Problem kinds.
+const (
+	// Invalid: the value breaks a rule (out of range, does not compile).
+	Invalid ProblemKind = iota
+	// NotFound: a provider meshConfig does not define.
+	NotFound
+	// Unsupported: valid in Istio, not honoured by Portico.
+	Unsupported
+)
+
+func (p Problem) Error() string {
+	msg := p.Message
+	if p.Field != "" {
+		msg = p.Field + ": " + msg
+	}
+	if p.Name == "" {
+		return msg // meshConfig's, not a resource's
+	}
+	return p.Namespace + "/" + p.Name + ": " + msg
+}
 
 // applicable returns the Telemetry resources that apply to the scope,
 // least specific first (root mesh-wide, namespace-wide, workload
@@ -164,6 +210,7 @@ func Tracing(m *Mesh, s Scope, tels []Telemetry) (*translate.Tracing, []Problem)
 		return nil, nil
 	}
 	providers := m.Defaults
+	var providersFrom *Problem // the resource and field that chose providers
 	sampling := m.Sampling
 	if sampling == 0 {
 		sampling = DefaultSamplingPercent
@@ -184,10 +231,11 @@ func Tracing(m *Mesh, s Scope, tels []Telemetry) (*translate.Tracing, []Problem)
 				for _, p := range tr.Providers {
 					providers = append(providers, p.Name)
 				}
+				providersFrom = &Problem{Namespace: t.Namespace, Name: t.Name, Field: field + ".providers[0]"}
 			}
 			if v := tr.GetRandomSamplingPercentage(); v != nil {
 				if v.Value < 0 || v.Value > 100 || v.Value != v.Value {
-					problems = append(problems, Problem{t.Namespace, t.Name, field + ".randomSamplingPercentage: must be within 0..100"})
+					problems = append(problems, Problem{Namespace: t.Namespace, Name: t.Name, Field: field + ".randomSamplingPercentage", Message: "must be within 0..100"})
 				} else {
 					sampling = v.Value
 				}
@@ -204,7 +252,8 @@ func Tracing(m *Mesh, s Scope, tels []Telemetry) (*translate.Tracing, []Problem)
 				case ct.GetEnvironment() != nil:
 					tags[name] = translate.TracingTag{Name: name, Environment: ct.GetEnvironment().Name, Default: ct.GetEnvironment().DefaultValue}
 				default:
-					problems = append(problems, Problem{t.Namespace, t.Name, fmt.Sprintf("%s.customTags[%s]: only literal, header and environment are supported", field, name)})
+					problems = append(problems, Problem{Namespace: t.Namespace, Name: t.Name, Field: fmt.Sprintf("%s.customTags[%s]", field, name),
+						Message: "only literal, header and environment are supported", Kind: Unsupported})
 				}
 			}
 		}
@@ -228,7 +277,13 @@ func Tracing(m *Mesh, s Scope, tels []Telemetry) (*translate.Tracing, []Problem)
 	// first provider too.
 	p, ok := m.Providers[providers[0]]
 	if !ok {
-		problems = append(problems, Problem{Message: fmt.Sprintf("tracing provider %q is not a meshConfig extensionProviders entry of kind opentelemetry or zipkin", providers[0])})
+		pr := Problem{Field: "defaultProviders.tracing[0]"}
+		if providersFrom != nil {
+			pr = *providersFrom
+		}
+		pr.Kind = NotFound
+		pr.Message = fmt.Sprintf("tracing provider %q is not a meshConfig extensionProviders entry of kind opentelemetry or zipkin", providers[0])
+		problems = append(problems, pr)
 		return nil, problems
 	}
 	out.Provider = p

@@ -139,8 +139,13 @@ func TestTelemetryBadInputNamesTheField(t *testing.T) {
 	if got != nil {
 		t.Errorf("an unknown provider still traced: %+v", got)
 	}
-	if len(problems) != 2 || problems[0].Message != "spec.tracing[0].randomSamplingPercentage: must be within 0..100" {
+	if len(problems) != 2 || problems[0].Field != "spec.tracing[0].randomSamplingPercentage" || problems[0].Message != "must be within 0..100" ||
+		problems[0].Kind != Invalid {
 		t.Errorf("problems %v", problems)
+	}
+	// The unknown provider is blamed on the resource that named it.
+	if len(problems) == 2 && (problems[1].Name != "bad" || problems[1].Field != "spec.tracing[0].providers[0]" || problems[1].Kind != NotFound) {
+		t.Errorf("provider problem %+v", problems[1])
 	}
 }
 

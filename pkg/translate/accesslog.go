@@ -9,6 +9,7 @@ import (
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	celv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/filters/cel/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -28,7 +29,34 @@ type AccessLog struct {
 	// object of string values. Empty: Envoy's default text format, or
 	// Istio's default JSON keys.
 	Format string
+	// Labels is an envoyFileAccessLog provider's logFormat.labels: JSON
+	// keys and their operators (Encoding is then JSON).
+	Labels map[string]string
+	// Filter is a Telemetry accessLogging[].filter.expression (CEL): only
+	// entries it is true for are logged.
+	Filter string
 }
+
+// AccessLogging is the access logging Telemetry resources select for a
+// gateway (Istio's Telemetry API). When set it replaces meshConfig's
+// access log; no Logs means none.
+type AccessLogging struct {
+	Logs []*AccessLog
+}
+
+// CELAccessLogFilter is Envoy's name for the CEL access log filter.
+const CELAccessLogFilter = "envoy.access_loggers.extension_filters.cel"
+
+// IstioTextFormat is the text format istiod writes for an
+// envoyFileAccessLog provider without logFormat (EnvoyTextLogFormat).
+const IstioTextFormat = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% " +
+	"%PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% " +
+	"%RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% " +
+	"\"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% " +
+	"%DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" " +
+	"\"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" " +
+	"%UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% " +
+	"%DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n"
 
 // IstioJSONFormat are the keys and operators of Istio's default JSON
 // access log (EnvoyJSONLogFormatIstio).
@@ -100,6 +128,15 @@ func jsonFormat(f string) (*structpb.Struct, error) {
 // dictionary. Without meshConfig access log options, the stdout logger in
 // Envoy's default format, as before.
 func (t *translator) accessLog() []*accesslogv3.AccessLog {
+	if al := t.opts.AccessLogging; al != nil {
+		var out []*accesslogv3.AccessLog
+		for _, a := range al.Logs {
+			if a.File != "" {
+				out = append(out, fileAccessLog(a))
+			}
+		}
+		return out
+	}
 	a := t.opts.AccessLog
 	if a == nil {
 		if t.opts.DisableAccessLog {
@@ -113,8 +150,23 @@ func (t *translator) accessLog() []*accesslogv3.AccessLog {
 	if a.File == "" {
 		return nil
 	}
+	return []*accesslogv3.AccessLog{fileAccessLog(a)}
+}
+
+// fileAccessLog is one file logger, with its CEL filter as istiod
+// writes it (an extension filter holding an ExpressionFilter).
+func fileAccessLog(a *AccessLog) *accesslogv3.AccessLog {
 	fl := &filev3.FileAccessLog{Path: a.File}
 	switch {
+	case len(a.Labels) > 0:
+		m := make(map[string]any, len(a.Labels))
+		for k, v := range a.Labels {
+			m[k] = v
+		}
+		s, _ := structpb.NewStruct(m)
+		fl.AccessLogFormat = &filev3.FileAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
+			Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: s},
+		}}
 	case a.Encoding == "JSON":
 		var s *structpb.Struct
 		if a.Format != "" {
@@ -141,8 +193,21 @@ func (t *translator) accessLog() []*accesslogv3.AccessLog {
 			}},
 		}}
 	}
-	return []*accesslogv3.AccessLog{{
+	out := &accesslogv3.AccessLog{
 		Name:       FileAccessLog,
 		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: toAny(fl)},
-	}}
+	}
+	if a.Filter != "" {
+		out.Filter = &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ExtensionFilter{
+			ExtensionFilter: &accesslogv3.ExtensionFilter{
+				Name:       CELAccessLogFilter,
+				ConfigType: &accesslogv3.ExtensionFilter_TypedConfig{TypedConfig: toAny(&celv3.ExpressionFilter{Expression: a.Filter})},
+			},
+		}}
+	}
+	return out
 }
+
+// SetAccessLogging replaces the Telemetry access logging of the next
+// translations (nil: meshConfig's access log).
+func (tr *Translator) SetAccessLogging(a *AccessLogging) { tr.t.opts.AccessLogging = a }

@@ -47,15 +47,23 @@ func TestAccessLogGolden(t *testing.T) {
 		name    string
 		al      *translate.AccessLog
 		loggers int // access_log entries per filter
+		// telemetry is a Telemetry resource's selection (replaces al).
+		telemetry *translate.AccessLogging
 	}{
-		{"default-stdout", nil, 1},
-		{"off", &translate.AccessLog{File: ""}, 0},
-		{"file-default-format", &translate.AccessLog{File: "/var/log/portico/access.log"}, 1},
+		{"default-stdout", nil, 1, nil},
+		{"off", &translate.AccessLog{File: ""}, 0, nil},
+		{"file-default-format", &translate.AccessLog{File: "/var/log/portico/access.log"}, 1, nil},
 		{"text-format", &translate.AccessLog{File: "/dev/stdout", Encoding: "TEXT",
-			Format: `[%START_TIME%] %REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH):64% %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_CLUSTER% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%`}, 1},
-		{"json-istio-default", &translate.AccessLog{File: "/dev/stdout", Encoding: "JSON"}, 1},
+			Format: `[%START_TIME%] %REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH):64% %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_CLUSTER% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%`}, 1, nil},
+		{"json-istio-default", &translate.AccessLog{File: "/dev/stdout", Encoding: "JSON"}, 1, nil},
 		{"json-custom", &translate.AccessLog{File: "/dev/stdout", Encoding: "JSON",
-			Format: `{"when":"%START_TIME%","code":"%RESPONSE_CODE%","ua":"%REQ(USER-AGENT):32%"}`}, 1},
+			Format: `{"when":"%START_TIME%","code":"%RESPONSE_CODE%","ua":"%REQ(USER-AGENT):32%"}`}, 1, nil},
+		{"telemetry-off", &translate.AccessLog{File: "/dev/stdout"}, 0, &translate.AccessLogging{}},
+		{"telemetry-filtered", &translate.AccessLog{File: "/dev/stdout"}, 2, &translate.AccessLogging{Logs: []*translate.AccessLog{
+			{File: "/dev/stdout", Filter: "response.code >= 400"},
+			{File: "/var/log/errors.json", Labels: map[string]string{"code": "%RESPONSE_CODE%", "path": "%REQ(:PATH)%"},
+				Filter: "response.code >= 500 || request.headers['x-debug'] == 'true'"},
+		}}},
 	}
 	p := loadProxy(t, in)
 	for _, c := range cases {
@@ -65,7 +73,7 @@ func TestAccessLogGolden(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			res, err := translate.Translate(p, translate.Options{AccessLog: c.al})
+			res, err := translate.Translate(p, translate.Options{AccessLog: c.al, AccessLogging: c.telemetry})
 			if err != nil {
 				t.Fatal(err)
 			}

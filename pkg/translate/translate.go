@@ -40,6 +40,9 @@ type Options struct {
 	// AccessLog is meshConfig's access log (nil: the stdout logger in
 	// Envoy's default format, unless DisableAccessLog). See accesslog.go.
 	AccessLog *AccessLog
+	// AccessLogging is what Telemetry resources select; when set it
+	// replaces AccessLog and DisableAccessLog. See accesslog.go.
+	AccessLogging *AccessLogging
 	// Tracing is the gateway's tracing (nil: none). See tracing.go.
 	Tracing *Tracing
 	// Edge are the HTTP listeners' timeouts and limits (zero: DefaultEdge).

@@ -6,6 +6,7 @@ import (
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	celv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/filters/cel/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -33,6 +34,39 @@ func FromEnvoy(logs []*accesslogv3.AccessLog) ([]Target, error) {
 }
 
 func fromEnvoy(a *accesslogv3.AccessLog) (Target, error) {
+	t, err := fromEnvoyLogger(a)
+	if err != nil {
+		return Target{}, err
+	}
+	if a.GetFilter() != nil {
+		if t.Filter, err = filterFromEnvoy(a.GetFilter()); err != nil {
+			return Target{}, err
+		}
+	}
+	return t, nil
+}
+
+// filterFromEnvoy compiles an access log filter: the CEL extension
+// filter istiod emits for Telemetry's accessLogging[].filter. Envoy's
+// other filters are NACKed rather than ignored (ignoring one would log
+// what the user filtered out).
+func filterFromEnvoy(f *accesslogv3.AccessLogFilter) (*Filter, error) {
+	ext := f.GetExtensionFilter()
+	if ext == nil {
+		return nil, fmt.Errorf("filter: only the %s extension filter is supported", CELFilterName)
+	}
+	m, err := ext.GetTypedConfig().UnmarshalNew()
+	if err != nil {
+		return nil, fmt.Errorf("filter %q: %w", ext.GetName(), err)
+	}
+	c, ok := m.(*celv3.ExpressionFilter)
+	if !ok {
+		return nil, fmt.Errorf("filter %q: unsupported type %s", ext.GetName(), ext.GetTypedConfig().GetTypeUrl())
+	}
+	return CompileFilter(c.GetExpression())
+}
+
+func fromEnvoyLogger(a *accesslogv3.AccessLog) (Target, error) {
 	tc := a.GetTypedConfig()
 	if tc == nil {
 		if a.GetName() == StdoutLogger {

@@ -21,16 +21,24 @@ type Target struct {
 	Format *Compiled
 	// RespHeaders are the response headers the format reads.
 	RespHeaders []string
+	// Filter, when set, decides per entry whether it is logged.
+	Filter *Filter
 }
 
 // Bound is a target resolved to its writer.
 type Bound struct {
-	L *Logger
-	F *Compiled
+	L      *Logger
+	F      *Compiled
+	Filter *Filter
 }
 
-// Log writes e to the bound logger.
-func (b *Bound) Log(e *Entry) { b.L.LogFormat(b.F, e) }
+// Log writes e to the bound logger, unless the filter says no.
+func (b *Bound) Log(e *Entry) {
+	if b.Filter != nil && !b.Filter.Match(e) {
+		return
+	}
+	b.L.LogFormat(b.F, e)
+}
 
 // Sinks owns the proxy's access log writers: the default destination
 // and every file a listener names, each opened once and shared by every
@@ -99,7 +107,7 @@ func (s *Sinks) Resolve(targets []Target, log logr.Logger) []Bound {
 			continue
 		}
 		if l != nil {
-			out = append(out, Bound{L: l, F: t.Format})
+			out = append(out, Bound{L: l, F: t.Format, Filter: t.Filter})
 		}
 	}
 	return out

@@ -79,7 +79,10 @@ var fields = map[string][]string{
 	"envoy.extensions.filters.http.cors.v3.Cors":                                                                    {},
 	"envoy.extensions.filters.http.cors.v3.CorsPolicy": {"allow_origin_string_match", "allow_methods", "allow_headers",
 		"expose_headers", "max_age", "allow_credentials", "forward_not_matching_preflights"},
-	"envoy.config.accesslog.v3.AccessLog": {"name", "typed_config"},
+	"envoy.config.accesslog.v3.AccessLog":                             {"name", "typed_config", "filter"},
+	"envoy.config.accesslog.v3.AccessLogFilter":                       {"extension_filter"},
+	"envoy.config.accesslog.v3.ExtensionFilter":                       {"name", "typed_config"},
+	"envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter": {"expression"},
 
 	// Authentication, authorization and rate limiting (issue #13: the
 	// shape of /work/wt/AUTHZ-CONTRACT.md, pkg/proxy/filters).
