@@ -116,7 +116,8 @@ func (c *Controller) attempt(res *resource.Resources, classes []map[string]strin
 		// the resources' status before any proxy connects.
 		trc, tp := c.tracingFor(res, p)
 		al, ap := c.accessLoggingFor(res, p)
-		att.telemetry = append(append(att.telemetry, tp...), ap...)
+		mo, mp := c.metricsFor(res, p)
+		att.telemetry = append(append(append(att.telemetry, tp...), ap...), mp...)
 		if !wanted[p.Name] {
 			continue
 		}
@@ -127,6 +128,7 @@ func (c *Controller) attempt(res *resource.Resources, classes []map[string]strin
 		}
 		t.SetTracing(trc)
 		t.SetAccessLogging(al)
+		t.SetMetrics(mo)
 		// New messages are encoded, validated and replaced by compact
 		// stand-ins while they are translated, not all at the end.
 		stream := c.xds.Stream(p.Name)

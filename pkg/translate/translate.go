@@ -43,6 +43,8 @@ type Options struct {
 	// AccessLogging is what Telemetry resources select; when set it
 	// replaces AccessLog and DisableAccessLog. See accesslog.go.
 	AccessLogging *AccessLogging
+	// Metrics are Telemetry metrics overrides (nil: none). See metrics.go.
+	Metrics *MetricsOverrides
 	// Tracing is the gateway's tracing (nil: none). See tracing.go.
 	Tracing *Tracing
 	// Edge are the HTTP listeners' timeouts and limits (zero: DefaultEdge).
