@@ -129,12 +129,15 @@ func (c *Controller) attempt(res *resource.Resources, classes []map[string]strin
 		t.SetTracing(trc)
 		t.SetAccessLogging(al)
 		t.SetMetrics(mo)
-		tr, err := t.Translate(p)
+		// New messages are encoded, validated and replaced by compact
+		// stand-ins while they are translated, not all at the end.
+		stream := c.xds.Stream(p.Name)
+		tr, err := t.TranslateStream(p, stream.Compact)
 		if err != nil {
 			att.errs[p.Name] = fmt.Errorf("translating: %w", err)
 			continue
 		}
-		prep, err := c.xds.Prepare(p.Name, tr)
+		prep, err := c.xds.PrepareStream(p.Name, tr, stream)
 		if err != nil {
 			att.errs[p.Name] = err
 			var invalid *xds.InvalidError
