@@ -116,7 +116,8 @@ func (c *Controller) attempt(res *resource.Resources, classes []map[string]strin
 		// the resources' status before any proxy connects.
 		trc, tp := c.tracingFor(res, p)
 		al, ap := c.accessLoggingFor(res, p)
-		att.telemetry = append(append(att.telemetry, tp...), ap...)
+		mo, mp := c.metricsFor(res, p)
+		att.telemetry = append(append(append(att.telemetry, tp...), ap...), mp...)
 		if !wanted[p.Name] {
 			continue
 		}
@@ -127,12 +128,16 @@ func (c *Controller) attempt(res *resource.Resources, classes []map[string]strin
 		}
 		t.SetTracing(trc)
 		t.SetAccessLogging(al)
-		tr, err := t.Translate(p)
+		t.SetMetrics(mo)
+		// New messages are encoded, validated and replaced by compact
+		// stand-ins while they are translated, not all at the end.
+		stream := c.xds.Stream(p.Name)
+		tr, err := t.TranslateStream(p, stream.Compact)
 		if err != nil {
 			att.errs[p.Name] = fmt.Errorf("translating: %w", err)
 			continue
 		}
-		prep, err := c.xds.Prepare(p.Name, tr)
+		prep, err := c.xds.PrepareStream(p.Name, tr, stream)
 		if err != nil {
 			att.errs[p.Name] = err
 			var invalid *xds.InvalidError

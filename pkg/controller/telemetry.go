@@ -39,6 +39,17 @@ func (c *Controller) accessLoggingFor(res *resource.Resources, p *ir.Proxy) (*tr
 	return al, problems
 }
 
+// metricsFor is a class's Telemetry metrics overrides (nil: none).
+func (c *Controller) metricsFor(res *resource.Resources, p *ir.Proxy) (*translate.MetricsOverrides, []telemetry.Problem) {
+	if c.opts.Mesh == nil {
+		return nil, nil
+	}
+	scope, tels := c.telemetryScope(res, p)
+	mo, problems := telemetry.Metrics(c.opts.Mesh, scope, tels)
+	c.logTelemetryProblems(p, problems)
+	return mo, problems
+}
+
 // withTelemetryStatuses gives every Telemetry resource a status (the
 // gateway binder does not read them): Accepted, or partly in use with a
 // message per problem found while building any class, naming the field.

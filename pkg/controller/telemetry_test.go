@@ -406,3 +406,129 @@ spec:
 		t.Errorf("good: %+v", good)
 	}
 }
+
+// TestTelemetryChangesMetricsLive: Telemetry metrics overrides remove a
+// label and disable a metric on the proxy's Prometheus endpoint, through
+// the controller, with the proxy running throughout; removing the
+// resource brings them back.
+func TestTelemetryChangesMetricsLive(t *testing.T) {
+	be := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/missing" {
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprint(w, "ok")
+	})}
+	bl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go be.Serve(bl)
+	defer be.Close()
+	server := xds.NewServer(logr.Discard(), gateway.ClassName)
+	ctrl := controller.New(logr.Discard(), server, &sink{}, controller.Options{Mesh: &telemetry.Mesh{}})
+	xl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); server.Serve(ctx, xl) }()
+	go func() { defer wg.Done(); ctrl.Run(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+	rc := &running{ctrl: ctrl, xds: server, addr: xl.Addr().String()}
+	base := fmt.Sprintf(`
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: app, namespace: istio-system}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http: [{route: [{destination: {host: app.default.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: app, namespace: istio-system}
+spec:
+  hosts: [app.default.svc.cluster.local]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {http: %d}}]
+`, bl.Addr().(*net.TCPAddr).Port)
+	rc.update(t, base)
+	p := testenv.StartProxy(t, rc.addr, testenv.ProxyOptions{Ports: []uint32{80}})
+	p.WaitReady(t)
+	for _, path := range []string{"/", "/missing"} {
+		req, _ := http.NewRequest("GET", p.URL(80)+path, nil)
+		req.Host = "app.example.com"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	// series returns the istio_* lines of family name.
+	series := func(name string) []string {
+		resp, err := http.Get(p.Admin.URL + "/stats/prometheus")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var out []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, name+"{") {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	withCode := func(lines []string) bool {
+		for _, l := range lines {
+			if !strings.Contains(l, `response_code="`) {
+				return false
+			}
+		}
+		return len(lines) > 0
+	}
+	if s := series("istio_requests_total"); len(s) != 2 || !withCode(s) {
+		t.Fatalf("before any Telemetry: %q, want two series with response_code", s)
+	}
+	rc.update(t, base+`---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  metrics:
+  - providers: [{name: prometheus}]
+    overrides:
+    - match: {metric: REQUEST_COUNT, mode: CLIENT_AND_SERVER}
+      tagOverrides: {response_code: {operation: REMOVE}}
+    - match: {metric: REQUEST_SIZE}
+      disabled: true
+`)
+	testenv.WaitFor(t, "response_code removed from istio_requests_total", func() bool {
+		s := series("istio_requests_total")
+		return len(s) == 1 && !strings.Contains(s[0], "response_code") && strings.HasSuffix(s[0], " 2")
+	})
+	if s := series("istio_request_bytes_count"); len(s) != 0 {
+		t.Errorf("REQUEST_SIZE disabled, but the proxy serves %q", s)
+	}
+	if s := series("istio_response_bytes_count"); len(s) != 2 || !withCode(s) {
+		t.Errorf("RESPONSE_SIZE untouched: %q", s)
+	}
+	rc.update(t, base)
+	testenv.WaitFor(t, "the labels back once the Telemetry is gone", func() bool {
+		s := series("istio_requests_total")
+		return len(s) == 2 && withCode(s) && len(series("istio_request_bytes_count")) == 2
+	})
+}

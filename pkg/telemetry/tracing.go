@@ -41,6 +41,9 @@ type Mesh struct {
 	OtherProviders     map[string]string
 	// AccessLogDefaults is defaultProviders.accessLogging.
 	AccessLogDefaults []string
+	// MetricsDefaults is defaultProviders.metrics (empty: prometheus,
+	// Istio's default).
+	MetricsDefaults []string
 	// MeshAccessLog is meshConfig's accessLogFile/Encoding/Format, which
 	// the built-in "envoy" provider formats with (nil: Envoy's default).
 	MeshAccessLog *translate.AccessLog
@@ -52,7 +55,7 @@ type Mesh struct {
 func FromMeshConfig(mc *meshv1alpha1.MeshConfig) (*Mesh, error) {
 	m := &Mesh{Providers: map[string]*translate.TracingProvider{}, Defaults: mc.GetDefaultProviders().GetTracing(),
 		AccessLogProviders: map[string]*translate.AccessLog{}, OtherProviders: map[string]string{},
-		AccessLogDefaults: mc.GetDefaultProviders().GetAccessLogging()}
+		AccessLogDefaults: mc.GetDefaultProviders().GetAccessLogging(), MetricsDefaults: mc.GetDefaultProviders().GetMetrics()}
 	m.Sampling = mc.GetDefaultConfig().GetTracing().GetSampling()
 	if m.Sampling < 0 || m.Sampling > 100 {
 		return nil, fmt.Errorf("defaultConfig.tracing.sampling: %v is not within 0..100", m.Sampling)

@@ -135,6 +135,10 @@ func (t *translator) hcm(h *ir.HTTPFilter, tls bool, sec *ir.Security) (*hcmv3.H
 		AccessLog:        t.accessLog(),
 		Tracing:          t.tracing(),
 	}
+	if f := t.statsFilter(); f != nil {
+		// Ahead of the router, where istiod puts it.
+		m.HttpFilters = append(m.HttpFilters[:len(m.HttpFilters)-1], f, m.HttpFilters[len(m.HttpFilters)-1])
+	}
 	t.applyEdge(m)
 	if tls && h.ForwardClientCert {
 		m.ForwardClientCertDetails = hcmv3.HttpConnectionManager_SANITIZE_SET

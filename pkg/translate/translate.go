@@ -43,6 +43,8 @@ type Options struct {
 	// AccessLogging is what Telemetry resources select; when set it
 	// replaces AccessLog and DisableAccessLog. See accesslog.go.
 	AccessLogging *AccessLogging
+	// Metrics are Telemetry metrics overrides (nil: none). See metrics.go.
+	Metrics *MetricsOverrides
 	// Tracing is the gateway's tracing (nil: none). See tracing.go.
 	Tracing *Tracing
 	// Edge are the HTTP listeners' timeouts and limits (zero: DefaultEdge).
@@ -92,6 +94,50 @@ type Translator struct {
 	clusters map[string]memoCluster
 }
 
+// Stream receives newly translated virtual hosts, clusters and load
+// assignments in batches, as soon as a batch is full, and may replace any
+// of them in place (batch[i]) by a message of the same type that encodes
+// to the same bytes: the xDS server encodes, hashes and validates them
+// right away and keeps only a compact stand-in, so that a cold start never
+// holds every full Envoy message at once (see pkg/xds/compact.go).
+type Stream func(batch []proto.Message)
+
+// streamBatch is how many new messages are handed to a Stream at once:
+// enough to spread its work over the CPUs, few enough that the full
+// messages alive at any time are a small fraction of a large build.
+const streamBatch = 512
+
+// pending is a batch of new messages not yet handed to a Stream, with
+// where each of them is kept in the output.
+type pending struct {
+	stream Stream
+	msgs   []proto.Message
+	set    []func(proto.Message)
+}
+
+func (p *pending) add(m proto.Message, set func(proto.Message)) {
+	if p.stream == nil {
+		return
+	}
+	p.msgs, p.set = append(p.msgs, m), append(p.set, set)
+	if len(p.msgs) >= streamBatch {
+		p.flush()
+	}
+}
+
+// flush hands the batch over and puts back what the Stream returned.
+func (p *pending) flush() {
+	if p.stream == nil || len(p.msgs) == 0 {
+		return
+	}
+	p.stream(p.msgs)
+	for i, m := range p.msgs {
+		p.set[i](m)
+		p.msgs[i], p.set[i] = nil, nil
+	}
+	p.msgs, p.set = p.msgs[:0], p.set[:0]
+}
+
 type memoVirtualHost struct {
 	ir *ir.VirtualHost
 	at **routev3.VirtualHost // in the previous output
@@ -121,7 +167,16 @@ func NewTranslator(opts Options) *Translator {
 // unchanged virtual hosts and clusters. The IR must not be modified
 // afterwards (it is kept to compare with the next build's).
 func (tr *Translator) Translate(p *ir.Proxy) (*Resources, error) {
+	return tr.TranslateStream(p, nil)
+}
+
+// TranslateStream is Translate, handing every virtual host, cluster and
+// load assignment it translates anew (not those reused from the previous
+// build) to stream, in batches, and keeping what stream puts in their
+// place. A nil stream is Translate.
+func (tr *Translator) TranslateStream(p *ir.Proxy, stream Stream) (*Resources, error) {
 	t := tr.t
+	pend := &pending{stream: stream}
 	t.meta = map[ir.Ref]*corev3.Metadata{}
 	defer func() { t.meta = nil }()
 	// Only what this build uses is remembered, so deleted resources are
@@ -154,6 +209,7 @@ func (tr *Translator) Translate(p *ir.Proxy) (*Resources, error) {
 					return nil, fmt.Errorf("route configuration %s: %w", rc.Name, err)
 				}
 				r.VirtualHosts[i] = v
+				pend.add(v, func(m proto.Message) { r.VirtualHosts[i] = m.(*routev3.VirtualHost) })
 			}
 			// The slice is complete in size: the slot stays valid.
 			vhosts[key] = memoVirtualHost{ir: vh, at: &r.VirtualHosts[i]}
@@ -168,6 +224,7 @@ func (tr *Translator) Translate(p *ir.Proxy) (*Resources, error) {
 		m, ok := tr.clusters[c.Name]
 		var cl *clusterv3.Cluster
 		var cla *endpointv3.ClusterLoadAssignment
+		fresh := false // translated in this build: handed to the stream
 		if ok && reflect.DeepEqual(m.ir, c) {
 			cl = *m.out
 			if m.cla != nil {
@@ -178,15 +235,41 @@ func (tr *Translator) Translate(p *ir.Proxy) (*Resources, error) {
 			if cl, cla, err = t.cluster(c); err != nil {
 				return nil, fmt.Errorf("cluster %s (from %s): %w", c.Name, refList(c.Sources), err)
 			}
+			fresh = true
 		}
 		clusters[c.Name] = memoCluster{ir: c}
 		clusterIR[cl] = c
 		out.Clusters = append(out.Clusters, cl)
+		if fresh {
+			at := len(out.Clusters) - 1
+			pend.add(cl, func(m proto.Message) {
+				to := m.(*clusterv3.Cluster)
+				if from := out.Clusters[at]; from != to {
+					clusterIR[to] = clusterIR[from]
+					delete(clusterIR, from)
+					out.Clusters[at] = to
+				}
+			})
+		}
 		if cla != nil {
 			claIR[cla] = c
 			out.Endpoints = append(out.Endpoints, cla)
+			if fresh {
+				at := len(out.Endpoints) - 1
+				pend.add(cla, func(m proto.Message) {
+					to := m.(*endpointv3.ClusterLoadAssignment)
+					if from := out.Endpoints[at]; from != to {
+						claIR[to] = claIR[from]
+						delete(claIR, from)
+						out.Endpoints[at] = to
+					}
+				})
+			}
 		}
 	}
+	// Everything handed over before the lists are sorted (the setters
+	// know places by index) and the memo's slots are taken.
+	pend.flush()
 	if c := t.tracingCluster(clusters); c != nil {
 		cl, cla, err := t.cluster(c)
 		if err != nil {

@@ -53,8 +53,17 @@ func compactFields(m proto.Message) (protowire.Number, bool) {
 // expected. The stand-in's unknown bytes alias wire: wire must not be
 // modified afterwards.
 func compactOf(m proto.Message, wire []byte) proto.Message {
+	if isCompact(m) {
+		return m
+	}
+	return standIn(m, wire)
+}
+
+// standIn is compactOf for m, which may itself be a stand-in (to make one
+// aliasing other bytes of the same encoding).
+func standIn(m proto.Message, wire []byte) proto.Message {
 	upTo, ok := compactFields(m)
-	if !ok || isCompact(m) {
+	if !ok {
 		return m
 	}
 	// The leading run of fields numbered up to upTo, in increasing order.
@@ -124,12 +133,17 @@ func (b *builder) edsRefs(c cachetypes.Resource) []string {
 	if refs, ok := b.next.refs[c]; ok {
 		return refs
 	}
-	full := expand(c)
+	refs := clusterRefs(expand(c))
+	b.next.refs[c] = refs
+	return refs
+}
+
+// clusterRefs returns the load assignments a full cluster refers to.
+func clusterRefs(full proto.Message) []string {
 	var refs []string
 	for name := range cachev3.GetResourceReferences(map[string]cachetypes.ResourceWithTTL{"": {Resource: full}})[resourcev3.EndpointType] {
 		refs = append(refs, name)
 	}
-	b.next.refs[c] = refs
 	return refs
 }
 

@@ -28,7 +28,32 @@ func TestCompactSnapshotsEqualFresh(t *testing.T) {
 	ingress := map[string]string{"istio": "ingressgateway"}
 	// 50 VirtualServices are some 350 messages: over parallelFrom, so the
 	// cold snapshot takes the parallel path.
-	for _, size := range []int{8, 50} {
+	//
+	// Streamed: the translator hands new messages to a Stream, which
+	// prepares them and puts stand-ins in their place while translating
+	// (the controller's way); 200 VirtualServices are several batches.
+	for _, tc := range []struct {
+		size     int
+		streamed bool
+	}{{8, false}, {50, false}, {8, true}, {50, true}, {200, true}} {
+		size := tc.size
+		translateAndSnapshot := func(tr *translate.Translator, p *ir.Proxy, memo *xds.Memo) (*translate.Resources, *xds.Snapshot, *xds.Memo, error) {
+			if !tc.streamed {
+				inc, err := tr.Translate(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				snap, next, err := xds.NewSnapshot(inc, memo)
+				return inc, snap, next, err
+			}
+			st := xds.NewStream(memo)
+			inc, err := tr.TranslateStream(p, st.Compact)
+			if err != nil {
+				t.Fatal(err)
+			}
+			snap, next, err := xds.NewSnapshotStream(inc, memo, st)
+			return inc, snap, next, err
+		}
 		rng := rand.New(rand.NewPCG(uint64(size), 7))
 		o := scale.Options{VirtualServices: size}
 		revs := make([]int, size)
@@ -50,11 +75,7 @@ func TestCompactSnapshotsEqualFresh(t *testing.T) {
 			return gateway.Build(res, gateway.Options{Classes: []map[string]string{ingress}}).Proxy(ingress)
 		}
 		tr := translate.NewTranslator(translate.Options{})
-		inc, err := tr.Translate(bind())
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, memo, err := xds.NewSnapshot(inc, nil)
+		_, _, memo, err := translateAndSnapshot(tr, bind(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,17 +88,13 @@ func TestCompactSnapshotsEqualFresh(t *testing.T) {
 				revs[i]++
 			}
 			p := bind()
-			inc, err := tr.Translate(p)
+			inc, snap, next, err := translateAndSnapshot(tr, p, memo)
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("size %d streamed %v step %d: %v", size, tc.streamed, step, err)
 			}
 			fresh, err := translate.Translate(p, translate.Options{})
 			if err != nil {
-				t.Fatal(err)
-			}
-			snap, next, err := xds.NewSnapshot(inc, memo)
-			if err != nil {
-				t.Fatalf("size %d step %d: %v", size, step, err)
+				t.Fatalf("size %d streamed %v step %d: %v", size, tc.streamed, step, err)
 			}
 			memo = next
 			want, _, err := xds.NewSnapshot(fresh, nil)
@@ -85,43 +102,43 @@ func TestCompactSnapshotsEqualFresh(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(snap.Versions, want.Versions) || !reflect.DeepEqual(snap.VersionMap, want.VersionMap) {
-				t.Fatalf("size %d step %d: versions differ from a memo-less snapshot", size, step)
+				t.Fatalf("size %d streamed %v step %d: versions differ from a memo-less snapshot", size, tc.streamed, step)
 			}
 			for typ := range want.Versions {
 				g, w := snap.GetResources(typ), want.GetResources(typ)
 				if len(g) != len(w) {
-					t.Fatalf("size %d step %d: %s: %d resources, memo-less %d", size, step, typ, len(g), len(w))
+					t.Fatalf("size %d streamed %v step %d: %s: %d resources, memo-less %d", size, tc.streamed, step, typ, len(g), len(w))
 				}
 				for name, wr := range w {
 					if marshal(t, g[name]) != marshal(t, wr) {
-						t.Errorf("size %d step %d: %s %s: published bytes differ", size, step, typ, name)
+						t.Errorf("size %d streamed %v step %d: %s %s: published bytes differ", size, tc.streamed, step, typ, name)
 					}
 					if !proto.Equal(xds.Expand(g[name]), xds.Expand(wr)) {
-						t.Errorf("size %d step %d: %s %s: content differs", size, step, typ, name)
+						t.Errorf("size %d streamed %v step %d: %s %s: content differs", size, tc.streamed, step, typ, name)
 					}
 				}
 				go1, wo := snap.Originals(typ), want.Originals(typ)
 				for name, wm := range wo {
 					if !proto.Equal(go1[name], wm) {
-						t.Errorf("size %d step %d: %s %s: config dump original differs", size, step, typ, name)
+						t.Errorf("size %d streamed %v step %d: %s %s: config dump original differs", size, tc.streamed, step, typ, name)
 					}
 				}
 			}
 			// What the translator keeps for the next build is compact.
 			for _, c := range inc.Clusters {
 				if !compact(c) {
-					t.Fatalf("size %d step %d: cluster %s kept in full", size, step, c.Name)
+					t.Fatalf("size %d streamed %v step %d: cluster %s kept in full", size, tc.streamed, step, c.Name)
 				}
 			}
 			for _, e := range inc.Endpoints {
 				if !compact(e) {
-					t.Fatalf("size %d step %d: load assignment %s kept in full", size, step, e.ClusterName)
+					t.Fatalf("size %d streamed %v step %d: load assignment %s kept in full", size, tc.streamed, step, e.ClusterName)
 				}
 			}
 			for _, rc := range inc.Routes {
 				for _, vh := range rc.VirtualHosts {
 					if !compact(vh) {
-						t.Fatalf("size %d step %d: virtual host %s kept in full", size, step, vh.Name)
+						t.Fatalf("size %d streamed %v step %d: virtual host %s kept in full", size, tc.streamed, step, vh.Name)
 					}
 				}
 			}

@@ -126,6 +126,10 @@ type prepared struct {
 	err     error  // marshalling failed
 	checked bool   // validation ran (the hash was not known to be valid)
 	invalid error  // what validation found
+	// refs are a streamed cluster's load assignments (hasRefs: known),
+	// read from the full message before it was replaced by its stand-in.
+	refs    []string
+	hasRefs bool
 }
 
 // parallelFrom is how many new messages make parallel preparation worth
@@ -142,13 +146,16 @@ func (b *builder) prepare(byType map[string][]cachetypes.Resource) {
 		for _, r := range items {
 			if rc, ok := r.(*routev3.RouteConfiguration); ok {
 				for _, vh := range rc.VirtualHosts {
+					if b.pre[vh] != nil {
+						continue // streamed
+					}
 					if _, ok := b.prev.hashes[vh]; !ok || b.prev.wire[vh] == nil {
 						work = append(work, vh)
 					}
 				}
 				continue
 			}
-			if _, ok := b.prev.hashes[r]; !ok {
+			if _, ok := b.prev.hashes[r]; !ok && b.pre[r] == nil {
 				work = append(work, r)
 			}
 		}
@@ -157,39 +164,51 @@ func (b *builder) prepare(byType map[string][]cachetypes.Resource) {
 		return
 	}
 	results := make([]prepared, len(work))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range runtime.GOMAXPROCS(0) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(work) {
-					return
-				}
-				r := &results[i]
-				bytes, err := b.opts.Marshal(work[i])
-				if err != nil {
-					r.err = err
-					continue
-				}
-				r.hash = b.sum(bytes)
-				if _, ok := compactFields(work[i]); ok {
-					r.wire = bytes
-				}
-				if _, ok := b.prev.valid[r.hash]; !ok {
-					r.checked, r.invalid = true, validate.Deep(expand(work[i]))
-				}
-			}
-		})
+	inParallel(len(work), func(i int) {
+		r := &results[i]
+		bytes, err := b.opts.Marshal(work[i])
+		if err != nil {
+			r.err = err
+			return
+		}
+		r.hash = contentHash(bytes)
+		if _, ok := compactFields(work[i]); ok {
+			r.wire = bytes
+		}
+		if _, ok := b.prev.valid[r.hash]; !ok {
+			r.checked, r.invalid = true, validate.Deep(expand(work[i]))
+		}
+	})
+	if b.pre == nil {
+		b.pre = make(map[proto.Message]*prepared, len(work))
 	}
-	wg.Wait()
-	b.pre = make(map[proto.Message]*prepared, len(work))
 	for i, m := range work {
 		b.pre[m] = &results[i]
 	}
 }
 
-func (b *builder) sum(bytes []byte) string {
+// inParallel runs do(0..n-1) spread over the available CPUs.
+func inParallel(n int, do func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(n, runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				do(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func (b *builder) sum(bytes []byte) string { return contentHash(bytes) }
+
+// contentHash is a resource's content hash: of its deterministic encoding.
+func contentHash(bytes []byte) string {
 	sum := sha256.Sum256(bytes)
 	return hex.EncodeToString(sum[:16])
 }
@@ -208,6 +227,9 @@ func (b *builder) hash(m proto.Message) (string, error) {
 		h, ok = p.hash, true
 		if p.wire != nil {
 			b.enc[m] = p.wire
+		}
+		if p.hasRefs {
+			b.next.refs[m] = p.refs
 		}
 	}
 	if !ok {
@@ -368,10 +390,19 @@ var virtualHostsField = (&routev3.RouteConfiguration{}).ProtoReflect().Descripto
 // part and the Istio resources it came from. prev is the class's memo (nil for
 // none); the memo for the next snapshot is returned with it.
 func NewSnapshot(res *translate.Resources, prev *memo) (*Snapshot, *memo, error) {
+	return newSnapshot(res, prev, nil)
+}
+
+// newSnapshot is NewSnapshot for resources whose new messages a Stream
+// (which may be nil) already prepared while they were translated.
+func newSnapshot(res *translate.Resources, prev *memo, st *Stream) (*Snapshot, *memo, error) {
 	if prev == nil {
 		prev = newMemo(nil)
 	}
 	b := &builder{prev: prev, next: newMemo(prev), opts: proto.MarshalOptions{Deterministic: true}, enc: map[proto.Message][]byte{}}
+	if st != nil {
+		b.pre = st.pre
+	}
 	byType := map[string][]cachetypes.Resource{
 		resourcev3.ClusterType:  toResources(res.Clusters),
 		resourcev3.EndpointType: toResources(res.Endpoints),
@@ -531,10 +562,16 @@ func (b *builder) compact(res *translate.Resources, swaps map[proto.Message]prot
 		// The route memo shares this slice, so it follows.
 		for i, vh := range rc.VirtualHosts {
 			wire := b.next.wire[vh]
-			if wire == nil || isCompact(vh) {
+			if wire == nil {
 				continue
 			}
-			to := compactOf(vh, wire).(*routev3.VirtualHost)
+			if isCompact(vh) && b.pre[vh] == nil {
+				continue // already the stand-in the memo knows
+			}
+			// A stand-in made by this build's Stream aliases its own
+			// copy of the encoding: it is made again on the route
+			// configuration's body, which is kept anyway.
+			to := standIn(vh, wire).(*routev3.VirtualHost)
 			if to == vh {
 				continue
 			}

@@ -97,6 +97,16 @@ type Provider struct {
 	apiGVKs          map[string]schema.GroupVersionKind
 	apiMissingLogged bool // guarded by being used from one goroutine at a time (New, then the recheck loop)
 
+	// stores are the informers' own stores of the kinds watched from the
+	// start (Istio kinds by served version; Services, EndpointSlices and
+	// Pods by kind), set by Run before the first snapshot. A snapshot
+	// reads them instead of listing through the cache, which copied every
+	// Service, EndpointSlice and Pod (typed lists hold values) and every
+	// object's envelope on each event, and gave unchanged objects a new
+	// identity in every snapshot. Kinds without one (Gateway API kinds
+	// found later; tests' fake readers) are listed.
+	stores map[schema.GroupVersionKind]toolscache.Store
+
 	mu      sync.Mutex
 	decoded map[string]decodedObject // uid → last decode, reused while resourceVersion is unchanged
 	nsCache map[string]*corev1.Namespace
@@ -274,6 +284,7 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 		UpdateFunc: func(any, any) { p.kick() },
 		DeleteFunc: func(any) { p.kick() },
 	}
+	stores := map[schema.GroupVersionKind]toolscache.Store{}
 	for _, obj := range p.watched() {
 		inf, err := p.mgr.GetCache().GetInformer(ctx, obj)
 		if err != nil {
@@ -282,7 +293,13 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 		if _, err := inf.AddEventHandler(handler); err != nil {
 			return err
 		}
+		if s, ok := inf.(interface{ GetStore() toolscache.Store }); ok {
+			if gvk, ok := storeKey(obj); ok {
+				stores[gvk] = s.GetStore()
+			}
+		}
 	}
+	p.stores = stores
 	errc := make(chan error, 1)
 	go func() { errc <- p.mgr.Start(ctx) }()
 	if !p.mgr.GetCache().WaitForCacheSync(ctx) {
@@ -335,17 +352,15 @@ func (p *Provider) snapshot(ctx context.Context) (*resource.Resources, error) {
 	c := p.cached
 	seen := map[string]bool{}
 	for _, gvk := range p.watchedGVKs() {
-		list := &unstructured.UnstructuredList{}
-		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-		if err := c.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
-			return nil, fmt.Errorf("listing %s: %w", gvk.GroupKind(), err)
+		items, err := p.unstructuredItems(ctx, gvk)
+		if err != nil {
+			return nil, err
 		}
 		key := resource.Key{Kind: gvk.Kind}
 		if gvk.Group == resource.GatewayAPIGroup && gvk.Kind == resource.KindGateway {
 			key.Group = resource.GatewayAPIGroup
 		}
-		for i := range list.Items {
-			u := &list.Items[i]
+		for _, u := range items {
 			seen[string(u.GetUID())] = true
 			obj, derr := p.decode(u)
 			if derr != nil {
@@ -367,27 +382,39 @@ func (p *Provider) snapshot(ctx context.Context) (*resource.Resources, error) {
 	// The cache's own objects, not copies: snapshots are never modified,
 	// and unchanged objects keep their identity from one snapshot to the
 	// next (which the binder uses to reuse work).
-	var svcs corev1.ServiceList
-	if err := c.List(ctx, &svcs, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, err
+	if s := p.stores[serviceGVK]; s != nil {
+		res.Services = typedItems[*corev1.Service](s.List())
+	} else {
+		var svcs corev1.ServiceList
+		if err := c.List(ctx, &svcs, client.UnsafeDisableDeepCopy); err != nil {
+			return nil, err
+		}
+		for i := range svcs.Items {
+			res.Services = append(res.Services, &svcs.Items[i])
+		}
 	}
-	for i := range svcs.Items {
-		res.Services = append(res.Services, &svcs.Items[i])
+	if s := p.stores[endpointSliceGVK]; s != nil {
+		res.EndpointSlices = typedItems[*discoveryv1.EndpointSlice](s.List())
+	} else {
+		var slices discoveryv1.EndpointSliceList
+		if err := c.List(ctx, &slices, client.UnsafeDisableDeepCopy); err != nil {
+			return nil, err
+		}
+		for i := range slices.Items {
+			res.EndpointSlices = append(res.EndpointSlices, &slices.Items[i])
+		}
 	}
-	var slices discoveryv1.EndpointSliceList
-	if err := c.List(ctx, &slices, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, err
-	}
-	for i := range slices.Items {
-		res.EndpointSlices = append(res.EndpointSlices, &slices.Items[i])
-	}
-	pods := &metav1.PartialObjectMetadataList{}
-	pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
-	if err := c.List(ctx, pods, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, err
-	}
-	for i := range pods.Items {
-		res.Pods = append(res.Pods, &pods.Items[i])
+	if s := p.stores[podGVK]; s != nil {
+		res.Pods = typedItems[*metav1.PartialObjectMetadata](s.List())
+	} else {
+		pods := &metav1.PartialObjectMetadataList{}
+		pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
+		if err := c.List(ctx, pods, client.UnsafeDisableDeepCopy); err != nil {
+			return nil, err
+		}
+		for i := range pods.Items {
+			res.Pods = append(res.Pods, &pods.Items[i])
+		}
 	}
 	if p.secrets != nil {
 		res.Secrets = p.secrets.snapshot()
@@ -407,6 +434,57 @@ func (p *Provider) snapshot(ctx context.Context) (*resource.Resources, error) {
 	}
 	res.Sort()
 	return res, nil
+}
+
+var (
+	serviceGVK       = corev1.SchemeGroupVersion.WithKind("Service")
+	endpointSliceGVK = discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice")
+	podGVK           = corev1.SchemeGroupVersion.WithKind("Pod")
+)
+
+// storeKey is the key of a watched object's informer store in stores.
+func storeKey(obj client.Object) (schema.GroupVersionKind, bool) {
+	switch o := obj.(type) {
+	case *unstructured.Unstructured:
+		return o.GroupVersionKind(), true
+	case *metav1.PartialObjectMetadata:
+		return o.GroupVersionKind(), true
+	case *corev1.Service:
+		return serviceGVK, true
+	case *discoveryv1.EndpointSlice:
+		return endpointSliceGVK, true
+	}
+	return schema.GroupVersionKind{}, false
+}
+
+// typedItems are a store's objects of type T (the cache's own: never to be
+// modified); anything else in it is skipped.
+func typedItems[T any](objs []any) []T {
+	out := make([]T, 0, len(objs))
+	for _, o := range objs {
+		if t, ok := o.(T); ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// unstructuredItems are the cached objects of a kind read as unstructured:
+// from its informer's store when there is one, listed otherwise.
+func (p *Provider) unstructuredItems(ctx context.Context, gvk schema.GroupVersionKind) ([]*unstructured.Unstructured, error) {
+	if s := p.stores[gvk]; s != nil {
+		return typedItems[*unstructured.Unstructured](s.List()), nil
+	}
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+	if err := p.cached.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing %s: %w", gvk.GroupKind(), err)
+	}
+	out := make([]*unstructured.Unstructured, len(list.Items))
+	for i := range list.Items {
+		out[i] = &list.Items[i]
+	}
+	return out, nil
 }
 
 // decode reads an Istio object with Portico's strict decoder, so a

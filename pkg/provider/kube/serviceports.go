@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sort"
 	"strconv"
 	"strings"
@@ -51,13 +52,16 @@ func NewServicePorts(p *Provider, log logr.Logger, nodePorts, targetPorts map[ui
 // builds exactly the classes they front.
 func (s *ServicePorts) Classes() []map[string]string {
 	var list corev1.ServiceList
-	if err := s.p.cached.List(context.Background(), &list); err != nil {
+	// No deep copy of every Service on every build: only the selectors
+	// of the few managed ones are kept, cloned.
+	if err := s.p.cached.List(context.Background(), &list, client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
 	var out []map[string]string
-	for _, svc := range list.Items {
+	for i := range list.Items {
+		svc := &list.Items[i]
 		if svc.Annotations[AnnotationManagePorts] == "true" && len(svc.Spec.Selector) > 0 {
-			out = append(out, svc.Spec.Selector)
+			out = append(out, maps.Clone(svc.Spec.Selector))
 		}
 	}
 	return out

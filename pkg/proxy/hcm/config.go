@@ -9,6 +9,8 @@ package hcm
 import (
 	"fmt"
 	"github.com/portico-gateway/portico/pkg/proxy/accesslog"
+	"github.com/portico-gateway/portico/pkg/proxy/istiometrics"
+	statspb "istio.io/api/envoy/extensions/stats"
 	"strings"
 	"time"
 
@@ -89,8 +91,11 @@ type Config struct {
 	StripAnyHostPort bool
 	ServerName       string
 	// AccessLogs are the compiled access_log entries (none: no logging).
-	AccessLogs        []accesslog.Target
-	logRespHeaders    []string // response headers the formats read
+	AccessLogs     []accesslog.Target
+	logRespHeaders []string // response headers the formats read
+	// IstioStats are a Telemetry's metrics overrides (the istio.stats
+	// filter); nil: none.
+	IstioStats        *istiometrics.Overrides
 	ForwardClientCert int
 	CertSubject       bool
 	CertDNS           bool
@@ -264,6 +269,16 @@ func Compile(m *hcmv3.HttpConnectionManager) (*Config, error) {
 		case router.CORSFilter:
 			cfg.HasCORS = true
 			cfg.Steps = append(cfg.Steps, Step{Kind: StepCORS})
+		case istiometrics.FilterName:
+			m := &statspb.PluginConfig{}
+			if err := f.GetTypedConfig().UnmarshalTo(m); err != nil {
+				return nil, fmt.Errorf("%s filter: %w", istiometrics.FilterName, err)
+			}
+			o, err := istiometrics.FromPluginConfig(m)
+			if err != nil {
+				return nil, err
+			}
+			cfg.IstioStats = o
 		case jwtauthn.Name:
 			m := &jwtv3.JwtAuthentication{}
 			if err := f.GetTypedConfig().UnmarshalTo(m); err != nil {

@@ -135,6 +135,11 @@ func NewHandler(cfg *Config, env *Env) *Handler {
 	if cfg.Tracing != nil && env.Tracing != nil {
 		h.tracer = env.Tracing.Tracer(cfg.Tracing)
 	}
+	if env.Istio != nil {
+		// Istio's metrics are the proxy's; every connection manager of a
+		// gateway carries its class's overrides, so the latest applies.
+		env.Istio.SetOverrides(cfg.IstioStats)
+	}
 	if h.cfg.Limits.MaxHeaderBytes == 0 {
 		h.cfg.Limits = httpx.DefaultLimits
 	}

@@ -3,8 +3,10 @@ package istiometrics
 import (
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,6 +109,8 @@ type Metrics struct {
 	interned map[string]*dest
 	http     atomic.Pointer[map[httpKey]*httpSeries]
 	tcp      atomic.Pointer[map[tcpKey]*TCPSeries]
+	// overrides are a Telemetry's metrics overrides (nil: none).
+	overrides atomic.Pointer[Overrides]
 }
 
 // New returns the metrics of a proxy whose own workload is source;
@@ -275,8 +279,114 @@ var help = map[string]string{
 	"istio_build":                         "Istio component build info.",
 }
 
+// Overrides are a Telemetry resource's metrics overrides, as Istio's
+// stats filter takes them (stats.PluginConfig): metrics dropped and
+// labels removed, by Istio's metric name without the istio_ prefix
+// (requests_total, request_duration_milliseconds, request_bytes,
+// response_bytes, tcp_connections_opened_total, …). Removing a label
+// merges the series that differed only in it, as Istio's stats do.
+type Overrides struct {
+	Drop   map[string]bool
+	Remove map[string][]string
+}
+
+// SetOverrides replaces the overrides (nil: none) the next scrape applies.
+func (m *Metrics) SetOverrides(o *Overrides) { m.overrides.Store(o) }
+
+// histSnap is a histogram's values at one scrape.
+type histSnap struct {
+	counts [len(Buckets) + 1]uint64
+	sum    uint64
+}
+
+func (h *histogram) snap() histSnap {
+	var s histSnap
+	for i := range h.counts {
+		s.counts[i] = h.counts[i].Load()
+	}
+	s.sum = h.sum.Load()
+	return s
+}
+
+func (a *histSnap) add(b histSnap) {
+	for i := range a.counts {
+		a.counts[i] += b.counts[i]
+	}
+	a.sum += b.sum
+}
+
+// family is one metric's series at a scrape, in label order, with
+// removed labels merged.
+type family[V any] struct {
+	labels []string
+	values []V
+}
+
+func collect[S any, V any](series []S, labelsOf func(S) string, value func(S) V, remove []string, add func(*V, V)) family[V] {
+	var f family[V]
+	if len(remove) == 0 {
+		for _, s := range series {
+			f.labels = append(f.labels, labelsOf(s))
+			f.values = append(f.values, value(s))
+		}
+		return f
+	}
+	at := map[string]int{}
+	for _, s := range series {
+		l := withoutLabels(labelsOf(s), remove)
+		if i, ok := at[l]; ok {
+			add(&f.values[i], value(s))
+			continue
+		}
+		at[l] = len(f.labels)
+		f.labels = append(f.labels, l)
+		f.values = append(f.values, value(s))
+	}
+	idx := make([]int, len(f.labels))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return f.labels[idx[a]] < f.labels[idx[b]] })
+	out := family[V]{labels: make([]string, len(idx)), values: make([]V, len(idx))}
+	for i, j := range idx {
+		out.labels[i], out.values[i] = f.labels[j], f.values[j]
+	}
+	return out
+}
+
+// withoutLabels drops the named labels from a rendered label set
+// (name="escaped value",…).
+func withoutLabels(labels string, remove []string) string {
+	var b strings.Builder
+	for len(labels) > 0 {
+		eq := strings.IndexByte(labels, '=')
+		if eq < 0 || eq+1 >= len(labels) || labels[eq+1] != '"' {
+			return labels // not ours: leave it
+		}
+		name := labels[:eq]
+		i := eq + 2
+		for i < len(labels) && labels[i] != '"' {
+			if labels[i] == '\\' {
+				i++
+			}
+			i++
+		}
+		end := min(i+1, len(labels))
+		pair := labels[:end]
+		labels = strings.TrimPrefix(labels[end:], ",")
+		if slices.Contains(remove, name) {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(pair)
+	}
+	return b.String()
+}
+
 // WritePrometheus writes every series in the Prometheus text format,
-// families sorted, series sorted by labels.
+// families sorted, series sorted by labels, with the overrides applied.
 func (m *Metrics) WritePrometheus(w io.Writer) {
 	https := make([]*httpSeries, 0, len(*m.http.Load()))
 	for _, s := range *m.http.Load() {
@@ -288,6 +398,10 @@ func (m *Metrics) WritePrometheus(w io.Writer) {
 		tcps = append(tcps, s)
 	}
 	sort.Slice(tcps, func(i, j int) bool { return tcps[i].labels < tcps[j].labels })
+	o := m.overrides.Load()
+	if o == nil {
+		o = &Overrides{}
+	}
 
 	head := func(name, typ string) {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", name, help[name], name, typ)
@@ -297,10 +411,15 @@ func (m *Metrics) WritePrometheus(w io.Writer) {
 	l.add("component", "proxy")
 	l.add("tag", m.version)
 	fmt.Fprintf(w, "istio_build{%s} 1\n", l.b.String())
+	httpLabels := func(s *httpSeries) string { return s.labels }
+	addU := func(a *uint64, b uint64) { *a += b }
 	if len(https) > 0 {
-		head("istio_requests_total", "counter")
-		for _, s := range https {
-			fmt.Fprintf(w, "istio_requests_total{%s} %d\n", s.labels, s.requests.Load())
+		if !o.Drop["requests_total"] {
+			head("istio_requests_total", "counter")
+			f := collect(https, httpLabels, func(s *httpSeries) uint64 { return s.requests.Load() }, o.Remove["requests_total"], addU)
+			for i, lb := range f.labels {
+				fmt.Fprintf(w, "istio_requests_total{%s} %d\n", lb, f.values[i])
+			}
 		}
 		for _, h := range []struct {
 			name  string
@@ -311,9 +430,15 @@ func (m *Metrics) WritePrometheus(w io.Writer) {
 			{"istio_request_duration_milliseconds", func(s *httpSeries) *histogram { return &s.duration }, 1000},
 			{"istio_response_bytes", func(s *httpSeries) *histogram { return &s.respBytes }, 1},
 		} {
+			short := strings.TrimPrefix(h.name, "istio_")
+			if o.Drop[short] {
+				continue
+			}
 			head(h.name, "histogram")
-			for _, s := range https {
-				writeHistogram(w, h.name, s.labels, h.get(s), h.scale)
+			f := collect(https, httpLabels, func(s *httpSeries) histSnap { return h.get(s).snap() }, o.Remove[short],
+				func(a *histSnap, b histSnap) { a.add(b) })
+			for i, lb := range f.labels {
+				writeHistogram(w, h.name, lb, &f.values[i], h.scale)
 			}
 		}
 	}
@@ -327,22 +452,28 @@ func (m *Metrics) WritePrometheus(w io.Writer) {
 			{"istio_tcp_received_bytes_total", func(s *TCPSeries) *stats.Counter { return &s.Received }},
 			{"istio_tcp_sent_bytes_total", func(s *TCPSeries) *stats.Counter { return &s.Sent }},
 		} {
+			short := strings.TrimPrefix(c.name, "istio_")
+			if o.Drop[short] {
+				continue
+			}
 			head(c.name, "counter")
-			for _, s := range tcps {
-				fmt.Fprintf(w, "%s{%s} %d\n", c.name, s.labels, c.get(s).Value())
+			f := collect(tcps, func(s *TCPSeries) string { return s.labels }, func(s *TCPSeries) uint64 { return c.get(s).Value() },
+				o.Remove[short], addU)
+			for i, lb := range f.labels {
+				fmt.Fprintf(w, "%s{%s} %d\n", c.name, lb, f.values[i])
 			}
 		}
 	}
 }
 
-func writeHistogram(w io.Writer, name, labels string, h *histogram, scale float64) {
+func writeHistogram(w io.Writer, name, labels string, h *histSnap, scale float64) {
 	var cum uint64
 	for i, b := range Buckets {
-		cum += h.counts[i].Load()
+		cum += h.counts[i]
 		fmt.Fprintf(w, "%s_bucket{%s,le=\"%s\"} %d\n", name, labels, strconv.FormatFloat(b, 'f', -1, 64), cum)
 	}
-	cum += h.counts[len(Buckets)].Load()
+	cum += h.counts[len(Buckets)]
 	fmt.Fprintf(w, "%s_bucket{%s,le=\"+Inf\"} %d\n", name, labels, cum)
-	fmt.Fprintf(w, "%s_sum{%s} %s\n", name, labels, strconv.FormatFloat(float64(h.sum.Load())/scale, 'f', -1, 64))
+	fmt.Fprintf(w, "%s_sum{%s} %s\n", name, labels, strconv.FormatFloat(float64(h.sum)/scale, 'f', -1, 64))
 	fmt.Fprintf(w, "%s_count{%s} %d\n", name, labels, cum)
 }

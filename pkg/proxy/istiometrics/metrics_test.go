@@ -283,3 +283,82 @@ func BenchmarkRecordHTTP(b *testing.B) {
 		}
 	})
 }
+
+// TestOverrides: Telemetry metrics overrides drop families and remove
+// labels; series differing only in a removed label are merged (counters
+// summed, histograms bucket by bucket), and the output stays parseable.
+func TestOverrides(t *testing.T) {
+	m := New(Workload{Name: "gw", Namespace: "istio-system"}, "test")
+	for _, code := range []int{200, 200, 404, 503} {
+		m.RecordHTTP(&Request{Code: code, GRPCStatus: -1, Duration: time.Duration(code) * time.Microsecond, RequestBytes: 10, ResponseBytes: 100})
+	}
+	parse := func() map[string]*dto {
+		var b bytes.Buffer
+		m.WritePrometheus(&b)
+		p := expfmt.NewTextParser(model.LegacyValidation)
+		fams, err := p.TextToMetricFamilies(&b)
+		if err != nil {
+			t.Fatalf("unparseable: %v\n%s", err, b.String())
+		}
+		out := map[string]*dto{}
+		for n, f := range fams {
+			out[n] = &dto{n: len(f.Metric)}
+			for _, mt := range f.Metric {
+				for _, lp := range mt.Label {
+					if lp.GetName() == "response_code" {
+						out[n].codes = true
+					}
+				}
+				if c := mt.GetCounter(); c != nil {
+					out[n].total += c.GetValue()
+				}
+				if h := mt.GetHistogram(); h != nil {
+					out[n].total += float64(h.GetSampleCount())
+				}
+			}
+		}
+		return out
+	}
+	before := parse()
+	if f := before["istio_requests_total"]; f == nil || f.n != 3 || f.total != 4 || !f.codes {
+		t.Fatalf("before: %+v", f)
+	}
+	m.SetOverrides(&Overrides{Drop: map[string]bool{"request_bytes": true},
+		Remove: map[string][]string{"requests_total": {"response_code"}, "request_duration_milliseconds": {"response_code", "response_flags"}}})
+	after := parse()
+	if f := after["istio_requests_total"]; f == nil || f.n != 1 || f.total != 4 || f.codes {
+		t.Errorf("requests_total without response_code: %+v, want one series of 4", f)
+	}
+	if f := after["istio_request_duration_milliseconds"]; f == nil || f.n != 1 || f.total != 4 || f.codes {
+		t.Errorf("duration without response_code: %+v, want one histogram of 4 samples", f)
+	}
+	if _, ok := after["istio_request_bytes"]; ok {
+		t.Error("request_bytes dropped but still written")
+	}
+	if f := after["istio_response_bytes"]; f == nil || f.n != 3 || !f.codes {
+		t.Errorf("response_bytes untouched: %+v", f)
+	}
+	m.SetOverrides(nil)
+	if f := parse()["istio_requests_total"]; f == nil || f.n != 3 {
+		t.Errorf("overrides cleared: %+v", f)
+	}
+}
+
+type dto struct {
+	n     int
+	total float64
+	codes bool
+}
+
+func TestWithoutLabels(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{`a="1",b="2",c="3"`, `a="1",c="3"`},
+		{`b="x\",b=\"y",a="1"`, `a="1"`},
+		{`a="q\\",b="2"`, `a="q\\"`},
+		{`b="2"`, ``},
+	} {
+		if got := withoutLabels(c.in, []string{"b"}); got != c.want {
+			t.Errorf("withoutLabels(%s) = %s, want %s", c.in, got, c.want)
+		}
+	}
+}

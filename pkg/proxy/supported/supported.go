@@ -83,6 +83,9 @@ var fields = map[string][]string{
 	"envoy.config.accesslog.v3.AccessLogFilter":                       {"extension_filter"},
 	"envoy.config.accesslog.v3.ExtensionFilter":                       {"name", "typed_config"},
 	"envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter": {"expression"},
+	// Istio's metrics filter: a Telemetry's overrides.
+	"stats.PluginConfig": {"disable_host_header_fallback", "metrics"},
+	"stats.MetricConfig": {"name", "drop", "tags_to_remove"},
 
 	// Authentication, authorization and rate limiting (issue #13: the
 	// shape of /work/wt/AUTHZ-CONTRACT.md, pkg/proxy/filters).

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -19,6 +20,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 )
+
+// errNoHost is export's answer while the collector's cluster is unknown
+// or has no healthy host: nothing was sent, so the batch can be retried.
+var errNoHost = errors.New("collector cluster has no healthy host")
 
 // Resolver returns an address ("host:port") of a cluster's healthy host.
 type Resolver func(cluster string) (string, bool)
@@ -119,6 +124,10 @@ type Exporter struct {
 
 	exported, dropped, failed atomic.Uint64
 
+	// waiting: the last flush found no collector host and kept its
+	// batch (touched only by run).
+	waiting bool
+
 	conn     *grpc.ClientConn
 	connAddr string
 	http     *http.Client
@@ -143,14 +152,36 @@ func (e *Exporter) run(ctx context.Context) {
 	}()
 	var batch []*Span
 	flush := func(ctx context.Context) {
-		if len(batch) == 0 {
-			return
-		}
-		if err := e.export(ctx, batch); err != nil {
-			e.failed.Add(uint64(len(batch)))
-			e.log.V(1).Info("exporting spans failed", "spans", len(batch), "error", err.Error())
-		} else {
-			e.exported.Add(uint64(len(batch)))
+		for len(batch) > 0 {
+			// A batch held while the collector was not ready may be
+			// longer than one request should carry.
+			n := min(len(batch), e.r.opts.BatchSize)
+			err := e.export(ctx, batch[:n])
+			switch {
+			case errors.Is(err, errNoHost):
+				// The collector's cluster is not there yet (CDS after
+				// LDS, a STRICT_DNS name not resolved yet, no healthy
+				// endpoint): keep the spans for the next tick instead of
+				// losing the first ones after tracing is turned on.
+				// Bounded by the queue size, oldest dropped first.
+				if over := len(batch) - e.r.opts.QueueSize; over > 0 {
+					e.dropped.Add(uint64(over))
+					batch = append(batch[:0], batch[over:]...)
+				}
+				if !e.waiting {
+					e.waiting = true
+					e.log.V(1).Info("collector cluster not ready, holding spans", "spans", len(batch))
+				}
+				return
+			case err != nil:
+				e.failed.Add(uint64(n))
+				e.log.V(1).Info("exporting spans failed", "spans", n, "error", err.Error())
+			default:
+				e.exported.Add(uint64(n))
+			}
+			e.waiting = false
+			clear(batch[:n]) // let the spans go
+			batch = batch[n:]
 		}
 		batch = batch[:0]
 	}
@@ -170,10 +201,17 @@ func (e *Exporter) run(ctx context.Context) {
 			fctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			flush(fctx)
 			cancel()
+			e.dropped.Add(uint64(len(batch))) // held for a collector that never came
 			return
 		case s := <-e.ch:
+			if e.waiting && len(batch) >= e.r.opts.QueueSize {
+				e.dropped.Add(1)
+				batch = batch[1:]
+			}
 			batch = append(batch, s)
-			if len(batch) >= e.r.opts.BatchSize {
+			// While the collector is not ready, only the ticker retries:
+			// a full batch must not turn every span into a resolve.
+			if len(batch) >= e.r.opts.BatchSize && !e.waiting {
 				flush(ctx)
 			}
 		case <-t.C:
@@ -185,7 +223,7 @@ func (e *Exporter) run(ctx context.Context) {
 func (e *Exporter) export(ctx context.Context, spans []*Span) error {
 	addr, ok := e.r.opts.Resolve(e.p.Cluster)
 	if !ok {
-		return fmt.Errorf("collector cluster %q has no healthy host", e.p.Cluster)
+		return fmt.Errorf("cluster %q: %w", e.p.Cluster, errNoHost)
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.p.Timeout)
 	defer cancel()
