@@ -70,15 +70,20 @@ func (h *h2Client) get(ctx context.Context, host *Host) (*h2.ClientConn, error) 
 	}
 	c := h.c
 	var cc *h2.ClientConn
+	// OnClose may run before NewClientConn returns (an upstream that
+	// closes or goes away at once): it waits for cc to be assigned.
+	assigned := make(chan struct{})
 	cc = h2.NewClientConn(nc, h2.ClientConfig{
 		IdleTimeout: c.cfg.IdleTimeout,
 		OnClose: func() {
+			<-assigned
 			c.Stats.CxActive.Dec()
 			c.Stats.CxDestroy.Inc()
 			c.connections.Add(-1)
 			h.remove(host.Addr, cc)
 		},
 	})
+	close(assigned)
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()

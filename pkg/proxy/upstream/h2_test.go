@@ -74,10 +74,17 @@ func goAwayFirstUpstream(t *testing.T) (EndpointSpec, *atomic.Int64) {
 				}
 				fr := http2.NewFramer(c, c)
 				fr.WriteSettings()
-				fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+				// GOAWAY once the request's HEADERS arrived, naming no
+				// stream processed: the request provably was not.
+				sent := false
 				for { // until the client closes
-					if _, err := fr.ReadFrame(); err != nil {
+					f, err := fr.ReadFrame()
+					if err != nil {
 						return
+					}
+					if _, ok := f.(*http2.HeadersFrame); ok && !sent {
+						fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+						sent = true
 					}
 				}
 			}()
