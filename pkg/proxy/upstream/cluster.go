@@ -383,6 +383,18 @@ func (c *Cluster) Pick(o PickOptions) *Host {
 			return h
 		}
 	}
+	// Envoy gives up here and retries on an excluded host; with two
+	// hosts and five draws that is one retry in 32 sent back to the host
+	// that just failed. Any host not excluded is better: scan for one
+	// from a random start (the balancing the policy wanted is moot
+	// once its draws kept landing on excluded hosts).
+	av := hs.available
+	start := rand.IntN(len(av))
+	for i := range av {
+		if cand := av[(start+i)%len(av)]; !o.Exclude(cand) {
+			return cand
+		}
+	}
 	return h
 }
 

@@ -355,3 +355,32 @@ func TestWaiterForEjectedHostPicksAgain(t *testing.T) {
 	}
 	c.Release(conn, true)
 }
+
+// TestRetryPickAvoidsPreviousHosts: a retry's host choice excludes the
+// hosts already tried whenever another is available, whatever the load
+// balancer: Envoy's five re-draws alone send 1 in 32 retries between two
+// hosts back to the one that failed.
+func TestRetryPickAvoidsPreviousHosts(t *testing.T) {
+	m := newManager(t)
+	for _, lb := range []LBPolicy{RoundRobin, LeastRequest, Random, RingHash, Maglev} {
+		name := fmt.Sprintf("lb-%d", lb)
+		m.Apply(map[string]Versioned{name: {Config: cfg(name, func(c *ClusterConfig) {
+			c.LB = lb
+			c.RingSize = map[LBPolicy]uint64{RingHash: 1024, Maglev: 1031}[lb]
+		}), Hash: "1"}}, nil)
+		c := m.Get(name)
+		c.setEndpoints(eps(2))
+		for i := range 5000 {
+			first := c.Pick(PickOptions{Hash: uint64(i), HasHash: true})
+			retry := c.Pick(PickOptions{Hash: uint64(i), HasHash: true, Attempts: 5,
+				Exclude: func(h *Host) bool { return h == first }})
+			if retry == first {
+				t.Fatalf("%s: retry %d went back to the host just tried (%s) with another available", name, i, first.Addr)
+			}
+		}
+		// Every host excluded: a host is still chosen.
+		if h := c.Pick(PickOptions{Attempts: 5, Exclude: func(*Host) bool { return true }}); h == nil {
+			t.Errorf("%s: no host when every host was tried", name)
+		}
+	}
+}
