@@ -37,6 +37,7 @@ import (
 	"github.com/portico-gateway/portico/pkg/configdump"
 	"github.com/portico-gateway/portico/pkg/proxy/accesslog"
 	"github.com/portico-gateway/portico/pkg/proxy/hcm"
+	"github.com/portico-gateway/portico/pkg/proxy/idlepark"
 	"github.com/portico-gateway/portico/pkg/proxy/istiometrics"
 	"github.com/portico-gateway/portico/pkg/proxy/listener"
 	"github.com/portico-gateway/portico/pkg/proxy/overload"
@@ -278,8 +279,10 @@ func New(opts Options, log logr.Logger) *Proxy {
 	p.Istio = istiometrics.New(istiometrics.SourceWorkload(opts.Labels, opts.Namespace, opts.Cluster),
 		version.Version)
 	p.tracing = p.newTracing(log)
+	parker := idlepark.New(p.ctx)
+	p.Stats.GaugeFunc(stats.Plain("server"), "downstream_cx_parked", func() int64 { return int64(parker.Len()) })
 	env := &hcm.Env{Routes: p.routeTable, Clusters: p.Clusters, Stats: p.Stats, AccessLog: p.accessLog, Log: log.WithName("http"), Ctx: p.ctx, Overload: p.overload,
-		Istio: p.Istio, Tracing: p.tracing}
+		Istio: p.Istio, Tracing: p.tracing, Parker: parker}
 	p.Listeners = listener.NewManager(p.ctx, listener.Deps{HTTP: env, Secrets: p.Secrets, Stats: p.Stats, Log: log.WithName("connection"), Overload: p.overload}, opts.DrainTime, opts.PortMap)
 	p.client = xdsclient.New(xdsclient.Options{Address: opts.XDSAddress, Node: p.Node(), SOTW: opts.SOTW, Security: opts.XDSSecurity}, p, log.WithName("xds"))
 	return p

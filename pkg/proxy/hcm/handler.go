@@ -11,6 +11,7 @@ import (
 	"github.com/portico-gateway/portico/pkg/proxy/accesslog"
 	"github.com/portico-gateway/portico/pkg/proxy/filters"
 	"github.com/portico-gateway/portico/pkg/proxy/httpx"
+	"github.com/portico-gateway/portico/pkg/proxy/idlepark"
 	"github.com/portico-gateway/portico/pkg/proxy/istiometrics"
 	"github.com/portico-gateway/portico/pkg/proxy/overload"
 	"github.com/portico-gateway/portico/pkg/proxy/router"
@@ -37,6 +38,9 @@ type Env struct {
 	// Tracing owns the span exporters (nil: tracing configuration is
 	// ignored).
 	Tracing *tracing.Registry
+	// Parker holds idle HTTP/1.1 connections without a goroutine (nil:
+	// they wait in one, without their read buffer).
+	Parker  *idlepark.Parker
 	mirrors chan struct{}
 	once    sync.Once
 }
@@ -172,7 +176,7 @@ func (h *Handler) Drain(deadline time.Duration) {
 			case <-ctx.Done():
 				h.mu.Lock()
 				for c := range h.conns {
-					c.nc.Close()
+					c.Close()
 				}
 				h.mu.Unlock()
 				h.h2conns.closeAll()

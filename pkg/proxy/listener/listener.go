@@ -732,14 +732,11 @@ func (m *Manager) accept(ctx context.Context, r *running) {
 			}
 		}
 		r.stats.cxActive.Inc()
-		go func() {
-			defer func() {
-				oc.Done()
-				r.stats.cxActive.Dec()
-				r.stats.destroy.Inc()
-			}()
-			m.serve(ctx, r, nc, oc)
-		}()
+		go m.serve(ctx, r, nc, oc, func() {
+			oc.Done()
+			r.stats.cxActive.Dec()
+			r.stats.destroy.Inc()
+		})
 	}
 }
 
@@ -747,7 +744,16 @@ func (m *Manager) accept(ctx context.Context, r *running) {
 // handshake (Envoy's listener filter timeout is 15 s).
 const inspectTimeout = 15 * time.Second
 
-func (m *Manager) serve(ctx context.Context, r *running, nc net.Conn, oc *overload.Conn) {
+// serve serves one accepted connection and runs end once it is over:
+// itself, or, for HTTP, through the connection manager, which may serve
+// an idle connection on from another goroutine after serve returns.
+func (m *Manager) serve(ctx context.Context, r *running, nc net.Conn, oc *overload.Conn, end func()) {
+	handed := false
+	defer func() {
+		if !handed {
+			end()
+		}
+	}()
 	g := r.gen.Load()
 	conn := nc
 	sni := ""
@@ -771,7 +777,8 @@ func (m *Manager) serve(ctx context.Context, r *running, nc net.Conn, oc *overlo
 	}
 	if c.tls == nil {
 		if c.http != nil {
-			c.http.ServeConn(ctx, conn, nil, oc)
+			handed = true
+			c.http.ServeConn(ctx, conn, nil, oc, end)
 		} else {
 			oc.Busy()
 			c.tcp.ServeConn(ctx, conn, sni)
@@ -792,7 +799,8 @@ func (m *Manager) serve(ctx context.Context, r *running, nc net.Conn, oc *overlo
 	r.stats.sslHandshake.Inc()
 	oc.Busy()
 	if c.http != nil {
-		c.http.ServeConn(ctx, tc, tc, oc)
+		handed = true
+		c.http.ServeConn(ctx, tc, tc, oc, end)
 	} else {
 		c.tcp.ServeConn(ctx, tc, sni)
 	}

@@ -95,7 +95,9 @@ type Closer interface{ Close() error }
 // or busy, and calls Done when it ends.
 type Conn struct {
 	m *Manager
-	c Closer
+	// c is what eviction closes; its owner may replace it (SetCloser)
+	// while the manager may read it.
+	c atomic.Pointer[Closer]
 	// state is since when the connection is idle (unix nanos > 0), since
 	// when its request head is arriving (negated), or 0: busy.
 	state  atomic.Int64
@@ -116,7 +118,8 @@ func (m *Manager) Admit(c Closer) *Conn {
 		m.Rejected.Add(1)
 		return nil
 	}
-	conn := &Conn{m: m, c: c}
+	conn := &Conn{m: m}
+	conn.c.Store(&c)
 	conn.state.Store(time.Now().UnixNano()) // nothing received yet
 	m.mu.Lock()
 	m.live[conn] = struct{}{}
@@ -172,10 +175,19 @@ func (m *Manager) evictIdle() bool {
 	}
 	m.mu.Unlock()
 	for _, cd := range pick {
-		cd.c.c.Close()
+		(*cd.c.c.Load()).Close()
 		m.Evicted.Add(1)
 	}
 	return len(pick) > 0
+}
+
+// SetCloser makes eviction close cl instead of what Admit was given: a
+// connection whose owner must act before its socket closes (one parked
+// without a goroutine) names itself.
+func (c *Conn) SetCloser(cl Closer) {
+	if c != nil {
+		c.c.Store(&cl)
+	}
 }
 
 // Idle marks the connection as waiting for a request.
