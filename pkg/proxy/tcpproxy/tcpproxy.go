@@ -245,36 +245,22 @@ func (h *Handler) ServeConn(ctx context.Context, down net.Conn, sni string) {
 		txCounters = append(txCounters, &series.Sent)
 	}
 
-	var last atomic.Int64
-	last.Store(time.Now().UnixNano())
+	// Two goroutines per connection, one per direction (this one and
+	// one more); the idle timeout is each direction's read deadline,
+	// extended while the other direction moves, and the proxy stopping
+	// closes both sockets.
+	var closeOnce sync.Once
+	closeBoth := func() { closeOnce.Do(func() { up.Close(); down.Close() }) }
+	stop := context.AfterFunc(ctx, closeBoth)
+	defer stop()
+	p := &piper{limit: h.cfg.BufferLimit, idle: h.cfg.IdleTimeout, closeBoth: closeBoth}
+	p.last.Store(time.Now().UnixNano())
 	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(2)
-	limit := h.cfg.BufferLimit
-	go func() { defer wg.Done(); entry.BytesReceived = pipe(up, down, limit, &last, rxCounters...) }()
-	go func() { defer wg.Done(); entry.BytesSent = pipe(down, up, limit, &last, txCounters...) }()
-	go func() { wg.Wait(); close(done) }()
-
-	tick := time.NewTicker(min(h.cfg.IdleTimeout/2+time.Millisecond, time.Second))
-	defer tick.Stop()
-	for {
-		select {
-		case <-done:
-			return
-		case <-ctx.Done():
-			up.Close()
-			down.Close()
-			<-done
-			return
-		case now := <-tick.C:
-			if h.cfg.IdleTimeout > 0 && now.Sub(time.Unix(0, last.Load())) > h.cfg.IdleTimeout {
-				h.idle.Inc()
-				up.Close()
-				down.Close()
-				<-done
-				return
-			}
-		}
+	go func() { defer close(done); entry.BytesSent = p.pipe(down, up, txCounters...) }()
+	entry.BytesReceived = p.pipe(up, down, rxCounters...)
+	<-done
+	if p.idled.Load() {
+		h.idle.Inc()
 	}
 }
 
@@ -283,21 +269,35 @@ const bufSize = 32 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
-// pipe copies src to dst through at most limit bytes at a time (0: the
-// whole buffer), then half-closes dst so the peer sees EOF while the other
-// direction keeps flowing.
-func pipe(dst, src net.Conn, limit int, last *atomic.Int64, counters ...*stats.Counter) int64 {
+// piper is what a connection's two directions share.
+type piper struct {
+	limit int           // bytes in flight per direction (0: bufSize)
+	idle  time.Duration // 0: no idle timeout
+	// last is when either direction last moved bytes (unix nanos).
+	last      atomic.Int64
+	idled     atomic.Bool
+	closeBoth func()
+}
+
+// pipe copies src to dst through at most limit bytes at a time, then
+// half-closes dst so the peer sees EOF while the other direction keeps
+// flowing. When neither direction has moved for the idle timeout, it
+// closes both sockets.
+func (p *piper) pipe(dst, src net.Conn, counters ...*stats.Counter) int64 {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
-	if limit > 0 && limit < len(buf) {
-		buf = buf[:limit]
+	if p.limit > 0 && p.limit < len(buf) {
+		buf = buf[:p.limit]
+	}
+	if p.idle > 0 {
+		src.SetReadDeadline(time.Now().Add(p.idle))
 	}
 	var total int64
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			last.Store(time.Now().UnixNano())
+			p.last.Store(time.Now().UnixNano())
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				src.Close()
 				break
@@ -308,6 +308,16 @@ func pipe(dst, src net.Conn, limit int, last *atomic.Int64, counters ...*stats.C
 			}
 		}
 		if err != nil {
+			if p.idle > 0 && isTimeout(err) {
+				// Idle only if the other direction did not move either.
+				if rest := p.idle - time.Since(time.Unix(0, p.last.Load())); rest > 0 {
+					src.SetReadDeadline(time.Now().Add(rest))
+					continue
+				}
+				p.idled.Store(true)
+				p.closeBoth()
+				return total
+			}
 			if err != io.EOF {
 				dst.Close()
 				src.Close()
@@ -322,4 +332,9 @@ func pipe(dst, src net.Conn, limit int, last *atomic.Int64, counters ...*stats.C
 		dst.Close()
 	}
 	return total
+}
+
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
 }
