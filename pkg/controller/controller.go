@@ -74,6 +74,9 @@ type State struct {
 
 // Controller is the pipeline.
 type Controller struct {
+	// telemetry resolves classes' Telemetry against Options.Mesh
+	// (created with the first class).
+	telemetry *telemetry.Resolver
 	// telemetryLogged: Telemetry problems already logged.
 	telemetryLogged map[string]bool
 	log             logr.Logger

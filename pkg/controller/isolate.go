@@ -114,10 +114,8 @@ func (c *Controller) attempt(res *resource.Resources, classes []map[string]strin
 	for _, p := range result.Proxies {
 		// Telemetry is resolved for every class, so its problems reach
 		// the resources' status before any proxy connects.
-		trc, tp := c.tracingFor(res, p)
-		al, ap := c.accessLoggingFor(res, p)
-		mo, mp := c.metricsFor(res, p)
-		att.telemetry = append(append(append(att.telemetry, tp...), ap...), mp...)
+		tc := c.telemetryFor(res, p)
+		att.telemetry = append(att.telemetry, tc.Problems...)
 		if !wanted[p.Name] {
 			continue
 		}
@@ -126,9 +124,9 @@ func (c *Controller) attempt(res *resource.Resources, classes []map[string]strin
 			t = translate.NewTranslator(c.opts.Translate)
 			c.translators[p.Name] = t
 		}
-		t.SetTracing(trc)
-		t.SetAccessLogging(al)
-		t.SetMetrics(mo)
+		t.SetTracing(tc.Tracing)
+		t.SetAccessLogging(tc.AccessLogging)
+		t.SetMetrics(tc.Metrics)
 		// New messages are encoded, validated and replaced by compact
 		// stand-ins while they are translated, not all at the end.
 		stream := c.xds.Stream(p.Name)

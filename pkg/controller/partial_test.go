@@ -39,9 +39,16 @@ type running struct {
 
 func startController(t *testing.T, log logr.Logger) *running {
 	t.Helper()
+	return startControllerWith(t, log, controller.Options{})
+}
+
+// startControllerWith runs a controller with opts, and its xDS server,
+// until the test ends.
+func startControllerWith(t *testing.T, log logr.Logger, opts controller.Options) *running {
+	t.Helper()
 	server := xds.NewServer(logr.Discard(), gateway.ClassName)
 	st := &sink{}
-	ctrl := controller.New(log, server, st, controller.Options{})
+	ctrl := controller.New(log, server, st, opts)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -278,4 +285,48 @@ func TestLogSinkLogsErrorsAsErrors(t *testing.T) {
 	if l := logs.matching("default/ok"); len(l) != 1 || strings.Contains(l[0], `"error"=`) {
 		t.Errorf("an accepted resource: %q", l)
 	}
+}
+
+// serveBackend runs an HTTP backend on loopback until the test ends and
+// returns its port.
+func serveBackend(t *testing.T, h http.HandlerFunc) int {
+	t.Helper()
+	be := &http.Server{Handler: h}
+	bl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go be.Serve(bl)
+	t.Cleanup(func() { be.Close() })
+	return bl.Addr().(*net.TCPAddr).Port
+}
+
+// appBehindGateway is a Gateway on port 80 routing every host to a
+// backend on 127.0.0.1:port.
+func appBehindGateway(port int) string {
+	return fmt.Sprintf(`
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: app, namespace: istio-system}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http: [{route: [{destination: {host: app.default.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: app, namespace: istio-system}
+spec:
+  hosts: [app.default.svc.cluster.local]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {http: %d}}]
+`, port)
 }

@@ -11,43 +11,25 @@ import (
 	"github.com/portico-gateway/portico/pkg/ir"
 	"github.com/portico-gateway/portico/pkg/resource"
 	"github.com/portico-gateway/portico/pkg/telemetry"
-	"github.com/portico-gateway/portico/pkg/translate"
 )
 
-// tracingFor is a class's tracing: meshConfig's, overridden by the
-// Telemetry resources that apply to the class's pods (Options.Mesh set),
-// else the static translate.Options.Tracing.
-func (c *Controller) tracingFor(res *resource.Resources, p *ir.Proxy) (*translate.Tracing, []telemetry.Problem) {
+// telemetryFor is what Telemetry decides for a class: meshConfig's
+// tracing overridden by the Telemetry resources that apply to the class's
+// pods, their access logging (nil: meshConfig's access log,
+// translate.Options.AccessLog, applies) and metrics overrides (nil:
+// none) — or, without Options.Mesh, the static
+// translate.Options.Tracing alone.
+func (c *Controller) telemetryFor(res *resource.Resources, p *ir.Proxy) telemetry.Class {
 	if c.opts.Mesh == nil {
-		return c.opts.Translate.Tracing, nil
+		return telemetry.Class{Tracing: c.opts.Translate.Tracing}
+	}
+	if c.telemetry == nil {
+		c.telemetry = telemetry.NewResolver(c.opts.Mesh)
 	}
 	scope, tels := c.telemetryScope(res, p)
-	tr, problems := telemetry.Tracing(c.opts.Mesh, scope, tels)
-	c.logTelemetryProblems(p, problems)
-	return tr, problems
-}
-
-// accessLoggingFor is a class's Telemetry access logging (nil: meshConfig's
-// access log, translate.Options.AccessLog, applies).
-func (c *Controller) accessLoggingFor(res *resource.Resources, p *ir.Proxy) (*translate.AccessLogging, []telemetry.Problem) {
-	if c.opts.Mesh == nil {
-		return nil, nil
-	}
-	scope, tels := c.telemetryScope(res, p)
-	al, problems := telemetry.AccessLogging(c.opts.Mesh, scope, tels)
-	c.logTelemetryProblems(p, problems)
-	return al, problems
-}
-
-// metricsFor is a class's Telemetry metrics overrides (nil: none).
-func (c *Controller) metricsFor(res *resource.Resources, p *ir.Proxy) (*translate.MetricsOverrides, []telemetry.Problem) {
-	if c.opts.Mesh == nil {
-		return nil, nil
-	}
-	scope, tels := c.telemetryScope(res, p)
-	mo, problems := telemetry.Metrics(c.opts.Mesh, scope, tels)
-	c.logTelemetryProblems(p, problems)
-	return mo, problems
+	tc := c.telemetry.Resolve(scope, tels)
+	c.logTelemetryProblems(p, tc.Problems)
+	return tc
 }
 
 // withTelemetryStatuses gives every Telemetry resource a status (the

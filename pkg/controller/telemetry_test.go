@@ -70,60 +70,18 @@ func TestTelemetryChangesTracingLive(t *testing.T) {
 	defer gs.Stop()
 	var mu sync.Mutex
 	var lastTP string
-	be := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	port := serveBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		lastTP = r.Header.Get("traceparent")
 		mu.Unlock()
 		fmt.Fprint(w, "ok")
-	})}
-	bl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go be.Serve(bl)
-	defer be.Close()
+	})
 
 	mesh := &telemetry.Mesh{Providers: map[string]*translate.TracingProvider{"otel": {Name: "otel", Kind: "opentelemetry",
 		Service: "127.0.0.1", Port: uint32(ln.Addr().(*net.TCPAddr).Port)}}}
-	server := xds.NewServer(logr.Discard(), gateway.ClassName)
-	ctrl := controller.New(logr.Discard(), server, &sink{}, controller.Options{Mesh: mesh})
-	xl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); server.Serve(ctx, xl) }()
-	go func() { defer wg.Done(); ctrl.Run(ctx) }()
-	defer func() { cancel(); wg.Wait() }()
-	rc := &running{ctrl: ctrl, xds: server, addr: xl.Addr().String()}
+	rc := startControllerWith(t, logr.Discard(), controller.Options{Mesh: mesh})
 
-	base := fmt.Sprintf(`
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: app, namespace: istio-system}
-spec:
-  hosts: ['*']
-  gateways: [gw]
-  http: [{route: [{destination: {host: app.default.svc.cluster.local}}]}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: app, namespace: istio-system}
-spec:
-  hosts: [app.default.svc.cluster.local]
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints: [{address: 127.0.0.1, ports: {http: %d}}]
-`, bl.Addr().(*net.TCPAddr).Port)
+	base := appBehindGateway(port)
 	telem := func(pct int) string {
 		return fmt.Sprintf(`---
 apiVersion: telemetry.istio.io/v1
@@ -201,65 +159,23 @@ spec:
 // controller, with the proxy running throughout; removing the resource
 // brings meshConfig's access log back.
 func TestTelemetryChangesAccessLoggingLive(t *testing.T) {
-	be := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	port := serveBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/missing" {
 			http.NotFound(w, r)
 			return
 		}
 		fmt.Fprint(w, "ok")
-	})}
-	bl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go be.Serve(bl)
-	defer be.Close()
+	})
 
 	dir := t.TempDir()
 	fileA, fileB, fileMesh := filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log"), filepath.Join(dir, "mesh.log")
 	format := "%REQ(X-REQUEST-ID)% %RESPONSE_CODE%"
 	mesh := &telemetry.Mesh{AccessLogProviders: map[string]*translate.AccessLog{
 		"a": {File: fileA, Format: format}, "b": {File: fileB, Format: format}}}
-	server := xds.NewServer(logr.Discard(), gateway.ClassName)
-	ctrl := controller.New(testenv.Logger(t), server, &sink{}, controller.Options{Mesh: mesh,
+	rc := startControllerWith(t, testenv.Logger(t), controller.Options{Mesh: mesh,
 		Translate: translate.Options{AccessLog: &translate.AccessLog{File: fileMesh, Format: format}}})
-	xl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); server.Serve(ctx, xl) }()
-	go func() { defer wg.Done(); ctrl.Run(ctx) }()
-	defer func() { cancel(); wg.Wait() }()
-	rc := &running{ctrl: ctrl, xds: server, addr: xl.Addr().String()}
 
-	base := fmt.Sprintf(`
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: app, namespace: istio-system}
-spec:
-  hosts: ['*']
-  gateways: [gw]
-  http: [{route: [{destination: {host: app.default.svc.cluster.local}}]}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: app, namespace: istio-system}
-spec:
-  hosts: [app.default.svc.cluster.local]
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints: [{address: 127.0.0.1, ports: {http: %d}}]
-`, bl.Addr().(*net.TCPAddr).Port)
+	base := appBehindGateway(port)
 	telem := func(spec string) string {
 		return "---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n" + spec
 	}
@@ -412,57 +328,15 @@ spec:
 // the controller, with the proxy running throughout; removing the
 // resource brings them back.
 func TestTelemetryChangesMetricsLive(t *testing.T) {
-	be := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	port := serveBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/missing" {
 			http.NotFound(w, r)
 			return
 		}
 		fmt.Fprint(w, "ok")
-	})}
-	bl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go be.Serve(bl)
-	defer be.Close()
-	server := xds.NewServer(logr.Discard(), gateway.ClassName)
-	ctrl := controller.New(logr.Discard(), server, &sink{}, controller.Options{Mesh: &telemetry.Mesh{}})
-	xl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); server.Serve(ctx, xl) }()
-	go func() { defer wg.Done(); ctrl.Run(ctx) }()
-	defer func() { cancel(); wg.Wait() }()
-	rc := &running{ctrl: ctrl, xds: server, addr: xl.Addr().String()}
-	base := fmt.Sprintf(`
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: app, namespace: istio-system}
-spec:
-  hosts: ['*']
-  gateways: [gw]
-  http: [{route: [{destination: {host: app.default.svc.cluster.local}}]}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: app, namespace: istio-system}
-spec:
-  hosts: [app.default.svc.cluster.local]
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  resolution: STATIC
-  endpoints: [{address: 127.0.0.1, ports: {http: %d}}]
-`, bl.Addr().(*net.TCPAddr).Port)
+	})
+	rc := startControllerWith(t, logr.Discard(), controller.Options{Mesh: &telemetry.Mesh{}})
+	base := appBehindGateway(port)
 	rc.update(t, base)
 	p := testenv.StartProxy(t, rc.addr, testenv.ProxyOptions{Ports: []uint32{80}})
 	p.WaitReady(t)

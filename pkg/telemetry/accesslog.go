@@ -89,6 +89,17 @@ type namedAt struct {
 // in Istio. Problems name what was ignored: an unknown provider, a kind
 // Portico cannot log to, a filter the proxy cannot compile.
 func AccessLogging(m *Mesh, s Scope, tels []Telemetry) (*translate.AccessLogging, []Problem) {
+	return accessLogging(m, s, tels, compileFilter)
+}
+
+// compileFilter reports whether the proxy can compile an access log
+// filter expression.
+func compileFilter(expr string) error {
+	_, err := accesslog.CompileFilter(expr)
+	return err
+}
+
+func accessLogging(m *Mesh, s Scope, tels []Telemetry, checkFilter func(string) error) (*translate.AccessLogging, []Problem) {
 	if m == nil {
 		m = &Mesh{}
 	}
@@ -207,7 +218,7 @@ func AccessLogging(m *Mesh, s Scope, tels []Telemetry) (*translate.AccessLogging
 		}
 		cp := *al
 		if sp.filter != "" {
-			if _, err := accesslog.CompileFilter(sp.filter); err != nil {
+			if err := checkFilter(sp.filter); err != nil {
 				problems = append(problems, Problem{Namespace: sp.from.Namespace, Name: sp.from.Name, Field: sp.field,
 					Message: fmt.Sprintf("%v (provider %q not logging)", err, n)})
 				continue
