@@ -192,7 +192,11 @@ func run(ctx context.Context, rounds int, duration, warmup time.Duration, target
 	// costs).
 	var mem string
 	if sweep.idleConns > 0 || sweep.activeStreams > 0 {
-		if mem, err = measureMemory(ctx, running, tlsCfg, sweep.idleConns, sweep.activeStreams); err != nil {
+		restart := func(t *target) (*target, error) {
+			t.stop()
+			return starters[t.name](e)
+		}
+		if mem, err = measureMemory(ctx, running, tlsCfg, sweep.idleConns, sweep.activeStreams, restart); err != nil {
 			return err
 		}
 	}
