@@ -3,6 +3,8 @@ package proxy_test
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -96,6 +98,58 @@ func TestIdleConnectionsParkWithoutAGoroutine(t *testing.T) {
 		testenv.WaitFor(t, "connections whose clients left to end", func() bool {
 			return parked() == n-n/2 && active() == n-n/2
 		})
+	})
+	t.Run("TLS", func(t *testing.T) {
+		dir := testenv.WriteCerts(t, t.TempDir(), "server.crt", "server.key", "ca.crt")
+		web := testenv.StartBackend(t, "web")
+		cp := testenv.StartControlPlane(t, "")
+		cp.Publish(t, fmt.Sprintf(`
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ['*']
+    tls: {mode: SIMPLE, serverCertificate: %[1]s/server.crt, privateKey: %[1]s/server.key}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: ['*']
+  gateways: [istio-system/gw]
+  http: [{route: [{destination: {host: web}}]}]
+`, dir)+testenv.ServiceEntry("web", "web.default.svc.cluster.local", 80, "HTTP", web))
+		p := testenv.StartProxy(t, cp.Addr, testenv.ProxyOptions{Ports: []uint32{443}})
+		p.WaitReady(t)
+		parked := func() int64 { v, _ := p.Stats.Lookup("server.downstream_cx_parked"); return v }
+		const n = 5
+		var ks []*keepAlive
+		for range n {
+			c, err := tls.Dial("tcp", p.Addr(443), &tls.Config{ServerName: "web.example.com", RootCAs: caPool(), NextProtos: []string{"http/1.1"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			k := &keepAlive{c: c, br: bufio.NewReader(c)}
+			if s := k.get(t); s != 200 {
+				t.Fatalf("first request over TLS: %d", s)
+			}
+			ks = append(ks, k)
+		}
+		testenv.WaitFor(t, "the idle TLS connections to park", func() bool { return parked() == n })
+		for round := range 2 {
+			for i, k := range ks {
+				if s := k.get(t); s != 200 {
+					t.Fatalf("round %d, TLS connection %d after parking: %d", round, i, s)
+				}
+			}
+			testenv.WaitFor(t, "the TLS connections to park again", func() bool { return parked() == n })
+		}
+		ks[0].c.Close()
+		testenv.WaitFor(t, "the closed TLS connection to end", func() bool { return parked() == n-1 })
 	})
 	t.Run("idle timeout while parked", func(t *testing.T) {
 		edge := translate.DefaultEdge()

@@ -309,18 +309,24 @@ func (c *h1conn) serve(resumed bool) (parked bool) {
 	}
 }
 
-// park hands an idle plain-socket connection to the handler's Parker,
-// giving back its read buffer and request, until bytes arrive or
-// deadline passes; it reports false, holding everything as before, when
-// the connection cannot park (TLS, a read-ahead wrapper, no Parker).
-// After it returns true, c belongs to the goroutine resume runs in.
+// park hands an idle connection to the handler's Parker, giving back its
+// read buffer and request, until bytes arrive or deadline passes; it
+// reports false, holding everything as before, when the connection
+// cannot park (no socket under it, no Parker). After it returns true, c
+// belongs to the goroutine resume runs in.
+//
+// It is called only after a read timed out with nothing buffered, so a
+// TLS connection holds no plaintext to deliver (at most part of a
+// record, which needs more bytes from the socket) and a read-ahead
+// wrapper has replayed what it held: from then on only the socket
+// becoming readable can make progress, and watching it is enough.
 func (c *h1conn) park(deadline time.Time) bool {
 	p := c.h.env.Parker
 	if p == nil || c.tc.aborted.Load() {
 		return false
 	}
-	sc, ok := c.tc.Conn.(syscall.Conn)
-	if !ok {
+	sc := socketOf(c.tc.Conn)
+	if sc == nil {
 		return false
 	}
 	br := c.br
@@ -332,6 +338,26 @@ func (c *h1conn) park(deadline time.Time) bool {
 		return false
 	}
 	return true
+}
+
+// socketOf finds the socket under TLS and read-ahead wrappers (nil if
+// there is none).
+func socketOf(nc net.Conn) syscall.Conn {
+	for {
+		switch c := nc.(type) {
+		case *tls.Conn:
+			nc = c.NetConn()
+		case *readahead.Conn:
+			if len(c.Ahead) > 0 {
+				return nil
+			}
+			nc = c.Conn
+		case syscall.Conn:
+			return c
+		default:
+			return nil
+		}
+	}
 }
 
 // rearm takes a read buffer and a request again after parking.
