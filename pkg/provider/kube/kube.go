@@ -107,12 +107,40 @@ type Provider struct {
 	// found later; tests' fake readers) are listed.
 	stores map[schema.GroupVersionKind]toolscache.Store
 
-	mu      sync.Mutex
+	// parts are the last snapshot's objects of each kind read from a
+	// store, sorted, reused until an event on that kind marks it dirty:
+	// a change costs reading, decoding and sorting its own kind, not
+	// every kind (Services, EndpointSlices and Pods are most objects).
+	// Used by the snapshotting goroutine only.
+	parts map[schema.GroupVersionKind]*kindPart
+
+	mu sync.Mutex
+	// dirty are the kinds with events since their part was read.
+	dirty   map[schema.GroupVersionKind]bool
 	decoded map[string]decodedObject // uid → last decode, reused while resourceVersion is unchanged
 	nsCache map[string]*corev1.Namespace
 	// synced is set once the first snapshot is published: until then the
 	// replica would serve an empty configuration, so it is not ready.
 	synced atomic.Bool
+}
+
+// kindPart is one kind's share of a snapshot, read from its store.
+type kindPart struct {
+	objs    []resource.Object // in the order Resources.Sort gives them
+	invalid []resource.InvalidResource
+	uids    []string // of the objects read, decoded or not
+}
+
+// markDirty records an event on a kind: its store changed, so its part
+// must be read again. Informers update their store before they call
+// handlers, so a snapshot that starts after this call sees the change.
+func (p *Provider) markDirty(gvk schema.GroupVersionKind) {
+	p.mu.Lock()
+	if p.dirty == nil {
+		p.dirty = map[schema.GroupVersionKind]bool{}
+	}
+	p.dirty[gvk] = true
+	p.mu.Unlock()
 }
 
 type decodedObject struct {
@@ -160,7 +188,8 @@ func New(opts Options, log logr.Logger) (*Provider, error) {
 		return nil, fmt.Errorf("creating controller manager: %w", err)
 	}
 	p := &Provider{opts: opts, log: log, mgr: mgr, cached: mgr.GetCache(), api: mgr.GetClient(), gvks: map[string]schema.GroupVersionKind{},
-		trigger: make(chan struct{}, 1), decoded: map[string]decodedObject{}, nsCache: map[string]*corev1.Namespace{},
+		trigger: make(chan struct{}, 1), decoded: map[string]decodedObject{}, dirty: map[schema.GroupVersionKind]bool{},
+		parts: map[schema.GroupVersionKind]*kindPart{}, nsCache: map[string]*corev1.Namespace{},
 		apiGVKs: map[string]schema.GroupVersionKind{}}
 	for _, kind := range istioKinds {
 		gvk, err := p.servedVersion(kind)
@@ -290,13 +319,20 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 		if err != nil {
 			return fmt.Errorf("watching %T: %w", obj, err)
 		}
-		if _, err := inf.AddEventHandler(handler); err != nil {
+		h := toolscache.ResourceEventHandler(handler)
+		gvk, keyed := storeKey(obj)
+		if keyed {
+			h = toolscache.ResourceEventHandlerFuncs{
+				AddFunc:    func(any) { p.markDirty(gvk); p.kick() },
+				UpdateFunc: func(any, any) { p.markDirty(gvk); p.kick() },
+				DeleteFunc: func(any) { p.markDirty(gvk); p.kick() },
+			}
+		}
+		if _, err := inf.AddEventHandler(h); err != nil {
 			return err
 		}
-		if s, ok := inf.(interface{ GetStore() toolscache.Store }); ok {
-			if gvk, ok := storeKey(obj); ok {
-				stores[gvk] = s.GetStore()
-			}
+		if s, ok := inf.(interface{ GetStore() toolscache.Store }); ok && keyed {
+			stores[gvk] = s.GetStore()
 		}
 	}
 	p.stores = stores
@@ -346,31 +382,59 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 	}
 }
 
-// snapshot lists every watched object from the cache.
-func (p *Provider) snapshot(ctx context.Context) (*resource.Resources, error) {
+// snapshot lists every watched object from the cache: kinds with a store
+// from their part (read again only when dirty), the others listed.
+func (p *Provider) snapshot(ctx context.Context) (snap *resource.Resources, err error) {
+	p.mu.Lock()
+	dirty := p.dirty
+	p.dirty = map[schema.GroupVersionKind]bool{}
+	p.mu.Unlock()
+	defer func() {
+		if err != nil { // read them again next time
+			p.mu.Lock()
+			if p.dirty == nil {
+				p.dirty = map[schema.GroupVersionKind]bool{}
+			}
+			for gvk := range dirty {
+				p.dirty[gvk] = true
+			}
+			p.mu.Unlock()
+		}
+	}()
+	if p.parts == nil {
+		p.parts = map[schema.GroupVersionKind]*kindPart{}
+	}
+	part := func(gvk schema.GroupVersionKind, s toolscache.Store) *kindPart {
+		kp := p.parts[gvk]
+		if kp == nil || dirty[gvk] {
+			kp = p.readPart(gvk, s)
+			p.parts[gvk] = kp
+		}
+		return kp
+	}
 	res := &resource.Resources{}
 	c := p.cached
 	seen := map[string]bool{}
+	add := func(kp *kindPart) {
+		for _, o := range kp.objs {
+			res.Add(o)
+		}
+		res.Invalid = append(res.Invalid, kp.invalid...)
+		for _, uid := range kp.uids {
+			seen[uid] = true
+		}
+	}
 	for _, gvk := range p.watchedGVKs() {
+		if s := p.stores[gvk]; s != nil {
+			add(part(gvk, s))
+			continue
+		}
 		items, err := p.unstructuredItems(ctx, gvk)
 		if err != nil {
 			return nil, err
 		}
-		key := resource.Key{Kind: gvk.Kind}
-		if gvk.Group == resource.GatewayAPIGroup && gvk.Kind == resource.KindGateway {
-			key.Group = resource.GatewayAPIGroup
-		}
-		for _, u := range items {
-			seen[string(u.GetUID())] = true
-			obj, derr := p.decode(u)
-			if derr != nil {
-				key.Namespace, key.Name = u.GetNamespace(), u.GetName()
-				res.Invalid = append(res.Invalid, resource.InvalidResource{Key: key,
-					Source: fmt.Sprintf("%s %s/%s", gvk.GroupVersion(), u.GetNamespace(), u.GetName()), Error: derr.Error()})
-				continue
-			}
-			res.Add(obj)
-		}
+		kp := p.decodePart(gvk, items)
+		add(kp)
 	}
 	p.mu.Lock()
 	for uid := range p.decoded {
@@ -383,7 +447,7 @@ func (p *Provider) snapshot(ctx context.Context) (*resource.Resources, error) {
 	// and unchanged objects keep their identity from one snapshot to the
 	// next (which the binder uses to reuse work).
 	if s := p.stores[serviceGVK]; s != nil {
-		res.Services = typedItems[*corev1.Service](s.List())
+		add(part(serviceGVK, s))
 	} else {
 		var svcs corev1.ServiceList
 		if err := c.List(ctx, &svcs, client.UnsafeDisableDeepCopy); err != nil {
@@ -394,7 +458,7 @@ func (p *Provider) snapshot(ctx context.Context) (*resource.Resources, error) {
 		}
 	}
 	if s := p.stores[endpointSliceGVK]; s != nil {
-		res.EndpointSlices = typedItems[*discoveryv1.EndpointSlice](s.List())
+		add(part(endpointSliceGVK, s))
 	} else {
 		var slices discoveryv1.EndpointSliceList
 		if err := c.List(ctx, &slices, client.UnsafeDisableDeepCopy); err != nil {
@@ -405,7 +469,7 @@ func (p *Provider) snapshot(ctx context.Context) (*resource.Resources, error) {
 		}
 	}
 	if s := p.stores[podGVK]; s != nil {
-		res.Pods = typedItems[*metav1.PartialObjectMetadata](s.List())
+		add(part(podGVK, s))
 	} else {
 		pods := &metav1.PartialObjectMetadataList{}
 		pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
@@ -432,8 +496,62 @@ func (p *Provider) snapshot(ctx context.Context) (*resource.Resources, error) {
 			res.ConfigMaps = p.configMaps.snapshot()
 		}
 	}
+	// Parts are sorted already: checking costs a pass, sorting happens
+	// only for what was listed.
 	res.Sort()
 	return res, nil
+}
+
+// readPart reads a kind's store: Services, EndpointSlices and Pods as
+// the store holds them, other kinds decoded.
+func (p *Provider) readPart(gvk schema.GroupVersionKind, s toolscache.Store) *kindPart {
+	switch gvk {
+	case serviceGVK:
+		return sortedPart(typedItems[*corev1.Service](s.List()))
+	case endpointSliceGVK:
+		return sortedPart(typedItems[*discoveryv1.EndpointSlice](s.List()))
+	case podGVK:
+		return sortedPart(typedItems[*metav1.PartialObjectMetadata](s.List()))
+	}
+	return p.decodePart(gvk, typedItems[*unstructured.Unstructured](s.List()))
+}
+
+// sortedPart is a part of typed objects, sorted.
+func sortedPart[T resource.Object](objs []T) *kindPart {
+	mini := &resource.Resources{}
+	kp := &kindPart{}
+	for _, o := range objs {
+		mini.Add(o)
+		kp.uids = append(kp.uids, string(o.GetUID()))
+	}
+	mini.Sort()
+	kp.objs = mini.All()
+	return kp
+}
+
+// decodePart decodes a kind's objects with Portico's decoder, sorted;
+// what does not decode is reported as invalid.
+func (p *Provider) decodePart(gvk schema.GroupVersionKind, items []*unstructured.Unstructured) *kindPart {
+	key := resource.Key{Kind: gvk.Kind}
+	if gvk.Group == resource.GatewayAPIGroup && gvk.Kind == resource.KindGateway {
+		key.Group = resource.GatewayAPIGroup
+	}
+	mini := &resource.Resources{}
+	kp := &kindPart{}
+	for _, u := range items {
+		kp.uids = append(kp.uids, string(u.GetUID()))
+		obj, derr := p.decode(u)
+		if derr != nil {
+			key.Namespace, key.Name = u.GetNamespace(), u.GetName()
+			kp.invalid = append(kp.invalid, resource.InvalidResource{Key: key,
+				Source: fmt.Sprintf("%s %s/%s", gvk.GroupVersion(), u.GetNamespace(), u.GetName()), Error: derr.Error()})
+			continue
+		}
+		mini.Add(obj)
+	}
+	mini.Sort()
+	kp.objs = mini.All()
+	return kp
 }
 
 var (

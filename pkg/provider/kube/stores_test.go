@@ -19,10 +19,11 @@ import (
 	"github.com/portico-gateway/portico/pkg/resource"
 )
 
-// A snapshot read from the informers' stores equals one listed through the
-// cache, after every step of random creates, edits and deletes (some of
-// them invalid), and an object no step touched keeps its identity from
-// one snapshot to the next. The stores are kept the way informers keep
+// A snapshot read from the informers' stores (each kind's part reused
+// until an event on that kind) equals one listed through the cache, after
+// every step of random creates, edits and deletes (some of them invalid),
+// and an object no step touched keeps its identity from one snapshot to
+// the next. The stores are kept the way informers keep
 // theirs: each write's stored result put in, each delete taken out.
 func TestSnapshotFromStoresEqualsListed(t *testing.T) {
 	ctx := context.Background()
@@ -38,8 +39,11 @@ func TestSnapshotFromStoresEqualsListed(t *testing.T) {
 		t.Fatal(err)
 	}
 	stores["gw"].Add(gw)
-	p.stores = map[schema.GroupVersionKind]toolscache.Store{vsGVK: stores["vs"], gwGVK: stores["gw"], serviceGVK: stores["svc"],
-		endpointSliceGVK: stores["slice"], podGVK: stores["pod"]}
+	gvkOf := map[string]schema.GroupVersionKind{"vs": vsGVK, "gw": gwGVK, "svc": serviceGVK, "slice": endpointSliceGVK, "pod": podGVK}
+	p.stores = map[schema.GroupVersionKind]toolscache.Store{}
+	for name, gvk := range gvkOf {
+		p.stores[gvk] = stores[name]
+	}
 	// Istio kinds without a store (security kinds) are listed on both
 	// sides: the mixed case a later-found Gateway API kind is in.
 
@@ -71,6 +75,7 @@ func TestSnapshotFromStoresEqualsListed(t *testing.T) {
 		if err := stores[store].Update(fresh); err != nil {
 			t.Fatal(err)
 		}
+		p.markDirty(gvkOf[store]) // what the informer's handler does, after its store
 	}
 	del := func(store string, obj client.Object) {
 		t.Helper()
@@ -85,6 +90,7 @@ func TestSnapshotFromStoresEqualsListed(t *testing.T) {
 		if err := stores[store].Delete(obj); err != nil {
 			t.Fatal(err)
 		}
+		p.markDirty(gvkOf[store])
 	}
 	var prev *resource.Resources
 	for step := range 150 {
