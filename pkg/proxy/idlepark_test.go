@@ -4,10 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"testing"
@@ -101,29 +101,7 @@ func TestIdleConnectionsParkWithoutAGoroutine(t *testing.T) {
 	})
 	t.Run("TLS", func(t *testing.T) {
 		dir := testenv.WriteCerts(t, t.TempDir(), "server.crt", "server.key", "ca.crt")
-		web := testenv.StartBackend(t, "web")
-		cp := testenv.StartControlPlane(t, "")
-		cp.Publish(t, fmt.Sprintf(`
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: 443, name: https, protocol: HTTPS}
-    hosts: ['*']
-    tls: {mode: SIMPLE, serverCertificate: %[1]s/server.crt, privateKey: %[1]s/server.key}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: web}
-spec:
-  hosts: ['*']
-  gateways: [istio-system/gw]
-  http: [{route: [{destination: {host: web}}]}]
-`, dir)+testenv.ServiceEntry("web", "web.default.svc.cluster.local", 80, "HTTP", web))
-		p := testenv.StartProxy(t, cp.Addr, testenv.ProxyOptions{Ports: []uint32{443}})
-		p.WaitReady(t)
+		p := startSimpleTLS(t, filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"))
 		parked := func() int64 { v, _ := p.Stats.Lookup("server.downstream_cx_parked"); return v }
 		const n = 5
 		var ks []*keepAlive

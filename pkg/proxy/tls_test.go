@@ -180,29 +180,7 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 	os.Symlink("..data/tls.crt", filepath.Join(dir, "tls.crt"))
 	os.Symlink("..data/tls.key", filepath.Join(dir, "tls.key"))
 
-	web := testenv.StartBackend(t, "web")
-	cp := testenv.StartControlPlane(t, "")
-	cp.Publish(t, fmt.Sprintf(`
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: 443, name: https, protocol: HTTPS}
-    hosts: ['*']
-    tls: {mode: SIMPLE, serverCertificate: %[1]s/tls.crt, privateKey: %[1]s/tls.key}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: web}
-spec:
-  hosts: ['*']
-  gateways: [istio-system/gw]
-  http: [{route: [{destination: {host: web}}]}]
-`, dir)+testenv.ServiceEntry("web", "web.default.svc.cluster.local", 80, "HTTP", web))
-	p := testenv.StartProxy(t, cp.Addr, testenv.ProxyOptions{Ports: []uint32{443}})
-	p.WaitReady(t)
+	p := startSimpleTLS(t, filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
 
 	var failures, handshakes atomic.Int64
 	var mu sync.Mutex
@@ -514,4 +492,34 @@ spec:
 	if got.Key["filename"] != dir+"/server.key" || got.Key["inline_bytes"] != nil || got.Key["inline_string"] != nil {
 		t.Errorf("private key in the dump: %v", got.Key)
 	}
+}
+
+// startSimpleTLS runs a proxy with one HTTPS server on port 443 (SIMPLE,
+// the certificate and key from files) routing every host to a backend.
+func startSimpleTLS(t *testing.T, certFile, keyFile string) *testenv.Proxy {
+	t.Helper()
+	web := testenv.StartBackend(t, "web")
+	cp := testenv.StartControlPlane(t, "")
+	cp.Publish(t, fmt.Sprintf(`
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ['*']
+    tls: {mode: SIMPLE, serverCertificate: %s, privateKey: %s}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: ['*']
+  gateways: [istio-system/gw]
+  http: [{route: [{destination: {host: web}}]}]
+`, certFile, keyFile)+testenv.ServiceEntry("web", "web.default.svc.cluster.local", 80, "HTTP", web))
+	p := testenv.StartProxy(t, cp.Addr, testenv.ProxyOptions{Ports: []uint32{443}})
+	p.WaitReady(t)
+	return p
 }
