@@ -120,7 +120,14 @@ type Conn struct {
 	cr     countingReader
 	rfr    *http2.Framer
 
-	handlers  sync.WaitGroup
+	handlers  sync.WaitGroup // handler goroutines (workers)
+	// work hands streams to idle workers (a nil stream retires one). A
+	// worker that finished a stream waits here for the next instead of
+	// ending: a new goroutine per stream grew its stack through the
+	// request pipeline every time (copystack was ~7% of the proxy's CPU
+	// at 10 streams per connection). Its capacity bounds idle workers,
+	// so a send never blocks.
+	work      chan *Stream
 	out       *frameQueue // frames for the peer; buf and fr guarded by mu
 	idleTimer *time.Timer
 
@@ -131,6 +138,9 @@ type Conn struct {
 	streams   map[uint32]*Stream
 	pending   []*Stream // opened, not yet handed to a handler
 	busy      int       // streams pending or in a handler
+	// idleWorkers wait on work, at most maxIdleWorkers, each for at most
+	// workerIdle.
+	idleWorkers int
 	maxID     uint32    // highest client stream id seen
 	closedIDs [16]uint32
 	closedAt  int
@@ -166,7 +176,7 @@ func NewConn(nc net.Conn, cfg Config, h Handler) *Conn {
 	if cfg.PrefaceTimeout <= 0 {
 		cfg.PrefaceTimeout = 10 * time.Second
 	}
-	c := &Conn{nc: nc, cfg: cfg, handler: h, streams: map[uint32]*Stream{},
+	c := &Conn{nc: nc, cfg: cfg, handler: h, streams: map[uint32]*Stream{}, work: make(chan *Stream, maxIdleWorkers),
 		out: newFrameQueue(), recv: inflow{avail: 65535}, sendWindow: 65535, peerInitialWindow: 65535, peerMaxFrame: 16384,
 		// Until the client acknowledges our SETTINGS it may use the
 		// default stream window.
@@ -314,6 +324,7 @@ func (c *Conn) teardown(readErr error) {
 		s.pendingDropped = true
 	}
 	c.pending = nil
+	c.retireWorkersLocked(0) // closing: busy workers end after their stream
 	c.mu.Unlock()
 	c.cancel()
 	c.idleTimer.Stop()
@@ -462,16 +473,79 @@ func (c *Conn) dispatch() (owed bool) {
 			continue
 		}
 		s.ctx, s.cancel = context.WithCancel(c.ctx)
+		if c.idleWorkers > 0 {
+			c.idleWorkers--
+			c.work <- s
+			continue
+		}
 		c.handlers.Add(1)
-		go c.runHandler(s)
+		go c.worker(s)
 	}
 	c.pending = c.pending[:0]
 	c.afterStreamEndLocked()
 	return owed
 }
 
-func (c *Conn) runHandler(s *Stream) {
+// maxIdleWorkers bounds the handler goroutines a connection keeps
+// waiting for streams (each holds a grown stack, ~8 KiB), and workerIdle
+// is how long one waits before it ends. At 4, ten streams in flight per
+// connection still started a new goroutine for most streams.
+const (
+	maxIdleWorkers = 16
+	workerIdle     = time.Second
+)
+
+// worker runs handlers: s, then the streams dispatch hands it while it
+// waits idle, until it is retired (a nil stream), has waited workerIdle,
+// too many wait, or the connection closes.
+func (c *Conn) worker(s *Stream) {
 	defer c.handlers.Done()
+	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	for s != nil {
+		c.runHandler(s)
+		c.mu.Lock()
+		if c.closing || c.idleWorkers >= maxIdleWorkers {
+			c.mu.Unlock()
+			return
+		}
+		c.idleWorkers++
+		c.mu.Unlock()
+		if t == nil {
+			t = time.NewTimer(workerIdle)
+		} else {
+			t.Reset(workerIdle)
+		}
+		select {
+		case s = <-c.work:
+		case <-t.C:
+			// Items on work match idle slots: leave if a slot is still
+			// counted, else a stream (or nil) is on its way for this one.
+			c.mu.Lock()
+			if c.idleWorkers > 0 {
+				c.idleWorkers--
+				c.mu.Unlock()
+				return
+			}
+			c.mu.Unlock()
+			s = <-c.work
+		}
+	}
+}
+
+// retireWorkersLocked lets idle workers beyond keep end.
+func (c *Conn) retireWorkersLocked(keep int) {
+	for c.idleWorkers > keep {
+		c.idleWorkers--
+		c.work <- nil
+	}
+}
+
+func (c *Conn) runHandler(s *Stream) {
 	c.handler(s)
 	c.mu.Lock()
 	defer c.mu.Unlock()

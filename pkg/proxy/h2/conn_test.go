@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -532,5 +533,69 @@ func testWait(t *testing.T, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatal("condition not reached within 5 s")
 		}
+	}
+}
+
+// goroutineID is the running goroutine's number, from its stack header.
+func goroutineID() string {
+	var b [64]byte
+	n := runtime.Stack(b[:], false)
+	f := strings.Fields(string(b[:n]))
+	if len(f) < 2 {
+		return ""
+	}
+	return f[1]
+}
+
+// Handlers run on reused goroutines: a stream's goroutine takes the next
+// stream instead of ending (a new one per stream grew its stack again
+// every time); once the connection has been idle for workerIdle, none
+// waits.
+func TestHandlerGoroutinesAreReused(t *testing.T) {
+	var mu sync.Mutex
+	ids := map[string]bool{}
+	s := startServer(t, Config{}, func(st *Stream) {
+		mu.Lock()
+		ids[goroutineID()] = true
+		mu.Unlock()
+		echo(st)
+	})
+	c := dial(t, s)
+	c.handshake()
+	const waves, perWave = 25, 4
+	id := uint32(1)
+	for range waves {
+		for range perWave {
+			c.headers(id, true, "/")
+			id += 2
+		}
+		for ended := 0; ended < perWave; {
+			f := c.next()
+			if f.Header().Flags.Has(http2.FlagDataEndStream) && f.Header().Type == http2.FrameData ||
+				f.Header().Flags.Has(http2.FlagHeadersEndStream) && f.Header().Type == http2.FrameHeaders {
+				ended++
+			}
+		}
+	}
+	mu.Lock()
+	n := len(ids)
+	mu.Unlock()
+	if n > 2*perWave {
+		t.Errorf("%d streams ran on %d goroutines; want them reused (at most %d)", waves*perWave, n, 2*perWave)
+	}
+	waiting := func() int {
+		var b bytes.Buffer
+		pprof.Lookup("goroutine").WriteTo(&b, 2)
+		return strings.Count(b.String(), "h2.(*Conn).worker(")
+	}
+	if w := waiting(); w == 0 || w > maxIdleWorkers {
+		t.Errorf("%d handler goroutines wait right after the streams, want 1..%d", w, maxIdleWorkers)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for waiting() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // polling the goroutine table, with a deadline
+	}
+	if w := waiting(); w > 0 {
+		t.Errorf("%d handler goroutines still wait on a connection idle for %v", w, workerIdle)
 	}
 }
