@@ -120,7 +120,7 @@ type Conn struct {
 	cr     countingReader
 	rfr    *http2.Framer
 
-	handlers  sync.WaitGroup // handler goroutines (workers)
+	handlers sync.WaitGroup // handler goroutines (workers)
 	// work hands streams to idle workers (a nil stream retires one). A
 	// worker that finished a stream waits here for the next instead of
 	// ending: a new goroutine per stream grew its stack through the
@@ -133,17 +133,17 @@ type Conn struct {
 
 	mu sync.Mutex
 	// Everything below is guarded by mu.
-	henc      *hpack.Encoder
-	hbuf      bytes.Buffer
-	streams   map[uint32]*Stream
-	pending   []*Stream // opened, not yet handed to a handler
-	busy      int       // streams pending or in a handler
+	henc    *hpack.Encoder
+	hbuf    bytes.Buffer
+	streams map[uint32]*Stream
+	pending []*Stream // opened, not yet handed to a handler
+	busy    int       // streams pending or in a handler
 	// idleWorkers wait on work, at most maxIdleWorkers, each for at most
 	// workerIdle.
 	idleWorkers int
-	maxID     uint32    // highest client stream id seen
-	closedIDs [16]uint32
-	closedAt  int
+	maxID       uint32 // highest client stream id seen
+	closedIDs   [16]uint32
+	closedAt    int
 	// Windows: what the peer may still send (recv*), what it allows us
 	// to send (send*), and consumed bytes not yet granted back.
 	recv                   inflow
