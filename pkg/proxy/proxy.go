@@ -169,9 +169,14 @@ type Proxy struct {
 	// What is active.
 	activeRoutes    map[string]*compiled[*router.Table]
 	activeListeners map[string]*compiled[*listener.Spec]
-	// lingering: clusters replaced route tables or listeners referred
-	// to, kept until the time given (see activeClusterRefs).
-	lingering map[string]time.Time
+	// lingering: the clusters of route tables and listeners replaced
+	// less than clusterLinger ago, one set per replacement in time order
+	// (appending a set costs nothing; a per-cluster map cost a write per
+	// cluster of a 10,000-cluster table on every change).
+	lingering []lingerSet
+	// clusterCfgs is p.clusters as the cluster manager takes them; nil
+	// when p.clusters changed since it was built.
+	clusterCfgs map[string]upstream.Versioned
 	failures  map[string]*configdump.Failure
 	// lsnrRejected holds listeners whose latest version could not be
 	// compiled: each is rejected alone (its previous version, if any,
@@ -420,8 +425,10 @@ func (p *Proxy) warmLoop(ctx context.Context) {
 // waits for what it depends on, or failed and is retried (a port that may
 // be freed, a certificate whose files may appear).
 func (p *Proxy) warming() bool {
-	if len(p.lingering) > 0 {
-		return true // lingering clusters are dropped once their time is up
+	if p.expireLingering(time.Now()); len(p.lingering) > 0 || p.Clusters.Len() > len(p.clusters) {
+		// Clusters CDS dropped run on while routes refer to them or
+		// they linger; reconciling drops them once neither holds.
+		return true
 	}
 	for name, c := range p.routeCfgs {
 		if a, ok := p.activeRoutes[name]; !ok || a.hash != c.hash {
@@ -530,7 +537,7 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 			h, v, seen, upd := entry(r, c, ph, ps, pu)
 			next[n] = &compiledCluster{compiled[*upstream.ClusterConfig]{value: cfg, msg: c, version: v, hash: h, seen: seen, updated: upd}}
 		}
-		p.clusters = next
+		p.clusters, p.clusterCfgs = next, nil
 	case resourcev3.EndpointType:
 		next := map[string]*compiled[[]upstream.EndpointSpec]{}
 		for _, n := range names {
@@ -800,11 +807,14 @@ func (p *Proxy) reconcile() {
 
 	// 1. Clusters. Keep clusters that active routes or listeners still use
 	// even if CDS dropped them, until those move on (make-before-break).
-	cfgs := make(map[string]upstream.Versioned, len(p.clusters))
-	for n, c := range p.clusters {
-		cfgs[n] = upstream.Versioned{Config: c.value, Hash: c.hash}
+	if p.clusterCfgs == nil {
+		p.clusterCfgs = make(map[string]upstream.Versioned, len(p.clusters))
+		for n, c := range p.clusters {
+			p.clusterCfgs[n] = upstream.Versioned{Config: c.value, Hash: c.hash}
+		}
 	}
-	p.Clusters.Apply(cfgs, p.activeClusterRefs())
+	cfgs := p.clusterCfgs
+	p.Clusters.Apply(cfgs, p.activeClusterRefs)
 
 	clusterReady := func(name string, seen time.Time) bool {
 		c := p.Clusters.Get(name)
@@ -930,7 +940,7 @@ func (p *Proxy) reconcile() {
 	p.lstats.warming.Set(int64(warming))
 
 	// 4. Drop clusters nothing uses any more.
-	p.Clusters.Apply(cfgs, p.activeClusterRefs())
+	p.Clusters.Apply(cfgs, p.activeClusterRefs)
 	keepEDS := map[string]bool{}
 	for n := range p.endpoints {
 		keepEDS[n] = true
@@ -1144,21 +1154,19 @@ func (p *Proxy) listenerUsesRoute(name string) bool {
 	return false
 }
 
-// activeClusterRefs lists clusters active routes and listeners use.
-//
-// Clusters that a route table or listener just replaced referred to are
-// kept for clusterLinger too: a request that matched a route of the old
-// table a moment ago looks its cluster up after the swap, and must find it
-// (Envoy's workers never see the swap mid-request; goroutines can).
+// activeClusterRefs are the clusters that active route tables and
+// listeners refer to, or replaced ones did less than clusterLinger ago:
+// a request that matched a route of the old table a moment ago looks its
+// cluster up after the swap, and must find it (Envoy's workers never see
+// the swap mid-request; goroutines can). Called with p.mu, by the
+// cluster manager only when CDS dropped a cluster it still has.
 func (p *Proxy) activeClusterRefs() map[string]bool {
+	p.expireLingering(time.Now())
 	refs := map[string]bool{}
-	now := time.Now()
-	for c, until := range p.lingering {
-		if now.After(until) {
-			delete(p.lingering, c)
-			continue
+	for _, set := range p.lingering {
+		for _, c := range set.clusters {
+			refs[c] = true
 		}
-		refs[c] = true
 	}
 	for _, rc := range p.activeRoutes {
 		for _, c := range rc.value.Clusters {
@@ -1177,16 +1185,30 @@ func (p *Proxy) activeClusterRefs() map[string]bool {
 // listener that referred to it.
 const clusterLinger = time.Second
 
+// lingerSet is the clusters of one replaced route table or listener.
+type lingerSet struct {
+	until    time.Time
+	clusters []string // not modified: compiled tables' own lists
+}
+
 // linger keeps clusters for clusterLinger from now. Called with p.mu.
 func (p *Proxy) linger(now time.Time, clusters []string) {
 	if len(clusters) == 0 {
 		return
 	}
-	if p.lingering == nil {
-		p.lingering = map[string]time.Time{}
+	p.lingering = append(p.lingering, lingerSet{until: now.Add(clusterLinger), clusters: clusters})
+}
+
+// expireLingering forgets the sets whose time is up (the oldest come
+// first). Called with p.mu.
+func (p *Proxy) expireLingering(now time.Time) {
+	n := 0
+	for n < len(p.lingering) && now.After(p.lingering[n].until) {
+		p.lingering[n] = lingerSet{}
+		n++
 	}
-	for _, c := range clusters {
-		p.lingering[c] = now.Add(clusterLinger)
+	if n > 0 {
+		p.lingering = append(p.lingering[:0], p.lingering[n:]...)
 	}
 }
 

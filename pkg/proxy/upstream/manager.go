@@ -56,6 +56,9 @@ func NewManager(ctx context.Context, log logr.Logger, store *stats.Store, secret
 // Get returns the named cluster or nil.
 func (m *Manager) Get(name string) *Cluster { return (*m.clusters.Load())[name] }
 
+// Len is the number of running clusters.
+func (m *Manager) Len() int { return len(*m.clusters.Load()) }
+
 // Names lists the clusters, sorted.
 func (m *Manager) Names() []string {
 	cur := *m.clusters.Load()
@@ -76,12 +79,27 @@ type Versioned struct {
 // Apply makes the set of clusters exactly cfgs (by name). Unchanged
 // clusters (same hash) keep running; changed ones are replaced by a new
 // cluster and the old one's connections close as requests finish. keep
-// lists clusters that must survive even though cfgs lacks them (routes
-// still point at them: make-before-break).
-func (m *Manager) Apply(cfgs map[string]Versioned, keep map[string]bool) {
+// (nil: none) lists clusters that must survive even though cfgs lacks
+// them (routes still point at them: make-before-break); it is called only
+// when cfgs lacks a running cluster. When cfgs are the running clusters
+// as they are, nothing is rebuilt.
+func (m *Manager) Apply(cfgs map[string]Versioned, keep func() map[string]bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	cur := *m.clusters.Load()
+	if m.unchanged(cur, cfgs) {
+		return // one route change among thousands of clusters: no new table
+	}
+	var kept map[string]bool
+	keeps := func(name string) bool {
+		if keep == nil {
+			return false
+		}
+		if kept == nil {
+			kept = keep() // only when CDS dropped a cluster still here
+		}
+		return kept[name]
+	}
 	next := make(map[string]*Cluster, len(cfgs))
 	var retired []*Cluster
 	for name, v := range cfgs {
@@ -100,7 +118,7 @@ func (m *Manager) Apply(cfgs map[string]Versioned, keep map[string]bool) {
 		if _, ok := next[name]; ok {
 			continue
 		}
-		if keep[name] {
+		if keeps(name) {
 			next[name] = old
 			continue
 		}
@@ -111,6 +129,20 @@ func (m *Manager) Apply(cfgs map[string]Versioned, keep map[string]bool) {
 	for _, c := range retired {
 		c.close()
 	}
+}
+
+// unchanged reports whether cfgs are exactly the clusters in cur, each
+// with the hash it was built from. Called with m.mu.
+func (m *Manager) unchanged(cur map[string]*Cluster, cfgs map[string]Versioned) bool {
+	if len(cur) != len(cfgs) {
+		return false
+	}
+	for name, v := range cfgs {
+		if _, ok := cur[name]; !ok || m.hashes[name] != v.Hash {
+			return false
+		}
+	}
+	return true
 }
 
 func (m *Manager) newCluster(cfg *ClusterConfig) *Cluster {

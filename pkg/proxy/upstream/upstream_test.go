@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"strconv"
 	"testing"
@@ -382,5 +383,96 @@ func TestRetryPickAvoidsPreviousHosts(t *testing.T) {
 		if h := c.Pick(PickOptions{Attempts: 5, Exclude: func(*Host) bool { return true }}); h == nil {
 			t.Errorf("%s: no host when every host was tried", name)
 		}
+	}
+}
+
+// TestApplyEqualsItsModel: over random sequences of cluster sets, Apply
+// leaves exactly the clusters asked for plus those kept (keep consulted
+// only when a running cluster is missing from the set), keeps a
+// cluster's identity while its hash is the same, and replaces it when
+// the hash changes — the shortcut for an unchanged set included.
+func TestApplyEqualsItsModel(t *testing.T) {
+	m := newManager(t)
+	rng := rand.New(rand.NewPCG(5, 8))
+	prev := map[string]*Cluster{}
+	prevHash := map[string]string{}
+	for step := range 300 {
+		cfgs := map[string]Versioned{}
+		for i := range 8 {
+			name := fmt.Sprintf("c%d", i)
+			switch {
+			case rng.IntN(4) == 0:
+				// left out
+			case prevHash[name] != "" && rng.IntN(3) > 0:
+				cfgs[name] = Versioned{Config: cfg(name, nil), Hash: prevHash[name]}
+			default:
+				cfgs[name] = Versioned{Config: cfg(name, nil), Hash: strconv.Itoa(rng.IntN(3))}
+			}
+		}
+		if rng.IntN(5) == 0 { // the same set again
+			cfgs = map[string]Versioned{}
+			for name := range prev {
+				cfgs[name] = Versioned{Config: cfg(name, nil), Hash: prevHash[name]}
+			}
+		}
+		keepSet := map[string]bool{}
+		for i := range 8 {
+			if rng.IntN(3) == 0 {
+				keepSet[fmt.Sprintf("c%d", i)] = true
+			}
+		}
+		missing := false
+		for name := range prev {
+			if _, ok := cfgs[name]; !ok {
+				missing = true
+			}
+		}
+		called := false
+		m.Apply(cfgs, func() map[string]bool { called = true; return keepSet })
+		if called && !missing {
+			t.Fatalf("step %d: keep consulted with every running cluster in the set", step)
+		}
+		want := map[string]bool{}
+		for name := range cfgs {
+			want[name] = true
+		}
+		for name := range prev {
+			if _, ok := cfgs[name]; !ok && keepSet[name] {
+				want[name] = true
+			}
+		}
+		got := map[string]*Cluster{}
+		for _, name := range m.Names() {
+			got[name] = m.Get(name)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("step %d: clusters %v, want %v", step, m.Names(), want)
+		}
+		nextHash := map[string]string{}
+		for name := range want {
+			c := got[name]
+			if c == nil {
+				t.Fatalf("step %d: %s missing", step, name)
+			}
+			v, inSet := cfgs[name]
+			switch {
+			case !inSet: // kept as it was
+				if c != prev[name] {
+					t.Fatalf("step %d: kept %s was replaced", step, name)
+				}
+				nextHash[name] = prevHash[name]
+			case prev[name] != nil && prevHash[name] == v.Hash:
+				if c != prev[name] {
+					t.Fatalf("step %d: unchanged %s was rebuilt", step, name)
+				}
+				nextHash[name] = v.Hash
+			default:
+				if c == prev[name] {
+					t.Fatalf("step %d: %s changed (hash %s → %s) but was not rebuilt", step, name, prevHash[name], v.Hash)
+				}
+				nextHash[name] = v.Hash
+			}
+		}
+		prev, prevHash = got, nextHash
 	}
 }
