@@ -177,7 +177,7 @@ type Proxy struct {
 	// clusterCfgs is p.clusters as the cluster manager takes them; nil
 	// when p.clusters changed since it was built.
 	clusterCfgs map[string]upstream.Versioned
-	failures  map[string]*configdump.Failure
+	failures    map[string]*configdump.Failure
 	// lsnrRejected holds listeners whose latest version could not be
 	// compiled: each is rejected alone (its previous version, if any,
 	// keeps serving) and the others are applied, as Envoy does.
