@@ -27,15 +27,7 @@ import (
 // decodeYAML decodes a document the fast way; ok is false when the
 // document must go the plain way.
 func decodeYAML(data []byte) (objs []Object, err error, ok bool) {
-	var y any
-	if yaml2.Unmarshal(data, &y) != nil {
-		return nil, nil, false
-	}
-	t, ok := jsonable(y)
-	if !ok {
-		return nil, nil, false
-	}
-	doc, ok := t.(map[string]any)
+	doc, ok := parseYAMLTree(data)
 	if !ok {
 		return nil, nil, false
 	}
@@ -45,6 +37,32 @@ func decodeYAML(data []byte) (objs []Object, err error, ok bool) {
 	}
 	objs, err = decodeObject(tm, &source{tree: doc})
 	return objs, err, true
+}
+
+// parseYAMLTree parses a document into the value encoding/json (with
+// UseNumber) would decode from YAMLToJSON's output, by Portico's own
+// parser for the plain subset configuration files use, or by yaml.v2 for
+// anything else; ok is false if yaml.v2 fails or the value is not a
+// mapping with string keys only.
+func parseYAMLTree(data []byte) (map[string]any, bool) {
+	if doc, ok := parseFastYAML(data); ok {
+		return doc, true
+	}
+	return parseYAMLv2Tree(data)
+}
+
+// parseYAMLv2Tree is parseYAMLTree by yaml.v2 alone.
+func parseYAMLv2Tree(data []byte) (map[string]any, bool) {
+	var y any
+	if yaml2.Unmarshal(data, &y) != nil {
+		return nil, false
+	}
+	t, ok := jsonable(y)
+	if !ok {
+		return nil, false
+	}
+	doc, ok := t.(map[string]any)
+	return doc, ok
 }
 
 // jsonable converts what yaml.v2 decodes into what encoding/json (with
