@@ -9,6 +9,7 @@ import (
 	yaml2 "go.yaml.in/yaml/v2"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // A cold start decodes tens of thousands of documents, and the plain way
@@ -145,6 +146,10 @@ func typeMetaOf(doc map[string]any) (typeMeta, bool) {
 		return tm, false
 	}
 	if meta, present := doc["metadata"]; present {
+		if m, ok := objectMetaOf(meta); ok {
+			tm.meta = m
+			return tm, true
+		}
 		b, err := json.Marshal(meta)
 		if err != nil {
 			return tm, false
@@ -152,6 +157,61 @@ func typeMetaOf(doc map[string]any) (typeMeta, bool) {
 		tm.Metadata = b
 	}
 	return tm, true
+}
+
+// objectMetaOf reads metadata that has only a name, a namespace, labels
+// and annotations, all strings, as strict JSON decoding into ObjectMeta
+// would; anything else (other fields, other types, null) is left to that
+// decoding and its errors.
+func objectMetaOf(v any) (*metav1.ObjectMeta, bool) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, false
+	}
+	meta := &metav1.ObjectMeta{}
+	for k, item := range obj {
+		switch k {
+		case "name", "namespace":
+			s, ok := item.(string)
+			if !ok {
+				return nil, false
+			}
+			if k == "name" {
+				meta.Name = s
+			} else {
+				meta.Namespace = s
+			}
+		case "labels", "annotations":
+			m, ok := stringMap(item)
+			if !ok {
+				return nil, false
+			}
+			if k == "labels" {
+				meta.Labels = m
+			} else {
+				meta.Annotations = m
+			}
+		default:
+			return nil, false
+		}
+	}
+	return meta, true
+}
+
+func stringMap(v any) (map[string]string, bool) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, false
+	}
+	m := make(map[string]string, len(obj))
+	for k, item := range obj {
+		s, ok := item.(string)
+		if !ok {
+			return nil, false
+		}
+		m[k] = s
+	}
+	return m, true
 }
 
 func optionalString(doc map[string]any, key string) (string, bool) {
