@@ -50,7 +50,9 @@ func parseFastYAML(data []byte) (map[string]any, bool) {
 	if len(data) == 0 || data[len(data)-1] != '\n' || !fastPrintable(data) {
 		return nil, false
 	}
-	// One string for the document: every scalar is a substring of it.
+	// One string for the document, scanned in place; scalars are copied
+	// out of it (decoded objects keep them, and should not keep every
+	// document's whole text alive).
 	src := string(data)
 	n := strings.Count(src, "\n")
 	p := &fastParser{lines: make([]fastLine, 0, n)}
@@ -337,10 +339,11 @@ func mappingKey(s string) (key, rest string, ok bool) {
 	if !ok {
 		return "", "", false
 	}
-	if ks, isString := v.(string); !isString || ks != k {
+	ks, isString := v.(string)
+	if !isString || ks != k {
 		return "", "", false
 	}
-	return k, s[j+1:], true
+	return ks, s[j+1:], true
 }
 
 func keyByte(c byte) bool {
@@ -364,7 +367,7 @@ func quoted(s string) (v string, tail string, ok bool) {
 				continue
 			}
 			if b == nil {
-				return s[1:i], s[i+1:], true
+				return strings.Clone(s[1:i]), s[i+1:], true
 			}
 			return string(append(b, s[1:i]...)), s[i+1:], true
 		}
@@ -376,7 +379,7 @@ func quoted(s string) (v string, tail string, ok bool) {
 		switch s[i] {
 		case '"':
 			if b == nil {
-				return s[1:i], s[i+1:], true
+				return strings.Clone(s[1:i]), s[i+1:], true
 			}
 			return string(append(b, s[start:i]...)), s[i+1:], true
 		case '\\':
@@ -624,10 +627,10 @@ func resolvePlain(in string) (any, bool) {
 		if f, err := strconv.ParseFloat(in, 64); err == nil {
 			return jsonFloat(f)
 		}
-		return in, true
+		return strings.Clone(in), true
 	case c == '+' || c == '-' || '0' <= c && c <= '9':
 	default:
-		return in, true
+		return strings.Clone(in), true
 	}
 	// A timestamp (four digits and "-") stays a string in yaml.v2 only
 	// after it has been tried as one; not worth repeating here.
@@ -652,7 +655,7 @@ func resolvePlain(in string) (any, bool) {
 	if strings.HasPrefix(plain, "0b") || strings.HasPrefix(plain, "-0b") {
 		return nil, false
 	}
-	return in, true
+	return strings.Clone(in), true
 }
 
 func allDigits(s string) bool {
