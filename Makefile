@@ -72,6 +72,7 @@ FUZZ_TARGETS ?= \
 	pkg/proxy/listener:FuzzClientHello \
 	pkg/proxy/filters/jwtauthn:FuzzJWT \
 	pkg/gateway:FuzzDecodeAndBind \
+	pkg/resource:FuzzFastYAMLEqualsYAMLv2 \
 	pkg/translate:FuzzYAMLToXDS
 fuzz:
 	./hack/fuzz.sh -t $(FUZZTIME) $(if $(FUZZ_OUT),-o $(FUZZ_OUT)) $(FUZZ_TARGETS)

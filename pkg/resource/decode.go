@@ -227,6 +227,9 @@ type typeMeta struct {
 	Kind       string            `json:"kind"`
 	Metadata   json.RawMessage   `json:"metadata"`
 	Items      []json.RawMessage `json:"items"`
+	// meta is the metadata read from a parsed document without JSON
+	// text, when it has only the common fields (see objectMetaOf).
+	meta *metav1.ObjectMeta
 }
 
 // DecodeDocument decodes one document. It returns (nil, nil) for kinds that
@@ -287,7 +290,9 @@ func decodeJSON(js []byte) ([]Object, error) {
 func decodeObject(tm typeMeta, src *source) ([]Object, error) {
 	group, version := splitAPIVersion(tm.APIVersion)
 	var meta metav1.ObjectMeta
-	if len(tm.Metadata) > 0 {
+	if tm.meta != nil {
+		meta = *tm.meta
+	} else if len(tm.Metadata) > 0 {
 		if err := strictUnmarshal(tm.Metadata, &meta); err != nil {
 			return nil, &DecodeError{Key: Key{Kind: tm.Kind}, Field: "metadata", Err: err}
 		}

@@ -9,6 +9,7 @@ import (
 	yaml2 "go.yaml.in/yaml/v2"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // A cold start decodes tens of thousands of documents, and the plain way
@@ -27,15 +28,7 @@ import (
 // decodeYAML decodes a document the fast way; ok is false when the
 // document must go the plain way.
 func decodeYAML(data []byte) (objs []Object, err error, ok bool) {
-	var y any
-	if yaml2.Unmarshal(data, &y) != nil {
-		return nil, nil, false
-	}
-	t, ok := jsonable(y)
-	if !ok {
-		return nil, nil, false
-	}
-	doc, ok := t.(map[string]any)
+	doc, ok := parseYAMLTree(data)
 	if !ok {
 		return nil, nil, false
 	}
@@ -45,6 +38,32 @@ func decodeYAML(data []byte) (objs []Object, err error, ok bool) {
 	}
 	objs, err = decodeObject(tm, &source{tree: doc})
 	return objs, err, true
+}
+
+// parseYAMLTree parses a document into the value encoding/json (with
+// UseNumber) would decode from YAMLToJSON's output, by Portico's own
+// parser for the plain subset configuration files use, or by yaml.v2 for
+// anything else; ok is false if yaml.v2 fails or the value is not a
+// mapping with string keys only.
+func parseYAMLTree(data []byte) (map[string]any, bool) {
+	if doc, ok := parseFastYAML(data); ok {
+		return doc, true
+	}
+	return parseYAMLv2Tree(data)
+}
+
+// parseYAMLv2Tree is parseYAMLTree by yaml.v2 alone.
+func parseYAMLv2Tree(data []byte) (map[string]any, bool) {
+	var y any
+	if yaml2.Unmarshal(data, &y) != nil {
+		return nil, false
+	}
+	t, ok := jsonable(y)
+	if !ok {
+		return nil, false
+	}
+	doc, ok := t.(map[string]any)
+	return doc, ok
 }
 
 // jsonable converts what yaml.v2 decodes into what encoding/json (with
@@ -127,6 +146,10 @@ func typeMetaOf(doc map[string]any) (typeMeta, bool) {
 		return tm, false
 	}
 	if meta, present := doc["metadata"]; present {
+		if m, ok := objectMetaOf(meta); ok {
+			tm.meta = m
+			return tm, true
+		}
 		b, err := json.Marshal(meta)
 		if err != nil {
 			return tm, false
@@ -134,6 +157,61 @@ func typeMetaOf(doc map[string]any) (typeMeta, bool) {
 		tm.Metadata = b
 	}
 	return tm, true
+}
+
+// objectMetaOf reads metadata that has only a name, a namespace, labels
+// and annotations, all strings, as strict JSON decoding into ObjectMeta
+// would; anything else (other fields, other types, null) is left to that
+// decoding and its errors.
+func objectMetaOf(v any) (*metav1.ObjectMeta, bool) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, false
+	}
+	meta := &metav1.ObjectMeta{}
+	for k, item := range obj {
+		switch k {
+		case "name", "namespace":
+			s, ok := item.(string)
+			if !ok {
+				return nil, false
+			}
+			if k == "name" {
+				meta.Name = s
+			} else {
+				meta.Namespace = s
+			}
+		case "labels", "annotations":
+			m, ok := stringMap(item)
+			if !ok {
+				return nil, false
+			}
+			if k == "labels" {
+				meta.Labels = m
+			} else {
+				meta.Annotations = m
+			}
+		default:
+			return nil, false
+		}
+	}
+	return meta, true
+}
+
+func stringMap(v any) (map[string]string, bool) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, false
+	}
+	m := make(map[string]string, len(obj))
+	for k, item := range obj {
+		s, ok := item.(string)
+		if !ok {
+			return nil, false
+		}
+		m[k] = s
+	}
+	return m, true
 }
 
 func optionalString(doc map[string]any, key string) (string, bool) {
