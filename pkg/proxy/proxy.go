@@ -425,9 +425,11 @@ func (p *Proxy) warmLoop(ctx context.Context) {
 // waits for what it depends on, or failed and is retried (a port that may
 // be freed, a certificate whose files may appear).
 func (p *Proxy) warming() bool {
-	if p.expireLingering(time.Now()); len(p.lingering) > 0 || p.Clusters.Len() > len(p.clusters) {
+	if p.expireLingering(time.Now()); p.Clusters.Len() > len(p.clusters) {
 		// Clusters CDS dropped run on while routes refer to them or
 		// they linger; reconciling drops them once neither holds.
+		// (Lingering alone, with every running cluster still in CDS,
+		// keeps nothing and needs no reconciling.)
 		return true
 	}
 	for name, c := range p.routeCfgs {
@@ -824,8 +826,11 @@ func (p *Proxy) reconcile() {
 	// 2. Route tables whose clusters are all present (and warm).
 	nextRoutes := map[string]*compiled[*router.Table]{}
 	for n, rc := range p.routeCfgs {
+		// The active version is not checked again: its clusters were
+		// ready when it became active, and the cluster manager keeps
+		// what active tables refer to.
 		ready := true
-		if !timedOut(rc.seen) {
+		if p.activeRoutes[n] != rc && !timedOut(rc.seen) {
 			for _, c := range rc.value.Clusters {
 				if !clusterReady(c, rc.seen) {
 					ready = false
