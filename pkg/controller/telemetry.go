@@ -52,15 +52,7 @@ func withTelemetryStatuses(result *gateway.Result, res *resource.Resources, prob
 		if r.Get(key) == nil {
 			continue
 		}
-		m := status.Message{Code: status.SchemaValidationError, Level: status.Error, Reason: status.ReasonInvalidSpec,
-			Field: pr.Field, Message: pr.Message}
-		switch pr.Kind {
-		case telemetry.NotFound:
-			m.Code, m.Reason = status.ReferencedResourceNotFound, status.ReasonProviderNotFound
-		case telemetry.Unsupported:
-			m.Code, m.Reason = status.UnsupportedAtGateway, status.ReasonUnsupported
-		}
-		r.Add(key, m)
+		r.Add(key, pr.Status())
 	}
 	out := *result
 	out.Statuses = append(slices.Clone(result.Statuses), r.Finalize()...)

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"testing"
+
+	"github.com/portico-gateway/portico/pkg/status"
 )
 
 // TestResolverEqualsFreshMerges: a Resolver, which remembers which
@@ -39,6 +41,24 @@ metrics: [{overrides: [{match: {metric: REQUEST_COUNT}, disabled: %v}]}]`,
 		want.Problems = append(append(append(want.Problems, tp...), ap...), mp...)
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("step %d: the resolver's\n%+v\ndiffers from the fresh merges'\n%+v", step, got, want)
+		}
+	}
+}
+
+// TestProblemStatus: each kind of problem becomes its Istio code on the
+// resource, naming the field.
+func TestProblemStatus(t *testing.T) {
+	for _, tc := range []struct {
+		kind         ProblemKind
+		code, reason string
+	}{
+		{Invalid, "IST0106", status.ReasonInvalidSpec},
+		{NotFound, "IST0101", status.ReasonProviderNotFound},
+		{Unsupported, "PTC0001", status.ReasonUnsupported},
+	} {
+		m := Problem{Namespace: "ns", Name: "t", Field: "spec.tracing[0]", Message: "why", Kind: tc.kind}.Status()
+		if m.Code.ID != tc.code || m.Reason != tc.reason || m.Field != "spec.tracing[0]" || m.Message != "why" || m.Level != status.Error {
+			t.Errorf("kind %d: %+v, want code %s, reason %s, the field and the message", tc.kind, m, tc.code, tc.reason)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	telemetryv1alpha1 "istio.io/api/telemetry/v1alpha1"
 
+	"github.com/portico-gateway/portico/pkg/status"
 	"github.com/portico-gateway/portico/pkg/translate"
 )
 
@@ -145,6 +146,21 @@ const (
 	// Unsupported: valid in Istio, not honoured by Portico.
 	Unsupported
 )
+
+// Status is the problem as a status message on its resource, with
+// Istio's codes: IST0106 for an invalid value, IST0101 for a provider
+// meshConfig does not define, PTC0001 for what Portico does not honour.
+func (p Problem) Status() status.Message {
+	m := status.Message{Code: status.SchemaValidationError, Level: status.Error, Reason: status.ReasonInvalidSpec,
+		Field: p.Field, Message: p.Message}
+	switch p.Kind {
+	case NotFound:
+		m.Code, m.Reason = status.ReferencedResourceNotFound, status.ReasonProviderNotFound
+	case Unsupported:
+		m.Code, m.Reason = status.UnsupportedAtGateway, status.ReasonUnsupported
+	}
+	return m
+}
 
 func (p Problem) Error() string {
 	msg := p.Message
