@@ -408,29 +408,7 @@ func startMTLSBackend(t *testing.T) *testenv.Backend {
 
 func TestCertsEndpoint(t *testing.T) {
 	dir := testenv.WriteCerts(t, t.TempDir(), "server.crt", "server.key")
-	web := testenv.StartBackend(t, "web")
-	cp := testenv.StartControlPlane(t, "")
-	cp.Publish(t, fmt.Sprintf(`
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: 443, name: https, protocol: HTTPS}
-    hosts: ['*']
-    tls: {mode: SIMPLE, serverCertificate: %[1]s/server.crt, privateKey: %[1]s/server.key}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: web}
-spec:
-  hosts: ['*']
-  gateways: [istio-system/gw]
-  http: [{route: [{destination: {host: web}}]}]
-`, dir)+testenv.ServiceEntry("web", "web.default.svc.cluster.local", 80, "HTTP", web))
-	p := testenv.StartProxy(t, cp.Addr, testenv.ProxyOptions{Ports: []uint32{443}})
-	p.WaitReady(t)
+	p := startSimpleTLS(t, filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"))
 	resp, err := http.Get(p.Admin.URL + "/certs")
 	if err != nil {
 		t.Fatal(err)
