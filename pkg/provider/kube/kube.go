@@ -128,7 +128,7 @@ type Provider struct {
 type kindPart struct {
 	objs    []resource.Object // in the order Resources.Sort gives them
 	invalid []resource.InvalidResource
-	uids    []string // of the objects read, decoded or not
+	uids    []string // of the objects decoded (or not decodable); none for typed kinds
 }
 
 // markDirty records an event on a kind: its store changed, so its part
@@ -404,25 +404,27 @@ func (p *Provider) snapshot(ctx context.Context) (snap *resource.Resources, err 
 	if p.parts == nil {
 		p.parts = map[schema.GroupVersionKind]*kindPart{}
 	}
+	// decodedAny: some kind was decoded afresh, so decodes of objects
+	// gone since may be forgotten (a delete marks its kind dirty).
+	decodedAny := false
 	part := func(gvk schema.GroupVersionKind, s toolscache.Store) *kindPart {
 		kp := p.parts[gvk]
 		if kp == nil || dirty[gvk] {
 			kp = p.readPart(gvk, s)
 			p.parts[gvk] = kp
+			decodedAny = true
 		}
 		return kp
 	}
 	res := &resource.Resources{}
 	c := p.cached
-	seen := map[string]bool{}
+	var parts []*kindPart
 	add := func(kp *kindPart) {
 		for _, o := range kp.objs {
 			res.Add(o)
 		}
 		res.Invalid = append(res.Invalid, kp.invalid...)
-		for _, uid := range kp.uids {
-			seen[uid] = true
-		}
+		parts = append(parts, kp)
 	}
 	for _, gvk := range p.watchedGVKs() {
 		if s := p.stores[gvk]; s != nil {
@@ -433,16 +435,24 @@ func (p *Provider) snapshot(ctx context.Context) (snap *resource.Resources, err 
 		if err != nil {
 			return nil, err
 		}
-		kp := p.decodePart(gvk, items)
-		add(kp)
+		add(p.decodePart(gvk, items))
+		decodedAny = true
 	}
-	p.mu.Lock()
-	for uid := range p.decoded {
-		if !seen[uid] {
-			delete(p.decoded, uid)
+	if decodedAny {
+		seen := map[string]bool{}
+		for _, kp := range parts {
+			for _, uid := range kp.uids {
+				seen[uid] = true
+			}
 		}
+		p.mu.Lock()
+		for uid := range p.decoded {
+			if !seen[uid] {
+				delete(p.decoded, uid)
+			}
+		}
+		p.mu.Unlock()
 	}
-	p.mu.Unlock()
 	// The cache's own objects, not copies: snapshots are never modified,
 	// and unchanged objects keep their identity from one snapshot to the
 	// next (which the binder uses to reuse work).
@@ -522,7 +532,6 @@ func sortedPart[T resource.Object](objs []T) *kindPart {
 	kp := &kindPart{}
 	for _, o := range objs {
 		mini.Add(o)
-		kp.uids = append(kp.uids, string(o.GetUID()))
 	}
 	mini.Sort()
 	kp.objs = mini.All()
