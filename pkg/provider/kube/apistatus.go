@@ -44,16 +44,18 @@ func parentsField(kind string) string {
 
 // writeAPIStatuses writes every Gateway API status of a build, then
 // removes this controller's entries from routes and policies the build
-// no longer gave a status (their parentRef to our Gateway went).
-func (w *StatusWriter) writeAPIStatuses(ctx context.Context, statuses []*status.APIStatus) {
+// no longer gave a status (their parentRef to our Gateway went). It
+// reports whether anything failed, so the caller tries again.
+func (w *StatusWriter) writeAPIStatuses(ctx context.Context, statuses []*status.APIStatus) (failed bool) {
 	written := map[resource.Key]bool{}
 	for _, st := range statuses {
 		written[st.Key] = true
 		if err := w.writeAPI(ctx, st.Key, st.Status); err != nil {
 			if ctx.Err() != nil {
-				return
+				return true
 			}
 			w.log.Error(err, "writing Gateway API status", "resource", st.Key.String())
+			failed = true
 		}
 	}
 	for _, kind := range append(append([]string(nil), routeKinds...), resource.KindBackendTLSPolicy) {
@@ -65,6 +67,7 @@ func (w *StatusWriter) writeAPIStatuses(ctx context.Context, statuses []*status.
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
 		if err := w.p.cached.List(ctx, list); err != nil {
 			w.log.Error(err, "listing for stale statuses", "kind", kind)
+			failed = true
 			continue
 		}
 		for i := range list.Items {
@@ -76,9 +79,11 @@ func (w *StatusWriter) writeAPIStatuses(ctx context.Context, statuses []*status.
 			// Only other controllers' entries remain.
 			if err := w.writeAPI(ctx, key, map[string]any{parentsField(kind): []any{}}); err != nil && ctx.Err() == nil {
 				w.log.Error(err, "removing a stale Gateway API status", "resource", key.String())
+				failed = true
 			}
 		}
 	}
+	return failed
 }
 
 func hasEntryOf(u *unstructured.Unstructured, field, controller string) bool {

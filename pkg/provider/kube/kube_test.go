@@ -2,7 +2,10 @@ package kube
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -21,8 +25,10 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	sigsyaml "sigs.k8s.io/yaml"
 
+	"github.com/portico-gateway/portico/internal/poll"
 	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/resource"
 	"github.com/portico-gateway/portico/pkg/status"
@@ -317,7 +323,10 @@ func TestServicePortsFollowGateways(t *testing.T) {
 	// File certificates: the controller does not read them, so the
 	// server is bound whatever the files hold.
 	gwFiles := strings.Replace(gatewayYAML, "credentialName: web-cert", "serverCertificate: /etc/certs/tls.crt, privateKey: /etc/certs/tls.key", 1)
-	exposed := sp.Reconcile(ctx, build(gwFiles))
+	exposed, err := sp.Reconcile(ctx, build(gwFiles))
+	if err != nil {
+		t.Fatal(err)
+	}
 	got := &corev1.Service{}
 	c.Get(ctx, types.NamespacedName{Namespace: "istio-system", Name: "istio-ingressgateway"}, got)
 	ports := map[int32]corev1.ServicePort{}
@@ -335,7 +344,9 @@ func TestServicePortsFollowGateways(t *testing.T) {
 	}
 
 	// The HTTPS server goes: its port goes; the status port stays.
-	sp.Reconcile(ctx, build(strings.Split(gwFiles, "  - port: {number: 443")[0]))
+	if _, err := sp.Reconcile(ctx, build(strings.Split(gwFiles, "  - port: {number: 443")[0])); err != nil {
+		t.Fatal(err)
+	}
 	c.Get(ctx, types.NamespacedName{Namespace: "istio-system", Name: "istio-ingressgateway"}, got)
 	var names []string
 	for _, p := range got.Spec.Ports {
@@ -391,4 +402,66 @@ spec:
 		!strings.Contains(res.Invalid[0].Error, "spec.rules[0].to[0].operation.method") {
 		t.Fatalf("invalid: %+v", res.Invalid)
 	}
+}
+
+// A pass that fails (here a conflict updating the gateway Service) is
+// tried again by itself: no event need follow a failed update.
+func TestStatusWriterRetriesAFailedPass(t *testing.T) {
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "istio-ingressgateway", Namespace: "istio-system", Annotations: map[string]string{AnnotationManagePorts: "true"}},
+		Spec:       corev1.ServiceSpec{Selector: map[string]string{"istio": "ingressgateway"}, Ports: []corev1.ServicePort{{Name: "status-port", Port: 15021}}},
+	}
+	p, c := fakeProvider(t, svc, istioObject(t, gatewayYAML))
+	var updates atomic.Int32
+	p.api = interceptor.NewClient(c.(client.WithWatch), interceptor.Funcs{
+		Update: func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			if _, ok := obj.(*corev1.Service); ok && updates.Add(1) <= 2 {
+				return apierrors.NewConflict(corev1.Resource("services"), obj.GetName(), errors.New("injected"))
+			}
+			return cl.Update(ctx, obj, opts...)
+		},
+	})
+	w := NewStatusWriter(p, NewServicePorts(p, logr.Discard(), nil, nil), logr.Discard())
+	w.provisioner = nil
+	w.limiter = rate.NewLimiter(rate.Inf, 1)
+	elected := make(chan struct{})
+	close(elected)
+	w.elected = elected
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	objs, errs := resource.Decode([]byte(strings.Replace(gatewayYAML, "credentialName: web-cert", "serverCertificate: /c.crt, privateKey: /c.key", 1)), "t.yaml")
+	if len(errs) > 0 {
+		t.Fatal(errs[0])
+	}
+	res := &resource.Resources{}
+	for _, o := range objs {
+		res.Add(o)
+	}
+	res.Sort()
+	w.Update(ctx, gateway.Build(res, gateway.Options{Classes: []map[string]string{{"istio": "ingressgateway"}}}))
+	err := poll.WaitUpTo(ctxWithTimeout(t, 10*time.Second), 10*time.Millisecond, func() error {
+		got := &corev1.Service{}
+		if err := c.Get(ctx, types.NamespacedName{Namespace: "istio-system", Name: "istio-ingressgateway"}, got); err != nil {
+			return err
+		}
+		if len(got.Spec.Ports) != 3 {
+			return fmt.Errorf("ports %v after %d updates", got.Spec.Ports, updates.Load())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("the failed update was not tried again: %v", err)
+	}
+	if n := updates.Load(); n != 3 {
+		t.Errorf("%d updates, want 3 (two failures, one success)", n)
+	}
+}
+
+func ctxWithTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
 }

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"sort"
@@ -106,13 +107,15 @@ func portName(l *ir.Listener) string {
 
 // Reconcile updates managed Services and returns, per Gateway, an
 // "Exposed" condition saying where its ports are reachable (or which are
-// missing from an unmanaged Service).
-func (s *ServicePorts) Reconcile(ctx context.Context, result *gateway.Result) map[resource.Key]status.Condition {
+// missing from an unmanaged Service). The error joins the Services it
+// could not update, so the caller can try again: no event may follow a
+// failed update.
+func (s *ServicePorts) Reconcile(ctx context.Context, result *gateway.Result) (map[resource.Key]status.Condition, error) {
 	var list corev1.ServiceList
 	if err := s.p.cached.List(ctx, &list); err != nil {
-		s.log.Error(err, "listing Services")
-		return nil
+		return nil, fmt.Errorf("listing Services: %w", err)
 	}
+	var errs []error
 	facts := map[resource.Key][]string{}
 	missing := map[resource.Key][]string{}
 	for i := range list.Items {
@@ -128,7 +131,7 @@ func (s *ServicePorts) Reconcile(ctx context.Context, result *gateway.Result) ma
 		if svc.Annotations[AnnotationManagePorts] == "true" {
 			updated, err := s.reconcileService(ctx, svc, want)
 			if err != nil {
-				s.log.Error(err, "updating gateway Service ports", "service", svc.Namespace+"/"+svc.Name)
+				errs = append(errs, fmt.Errorf("updating the ports of gateway Service %s/%s: %w", svc.Namespace, svc.Name, err))
 				continue
 			}
 			svc = updated
@@ -163,7 +166,7 @@ func (s *ServicePorts) Reconcile(ctx context.Context, result *gateway.Result) ma
 			Message: fmt.Sprintf("ports %s are served by the gateway but not exposed by its Service; add them, or annotate the Service with %s: \"true\" [%s]",
 				strings.Join(m, ", "), AnnotationManagePorts, status.GatewayPortNotOnService.ID)}
 	}
-	return out
+	return out, errors.Join(errs...)
 }
 
 func parseManaged(s string) map[uint32]bool {

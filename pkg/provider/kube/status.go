@@ -42,6 +42,8 @@ type StatusWriter struct {
 	pending []*status.Status
 	result  *gateway.Result
 	kick    chan struct{}
+	// elected, if set, replaces the manager's election (tests).
+	elected <-chan struct{}
 }
 
 // NewStatusWriter returns a writer; Run starts it.
@@ -80,39 +82,78 @@ func (w *StatusWriter) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		return nil
-	case <-w.p.Elected():
+	case <-w.electedC():
 	}
 	w.log.Info("elected: writing statuses and gateway Service ports")
+	// A failed pass is tried again after a backoff: the failure (a
+	// conflict, a node port taken, the API server restarting) may be
+	// followed by no event that would start another build.
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	backoff := time.Duration(0)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-w.kick:
+		case <-retry.C:
 		}
-		w.mu.Lock()
-		statuses, result := w.pending, w.result
-		w.mu.Unlock()
-		if w.provisioner != nil && result != nil {
-			// First, so the addresses of a Service created now follow
-			// with the next build.
-			w.provisioner.Reconcile(ctx)
-		}
-		if w.ports != nil && result != nil {
-			exposed := w.ports.Reconcile(ctx, result)
-			statuses = withExposure(statuses, exposed)
-		}
-		for _, st := range statuses {
-			if err := w.write(ctx, st); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				w.log.Error(err, "writing status", "resource", st.Key.String())
-			}
-		}
-		if result != nil && len(w.p.gatewayAPIGVKs()) > 0 {
-			w.writeAPIStatuses(ctx, result.APIStatuses)
+		if w.pass(ctx) {
+			backoff = min(max(2*backoff, retryMin), retryMax)
+			retry.Reset(backoff)
+		} else {
+			backoff = 0
+			retry.Stop()
 		}
 	}
+}
+
+func (w *StatusWriter) electedC() <-chan struct{} {
+	if w.elected != nil {
+		return w.elected
+	}
+	return w.p.Elected()
+}
+
+// Backoff between failed status passes.
+const (
+	retryMin = 250 * time.Millisecond
+	retryMax = 30 * time.Second
+)
+
+// pass writes the latest statuses and reconciles provisioned proxies and
+// gateway Service ports; it reports whether anything failed.
+func (w *StatusWriter) pass(ctx context.Context) (failed bool) {
+	w.mu.Lock()
+	statuses, result := w.pending, w.result
+	w.mu.Unlock()
+	if w.provisioner != nil && result != nil {
+		// First, so the addresses of a Service created now follow
+		// with the next build.
+		w.provisioner.Reconcile(ctx)
+	}
+	if w.ports != nil && result != nil {
+		exposed, err := w.ports.Reconcile(ctx, result)
+		if err != nil && ctx.Err() == nil {
+			w.log.Error(err, "reconciling gateway Service ports; trying again")
+			failed = true
+		}
+		statuses = withExposure(statuses, exposed)
+	}
+	for _, st := range statuses {
+		if err := w.write(ctx, st); err != nil {
+			if ctx.Err() != nil {
+				return false
+			}
+			w.log.Error(err, "writing status", "resource", st.Key.String())
+			failed = true
+		}
+	}
+	if result != nil && len(w.p.gatewayAPIGVKs()) > 0 {
+		failed = w.writeAPIStatuses(ctx, result.APIStatuses) || failed
+	}
+	return failed && ctx.Err() == nil
 }
 
 // withExposure adds each Gateway's "Exposed" condition.
