@@ -36,10 +36,16 @@ func changedCopy(b *testing.B, res *resource.Resources, o scale.Options, i, rev 
 // BenchmarkRebuildAfterOneChange is the control plane's share of
 // propagation: one VirtualService changed, then bind, translate, validate
 // and publish for the ingress class, with the first build already done.
+// The one-port cases put every host on one Gateway port, so one route
+// configuration holds them all (Istio's http.80 shape).
 func BenchmarkRebuildAfterOneChange(b *testing.B) {
-	for _, n := range []int{40, 1200, 5000} {
-		b.Run(fmt.Sprintf("vs=%d", n), func(b *testing.B) {
-			o := scale.Options{VirtualServices: n}
+	for _, o := range []scale.Options{{VirtualServices: 40}, {VirtualServices: 1200}, {VirtualServices: 5000},
+		{VirtualServices: 1000, Gateways: 1}, {VirtualServices: 10000, Gateways: 1}} {
+		name := fmt.Sprintf("vs=%d", o.VirtualServices)
+		if o.Gateways == 1 {
+			name = "one-port/" + name
+		}
+		b.Run(name, func(b *testing.B) {
 			res, err := o.Resources()
 			if err != nil {
 				b.Fatal(err)

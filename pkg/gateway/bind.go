@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -18,7 +19,9 @@ type classState struct {
 	ports    map[portKey]*portGroup
 	order    []portKey
 	routes   map[string]*routeTable
-	clusters map[string]clusterKey
+	// clusters is keyed by the key, not the name: a name would be built
+	// for every route of every build.
+	clusters map[clusterKey]struct{}
 	secrets  map[string]*ir.Secret
 }
 
@@ -81,7 +84,7 @@ func (b *builder) buildClass(gateways []*networking.Gateway, labels map[string]s
 		labels:   labels,
 		ports:    map[portKey]*portGroup{},
 		routes:   map[string]*routeTable{},
-		clusters: map[string]clusterKey{},
+		clusters: map[clusterKey]struct{}{},
 		secrets:  map[string]*ir.Secret{},
 	}
 	b.cur = st
@@ -127,13 +130,17 @@ func (b *builder) buildClass(gateways []*networking.Gateway, labels map[string]s
 	b.attachSecurity(st, proxy)
 	markRateLimited(proxy)
 
-	names := make([]string, 0, len(st.clusters))
-	for n := range st.clusters {
-		names = append(names, n)
+	type named struct {
+		name string
+		key  clusterKey
 	}
-	sort.Strings(names)
-	for _, n := range names {
-		proxy.Clusters = append(proxy.Clusters, b.clusterOnce(st.clusters[n]))
+	used := make([]named, 0, len(st.clusters))
+	for ck := range st.clusters {
+		used = append(used, named{ck.name(), ck})
+	}
+	slices.SortFunc(used, func(a, b named) int { return strings.Compare(a.name, b.name) })
+	for _, u := range used {
+		proxy.Clusters = append(proxy.Clusters, b.clusterOnce(u.key))
 	}
 	snames := make([]string, 0, len(st.secrets))
 	for n := range st.secrets {
@@ -207,7 +214,7 @@ func (b *builder) boundVirtualServices(s *gwServer) []*vsInfo {
 }
 
 func (b *builder) useCluster(st *classState, ck clusterKey) {
-	st.clusters[ck.name()] = ck
+	st.clusters[ck] = struct{}{}
 }
 
 // bindHTTPRoutes adds the HTTP rules of every bound VirtualService to a

@@ -8,19 +8,19 @@ package proxy
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -454,9 +454,18 @@ func (p *Proxy) Connected(up bool) {
 	}
 }
 
+// hashOf identifies a resource's content, to tell an unchanged one. It
+// runs over every byte of every update (a route configuration of 30,000
+// routes is tens of MB, hashed whole and virtual host by virtual host), so
+// it is xxhash, ~10× SHA-256's speed; with the length, an accidental
+// collision between two versions of one resource is out of reach (2^-64),
+// and the control plane that sends them is trusted.
 func hashOf(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:8])
+	var buf [32]byte
+	out := strconv.AppendUint(buf[:0], xxhash.Sum64(b), 16)
+	out = append(out, '.')
+	out = strconv.AppendInt(out, int64(len(b)), 10)
+	return string(out)
 }
 
 // Update implements xdsclient.Handler: it compiles every resource of the
