@@ -15,10 +15,10 @@ import (
 
 // classState accumulates one class's configuration.
 type classState struct {
-	labels   map[string]string
-	ports    map[portKey]*portGroup
-	order    []portKey
-	routes   map[string]*routeTable
+	labels map[string]string
+	ports  map[portKey]*portGroup
+	order  []portKey
+	routes map[string]*routeTable
 	// clusters is keyed by the key, not the name: a name would be built
 	// for every route of every build.
 	clusters map[clusterKey]struct{}
