@@ -213,6 +213,11 @@ type Builder struct {
 	registry         *registry
 	registryInputs   *registryInputs
 	registryReported []status.Entry
+	// drReported is what validating each DestinationRule reported, by
+	// the identity of its version; valid while the registry it read is
+	// drRegistry (the registry object is reused whole when unchanged).
+	drReported map[objectID][]status.Entry
+	drRegistry *registry
 }
 
 // clusterMemo is a cluster with what building it read and did.
@@ -286,9 +291,7 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 		b.reg = newRegistry(inputs, b.report, regMemo)
 		bl.registry, bl.registryInputs, bl.registryReported = b.reg, inputs, b.report.Since(mark)
 	}
-	for _, dr := range res.DestinationRules {
-		b.validateDestinationRule(dr)
-	}
+	b.validateDestinationRules(bl, res.DestinationRules)
 	for _, gw := range res.Gateways {
 		key := gw.Namespace + "/" + gw.Name
 		b.gateways[key] = gw
@@ -443,6 +446,30 @@ func isIstioKind(k string) bool {
 		return true
 	}
 	return false
+}
+
+// validateDestinationRules validates every DestinationRule, replaying
+// the previous build's findings for versions already validated against
+// the same registry: what one validation reads is the rule itself, the
+// domain suffix (part of the registry's inputs) and the registry.
+func (b *builder) validateDestinationRules(bl *Builder, drs []*networking.DestinationRule) {
+	prev := bl.drReported
+	if bl.drRegistry != b.reg {
+		prev = nil
+	}
+	next := make(map[objectID][]status.Entry, len(drs))
+	for _, dr := range drs {
+		id := idOf(dr)
+		if entries, ok := prev[id]; ok {
+			b.report.Replay(entries)
+			next[id] = entries
+			continue
+		}
+		mark := b.report.Mark()
+		b.validateDestinationRule(dr)
+		next[id] = b.report.Since(mark)
+	}
+	bl.drReported, bl.drRegistry = next, b.reg
 }
 
 func (b *builder) validateDestinationRule(dr *networking.DestinationRule) {

@@ -253,8 +253,22 @@ func (r *Report) Finalize() []*Status {
 		s.finalize()
 		out = append(out, s)
 	}
-	sort.Slice(out, func(i, j int) bool { return lessKey(out[i].Key, out[j].Key) })
+	slices.SortFunc(out, func(a, b *Status) int { return compareKeys(a.Key, b.Key) })
 	return out
+}
+
+func compareKeys(a, b resource.Key) int {
+	if c := strings.Compare(a.Kind, b.Kind); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Name, b.Name); c != 0 {
+		return c
+	}
+	// An Istio and a Gateway API Gateway of one name: a stable order.
+	return strings.Compare(a.Group, b.Group)
 }
 
 // Less orders keys as Finalize sorts statuses.
