@@ -609,7 +609,11 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 				}
 				continue
 			}
-			t, rc, err := compileRouteConfiguration(r.Any.GetValue(), p.vhosts, vhosts)
+			var last *router.Table
+			if old := p.routeCfgs[n]; old != nil {
+				last = old.value
+			}
+			t, rc, err := compileRouteConfiguration(r.Any.GetValue(), p.vhosts, vhosts, last)
 			if err != nil {
 				return fmt.Errorf("route configuration %s: %w", n, err)
 			}

@@ -27,8 +27,10 @@ type compiledVirtualHost struct {
 // without being decoded again: when one VirtualService among thousands
 // changes, the route configuration that carries it arrives whole, but only
 // its changed virtual host costs anything. prev holds what the last update
-// compiled; next receives what this one uses.
-func compileRouteConfiguration(raw []byte, prev, next map[string]compiledVirtualHost) (*router.Table, *routev3.RouteConfiguration, error) {
+// compiled; next receives what this one uses; last is the configuration's
+// current table (nil for none), patched rather than assembled again when
+// few of its virtual hosts changed.
+func compileRouteConfiguration(raw []byte, prev, next map[string]compiledVirtualHost, last *router.Table) (*router.Table, *routev3.RouteConfiguration, error) {
 	var shellBytes []byte
 	var vhostBytes [][]byte
 	for b := raw; len(b) > 0; {
@@ -84,7 +86,7 @@ func compileRouteConfiguration(raw []byte, prev, next map[string]compiledVirtual
 		rc.VirtualHosts = append(rc.VirtualHosts, c.msg)
 		vhosts = append(vhosts, c.vh)
 	}
-	t, err := router.Assemble(rc.Name, rc.IgnorePortInHostMatching, vhosts)
+	t, err := router.AssembleFrom(last, rc.Name, rc.IgnorePortInHostMatching, vhosts)
 	if err != nil {
 		return nil, nil, err
 	}

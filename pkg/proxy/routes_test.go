@@ -32,7 +32,7 @@ func TestCompileRouteConfigurationReusesVirtualHosts(t *testing.T) {
 	rc := &routev3.RouteConfiguration{Name: "http.80", ValidateClusters: wrapperspb.Bool(false), IgnorePortInHostMatching: true,
 		VirtualHosts: []*routev3.VirtualHost{vhost("a:80", "a.example.com", "ca"), vhost("b:80", "b.example.com", "cb"), vhost("c:80", "*.example.org", "cc")}}
 	first := map[string]compiledVirtualHost{}
-	t1, m1, err := compileRouteConfiguration(wire(t, rc), nil, first)
+	t1, m1, err := compileRouteConfiguration(wire(t, rc), nil, first, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestCompileRouteConfigurationReusesVirtualHosts(t *testing.T) {
 	changed := proto.Clone(rc).(*routev3.RouteConfiguration)
 	changed.VirtualHosts[1] = vhost("b:80", "b.example.com", "cb-v2")
 	second := map[string]compiledVirtualHost{}
-	t2, m2, err := compileRouteConfiguration(wire(t, changed), first, second)
+	t2, m2, err := compileRouteConfiguration(wire(t, changed), first, second, t1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,12 +71,12 @@ func TestCompileRouteConfigurationReusesVirtualHosts(t *testing.T) {
 
 	bad := proto.Clone(rc).(*routev3.RouteConfiguration)
 	bad.VirtualHosts[2].IncludeAttemptCountInResponse = true
-	if _, _, err := compileRouteConfiguration(wire(t, bad), first, map[string]compiledVirtualHost{}); err == nil || !strings.Contains(err.Error(), "c:80") {
+	if _, _, err := compileRouteConfiguration(wire(t, bad), first, map[string]compiledVirtualHost{}, t1); err == nil || !strings.Contains(err.Error(), "c:80") {
 		t.Errorf("an unsupported field in a virtual host: %v", err)
 	}
 	dup := proto.Clone(rc).(*routev3.RouteConfiguration)
 	dup.VirtualHosts[1].Domains = []string{"a.example.com"}
-	if _, _, err := compileRouteConfiguration(wire(t, dup), first, map[string]compiledVirtualHost{}); err == nil {
+	if _, _, err := compileRouteConfiguration(wire(t, dup), first, map[string]compiledVirtualHost{}, t1); err == nil {
 		t.Error("a domain in two virtual hosts must be rejected")
 	}
 }

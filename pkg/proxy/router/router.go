@@ -40,6 +40,9 @@ type Table struct {
 	// Clusters lists every cluster a route may send to (including mirrors),
 	// so the proxy can hold a table back until they all exist.
 	Clusters []string
+	// from is what the table was assembled from, in order (AssembleFrom
+	// patches a table whose virtual hosts mostly did not change).
+	from []*CompiledVirtualHost
 }
 
 type wildcard struct {
@@ -348,12 +351,14 @@ func CompileVirtualHost(v *routev3.VirtualHost) (*CompiledVirtualHost, error) {
 	for c := range clusters {
 		out.Clusters = append(out.Clusters, c)
 	}
+	// Sorted, so that two compilations of one virtual host are equal.
+	sort.Strings(out.Clusters)
 	return out, nil
 }
 
 // Assemble builds a table from compiled virtual hosts, in order.
 func Assemble(name string, ignorePortInHost bool, vhosts []*CompiledVirtualHost) (*Table, error) {
-	t := &Table{Name: name, IgnorePortInHost: ignorePortInHost, exact: map[string]*VirtualHost{}}
+	t := &Table{Name: name, IgnorePortInHost: ignorePortInHost, exact: map[string]*VirtualHost{}, from: vhosts}
 	clusters := map[string]bool{}
 	seen := map[string]string{}
 	for _, cv := range vhosts {
