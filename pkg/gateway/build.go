@@ -407,22 +407,24 @@ func sortedCopy(in *resource.Resources) *resource.Resources {
 }
 
 func (b *builder) track(res *resource.Resources) {
-	for _, o := range res.Gateways {
-		b.report.Track(resource.KeyOf(o), o.Generation)
-	}
-	for _, o := range res.VirtualServices {
+	// In the order statuses are listed (kind, namespace, name; the
+	// snapshot is sorted), so that Finalize finds them sorted.
+	for _, o := range res.AuthorizationPolicies {
 		b.report.Track(resource.KeyOf(o), o.Generation)
 	}
 	for _, o := range res.DestinationRules {
 		b.report.Track(resource.KeyOf(o), o.Generation)
 	}
-	for _, o := range res.ServiceEntries {
+	for _, o := range res.Gateways {
 		b.report.Track(resource.KeyOf(o), o.Generation)
 	}
 	for _, o := range res.RequestAuthentications {
 		b.report.Track(resource.KeyOf(o), o.Generation)
 	}
-	for _, o := range res.AuthorizationPolicies {
+	for _, o := range res.ServiceEntries {
+		b.report.Track(resource.KeyOf(o), o.Generation)
+	}
+	for _, o := range res.VirtualServices {
 		b.report.Track(resource.KeyOf(o), o.Generation)
 	}
 	for _, inv := range res.Invalid {

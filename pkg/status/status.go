@@ -146,6 +146,9 @@ type Status struct {
 // Report collects statuses for every resource seen during a build.
 type Report struct {
 	byKey map[resource.Key]*Status
+	// order is byKey's statuses as first tracked: the binder tracks in
+	// Finalize's order, so the sort is usually only a check.
+	order []*Status
 	// log is every write, in order (see Mark).
 	log []Entry
 }
@@ -193,6 +196,7 @@ func (r *Report) Track(key resource.Key, generation int64) *Status {
 	if !ok {
 		s = &Status{Key: key}
 		r.byKey[key] = s
+		r.order = append(r.order, s)
 	}
 	if generation > s.ObservedGeneration {
 		s.ObservedGeneration = generation
@@ -248,12 +252,15 @@ func (r *Report) SetExtra(key resource.Key, name, value string) {
 // Finalize derives conditions from messages and returns all statuses sorted
 // by key. Call once, after the build.
 func (r *Report) Finalize() []*Status {
-	out := make([]*Status, 0, len(r.byKey))
-	for _, s := range r.byKey {
+	out := make([]*Status, 0, len(r.order))
+	for _, s := range r.order {
 		s.finalize()
 		out = append(out, s)
 	}
-	slices.SortFunc(out, func(a, b *Status) int { return compareKeys(a.Key, b.Key) })
+	cmp := func(a, b *Status) int { return compareKeys(a.Key, b.Key) }
+	if !slices.IsSortedFunc(out, cmp) {
+		slices.SortFunc(out, cmp)
+	}
 	return out
 }
 
