@@ -22,7 +22,11 @@ type classState struct {
 	// clusters is keyed by the key, not the name: a name would be built
 	// for every route of every build.
 	clusters map[clusterKey]struct{}
-	secrets  map[string]*ir.Secret
+	// clustersOf records the VirtualServices whose HTTP clusters are in
+	// clusters already: one bound through several hosts or servers adds
+	// them once.
+	clustersOf map[*vsInfo]struct{}
+	secrets    map[string]*ir.Secret
 }
 
 type portKey struct {
@@ -81,11 +85,12 @@ func (t *routeTable) vhost(host string) *ir.VirtualHost {
 // configuration (without name and labels, which the caller sets).
 func (b *builder) buildClass(gateways []*networking.Gateway, labels map[string]string) *ir.Proxy {
 	st := &classState{
-		labels:   labels,
-		ports:    map[portKey]*portGroup{},
-		routes:   map[string]*routeTable{},
-		clusters: map[clusterKey]struct{}{},
-		secrets:  map[string]*ir.Secret{},
+		labels:     labels,
+		ports:      map[portKey]*portGroup{},
+		routes:     map[string]*routeTable{},
+		clusters:   map[clusterKey]struct{}{},
+		clustersOf: map[*vsInfo]struct{}{},
+		secrets:    map[string]*ir.Secret{},
 	}
 	b.cur = st
 	defer func() { b.cur = nil }()
@@ -250,9 +255,12 @@ func (b *builder) bindHTTPRoutes(st *classState, t *routeTable, s *gwServer, req
 			}
 			vh.Routes = append(vh.Routes, routes...)
 			vh.Sources = appendRef(vh.Sources, info.ref)
-			for _, rule := range info.http {
-				for _, ck := range rule.clusters {
-					b.useCluster(st, ck)
+			if _, done := st.clustersOf[info]; !done {
+				st.clustersOf[info] = struct{}{}
+				for _, rule := range info.http {
+					for _, ck := range rule.clusters {
+						b.useCluster(st, ck)
+					}
 				}
 			}
 		}
