@@ -1,0 +1,55 @@
+#!/bin/bash
+# Where one change's propagation time goes, stage by stage, from the debug logs
+# of a controller and a proxy run on a configuration that bench/controlplane
+# wrote (run it with -keep; one-port configurations hold probe.yaml):
+#
+#   go run ./bench/controlplane -keep -sizes "" -memory 0 -routes 3000 -modes standalone-one-port -changes 1
+#   bench/controlplane/phases.sh BINDIR /tmp/portico-cp-bench-*/standalone-3000-one-port/config 25
+#
+# file: write → file provider loaded it (holdoff included); build: → snapshot
+# published; transfer: → proxy received it; apply: → proxy applied it.
+# BINDIR holds gateway-controller and edge-proxy (go build -o BINDIR/ ./cmd/...).
+# Ports 19901-19905 on 127.0.0.1 must be free.
+B=$1; D=$2; N=${3:-20}
+[ -d "$D" ] && [ -f "$D/probe.yaml" ] || { echo "usage: $0 BINDIR CONFIGDIR [CHANGES]" >&2; exit 2; }
+W=$(mktemp -d)
+trap 'pkill -f "xds-address 127.0.0.1:19901"; rm -rf "$W"' EXIT
+$B/gateway-controller --standalone --no-proxy --config-dir $D --xds-address 127.0.0.1:19901 --debug-address 127.0.0.1:19902 --log-level debug > $W/ctl.log 2>&1 &
+sleep 0.3
+(cd /tmp && $B/edge-proxy --xds-address 127.0.0.1:19901 --admin-address 127.0.0.1:19903 --status-address "" --access-log off --termination-drain-duration 0s --port-map 80:19904,443:19905 --log-level debug > $W/proxy.log 2>&1 &)
+for i in $(seq 1 100); do grep -q "proxy is ready" $W/proxy.log && break; sleep 0.2; done
+sleep 2
+: > $W/writes.log
+cd $D
+for rev in $(seq 1000 $((1000+N-1))); do
+  sed "s/x-revision: \"[0-9]*\"/x-revision: \"$rev\"/" probe.yaml > .probe.yaml.tmp
+  echo "$(date +%s.%N) write" >> $W/writes.log
+  mv .probe.yaml.tmp probe.yaml
+  sleep 0.5
+done
+
+W="$W" python3 - <<'PY'
+import os,datetime,statistics
+def ts(line):
+    t=line.split('\t')[0]
+    return datetime.datetime.strptime(t,"%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+writes=[float(l.split()[0]) for l in open(os.environ['W']+'/writes.log')]
+ctl=[l for l in open(os.environ['W']+'/ctl.log')]
+loaded=[ts(l) for l in ctl if 'loaded config file' in l and 'probe.yaml' in l]
+pub=[ts(l) for l in ctl if '\tpublished\t' in l]
+prox=[l for l in open(os.environ['W']+'/proxy.log')]
+recv=[ts(l) for l in prox if 'received' in l and 'RouteConfiguration' in l]
+upd=[ts(l) for l in prox if '\tupdate\t' in l and 'RouteConfiguration' in l]
+def after(lst,t):
+    c=[x for x in lst if x>=t]
+    return c[0] if c else None
+rows=[]
+for w in writes:
+    l=after(loaded,w); p=after(pub,l) if l else None; r=after(recv,p) if p else None; u=after(upd,r) if r else None
+    if None in (l,p,r,u): continue
+    rows.append(((l-w)*1e3,(p-l)*1e3,(r-p)*1e3,(u-r)*1e3,(u-w)*1e3))
+names=['file','build','transfer','apply','total']
+for i,n in enumerate(names):
+    v=[r[i] for r in rows]
+    print(f"{n:9s} median {statistics.median(v):6.1f} ms  max {max(v):6.1f}  (n={len(v)})")
+PY
