@@ -307,18 +307,7 @@ func TestServicePortsFollowGateways(t *testing.T) {
 	}
 	p, c := fakeProvider(t, managed, unmanaged)
 	sp := NewServicePorts(p, logr.Discard(), map[uint32]uint32{80: 31380}, map[uint32]uint32{80: 8080})
-	build := func(y string) *gateway.Result {
-		objs, errs := resource.Decode([]byte(y), "t.yaml")
-		if len(errs) > 0 {
-			t.Fatal(errs[0])
-		}
-		res := &resource.Resources{}
-		for _, o := range objs {
-			res.Add(o)
-		}
-		res.Sort()
-		return gateway.Build(res, gateway.Options{Classes: []map[string]string{{"istio": "ingressgateway"}}})
-	}
+	build := func(y string) *gateway.Result { return buildIngress(t, y) }
 	ctx := context.Background()
 	// File certificates: the controller does not read them, so the
 	// server is bound whatever the files hold.
@@ -432,16 +421,7 @@ func TestStatusWriterRetriesAFailedPass(t *testing.T) {
 	go func() { done <- w.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	objs, errs := resource.Decode([]byte(strings.Replace(gatewayYAML, "credentialName: web-cert", "serverCertificate: /c.crt, privateKey: /c.key", 1)), "t.yaml")
-	if len(errs) > 0 {
-		t.Fatal(errs[0])
-	}
-	res := &resource.Resources{}
-	for _, o := range objs {
-		res.Add(o)
-	}
-	res.Sort()
-	w.Update(ctx, gateway.Build(res, gateway.Options{Classes: []map[string]string{{"istio": "ingressgateway"}}}))
+	w.Update(ctx, buildIngress(t, strings.Replace(gatewayYAML, "credentialName: web-cert", "serverCertificate: /c.crt, privateKey: /c.key", 1)))
 	err := poll.WaitUpTo(ctxWithTimeout(t, 10*time.Second), 10*time.Millisecond, func() error {
 		got := &corev1.Service{}
 		if err := c.Get(ctx, types.NamespacedName{Namespace: "istio-system", Name: "istio-ingressgateway"}, got); err != nil {
@@ -458,6 +438,21 @@ func TestStatusWriterRetriesAFailedPass(t *testing.T) {
 	if n := updates.Load(); n != 3 {
 		t.Errorf("%d updates, want 3 (two failures, one success)", n)
 	}
+}
+
+// buildIngress binds YAML for the ingress class.
+func buildIngress(t *testing.T, y string) *gateway.Result {
+	t.Helper()
+	objs, errs := resource.Decode([]byte(y), "t.yaml")
+	if len(errs) > 0 {
+		t.Fatal(errs[0])
+	}
+	res := &resource.Resources{}
+	for _, o := range objs {
+		res.Add(o)
+	}
+	res.Sort()
+	return gateway.Build(res, gateway.Options{Classes: []map[string]string{{"istio": "ingressgateway"}}})
 }
 
 func ctxWithTimeout(t *testing.T, d time.Duration) context.Context {
