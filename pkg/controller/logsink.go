@@ -16,14 +16,24 @@ import (
 // LogSink reports statuses in the log, once per change: standalone mode has
 // no API server to write them to (they are also on /debug/status).
 type LogSink struct {
-	log  logr.Logger
-	mu   sync.Mutex
-	last map[resource.Key]*status.Status
+	log   logr.Logger
+	mu    sync.Mutex
+	last  map[resource.Key]*logged
+	epoch uint64
+}
+
+// logged is the status last logged for a resource, and the last update
+// that had one (older entries are forgotten: no set of every key is
+// built per update, which at tens of thousands of resources cost more
+// than the comparisons).
+type logged struct {
+	st    *status.Status
+	epoch uint64
 }
 
 // NewLogSink returns a sink logging to log.
 func NewLogSink(log logr.Logger) *LogSink {
-	return &LogSink{log: log, last: map[resource.Key]*status.Status{}}
+	return &LogSink{log: log, last: map[resource.Key]*logged{}}
 }
 
 // Update implements StatusSink.
@@ -31,13 +41,19 @@ func (s *LogSink) Update(_ context.Context, result *gateway.Result) {
 	statuses := result.Statuses
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	seen := map[resource.Key]bool{}
+	s.epoch++
 	for _, st := range statuses {
-		seen[st.Key] = true
-		if old, ok := s.last[st.Key]; ok && slices.Equal(old.Conditions, st.Conditions) && slices.Equal(old.Messages, st.Messages) {
+		e := s.last[st.Key]
+		if e == nil {
+			e = &logged{}
+			s.last[st.Key] = e
+		}
+		e.epoch = s.epoch
+		if old := e.st; old != nil && slices.Equal(old.Conditions, st.Conditions) && slices.Equal(old.Messages, st.Messages) {
+			e.st = st
 			continue
 		}
-		s.last[st.Key] = st
+		e.st = st
 		acc := st.Condition(status.Accepted)
 		kv := []any{"resource", st.Key.String(), "accepted", acc.Status, "reason", acc.Reason, "generation", st.ObservedGeneration}
 		if len(st.Messages) == 0 {
@@ -55,8 +71,8 @@ func (s *LogSink) Update(_ context.Context, result *gateway.Result) {
 			s.log.Info("status", append(mkv, "message", m.Message)...)
 		}
 	}
-	for k := range s.last {
-		if !seen[k] {
+	for k, e := range s.last {
+		if e.epoch != s.epoch {
 			delete(s.last, k)
 		}
 	}

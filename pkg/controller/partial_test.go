@@ -287,6 +287,47 @@ func TestLogSinkLogsErrorsAsErrors(t *testing.T) {
 	}
 }
 
+// A status is logged once per change: not again while it stays the same,
+// again when it changes, and again when its resource comes back after
+// an update without it.
+func TestLogSinkLogsOncePerChange(t *testing.T) {
+	logs := &lines{}
+	s := controller.NewLogSink(logs.logger())
+	key := resource.Key{Kind: "VirtualService", Namespace: "default", Name: "vs"}
+	update := func(msg string, present bool) {
+		r := status.NewReport()
+		r.Track(resource.Key{Kind: "Gateway", Namespace: "default", Name: "gw"}, 1)
+		if present {
+			r.Track(key, 1)
+			if msg != "" {
+				r.Add(key, status.Message{Code: status.ReferencedResourceNotFound, Level: status.Warning, Reason: status.ReasonSubsetNotFound, Message: msg})
+			}
+		}
+		s.Update(context.Background(), &gateway.Result{Statuses: r.Finalize()})
+	}
+	steps := []struct {
+		msg     string
+		present bool
+		want    int // lines about default/vs so far
+	}{
+		{"", true, 1},
+		{"", true, 1},          // unchanged
+		{"subset v2", true, 2}, // changed
+		{"subset v2", true, 2},
+		{"", false, 2}, // gone: nothing to log
+		{"subset v2", true, 3},
+	}
+	for i, step := range steps {
+		update(step.msg, step.present)
+		if n := len(logs.matching("default/vs")); n != step.want {
+			t.Fatalf("step %d: %d lines about default/vs, want %d", i, n, step.want)
+		}
+	}
+	if n := len(logs.matching("default/gw")); n != 1 {
+		t.Errorf("the unchanged Gateway was logged %d times, want once", n)
+	}
+}
+
 // serveBackend runs an HTTP backend on loopback until the test ends and
 // returns its port.
 func serveBackend(t *testing.T, h http.HandlerFunc) int {
