@@ -177,7 +177,11 @@ type Proxy struct {
 	// clusterCfgs is p.clusters as the cluster manager takes them; nil
 	// when p.clusters changed since it was built.
 	clusterCfgs map[string]upstream.Versioned
-	failures    map[string]*configdump.Failure
+	// wanted caches Wanted's answers, valid while wantedGen (bumped
+	// whenever p.clusters or p.lsnrs is replaced) is unchanged.
+	wanted    map[string]wantedNames
+	wantedGen uint64
+	failures  map[string]*configdump.Failure
 	// lsnrRejected holds listeners whose latest version could not be
 	// compiled: each is rejected alone (its previous version, if any,
 	// keeps serving) and the others are applied, as Envoy does.
@@ -549,6 +553,7 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 			next[n] = &compiledCluster{compiled[*upstream.ClusterConfig]{value: cfg, msg: c, version: v, hash: h, seen: seen, updated: upd}}
 		}
 		p.clusters, p.clusterCfgs = next, nil
+		p.wantedGen++
 	case resourcev3.EndpointType:
 		next := map[string]*compiled[[]upstream.EndpointSpec]{}
 		for _, n := range names {
@@ -654,6 +659,7 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 			next[n] = &compiled[*listener.Spec]{value: s, msg: l, version: v, hash: h, seen: now, updated: now}
 		}
 		p.lsnrs = next
+		p.wantedGen++
 		p.lsnrRejected = rejected
 		p.received[typeURL] = true
 		p.reconcile()
@@ -774,6 +780,27 @@ func secretSpec(s *tlsv3.Secret) (ptls.Spec, error) {
 func (p *Proxy) Wanted(typeURL string) []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// The names follow from the clusters and listeners alone: while
+	// neither changed (a route change among thousands of hosts), the
+	// same slice is the answer, without a pass over every cluster.
+	if w, ok := p.wanted[typeURL]; ok && w.gen == p.wantedGen {
+		return w.names
+	}
+	out := p.wantedNames(typeURL)
+	if p.wanted == nil {
+		p.wanted = map[string]wantedNames{}
+	}
+	p.wanted[typeURL] = wantedNames{gen: p.wantedGen, names: out}
+	return out
+}
+
+type wantedNames struct {
+	gen   uint64
+	names []string
+}
+
+// wantedNames is the answer to Wanted. Called with p.mu held.
+func (p *Proxy) wantedNames(typeURL string) []string {
 	set := map[string]bool{}
 	switch typeURL {
 	case resourcev3.EndpointType:

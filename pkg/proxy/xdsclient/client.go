@@ -42,7 +42,9 @@ type Handler interface {
 	// error rejects the update (NACK) and the previous set stays.
 	Update(typeURL string, resources map[string]Resource, version string) error
 	// Wanted returns the names of a type the applied state needs
-	// (endpoints, route configurations, secrets).
+	// (endpoints, route configurations, secrets), sorted. Neither side
+	// modifies the slice afterwards; returning the very same slice again
+	// says nothing changed (the client then compares nothing).
 	Wanted(typeURL string) []string
 	// Connected reports the stream state.
 	Connected(up bool)
@@ -94,6 +96,10 @@ type typeState struct {
 	// subscribed names (non-wildcard types); wildcard types use nil.
 	subscribed map[string]bool
 	requested  bool
+	// wantedFrom is the handler's Wanted slice that subscribed was last
+	// made equal to: the same slice again means no change, without
+	// comparing thousands of names after every update.
+	wantedFrom []string
 }
 
 // Ordered so clusters and listeners (wildcards) go first; the rest are
@@ -307,16 +313,31 @@ func errorDetail(detail string) *rpcstatus.Status {
 	return &rpcstatus.Status{Code: 3, Message: detail}
 }
 
+// sameSlice reports whether a and b are the very same non-empty slice
+// (Handler.Wanted returns its cached slice while nothing it depends on
+// changed).
+func sameSlice(a, b []string) bool {
+	return len(a) > 0 && len(a) == len(b) && &a[0] == &b[0]
+}
+
 // wantedChanges returns, per named type, the names to add and remove.
 func (c *Client) wantedChanges() map[string][2][]string {
 	out := map[string][2][]string{}
 	for _, t := range namedTypes {
-		want := map[string]bool{}
-		for _, n := range c.handler.Wanted(t) {
-			want[n] = true
-		}
+		names := c.handler.Wanted(t)
 		c.mu.Lock()
 		st := c.state[t]
+		if sameSlice(names, st.wantedFrom) {
+			c.mu.Unlock()
+			continue
+		}
+		// The caller applies what is returned: subscribed then holds
+		// exactly these names.
+		st.wantedFrom = names
+		want := make(map[string]bool, len(names))
+		for _, n := range names {
+			want[n] = true
+		}
 		var add, remove []string
 		for n := range want {
 			if !st.subscribed[n] {
@@ -362,7 +383,7 @@ func (c *Client) runDelta(ctx context.Context, conn *grpc.ClientConn) error {
 	// sent again.
 	c.mu.Lock()
 	for _, st := range c.state {
-		st.subscribed = map[string]bool{}
+		st.subscribed, st.wantedFrom = map[string]bool{}, nil
 		st.requested = false
 		st.nonce, st.reported, st.resync = "", "", false
 	}
@@ -496,7 +517,7 @@ func (c *Client) runSOTW(ctx context.Context, conn *grpc.ClientConn) error {
 	}
 	c.mu.Lock()
 	for _, st := range c.state {
-		st.subscribed, st.nonce, st.requested = map[string]bool{}, "", false
+		st.subscribed, st.nonce, st.requested, st.wantedFrom = map[string]bool{}, "", false, nil
 		st.reported, st.resync = "", false
 	}
 	versions := map[string]string{}
