@@ -279,17 +279,7 @@ func compareKeys(a, b resource.Key) int {
 }
 
 // Less orders keys as Finalize sorts statuses.
-func Less(a, b resource.Key) bool { return lessKey(a, b) }
-
-func lessKey(a, b resource.Key) bool {
-	if a.Kind != b.Kind {
-		return a.Kind < b.Kind
-	}
-	if a.Namespace != b.Namespace {
-		return a.Namespace < b.Namespace
-	}
-	return a.Name < b.Name
-}
+func Less(a, b resource.Key) bool { return compareKeys(a, b) < 0 }
 
 func isRefReason(reason string) bool {
 	switch reason {

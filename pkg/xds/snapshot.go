@@ -207,11 +207,6 @@ func inParallel(n int, do func(i int)) {
 
 func (b *builder) sum(bytes []byte) string { return contentHash(bytes) }
 
-func sumOf(b []byte) []byte {
-	s := sha256.Sum256(b)
-	return s[:]
-}
-
 // contentHash is a resource's content hash: of its deterministic encoding.
 func contentHash(bytes []byte) string {
 	sum := sha256.Sum256(bytes)
@@ -382,7 +377,7 @@ func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, 
 	}
 	wire := &routev3.RouteConfiguration{Name: rc.Name}
 	wire.ProtoReflect().SetUnknown(body)
-	m := &routeMemo{shell: shellBytes, shellHash: h, vhosts: rc.VirtualHosts, hash: hex.EncodeToString(sumOf(sum)[:16]), wire: wire}
+	m := &routeMemo{shell: shellBytes, shellHash: h, vhosts: rc.VirtualHosts, hash: contentHash(sum), wire: wire}
 	b.next.routes[rc.Name] = m
 	return m.hash, m.wire, nil
 }
