@@ -48,12 +48,11 @@ func (s *LogSink) Update(_ context.Context, result *gateway.Result) {
 			e = &logged{}
 			s.last[st.Key] = e
 		}
-		e.epoch = s.epoch
-		if old := e.st; old != nil && slices.Equal(old.Conditions, st.Conditions) && slices.Equal(old.Messages, st.Messages) {
-			e.st = st
+		old := e.st
+		e.st, e.epoch = st, s.epoch
+		if old != nil && slices.Equal(old.Conditions, st.Conditions) && slices.Equal(old.Messages, st.Messages) {
 			continue
 		}
-		e.st = st
 		acc := st.Condition(status.Accepted)
 		kv := []any{"resource", st.Key.String(), "accepted", acc.Status, "reason", acc.Reason, "generation", st.ObservedGeneration}
 		if len(st.Messages) == 0 {
