@@ -41,9 +41,9 @@ func tree(m protoreflect.Message) error {
 }
 
 // anys finds the Any fields under m and validates what they hold. It only
-// descends into fields whose type can lead to an Any: most of a route
-// table (matches, header matchers, weights) cannot, and walking it by
-// reflection was most of the cost of validating a large snapshot.
+// descends into fields whose type can lead to an Any (anyFields): most of
+// a route table (matches, header matchers, weights) cannot, and walking
+// it by reflection was most of the cost of validating a large snapshot.
 func anys(m protoreflect.Message) error {
 	if a, ok := m.Interface().(*anypb.Any); ok {
 		inner, err := a.UnmarshalNew()
@@ -55,11 +55,12 @@ func anys(m protoreflect.Message) error {
 		}
 		return nil
 	}
-	var err error
-	m.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
-		if !fieldMayHoldAny(fd) {
-			return true
+	for _, fd := range anyFields(m.Descriptor()) {
+		if !m.Has(fd) {
+			continue
 		}
+		val := m.Get(fd)
+		var err error
 		switch {
 		case fd.IsMap():
 			val.Map().Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
@@ -80,9 +81,33 @@ func anys(m protoreflect.Message) error {
 				err = prefix(err, "."+string(fd.Name()))
 			}
 		}
-		return err == nil
-	})
-	return err
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fields memoises anyFields per message type (descriptors are immutable).
+var fields sync.Map // protoreflect.FullName → []protoreflect.FieldDescriptor
+
+// anyFields lists, in declaration order, the fields of md whose values
+// can lead to an Any. anys looks at these alone: ranging over every set
+// field by reflection (a route sets a dozen, of which two or three can
+// hold an Any) was most of the cost of validating a cold start.
+func anyFields(md protoreflect.MessageDescriptor) []protoreflect.FieldDescriptor {
+	if v, ok := fields.Load(md.FullName()); ok {
+		return v.([]protoreflect.FieldDescriptor)
+	}
+	var out []protoreflect.FieldDescriptor
+	fds := md.Fields()
+	for i := 0; i < fds.Len(); i++ {
+		if fieldMayHoldAny(fds.Get(i)) {
+			out = append(out, fds.Get(i))
+		}
+	}
+	fields.Store(md.FullName(), out)
+	return out
 }
 
 // pathError is a validation error with the path to the failing message,

@@ -1,6 +1,9 @@
 package validate
 
 import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -10,6 +13,7 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -74,5 +78,144 @@ func TestMayHoldAny(t *testing.T) {
 		if got := mayHoldAny(tc.msg.ProtoReflect().Descriptor()); got != tc.want {
 			t.Errorf("%T: got %v, want %v", tc.msg, got, tc.want)
 		}
+	}
+}
+
+// rangeAnys is what anys did before anyFields: range over every set
+// field, skipping those that cannot lead to an Any; it returns every
+// error, not only the first. The reference for
+// TestAnyFieldsWalkEqualsRange.
+func rangeAnys(m protoreflect.Message) []error {
+	if a, ok := m.Interface().(*anypb.Any); ok {
+		inner, err := a.UnmarshalNew()
+		if err != nil {
+			return []error{&pathError{err: fmt.Errorf("cannot unpack %s: %w", a.GetTypeUrl(), err)}}
+		}
+		name := "<" + string(inner.ProtoReflect().Descriptor().FullName()) + ">"
+		if v, ok := inner.(validator); ok {
+			if err := v.ValidateAll(); err != nil {
+				return []error{prefix(&pathError{err: err}, name)}
+			}
+		}
+		var out []error
+		for _, err := range rangeAnys(inner.ProtoReflect()) {
+			out = append(out, prefix(err, name))
+		}
+		return out
+	}
+	var found []error
+	m.Range(func(fd protoreflect.FieldDescriptor, val protoreflect.Value) bool {
+		if !fieldMayHoldAny(fd) {
+			return true
+		}
+		switch {
+		case fd.IsMap():
+			val.Map().Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
+				for _, err := range rangeAnys(v.Message()) {
+					found = append(found, prefix(err, fmt.Sprintf(".%s[%v]", fd.Name(), k.Interface())))
+				}
+				return true
+			})
+		case fd.IsList():
+			l := val.List()
+			for i := 0; i < l.Len(); i++ {
+				for _, err := range rangeAnys(l.Get(i).Message()) {
+					found = append(found, prefix(err, fmt.Sprintf(".%s[%d]", fd.Name(), i)))
+				}
+			}
+		default:
+			for _, err := range rangeAnys(val.Message()) {
+				found = append(found, prefix(err, "."+string(fd.Name())))
+			}
+		}
+		return true
+	})
+	return found
+}
+
+// fill sets random fields of m, down to depth levels, putting one of
+// anys into every Any it sets.
+func fill(r *rand.Rand, m protoreflect.Message, depth int, pool []*anypb.Any) {
+	if a, ok := m.Interface().(*anypb.Any); ok {
+		proto.Merge(a, pool[r.IntN(len(pool))])
+		return
+	}
+	fds := m.Descriptor().Fields()
+	for i := 0; i < fds.Len(); i++ {
+		fd := fds.Get(i)
+		if r.IntN(3) != 0 || depth == 0 && FieldMessage(fd) != nil {
+			continue
+		}
+		if od := fd.ContainingOneof(); od != nil && m.WhichOneof(od) != nil {
+			continue
+		}
+		switch {
+		case fd.IsMap():
+			if fd.MapKey().Kind() != protoreflect.StringKind || fd.MapValue().Message() == nil {
+				continue
+			}
+			mp := m.Mutable(fd).Map()
+			for k := range 1 + r.IntN(2) {
+				v := mp.NewValue()
+				fill(r, v.Message(), depth-1, pool)
+				mp.Set(protoreflect.ValueOfString(fmt.Sprint("k", k)).MapKey(), v)
+			}
+		case fd.IsList():
+			if fd.Message() == nil {
+				continue
+			}
+			l := m.Mutable(fd).List()
+			for range 1 + r.IntN(2) {
+				v := l.NewElement()
+				fill(r, v.Message(), depth-1, pool)
+				l.Append(v)
+			}
+		case fd.Message() != nil:
+			fill(r, m.Mutable(fd).Message(), depth-1, pool)
+		case fd.Kind() == protoreflect.StringKind:
+			m.Set(fd, protoreflect.ValueOfString(fmt.Sprint("s", r.IntN(3))))
+		case fd.Kind() == protoreflect.BoolKind:
+			m.Set(fd, protoreflect.ValueOfBool(true))
+		}
+	}
+}
+
+// TestAnyFieldsWalkEqualsRange checks the walk over anyFields against a
+// walk over every set field on random routes, clusters and listeners
+// with valid, invalid and unknown Anys anywhere: both must find an
+// invalid Any in the same messages, and the first error the walk reports
+// must be one of those the reference finds (map order is random in
+// both).
+func TestAnyFieldsWalkEqualsRange(t *testing.T) {
+	router, _ := anypb.New(&routerv3.Router{})
+	badHCM, _ := anypb.New(&hcmv3.HttpConnectionManager{RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{}})
+	unknown := &anypb.Any{TypeUrl: "type.googleapis.com/no.such.Type"}
+	pool := []*anypb.Any{router, router, router, badHCM, unknown}
+	r := rand.New(rand.NewPCG(1, 2))
+	failed := 0
+	for i := range 3000 {
+		var m proto.Message
+		switch i % 3 {
+		case 0:
+			m = &routev3.VirtualHost{}
+		case 1:
+			m = &clusterv3.Cluster{}
+		default:
+			m = &listenerv3.Listener{}
+		}
+		fill(r, m.ProtoReflect(), 1+r.IntN(5), pool)
+		got, want := anys(m.ProtoReflect()), rangeAnys(m.ProtoReflect())
+		if (got == nil) != (len(want) == 0) {
+			t.Fatalf("%d: %T: walk %v, reference %v", i, m, got, want)
+		}
+		if got != nil {
+			failed++
+			if !slices.ContainsFunc(want, func(e error) bool { return e.Error() == got.Error() }) {
+				t.Fatalf("%d: %T: walk reports %q, not among the reference's %q", i, m, got, want)
+			}
+		}
+	}
+	if failed < 300 || failed > 2700 {
+		t.Fatalf("%d of 3000 random messages had an invalid Any: the generator does not exercise both outcomes", failed)
 	}
 }
