@@ -259,7 +259,8 @@ func (c *Controller) build(ctx context.Context, res *resource.Resources) {
 	if c.sink != nil {
 		c.sink.Update(ctx, result)
 	}
-	c.log.V(1).Info("configuration built", "classes", published, "resources", res.Len(), "duration", st.Duration)
+	c.log.V(1).Info("configuration built", "classes", published, "resources", res.Len(), "duration", st.Duration,
+		"bind", bound.Sub(start), "translate", att.translating, "prepare", att.preparing, "attempts", att.attempts)
 	if published > 0 || len(wanted) == 0 {
 		c.once.Do(func() { close(c.ready) })
 	}

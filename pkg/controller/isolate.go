@@ -26,7 +26,13 @@ const maxAttempts = 8
 type attempt struct {
 	result   *gateway.Result
 	bound    time.Time
-	prepared map[string]*xds.Prepared
+	// translated and prepared are the time spent translating (with the
+	// stream's encoding and validation) and preparing snapshots, summed
+	// over classes.
+	translating, preparing time.Duration
+	prepared               map[string]*xds.Prepared
+	// attempts is how many builds isolate needed (set on the one it returns).
+	attempts int
 	// errs holds the classes that cannot be published.
 	errs map[string]error
 	// problems are the failures that name resources to blame.
@@ -93,6 +99,7 @@ func (c *Controller) isolate(res *resource.Resources, classes []map[string]strin
 		att = c.attempt(res, classes, wanted, exclude)
 		attempts++
 	}
+	att.attempts = attempts
 	return att, exclude
 }
 
@@ -130,12 +137,16 @@ func (c *Controller) attempt(res *resource.Resources, classes []map[string]strin
 		// New messages are encoded, validated and replaced by compact
 		// stand-ins while they are translated, not all at the end.
 		stream := c.xds.Stream(p.Name)
+		t0 := time.Now()
 		tr, err := t.TranslateStream(p, stream.Compact)
+		t1 := time.Now()
+		att.translating += t1.Sub(t0)
 		if err != nil {
 			att.errs[p.Name] = fmt.Errorf("translating: %w", err)
 			continue
 		}
 		prep, err := c.xds.PrepareStream(p.Name, tr, stream)
+		att.preparing += time.Since(t1)
 		if err != nil {
 			att.errs[p.Name] = err
 			var invalid *xds.InvalidError
