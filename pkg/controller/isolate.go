@@ -24,8 +24,8 @@ const maxAttempts = 8
 // attempt is one build of every wanted class — bound, translated,
 // versioned and validated — not yet published.
 type attempt struct {
-	result   *gateway.Result
-	bound    time.Time
+	result *gateway.Result
+	bound  time.Time
 	// translated and prepared are the time spent translating (with the
 	// stream's encoding and validation) and preparing snapshots, summed
 	// over classes.
