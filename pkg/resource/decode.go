@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -357,6 +358,13 @@ func decodeObject(tm typeMeta, src *source) ([]Object, error) {
 
 	var obj Object
 	strict := func(into any) error {
+		if src.tree != nil {
+			dst := reflect.ValueOf(into).Elem()
+			if setTyped(src.tree, dst) {
+				return nil
+			}
+			dst.SetZero() // the JSON way decides, from scratch
+		}
 		js, err := src.json()
 		if err != nil {
 			return err
