@@ -738,9 +738,10 @@ func (p *Provider) stamp(key resource.Key, o resource.Object, h [32]byte) {
 }
 
 // contentHash identifies an object's content, for stamp. Istio objects
-// are hashed as their metadata's JSON and their spec's deterministic
-// protobuf encoding: their JSON goes through jsonpb, which cost as much
-// as decoding them.
+// are hashed as their metadata's and their spec's deterministic protobuf
+// encodings: their JSON goes through jsonpb, which cost as much as
+// decoding them. Kubernetes kinds have generated protobuf encoders too
+// (maps in key order), several times faster than printing them as JSON.
 func contentHash(o resource.Object) [32]byte {
 	var spec proto.Message
 	var meta *metav1.ObjectMeta
@@ -758,11 +759,21 @@ func contentHash(o resource.Object) [32]byte {
 	case *security.AuthorizationPolicy:
 		spec, meta = &v.Spec, &v.ObjectMeta
 	default:
+		h := sha256.New()
+		if m, ok := o.(gogoMarshaler); ok {
+			if b, err := m.Marshal(); err == nil {
+				fmt.Fprintf(h, "%T\x00", o)
+				h.Write(b)
+				var sum [32]byte
+				h.Sum(sum[:0])
+				return sum
+			}
+		}
 		b, _ := json.Marshal(o)
 		return sha256.Sum256(b)
 	}
 	h := sha256.New()
-	mb, _ := json.Marshal(meta)
+	mb, _ := meta.Marshal()
 	sb, _ := proto.MarshalOptions{Deterministic: true}.Marshal(spec)
 	fmt.Fprintf(h, "%s\x00%d\x00", o.GetObjectKind().GroupVersionKind(), len(mb))
 	h.Write(mb)
@@ -771,3 +782,6 @@ func contentHash(o resource.Object) [32]byte {
 	h.Sum(sum[:0])
 	return sum
 }
+
+// gogoMarshaler is the generated protobuf encoder of Kubernetes API types.
+type gogoMarshaler interface{ Marshal() ([]byte, error) }

@@ -477,3 +477,51 @@ func TestRescansDecodeOnlyChangedFilesAndEqualAFreshLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestContentHashFollowsContent checks contentHash for every way it
+// hashes: the same content decoded again (labels in another order) hashes
+// the same, any change to metadata or spec hashes differently.
+func TestContentHashFollowsContent(t *testing.T) {
+	base := map[string]string{
+		"Service":        "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: ns, labels: {x: '1', y: '2'}}\nspec:\n  selector: {app: a}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n",
+		"EndpointSlice":  "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: a-x, namespace: ns, labels: {kubernetes.io/service-name: a, y: '2'}}\naddressType: IPv4\nports: [{name: http, port: 8080}]\nendpoints:\n- addresses: [10.0.0.1]\n",
+		"Pod":            "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: ns, labels: {app: a, y: '2'}}\nspec: {containers: [{name: c, image: i}]}\n",
+		"VirtualService": "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a, namespace: ns, labels: {x: '1', y: '2'}}\nspec:\n  hosts: [a.example.com]\n  http: [{route: [{destination: {host: a}}]}]\n",
+	}
+	reordered := map[string]string{
+		"Service":        strings.Replace(base["Service"], "labels: {x: '1', y: '2'}", "labels: {y: '2', x: '1'}", 1),
+		"EndpointSlice":  strings.Replace(base["EndpointSlice"], "{kubernetes.io/service-name: a, y: '2'}", "{y: '2', kubernetes.io/service-name: a}", 1),
+		"Pod":            strings.Replace(base["Pod"], "{app: a, y: '2'}", "{y: '2', app: a}", 1),
+		"VirtualService": strings.Replace(base["VirtualService"], "labels: {x: '1', y: '2'}", "labels: {y: '2', x: '1'}", 1),
+	}
+	changed := map[string][]string{
+		"Service":        {strings.Replace(base["Service"], "port: 80,", "port: 81,", 1), strings.Replace(base["Service"], "y: '2'", "y: '3'", 1)},
+		"EndpointSlice":  {strings.Replace(base["EndpointSlice"], "10.0.0.1", "10.0.0.2", 1), strings.Replace(base["EndpointSlice"], "y: '2'", "y: '3'", 1)},
+		"Pod":            {strings.Replace(base["Pod"], "namespace: ns,", "namespace: ns, annotations: {z: '1'},", 1), strings.Replace(base["Pod"], "y: '2'", "y: '3'", 1)},
+		"VirtualService": {strings.Replace(base["VirtualService"], "a.example.com", "b.example.com", 1), strings.Replace(base["VirtualService"], "y: '2'", "y: '3'", 1)},
+	}
+	hash := func(kind, doc string) [32]byte {
+		objs, errs := resource.Decode([]byte(doc), kind)
+		if len(errs) > 0 || len(objs) != 1 {
+			t.Fatalf("%s: %d objects, errors %v", kind, len(objs), errs)
+		}
+		return contentHash(objs[0])
+	}
+	for kind, doc := range base {
+		h := hash(kind, doc)
+		if again := hash(kind, doc); again != h {
+			t.Errorf("%s: the same document hashes differently", kind)
+		}
+		if r := hash(kind, reordered[kind]); r != h {
+			t.Errorf("%s: reordered labels hash differently", kind)
+		}
+		for i, c := range changed[kind] {
+			if c == doc {
+				t.Fatalf("%s: change %d changes nothing", kind, i)
+			}
+			if hash(kind, c) == h {
+				t.Errorf("%s: change %d hashes the same", kind, i)
+			}
+		}
+	}
+}
