@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/portico-gateway/portico/internal/scale"
@@ -97,6 +98,15 @@ func TestCompactSnapshotsEqualFresh(t *testing.T) {
 				t.Fatalf("size %d streamed %v step %d: %v", size, tc.streamed, step, err)
 			}
 			memo = next
+			// What the fresh translation's own messages encode to (before
+			// a snapshot replaces them by stand-ins).
+			direct := map[string]string{}
+			for _, rc := range fresh.Routes {
+				direct[resourcev3.RouteType+" "+rc.Name] = marshal(t, rc)
+			}
+			for _, c := range fresh.Clusters {
+				direct[resourcev3.ClusterType+" "+c.Name] = marshal(t, c)
+			}
 			want, _, err := xds.NewSnapshot(fresh, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -112,6 +122,9 @@ func TestCompactSnapshotsEqualFresh(t *testing.T) {
 				for name, wr := range w {
 					if marshal(t, g[name]) != marshal(t, wr) {
 						t.Errorf("size %d streamed %v step %d: %s %s: published bytes differ", size, tc.streamed, step, typ, name)
+					}
+					if d, ok := direct[typ+" "+name]; ok && marshal(t, g[name]) != d {
+						t.Errorf("size %d streamed %v step %d: %s %s: published bytes differ from the translated message's", size, tc.streamed, step, typ, name)
 					}
 					if !proto.Equal(xds.Expand(g[name]), xds.Expand(wr)) {
 						t.Errorf("size %d streamed %v step %d: %s %s: content differs", size, tc.streamed, step, typ, name)

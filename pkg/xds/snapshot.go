@@ -19,7 +19,6 @@ import (
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -117,6 +116,8 @@ type builder struct {
 	// enc holds the encodings of new messages of compacted types, from
 	// which their stand-ins are made once the snapshot is complete.
 	enc map[proto.Message][]byte
+	// vhosts are the stand-ins published for new virtual hosts.
+	vhosts map[*routev3.VirtualHost]*routev3.VirtualHost
 }
 
 // prepared is the per-message work of a snapshot, done ahead in parallel.
@@ -289,10 +290,11 @@ func (b *builder) check(hash string, m proto.Message) error {
 // A route configuration is taken apart: its virtual hosts are hashed and
 // validated one by one, so that a change to one of thousands costs one
 // (Envoy's rules for a route configuration are those of its parts). What
-// is published for it carries its wire encoding, assembled from the
-// virtual hosts' remembered bytes: the xDS server would otherwise marshal
-// the whole route configuration again for every change to any of its
-// virtual hosts, the largest cost of a push at scale.
+// is published for it holds its virtual hosts as compact stand-ins, which
+// marshal to their remembered bytes: the xDS server's one marshal per push
+// is then a copy of those bytes, not an encoding of every route. (It used
+// to be published as one pre-assembled body, which cost a second copy of
+// the whole route configuration per change, in the controller's heap.)
 func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, error) {
 	rc, ok := r.(*routev3.RouteConfiguration)
 	if !ok {
@@ -305,8 +307,7 @@ func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, 
 		}
 		return h, r, nil
 	}
-	// The shell: everything but the virtual hosts (and, for the wire, the
-	// name, which the published message carries as a field).
+	// The shell: everything but the virtual hosts.
 	shell := &routev3.RouteConfiguration{}
 	src, dst := rc.ProtoReflect(), shell.ProtoReflect()
 	src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
@@ -335,17 +336,15 @@ func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, 
 	if err := b.check(h, shell); err != nil {
 		invalid = append(invalid, &invalidPart{msg: shell, err: err})
 	}
-	shell.Name = ""
-	head, err := b.opts.Marshal(shell)
-	if err != nil {
-		return "", nil, err
-	}
 	// The content hash: of the shell's and every virtual host's, hashed
 	// at once (see newSnapshot's type versions).
 	sum := make([]byte, 0, len(h)*(1+len(rc.VirtualHosts)))
 	sum = append(sum, h...)
-	encoded := make([][]byte, len(rc.VirtualHosts))
-	size := len(head)
+	// What is published is the shell with every virtual host as a compact
+	// stand-in (the unchanged ones already are): it marshals to the
+	// virtual hosts' remembered bytes, with no copy of the whole route
+	// configuration per change.
+	pubs := make([]*routev3.VirtualHost, len(rc.VirtualHosts))
 	for i, vh := range rc.VirtualHosts {
 		h, vb, err := b.virtualHost(vh)
 		if err != nil {
@@ -358,32 +357,23 @@ func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, 
 			continue
 		}
 		sum = append(sum, h...)
-		encoded[i] = vb
-		size += protowire.SizeTag(virtualHostsField) + protowire.SizeBytes(len(vb))
+		pub := vh
+		if !isCompact(vh) {
+			if pub = standIn(vh, vb).(*routev3.VirtualHost); pub != vh {
+				b.vhosts[vh] = pub // res and the memo follow in compact
+			}
+		}
+		pubs[i] = pub
 	}
 	if len(invalid) > 0 {
 		return "", nil, invalid
 	}
-	body := make([]byte, 0, size)
-	body = append(body, head...)
-	for i, vb := range encoded {
-		body = protowire.AppendTag(body, virtualHostsField, protowire.BytesType)
-		body = protowire.AppendBytes(body, vb)
-		// From now on the virtual host's encoding is the one inside the
-		// body (the memo would otherwise hold every byte twice), capped
-		// so that nothing appends into the body.
-		end := len(body)
-		b.next.wire[rc.VirtualHosts[i]] = body[end-len(vb) : end : end]
-	}
-	wire := &routev3.RouteConfiguration{Name: rc.Name}
-	wire.ProtoReflect().SetUnknown(body)
+	wire := shell
+	wire.VirtualHosts = pubs
 	m := &routeMemo{shell: shellBytes, shellHash: h, vhosts: rc.VirtualHosts, hash: contentHash(sum), wire: wire}
 	b.next.routes[rc.Name] = m
 	return m.hash, m.wire, nil
 }
-
-// virtualHostsField is RouteConfiguration.virtual_hosts.
-var virtualHostsField = (&routev3.RouteConfiguration{}).ProtoReflect().Descriptor().Fields().ByName("virtual_hosts").Number()
 
 // NewSnapshot versions and checks resources: Consistent() (every EDS and
 // RDS resource referenced, every reference present) and Envoy's validation
@@ -401,7 +391,8 @@ func newSnapshot(res *translate.Resources, prev *memo, st *Stream) (*Snapshot, *
 	if prev == nil {
 		prev = newMemo(nil)
 	}
-	b := &builder{prev: prev, next: newMemo(prev), opts: proto.MarshalOptions{Deterministic: true}, enc: map[proto.Message][]byte{}}
+	b := &builder{prev: prev, next: newMemo(prev), opts: proto.MarshalOptions{Deterministic: true}, enc: map[proto.Message][]byte{},
+		vhosts: map[*routev3.VirtualHost]*routev3.VirtualHost{}}
 	if st != nil {
 		b.pre = st.pre
 	}
@@ -540,8 +531,8 @@ func sources(r cachetypes.Resource) string {
 var ErrNoSnapshot = errors.New("no snapshot")
 
 // compact replaces, once a snapshot is complete, the messages it made
-// stand-ins for (swaps, and every virtual host, whose encoding is in the
-// memo) by those stand-ins: in the memo, and in res, whose messages the
+// stand-ins for (swaps, and the new virtual hosts published as stand-ins)
+// by those stand-ins: in the memo, and in res, whose messages the
 // translator hands back for unchanged IR — so that the next build finds
 // them in the memo, and the full messages can be collected.
 func (b *builder) compact(res *translate.Resources, swaps map[proto.Message]proto.Message) {
@@ -566,23 +557,13 @@ func (b *builder) compact(res *translate.Resources, swaps map[proto.Message]prot
 	for _, rc := range res.Routes {
 		// The route memo shares this slice, so it follows.
 		for i, vh := range rc.VirtualHosts {
-			wire := b.next.wire[vh]
-			if wire == nil {
-				continue
-			}
-			if isCompact(vh) && b.pre[vh] == nil {
-				continue // already the stand-in the memo knows
-			}
-			// A stand-in made by this build's Stream aliases its own
-			// copy of the encoding: it is made again on the route
-			// configuration's body, which is kept anyway.
-			to := standIn(vh, wire).(*routev3.VirtualHost)
-			if to == vh {
+			to, ok := b.vhosts[vh]
+			if !ok {
 				continue
 			}
 			swap(vh, to)
+			b.next.wire[to] = b.next.wire[vh]
 			delete(b.next.wire, vh)
-			b.next.wire[to] = wire
 			rc.VirtualHosts[i] = to
 		}
 	}
