@@ -108,36 +108,6 @@ type Stream func(batch []proto.Message)
 // messages alive at any time are a small fraction of a large build.
 const streamBatch = 512
 
-// pending is a batch of new messages not yet handed to a Stream, with
-// where each of them is kept in the output.
-type pending struct {
-	stream Stream
-	msgs   []proto.Message
-	set    []func(proto.Message)
-}
-
-func (p *pending) add(m proto.Message, set func(proto.Message)) {
-	if p.stream == nil {
-		return
-	}
-	p.msgs, p.set = append(p.msgs, m), append(p.set, set)
-	if len(p.msgs) >= streamBatch {
-		p.flush()
-	}
-}
-
-// flush hands the batch over and puts back what the Stream returned.
-func (p *pending) flush() {
-	if p.stream == nil || len(p.msgs) == 0 {
-		return
-	}
-	p.stream(p.msgs)
-	for i, m := range p.msgs {
-		p.set[i](m)
-		p.msgs[i], p.set[i] = nil, nil
-	}
-	p.msgs, p.set = p.msgs[:0], p.set[:0]
-}
 
 type memoVirtualHost struct {
 	ir *ir.VirtualHost
@@ -197,6 +167,7 @@ func (tr *Translator) Translate(p *ir.Proxy) (*Resources, error) {
 func (tr *Translator) TranslateStream(p *ir.Proxy, stream Stream) (*Resources, error) {
 	t := tr.t
 	pend := &pending{stream: stream}
+	defer pend.stop() // on errors too: the worker must not outlive the call
 	t.meta = map[ir.Ref]*corev3.Metadata{}
 	defer func() { t.meta = nil }()
 	// Only what this build uses is remembered, so deleted resources are
