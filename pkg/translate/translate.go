@@ -108,7 +108,6 @@ type Stream func(batch []proto.Message)
 // messages alive at any time are a small fraction of a large build.
 const streamBatch = 512
 
-
 type memoVirtualHost struct {
 	ir *ir.VirtualHost
 	at **routev3.VirtualHost // in the previous output
