@@ -6,7 +6,6 @@ package gateway
 // `portico analyze` and `istioctl analyze` agree on the same YAML.
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -120,7 +119,7 @@ func unreachableRules(errs vsErrors, spec *networkingapi.VirtualService) {
 		}
 		r := ruleMatches{present: true, name: ruleName(h.Name, i)}
 		for j, m := range h.Match {
-			r.matches = append(r.matches, matchKey{key: httpMatchJSON(m), name: ruleName(m.GetName(), j)})
+			r.matches = append(r.matches, matchKey{key: httpMatchOf(m), name: ruleName(m.GetName(), j)})
 		}
 		httpRules[i] = r
 	}
@@ -134,7 +133,7 @@ func unreachableRules(errs vsErrors, spec *networkingapi.VirtualService) {
 		}
 		r := ruleMatches{present: true, name: fmt.Sprintf("#%d", i)}
 		for j, m := range t.Match {
-			r.matches = append(r.matches, matchKey{key: asJSON(m), name: fmt.Sprintf("#%d", j)})
+			r.matches = append(r.matches, matchKey{key: matchOf(m), name: fmt.Sprintf("#%d", j)})
 		}
 		tcpRules[i] = r
 	}
@@ -147,7 +146,7 @@ func unreachableRules(errs vsErrors, spec *networkingapi.VirtualService) {
 		}
 		r := ruleMatches{present: true, name: fmt.Sprintf("#%d", i)}
 		for j, m := range t.Match {
-			r.matches = append(r.matches, matchKey{key: asJSON(m), name: fmt.Sprintf("#%d", j)})
+			r.matches = append(r.matches, matchKey{key: matchOf(m), name: fmt.Sprintf("#%d", j)})
 		}
 		tlsRules[i] = r
 	}
@@ -174,20 +173,32 @@ func ruleName(name string, i int) string {
 	return fmt.Sprintf("#%d", i)
 }
 
-func asJSON(m any) string {
-	b, err := json.Marshal(m)
+// matchOf identifies a match by content. Istio's analyzer compares
+// matches by their JSON; the deterministic protobuf encoding is equal
+// exactly when that is (TestMatchKeyEqualsJSON) and costs a fraction:
+// printing every match as JSON was a quarter of binding a cold start.
+// A null match stays distinct from an empty one, as in JSON.
+func matchOf[M interface {
+	proto.Message
+	comparable
+}](m M) string {
+	var none M
+	if m == none {
+		return "null"
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
 	if err != nil {
 		return err.Error()
 	}
-	return string(b)
+	return "pb:" + string(b)
 }
 
-func httpMatchJSON(m *networkingapi.HTTPMatchRequest) string {
+func httpMatchOf(m *networkingapi.HTTPMatchRequest) string {
 	if m != nil && m.Name != "" {
 		m = proto.Clone(m).(*networkingapi.HTTPMatchRequest)
 		m.Name = ""
 	}
-	return asJSON(m)
+	return matchOf(m)
 }
 
 // unreachable is Istio's analyzeUnreachable*Rules: a rule after a rule
