@@ -13,8 +13,8 @@
 B=$1; D=$2; N=${3:-20}
 [ -d "$D" ] && [ -f "$D/probe.yaml" ] || { echo "usage: $0 BINDIR CONFIGDIR [CHANGES]" >&2; exit 2; }
 W=$(mktemp -d)
-trap 'pkill -f "xds-address 127.0.0.1:19901"; rm -rf "$W"' EXIT
-$B/gateway-controller --standalone --no-proxy --config-dir $D --xds-address 127.0.0.1:19901 --debug-address 127.0.0.1:19902 --log-level debug > $W/ctl.log 2>&1 &
+trap 'pkill -f "xds-address 127.0.0.1:19901"; [ -n "${PHASES_LOGS:-}" ] && cp $W/*.log "$PHASES_LOGS"/; rm -rf "$W"' EXIT
+GODEBUG=${CTL_GODEBUG:-} $B/gateway-controller --standalone --no-proxy --config-dir $D --xds-address 127.0.0.1:19901 --debug-address 127.0.0.1:19902 --log-level debug > $W/ctl.log 2>&1 &
 sleep 0.3
 (cd /tmp && $B/edge-proxy --xds-address 127.0.0.1:19901 --admin-address 127.0.0.1:19903 --status-address "" --access-log off --termination-drain-duration 0s --port-map 80:19904,443:19905 --log-level debug > $W/proxy.log 2>&1 &)
 for i in $(seq 1 100); do grep -q "proxy is ready" $W/proxy.log && break; sleep 0.2; done
@@ -52,4 +52,7 @@ names=['file','build','transfer','apply','total']
 for i,n in enumerate(names):
     v=[r[i] for r in rows]
     print(f"{n:9s} median {statistics.median(v):6.1f} ms  max {max(v):6.1f}  (n={len(v)})")
+print("slowest changes (ms):", "  ".join(names))
+for r in sorted(rows,key=lambda r:-r[4])[:5]:
+    print("  " + "  ".join(f"{x:6.1f}" for x in r))
 PY
