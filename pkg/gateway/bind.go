@@ -15,6 +15,7 @@ import (
 
 // classState accumulates one class's configuration.
 type classState struct {
+	class  string // ClassName(labels)
 	labels map[string]string
 	ports  map[portKey]*portGroup
 	order  []portKey
@@ -67,8 +68,11 @@ type addedKey struct {
 	vs   *vsInfo
 }
 
-func newRouteTable(name string, port uint32) *routeTable {
-	return &routeTable{name: name, port: port, vhosts: map[string]*ir.VirtualHost{}, added: map[addedKey]bool{}}
+// newRouteTable makes a route table sized like the class's last one of
+// the same name.
+func (b *builder) newRouteTable(st *classState, name string, port uint32) *routeTable {
+	n := b.sizes["routes\x00"+st.class+"\x00"+name]
+	return &routeTable{name: name, port: port, vhosts: make(map[string]*ir.VirtualHost, n), order: make([]string, 0, n), added: make(map[addedKey]bool, n)}
 }
 
 func (t *routeTable) vhost(host string) *ir.VirtualHost {
@@ -84,16 +88,25 @@ func (t *routeTable) vhost(host string) *ir.VirtualHost {
 // buildClass binds the Gateways of one class and returns its proxy
 // configuration (without name and labels, which the caller sets).
 func (b *builder) buildClass(gateways []*networking.Gateway, labels map[string]string) *ir.Proxy {
+	class := ClassName(labels)
 	st := &classState{
+		class:      class,
 		labels:     labels,
 		ports:      map[portKey]*portGroup{},
 		routes:     map[string]*routeTable{},
-		clusters:   map[clusterKey]struct{}{},
-		clustersOf: map[*vsInfo]struct{}{},
+		clusters:   make(map[clusterKey]struct{}, b.sizes["clusters\x00"+class]),
+		clustersOf: make(map[*vsInfo]struct{}, b.sizes["clustersOf\x00"+class]),
 		secrets:    map[string]*ir.Secret{},
 	}
 	b.cur = st
-	defer func() { b.cur = nil }()
+	defer func() {
+		b.cur = nil
+		b.nextSizes["clusters\x00"+class] = len(st.clusters)
+		b.nextSizes["clustersOf\x00"+class] = len(st.clustersOf)
+		for name, t := range st.routes {
+			b.nextSizes["routes\x00"+class+"\x00"+name] = len(t.vhosts)
+		}
+	}()
 	proxy := &ir.Proxy{}
 	selected := map[string]bool{}
 	for _, gw := range gateways {
@@ -312,7 +325,7 @@ func (b *builder) bindHTTP(st *classState, g *portGroup, s *gwServer, _ map[stri
 	name := ir.HTTPRouteName(s.port)
 	t, ok := st.routes[name]
 	if !ok {
-		t = newRouteTable(name, s.port)
+		t = b.newRouteTable(st, name, s.port)
 		st.routes[name] = t
 	}
 	b.bindHTTPRoutes(st, t, s, s.httpsRedirect)
@@ -340,7 +353,7 @@ func (s *gwServer) serverNames() []string {
 
 func (b *builder) bindHTTPS(st *classState, g *portGroup, s *gwServer, _ map[string]bool) {
 	name := ir.HTTPSRouteName(s.port, s.portName, s.gw.Name, s.gw.Namespace)
-	t := newRouteTable(name, s.port)
+	t := b.newRouteTable(st, name, s.port)
 	st.routes[name] = t
 	b.bindHTTPRoutes(st, t, s, false)
 	if b.synthetic(s.gwKey) {

@@ -107,6 +107,10 @@ type builder struct {
 	// prevVS and nextVS carry VirtualService conversions between builds,
 	// by the identity of the VirtualService's version.
 	prevVS, nextVS map[objectID]*vsMemo
+	// sizes are the previous build's map sizes (route tables, a class's
+	// clusters), and nextSizes this build's: maps made with them as hints
+	// are not grown and rehashed step by step on every build.
+	sizes, nextSizes map[string]int
 	// prevClusters and nextClusters carry clusters between builds.
 	prevClusters, nextClusters map[string]*clusterMemo
 	// outcomes count kept and conflicting servers per Gateway.
@@ -205,6 +209,7 @@ type Builder struct {
 	// limit is one Envoy enforces).
 	skipLimits bool
 	vs         map[objectID]*vsMemo
+	sizes      map[string]int // see builder.sizes
 	services   map[objectName]*serviceMemo
 	seHosts    map[seHost]*service
 	clusters   map[string]*clusterMemo
@@ -270,11 +275,14 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 		prevClusters: bl.clusters,
 		nextClusters: make(map[string]*clusterMemo, len(bl.clusters)),
 		gwapi:        gwapi,
+		sizes:        bl.sizes,
+		nextSizes:    make(map[string]int, len(bl.sizes)),
 	}
 	regMemo := &registryMemo{prev: bl.services, next: make(map[objectName]*serviceMemo, len(in.Services)),
 		prevSE: bl.seHosts, nextSE: make(map[seHost]*service, len(bl.seHosts))}
 	defer func() {
 		bl.vs, bl.services, bl.seHosts, bl.clusters = b.nextVS, regMemo.next, regMemo.nextSE, b.nextClusters
+		bl.sizes = b.nextSizes
 	}()
 	for _, x := range excluded {
 		b.report.Track(x.key, x.generation)
