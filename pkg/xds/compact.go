@@ -126,15 +126,24 @@ func Expand(m proto.Message) proto.Message { return expand(m) }
 // edsRefs returns the load assignments a cluster refers to: from the memo
 // for a stand-in, from the message otherwise.
 func (b *builder) edsRefs(c cachetypes.Resource) []string {
-	if refs, ok := b.prev.refs[c]; ok {
-		b.next.refs[c] = refs
+	prev, next := b.prev.of(resourcev3.ClusterType), b.next.types[resourcev3.ClusterType]
+	if b.carried[resourcev3.ClusterType] {
+		// The memo is the previous one, which has them all and is not
+		// written any more.
+		if refs, ok := next.refs[c]; ok {
+			return refs
+		}
+		return clusterRefs(expand(c))
+	}
+	if refs, ok := prev.refs[c]; ok {
+		next.refs[c] = refs
 		return refs
 	}
-	if refs, ok := b.next.refs[c]; ok {
+	if refs, ok := next.refs[c]; ok {
 		return refs
 	}
 	refs := clusterRefs(expand(c))
-	b.next.refs[c] = refs
+	next.refs[c] = refs
 	return refs
 }
 

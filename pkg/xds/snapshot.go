@@ -3,6 +3,7 @@ package xds
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -68,23 +70,42 @@ func (s *Snapshot) Version() string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-// memo remembers, for one class, what its last published snapshot held:
-// each message's content hash by pointer (the translator hands back the
-// very same messages for what did not change, so they need not be
-// marshalled again), the wire bytes of virtual hosts, and the hashes that
-// passed validation (so unchanged content is not validated again). Only
-// the last snapshot's entries are kept: deleted resources are forgotten.
+// memo remembers, for one class, what its last published snapshot held,
+// per xDS type (typeMemo), and the wire bytes of virtual hosts. Only the
+// last snapshot's entries are kept: deleted resources are forgotten.
 type memo struct {
-	hashes map[proto.Message]string
-	wire   map[*routev3.VirtualHost][]byte
-	valid  map[string]struct{}
-	routes map[string]*routeMemo // by name
-	// refs are the load assignments compact clusters refer to.
-	refs map[proto.Message][]string
+	types map[string]*typeMemo // by type URL
+	wire  map[*routev3.VirtualHost][]byte
+	// routes are route configurations as last published, by name.
+	routes map[string]*routeMemo
 	// consistent identifies the references last checked by Consistent():
 	// listeners and clusters (which refer) and the names of route
 	// configurations and endpoints (which are referred to).
 	consistent uint64
+}
+
+// typeMemo is what a snapshot held of one type: each message's content
+// hash by pointer (the translator hands back the very same messages for
+// what did not change, so they need not be marshalled again), the hashes
+// that passed validation (so unchanged content is not validated again),
+// and what was published. When a build hands back exactly the messages
+// of the last one (most types, when one virtual host changed), the whole
+// typeMemo is carried over instead of being looked up message by
+// message: a typeMemo is never written once its build is done.
+type typeMemo struct {
+	hashes map[proto.Message]string
+	valid  map[string]struct{}
+	// refs are the load assignments compact clusters refer to.
+	refs map[proto.Message][]string
+	// What was published: the messages as translated (to tell them the
+	// same), the type's version, hashes and originals by name, the cache's
+	// resources, and a hash of the names (for the consistency key).
+	items     []cachetypes.Resource
+	version   string
+	byName    map[string]string
+	originals map[string]proto.Message
+	resources cachev3.Resources
+	names     uint64
 }
 
 // routeMemo is a route configuration as last published: when its shell and
@@ -97,14 +118,46 @@ type routeMemo struct {
 	wire      *routev3.RouteConfiguration
 }
 
+// noType is the typeMemo of a type a memo does not hold: empty, read only.
+var noType = &typeMemo{}
+
+// of returns the typeMemo of a type, noType when there is none.
+func (m *memo) of(typ string) *typeMemo {
+	if t := m.types[typ]; t != nil {
+		return t
+	}
+	return noType
+}
+
 // newMemo returns an empty memo sized like like (which may be nil).
 func newMemo(like *memo) *memo {
 	if like == nil {
 		like = &memo{}
 	}
-	return &memo{hashes: make(map[proto.Message]string, len(like.hashes)), wire: make(map[*routev3.VirtualHost][]byte, len(like.wire)),
-		valid: make(map[string]struct{}, len(like.valid)), routes: make(map[string]*routeMemo, len(like.routes)),
-		refs: make(map[proto.Message][]string, len(like.refs))}
+	m := &memo{types: make(map[string]*typeMemo, len(typeOrder)), wire: make(map[*routev3.VirtualHost][]byte, len(like.wire)),
+		routes: make(map[string]*routeMemo, len(like.routes))}
+	for _, typ := range typeOrder {
+		l := like.of(typ)
+		m.types[typ] = &typeMemo{hashes: make(map[proto.Message]string, len(l.hashes)), valid: make(map[string]struct{}, len(l.valid)),
+			refs: make(map[proto.Message][]string, len(l.refs))}
+	}
+	return m
+}
+
+// typeOf is the xDS type of a message the translator makes (virtual
+// hosts belong to route configurations).
+func typeOf(m proto.Message) string {
+	switch m.(type) {
+	case *clusterv3.Cluster:
+		return resourcev3.ClusterType
+	case *endpointv3.ClusterLoadAssignment:
+		return resourcev3.EndpointType
+	case *routev3.RouteConfiguration, *routev3.VirtualHost:
+		return resourcev3.RouteType
+	case *listenerv3.Listener:
+		return resourcev3.ListenerType
+	}
+	return resourcev3.SecretType
 }
 
 // builder versions one snapshot, filling the next memo from the previous.
@@ -118,6 +171,10 @@ type builder struct {
 	enc map[proto.Message][]byte
 	// vhosts are the stand-ins published for new virtual hosts.
 	vhosts map[*routev3.VirtualHost]*routev3.VirtualHost
+	// carried are the types whose typeMemo is the previous one.
+	carried map[string]bool
+	// prevT and nextT are the typeMemos of the type being versioned.
+	prevT, nextT *typeMemo
 }
 
 // prepared is the per-message work of a snapshot, done ahead in parallel.
@@ -143,20 +200,24 @@ const parallelFrom = 256
 // is most of a snapshot's cost. The sequential pass then only looks up.
 func (b *builder) prepare(byType map[string][]cachetypes.Resource) {
 	var work []proto.Message
-	for _, items := range byType {
+	for typ, items := range byType {
+		if b.carried[typ] {
+			continue
+		}
+		prev := b.prev.of(typ)
 		for _, r := range items {
 			if rc, ok := r.(*routev3.RouteConfiguration); ok {
 				for _, vh := range rc.VirtualHosts {
 					if b.pre[vh] != nil {
 						continue // streamed
 					}
-					if _, ok := b.prev.hashes[vh]; !ok || b.prev.wire[vh] == nil {
+					if _, ok := prev.hashes[vh]; !ok || b.prev.wire[vh] == nil {
 						work = append(work, vh)
 					}
 				}
 				continue
 			}
-			if _, ok := b.prev.hashes[r]; !ok && b.pre[r] == nil {
+			if _, ok := prev.hashes[r]; !ok && b.pre[r] == nil {
 				work = append(work, r)
 			}
 		}
@@ -176,7 +237,7 @@ func (b *builder) prepare(byType map[string][]cachetypes.Resource) {
 		if _, ok := compactFields(work[i]); ok {
 			r.wire = bytes
 		}
-		if _, ok := b.prev.valid[r.hash]; !ok {
+		if _, ok := b.prev.of(typeOf(work[i])).valid[r.hash]; !ok {
 			r.checked, r.invalid = true, validate.Deep(expand(work[i]))
 		}
 	})
@@ -217,9 +278,9 @@ func contentHash(bytes []byte) string {
 // hash returns a message's content hash, marshalling only messages the
 // previous snapshot did not already hold.
 func (b *builder) hash(m proto.Message) (string, error) {
-	h, ok := b.prev.hashes[m]
-	if refs, ok := b.prev.refs[m]; ok {
-		b.next.refs[m] = refs
+	h, ok := b.prevT.hashes[m]
+	if refs, ok := b.prevT.refs[m]; ok {
+		b.nextT.refs[m] = refs
 	}
 	if p := b.pre[m]; !ok && p != nil {
 		if p.err != nil {
@@ -230,7 +291,7 @@ func (b *builder) hash(m proto.Message) (string, error) {
 			b.enc[m] = p.wire
 		}
 		if p.hasRefs {
-			b.next.refs[m] = p.refs
+			b.nextT.refs[m] = p.refs
 		}
 	}
 	if !ok {
@@ -243,13 +304,13 @@ func (b *builder) hash(m proto.Message) (string, error) {
 			b.enc[m] = bytes
 		}
 	}
-	b.next.hashes[m] = h
+	b.nextT.hashes[m] = h
 	return h, nil
 }
 
 // virtualHost returns a virtual host's hash and wire bytes.
 func (b *builder) virtualHost(vh *routev3.VirtualHost) (string, []byte, error) {
-	h, ok := b.prev.hashes[vh]
+	h, ok := b.prevT.hashes[vh]
 	bytes := b.prev.wire[vh]
 	if p := b.pre[vh]; (!ok || bytes == nil) && p != nil {
 		if p.err != nil {
@@ -264,14 +325,14 @@ func (b *builder) virtualHost(vh *routev3.VirtualHost) (string, []byte, error) {
 		}
 		h = b.sum(bytes)
 	}
-	b.next.hashes[vh], b.next.wire[vh] = h, bytes
+	b.nextT.hashes[vh], b.next.wire[vh] = h, bytes
 	return h, bytes, nil
 }
 
 // check validates content not validated before.
 func (b *builder) check(hash string, m proto.Message) error {
-	if _, ok := b.prev.valid[hash]; !ok {
-		if _, ok := b.next.valid[hash]; !ok {
+	if _, ok := b.prevT.valid[hash]; !ok {
+		if _, ok := b.nextT.valid[hash]; !ok {
 			if p := b.pre[m]; p != nil && p.checked && p.hash == hash {
 				if p.invalid != nil {
 					return p.invalid
@@ -281,7 +342,7 @@ func (b *builder) check(hash string, m proto.Message) error {
 			}
 		}
 	}
-	b.next.valid[hash] = struct{}{}
+	b.nextT.valid[hash] = struct{}{}
 	return nil
 }
 
@@ -322,11 +383,11 @@ func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, 
 	}
 	if m := b.prev.routes[rc.Name]; m != nil && bytes.Equal(m.shell, shellBytes) && slices.Equal(m.vhosts, rc.VirtualHosts) {
 		// Nothing changed: carry it over.
-		b.next.valid[m.shellHash] = struct{}{}
+		b.nextT.valid[m.shellHash] = struct{}{}
 		for _, vh := range m.vhosts {
-			h := b.prev.hashes[vh]
-			b.next.hashes[vh], b.next.wire[vh] = h, b.prev.wire[vh]
-			b.next.valid[h] = struct{}{}
+			h := b.prevT.hashes[vh]
+			b.nextT.hashes[vh], b.next.wire[vh] = h, b.prev.wire[vh]
+			b.nextT.valid[h] = struct{}{}
 		}
 		b.next.routes[rc.Name] = m
 		return m.hash, m.wire, nil
@@ -403,6 +464,16 @@ func newSnapshot(res *translate.Resources, prev *memo, st *Stream) (*Snapshot, *
 		resourcev3.ListenerType: toResources(res.Listeners),
 		resourcev3.RouteType:    toResources(res.Routes),
 	}
+	// A type whose messages are exactly the last snapshot's is carried
+	// over whole. (Route configurations are made anew by every
+	// translation; their virtual hosts have a memo of their own.)
+	b.carried = map[string]bool{}
+	for _, typ := range typeOrder {
+		if pt := prev.types[typ]; pt != nil && pt.items != nil && typ != resourcev3.RouteType && slices.Equal(pt.items, byType[typ]) {
+			b.carried[typ] = true
+			b.next.types[typ] = pt
+		}
+	}
 	b.prepare(byType)
 	snap := &Snapshot{Snapshot: &cachev3.Snapshot{}, Versions: map[string]string{}, hashes: map[string]map[string]string{},
 		originals: map[string]map[string]proto.Message{}}
@@ -413,10 +484,18 @@ func newSnapshot(res *translate.Resources, prev *memo, st *Stream) (*Snapshot, *
 	var typeHash []byte
 	for _, typ := range typeOrder {
 		items := byType[typ]
+		if b.carried[typ] {
+			t := b.next.types[typ]
+			snap.Versions[typ], snap.hashes[typ], snap.originals[typ] = t.version, t.byName, t.originals
+			snap.Resources[cachev3.GetResponseType(typ)] = t.resources
+			continue
+		}
+		b.prevT, b.nextT = prev.of(typ), b.next.types[typ]
 		typeHash = typeHash[:0]
 		hashes := make(map[string]string, len(items))
 		published := make([]cachetypes.Resource, 0, len(items))
 		originals := make(map[string]proto.Message, len(items))
+		names := xxhash.New()
 		for _, r := range items {
 			name := cachev3.GetResourceName(r)
 			hash, pub, err := b.resource(r)
@@ -438,8 +517,8 @@ func newSnapshot(res *translate.Resources, prev *memo, st *Stream) (*Snapshot, *
 				if c := compactOf(r, wire); c != r {
 					if typ == resourcev3.ClusterType {
 						// What the consistency check needs of it.
-						b.next.refs[c] = b.edsRefs(r)
-						delete(b.next.refs, r)
+						b.nextT.refs[c] = b.edsRefs(r)
+						delete(b.nextT.refs, r)
 					}
 					swaps[r] = c
 					pub = c
@@ -449,6 +528,8 @@ func newSnapshot(res *translate.Resources, prev *memo, st *Stream) (*Snapshot, *
 			published = append(published, pub)
 			originals[name] = pub
 			typeHash = append(append(typeHash, name...), hash...)
+			names.WriteString(name)
+			names.WriteString("\x00")
 		}
 		typeSum := sha256.Sum256(typeHash)
 		version := hex.EncodeToString(typeSum[:])[:16]
@@ -456,7 +537,11 @@ func newSnapshot(res *translate.Resources, prev *memo, st *Stream) (*Snapshot, *
 		snap.hashes[typ] = hashes
 		snap.originals[typ] = originals
 		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(version, published)
+		t := b.nextT
+		t.items, t.version, t.byName, t.originals = byType[typ], version, hashes, originals
+		t.resources, t.names = snap.Resources[cachev3.GetResponseType(typ)], names.Sum64()
 	}
+	b.prevT, b.nextT = nil, nil
 	if len(problems) > 0 {
 		return nil, nil, &InvalidError{Problems: problems}
 	}
@@ -469,11 +554,9 @@ func newSnapshot(res *translate.Resources, prev *memo, st *Stream) (*Snapshot, *
 	key.WriteString(snap.Versions[resourcev3.ListenerType])
 	key.WriteString(snap.Versions[resourcev3.ClusterType])
 	for _, typ := range []string{resourcev3.RouteType, resourcev3.EndpointType} {
-		for _, r := range byType[typ] {
-			key.WriteString(cachev3.GetResourceName(r))
-			key.WriteString("\x00")
-		}
-		key.WriteString("\x01")
+		var names [8]byte
+		binary.LittleEndian.PutUint64(names[:], b.next.types[typ].names)
+		key.Write(names[:])
 	}
 	b.next.consistent = key.Sum64()
 	if b.next.consistent != prev.consistent {
@@ -482,6 +565,12 @@ func newSnapshot(res *translate.Resources, prev *memo, st *Stream) (*Snapshot, *
 		}
 	}
 	b.compact(res, swaps)
+	// The next build hands back the stand-ins: they are what it compares.
+	for typ, list := range map[string][]cachetypes.Resource{resourcev3.ClusterType: toResources(res.Clusters), resourcev3.EndpointType: toResources(res.Endpoints)} {
+		if !b.carried[typ] {
+			b.next.types[typ].items = list
+		}
+	}
 	return snap, b.next, nil
 }
 
@@ -537,9 +626,12 @@ var ErrNoSnapshot = errors.New("no snapshot")
 // them in the memo, and the full messages can be collected.
 func (b *builder) compact(res *translate.Resources, swaps map[proto.Message]proto.Message) {
 	swap := func(from, to proto.Message) {
-		if h, ok := b.next.hashes[from]; ok {
-			delete(b.next.hashes, from)
-			b.next.hashes[to] = h
+		// Only messages of types versioned in this build are swapped:
+		// a carried typeMemo is never written.
+		t := b.next.types[typeOf(from)]
+		if h, ok := t.hashes[from]; ok {
+			delete(t.hashes, from)
+			t.hashes[to] = h
 		}
 	}
 	for i, c := range res.Clusters {

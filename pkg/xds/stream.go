@@ -51,7 +51,7 @@ func (st *Stream) Compact(batch []proto.Message) {
 			return
 		}
 		r.hash = contentHash(bytes)
-		if _, ok := st.prev.valid[r.hash]; !ok {
+		if _, ok := st.prev.of(typeOf(m)).valid[r.hash]; !ok {
 			r.checked, r.invalid = true, validate.Deep(expand(m))
 		}
 		if _, ok := compactFields(m); !ok || isCompact(m) {
