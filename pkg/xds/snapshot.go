@@ -134,14 +134,14 @@ func newMemo(like *memo) *memo {
 	if like == nil {
 		like = &memo{}
 	}
-	m := &memo{types: make(map[string]*typeMemo, len(typeOrder)), wire: make(map[*routev3.VirtualHost][]byte, len(like.wire)),
+	return &memo{types: make(map[string]*typeMemo, len(typeOrder)), wire: make(map[*routev3.VirtualHost][]byte, len(like.wire)),
 		routes: make(map[string]*routeMemo, len(like.routes))}
-	for _, typ := range typeOrder {
-		l := like.of(typ)
-		m.types[typ] = &typeMemo{hashes: make(map[proto.Message]string, len(l.hashes)), valid: make(map[string]struct{}, len(l.valid)),
-			refs: make(map[proto.Message][]string, len(l.refs))}
-	}
-	return m
+}
+
+// newTypeMemo returns an empty typeMemo sized like like.
+func newTypeMemo(like *typeMemo) *typeMemo {
+	return &typeMemo{hashes: make(map[proto.Message]string, len(like.hashes)), valid: make(map[string]struct{}, len(like.valid)),
+		refs: make(map[proto.Message][]string, len(like.refs))}
 }
 
 // typeOf is the xDS type of a message the translator makes (virtual
@@ -472,6 +472,8 @@ func newSnapshot(res *translate.Resources, prev *memo, st *Stream) (*Snapshot, *
 		if pt := prev.types[typ]; pt != nil && pt.items != nil && typ != resourcev3.RouteType && slices.Equal(pt.items, byType[typ]) {
 			b.carried[typ] = true
 			b.next.types[typ] = pt
+		} else {
+			b.next.types[typ] = newTypeMemo(prev.of(typ))
 		}
 	}
 	b.prepare(byType)
