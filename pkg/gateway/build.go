@@ -210,6 +210,7 @@ type Builder struct {
 	skipLimits bool
 	vs         map[objectID]*vsMemo
 	sizes      map[string]int // see builder.sizes
+	tracked    int            // statuses the last report held
 	services   map[objectName]*serviceMemo
 	seHosts    map[seHost]*service
 	clusters   map[string]*clusterMemo
@@ -266,7 +267,7 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 	res, excluded := withoutExcluded(res, opts.Exclude, limits)
 	b := &builder{
 		opts:         opts,
-		report:       status.NewReport(),
+		report:       status.NewReportSized(bl.tracked),
 		gateways:     map[string]*networking.Gateway{},
 		servers:      map[string][]*gwServer{},
 		vsByGateway:  map[string][]*vsInfo{},
@@ -282,7 +283,7 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 		prevSE: bl.seHosts, nextSE: make(map[seHost]*service, len(bl.seHosts))}
 	defer func() {
 		bl.vs, bl.services, bl.seHosts, bl.clusters = b.nextVS, regMemo.next, regMemo.nextSE, b.nextClusters
-		bl.sizes = b.nextSizes
+		bl.sizes, bl.tracked = b.nextSizes, b.report.Len()
 	}()
 	for _, x := range excluded {
 		b.report.Track(x.key, x.generation)

@@ -190,6 +190,16 @@ func (r *Report) Replay(entries []Entry) {
 // NewReport returns an empty report.
 func NewReport() *Report { return &Report{byKey: map[resource.Key]*Status{}} }
 
+// NewReportSized returns an empty report with room for n statuses (a
+// builder's last count), so that tracking thousands does not grow the
+// index step by step.
+func NewReportSized(n int) *Report {
+	return &Report{byKey: make(map[resource.Key]*Status, n), order: make([]*Status, 0, n)}
+}
+
+// Len is how many resources are tracked.
+func (r *Report) Len() int { return len(r.order) }
+
 // Track registers a resource so it gets a status even if nothing is wrong.
 func (r *Report) Track(key resource.Key, generation int64) *Status {
 	s, ok := r.byKey[key]
