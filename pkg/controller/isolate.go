@@ -26,7 +26,7 @@ const maxAttempts = 8
 type attempt struct {
 	result *gateway.Result
 	bound  time.Time
-	// translated and prepared are the time spent translating (with the
+	// translating and preparing are the time spent translating (with the
 	// stream's encoding and validation) and preparing snapshots, summed
 	// over classes.
 	translating, preparing time.Duration
