@@ -111,7 +111,7 @@ func TestSetTypedEqualsStrictJSON(t *testing.T) {
 			*tm = metav1.Unix(c.Int63n(1<<32), 0)
 		},
 		func(fv *metav1.FieldsV1, c randfill.Continue) {
-			fv.Raw = []byte(`{"f:metadata":{}}`)
+			fv.SetRawBytes([]byte(`{"f:metadata":{}}`))
 		},
 		func(tm *metav1.MicroTime, c randfill.Continue) {
 			*tm = metav1.NewMicroTime(time.Unix(c.Int63n(1<<32), 0))
