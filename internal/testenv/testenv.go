@@ -97,17 +97,7 @@ func Build(t testing.TB, yamlText string, class map[string]string) (*translate.R
 // BuildWith is Build with translation options (edge timeouts and limits).
 func BuildWith(t testing.TB, yamlText string, class map[string]string, opts translate.Options) (*translate.Resources, *gateway.Result) {
 	t.Helper()
-	objs, errs := resource.Decode(golden.ExpandPEM([]byte(yamlText)), "test")
-	for _, e := range errs {
-		t.Fatalf("test YAML: %v", e)
-	}
-	res := &resource.Resources{}
-	for _, o := range objs {
-		if err := res.Add(o); err != nil {
-			t.Fatal(err)
-		}
-	}
-	res.Sort()
+	res := Resources(t, yamlText)
 	result := gateway.Build(res, gateway.Options{Classes: []map[string]string{class}})
 	p := result.Proxy(class)
 	if p == nil {
@@ -118,6 +108,21 @@ func BuildWith(t testing.TB, yamlText string, class map[string]string, opts tran
 		t.Fatal(err)
 	}
 	return tr, result
+}
+
+// Resources decodes YAML (with ${PEM:file} substitutions) into a sorted
+// snapshot, failing the test on any document it cannot decode or add.
+func Resources(t testing.TB, yamlText string) *resource.Resources {
+	t.Helper()
+	objs, errs := resource.Decode(golden.ExpandPEM([]byte(yamlText)), "test")
+	for _, e := range errs {
+		t.Fatalf("test YAML: %v", e)
+	}
+	res, err := resource.FromObjects(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
 }
 
 // Publish binds, translates and publishes YAML for the ingress class and

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/portico-gateway/portico/internal/randconfig"
+	"github.com/portico-gateway/portico/internal/testenv"
 	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/resource"
 	"github.com/portico-gateway/portico/pkg/status"
@@ -51,18 +52,7 @@ func buildOnce(t *testing.T, c *Controller, res *resource.Resources) *built {
 
 func decodeYAML(t *testing.T, docs ...string) *resource.Resources {
 	t.Helper()
-	objs, errs := resource.Decode([]byte(strings.Join(docs, "\n---\n")), "test")
-	if len(errs) > 0 {
-		t.Fatal(errs[0])
-	}
-	res := &resource.Resources{}
-	for _, o := range objs {
-		if err := res.Add(o); err != nil {
-			t.Fatal(err)
-		}
-	}
-	res.Sort()
-	return res
+	return testenv.Resources(t, strings.Join(docs, "\n---\n"))
 }
 
 func statusOf(c *Controller, key resource.Key) *status.Status {
@@ -406,11 +396,10 @@ func TestPublishedEqualsConfigWithoutInvalidResource(t *testing.T) {
 		case resource.KindDestinationRule:
 			host = injectedDestHosts[int(seed/3)%len(injectedDestHosts)]
 		}
-		withBad := &resource.Resources{}
-		for _, o := range append(clean.All(), decodeYAML(t, inj.doc(w, host)).All()...) {
-			withBad.Add(o)
+		withBad, err := resource.FromObjects(append(clean.All(), decodeYAML(t, inj.doc(w, host)).All()...))
+		if err != nil {
+			t.Fatal(err)
 		}
-		withBad.Sort()
 
 		ref := buildOnce(t, nil, clean)
 		if errs := ref.c.State().Errors; len(errs) > 0 {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/portico-gateway/portico/internal/testenv"
 	"github.com/portico-gateway/portico/pkg/controller"
 	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/jwks"
@@ -48,15 +49,7 @@ func TestJWKSFetchRebuilds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs, errs := resource.Decode([]byte(strings.ReplaceAll(string(in), "http://127.0.0.1:8443/jwks.json", srv.URL+"/jwks.json")), "seed002.yaml")
-	if len(errs) > 0 {
-		t.Fatal(errs[0])
-	}
-	res := &resource.Resources{}
-	for _, o := range objs {
-		res.Add(o)
-	}
-	res.Sort()
+	res := testenv.Resources(t, strings.ReplaceAll(string(in), "http://127.0.0.1:8443/jwks.json", srv.URL+"/jwks.json"))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -64,16 +64,7 @@ func startControllerWith(t *testing.T, log logr.Logger, opts controller.Options)
 
 func (r *running) update(t *testing.T, yaml string) {
 	t.Helper()
-	objs, errs := resource.Decode([]byte(yaml), "test.yaml")
-	if len(errs) > 0 {
-		t.Fatal(errs[0])
-	}
-	res := &resource.Resources{}
-	for _, o := range objs {
-		res.Add(o)
-	}
-	res.Sort()
-	r.ctrl.Update(res)
+	r.ctrl.Update(testenv.Resources(t, yaml))
 }
 
 func message(s *status.Status, field, sub string) *status.Message {

@@ -136,9 +136,9 @@ spec:
 		if len(errs) > 0 {
 			t.Fatal(errs[0])
 		}
-		res := &resource.Resources{}
-		for _, o := range objs {
-			res.Add(o)
+		res, err := resource.FromObjects(objs)
+		if err != nil {
+			t.Fatal(err)
 		}
 		return res
 	}

@@ -14,11 +14,10 @@ func buildYAML(t *testing.T, src string) *Result {
 	if len(errs) > 0 {
 		t.Fatal(errs[0])
 	}
-	res := &resource.Resources{}
-	for _, o := range objs {
-		res.Add(o)
+	res, err := resource.FromObjects(objs)
+	if err != nil {
+		t.Fatal(err)
 	}
-	res.Sort()
 	return Build(res, Options{})
 }
 

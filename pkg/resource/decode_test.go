@@ -264,13 +264,10 @@ metadata: {name: deny-all, namespace: istio-system}
 	if len(errs) != 0 {
 		t.Fatal(errs)
 	}
-	var res Resources
-	for _, o := range objs {
-		if err := res.Add(o); err != nil {
-			t.Fatal(err)
-		}
+	res, err := FromObjects(objs)
+	if err != nil {
+		t.Fatal(err)
 	}
-	res.Sort()
 	if len(res.RequestAuthentications) != 1 || len(res.AuthorizationPolicies) != 2 {
 		t.Fatalf("got %d RequestAuthentications, %d AuthorizationPolicies", len(res.RequestAuthentications), len(res.AuthorizationPolicies))
 	}

@@ -336,6 +336,19 @@ func (r *Resources) Add(obj Object) error {
 	return nil
 }
 
+// FromObjects returns the sorted snapshot of objs: each added with Add,
+// then Sort. It fails on the first object Add rejects, naming it.
+func FromObjects(objs []Object) (*Resources, error) {
+	res := &Resources{}
+	for _, o := range objs {
+		if err := res.Add(o); err != nil {
+			return nil, fmt.Errorf("%s: %w", KeyOf(o), err)
+		}
+	}
+	res.Sort()
+	return res, nil
+}
+
 // Sort orders every list oldest first (creationTimestamp, then
 // namespace/name; for Istio's kinds name/namespace). Every later stage relies on this order to resolve
 // conflicts deterministically: the oldest resource wins.

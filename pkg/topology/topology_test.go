@@ -33,13 +33,10 @@ func state(t *testing.T, yamlText string) *controller.State {
 	for _, e := range errs {
 		t.Fatalf("test YAML: %v", e)
 	}
-	res := &resource.Resources{}
-	for _, o := range objs {
-		if err := res.Add(o); err != nil {
-			t.Fatal(err)
-		}
+	res, err := resource.FromObjects(objs)
+	if err != nil {
+		t.Fatal(err)
 	}
-	res.Sort()
 	result := gateway.Build(res, gateway.Options{Classes: []map[string]string{ingress}})
 	return &controller.State{Resources: res, Result: result, Versions: map[string]string{class: "1"}, Errors: map[string]string{},
 		Excluded: map[string]string{}, BuiltAt: time.Unix(1000, 0)}
@@ -801,11 +798,10 @@ spec:
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	res := &resource.Resources{}
-	for _, o := range objs {
-		res.Add(o)
+	res, err := resource.FromObjects(objs)
+	if err != nil {
+		t.Fatal(err)
 	}
-	res.Sort()
 	egress := map[string]string{"istio": "egressgateway"}
 	result := gateway.Build(res, gateway.Options{Classes: []map[string]string{ingress, egress}})
 	st := &controller.State{Resources: res, Result: result, Versions: map[string]string{class: "1", "istio=egressgateway": "1"}}

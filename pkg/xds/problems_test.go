@@ -66,9 +66,9 @@ func translateYAML(t *testing.T, src string) *translate.Resources {
 	if len(errs) > 0 {
 		t.Fatal(errs[0])
 	}
-	res := &resource.Resources{}
-	for _, o := range objs {
-		res.Add(o)
+	res, err := resource.FromObjects(objs)
+	if err != nil {
+		t.Fatal(err)
 	}
 	tr, err := translate.Translate(gateway.Build(res, gateway.Options{Classes: []map[string]string{ingress}}).Proxy(ingress), translate.Options{})
 	if err != nil {

@@ -48,11 +48,9 @@ func translateSeed(t *testing.T, edit func(string) string) *translate.Resources 
 	if len(errs) > 0 {
 		t.Fatal(errs[0])
 	}
-	res := &resource.Resources{}
-	for _, o := range objs {
-		if err := res.Add(o); err != nil {
-			t.Fatal(err)
-		}
+	res, err := resource.FromObjects(objs)
+	if err != nil {
+		t.Fatal(err)
 	}
 	out := gateway.Build(res, gateway.Options{Classes: []map[string]string{ingress}})
 	p := out.Proxy(ingress)

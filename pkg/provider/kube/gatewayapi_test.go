@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	sigsyaml "sigs.k8s.io/yaml"
 
+	"github.com/portico-gateway/portico/internal/testenv"
 	"github.com/portico-gateway/portico/pkg/resource"
 )
 
@@ -151,14 +152,7 @@ spec: {gatewayClassName: portico, listeners: [{name: http, port: eighty, protoco
 // listener certificates (in another namespace too), CA bundles of
 // BackendTLSPolicies by kind; references to other kinds are not.
 func TestReferencedGatewayAPIObjects(t *testing.T) {
-	objs, errs := resource.Decode([]byte(gatewayAPIYAML), "t.yaml")
-	if len(errs) > 0 {
-		t.Fatal(errs[0])
-	}
-	res := &resource.Resources{}
-	for _, o := range objs {
-		res.Add(o)
-	}
+	res := testenv.Resources(t, gatewayAPIYAML)
 	if got, want := strings.Join(sortedKeys(referencedSecrets(res)), " "), "certs/shared-cert default/web-ca-secret istio-system/local-cert"; got != want {
 		t.Errorf("referenced secrets %q, want %q", got, want)
 	}

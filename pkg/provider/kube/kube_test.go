@@ -29,6 +29,7 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/portico-gateway/portico/internal/poll"
+	"github.com/portico-gateway/portico/internal/testenv"
 	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/resource"
 	"github.com/portico-gateway/portico/pkg/status"
@@ -179,7 +180,7 @@ spec:
 }
 
 func TestReferencedSecrets(t *testing.T) {
-	objs, errs := resource.Decode([]byte(gatewayYAML+`---
+	res := testenv.Resources(t, gatewayYAML+`---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: dr, namespace: default}
@@ -189,14 +190,7 @@ spec:
     tls: {mode: MUTUAL, credentialName: client-cert}
     portLevelSettings: [{port: {number: 8443}, tls: {mode: SIMPLE, credentialName: port-cert}}]
   subsets: [{name: v1, labels: {v: "1"}, trafficPolicy: {tls: {mode: SIMPLE, credentialName: subset-cert}}}]
-`), "t.yaml")
-	if len(errs) > 0 {
-		t.Fatal(errs[0])
-	}
-	res := &resource.Resources{}
-	for _, o := range objs {
-		res.Add(o)
-	}
+`)
 	got := strings.Join(sortedKeys(referencedSecrets(res)), " ")
 	want := "default/client-cert default/port-cert default/subset-cert istio-system/web-cert istio-system/web-cert-cacert"
 	if got != want {
@@ -443,15 +437,7 @@ func TestStatusWriterRetriesAFailedPass(t *testing.T) {
 // buildIngress binds YAML for the ingress class.
 func buildIngress(t *testing.T, y string) *gateway.Result {
 	t.Helper()
-	objs, errs := resource.Decode([]byte(y), "t.yaml")
-	if len(errs) > 0 {
-		t.Fatal(errs[0])
-	}
-	res := &resource.Resources{}
-	for _, o := range objs {
-		res.Add(o)
-	}
-	res.Sort()
+	res := testenv.Resources(t, y)
 	return gateway.Build(res, gateway.Options{Classes: []map[string]string{{"istio": "ingressgateway"}}})
 }
 
