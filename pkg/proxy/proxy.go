@@ -586,11 +586,13 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 			h, v, seen, upd := entry(r, cla, ph, ps, pu)
 			next[n] = &compiled[[]upstream.EndpointSpec]{value: eps, msg: cla, version: v, hash: h, seen: seen, updated: upd}
 		}
+		changed := map[string][]upstream.EndpointSpec{}
 		for n, c := range next {
 			if old, ok := p.endpoints[n]; !ok || old.hash != c.hash {
-				p.Clusters.SetEndpoints(n, c.value)
+				changed[n] = c.value
 			}
 		}
+		p.Clusters.SetEndpointsOf(changed)
 		p.endpoints = next
 	case resourcev3.RouteType:
 		next := map[string]*compiled[*router.Table]{}

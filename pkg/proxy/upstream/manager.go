@@ -167,12 +167,27 @@ func (m *Manager) newCluster(cfg *ClusterConfig) *Cluster {
 
 // SetEndpoints applies an EDS update for a service name.
 func (m *Manager) SetEndpoints(service string, eps []EndpointSpec) {
+	m.SetEndpointsOf(map[string][]EndpointSpec{service: eps})
+}
+
+// SetEndpointsOf applies the EDS updates of many service names in one
+// pass over the clusters. One pass per name made an EDS response for N
+// clusters cost N² (24,000 load assignments took a minute to apply).
+func (m *Manager) SetEndpointsOf(updates map[string][]EndpointSpec) {
+	if len(updates) == 0 {
+		return
+	}
 	m.mu.Lock()
-	m.eds[service] = eps
+	for service, eps := range updates {
+		m.eds[service] = eps
+	}
 	cur := *m.clusters.Load()
 	m.mu.Unlock()
 	for _, c := range cur {
-		if c.cfg.Discovery == EDS && c.cfg.EDSServiceName == service {
+		if c.cfg.Discovery != EDS {
+			continue
+		}
+		if eps, ok := updates[c.cfg.EDSServiceName]; ok {
 			c.setEndpoints(eps)
 		}
 	}

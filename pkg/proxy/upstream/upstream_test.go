@@ -476,3 +476,61 @@ func TestApplyEqualsItsModel(t *testing.T) {
 		prev, prevHash = got, nextHash
 	}
 }
+
+// TestSetEndpointsOf: one batch reaches exactly the clusters whose EDS
+// service name it updates (two clusters may share one), and leaves the
+// others with what they had; a cluster made later finds its batch's
+// endpoints too.
+func TestSetEndpointsOf(t *testing.T) {
+	m := newManager(t)
+	m.SetEndpoints("a", eps(1))
+	m.SetEndpoints("c", eps(3))
+	m.Apply(map[string]Versioned{
+		"a":       {Config: cfg("a", nil), Hash: "1"},
+		"b":       {Config: cfg("b", nil), Hash: "1"},
+		"b-alias": {Config: cfg("b-alias", func(c *ClusterConfig) { c.EDSServiceName = "b" }), Hash: "1"},
+		"c":       {Config: cfg("c", nil), Hash: "1"},
+	}, nil)
+	m.SetEndpointsOf(map[string][]EndpointSpec{"b": eps(2), "c": eps(4), "later": eps(5)})
+	m.Apply(map[string]Versioned{
+		"a":       {Config: cfg("a", nil), Hash: "1"},
+		"b":       {Config: cfg("b", nil), Hash: "1"},
+		"b-alias": {Config: cfg("b-alias", func(c *ClusterConfig) { c.EDSServiceName = "b" }), Hash: "1"},
+		"c":       {Config: cfg("c", nil), Hash: "1"},
+		"later":   {Config: cfg("later", nil), Hash: "1"},
+	}, nil)
+	for name, want := range map[string]int{"a": 1, "b": 2, "b-alias": 2, "c": 4, "later": 5} {
+		if got := len(m.Get(name).Hosts()); got != want {
+			t.Errorf("cluster %s has %d hosts, want %d", name, got, want)
+		}
+	}
+	m.SetEndpointsOf(nil) // nothing to do
+	if got := len(m.Get("a").Hosts()); got != 1 {
+		t.Errorf("an empty batch changed cluster a: %d hosts", got)
+	}
+}
+
+// BenchmarkSetEndpointsOf is one EDS response for every cluster: it must
+// grow with the clusters, not with their square.
+func BenchmarkSetEndpointsOf(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("clusters=%d", n), func(b *testing.B) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			m := NewManager(ctx, logr.Discard(), stats.NewStore(), nil)
+			defer m.Close()
+			cfgs := map[string]Versioned{}
+			updates := map[string][]EndpointSpec{}
+			for i := 0; i < n; i++ {
+				name := fmt.Sprintf("c%d", i)
+				cfgs[name] = Versioned{Config: cfg(name, nil), Hash: "1"}
+				updates[name] = eps(2)
+			}
+			m.Apply(cfgs, nil)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				m.SetEndpointsOf(updates)
+			}
+		})
+	}
+}
