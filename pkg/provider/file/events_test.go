@@ -51,44 +51,53 @@ func TestRandomFileOperationsThroughTheWatcher(t *testing.T) {
 	}
 	// A ConfigMap volume as the kubelet lays it out: versioned hidden
 	// directories, ..data pointing at the current one, and one symlink
-	// per key through ..data.
-	version := 0
-	cmFiles := map[string]string{}
-	swap := func(keys map[string]string) {
-		version++
-		ts := fmt.Sprintf("..2026_11_28_00_00_00.%09d", version)
+	// per key through ..data. linked is the same done by some other tool
+	// with hidden names that do not start with "..": events on them must
+	// rescan too, because the directory's config files are symlinks.
+	type volume struct {
+		dir, versions, data, tmp string
+		version                  int
+		files                    map[string]string
+	}
+	cmVol := &volume{dir: cm, versions: "..2026_11_28_00_00_00.%09d", data: "..data", tmp: "..data_tmp", files: map[string]string{}}
+	linked := filepath.Join(dir, "linked")
+	linkedVol := &volume{dir: linked, versions: ".v%d", data: ".current", tmp: ".next", files: map[string]string{}}
+	swap := func(v *volume, keys map[string]string) {
+		v.version++
+		ts := fmt.Sprintf(v.versions, v.version)
 		for k, c := range keys {
-			write(t, filepath.Join(cm, ts, k), c)
+			write(t, filepath.Join(v.dir, ts, k), c)
 		}
-		old, _ := os.Readlink(filepath.Join(cm, "..data"))
-		if err := os.Symlink(ts, filepath.Join(cm, "..data_tmp")); err != nil {
+		old, _ := os.Readlink(filepath.Join(v.dir, v.data))
+		if err := os.Symlink(ts, filepath.Join(v.dir, v.tmp)); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Rename(filepath.Join(cm, "..data_tmp"), filepath.Join(cm, "..data")); err != nil {
+		if err := os.Rename(filepath.Join(v.dir, v.tmp), filepath.Join(v.dir, v.data)); err != nil {
 			t.Fatal(err)
 		}
 		for k := range keys {
-			if _, had := cmFiles[k]; !had {
-				if err := os.Symlink(filepath.Join("..data", k), filepath.Join(cm, k)); err != nil {
+			if _, had := v.files[k]; !had {
+				if err := os.Symlink(filepath.Join(v.data, k), filepath.Join(v.dir, k)); err != nil {
 					t.Fatal(err)
 				}
 			}
 		}
-		for k := range cmFiles {
+		for k := range v.files {
 			if _, keep := keys[k]; !keep {
-				if err := os.Remove(filepath.Join(cm, k)); err != nil {
+				if err := os.Remove(filepath.Join(v.dir, k)); err != nil {
 					t.Fatal(err)
 				}
 			}
 		}
 		if old != "" {
-			if err := os.RemoveAll(filepath.Join(cm, old)); err != nil {
+			if err := os.RemoveAll(filepath.Join(v.dir, old)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		cmFiles = keys
+		v.files = keys
 	}
-	swap(map[string]string{"cm-a.yaml": content("cm-a.yaml")})
+	swap(cmVol, map[string]string{"cm-a.yaml": content("cm-a.yaml")})
+	swap(linkedVol, map[string]string{"cm-b.yaml": content("cm-b.yaml")})
 
 	p := New(dir, logr.Discard(), Options{Holdoff: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond})
 	w := &watch{cond: make(chan struct{}, 1)}
@@ -150,7 +159,7 @@ func TestRandomFileOperationsThroughTheWatcher(t *testing.T) {
 		changed := 0
 		f := plain[rng.IntN(len(plain))]
 		path := filepath.Join(dir, f)
-		switch op := rng.IntN(6); op {
+		switch op := rng.IntN(8); op {
 		case 0:
 			what = "write in place " + f
 			write(t, path, content(f))
@@ -190,14 +199,30 @@ func TestRandomFileOperationsThroughTheWatcher(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+		case 7:
+			// The hidden link itself goes (no event names a visible
+			// file): every config file of the directory dangles.
+			what = "remove .current in linked"
+			if old, err := os.Readlink(filepath.Join(linked, linkedVol.data)); err == nil {
+				if err := os.Remove(filepath.Join(linked, linkedVol.data)); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.RemoveAll(filepath.Join(linked, old)); err != nil {
+					t.Fatal(err)
+				}
+			}
 		default:
+			v := cmVol
+			if op == 6 {
+				v = linkedVol
+			}
 			keys := map[string]string{}
 			var names []string
 			for _, k := range cmKeys {
 				switch {
 				case rng.IntN(4) == 0: // dropped (or still absent)
-				case rng.IntN(2) == 0 && cmFiles[k] != "": // unchanged
-					keys[k] = cmFiles[k]
+				case rng.IntN(2) == 0 && v.files[k] != "": // unchanged
+					keys[k] = v.files[k]
 				default:
 					keys[k] = content(k)
 					changed++
@@ -207,8 +232,8 @@ func TestRandomFileOperationsThroughTheWatcher(t *testing.T) {
 				}
 			}
 			sort.Strings(names)
-			what = fmt.Sprintf("ConfigMap ..data swap to %v", names)
-			swap(keys)
+			what = fmt.Sprintf("%s swap in %s to %v", v.data, filepath.Base(v.dir), names)
+			swap(v, keys)
 		}
 		converge(step, what)
 		totalDecodes += p.decodes.Load() - before
@@ -221,4 +246,14 @@ func TestRandomFileOperationsThroughTheWatcher(t *testing.T) {
 		t.Errorf("%d files decoded for %d changed files over the run; want at most %d: rescans decode unchanged files", totalDecodes, totalChanged, limit)
 	}
 	t.Logf("%d decodes for %d changed files", totalDecodes, totalChanged)
+	// Atomic writes through a dot-temp file in a directory of plain
+	// files name their file: the temporary name must not rescan it.
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, d := range []string{dir, filepath.Join(dir, "sub")} {
+		if n := p.hiddenRescans[d]; n != 0 {
+			t.Errorf("events on hidden names rescanned %s %d times; its config files are not symlinks", d, n)
+		}
+	}
+	t.Logf("rescans for hidden names: %v", p.hiddenRescans)
 }

@@ -80,9 +80,16 @@ type Provider struct {
 	lastDups   []resource.InvalidResource
 	dirty      map[string]bool
 	structural bool
-	merges     int          // full merges, for tests
-	decodes    atomic.Int64 // files decoded, for tests
-	reads      atomic.Int64 // files read, for tests
+	merges     int // full merges, for tests
+	// linked marks the directories that hold a config file which is a
+	// symlink (a ConfigMap volume's keys point through ..data): there, an
+	// event on a hidden name may change what a visible file reads.
+	linked map[string]bool
+	// hiddenRescans counts, per directory, the rescans an event on a
+	// hidden name asked for (for tests).
+	hiddenRescans map[string]int
+	decodes       atomic.Int64 // files decoded, for tests
+	reads         atomic.Int64 // files read, for tests
 }
 
 type fileState struct {
@@ -139,7 +146,8 @@ func New(dir string, log logr.Logger, opts Options) *Provider {
 	if opts.MaxFileSize == 0 {
 		opts.MaxFileSize = DefaultMaxFileSize
 	}
-	return &Provider{dir: dir, log: log, opts: opts, files: map[string]*fileState{}, gens: map[resource.Key]generation{}, dirty: map[string]bool{}}
+	return &Provider{dir: dir, log: log, opts: opts, files: map[string]*fileState{}, gens: map[resource.Key]generation{}, dirty: map[string]bool{},
+		linked: map[string]bool{}, hiddenRescans: map[string]int{}}
 }
 
 // Run loads the directory, publishes it, and publishes again after every
@@ -208,14 +216,25 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 	}
 }
 
-// noteEvent records what to reload. Events on Kubernetes' "..data" names
-// (or any hidden name) mean "everything in this directory may have
-// changed"; new directories start being watched.
+// noteEvent records what to reload; new directories start being
+// watched. An event on a hidden name rescans its directory when it can
+// change what a visible file reads: Kubernetes' "..data" swap (any ".."
+// name), a hidden directory or symlink, or any hidden name in a directory
+// whose config files are symlinks. A hidden regular file elsewhere (the
+// temporary file of an atomic write) cannot: renamed onto a visible name,
+// that name gets its own event. Rescanning for it stats every file of
+// the directory, 100 ms at 10,000 files.
 func (p *Provider) noteEvent(w *fsnotify.Watcher, ev fsnotify.Event, dirty map[string]bool) {
 	name := ev.Name
 	base := filepath.Base(name)
 	if strings.HasPrefix(base, ".") {
-		dirty[filepath.Dir(name)] = true
+		dir := filepath.Dir(name)
+		if p.hiddenMatters(dir, name, base) {
+			dirty[dir] = true
+			p.mu.Lock()
+			p.hiddenRescans[dir]++
+			p.mu.Unlock()
+		}
 		return
 	}
 	if ev.Has(fsnotify.Create) {
@@ -226,6 +245,22 @@ func (p *Provider) noteEvent(w *fsnotify.Watcher, ev fsnotify.Event, dirty map[s
 		}
 	}
 	dirty[name] = true
+}
+
+// hiddenMatters reports whether an event on the hidden name in dir can
+// change a visible config file.
+func (p *Provider) hiddenMatters(dir, name, base string) bool {
+	if strings.HasPrefix(base, "..") {
+		return true
+	}
+	p.mu.Lock()
+	linked := p.linked[dir]
+	p.mu.Unlock()
+	if linked {
+		return true
+	}
+	fi, err := os.Lstat(name)
+	return err == nil && (fi.IsDir() || fi.Mode()&fs.ModeSymlink != 0)
 }
 
 func (p *Provider) watchTree(w *fsnotify.Watcher, root string) error {
@@ -264,6 +299,7 @@ func (p *Provider) reload(paths []string) bool {
 		paths = []string{p.dir}
 	}
 	found := map[string]bool{}
+	linked := map[string]bool{}  // directories found holding symlinked config files
 	named := map[string]bool{}   // files an event named themselves
 	scanned := map[string]bool{} // directories rescanned: files under them that vanished are gone
 	for _, path := range paths {
@@ -282,12 +318,18 @@ func (p *Provider) reload(paths []string) bool {
 				}
 				if !d.IsDir() && isConfigFile(f) {
 					found[f] = true
+					if d.Type()&fs.ModeSymlink != 0 {
+						linked[filepath.Dir(f)] = true
+					}
 				}
 				return nil
 			})
 		case isConfigFile(path):
 			found[path] = true
 			named[path] = true
+			if li, err := os.Lstat(path); err == nil && li.Mode()&fs.ModeSymlink != 0 {
+				linked[filepath.Dir(path)] = true
+			}
 		}
 	}
 	names := make([]string, 0, len(found))
@@ -324,6 +366,19 @@ func (p *Provider) reload(paths []string) bool {
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// A rescanned directory's flag is what the scan found; a named file
+	// can only add one.
+	for d := range p.linked {
+		for dir := range scanned {
+			if d == dir || strings.HasPrefix(d, dir+string(filepath.Separator)) {
+				delete(p.linked, d)
+				break
+			}
+		}
+	}
+	for d := range linked {
+		p.linked[d] = true
+	}
 	changed := false
 	for f := range p.files {
 		if found[f] {
