@@ -61,6 +61,9 @@ type routeTable struct {
 	// added remembers which VirtualService already contributed to which
 	// virtual host, so binding through two servers never duplicates routes.
 	added map[addedKey]bool
+	// reorder marks the virtual hosts whose routes may hold a catch-all
+	// before their end (see appendRoutes).
+	reorder map[string]bool
 }
 
 type addedKey struct {
@@ -73,6 +76,33 @@ type addedKey struct {
 func (b *builder) newRouteTable(st *classState, name string, port uint32) *routeTable {
 	n := b.sizes["routes\x00"+st.class+"\x00"+name]
 	return &routeTable{name: name, port: port, vhosts: make(map[string]*ir.VirtualHost, n), order: make([]string, 0, n), added: make(map[addedKey]bool, n)}
+}
+
+// appendRoutes appends one VirtualService's routes, cut after their first
+// catch-all (see httpRoutes), to the host's virtual host, and returns the
+// owner of a catch-all the host already had, or nil. Only then can a
+// catch-all end up before other routes: each contribution has one at
+// most, as its last route. Such hosts are marked, so that finalRoutes
+// reorders them and only them.
+func (t *routeTable) appendRoutes(host string, vh *ir.VirtualHost, routes []*ir.Route) *ir.Ref {
+	by := catchAllOwner(vh)
+	if by != nil {
+		if t.reorder == nil {
+			t.reorder = map[string]bool{}
+		}
+		t.reorder[host] = true
+	}
+	vh.Routes = append(vh.Routes, routes...)
+	return by
+}
+
+// finalRoutes returns the host's routes with every catch-all moved after
+// the other routes (see appendRoutes).
+func (t *routeTable) finalRoutes(host string, vh *ir.VirtualHost) []*ir.Route {
+	if !t.reorder[host] {
+		return vh.Routes
+	}
+	return catchAllLast(vh.Routes)
 }
 
 func (t *routeTable) vhost(host string) *ir.VirtualHost {
@@ -148,17 +178,17 @@ func (b *builder) buildClass(gateways []*networking.Gateway, labels map[string]s
 	b.attachSecurity(st, proxy)
 	markRateLimited(proxy)
 
-	type named struct {
-		name string
-		key  clusterKey
+	used := b.clusterOrder[class]
+	if !sameClusters(used, st.clusters) {
+		used = make([]namedCluster, 0, len(st.clusters))
+		for ck := range st.clusters {
+			used = append(used, namedCluster{ck.name(), ck})
+		}
+		slices.SortFunc(used, func(a, b namedCluster) int { return strings.Compare(a.name, b.name) })
 	}
-	used := make([]named, 0, len(st.clusters))
-	for ck := range st.clusters {
-		used = append(used, named{ck.name(), ck})
-	}
-	slices.SortFunc(used, func(a, b named) int { return strings.Compare(a.name, b.name) })
+	b.nextClusterOrder[class] = used
 	for _, u := range used {
-		proxy.Clusters = append(proxy.Clusters, b.clusterOnce(u.key))
+		proxy.Clusters = append(proxy.Clusters, b.clusterOnce(u.key, u.name))
 	}
 	snames := make([]string, 0, len(st.secrets))
 	for n := range st.secrets {
@@ -169,6 +199,26 @@ func (b *builder) buildClass(gateways []*networking.Gateway, labels map[string]s
 		proxy.Secrets = append(proxy.Secrets, st.secrets[n])
 	}
 	return proxy
+}
+
+// namedCluster is a cluster's key with its name.
+type namedCluster struct {
+	name string
+	key  clusterKey
+}
+
+// sameClusters reports whether order lists exactly the clusters of set
+// (it never lists one twice).
+func sameClusters(order []namedCluster, set map[clusterKey]struct{}) bool {
+	if len(order) != len(set) {
+		return false
+	}
+	for _, u := range order {
+		if _, ok := set[u.key]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // mergeServer places a server on its port, resolving conflicts in favour of
@@ -250,14 +300,14 @@ func (b *builder) bindHTTPRoutes(st *classState, t *routeTable, s *gwServer, req
 				covered[host] = true
 				continue
 			}
-			routes := untilCatchAll(b.httpRoutes(info, gwKey, s.port, st.labels))
+			routes := b.httpRoutes(info, gwKey, s.port, st.labels)
 			if len(routes) == 0 {
 				continue
 			}
 			t.added[added] = true
 			covered[host] = true
 			vh := t.vhost(host)
-			if by := catchAllOwner(vh); by != nil && *by != info.ref && allCatchAll(routes) {
+			if by := t.appendRoutes(host, vh, routes); by != nil && *by != info.ref && allCatchAll(routes) {
 				b.report.Add(info.key, status.Message{Code: status.VirtualServiceUnreachableRule, Level: status.Warning, Reason: status.ReasonConflictingServer,
 					Field: "spec.http", Message: fmt.Sprintf("on %s, VirtualService %s/%s already matches every request and its routes come first because %s, so these routes are not reached while it exists",
 						vh.Name, by.Namespace, by.Name, wins(b.vsObject(by.Namespace, by.Name), info.obj))})
@@ -266,7 +316,6 @@ func (b *builder) bindHTTPRoutes(st *classState, t *routeTable, s *gwServer, req
 			if rl := b.gwRateLimit[gwKey]; rl != nil && vh.LocalRateLimit == nil {
 				vh.LocalRateLimit = rl // the oldest Gateway's, when hosts are shared
 			}
-			vh.Routes = append(vh.Routes, routes...)
 			vh.Sources = appendRef(vh.Sources, info.ref)
 			if _, done := st.clustersOf[info]; !done {
 				st.clustersOf[info] = struct{}{}
@@ -291,10 +340,11 @@ func (b *builder) bindHTTPRoutes(st *classState, t *routeTable, s *gwServer, req
 	}
 }
 
-// httpRoutes returns a VirtualService's routes for one server. They are
-// remembered with the conversion, so a VirtualService that did not change
-// yields the very same routes build after build (and translation, seeing
-// them unchanged, reuses what it made of them).
+// httpRoutes returns a VirtualService's routes for one server, cut after
+// the first that matches every request (the rest are never reached).
+// They are remembered with the conversion, so a VirtualService that did
+// not change yields the very same routes build after build (and
+// translation, seeing them unchanged, reuses what it made of them).
 func (b *builder) httpRoutes(info *vsInfo, gwKey string, port uint32, labels map[string]string) []*ir.Route {
 	key := boundKey{gateway: gwKey, port: port}
 	if b.usesSourceLabels {
@@ -314,6 +364,7 @@ func (b *builder) httpRoutes(info *vsInfo, gwKey string, port uint32, labels map
 			routes = append(routes, &r)
 		}
 	}
+	routes = untilCatchAll(routes)
 	if info.routes == nil {
 		info.routes = map[boundKey][]*ir.Route{}
 	}
@@ -599,7 +650,7 @@ func assembleRoutes(st *classState) []*ir.RouteConfig {
 		rc := &ir.RouteConfig{Name: n}
 		for _, h := range t.order {
 			vh := t.vhosts[h]
-			vh.Routes = catchAllLast(vh.Routes)
+			vh.Routes = t.finalRoutes(h, vh)
 			rc.VirtualHosts = append(rc.VirtualHosts, vh)
 		}
 		out = append(out, rc)

@@ -111,6 +111,11 @@ type builder struct {
 	// clusters), and nextSizes this build's: maps made with them as hints
 	// are not grown and rehashed step by step on every build.
 	sizes, nextSizes map[string]int
+	// clusterOrder and nextClusterOrder are each class's clusters sorted
+	// by name, from the previous build and this one: when a class uses
+	// the same set again (one route changed among thousands), its order
+	// is reused instead of naming and sorting every cluster again.
+	clusterOrder, nextClusterOrder map[string][]namedCluster
 	// prevClusters and nextClusters carry clusters between builds.
 	prevClusters, nextClusters map[string]*clusterMemo
 	// outcomes count kept and conflicting servers per Gateway.
@@ -131,8 +136,7 @@ type builder struct {
 // clusterOnce builds a cluster, or reuses one built before (in this build
 // or the previous one) whose registry reads all find the same objects
 // again; what building it reported and the secrets it added are replayed.
-func (b *builder) clusterOnce(ck clusterKey) *ir.Cluster {
-	name := ck.name()
+func (b *builder) clusterOnce(ck clusterKey, name string) *ir.Cluster {
 	m, ok := b.nextClusters[name]
 	if !ok {
 		if m, ok = b.prevClusters[name]; ok && !b.reg.unchanged(m.deps) {
@@ -210,10 +214,12 @@ type Builder struct {
 	skipLimits bool
 	vs         map[objectID]*vsMemo
 	sizes      map[string]int // see builder.sizes
-	tracked    int            // statuses the last report held
-	services   map[objectName]*serviceMemo
-	seHosts    map[seHost]*service
-	clusters   map[string]*clusterMemo
+	// clusterOrder: see builder.clusterOrder.
+	clusterOrder map[string][]namedCluster
+	tracked      int // statuses the last report held
+	services     map[objectName]*serviceMemo
+	seHosts      map[seHost]*service
+	clusters     map[string]*clusterMemo
 	// registry is the last registry, what it was built from and what
 	// building it reported, reused whole when none of it changed.
 	registry         *registry
@@ -266,24 +272,27 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 	}
 	res, excluded := withoutExcluded(res, opts.Exclude, limits)
 	b := &builder{
-		opts:         opts,
-		report:       status.NewReportSized(bl.tracked),
-		gateways:     map[string]*networking.Gateway{},
-		servers:      map[string][]*gwServer{},
-		vsByGateway:  map[string][]*vsInfo{},
-		prevVS:       bl.vs,
-		nextVS:       make(map[objectID]*vsMemo, len(in.VirtualServices)),
-		prevClusters: bl.clusters,
-		nextClusters: make(map[string]*clusterMemo, len(bl.clusters)),
-		gwapi:        gwapi,
-		sizes:        bl.sizes,
-		nextSizes:    make(map[string]int, len(bl.sizes)),
+		opts:             opts,
+		report:           status.NewReportSized(bl.tracked),
+		gateways:         map[string]*networking.Gateway{},
+		servers:          map[string][]*gwServer{},
+		vsByGateway:      map[string][]*vsInfo{},
+		prevVS:           bl.vs,
+		nextVS:           make(map[objectID]*vsMemo, len(in.VirtualServices)),
+		prevClusters:     bl.clusters,
+		nextClusters:     make(map[string]*clusterMemo, len(bl.clusters)),
+		gwapi:            gwapi,
+		sizes:            bl.sizes,
+		nextSizes:        make(map[string]int, len(bl.sizes)),
+		clusterOrder:     bl.clusterOrder,
+		nextClusterOrder: make(map[string][]namedCluster, len(bl.clusterOrder)),
 	}
 	regMemo := &registryMemo{prev: bl.services, next: make(map[objectName]*serviceMemo, len(in.Services)),
 		prevSE: bl.seHosts, nextSE: make(map[seHost]*service, len(bl.seHosts))}
 	defer func() {
 		bl.vs, bl.services, bl.seHosts, bl.clusters = b.nextVS, regMemo.next, regMemo.nextSE, b.nextClusters
 		bl.sizes, bl.tracked = b.nextSizes, b.report.Len()
+		bl.clusterOrder = b.nextClusterOrder
 	}()
 	for _, x := range excluded {
 		b.report.Track(x.key, x.generation)

@@ -66,6 +66,13 @@ func serviceID(s *service) objectID { return objectID{ptr: unsafe.Pointer(s)} }
 // be reused exactly when every read still finds the same thing.
 type deps struct {
 	reads []read
+	// holdsIn is a registry every read is known to find the same thing
+	// in: the one they were recorded or last checked against. Registries
+	// never change once built, and one is reused whole while its inputs
+	// are the same objects, so checking against it again is skipped.
+	// Every memo a build keeps was recorded or checked in that build, so
+	// none keeps an older registry alive.
+	holdsIn *registry
 }
 
 // newDeps returns an empty set sized for a typical computation.
@@ -91,6 +98,7 @@ func (r *registry) startRecording(d *deps) (outer *deps) {
 
 func (r *registry) stopRecording(d, outer *deps) {
 	r.deps = outer
+	d.holdsIn = r
 	if outer != nil {
 		for _, x := range d.reads {
 			outer.add(x)
@@ -101,6 +109,9 @@ func (r *registry) stopRecording(d, outer *deps) {
 // unchanged reports whether every recorded read finds the same thing in
 // this registry.
 func (r *registry) unchanged(d *deps) bool {
+	if d.holdsIn == r {
+		return true
+	}
 	for _, x := range d.reads {
 		switch x.kind {
 		case readService:
@@ -117,6 +128,7 @@ func (r *registry) unchanged(d *deps) bool {
 			}
 		}
 	}
+	d.holdsIn = r
 	return true
 }
 

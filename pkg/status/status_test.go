@@ -1,8 +1,13 @@
 package status
 
 import (
+	"cmp"
+	"fmt"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/portico-gateway/portico/pkg/resource"
 )
@@ -121,5 +126,47 @@ func TestMessageString(t *testing.T) {
 	}
 	if s := msg(Info, ReasonInvalidSpec, "", "x").String(); s != "Info [IST0106] x" {
 		t.Errorf("%q", s)
+	}
+}
+
+// TestSortStatusesEqualsSort: random keys in random order, few or many
+// namespaces, ties broken by group, sort exactly as a plain sort by
+// compareKeys does.
+func TestSortStatusesEqualsSort(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 7))
+	kinds := []string{"VirtualService", "Gateway", "DestinationRule", "HTTPRoute"}
+	groups := []string{"networking.istio.io", "gateway.networking.k8s.io"}
+	for round := range 300 {
+		n := rng.IntN(200)
+		namespaces := 1 + rng.IntN(1+n)
+		seen := map[resource.Key]bool{}
+		var in []*Status
+		for range n {
+			k := resource.Key{Kind: kinds[rng.IntN(len(kinds))], Group: groups[rng.IntN(len(groups))],
+				Namespace: fmt.Sprintf("ns-%d", rng.IntN(namespaces)), Name: fmt.Sprintf("n-%d", rng.IntN(n+1))}
+			if !seen[k] {
+				seen[k] = true
+				in = append(in, &Status{Key: k})
+			}
+		}
+		switch rng.IntN(3) {
+		case 0: // as the builder tracks them: by kind, then name, then namespace
+			slices.SortFunc(in, func(a, b *Status) int {
+				return cmp.Or(strings.Compare(a.Key.Kind, b.Key.Kind), strings.Compare(a.Key.Name, b.Key.Name),
+					strings.Compare(a.Key.Namespace, b.Key.Namespace), strings.Compare(a.Key.Group, b.Key.Group))
+			})
+		case 1:
+			rng.Shuffle(len(in), func(i, j int) { in[i], in[j] = in[j], in[i] })
+		}
+		want := slices.Clone(in)
+		slices.SortFunc(want, func(a, b *Status) int { return compareKeys(a.Key, b.Key) })
+		got := slices.Clone(in)
+		sortStatuses(got)
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("seed %d round %d: position %d is %v, want %v", seed, round, i, got[i].Key, want[i].Key)
+			}
+		}
 	}
 }
