@@ -123,6 +123,12 @@ func childPipeline(dir string, n int) (pipelineResult, error) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	r.SteadyMiB, r.SteadyHeapMiB = mib(status("VmRSS")), float64(ms.HeapAlloc)/(1<<20)
+	if os.Getenv("PORTICO_BENCH_MEMSTATS") != "" {
+		fmt.Fprintf(os.Stderr, "memstats: heapAlloc %d heapInuse %d heapIdle %d heapReleased %d stackInuse %d mspan %d gcSys %d otherSys %d sys %d objects %d\n", ms.HeapAlloc>>20, ms.HeapInuse>>20, ms.HeapIdle>>20, ms.HeapReleased>>20, ms.StackInuse>>20, ms.MSpanInuse>>20, ms.GCSys>>20, ms.OtherSys>>20, ms.Sys>>20, ms.HeapObjects)
+		if b, err := os.ReadFile("/proc/self/smaps_rollup"); err == nil {
+			os.Stderr.Write(b)
+		}
+	}
 	if path := os.Getenv("PORTICO_BENCH_HEAPPROFILE"); path != "" {
 		// What stays live once the first snapshot is out.
 		if err := writeHeapProfile(fmt.Sprintf("%s-pipeline-%d.pprof", path, n)); err != nil {
@@ -207,7 +213,9 @@ func childMemory(dir string, n int) (pipelineResult, error) {
 // With PORTICO_BENCH_CPUPROFILE set, it writes a CPU profile of the
 // measurement there (suffixed with the kind and size); with
 // PORTICO_BENCH_HEAPPROFILE set, a pipeline child writes a heap profile
-// of what is live after the first snapshot.
+// of what is live after the first snapshot; with PORTICO_BENCH_MEMSTATS
+// set, it prints the runtime's memory statistics and the kernel's
+// smaps_rollup then (where RSS above the live heap goes).
 func runChild(kind, dir string, n int) error {
 	var r pipelineResult
 	var err error
