@@ -69,6 +69,7 @@ FUZZ_TARGETS ?= \
 	pkg/proxy/httpx:FuzzChunkedBody \
 	pkg/proxy/hcm:FuzzH2Request \
 	pkg/proxy/router:FuzzVirtualHost \
+	pkg/proxy/xdsclient:FuzzDeltaResponseDecode \
 	pkg/proxy/listener:FuzzClientHello \
 	pkg/proxy/filters/jwtauthn:FuzzJWT \
 	pkg/gateway:FuzzDecodeAndBind \
