@@ -60,7 +60,14 @@ type routeTable struct {
 	order  []string
 	// added remembers which VirtualService already contributed to which
 	// virtual host, so binding through two servers never duplicates routes.
-	added map[addedKey]bool
+	// Within one server's pass no pair repeats (a VirtualService is bound
+	// once per Gateway, its hosts once per server), so the first pass only
+	// lists its pairs, and the map is made when a second server binds:
+	// most tables have one server, and hashing every pair for them was a
+	// tenth of binding.
+	added     map[addedKey]bool
+	firstPass []addedKey
+	passes    int
 	// reorder marks the virtual hosts whose routes may hold a catch-all
 	// before their end (see appendRoutes).
 	reorder map[string]bool
@@ -75,7 +82,7 @@ type addedKey struct {
 // the same name.
 func (b *builder) newRouteTable(st *classState, name string, port uint32) *routeTable {
 	n := b.sizes["routes\x00"+st.class+"\x00"+name]
-	return &routeTable{name: name, port: port, vhosts: make(map[string]*ir.VirtualHost, n), order: make([]string, 0, n), added: make(map[addedKey]bool, n)}
+	return &routeTable{name: name, port: port, vhosts: make(map[string]*ir.VirtualHost, n), order: make([]string, 0, n)}
 }
 
 // appendRoutes appends one VirtualService's routes, cut after their first
@@ -289,23 +296,43 @@ func (b *builder) useCluster(st *classState, ck clusterKey) {
 // route table, for one server.
 func (b *builder) bindHTTPRoutes(st *classState, t *routeTable, s *gwServer, requireTLS bool) {
 	gwKey := s.gwKey.NamespacedName()
-	covered := map[string]bool{}
+	t.passes++
+	first := t.passes == 1
+	if !first && t.added == nil {
+		t.added = make(map[addedKey]bool, len(t.firstPass))
+		for _, k := range t.firstPass {
+			t.added[k] = true
+		}
+		t.firstPass = nil
+	}
+	var covered map[string]bool // hosts with routes: only redirects need them
+	if requireTLS {
+		covered = map[string]bool{}
+	}
 	for _, info := range b.boundVirtualServices(s) {
 		if len(info.http) == 0 {
 			continue
 		}
 		for _, host := range hostIntersections(info, s) {
 			added := addedKey{host: host, vs: info}
-			if t.added[added] {
-				covered[host] = true
+			if !first && t.added[added] {
+				if covered != nil {
+					covered[host] = true
+				}
 				continue
 			}
 			routes := b.httpRoutes(info, gwKey, s.port, st.labels)
 			if len(routes) == 0 {
 				continue
 			}
-			t.added[added] = true
-			covered[host] = true
+			if first {
+				t.firstPass = append(t.firstPass, added)
+			} else {
+				t.added[added] = true
+			}
+			if covered != nil {
+				covered[host] = true
+			}
 			vh := t.vhost(host)
 			if by := t.appendRoutes(host, vh, routes); by != nil && *by != info.ref && allCatchAll(routes) {
 				b.report.Add(info.key, status.Message{Code: status.VirtualServiceUnreachableRule, Level: status.Warning, Reason: status.ReasonConflictingServer,
@@ -469,7 +496,7 @@ func (b *builder) firstTCPRule(s *gwServer) (*vsInfo, *l4Rule, []*vsInfo) {
 	var rule *l4Rule
 	var shadowed []*vsInfo
 	for _, info := range b.boundVirtualServices(s) {
-		if len(info.tcp) == 0 || len(hostIntersections(info, s)) == 0 {
+		if len(info.tcp) == 0 || !hostsIntersect(info, s) {
 			continue
 		}
 		for _, r := range info.tcp {

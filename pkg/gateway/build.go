@@ -8,6 +8,7 @@ package gateway
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -622,7 +623,7 @@ func (b *builder) servesAny(info *vsInfo, gwKey string) bool {
 		if !sectionFits(info, s.kind) {
 			continue
 		}
-		if len(hostIntersections(info, s)) > 0 {
+		if hostsIntersect(info, s) {
 			return true
 		}
 	}
@@ -644,19 +645,50 @@ func sectionFits(info *vsInfo, k serverKind) bool {
 // a server, honouring the server hosts' namespace scopes.
 func hostIntersections(info *vsInfo, s *gwServer) []string {
 	var out []string
-	seen := map[string]bool{}
+	var seen map[string]bool // once out is too long to search
 	for _, vh := range info.hosts {
 		for _, sh := range s.hosts {
 			if sh.Namespace != "*" && sh.Namespace != info.obj.Namespace {
 				continue
 			}
-			if h, ok := intersectHosts(vh, sh.Host); ok && !seen[h] {
+			h, ok := intersectHosts(vh, sh.Host)
+			if !ok {
+				continue
+			}
+			if seen == nil && len(out) < 16 {
+				if !slices.Contains(out, h) {
+					out = append(out, h)
+				}
+				continue
+			}
+			if seen == nil {
+				seen = make(map[string]bool, 2*len(out))
+				for _, o := range out {
+					seen[o] = true
+				}
+			}
+			if !seen[h] {
 				seen[h] = true
 				out = append(out, h)
 			}
 		}
 	}
 	return out
+}
+
+// hostsIntersect reports whether hostIntersections would find any.
+func hostsIntersect(info *vsInfo, s *gwServer) bool {
+	for _, vh := range info.hosts {
+		for _, sh := range s.hosts {
+			if sh.Namespace != "*" && sh.Namespace != info.obj.Namespace {
+				continue
+			}
+			if _, ok := intersectHosts(vh, sh.Host); ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 type classGroup struct {

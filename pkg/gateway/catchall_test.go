@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	networking "istio.io/client-go/pkg/apis/networking/v1"
+
 	"github.com/portico-gateway/portico/pkg/ir"
 )
 
@@ -67,4 +69,60 @@ func routeNames(routes []*ir.Route) []string {
 		out = append(out, r.Name)
 	}
 	return out
+}
+
+// TestHostIntersectionsEqualsMapDedupe: with few or many matching hosts
+// (past the point where duplicates are found by a map), duplicates,
+// wildcards on either side and namespace-scoped server hosts,
+// hostIntersections lists the intersections in first-seen order, once
+// each, as a map-deduplicated walk does, and hostsIntersect agrees with
+// it being non-empty.
+func TestHostIntersectionsEqualsMapDedupe(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 13))
+	host := func() string {
+		switch rng.IntN(4) {
+		case 0:
+			return "*"
+		case 1:
+			return fmt.Sprintf("*.d%d.example.com", rng.IntN(3))
+		default:
+			return fmt.Sprintf("h%d.d%d.example.com", rng.IntN(30), rng.IntN(3))
+		}
+	}
+	for round := range 3000 {
+		info := &vsInfo{obj: &networking.VirtualService{}}
+		info.obj.Namespace = fmt.Sprintf("ns%d", rng.IntN(2))
+		for range rng.IntN(40) {
+			info.hosts = append(info.hosts, host())
+		}
+		s := &gwServer{}
+		for range 1 + rng.IntN(4) {
+			ns := "*"
+			if rng.IntN(3) == 0 {
+				ns = fmt.Sprintf("ns%d", rng.IntN(2))
+			}
+			s.hosts = append(s.hosts, serverHost{Namespace: ns, Host: host()})
+		}
+		var want []string
+		seen := map[string]bool{}
+		for _, vh := range info.hosts {
+			for _, sh := range s.hosts {
+				if sh.Namespace != "*" && sh.Namespace != info.obj.Namespace {
+					continue
+				}
+				if h, ok := intersectHosts(vh, sh.Host); ok && !seen[h] {
+					seen[h] = true
+					want = append(want, h)
+				}
+			}
+		}
+		got := hostIntersections(info, s)
+		if !slices.Equal(got, want) {
+			t.Fatalf("seed %d round %d: %v, want %v", seed, round, got, want)
+		}
+		if hostsIntersect(info, s) != (len(want) > 0) {
+			t.Fatalf("seed %d round %d: hostsIntersect %v with %d intersections", seed, round, !(len(want) > 0), len(want))
+		}
+	}
 }
