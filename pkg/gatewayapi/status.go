@@ -3,6 +3,7 @@ package gatewayapi
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -72,8 +73,18 @@ func (o *Output) RenameStatuses(statuses []*status.Status) {
 		for i := range st.Messages {
 			st.Messages[i].Message = o.Rename(st.Messages[i].Message)
 		}
+		// Conditions may be shared between statuses (status.Finalize):
+		// copied before the first change.
+		copied := false
 		for i := range st.Conditions {
-			st.Conditions[i].Message = o.Rename(st.Conditions[i].Message)
+			m := o.Rename(st.Conditions[i].Message)
+			if m == st.Conditions[i].Message {
+				continue
+			}
+			if !copied {
+				st.Conditions, copied = slices.Clone(st.Conditions), true
+			}
+			st.Conditions[i].Message = m
 		}
 	}
 }

@@ -263,8 +263,9 @@ func (r *Report) SetExtra(key resource.Key, name, value string) {
 // by key. Call once, after the build.
 func (r *Report) Finalize() []*Status {
 	out := make([]*Status, 0, len(r.order))
+	good := map[int64][]Condition{}
 	for _, s := range r.order {
-		s.finalize()
+		s.finalizeSharing(good)
 		out = append(out, s)
 	}
 	sortStatuses(out)
@@ -342,10 +343,29 @@ func isRefReason(reason string) bool {
 	return false
 }
 
-func (s *Status) finalize() {
-	sort.SliceStable(s.Messages, func(i, j int) bool {
-		return levelRank(s.Messages[i].Level) < levelRank(s.Messages[j].Level)
-	})
+func (s *Status) finalize() { s.finalizeSharing(nil) }
+
+// finalizeSharing is finalize, except that a status with nothing to say
+// (no message, not rejected) takes the conditions good holds for its
+// generation, or leaves its own there: most of a build's statuses are
+// such, and their conditions were a tenth of what a one-route change
+// allocated. The shared slice is full (len == cap), so appending to it
+// copies; whoever changes a condition in place copies the slice first
+// (see gatewayapi's RenameStatuses).
+func (s *Status) finalizeSharing(good map[int64][]Condition) {
+	share := good != nil && len(s.Messages) == 0 && !s.rejected
+	if share {
+		if c, ok := good[s.ObservedGeneration]; ok {
+			s.Conditions = c
+			return
+		}
+		defer func() { good[s.ObservedGeneration] = s.Conditions }()
+	}
+	if len(s.Messages) > 1 {
+		sort.SliceStable(s.Messages, func(i, j int) bool {
+			return levelRank(s.Messages[i].Level) < levelRank(s.Messages[j].Level)
+		})
+	}
 	accepted := Condition{Type: Accepted, Status: "True", Reason: ReasonAccepted, Message: "Configuration is valid and in use"}
 	var firstErr, firstWarn *Message
 	for i := range s.Messages {
@@ -394,7 +414,7 @@ func (s *Status) finalize() {
 	}
 	accepted.ObservedGeneration = s.ObservedGeneration
 	resolved.ObservedGeneration = s.ObservedGeneration
-	s.Conditions = []Condition{accepted, resolved}
+	s.Conditions = []Condition{accepted, resolved}[:2:2]
 }
 
 func levelRank(l Level) int {

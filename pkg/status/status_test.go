@@ -170,3 +170,60 @@ func TestSortStatusesEqualsSort(t *testing.T) {
 		}
 	}
 }
+
+// TestFinalizeSharesOnlyWhatIsEqual: a report of random statuses (with
+// and without messages, rejected or not, few generations) finalizes each
+// to exactly the conditions finalizing it alone gives; statuses share
+// conditions only when they carry nothing else, and a shared slice is
+// full, so appending to it copies.
+func TestFinalizeSharesOnlyWhatIsEqual(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 9))
+	levels := []Level{Error, Warning, Info}
+	reasons := []string{ReasonDestinationNotFound, ReasonInvalidSpec, ReasonConflictingServer}
+	sharing := 0
+	for round := range 200 {
+		r := NewReport()
+		var alone []*Status
+		for i := range 1 + rng.IntN(50) {
+			key := resource.Key{Kind: "VirtualService", Namespace: "ns", Name: fmt.Sprintf("vs-%d", i)}
+			s := r.Track(key, int64(1+rng.IntN(3)))
+			for range rng.IntN(3) {
+				r.Add(key, Message{Level: levels[rng.IntN(len(levels))], Reason: reasons[rng.IntN(len(reasons))], Message: fmt.Sprint(rng.IntN(5))})
+			}
+			if len(s.Messages) > 0 && rng.IntN(4) == 0 {
+				s.Reject()
+			}
+			cp := *s
+			cp.Messages = slices.Clone(s.Messages)
+			alone = append(alone, &cp)
+		}
+		byKey := map[resource.Key]*Status{}
+		for _, s := range r.Finalize() {
+			byKey[s.Key] = s
+		}
+		shared := map[*Condition][]*Status{}
+		for _, want := range alone {
+			want.finalize()
+			got := byKey[want.Key]
+			if !slices.Equal(got.Conditions, want.Conditions) {
+				t.Fatalf("seed %d round %d: %s: conditions %v, alone %v", seed, round, want.Key, got.Conditions, want.Conditions)
+			}
+			if len(got.Conditions) != cap(got.Conditions) {
+				t.Fatalf("seed %d round %d: %s: conditions have spare capacity %d", seed, round, want.Key, cap(got.Conditions)-len(got.Conditions))
+			}
+			shared[&got.Conditions[0]] = append(shared[&got.Conditions[0]], got)
+		}
+		for _, group := range shared {
+			sharing += len(group) - 1
+			for _, s := range group[1:] {
+				if len(s.Messages) > 0 || s.Rejected() || s.ObservedGeneration != group[0].ObservedGeneration || len(group[0].Messages) > 0 {
+					t.Fatalf("seed %d round %d: %s shares conditions with %s", seed, round, s.Key, group[0].Key)
+				}
+			}
+		}
+	}
+	if sharing == 0 {
+		t.Fatal("no two statuses shared their conditions")
+	}
+}
