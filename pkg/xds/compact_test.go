@@ -9,6 +9,7 @@ import (
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -148,6 +149,11 @@ func TestCompactSnapshotsEqualFresh(t *testing.T) {
 				for name, wr := range w {
 					if marshal(t, g[name]) != marshal(t, wr) {
 						t.Errorf("size %d streamed %v step %d: %s %s: published bytes differ", size, tc.streamed, step, typ, name)
+					}
+					// The version delta responses carry (go-control-plane's
+					// hash of the bytes it sends) is the snapshot's own.
+					if v := snap.VersionMap[typ][name]; v != cachev3.HashResource([]byte(marshal(t, g[name]))) {
+						t.Errorf("size %d streamed %v step %d: %s %s: version %s is not the hash of the published bytes", size, tc.streamed, step, typ, name, v)
 					}
 					if d, ok := direct[typ+" "+name]; ok && marshal(t, g[name]) != d {
 						t.Errorf("size %d streamed %v step %d: %s %s: published bytes differ from the translated message's", size, tc.streamed, step, typ, name)

@@ -21,6 +21,7 @@ import (
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -269,11 +270,55 @@ func inParallel(n int, do func(i int)) {
 
 func (b *builder) sum(bytes []byte) string { return contentHash(bytes) }
 
-// contentHash is a resource's content hash: of its deterministic encoding.
+// contentHash is a resource's content hash: of its deterministic encoding,
+// the SHA-256 in hex that go-control-plane sends as the resource's
+// version in delta responses (cachev3.HashResource). Published versions
+// must be exactly those: a proxy reconnecting with the versions it holds
+// (initial_resource_versions) is then sent only what it lacks.
 func contentHash(bytes []byte) string {
 	sum := sha256.Sum256(bytes)
-	return hex.EncodeToString(sum[:16])
+	return hex.EncodeToString(sum[:])
 }
+
+// routeWireHash is contentHash of a route configuration's encoding: the
+// shell's encoding (the configuration without virtual hosts) with every
+// virtual host's encoding spliced in as field 2, in the order
+// deterministic marshalling writes them (fields by number), hashed as
+// they stream by: the route configuration is never assembled (at 30,000
+// routes on one port it is ~10 MB per change).
+func routeWireHash(shell []byte, vhosts [][]byte) string {
+	// Where field 2 goes: before the first field numbered above it.
+	at := len(shell)
+	for b := shell; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			break
+		}
+		if num > routeVirtualHosts {
+			at = len(shell) - len(b)
+			break
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			break
+		}
+		b = b[n+m:]
+	}
+	h := sha256.New()
+	h.Write(shell[:at])
+	var prefix []byte
+	for _, vb := range vhosts {
+		prefix = protowire.AppendTag(prefix[:0], routeVirtualHosts, protowire.BytesType)
+		prefix = protowire.AppendVarint(prefix, uint64(len(vb)))
+		h.Write(prefix)
+		h.Write(vb)
+	}
+	h.Write(shell[at:])
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// routeVirtualHosts is RouteConfiguration.virtual_hosts' field number.
+const routeVirtualHosts = 2
 
 // hash returns a message's content hash, marshalling only messages the
 // previous snapshot did not already hold.
@@ -397,10 +442,8 @@ func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, 
 	if err := b.check(h, shell); err != nil {
 		invalid = append(invalid, &invalidPart{msg: shell, err: err})
 	}
-	// The content hash: of the shell's and every virtual host's, hashed
-	// at once (see newSnapshot's type versions).
-	sum := make([]byte, 0, len(h)*(1+len(rc.VirtualHosts)))
-	sum = append(sum, h...)
+	// The content hash: of the encoding, streamed from its parts.
+	parts := make([][]byte, 0, len(rc.VirtualHosts))
 	// What is published is the shell with every virtual host as a compact
 	// stand-in (the unchanged ones already are): it marshals to the
 	// virtual hosts' remembered bytes, with no copy of the whole route
@@ -417,7 +460,7 @@ func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, 
 			invalid = append(invalid, &invalidPart{msg: full, where: describePart(full.ProtoReflect()), err: err})
 			continue
 		}
-		sum = append(sum, h...)
+		parts = append(parts, vb)
 		pub := vh
 		if !isCompact(vh) {
 			if pub = standIn(vh, vb).(*routev3.VirtualHost); pub != vh {
@@ -431,7 +474,7 @@ func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, 
 	}
 	wire := shell
 	wire.VirtualHosts = pubs
-	m := &routeMemo{shell: shellBytes, shellHash: h, vhosts: rc.VirtualHosts, hash: contentHash(sum), wire: wire}
+	m := &routeMemo{shell: shellBytes, shellHash: h, vhosts: rc.VirtualHosts, hash: routeWireHash(shellBytes, parts), wire: wire}
 	b.next.routes[rc.Name] = m
 	return m.hash, m.wire, nil
 }

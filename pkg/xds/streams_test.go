@@ -289,3 +289,69 @@ func recvDelta(t *testing.T, stream discoveryv3.AggregatedDiscoveryService_Delta
 	}
 	return nil
 }
+
+// TestDeltaReconnectResendsOnlyWhatChanged: a proxy that reconnects with
+// the versions it holds (initial_resource_versions, as Envoy and the edge
+// proxy send them) is sent only the resources it lacks or holds another
+// version of. The versions the server sends must therefore be the very
+// versions its snapshot compares: otherwise every reconnect, e.g. to a
+// restarted controller, resends everything.
+func TestDeltaReconnectResendsOnlyWhatChanged(t *testing.T) {
+	srv, conn := startServer(t)
+	class := gateway.ClassName(ingress)
+	seed := translateSeed(t, nil)
+	if _, err := srv.Publish(t.Context(), class, seed); err != nil {
+		t.Fatal(err)
+	}
+	var routes []string
+	for _, rc := range seed.Routes {
+		routes = append(routes, rc.Name)
+	}
+	for _, typ := range []struct {
+		url       string
+		subscribe []string // nil: wildcard
+	}{{resourcev3.ClusterType, nil}, {resourcev3.RouteType, routes}} {
+		request := func(initial map[string]string) *discoveryv3.DeltaDiscoveryRequest {
+			req := deltaReq(node("gw", ingress), typ.url, "")
+			req.ResourceNamesSubscribe, req.InitialResourceVersions = typ.subscribe, initial
+			return req
+		}
+		first := openDelta(t, conn)
+		if err := first.Send(request(nil)); err != nil {
+			t.Fatal(err)
+		}
+		held := map[string]string{}
+		for _, r := range recvDelta(t, first).Resources {
+			held[r.Name] = r.Version
+		}
+		if len(held) < 2 {
+			t.Fatalf("%s: the seed has %d; the test needs 2", typ.url, len(held))
+		}
+		names := slices.Sorted(maps.Keys(held))
+		for _, tc := range []struct {
+			name    string
+			initial func(map[string]string)
+		}{
+			{"one lacked", func(v map[string]string) { delete(v, names[0]) }},
+			{"one of another version", func(v map[string]string) { v[names[0]] = "an-older-version" }},
+		} {
+			initial := maps.Clone(held)
+			tc.initial(initial)
+			stream := openDelta(t, conn)
+			if err := stream.Send(request(initial)); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, r := range recvDelta(t, stream).Resources {
+				got = append(got, r.Name)
+				if r.Version != held[r.Name] {
+					t.Errorf("%s, %s: %s resent with version %q, first sent as %q", typ.url, tc.name, r.Name, r.Version, held[r.Name])
+				}
+			}
+			slices.Sort(got)
+			if want := names[:1]; !slices.Equal(got, want) {
+				t.Errorf("%s, %s: reconnecting with the others current, resent %v; want only %v", typ.url, tc.name, got, want)
+			}
+		}
+	}
+}
