@@ -414,7 +414,7 @@ func (s *Status) finalizeSharing(good map[int64][]Condition) {
 	}
 	accepted.ObservedGeneration = s.ObservedGeneration
 	resolved.ObservedGeneration = s.ObservedGeneration
-	s.Conditions = []Condition{accepted, resolved}[:2:2]
+	s.Conditions = []Condition{accepted, resolved} // len == cap: see finalizeSharing
 }
 
 func levelRank(l Level) int {

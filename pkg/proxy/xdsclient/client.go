@@ -139,7 +139,7 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 	conn, err := grpc.NewClient(c.opts.Address, append(secure,
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20), grpc.ForceCodecV2(aliasingCodec{})),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20), grpc.ForceCodecV2(newAliasingCodec())),
 	)...)
 	if err != nil {
 		return fmt.Errorf("xds client for %s: %w", c.opts.Address, err)

@@ -26,19 +26,25 @@ import (
 // decoded by proto.Unmarshal; anything the fast path does not expect (an
 // Any with other fields, a resource with two, malformed wire) is decoded
 // by proto.Unmarshal whole, so the result always equals proto.Unmarshal's.
-type aliasingCodec struct{}
+type aliasingCodec struct {
+	proto encoding.CodecV2 // gRPC's, for everything else
+}
+
+func newAliasingCodec() aliasingCodec {
+	return aliasingCodec{proto: encoding.GetCodecV2("proto")}
+}
 
 // Name is the proto codec's: the content type on the wire is unchanged.
 func (aliasingCodec) Name() string { return "proto" }
 
-func (aliasingCodec) Marshal(v any) (mem.BufferSlice, error) {
-	return encoding.GetCodecV2("proto").Marshal(v)
+func (c aliasingCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return c.proto.Marshal(v)
 }
 
-func (aliasingCodec) Unmarshal(data mem.BufferSlice, v any) error {
+func (c aliasingCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	resp, ok := v.(*discoveryv3.DeltaDiscoveryResponse)
 	if !ok {
-		return encoding.GetCodecV2("proto").Unmarshal(data, v)
+		return c.proto.Unmarshal(data, v)
 	}
 	return unmarshalDeltaResponse(data.Materialize(), resp)
 }
