@@ -16,7 +16,7 @@ W=$(mktemp -d)
 trap 'pkill -f "xds-address 127.0.0.1:19901"; [ -n "${PHASES_LOGS:-}" ] && cp $W/*.log "$PHASES_LOGS"/; rm -rf "$W"' EXIT
 GODEBUG=${CTL_GODEBUG:-} $B/gateway-controller --standalone --no-proxy --config-dir $D --xds-address 127.0.0.1:19901 --debug-address 127.0.0.1:19902 --log-level debug > $W/ctl.log 2>&1 &
 sleep 0.3
-(cd /tmp && $B/edge-proxy --xds-address 127.0.0.1:19901 --admin-address 127.0.0.1:19903 --status-address "" --access-log off --termination-drain-duration 0s --port-map 80:19904,443:19905 --log-level debug > $W/proxy.log 2>&1 &)
+(cd /tmp && GODEBUG=${PROXY_GODEBUG:-} $B/edge-proxy --xds-address 127.0.0.1:19901 --admin-address 127.0.0.1:19903 --status-address "" --access-log off --termination-drain-duration 0s --port-map 80:19904,443:19905 --log-level debug > $W/proxy.log 2>&1 &)
 # Ready, and the route configuration applied (at 30,000 routes the first
 # one takes seconds after "ready").
 for i in $(seq 1 300); do grep -q "proxy is ready" $W/proxy.log && grep -q 'update.*RouteConfiguration' $W/proxy.log && break; sleep 0.2; done

@@ -43,6 +43,7 @@ type row struct {
 	conc          string // "16" connections, or "4×10" HTTP/2 connections × streams
 	res           loadResult
 	cpu           time.Duration // proxy CPU during the measurement window
+	user          time.Duration // its user-space share
 }
 
 func (r row) cpuPerRequest() time.Duration {
@@ -50,6 +51,13 @@ func (r row) cpuPerRequest() time.Duration {
 		return 0
 	}
 	return r.cpu / time.Duration(r.res.requests)
+}
+
+func (r row) userPerRequest() time.Duration {
+	if r.res.requests == 0 {
+		return 0
+	}
+	return r.user / time.Duration(r.res.requests)
 }
 
 func main() {
@@ -229,27 +237,29 @@ func run(ctx context.Context, rounds int, duration, warmup time.Duration, target
 						continue
 					}
 					spec := loadSpec{proto: proto, addr: addr, tls: tlsCfg, conns: lv.conns, streams: lv.streams, warmup: warmup, duration: duration}
-					var before time.Duration
+					var before, beforeUser time.Duration
 					profile := t.name == "portico" && proto == profileProto && cpuprofile != "" && round == 0
 					res, err := runLoad(ctx, spec, func() {
-						before = proc.CPUTime(t.pids())
+						u, s := proc.CPUTimes(t.pids())
+						before, beforeUser = u+s, u
 						if profile {
 							go fetchProfile(t, cpuprofile, duration)
 						}
 					}, func() {})
-					after := proc.CPUTime(t.pids())
+					afterUser, afterSystem := proc.CPUTimes(t.pids())
+					after := afterUser + afterSystem
 					if err != nil {
 						dumpLogs(e)
 						return fmt.Errorf("%s %s: %w", t.name, proto, err)
 					}
-					r := row{target: t.name, proto: proto, conc: lv.conc, res: res, cpu: after - before}
+					r := row{target: t.name, proto: proto, conc: lv.conc, res: res, cpu: after - before, user: afterUser - beforeUser}
 					key := t.name + "/" + proto + "/" + lv.conc
 					if _, seen := samples[key]; !seen {
 						order = append(order, key)
 					}
 					samples[key] = append(samples[key], r)
-					fmt.Fprintf(os.Stderr, "round %d  %-8s %-6s %-6s %9.0f req/s  p50 %7s  p99 %7s  cpu %6.1f µs/req  errors %d\n", round+1, t.name, proto, lv.conc, res.rps(),
-						res.p50.Round(time.Microsecond), res.p99.Round(time.Microsecond), us(r.cpuPerRequest()), res.errors)
+					fmt.Fprintf(os.Stderr, "round %d  %-8s %-6s %-6s %9.0f req/s  p50 %7s  p99 %7s  cpu %6.1f µs/req (user %4.1f)  errors %d\n", round+1, t.name, proto, lv.conc, res.rps(),
+						res.p50.Round(time.Microsecond), res.p99.Round(time.Microsecond), us(r.cpuPerRequest()), us(r.userPerRequest()), res.errors)
 					if ctx.Err() != nil {
 						return ctx.Err()
 					}

@@ -19,7 +19,15 @@ const clockTick = 100
 
 // CPUTime sums user+system CPU time of processes (all their threads).
 func CPUTime(pids []int) time.Duration {
-	var ticks int64
+	user, system := CPUTimes(pids)
+	return user + system
+}
+
+// CPUTimes sums user and system CPU time of processes (all their threads)
+// separately: a proxy's system time is mostly its socket calls, which
+// every proxy makes alike, so the user share is where they differ.
+func CPUTimes(pids []int) (user, system time.Duration) {
+	var uticks, sticks int64
 	for _, pid := range pids {
 		f := statFields(pid)
 		if len(f) < 13 {
@@ -27,9 +35,10 @@ func CPUTime(pids []int) time.Duration {
 		}
 		utime, _ := strconv.ParseInt(f[11], 10, 64)
 		stime, _ := strconv.ParseInt(f[12], 10, 64)
-		ticks += utime + stime
+		uticks += utime
+		sticks += stime
 	}
-	return time.Duration(ticks) * time.Second / clockTick
+	return time.Duration(uticks) * time.Second / clockTick, time.Duration(sticks) * time.Second / clockTick
 }
 
 // statFields returns the fields of /proc/<pid>/stat after the command
