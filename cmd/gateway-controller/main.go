@@ -86,7 +86,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.domainSuffix, "domain-suffix", "cluster.local", "DNS suffix completing short service names")
 	// A rebuild costs what the change touches, so there is little to gain
 	// from waiting long for more changes (Istio waits 100 ms).
-	fs.DurationVar(&cfg.debounceAfter, "debounce-after", 10*time.Millisecond, "wait this long after a change for more before rebuilding (Istio's PILOT_DEBOUNCE_AFTER)")
+	fs.DurationVar(&cfg.debounceAfter, "debounce-after", 10*time.Millisecond, "wait this long after a change for more before rebuilding (Istio's PILOT_DEBOUNCE_AFTER); in Kubernetes mode a change after this long without one is read at once")
 	fs.DurationVar(&cfg.debounceMax, "debounce-max", time.Second, "never postpone a rebuild more than this after the first change of a burst")
 	fs.StringVar(&cfg.meshConfig, "mesh-config", "", "Istio MeshConfig YAML (as istiod's /etc/istio/config/mesh); read: pathNormalization, defaultConfig.gatewayTopology.numTrustedProxies, accessLogFile, accessLogEncoding, accessLogFormat, enableTracing, extensionProviders (opentelemetry, zipkin, envoyFileAccessLog), defaultProviders.tracing/accessLogging, defaultConfig.tracing.sampling")
 	fs.StringVar(&cfg.gatewayController, "gateway-controller-name", gatewayapi.DefaultControllerName, "Gateway API: the GatewayClass spec.controllerName this controller serves")

@@ -40,6 +40,7 @@ import (
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/portico-gateway/portico/internal/fsread"
+	"github.com/portico-gateway/portico/pkg/provider/debounce"
 	"github.com/portico-gateway/portico/pkg/resource"
 )
 
@@ -164,9 +165,12 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 	p.reload(nil)
 	publish(p.Snapshot())
 
-	var timer *time.Timer
-	var timerC <-chan time.Time
-	var first time.Time
+	// Trailing only: an in-place write's first event (the truncation)
+	// comes before its content.
+	batch := debounce.Batcher{Holdoff: p.opts.Holdoff, MaxDelay: p.opts.MaxDelay}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	dirty := map[string]bool{}
 	for {
 		select {
@@ -180,19 +184,9 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 				continue
 			}
 			p.noteEvent(w, ev, dirty)
-			now := time.Now()
-			if timer == nil {
-				first = now
-				timer = time.NewTimer(p.opts.Holdoff)
-				timerC = timer.C
-				continue
-			}
 			// Push the reload back, but never past MaxDelay from the
 			// first event of the batch.
-			wait := min(p.opts.Holdoff, p.opts.MaxDelay-now.Sub(first))
-			if wait < 0 {
-				wait = 0
-			}
+			_, wait := batch.Event(time.Now())
 			timer.Reset(wait)
 		case err, ok := <-w.Errors:
 			if !ok {
@@ -200,8 +194,8 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 			}
 			p.log.Error(err, "file watcher error; rescanning", "dir", p.dir)
 			dirty[p.dir] = true
-		case <-timerC:
-			timer, timerC = nil, nil
+		case <-timer.C:
+			batch.Taken(time.Now())
 			paths := make([]string, 0, len(dirty))
 			for d := range dirty {
 				paths = append(paths, d)

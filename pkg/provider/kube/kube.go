@@ -39,6 +39,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/portico-gateway/portico/pkg/provider/debounce"
 	"github.com/portico-gateway/portico/pkg/resource"
 )
 
@@ -348,36 +349,40 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 	go p.secrets.run(ctx)
 	go p.configMaps.run(ctx)
 	go p.recheckGatewayAPI(ctx, handler)
-	var timer *time.Timer
-	var timerC <-chan time.Time
-	var first time.Time
+	// A lone change is read at once (an informer's event is a complete
+	// object, already in the store); a burst waits for the holdoff.
+	batch := debounce.Batcher{Holdoff: p.opts.Holdoff, MaxDelay: p.opts.MaxDelay, Leading: true}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	take := func() {
+		batch.Taken(time.Now())
+		res, err := p.snapshot(ctx)
+		if err != nil {
+			p.log.Error(err, "reading the cache")
+			return
+		}
+		p.secrets.want(referencedSecrets(res))
+		p.configMaps.want(referencedConfigMaps(res))
+		publish(res)
+		p.synced.Store(true)
+	}
 	p.kick()
 	for {
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return <-errc
 		case err := <-errc:
+			timer.Stop()
 			return err
 		case <-p.trigger:
-			now := time.Now()
-			if timer == nil {
-				first = now
-				timer = time.NewTimer(p.opts.Holdoff)
-				timerC = timer.C
-				continue
+			if now, wait := batch.Event(time.Now()); now {
+				take()
+			} else {
+				timer.Reset(wait)
 			}
-			timer.Reset(max(0, min(p.opts.Holdoff, p.opts.MaxDelay-now.Sub(first))))
-		case <-timerC:
-			timer, timerC = nil, nil
-			res, err := p.snapshot(ctx)
-			if err != nil {
-				p.log.Error(err, "reading the cache")
-				continue
-			}
-			p.secrets.want(referencedSecrets(res))
-			p.configMaps.want(referencedConfigMaps(res))
-			publish(res)
-			p.synced.Store(true)
+		case <-timer.C:
+			take()
 		}
 	}
 }
