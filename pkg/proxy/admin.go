@@ -258,7 +258,7 @@ func entries[T any](m map[string]*compiled[T], failure *configdump.Failure) []co
 	out := make([]configdump.Entry, 0, len(names))
 	for _, n := range names {
 		c := m[n]
-		out = append(out, configdump.Entry{Name: n, Resource: c.msg, Version: c.version, Updated: c.updated, Error: failure})
+		out = append(out, configdump.Entry{Name: n, Resource: c.message(), Version: c.version, Updated: c.updated, Error: failure})
 	}
 	return out
 }
@@ -274,7 +274,7 @@ func (p *Proxy) DumpInput() configdump.Input {
 	defer p.mu.Unlock()
 	clusters := map[string]*compiled[struct{}]{}
 	for n, c := range p.clusters {
-		clusters[n] = &compiled[struct{}]{msg: c.msg, version: c.version, updated: c.updated}
+		clusters[n] = &compiled[struct{}]{msg: c.message(), version: c.version, updated: c.updated}
 	}
 	in := configdump.Input{
 		BootstrapUpdated: p.started,

@@ -112,7 +112,7 @@ func routeSequence(t *testing.T, seed uint64, steps int) (applied, rejected int)
 				fail(step, "route configuration %s: compiled table differs from a fresh compile", name)
 				return
 			}
-			if !proto.Equal(got.msg, f.msg) {
+			if !proto.Equal(got.message(), f.msg) {
 				fail(step, "route configuration %s: decoded message differs from a full decode", name)
 				return
 			}

@@ -7,6 +7,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,13 +26,13 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/portico-gateway/portico/pkg/configdump"
@@ -161,11 +162,10 @@ type Proxy struct {
 	endpoints map[string]*compiled[[]upstream.EndpointSpec]
 	routeCfgs map[string]*compiled[*router.Table]
 	// vhosts are the compiled virtual hosts of the route configurations,
-	// by the hash of their bytes (vhostKeys: the other way round).
-	vhosts    map[string]compiledVirtualHost
-	vhostKeys map[*routev3.VirtualHost]string
-	lsnrs     map[string]*compiled[*listener.Spec]
-	secrets   map[string]*compiled[ptls.Spec]
+	// by the hash of their bytes.
+	vhosts  map[string]compiledVirtualHost
+	lsnrs   map[string]*compiled[*listener.Spec]
+	secrets map[string]*compiled[ptls.Spec]
 	// What is active.
 	activeRoutes    map[string]*compiled[*router.Table]
 	activeListeners map[string]*compiled[*listener.Spec]
@@ -226,12 +226,32 @@ type servableSpec struct {
 }
 
 type compiled[T any] struct {
-	value   T
-	msg     proto.Message
+	value T
+	// msg is the resource for /config_dump; clusters, load assignments
+	// and route configurations keep raw instead, their encoding (an
+	// exactly sized copy), decoded when a dump asks: with thousands of
+	// them, decoded Envoy messages (metadata Structs are maps) were most
+	// of the proxy's heap, for a page rarely read. See message.
+	msg proto.Message
+	raw []byte
+	typ protoreflect.MessageType
+	// vhosts are a route configuration's virtual hosts, in order.
+	vhosts  []compiledVirtualHost
 	version string
 	hash    string
 	updated time.Time
 	seen    time.Time // when this version first arrived (warming clock)
+}
+
+// message returns the resource as received.
+func (c *compiled[T]) message() proto.Message {
+	if c.msg != nil || c.typ == nil {
+		return c.msg
+	}
+	m := c.typ.New().Interface()
+	// It decoded when it arrived; these are the same bytes.
+	_ = proto.Unmarshal(c.raw, m)
+	return m
 }
 
 type compiledCluster struct {
@@ -550,7 +570,8 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 				ph, ps, pu = old.hash, old.seen, old.updated
 			}
 			h, v, seen, upd := entry(r, c, ph, ps, pu)
-			next[n] = &compiledCluster{compiled[*upstream.ClusterConfig]{value: cfg, msg: c, version: v, hash: h, seen: seen, updated: upd}}
+			next[n] = &compiledCluster{compiled[*upstream.ClusterConfig]{value: cfg, raw: bytes.Clone(r.Any.GetValue()), typ: c.ProtoReflect().Type(),
+				version: v, hash: h, seen: seen, updated: upd}}
 		}
 		p.clusters, p.clusterCfgs = next, nil
 		p.wantedGen++
@@ -584,7 +605,8 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 				ph, ps, pu = old.hash, old.seen, old.updated
 			}
 			h, v, seen, upd := entry(r, cla, ph, ps, pu)
-			next[n] = &compiled[[]upstream.EndpointSpec]{value: eps, msg: cla, version: v, hash: h, seen: seen, updated: upd}
+			next[n] = &compiled[[]upstream.EndpointSpec]{value: eps, raw: bytes.Clone(r.Any.GetValue()), typ: cla.ProtoReflect().Type(),
+				version: v, hash: h, seen: seen, updated: upd}
 		}
 		changed := map[string][]upstream.EndpointSpec{}
 		for n, c := range next {
@@ -609,10 +631,8 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 				c.version = v
 				next[n] = &c
 				// Its virtual hosts stay remembered for the others.
-				for _, vh := range old.msg.(*routev3.RouteConfiguration).VirtualHosts {
-					if key, ok := p.vhostKeys[vh]; ok {
-						vhosts[key] = p.vhosts[key]
-					}
+				for _, vh := range old.vhosts {
+					vhosts[vh.key] = vh
 				}
 				continue
 			}
@@ -620,18 +640,15 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 			if old := p.routeCfgs[n]; old != nil {
 				last = old.value
 			}
-			t, rc, err := compileRouteConfiguration(r.Any.GetValue(), p.vhosts, vhosts, last)
+			t, used, err := compileRouteConfiguration(r.Any.GetValue(), p.vhosts, vhosts, last)
 			if err != nil {
 				return fmt.Errorf("route configuration %s: %w", n, err)
 			}
-			next[n] = &compiled[*router.Table]{value: t, msg: rc, version: v, hash: h, seen: now, updated: now}
+			next[n] = &compiled[*router.Table]{value: t, raw: bytes.Clone(r.Any.GetValue()), typ: routeConfigType, vhosts: used,
+				version: v, hash: h, seen: now, updated: now}
 		}
 		p.routeCfgs = next
 		p.vhosts = vhosts
-		p.vhostKeys = make(map[*routev3.VirtualHost]string, len(vhosts))
-		for key, c := range vhosts {
-			p.vhostKeys[c.msg] = key
-		}
 	case resourcev3.ListenerType:
 		// Each listener is compiled on its own: one that cannot be is
 		// rejected alone (its previous version keeps serving), as Envoy
@@ -897,7 +914,7 @@ func (p *Proxy) reconcile() {
 	for n, rc := range nextRoutes {
 		tables[n] = rc.value
 		if prev := p.activeRoutes[n]; prev != rc && p.routerLog.V(1).Enabled() {
-			p.routerLog.V(1).Info("route table active", "route_config", n, "version", rc.version, "virtual_hosts", len(rc.msg.(*routev3.RouteConfiguration).GetVirtualHosts()))
+			p.routerLog.V(1).Info("route table active", "route_config", n, "version", rc.version, "virtual_hosts", len(rc.vhosts))
 		}
 	}
 	for n, prev := range p.activeRoutes {

@@ -14,11 +14,15 @@ import (
 // virtualHostsField is RouteConfiguration.virtual_hosts.
 var virtualHostsField = (&routev3.RouteConfiguration{}).ProtoReflect().Descriptor().Fields().ByName("virtual_hosts").Number()
 
+// routeConfigType decodes kept route configurations.
+var routeConfigType = (&routev3.RouteConfiguration{}).ProtoReflect().Type()
+
 // compiledVirtualHost is a virtual host checked and compiled, remembered by
-// the hash of its bytes.
+// the hash of its bytes (key).
 type compiledVirtualHost struct {
-	msg *routev3.VirtualHost
-	vh  *router.CompiledVirtualHost
+	key     string
+	domains []string // as received
+	vh      *router.CompiledVirtualHost
 }
 
 // compileRouteConfiguration checks and compiles a route configuration from
@@ -30,7 +34,7 @@ type compiledVirtualHost struct {
 // compiled; next receives what this one uses; last is the configuration's
 // current table (nil for none), patched rather than assembled again when
 // few of its virtual hosts changed.
-func compileRouteConfiguration(raw []byte, prev, next map[string]compiledVirtualHost, last *router.Table) (*router.Table, *routev3.RouteConfiguration, error) {
+func compileRouteConfiguration(raw []byte, prev, next map[string]compiledVirtualHost, last *router.Table) (*router.Table, []compiledVirtualHost, error) {
 	var shellBytes []byte
 	var vhostBytes [][]byte
 	for b := raw; len(b) > 0; {
@@ -62,6 +66,7 @@ func compileRouteConfiguration(raw []byte, prev, next map[string]compiledVirtual
 		return nil, nil, err
 	}
 	vhosts := make([]*router.CompiledVirtualHost, 0, len(vhostBytes))
+	used := make([]compiledVirtualHost, 0, len(vhostBytes))
 	for i, vb := range vhostBytes {
 		key := hashOf(vb)
 		c, ok := next[key]
@@ -80,15 +85,15 @@ func compileRouteConfiguration(raw []byte, prev, next map[string]compiledVirtual
 			if err != nil {
 				return nil, nil, err
 			}
-			c = compiledVirtualHost{msg: msg, vh: vh}
+			c = compiledVirtualHost{key: key, domains: msg.Domains, vh: vh}
 		}
 		next[key] = c
-		rc.VirtualHosts = append(rc.VirtualHosts, c.msg)
+		used = append(used, c)
 		vhosts = append(vhosts, c.vh)
 	}
 	t, err := router.AssembleFrom(last, rc.Name, rc.IgnorePortInHostMatching, vhosts)
 	if err != nil {
 		return nil, nil, err
 	}
-	return t, rc, nil
+	return t, used, nil
 }

@@ -4,8 +4,6 @@ import (
 	"net"
 	"sort"
 	"strconv"
-
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 )
 
 // ServingListener describes what a running listener serves, for people:
@@ -60,8 +58,8 @@ func (p *Proxy) Serving() []ServingListener {
 			if c.HTTP != nil {
 				if rc := p.activeRoutes[c.HTTP.RouteConfig]; rc != nil {
 					sc.Hosts = nil
-					for _, vh := range rc.msg.(*routev3.RouteConfiguration).GetVirtualHosts() {
-						sc.Hosts = append(sc.Hosts, vh.GetDomains()...)
+					for _, vh := range rc.vhosts {
+						sc.Hosts = append(sc.Hosts, vh.domains...)
 					}
 				}
 			}

@@ -30,6 +30,9 @@ type Scope struct {
 	// Family replaces the prefix in Prometheus names, e.g. "cluster".
 	Family string
 	Tags   []Tag
+	// size is how many stats the scope is expected to hold, to size its
+	// map once (0: grow as needed).
+	size int
 }
 
 // Counter only goes up.
@@ -140,16 +143,18 @@ func (h *Histogram) Quantiles() []float64 {
 func (s *Store) ResetCounters() {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	for _, e := range s.entries {
-		switch e.kind {
-		case kindCounter:
-			e.c.v.Store(0)
-		case kindHistogram:
-			for i := range e.h.counts {
-				e.h.counts[i].Store(0)
+	for _, byName := range s.scopes {
+		for _, e := range byName {
+			switch e.kind {
+			case kindCounter:
+				e.c.v.Store(0)
+			case kindHistogram:
+				for i := range e.h.counts {
+					e.h.counts[i].Store(0)
+				}
+				e.h.sum.Store(0)
+				e.h.n.Store(0)
 			}
-			e.h.sum.Store(0)
-			e.h.n.Store(0)
 		}
 	}
 }
@@ -178,7 +183,7 @@ type entry struct {
 	scope *Scope
 	name  string // stat name within the scope, e.g. "upstream_rq_total"
 	kind  kind
-	c     *Counter
+	c     Counter // a counter's value, in place: no allocation of its own
 	g     *Gauge
 	h     *Histogram
 }
@@ -190,47 +195,75 @@ func (e *entry) full() string {
 	return e.scope.Prefix + "." + e.name
 }
 
-// Store holds every stat.
+// Store holds every stat, grouped by scope prefix: a proxy with thousands
+// of clusters holds ~40 stats for each, and keying them by full name cost
+// a string of ~70 bytes per stat (the names within a scope are constants).
+// A stat is its scope's prefix and its name: the proxy never makes one
+// full name from two splits ("a.b" + "c" and "a" + "b.c").
 type Store struct {
-	mu      sync.RWMutex
-	entries map[string]*entry
+	mu     sync.RWMutex
+	scopes map[string]map[string]*entry // prefix → name → stat
 }
 
 // NewStore returns an empty store.
-func NewStore() *Store { return &Store{entries: map[string]*entry{}} }
+func NewStore() *Store { return &Store{scopes: map[string]map[string]*entry{}} }
 
 func (s *Store) get(scope *Scope, name string, k kind) *entry {
-	full := name
-	if scope != nil && scope.Prefix != "" {
-		full = scope.Prefix + "." + name
+	prefix, size := "", 0
+	if scope != nil {
+		prefix, size = scope.Prefix, scope.size
 	}
 	s.mu.RLock()
-	e, ok := s.entries[full]
+	e, ok := s.scopes[prefix][name]
 	s.mu.RUnlock()
 	if ok {
 		return e
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.entries[full]; ok {
+	byName := s.scopes[prefix]
+	if e, ok := byName[name]; ok {
 		return e
+	}
+	if byName == nil {
+		byName = make(map[string]*entry, size)
+		s.scopes[prefix] = byName
 	}
 	e = &entry{scope: scope, name: name, kind: k}
 	switch k {
-	case kindCounter:
-		e.c = &Counter{}
 	case kindGauge:
 		e.g = &Gauge{}
 	case kindHistogram:
 		e.h = &Histogram{}
 	}
-	s.entries[full] = e
+	byName[name] = e
 	return e
+}
+
+// lookup finds a stat by full name: the prefix is the name up to one of
+// its dots (stat names have dots too, "circuit_breakers.default.cx_open").
+func (s *Store) lookup(full string) (*entry, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if e, ok := s.scopes[""][full]; ok {
+		return e, true
+	}
+	for i := range len(full) {
+		if full[i] != '.' {
+			continue
+		}
+		if e, ok := s.scopes[full[:i]][full[i+1:]]; ok {
+			return e, true
+		}
+	}
+	return nil, false
 }
 
 // Counter returns (creating once) a counter in scope. Asking again for the
 // same name returns the same counter, so stats survive config updates.
-func (s *Store) Counter(scope *Scope, name string) *Counter { return s.get(scope, name, kindCounter).c }
+func (s *Store) Counter(scope *Scope, name string) *Counter {
+	return &s.get(scope, name, kindCounter).c
+}
 
 // Gauge returns (creating once) a gauge in scope.
 func (s *Store) Gauge(scope *Scope, name string) *Gauge { return s.get(scope, name, kindGauge).g }
@@ -251,9 +284,7 @@ func (s *Store) Histogram(scope *Scope, name string) *Histogram {
 
 // Lookup returns the value of a counter or gauge by full name.
 func (s *Store) Lookup(full string) (int64, bool) {
-	s.mu.RLock()
-	e, ok := s.entries[full]
-	s.mu.RUnlock()
+	e, ok := s.lookup(full)
 	if !ok {
 		return 0, false
 	}
@@ -268,10 +299,12 @@ func (s *Store) Lookup(full string) (int64, bool) {
 
 func (s *Store) sorted(filter func(string) bool) []*entry {
 	s.mu.RLock()
-	out := make([]*entry, 0, len(s.entries))
-	for full, e := range s.entries {
-		if filter == nil || filter(full) {
-			out = append(out, e)
+	var out []*entry
+	for _, byName := range s.scopes {
+		for _, e := range byName {
+			if filter == nil || filter(e.full()) {
+				out = append(out, e)
+			}
 		}
 	}
 	s.mu.RUnlock()
@@ -405,7 +438,8 @@ func (s *Store) WritePrometheus(w io.Writer) {
 
 // ClusterScope is the scope of a cluster's stats.
 func ClusterScope(name string) *Scope {
-	return &Scope{Prefix: "cluster." + name, Family: "cluster", Tags: []Tag{{"envoy_cluster_name", name}}}
+	// ~45 stats: the upstream package's ClusterStats and a few status codes.
+	return &Scope{Prefix: "cluster." + name, Family: "cluster", Tags: []Tag{{"envoy_cluster_name", name}}, size: 48}
 }
 
 // HTTPScope is the scope of an HTTP connection manager's stats.

@@ -31,6 +31,31 @@ func TestSameNameSameStat(t *testing.T) {
 	if _, ok := s.Lookup("nope"); ok {
 		t.Error("Lookup of an unknown stat succeeded")
 	}
+	s.Counter(nil, "downstream_rq_total").Add(2) // no scope
+	if v, ok := s.Lookup("downstream_rq_total"); !ok || v != 2 {
+		t.Errorf("Lookup of a stat without scope = %d, %v", v, ok)
+	}
+	// Dots in the scope's prefix and in the stat's name.
+	s.Gauge(ClusterScope("outbound|80||web.default.svc.cluster.local"), "circuit_breakers.default.cx_open").Set(1)
+	s.Counter(ClusterScope("outbound|80||web.default.svc.cluster.local"), "upstream_rq_total").Add(4)
+	for full, want := range map[string]int64{
+		"cluster.outbound|80||web.default.svc.cluster.local.circuit_breakers.default.cx_open": 1,
+		"cluster.outbound|80||web.default.svc.cluster.local.upstream_rq_total":                4,
+	} {
+		if v, ok := s.Lookup(full); !ok || v != want {
+			t.Errorf("Lookup(%s) = %d, %v; want %d", full, v, ok, want)
+		}
+	}
+	for _, missing := range []string{"cluster.outbound|80||web.default.svc.cluster.local.circuit_breakers.default", "cluster.outbound|80||web.default.svc.cluster.local", "server", "live", ".", ""} {
+		if _, ok := s.Lookup(missing); ok {
+			t.Errorf("Lookup(%q) found a stat", missing)
+		}
+	}
+	var text strings.Builder
+	s.WriteText(&text, nil)
+	if got := strings.Count(text.String(), "\n"); got != 5 {
+		t.Errorf("WriteText printed %d stats, want 5:\n%s", got, text.String())
+	}
 }
 
 func TestConcurrentUpdatesAreNotLost(t *testing.T) {

@@ -81,8 +81,13 @@ type ClusterStats struct {
 	EjectionsTotal, EjectionsEnforced, EjectionsOverflow                                     *stats.Counter
 	Detected5xx, Enforced5xx, DetectedGateway, EnforcedGateway, DetectedLocal, EnforcedLocal *stats.Counter
 	RqTime                                                                                   *stats.Histogram
-	codes                                                                                    [600]atomic.Pointer[stats.Counter]
+	// codes are the per-status counters, made on a cluster's first
+	// response: 4.8 KB that most of thousands of clusters never need.
+	codes atomic.Pointer[codeCounters]
 }
+
+// codeCounters are a cluster's counters by response status.
+type codeCounters [600]atomic.Pointer[stats.Counter]
 
 func newClusterStats(store *stats.Store, name string) *ClusterStats {
 	sc := stats.ClusterScope(name)
@@ -122,10 +127,15 @@ func (s *ClusterStats) Response(code int) {
 		return
 	}
 	s.RqClass[code/100].Inc()
-	p := s.codes[code].Load()
+	codes := s.codes.Load()
+	if codes == nil {
+		s.codes.CompareAndSwap(nil, new(codeCounters))
+		codes = s.codes.Load()
+	}
+	p := codes[code].Load()
 	if p == nil {
 		p = s.store.Counter(s.scope, "upstream_rq_"+strconv.Itoa(code))
-		s.codes[code].Store(p)
+		codes[code].Store(p)
 	}
 	p.Inc()
 }
