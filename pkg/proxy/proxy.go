@@ -7,7 +7,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -228,10 +227,12 @@ type servableSpec struct {
 type compiled[T any] struct {
 	value T
 	// msg is the resource for /config_dump; clusters, load assignments
-	// and route configurations keep raw instead, their encoding (an
-	// exactly sized copy), decoded when a dump asks: with thousands of
-	// them, decoded Envoy messages (metadata Structs are maps) were most
-	// of the proxy's heap, for a page rarely read. See message.
+	// and route configurations keep raw instead, their encoding, decoded
+	// when a dump asks: with thousands of them, decoded Envoy messages
+	// (metadata Structs are maps) were most of the proxy's heap, for a
+	// page rarely read. See message. raw is the xDS client's bytes, which
+	// it keeps for the resource's lifetime and never writes (a response
+	// buffer of its own, see xdsclient's codec): no second copy.
 	msg proto.Message
 	raw []byte
 	typ protoreflect.MessageType
@@ -570,7 +571,7 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 				ph, ps, pu = old.hash, old.seen, old.updated
 			}
 			h, v, seen, upd := entry(r, c, ph, ps, pu)
-			next[n] = &compiledCluster{compiled[*upstream.ClusterConfig]{value: cfg, raw: bytes.Clone(r.Any.GetValue()), typ: c.ProtoReflect().Type(),
+			next[n] = &compiledCluster{compiled[*upstream.ClusterConfig]{value: cfg, raw: r.Any.GetValue(), typ: c.ProtoReflect().Type(),
 				version: v, hash: h, seen: seen, updated: upd}}
 		}
 		p.clusters, p.clusterCfgs = next, nil
@@ -605,7 +606,7 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 				ph, ps, pu = old.hash, old.seen, old.updated
 			}
 			h, v, seen, upd := entry(r, cla, ph, ps, pu)
-			next[n] = &compiled[[]upstream.EndpointSpec]{value: eps, raw: bytes.Clone(r.Any.GetValue()), typ: cla.ProtoReflect().Type(),
+			next[n] = &compiled[[]upstream.EndpointSpec]{value: eps, raw: r.Any.GetValue(), typ: cla.ProtoReflect().Type(),
 				version: v, hash: h, seen: seen, updated: upd}
 		}
 		changed := map[string][]upstream.EndpointSpec{}
@@ -644,7 +645,7 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 			if err != nil {
 				return fmt.Errorf("route configuration %s: %w", n, err)
 			}
-			next[n] = &compiled[*router.Table]{value: t, raw: bytes.Clone(r.Any.GetValue()), typ: routeConfigType, vhosts: used,
+			next[n] = &compiled[*router.Table]{value: t, raw: r.Any.GetValue(), typ: routeConfigType, vhosts: used,
 				version: v, hash: h, seen: now, updated: now}
 		}
 		p.routeCfgs = next
