@@ -121,7 +121,10 @@ func ConvertH2Request(r *h2.Request, body io.Reader, state *tls.ConnectionState,
 	if n := len(r.Fields); n > lim.MaxHeaders {
 		return nil, 431, fmt.Errorf("%w: %d header fields, more than %d", errH2Request, n, lim.MaxHeaders)
 	}
-	req.Header.Fields = make([]httpx.Field, 0, len(r.Fields))
+	// Room for what the edge adds (x-forwarded-for, x-forwarded-proto,
+	// x-request-id, x-envoy-*): r.Fields' pseudo-headers are not copied,
+	// so with a few more the header is not reallocated on its way.
+	req.Header.Fields = make([]httpx.Field, 0, len(r.Fields)+4)
 	var cookies []string
 	host, tes := "", 0
 	for _, f := range r.Fields {
