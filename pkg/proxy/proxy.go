@@ -176,6 +176,15 @@ type Proxy struct {
 	// clusterCfgs is p.clusters as the cluster manager takes them; nil
 	// when p.clusters changed since it was built.
 	clusterCfgs map[string]upstream.Versioned
+	// clustersSettled: the cluster manager runs exactly clusterCfgs
+	// (applied, nothing kept beyond them), so applying them again would
+	// change nothing; with 24,000 clusters, finding that out cost a pass
+	// over all of them twice per route change. endpointsForgotten: the
+	// manager holds no load assignment p.endpoints lacks.
+	clustersSettled    bool
+	endpointsForgotten bool
+	// applyAlways turns both shortcuts off (tests compare with it).
+	applyAlways bool
 	// wanted caches Wanted's answers, valid while wantedGen (bumped
 	// whenever p.clusters or p.lsnrs is replaced) is unchanged.
 	wanted    map[string]wantedNames
@@ -574,7 +583,7 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 			next[n] = &compiledCluster{compiled[*upstream.ClusterConfig]{value: cfg, raw: r.Any.GetValue(), typ: c.ProtoReflect().Type(),
 				version: v, hash: h, seen: seen, updated: upd}}
 		}
-		p.clusters, p.clusterCfgs = next, nil
+		p.clusters, p.clusterCfgs, p.clustersSettled = next, nil, false
 		p.wantedGen++
 	case resourcev3.EndpointType:
 		next := map[string]*compiled[[]upstream.EndpointSpec]{}
@@ -616,7 +625,7 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 			}
 		}
 		p.Clusters.SetEndpointsOf(changed)
-		p.endpoints = next
+		p.endpoints, p.endpointsForgotten = next, false
 	case resourcev3.RouteType:
 		next := map[string]*compiled[*router.Table]{}
 		vhosts := map[string]compiledVirtualHost{}
@@ -869,14 +878,7 @@ func (p *Proxy) reconcile() {
 
 	// 1. Clusters. Keep clusters that active routes or listeners still use
 	// even if CDS dropped them, until those move on (make-before-break).
-	if p.clusterCfgs == nil {
-		p.clusterCfgs = make(map[string]upstream.Versioned, len(p.clusters))
-		for n, c := range p.clusters {
-			p.clusterCfgs[n] = upstream.Versioned{Config: c.value, Hash: c.hash}
-		}
-	}
-	cfgs := p.clusterCfgs
-	p.Clusters.Apply(cfgs, p.activeClusterRefs)
+	p.applyClusters()
 
 	clusterReady := func(name string, seen time.Time) bool {
 		c := p.Clusters.Get(name)
@@ -890,8 +892,8 @@ func (p *Proxy) reconcile() {
 		// ready when it became active, and the cluster manager keeps
 		// what active tables refer to.
 		ready := true
-		if p.activeRoutes[n] != rc && !timedOut(rc.seen) {
-			for _, c := range rc.value.Clusters {
+		if active := p.activeRoutes[n]; active != rc && !timedOut(rc.seen) {
+			for _, c := range newClusters(rc, active) {
 				if !clusterReady(c, rc.seen) {
 					ready = false
 					break
@@ -1005,12 +1007,15 @@ func (p *Proxy) reconcile() {
 	p.lstats.warming.Set(int64(warming))
 
 	// 4. Drop clusters nothing uses any more.
-	p.Clusters.Apply(cfgs, p.activeClusterRefs)
-	keepEDS := map[string]bool{}
-	for n := range p.endpoints {
-		keepEDS[n] = true
+	p.applyClusters()
+	if !p.endpointsForgotten || p.applyAlways {
+		keepEDS := make(map[string]bool, len(p.endpoints))
+		for n := range p.endpoints {
+			keepEDS[n] = true
+		}
+		p.Clusters.ForgetEndpoints(keepEDS)
+		p.endpointsForgotten = true
 	}
-	p.Clusters.ForgetEndpoints(keepEDS)
 
 	if !p.ready.Load() && p.received[resourcev3.ClusterType] && p.received[resourcev3.ListenerType] && p.settled() {
 		p.ready.Store(true)
@@ -1217,6 +1222,46 @@ func (p *Proxy) listenerUsesRoute(name string) bool {
 		}
 	}
 	return false
+}
+
+// applyClusters makes the cluster manager run p.clusterCfgs (built from
+// p.clusters when they changed), keeping what active tables, listeners
+// and lingering sets still use.
+func (p *Proxy) applyClusters() {
+	if p.clusterCfgs == nil {
+		p.clusterCfgs = make(map[string]upstream.Versioned, len(p.clusters))
+		for n, c := range p.clusters {
+			p.clusterCfgs[n] = upstream.Versioned{Config: c.value, Hash: c.hash}
+		}
+	}
+	if p.clustersSettled && !p.applyAlways {
+		return
+	}
+	p.clustersSettled = !p.Clusters.Apply(p.clusterCfgs, p.activeClusterRefs)
+}
+
+// newClusters lists the clusters a route configuration's version must
+// find ready before it replaces active: those of its virtual hosts that
+// active lacks (compiled virtual hosts are shared between versions, so
+// the same pointer means the same routes). The routes it shares with
+// active already send to their clusters, which the manager keeps for
+// active's sake; a one-host change among 10,000 checks one host's
+// clusters, not all 24,000.
+func newClusters(rc, active *compiled[*router.Table]) []string {
+	if active == nil || len(rc.vhosts) == 0 || len(active.vhosts) == 0 {
+		return rc.value.Clusters
+	}
+	had := make(map[*router.CompiledVirtualHost]struct{}, len(active.vhosts))
+	for _, vh := range active.vhosts {
+		had[vh.vh] = struct{}{}
+	}
+	var out []string
+	for _, vh := range rc.vhosts {
+		if _, ok := had[vh.vh]; !ok {
+			out = append(out, vh.vh.Clusters...)
+		}
+	}
+	return out
 }
 
 // activeClusterRefs are the clusters that active route tables and

@@ -82,23 +82,25 @@ type Versioned struct {
 // (nil: none) lists clusters that must survive even though cfgs lacks
 // them (routes still point at them: make-before-break); it is called only
 // when cfgs lacks a running cluster. When cfgs are the running clusters
-// as they are, nothing is rebuilt.
-func (m *Manager) Apply(cfgs map[string]Versioned, keep func() map[string]bool) {
+// as they are, nothing is rebuilt. It reports whether it kept clusters
+// cfgs lacks: until it last did not, another Apply of the same cfgs
+// changes nothing.
+func (m *Manager) Apply(cfgs map[string]Versioned, keep func() map[string]bool) (kept bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	cur := *m.clusters.Load()
 	if m.unchanged(cur, cfgs) {
-		return // one route change among thousands of clusters: no new table
+		return false // one route change among thousands of clusters: no new table
 	}
-	var kept map[string]bool
+	var keepSet map[string]bool
 	keeps := func(name string) bool {
 		if keep == nil {
 			return false
 		}
-		if kept == nil {
-			kept = keep() // only when CDS dropped a cluster still here
+		if keepSet == nil {
+			keepSet = keep() // only when CDS dropped a cluster still here
 		}
-		return kept[name]
+		return keepSet[name]
 	}
 	next := make(map[string]*Cluster, len(cfgs))
 	var retired []*Cluster
@@ -120,6 +122,7 @@ func (m *Manager) Apply(cfgs map[string]Versioned, keep func() map[string]bool) 
 		}
 		if keeps(name) {
 			next[name] = old
+			kept = true
 			continue
 		}
 		delete(m.hashes, name)
@@ -129,6 +132,7 @@ func (m *Manager) Apply(cfgs map[string]Versioned, keep func() map[string]bool) 
 	for _, c := range retired {
 		c.close()
 	}
+	return kept
 }
 
 // unchanged reports whether cfgs are exactly the clusters in cur, each
