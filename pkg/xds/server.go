@@ -76,8 +76,6 @@ type Server struct {
 	authz auth.Authorizer
 	// refusals logs refused proxies, rate-limited.
 	refusals *auth.RateLimitedLog
-	// wire holds delta wire versions by snapshot, for proxy-status.
-	wire map[*cachev3.Snapshot]map[string]map[string]string
 	// changed is signalled (never blocking) when a proxy of a class with no
 	// snapshot connects, so the controller builds that class.
 	changed chan struct{}
@@ -119,13 +117,12 @@ func NewServer(log logr.Logger, className ClassFunc) *Server {
 		published: map[string]*Snapshot{},
 		memos:     map[string]*memo{},
 		classes:   map[string]map[string]string{},
-		wire:      map[*cachev3.Snapshot]map[string]map[string]string{},
 		origins:   map[string]SecretOrigins{}, pendingOrigins: map[string]SecretOrigins{},
 		views:    map[viewKey]*cachev3.Snapshot{},
 		refusals: auth.NewRateLimitedLog(log),
 		changed:  make(chan struct{}, 1),
 	}
-	s.cache = cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log.WithName("cache")})
+	s.cache = newDeltaCache(cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log.WithName("cache")}), cachev3.IDHash{})
 	return s
 }
 

@@ -345,34 +345,11 @@ type ProxyStatus struct {
 var statusTypes = []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType, resourcev3.SecretType}
 
 // wireVersions returns the versions delta responses carry for a
-// snapshot's resources of a type: go-control-plane sends the hash of each
-// resource's encoding (not the snapshot's version map), so that is what a
-// delta ACK acknowledges. Computed once per snapshot, for proxy-status
-// only. Call with s.mu held.
+// snapshot's resources of a type, which is what a delta ACK acknowledges:
+// the delta cache sends the snapshot's own versions (see deltaCache).
 func (s *Server) wireVersions(snap *cachev3.Snapshot, typeURL string) map[string]string {
-	byType := s.wire[snap]
-	if byType == nil {
-		if len(s.wire) >= maxWireVersions {
-			clear(s.wire) // proxy-status recomputes what it needs
-		}
-		byType = map[string]map[string]string{}
-		s.wire[snap] = byType
-	}
-	if v, ok := byType[typeURL]; ok {
-		return v
-	}
-	v := map[string]string{}
-	for name, r := range snap.GetResources(typeURL) {
-		if b, err := cachev3.MarshalResource(r); err == nil {
-			v[name] = cachev3.HashResource(b)
-		}
-	}
-	byType[typeURL] = v
-	return v
+	return snap.GetVersionMap(typeURL)
 }
-
-// maxWireVersions bounds the snapshots whose wire versions are kept.
-const maxWireVersions = 64
 
 // ShortType is a type URL's last component: "Cluster", "Listener", ….
 func ShortType(typeURL string) string { return typeURL[strings.LastIndex(typeURL, ".")+1:] }
