@@ -9,7 +9,8 @@
 # file: write → file provider loaded it (holdoff included); build: → snapshot
 # published; transfer: → proxy received it; apply: → proxy applied it.
 # BINDIR holds gateway-controller and edge-proxy (go build -o BINDIR/ ./cmd/...).
-# Ports 19901-19905 on 127.0.0.1 must be free.
+# Ports 19901-19905 on 127.0.0.1 must be free. CTL_GODEBUG and PROXY_GODEBUG
+# (e.g. gctrace=1) go to each process; PHASES_LOGS=DIR keeps both logs.
 B=$1; D=$2; N=${3:-20}
 [ -d "$D" ] && [ -f "$D/probe.yaml" ] || { echo "usage: $0 BINDIR CONFIGDIR [CHANGES]" >&2; exit 2; }
 W=$(mktemp -d)
