@@ -19,11 +19,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/portico-gateway/portico/internal/randconfig"
-	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/proxy/upstream"
 	"github.com/portico-gateway/portico/pkg/proxy/xdsclient"
-	"github.com/portico-gateway/portico/pkg/translate"
-	"github.com/portico-gateway/portico/pkg/xds"
 )
 
 // The reconcile shortcuts (clusters applied only when they or what is
@@ -44,22 +41,13 @@ func TestReconcileShortcutsEqualApplyingEveryTime(t *testing.T) {
 		fast := New(Options{NodeID: "test", Labels: randconfig.Classes[0]}, logr.Discard())
 		full := New(Options{NodeID: "test", Labels: randconfig.Classes[0]}, logr.Discard())
 		full.applyAlways = true
-		opts := gateway.Options{Classes: randconfig.Classes, Now: func() time.Time { return randconfig.Now }}
 		types := []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.SecretType, resourcev3.RouteType}
 		for step := range 20 {
 			if step > 0 {
 				w.Edit()
 			}
-			px := gateway.Build(w.Resources(), opts).Proxy(randconfig.Classes[0])
-			if px == nil {
-				continue
-			}
-			tr, err := translate.Translate(px, translate.Options{})
-			if err != nil {
-				continue
-			}
-			snap, _, err := xds.NewSnapshot(tr, nil)
-			if err != nil {
+			snap := published(w)
+			if snap == nil {
 				continue
 			}
 			r.Shuffle(len(types), func(i, j int) { types[i], types[j] = types[j], types[i] })
@@ -67,14 +55,7 @@ func TestReconcileShortcutsEqualApplyingEveryTime(t *testing.T) {
 				if r.IntN(5) == 0 {
 					continue // this type arrives a step late
 				}
-				in := map[string]xdsclient.Resource{}
-				for name, res := range snap.GetResources(typ) {
-					b, err := proto.MarshalOptions{Deterministic: true}.Marshal(res)
-					if err != nil {
-						t.Fatal(err)
-					}
-					in[name] = xdsclient.Resource{Name: name, Any: &anypb.Any{TypeUrl: typ, Value: b}}
-				}
+				in := received(t, snap, typ)
 				if (typ == resourcev3.ClusterType || typ == resourcev3.EndpointType) && r.IntN(3) == 0 {
 					for _, name := range slices.Sorted(maps.Keys(in)) {
 						if r.IntN(3) == 0 {

@@ -4,18 +4,12 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
-	"time"
 
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/portico-gateway/portico/internal/randconfig"
-	"github.com/portico-gateway/portico/pkg/gateway"
 	"github.com/portico-gateway/portico/pkg/proxy/xdsclient"
-	"github.com/portico-gateway/portico/pkg/translate"
-	"github.com/portico-gateway/portico/pkg/xds"
 )
 
 // Wanted's cached answer equals a fresh computation after every step of
@@ -29,32 +23,16 @@ func TestWantedEqualsFreshAndStaysWhileUnchanged(t *testing.T) {
 	for seed := uint64(1); seed <= 20; seed++ {
 		w := randconfig.New(seed, randconfig.Options{Kubernetes: seed%2 == 1})
 		p := New(Options{NodeID: "test", Labels: randconfig.Classes[0]}, logr.Discard())
-		opts := gateway.Options{Classes: randconfig.Classes, Now: func() time.Time { return randconfig.Now }}
 		for step := range 15 {
 			if step > 0 {
 				w.Edit()
 			}
-			px := gateway.Build(w.Resources(), opts).Proxy(randconfig.Classes[0])
-			if px == nil {
-				continue
-			}
-			tr, err := translate.Translate(px, translate.Options{})
-			if err != nil {
-				continue
-			}
-			snap, _, err := xds.NewSnapshot(tr, nil)
-			if err != nil {
+			snap := published(w)
+			if snap == nil {
 				continue
 			}
 			for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.SecretType, resourcev3.ListenerType, resourcev3.RouteType} {
-				in := map[string]xdsclient.Resource{}
-				for name, r := range snap.GetResources(typ) {
-					b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
-					if err != nil {
-						t.Fatal(err)
-					}
-					in[name] = xdsclient.Resource{Name: name, Any: &anypb.Any{TypeUrl: typ, Value: b}}
-				}
+				in := received(t, snap, typ)
 				p.Update(typ, in, fmt.Sprint(step)) // a rejected type keeps its previous state; Wanted follows either
 				for _, nt := range named {
 					got := p.Wanted(nt)
