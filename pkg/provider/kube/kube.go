@@ -354,6 +354,7 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 	batch := debounce.Batcher{Holdoff: p.opts.Holdoff, MaxDelay: p.opts.MaxDelay, Leading: true}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	defer timer.Stop()
 	take := func() {
 		batch.Taken(time.Now())
 		res, err := p.snapshot(ctx)
@@ -370,10 +371,8 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 	for {
 		select {
 		case <-ctx.Done():
-			timer.Stop()
 			return <-errc
 		case err := <-errc:
-			timer.Stop()
 			return err
 		case <-p.trigger:
 			if now, wait := batch.Event(time.Now()); now {
