@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -219,6 +220,10 @@ func childMemory(dir string, n int) (pipelineResult, error) {
 func runChild(kind, dir string, n int) error {
 	var r pipelineResult
 	var err error
+	if rate, perr := strconv.Atoi(os.Getenv("PORTICO_BENCH_MEMPROFILERATE")); perr == nil && rate > 0 {
+		// Finer heap profiles than the default one sample per 512 KiB.
+		runtime.MemProfileRate = rate
+	}
 	if path := os.Getenv("PORTICO_BENCH_CPUPROFILE"); path != "" {
 		f, ferr := os.Create(fmt.Sprintf("%s-%s-%d.pprof", path, kind, n))
 		if ferr != nil {

@@ -611,6 +611,10 @@ func UnmarshalSpec(raw []byte, msg proto.Message) error {
 // encoding/json decodes it with UseNumber), setting the message's fields
 // directly instead of through protojson where it can.
 func unmarshalSpecValue(v any, msg proto.Message) error {
+	if quickMessage(v, msg.ProtoReflect()) {
+		return nil
+	}
+	proto.Reset(msg)
 	norm, err := normalizeMessage(v, msg.ProtoReflect().Descriptor(), "spec")
 	if err != nil {
 		return err

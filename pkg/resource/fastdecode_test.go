@@ -98,7 +98,7 @@ func mutate(rng *rand.Rand, doc string) string {
 	lines := strings.Split(strings.TrimRight(doc, "\n"), "\n")
 	i := rng.IntN(len(lines))
 	l := lines[i]
-	switch rng.IntN(7) {
+	switch rng.IntN(8) {
 	case 0, 1: // another value
 		if k := strings.Index(l, ": "); k >= 0 {
 			lines[i] = l[:k+2] + oddValues[rng.IntN(len(oddValues))]
@@ -130,6 +130,12 @@ func mutate(rng *rand.Rand, doc string) string {
 		indent = strings.ReplaceAll(indent, "-", " ")
 		extra := []string{"items: []", "status: {}", "spec: null", "kind: List", "Kind: x", "apiVersion: 3", "metadata: 7", "bogus: 1", "1: a", "true: b"}
 		lines = append(lines[:i+1], append([]string{indent + extra[rng.IntN(len(extra))]}, lines[i+1:]...)...)
+	case 6: // the same key again in its proto spelling, with another value
+		if k := strings.Index(l, ": "); k > 0 {
+			key := strings.TrimLeft(l[:k], " -")
+			indent := strings.ReplaceAll(l[:k-len(key)], "-", " ")
+			lines = append(lines[:i+1], append([]string{indent + snakeCase(key) + ": " + oddValues[rng.IntN(len(oddValues))]}, lines[i+1:]...)...)
+		}
 	default: // bytes
 		b := []byte(l)
 		if len(b) > 0 {
@@ -139,6 +145,19 @@ func mutate(rng *rand.Rand, doc string) string {
 		lines[i] = string(b)
 	}
 	return strings.Join(lines, "\n") + "\n"
+}
+
+// snakeCase is a camelCase key's proto field name (retryOn → retry_on).
+func snakeCase(key string) string {
+	var b strings.Builder
+	for _, r := range key {
+		if r >= 'A' && r <= 'Z' {
+			b.WriteByte('_')
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // TestFastDecodeEqualsPlainDecode checks that decoding a document from
