@@ -349,6 +349,20 @@ func TestPatchedSnapshotEqualsFullMerge(t *testing.T) {
 		if patched := p.merges == merges; patched != step.patched {
 			t.Errorf("%s: patched = %v, want %v", step.name, patched, step.patched)
 		}
+		// What the provider remembers of the snapshot is the snapshot's
+		// own objects, not a version it replaced (which it would keep
+		// alive).
+		inSnapshot := map[resource.Object]bool{}
+		for _, o := range snap.All() {
+			inSnapshot[o] = true
+		}
+		for f, st := range p.files {
+			for _, o := range st.published {
+				if !inSnapshot[o] {
+					t.Errorf("%s: %s remembers %s of an older version", step.name, f, resource.KeyOf(o))
+				}
+			}
+		}
 	}
 }
 
@@ -524,4 +538,74 @@ func TestContentHashFollowsContent(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestGenerationsFollowObjectsAcrossFiles: an object's generation grows
+// with each change of its content, in its file or moved to another
+// (even in a file read before the one it left), and starts again at 1
+// when it is re-created after a snapshot without it. Files of many
+// objects, reordered, keep every unchanged object's generation.
+func TestGenerationsFollowObjectsAcrossFiles(t *testing.T) {
+	dir := t.TempDir()
+	vs := func(name, host string) string {
+		return "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: " + name + ", namespace: ns}\nspec:\n  hosts: [" + host + "]\n  http: [{route: [{destination: {host: a}}]}]\n"
+	}
+	p := New(dir, logr.Discard(), Options{})
+	p.reload(nil)
+	p.Snapshot()
+	type gens map[string]int64
+	step := func(what string, files map[string]string, want gens) {
+		t.Helper()
+		var paths []string
+		for name, content := range files {
+			path := filepath.Join(dir, name)
+			paths = append(paths, path)
+			if content == "" {
+				os.Remove(path)
+			} else if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p.reload(paths)
+		got := gens{}
+		snap := p.Snapshot()
+		if len(snap.Invalid) > 0 {
+			t.Fatalf("%s: %v", what, snap.Invalid)
+		}
+		for _, v := range snap.VirtualServices {
+			got[v.Name] = v.Generation
+		}
+		for name, g := range want {
+			if got[name] != g {
+				t.Errorf("%s: %s has generation %d, want %d (all: %v)", what, name, got[name], g, got)
+			}
+		}
+		if len(got) != len(want) {
+			t.Errorf("%s: generations %v, want %v", what, got, want)
+		}
+	}
+	step("created", map[string]string{"b.yaml": vs("vx", "one") + "---\n" + vs("vy", "vy.example.com")}, gens{"vx": 1, "vy": 1})
+	step("changed", map[string]string{"b.yaml": vs("vx", "two") + "---\n" + vs("vy", "vy.example.com")}, gens{"vx": 2, "vy": 1})
+	step("rewritten unchanged", map[string]string{"b.yaml": vs("vy", "vy.example.com") + "---\n" + vs("vx", "two")}, gens{"vx": 2, "vy": 1})
+	step("moved to a file read first, changed", map[string]string{"b.yaml": vs("vy", "vy.example.com"), "a.yaml": vs("vx", "three")}, gens{"vx": 3, "vy": 1})
+	step("moved back unchanged, its file removed", map[string]string{"a.yaml": "", "c.yaml": vs("vx", "three")}, gens{"vx": 3, "vy": 1})
+	step("deleted", map[string]string{"c.yaml": ""}, gens{"vy": 1})
+	step("re-created", map[string]string{"c.yaml": vs("vx", "three")}, gens{"vx": 1, "vy": 1})
+
+	var many, reordered strings.Builder
+	want := gens{"vx": 1, "vy": 1}
+	for i := range 40 {
+		fmt.Fprintf(&many, "---\n%s", vs(fmt.Sprint("m", i), "m"))
+		want[fmt.Sprint("m", i)] = 1
+	}
+	step("a file of many", map[string]string{"m.yaml": many.String()}, want)
+	for i := 39; i >= 0; i-- {
+		host := "m"
+		if i == 7 {
+			host = "changed"
+		}
+		fmt.Fprintf(&reordered, "---\n%s", vs(fmt.Sprint("m", i), host))
+	}
+	want["m7"] = 2
+	step("a file of many, reordered, one changed", map[string]string{"m.yaml": reordered.String()}, want)
 }
