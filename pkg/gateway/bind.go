@@ -369,9 +369,7 @@ func (b *builder) bindHTTPRoutes(st *classState, t *routeTable, s *gwServer, req
 
 // httpRoutes returns a VirtualService's routes for one server, cut after
 // the first that matches every request (the rest are never reached).
-// They are remembered with the conversion, so a VirtualService that did
-// not change yields the very same routes build after build (and
-// translation, seeing them unchanged, reuses what it made of them).
+// The list is remembered with the conversion, as its routes are.
 func (b *builder) httpRoutes(info *vsInfo, gwKey string, port uint32, labels map[string]string) []*ir.Route {
 	key := boundKey{gateway: gwKey, port: port}
 	if b.usesSourceLabels {
@@ -386,9 +384,7 @@ func (b *builder) httpRoutes(info *vsInfo, gwKey string, port uint32, labels map
 			if !m.appliesTo(gwKey, port, labels) {
 				continue
 			}
-			r := rule.route
-			r.Name, r.Match = m.name, m.match
-			routes = append(routes, &r)
+			routes = append(routes, m.route)
 		}
 	}
 	routes = untilCatchAll(routes)

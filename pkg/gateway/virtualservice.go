@@ -47,14 +47,19 @@ type boundKey struct {
 type httpRule struct {
 	index   int
 	matches []httpMatch
-	route   ir.Route // everything but Name and Match
 	// clusters this rule sends traffic to (including mirrors).
 	clusters []clusterKey
 }
 
 type httpMatch struct {
-	name     string
-	match    ir.Match
+	name  string
+	match ir.Match
+	// route is the rule's route for this match, made once with the
+	// conversion and shared by every binding: a VirtualService that did
+	// not change yields the very same routes build after build (and
+	// translation, seeing them unchanged, reuses what it made of them).
+	// Routes are never modified once made.
+	route    *ir.Route
 	gateways []string
 	port     uint32
 	// sourceLabels must be a subset of the gateway proxy's own labels, as
@@ -236,9 +241,11 @@ func (b *builder) convertHTTPRule(info *vsInfo, errs vsErrors, i int, h *network
 	if name == "" {
 		name = fmt.Sprintf("%s.%s.%d", vs.Namespace, vs.Name, i)
 	}
-	rule.route.Name = name
-	rule.route.Source = info.ref
-	rule.route.LocalRateLimit = info.rateLimit
+	// route is everything but each match's Name and Match.
+	var route ir.Route
+	route.Name = name
+	route.Source = info.ref
+	route.LocalRateLimit = info.rateLimit
 
 	// Matches.
 	for j, m := range h.Match {
@@ -263,7 +270,7 @@ func (b *builder) convertHTTPRule(info *vsInfo, errs vsErrors, i int, h *network
 		rule.matches = []httpMatch{{name: name, match: ir.Match{Path: &ir.StringMatch{Type: ir.MatchPrefix, Value: "/"}}}}
 	}
 
-	r := &rule.route
+	r := &route
 	r.RequestHeaders, r.ResponseHeaders = headerOps(h.Headers)
 	switch {
 	case h.Redirect != nil:
@@ -389,6 +396,12 @@ func (b *builder) convertHTTPRule(info *vsInfo, errs vsErrors, i int, h *network
 			return nil
 		}
 		r.CORS = c
+	}
+	for k := range rule.matches {
+		m := &rule.matches[k]
+		r := route
+		r.Name, r.Match = m.name, m.match
+		m.route = &r
 	}
 	return rule
 }
