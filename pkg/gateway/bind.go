@@ -375,7 +375,10 @@ func (b *builder) httpRoutes(info *vsInfo, gwKey string, port uint32, labels map
 	if b.usesSourceLabels {
 		key.class = ClassName(labels)
 	}
-	if routes, ok := info.routes[key]; ok {
+	if info.routes.set && info.routes.key == key {
+		return info.routes.routes
+	}
+	if routes, ok := info.moreRoutes[key]; ok {
 		return routes
 	}
 	var routes []*ir.Route
@@ -388,11 +391,22 @@ func (b *builder) httpRoutes(info *vsInfo, gwKey string, port uint32, labels map
 		}
 	}
 	routes = untilCatchAll(routes)
-	if info.routes == nil {
-		info.routes = map[boundKey][]*ir.Route{}
+	switch {
+	case !info.routes.set:
+		info.routes = boundRoutes{key: key, routes: routes, set: true}
+	case info.moreRoutes == nil:
+		info.moreRoutes = map[boundKey][]*ir.Route{key: routes}
+	default:
+		info.moreRoutes[key] = routes
 	}
-	info.routes[key] = routes
 	return routes
+}
+
+// boundRoutes is a VirtualService's routes for one server.
+type boundRoutes struct {
+	key    boundKey
+	routes []*ir.Route
+	set    bool
 }
 
 func (b *builder) bindHTTP(st *classState, g *portGroup, s *gwServer, _ map[string]bool) {

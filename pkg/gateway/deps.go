@@ -75,8 +75,9 @@ type deps struct {
 	holdsIn *registry
 }
 
-// newDeps returns an empty set sized for a typical computation.
-func newDeps() *deps { return &deps{reads: make([]read, 0, 4)} }
+// newDeps returns an empty set. Its list grows as reads are recorded: most
+// computations make one to three, and thousands of sets live in the memo.
+func newDeps() *deps { return &deps{} }
 
 func (d *deps) add(r read) {
 	for _, old := range d.reads {
