@@ -97,7 +97,7 @@ func (s *Server) view(class string, snap *Snapshot, g auth.Grant) *cachev3.Snaps
 	items := snap.Resources[idx].Items
 	allowed := make(map[string]cachetypes.ResourceWithTTL, len(items))
 	for name, r := range items {
-		sec, _ := snap.originals[resourcev3.SecretType][name].(*tlsv3.Secret)
+		sec, _ := r.Resource.(*tlsv3.Secret)
 		caOnly := sec != nil && sec.GetTlsCertificate() == nil && sec.GetGenericSecret() == nil
 		if secretAllowed(g, name, origins[name], caOnly) {
 			allowed[name] = r

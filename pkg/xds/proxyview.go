@@ -58,7 +58,7 @@ func (s *Server) ProxyView(id string) (*ProxyView, error) {
 		v.Versions[typ] = n.current.GetVersion(typ)
 		byName := map[string]proto.Message{}
 		for name := range n.current.GetResources(typ) {
-			if m, ok := snap.originals[typ][name]; ok {
+			if m, ok := snap.published(typ, name); ok {
 				// Published virtual hosts, clusters and load
 				// assignments are compact stand-ins (compact.go).
 				byName[name] = expand(m)

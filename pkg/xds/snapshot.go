@@ -46,18 +46,24 @@ type Snapshot struct {
 	Versions map[string]string
 	// hashes holds each resource's content hash by type and name.
 	hashes map[string]map[string]string
-	// originals are the resources as translated, by type and name (what is
-	// handed to the xDS cache may be a pre-encoded stand-in).
-	originals map[string]map[string]proto.Message
+}
+
+// published returns the resource of a type and name as handed to the xDS
+// cache (a virtual host, cluster or load assignment may be a compact
+// stand-in, compact.go).
+func (s *Snapshot) published(typeURL, name string) (proto.Message, bool) {
+	r, ok := s.Resources[cachev3.GetResponseType(typeURL)].Items[name]
+	return r.Resource, ok
 }
 
 // Originals returns the resources of a type as translated, by name: for
 // inspection (config dumps), not for serving. Compact stand-ins (see
 // compact.go) are expanded into full messages, new on every call.
 func (s *Snapshot) Originals(typeURL string) map[string]proto.Message {
-	out := make(map[string]proto.Message, len(s.originals[typeURL]))
-	for name, m := range s.originals[typeURL] {
-		out[name] = expand(m)
+	items := s.Resources[cachev3.GetResponseType(typeURL)].Items
+	out := make(map[string]proto.Message, len(items))
+	for name, r := range items {
+		out[name] = expand(r.Resource)
 	}
 	return out
 }
@@ -99,12 +105,11 @@ type typeMemo struct {
 	// refs are the load assignments compact clusters refer to.
 	refs map[proto.Message][]string
 	// What was published: the messages as translated (to tell them the
-	// same), the type's version, hashes and originals by name, the cache's
-	// resources, and a hash of the names (for the consistency key).
+	// same), the type's version, hashes by name, the cache's resources,
+	// and a hash of the names (for the consistency key).
 	items     []cachetypes.Resource
 	version   string
 	byName    map[string]string
-	originals map[string]proto.Message
 	resources cachev3.Resources
 	names     uint64
 }
@@ -520,8 +525,7 @@ func newSnapshot(res *translate.Resources, prev *memo, st *Stream) (*Snapshot, *
 		}
 	}
 	b.prepare(byType)
-	snap := &Snapshot{Snapshot: &cachev3.Snapshot{}, Versions: map[string]string{}, hashes: map[string]map[string]string{},
-		originals: map[string]map[string]proto.Message{}}
+	snap := &Snapshot{Snapshot: &cachev3.Snapshot{}, Versions: map[string]string{}, hashes: map[string]map[string]string{}}
 	var problems []*Problem
 	swaps := map[proto.Message]proto.Message{}
 	// What a type's version hashes, collected and hashed at once: written
@@ -531,7 +535,7 @@ func newSnapshot(res *translate.Resources, prev *memo, st *Stream) (*Snapshot, *
 		items := byType[typ]
 		if b.carried[typ] {
 			t := b.next.types[typ]
-			snap.Versions[typ], snap.hashes[typ], snap.originals[typ] = t.version, t.byName, t.originals
+			snap.Versions[typ], snap.hashes[typ] = t.version, t.byName
 			snap.Resources[cachev3.GetResponseType(typ)] = t.resources
 			continue
 		}
@@ -539,7 +543,6 @@ func newSnapshot(res *translate.Resources, prev *memo, st *Stream) (*Snapshot, *
 		typeHash = typeHash[:0]
 		hashes := make(map[string]string, len(items))
 		published := make([]cachetypes.Resource, 0, len(items))
-		originals := make(map[string]proto.Message, len(items))
 		names := xxhash.New()
 		for _, r := range items {
 			name := cachev3.GetResourceName(r)
@@ -571,7 +574,6 @@ func newSnapshot(res *translate.Resources, prev *memo, st *Stream) (*Snapshot, *
 			}
 			hashes[name] = hash
 			published = append(published, pub)
-			originals[name] = pub
 			typeHash = append(append(typeHash, name...), hash...)
 			names.WriteString(name)
 			names.WriteString("\x00")
@@ -580,10 +582,9 @@ func newSnapshot(res *translate.Resources, prev *memo, st *Stream) (*Snapshot, *
 		version := hex.EncodeToString(typeSum[:])[:16]
 		snap.Versions[typ] = version
 		snap.hashes[typ] = hashes
-		snap.originals[typ] = originals
 		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(version, published)
 		t := b.nextT
-		t.items, t.version, t.byName, t.originals = byType[typ], version, hashes, originals
+		t.items, t.version, t.byName = byType[typ], version, hashes
 		t.resources, t.names = snap.Resources[cachev3.GetResponseType(typ)], names.Sum64()
 	}
 	b.prevT, b.nextT = nil, nil
