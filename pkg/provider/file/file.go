@@ -19,6 +19,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"sort"
 	"strings"
@@ -438,7 +439,10 @@ type fileRead struct {
 	stat      statKey
 	objs      []resource.Object
 	// contents are the objects' content hashes (see stamp), worked out
-	// here, in parallel, rather than under the lock.
+	// here, in parallel, rather than under the lock; nil for a file read
+	// for the first time, which has no earlier version to compare with
+	// (hashAt works them out when first needed: a cold start of 30,000
+	// objects needs none).
 	contents [][32]byte
 	errs     []*resource.DecodeError
 	ignored  []resource.Ignored
@@ -473,7 +477,7 @@ func (p *Provider) readFile(path string, prev [32]byte, prevStat statKey) fileRe
 	p.decodes.Add(1)
 	objs, errs, ignored := resource.DecodeWithIgnored(data, rel)
 	var contents [][32]byte
-	if len(errs) == 0 {
+	if len(errs) == 0 && prev != ([32]byte{}) {
 		contents = make([][32]byte, len(objs))
 		for i, o := range objs {
 			contents[i] = contentHash(o)
@@ -818,7 +822,7 @@ func (p *Provider) stamp(st *fileState, objs []resource.Object, contents [][32]b
 		key := resource.KeyOf(o)
 		prev, found := generation{}, false
 		if j := find(i, key); j >= 0 {
-			prev, found = generation{hash: st.contents[j], gen: old[j].GetGeneration()}, true
+			prev, found = generation{hash: hashAt(st.contents, old, j), gen: old[j].GetGeneration()}, true
 		} else if g, ok := p.removed[key]; ok {
 			prev, found = g, true
 			delete(p.removed, key)
@@ -826,7 +830,7 @@ func (p *Provider) stamp(st *fileState, objs []resource.Object, contents [][32]b
 		switch {
 		case !found:
 			o.SetGeneration(1)
-		case prev.hash != contents[i]:
+		case prev.hash != hashAt(contents, objs, i):
 			o.SetGeneration(prev.gen + 1)
 		default:
 			o.SetGeneration(prev.gen)
@@ -843,9 +847,18 @@ func (p *Provider) release(st *fileState, objs []resource.Object) {
 	}
 	for j, o := range st.objs {
 		if key := resource.KeyOf(o); !keep[key] {
-			p.removed[key] = generation{hash: st.contents[j], gen: o.GetGeneration()}
+			p.removed[key] = generation{hash: hashAt(st.contents, st.objs, j), gen: o.GetGeneration()}
 		}
 	}
+}
+
+// hashAt is objs[i]'s content hash: from contents, parallel to objs, when
+// they were worked out, else now.
+func hashAt(contents [][32]byte, objs []resource.Object, i int) [32]byte {
+	if contents != nil {
+		return contents[i]
+	}
+	return contentHash(objs[i])
 }
 
 // remove forgets a file that is gone; its objects' generations are kept
@@ -853,7 +866,7 @@ func (p *Provider) release(st *fileState, objs []resource.Object) {
 func (p *Provider) remove(path string) {
 	if st := p.files[path]; st != nil {
 		for j, o := range st.objs {
-			p.removed[resource.KeyOf(o)] = generation{hash: st.contents[j], gen: o.GetGeneration()}
+			p.removed[resource.KeyOf(o)] = generation{hash: hashAt(st.contents, st.objs, j), gen: o.GetGeneration()}
 		}
 	}
 	delete(p.files, path)
@@ -866,6 +879,16 @@ func (p *Provider) remove(path string) {
 // decoding them. Kubernetes kinds have generated protobuf encoders too
 // (maps in key order), several times faster than printing them as JSON.
 func contentHash(o resource.Object) [32]byte {
+	if o.GetGeneration() != 0 {
+		// The generation is stamped on the object (or written by hand),
+		// not content: hashed on a shallow copy without it, a published
+		// object (which must not be modified) hashes as it decoded.
+		v := reflect.ValueOf(o).Elem()
+		c := reflect.New(v.Type())
+		c.Elem().Set(v)
+		o = c.Interface().(resource.Object)
+		o.SetGeneration(0)
+	}
 	var spec proto.Message
 	var meta *metav1.ObjectMeta
 	switch v := o.(type) {
