@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -150,10 +151,17 @@ func TestCompactSnapshotsEqualFresh(t *testing.T) {
 					if marshal(t, g[name]) != marshal(t, wr) {
 						t.Errorf("size %d streamed %v step %d: %s %s: published bytes differ", size, tc.streamed, step, typ, name)
 					}
-					// The version delta responses carry (go-control-plane's
-					// hash of the bytes it sends) is the snapshot's own.
-					if v := snap.VersionMap[typ][name]; v != cachev3.HashResource([]byte(marshal(t, g[name]))) {
-						t.Errorf("size %d streamed %v step %d: %s %s: version %s is not the hash of the published bytes", size, tc.streamed, step, typ, name, v)
+					// The version delta responses carry is the snapshot's own:
+					// go-control-plane's hash of the bytes it sends, or for a
+					// route configuration the hash of its parts' hashes.
+					wantVersion := cachev3.HashResource([]byte(marshal(t, g[name])))
+					if typ == resourcev3.RouteType {
+						if wantVersion, err = xds.RouteVersion(xds.Expand(wr).(*routev3.RouteConfiguration)); err != nil {
+							t.Fatal(err)
+						}
+					}
+					if v := snap.VersionMap[typ][name]; v != wantVersion {
+						t.Errorf("size %d streamed %v step %d: %s %s: version %s is not the hash of the published content (%s)", size, tc.streamed, step, typ, name, v, wantVersion)
 					}
 					if d, ok := direct[typ+" "+name]; ok && marshal(t, g[name]) != d {
 						t.Errorf("size %d streamed %v step %d: %s %s: published bytes differ from the translated message's", size, tc.streamed, step, typ, name)
@@ -205,4 +213,33 @@ func marshal(t *testing.T, r cachetypes.Resource) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestRouteVersionFollowsContent: a route configuration's version is the
+// same for the same content and new for any change of its shell, of a
+// virtual host, or of their order.
+func TestRouteVersionFollowsContent(t *testing.T) {
+	vh := func(name string) *routev3.VirtualHost {
+		return &routev3.VirtualHost{Name: name, Domains: []string{name}}
+	}
+	base := &routev3.RouteConfiguration{Name: "http.80", VirtualHosts: []*routev3.VirtualHost{vh("a"), vh("b")}}
+	variants := map[string]*routev3.RouteConfiguration{
+		"shell":      {Name: "http.81", VirtualHosts: []*routev3.VirtualHost{vh("a"), vh("b")}},
+		"a host":     {Name: "http.80", VirtualHosts: []*routev3.VirtualHost{vh("a"), vh("c")}},
+		"order":      {Name: "http.80", VirtualHosts: []*routev3.VirtualHost{vh("b"), vh("a")}},
+		"one less":   {Name: "http.80", VirtualHosts: []*routev3.VirtualHost{vh("a")}},
+		"moved into": {Name: "http.80a", VirtualHosts: []*routev3.VirtualHost{vh("b")}},
+	}
+	want, err := xds.RouteVersion(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := xds.RouteVersion(proto.Clone(base).(*routev3.RouteConfiguration)); again != want {
+		t.Errorf("the same content got versions %s and %s", want, again)
+	}
+	for name, rc := range variants {
+		if v, _ := xds.RouteVersion(rc); v == want {
+			t.Errorf("%s changed, the version did not", name)
+		}
+	}
 }
