@@ -176,7 +176,11 @@ func New(opts Options, log logr.Logger) (*Provider, error) {
 		LeaderElectionReleaseOnCancel: true,
 		// Of Deployments, ServiceAccounts, Roles and RoleBindings only
 		// the provisioned ones are read: the cache holds nothing else.
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+		//
+		// Managed fields (server-side apply's bookkeeping, often half of
+		// an object's size) are never read: they are dropped before an
+		// object enters the cache, as Istio does.
+		Cache: cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
 			&appsv1.Deployment{}:     {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})},
 			&corev1.ServiceAccount{}: {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})},
 			&rbacv1.Role{}:           {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedByValue})},
