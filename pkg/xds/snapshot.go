@@ -298,12 +298,15 @@ func contentHash(bytes []byte) string {
 // reconnecting with the versions it holds is still sent only what it
 // lacks.
 func routeVersion(shellHash string, vhostHashes []string) string {
-	h := sha256.New()
-	h.Write([]byte(shellHash))
+	// Hashed in one piece: a Write per virtual host copied each hash to
+	// the heap first.
+	buf := make([]byte, 0, len(shellHash)*(1+len(vhostHashes)))
+	buf = append(buf, shellHash...)
 	for _, vh := range vhostHashes {
-		h.Write([]byte(vh))
+		buf = append(buf, vh...)
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	sum := sha256.Sum256(buf)
+	return hex.EncodeToString(sum[:])
 }
 
 // RouteVersion is the version a snapshot gives a route configuration (for
