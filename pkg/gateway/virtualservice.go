@@ -402,9 +402,9 @@ func (b *builder) convertHTTPRule(info *vsInfo, errs vsErrors, i int, h *network
 	}
 	for k := range rule.matches {
 		m := &rule.matches[k]
-		r := route
-		r.Name, r.Match = m.name, m.match
-		m.route = &r
+		mr := route
+		mr.Name, mr.Match = m.name, m.match
+		m.route = &mr
 	}
 	return rule
 }
