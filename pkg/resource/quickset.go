@@ -71,73 +71,7 @@ func quickMessage(v any, m protoreflect.Message) bool {
 }
 
 func quickField(m protoreflect.Message, fd protoreflect.FieldDescriptor, v any) bool {
-	switch {
-	case fd.IsList():
-		arr, ok := v.([]any)
-		if !ok {
-			return false
-		}
-		if len(arr) == 0 {
-			return true
-		}
-		l := m.Mutable(fd).List()
-		for _, item := range arr {
-			if item == nil {
-				return false
-			}
-			if isMessage(fd) {
-				e := l.NewElement()
-				if !quickMessage(item, e.Message()) {
-					return false
-				}
-				l.Append(e)
-				continue
-			}
-			pv, ok := quickScalar(item, fd)
-			if !ok {
-				return false
-			}
-			l.Append(pv)
-		}
-		return true
-	case fd.IsMap():
-		obj, ok := v.(map[string]any)
-		if !ok || fd.MapKey().Kind() != protoreflect.StringKind {
-			return false
-		}
-		if len(obj) == 0 {
-			return true
-		}
-		mp := m.Mutable(fd).Map()
-		vd := fd.MapValue()
-		for k, item := range obj {
-			if item == nil {
-				return false
-			}
-			mk := protoreflect.ValueOfString(k).MapKey()
-			if isMessage(vd) {
-				mv := mp.NewValue()
-				if !quickMessage(item, mv.Message()) {
-					return false
-				}
-				mp.Set(mk, mv)
-				continue
-			}
-			pv, ok := quickScalar(item, vd)
-			if !ok {
-				return false
-			}
-			mp.Set(mk, pv)
-		}
-		return true
-	case isMessage(fd):
-		return quickMessage(v, m.Mutable(fd).Message())
-	}
-	pv, ok := quickScalar(v, fd)
-	if ok {
-		m.Set(fd, pv)
-	}
-	return ok
+	return setFieldWith(m, fd, v, quickMessage, quickScalar)
 }
 
 // quickScalar is normalizeSingular followed by scalar, as the two passes

@@ -277,6 +277,15 @@ func isMessage(fd protoreflect.FieldDescriptor) bool {
 }
 
 func setField(m protoreflect.Message, fd protoreflect.FieldDescriptor, v any) bool {
+	return setFieldWith(m, fd, v, setMessageValue, scalar)
+}
+
+// setFieldWith sets a field from v, its message values with setMsg and
+// its scalars with toScalar: the two-pass way sets a normalized value
+// (setMessageValue, scalar), quickField the parsed one (quickMessage,
+// quickScalar).
+func setFieldWith(m protoreflect.Message, fd protoreflect.FieldDescriptor, v any,
+	setMsg func(any, protoreflect.Message) bool, toScalar func(any, protoreflect.FieldDescriptor) (protoreflect.Value, bool)) bool {
 	switch {
 	case fd.IsList():
 		arr, ok := v.([]any)
@@ -293,13 +302,13 @@ func setField(m protoreflect.Message, fd protoreflect.FieldDescriptor, v any) bo
 			}
 			if isMessage(fd) {
 				e := l.NewElement()
-				if !setMessageValue(item, e.Message()) {
+				if !setMsg(item, e.Message()) {
 					return false
 				}
 				l.Append(e)
 				continue
 			}
-			pv, ok := scalar(item, fd)
+			pv, ok := toScalar(item, fd)
 			if !ok {
 				return false
 			}
@@ -323,13 +332,13 @@ func setField(m protoreflect.Message, fd protoreflect.FieldDescriptor, v any) bo
 			mk := protoreflect.ValueOfString(k).MapKey()
 			if isMessage(vd) {
 				mv := mp.NewValue()
-				if !setMessageValue(item, mv.Message()) {
+				if !setMsg(item, mv.Message()) {
 					return false
 				}
 				mp.Set(mk, mv)
 				continue
 			}
-			pv, ok := scalar(item, vd)
+			pv, ok := toScalar(item, vd)
 			if !ok {
 				return false
 			}
@@ -337,9 +346,9 @@ func setField(m protoreflect.Message, fd protoreflect.FieldDescriptor, v any) bo
 		}
 		return true
 	case isMessage(fd):
-		return setMessageValue(v, m.Mutable(fd).Message())
+		return setMsg(v, m.Mutable(fd).Message())
 	}
-	pv, ok := scalar(v, fd)
+	pv, ok := toScalar(v, fd)
 	if ok {
 		m.Set(fd, pv)
 	}
