@@ -73,7 +73,7 @@ func main() {
 	protos := flag.String("protos", "http1,https,h2,tcp", "protocols")
 	out := flag.String("out", "", "also write the Markdown table to this file")
 	pin := flag.Bool("pin", true, "pin proxies to the last CPU and the load to the others (needs 2+ CPUs)")
-	cpuprofile := flag.String("portico-cpuprofile", "", "write a CPU profile of the edge proxy for HTTP/1.1 to this file")
+	cpuprofile := flag.String("portico-cpuprofile", "", "write a CPU profile of the edge proxy for HTTP/1.1 to this file (and its allocations to FILE.allocs)")
 	flag.StringVar(&profileProto, "portico-profile-proto", "http1", "the protocol -portico-cpuprofile profiles")
 	binDir := flag.String("bin-dir", "", "use the Portico binaries in this directory instead of building them")
 	serveGoProxy := flag.String("serve-goproxy", "", "internal: run the httputil.ReverseProxy target (h1addr,tlsaddr,backend,certdir)")
@@ -243,7 +243,8 @@ func run(ctx context.Context, rounds int, duration, warmup time.Duration, target
 						u, s := proc.CPUTimes(t.pids())
 						before, beforeUser = u+s, u
 						if profile {
-							go fetchProfile(t, cpuprofile, duration)
+							go fetchProfile(t, "profile", cpuprofile, duration)
+							go fetchProfile(t, "allocs", cpuprofile+".allocs", duration)
 						}
 					}, func() {})
 					afterUser, afterSystem := proc.CPUTimes(t.pids())
@@ -299,10 +300,11 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// fetchProfile saves a CPU profile of the edge proxy over the
-// measurement window, from its admin interface's /debug/pprof.
-func fetchProfile(t *target, path string, d time.Duration) {
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", t.admin, int(d.Seconds())))
+// fetchProfile saves a profile of the edge proxy over the measurement
+// window, from its admin interface's /debug/pprof: "profile" (CPU) or
+// "allocs" (what was allocated during the window).
+func fetchProfile(t *target, kind, path string, d time.Duration) {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", t.admin, kind, int(d.Seconds())))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "profile:", err)
 		return
