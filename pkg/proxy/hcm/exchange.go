@@ -18,11 +18,13 @@ import (
 
 // exchange is one request's state as it crosses the proxy.
 type exchange struct {
-	h        *Handler
-	ctx      context.Context
-	req      *httpx.Request
-	w        ResponseWriter
-	start    time.Time
+	h     *Handler
+	ctx   context.Context
+	req   *httpx.Request
+	w     ResponseWriter
+	start time.Time
+	// duration is the request's, from start to its end (set then).
+	duration time.Duration
 	flags    accesslog.Flags
 	status   int
 	upstream string
@@ -57,12 +59,25 @@ type exchange struct {
 	respLog *capturedHeaders
 	// span is the request's server span (nil: not traced).
 	span *tracing.Span
+
+	// Storage the exchange would otherwise allocate, request after
+	// request, each piece on its own: the request body's source, the
+	// upstream response head (with room for a typical header count),
+	// the hosts tried, and a generated x-request-id.
+	body       bodySource
+	resp       httpx.Response
+	respFields [12]httpx.Field
+	triedBuf   [2]*upstream.Host
+	rid        [36]byte
 }
 
 // ServeRequest runs one request through the pipeline and reports whether
 // the connection may serve another.
 func (h *Handler) ServeRequest(ctx context.Context, req *httpx.Request, w ResponseWriter) bool {
-	x := &exchange{h: h, ctx: ctx, req: req, w: w, start: time.Now(), upstreamTime: -1, grpcStatus: -1}
+	x := &exchange{h: h, ctx: ctx, req: req, w: w, start: req.Received, upstreamTime: -1, grpcStatus: -1}
+	if x.start.IsZero() {
+		x.start = time.Now()
+	}
 	if c := w.Context(); c != nil {
 		x.ctx = c
 	}
@@ -71,7 +86,8 @@ func (h *Handler) ServeRequest(ctx context.Context, req *httpx.Request, w Respon
 	h.st.rqActive.Inc()
 	keep := x.run()
 	h.st.rqActive.Dec()
-	h.st.rqTime.Observe(time.Since(x.start))
+	x.duration = time.Since(x.start)
+	h.st.rqTime.Observe(x.duration)
 	if x.status > 0 && x.status < 600 {
 		h.st.rqClass[x.status/100].Inc()
 	}
@@ -91,7 +107,7 @@ func (h *Handler) ServeRequest(ctx context.Context, req *httpx.Request, w Respon
 // headers plus body, as Istio's request_bytes and response_bytes are.
 func (x *exchange) recordIstio() {
 	r := istiometrics.Request{Cluster: x.cluster, Host: x.host, Protocol: istiometrics.HTTP, Code: x.status,
-		GRPCStatus: x.grpcStatus, Flags: x.flags, Duration: time.Since(x.start),
+		GRPCStatus: x.grpcStatus, Flags: x.flags, Duration: x.duration,
 		RequestBytes:  requestHeaderBytes(x.req) + x.bytesIn,
 		ResponseBytes: x.respHeaderBytes + x.w.Written() + x.tunneled}
 	if strings.HasPrefix(x.req.Header.Get("content-type"), "application/grpc") {
@@ -120,7 +136,7 @@ func headerBytes(h *httpx.Header) int64 {
 func (x *exchange) log() {
 	e := accesslog.Entry{
 		Start: x.start, Method: x.req.Method, Path: x.origPath, Protocol: x.req.Proto, Code: x.status, Flags: x.flags,
-		BytesReceived: x.bytesIn, BytesSent: x.w.Written() + x.tunneled, Duration: time.Since(x.start), UpstreamServiceTime: x.upstreamTime,
+		BytesReceived: x.bytesIn, BytesSent: x.w.Written() + x.tunneled, Duration: x.duration, UpstreamServiceTime: x.upstreamTime,
 		ForwardedFor: x.xff, UserAgent: x.ua, RequestID: x.requestID, Authority: x.req.Authority, UpstreamHost: x.upstream,
 		Scheme: x.req.Scheme, ReqHeaders: &x.req.Header,
 	}

@@ -90,6 +90,9 @@ type bodySource struct {
 
 func (b *bodySource) reader() (io.Reader, bool) {
 	if b.replay {
+		if len(b.buffered) == 0 {
+			return nil, true
+		}
 		return bytes.NewReader(b.buffered), true
 	}
 	if b.used {
@@ -184,7 +187,9 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 		return x.reply(code, bodyNoCluster, nil)
 	}
 	hash, hasHash := x.hashKey(route)
-	body, ok := x.prepareBody(route)
+	var ok bool
+	x.body, ok = x.prepareBody(route)
+	body := &x.body
 	defer body.release()
 	defer func() {
 		// Take the body back from whatever may still read it (an HTTP/2
@@ -197,7 +202,7 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 		return x.downstreamFailure(body.err)
 	}
 	if len(route.Mirrors) > 0 && body.replay {
-		x.mirror(route, &body)
+		x.mirror(route, body)
 	}
 	if x.ctx.Err() != nil {
 		// The client reset the stream already (HTTP/2): nothing to send.
@@ -224,7 +229,7 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 	if policy != nil && body.replay {
 		retries = policy.NumRetries
 	}
-	var tried []*upstream.Host
+	tried := x.triedBuf[:0]
 	retried := false
 	attempts := 0
 	for n := 0; ; n++ {
@@ -258,7 +263,7 @@ func (x *exchange) forward(route *router.Route) (keep bool) {
 		if x.span != nil {
 			up = x.injectTrace(cluster)
 		}
-		a := x.try(cluster, host, &body, deadline, policy)
+		a := x.try(cluster, host, body, deadline, policy)
 		if up != nil {
 			x.finishUpstream(up, cluster, host, &a, n)
 		}
@@ -619,7 +624,7 @@ func (x *exchange) try(c *upstream.Cluster, host *upstream.Host, body *bodySourc
 
 func (x *exchange) exchangeH1(c *upstream.Cluster, conn *upstream.Conn, body *bodySource, deadline time.Time) attempt {
 	req := x.req
-	conn.NC.SetDeadline(deadline)
+	conn.SetDeadline(deadline)
 	r, ok := body.reader()
 	if !ok {
 		c.Release(conn, false)
@@ -648,7 +653,10 @@ func (x *exchange) exchangeH1(c *upstream.Cluster, conn *upstream.Conn, body *bo
 		}
 		return attempt{fail: failReset, err: err}
 	}
-	resp := &httpx.Response{}
+	// Only the last attempt's response is ever used: an earlier one was
+	// discarded before its retry.
+	resp := &x.resp
+	*resp = httpx.Response{Header: httpx.Header{Fields: x.respFields[:0]}}
 	var scratch [2048]byte
 	if err := httpx.ReadResponse(conn.BR, req.Method, resp, scratch[:0]); err != nil {
 		first := time.Time{}
@@ -739,7 +747,7 @@ func (x *exchange) discardResponse(c *upstream.Cluster, a *attempt) {
 		return
 	}
 	reusable := !a.resp.Close && httpx.Discard(a.resp.Body, 64<<10)
-	a.conn.NC.SetDeadline(time.Time{})
+	a.conn.SetDeadline(time.Time{})
 	c.Release(a.conn, reusable)
 }
 
@@ -764,7 +772,7 @@ func (x *exchange) respond(c *upstream.Cluster, host *upstream.Host, a *attempt,
 	}
 	x.w.Finish(nil)
 	reusable := copyErr == nil && !resp.Close && httpx.Drained(resp.Body)
-	a.conn.NC.SetDeadline(time.Time{})
+	a.conn.SetDeadline(time.Time{})
 	c.Release(a.conn, reusable)
 	if copyErr != nil {
 		var we *httpx.WriteError
@@ -832,7 +840,11 @@ func (x *exchange) decorateResponse(hdr *httpx.Header, wc *router.WeightedCluste
 	}
 	hdr.Set("server", x.h.cfg.ServerName)
 	if !hdr.Has("date") {
-		hdr.Add("date", httpDate())
+		now := a.first // when the response began: a clock reading saved
+		if now.IsZero() {
+			now = time.Now()
+		}
+		hdr.Add("date", httpDateAt(now))
 	}
 	for _, f := range x.extraResp {
 		hdr.Add(f.Name, f.Value)

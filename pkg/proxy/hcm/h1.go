@@ -69,7 +69,7 @@ func (h *Handler) ServeConn(ctx context.Context, nc net.Conn, tlsConn *tls.Conn,
 				// The reader goes back to the pool here: the HTTP/2
 				// connection gets its own copy of what was read ahead.
 				defer done()
-				tc.readBy(time.Time{})
+				tc.setReadDeadline(time.Time{}) // nc serves on, without tc
 				oc.Busy()
 				h.st.cxHTTP2.Inc()
 				ahead := make([]byte, br.Buffered())
@@ -97,14 +97,26 @@ func (h *Handler) idleTimeout() time.Duration {
 // timedConn arms a connection's deadlines for the connection manager's
 // timeouts: an exact read deadline while a request head is awaited
 // (idle timeout, then request headers timeout), and sliding deadlines
-// (stream idle timeout) while a request's body and response move. A
-// sliding deadline is pushed forward at most once per slack, so a busy
-// stream does not pay a timer update per read.
+// (stream idle timeout) while a request's body and response move.
+//
+// Deadlines reach the socket only when a read or write needs them, and
+// a sliding deadline is pushed forward at most once per slack: every
+// SetDeadline is a runtime timer update, and a keep-alive request that
+// has no body and whose head arrived in one read would otherwise pay
+// four of them (idle, head, and both directions' stream idle timeout)
+// for one read and one write. Now it pays for the read that waits for it.
 type timedConn struct {
 	net.Conn
+	// readAt is the exact read deadline wanted (zero: none) while
+	// readIdle is 0; readArmed is the one the socket has.
+	readAt, readArmed   time.Time
 	readIdle, writeIdle time.Duration
-	readPushed          time.Time
-	writePushed         time.Time
+	// readPushed and writePushed are when the sliding deadlines were
+	// last armed (zero: not yet for this request, or never).
+	readPushed  time.Time
+	writePushed time.Time
+	// writeArmed: the socket has a write deadline.
+	writeArmed bool
 	// aborted is set, from another goroutine, when a reader that may be
 	// blocked in Read must return (see abortReads).
 	aborted atomic.Bool
@@ -120,21 +132,37 @@ func (c *timedConn) abortReads() {
 	c.Conn.SetReadDeadline(time.Now())
 }
 
-// readBy sets an exact read deadline (zero: none) and stops sliding.
+// readBy makes reads fail at t (zero: never) and stops sliding.
 func (c *timedConn) readBy(t time.Time) {
 	c.readIdle = 0
+	c.readAt = t
+}
+
+// armRead gives the socket the read deadline readBy asked for, for a
+// reader that does not go through Read (waitReadable).
+func (c *timedConn) armRead() {
+	if c.readIdle == 0 && !c.readAt.Equal(c.readArmed) {
+		c.setReadDeadline(c.readAt)
+	}
+}
+
+func (c *timedConn) setReadDeadline(t time.Time) {
+	c.readArmed = t
 	c.Conn.SetReadDeadline(t)
 }
 
 // slide makes reads and writes fail after d without progress (0: never).
 func (c *timedConn) slide(d time.Duration) {
-	now := time.Now()
-	c.readIdle, c.writeIdle = d, d
-	c.readPushed, c.writePushed = now, now
 	if d > 0 {
-		c.Conn.SetDeadline(now.Add(d))
+		c.readIdle, c.readPushed = d, time.Time{}
 	} else {
-		c.Conn.SetDeadline(time.Time{})
+		c.readBy(time.Time{})
+	}
+	if d != c.writeIdle {
+		// An armed write deadline stays valid across requests while the
+		// timeout is the same: Write pushes it once it is older than
+		// slack.
+		c.writeIdle, c.writePushed = d, time.Time{}
 	}
 }
 
@@ -145,20 +173,35 @@ func (c *timedConn) Read(p []byte) (int, error) {
 		return 0, errReadsAborted
 	}
 	if c.readIdle > 0 {
-		if now := time.Now(); now.Sub(c.readPushed) > slack(c.readIdle) {
+		// time.Since reads only the monotonic clock: half of time.Now.
+		if c.readPushed.IsZero() || time.Since(c.readPushed) > slack(c.readIdle) {
+			now := time.Now()
 			c.readPushed = now
-			c.Conn.SetReadDeadline(now.Add(c.readIdle))
+			c.setReadDeadline(now.Add(c.readIdle))
 		}
+	} else if !c.readAt.Equal(c.readArmed) {
+		c.setReadDeadline(c.readAt)
+	} else {
+		return c.Conn.Read(p)
+	}
+	// A deadline was just armed: abortReads may have run between the
+	// check above and arming, and its deadline (now) been overwritten.
+	if c.aborted.Load() {
+		return 0, errReadsAborted
 	}
 	return c.Conn.Read(p)
 }
 
 func (c *timedConn) Write(p []byte) (int, error) {
 	if c.writeIdle > 0 {
-		if now := time.Now(); now.Sub(c.writePushed) > slack(c.writeIdle) {
-			c.writePushed = now
+		if c.writePushed.IsZero() || time.Since(c.writePushed) > slack(c.writeIdle) {
+			now := time.Now()
+			c.writePushed, c.writeArmed = now, true
 			c.Conn.SetWriteDeadline(now.Add(c.writeIdle))
 		}
+	} else if c.writeArmed {
+		c.writeArmed = false
+		c.Conn.SetWriteDeadline(time.Time{})
 	}
 	return c.Conn.Write(p)
 }
@@ -179,9 +222,11 @@ type h1conn struct {
 	// done ends the connection's accounting, once.
 	done          func()
 	remote, local netip.AddrPort
+	remoteHost    string
 	scheme        string
 	parked        idlepark.Waiter
 	resumeFn      func(error)
+	abortFn       func()
 }
 
 // start serves the connection, or parks it; whoever serves it last
@@ -194,6 +239,9 @@ func (c *h1conn) start() {
 	// Evicting a parked connection must unpark it before closing it.
 	c.oc.SetCloser(c)
 	c.remote, c.local = addrPort(c.nc.RemoteAddr()), addrPort(c.nc.LocalAddr())
+	if a := c.remote.Addr().Unmap(); a.IsValid() {
+		c.remoteHost = a.String() // once, not per request (x-forwarded-for)
+	}
 	c.scheme = "http"
 	if c.state != nil {
 		c.scheme = "https"
@@ -201,6 +249,7 @@ func (c *h1conn) start() {
 	c.req = &httpx.Request{}
 	c.w = h1Writer{conn: c.tc, br: c.br}
 	c.resumeFn = c.resume
+	c.abortFn = c.tc.abortReads // once: a method value allocates
 	if !c.serve(false) {
 		c.finish()
 	}
@@ -253,7 +302,7 @@ func (c *h1conn) serve(resumed bool) (parked bool) {
 			// so is kept off the busy path.
 			now := time.Now()
 			tc.readBy(now.Add(min(idle, idleRelease)))
-			oc.Idle()
+			oc.Idle(now)
 			_, err := c.br.Peek(1)
 			if err != nil && isTimeout(err) && idle > idleRelease && !tc.aborted.Load() {
 				deadline := now.Add(idle)
@@ -272,9 +321,12 @@ func (c *h1conn) serve(resumed bool) (parked bool) {
 				return false
 			}
 		}
-		oc.Head()
+		// The request's clock starts when its first bytes are here (as
+		// Envoy's does); the same reading serves the head's deadline.
+		received := time.Now()
+		oc.Head(received)
 		if t := h.cfg.RequestHeadersTimeout; t > 0 {
-			tc.readBy(time.Now().Add(t))
+			tc.readBy(received.Add(t))
 		} else {
 			tc.readBy(time.Time{})
 		}
@@ -289,7 +341,8 @@ func (c *h1conn) serve(resumed bool) (parked bool) {
 		oc.Busy()
 		tc.slide(h.cfg.StreamIdleTimeout)
 		req.Scheme, req.RemoteAddr, req.LocalAddr, req.TLS = c.scheme, c.remote, c.local, c.state
-		req.AbortBody = tc.abortReads
+		req.RemoteHost = c.remoteHost
+		req.AbortBody, req.Received = c.abortFn, received
 		w.reset(req.Proto, req.Close || h.draining.Load())
 		h.st.rqHTTP1.Inc()
 		keep := h.ServeRequest(c.ctx, req, w)
@@ -409,6 +462,7 @@ func waitRequest(tc *timedConn, brp **bufio.Reader, w *h1Writer) error {
 	br := *brp
 	br.Reset(nil)
 	readerPool.Put(br)
+	tc.armRead()
 	err := waitReadable(tc.Conn)
 	br = readerPool.Get().(*bufio.Reader)
 	br.Reset(tc)

@@ -23,6 +23,10 @@ import (
 // through the same pipeline as HTTP/1.1 ones (ServeRequest).
 func (h *Handler) serveH2(ctx context.Context, nc net.Conn, state *tls.ConnectionState) {
 	remote, local := addrPort(nc.RemoteAddr()), addrPort(nc.LocalAddr())
+	remoteHost := ""
+	if a := remote.Addr().Unmap(); a.IsValid() {
+		remoteHost = a.String() // once per connection, not per stream
+	}
 	cfg := h2.Config{
 		MaxConcurrentStreams:    h.cfg.HTTP2.MaxConcurrentStreams,
 		InitialStreamWindow:     h.cfg.HTTP2.InitialStreamWindow,
@@ -36,7 +40,7 @@ func (h *Handler) serveH2(ctx context.Context, nc net.Conn, state *tls.Connectio
 		OnPrematureResetClose:   func(streams, resets int64) { h.st.cxPrematureReset.Inc() },
 	}
 	c := h2.NewConn(nc, cfg, func(s *h2.Stream) {
-		h.serveH2Stream(s, state, remote, local)
+		h.serveH2Stream(s, state, remote, local, remoteHost)
 	})
 	h.h2conns.add(c)
 	defer h.h2conns.remove(c)
@@ -46,7 +50,7 @@ func (h *Handler) serveH2(ctx context.Context, nc net.Conn, state *tls.Connectio
 	c.Serve(ctx)
 }
 
-func (h *Handler) serveH2Stream(s *h2.Stream, state *tls.ConnectionState, remote, local netip.AddrPort) {
+func (h *Handler) serveH2Stream(s *h2.Stream, state *tls.ConnectionState, remote, local netip.AddrPort, remoteHost string) {
 	h.st.rqHTTP2.Inc()
 	if s.Context().Err() != nil {
 		return // reset before it was even looked at: no work for it
@@ -78,7 +82,7 @@ func (h *Handler) serveH2Stream(s *h2.Stream, state *tls.ConnectionState, remote
 	if req.Body != nil {
 		req.AbortBody = s.AbortRead
 	}
-	req.RemoteAddr, req.LocalAddr = remote, local
+	req.RemoteAddr, req.LocalAddr, req.RemoteHost = remote, local, remoteHost
 	h.ServeRequest(s.Context(), req, w)
 }
 

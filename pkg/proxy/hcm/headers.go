@@ -8,6 +8,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
+
+	"github.com/portico-gateway/portico/pkg/proxy/httpx"
 )
 
 // internal reports whether an address is "internal" in Envoy's sense
@@ -30,9 +33,9 @@ func (x *exchange) edgeHeaders() bool {
 		x.external = !internal(remote)
 		if remote.IsValid() {
 			if hasXFF {
-				xff += "," + remote.String()
+				xff += "," + remoteHost(req, remote)
 			} else {
-				xff = remote.String()
+				xff = remoteHost(req, remote)
 			}
 			req.Header.Set("x-forwarded-for", xff)
 		}
@@ -61,20 +64,28 @@ func (x *exchange) edgeHeaders() bool {
 			}
 		}
 		if remote.IsValid() {
-			req.Header.Set("x-envoy-external-address", remote.String())
+			req.Header.Set("x-envoy-external-address", remoteHost(req, remote))
 		}
 	} else if h.cfg.UseRemoteAddress {
 		req.Header.Set("x-envoy-internal", "true")
 	}
 	rid := req.Header.Get("x-request-id")
 	if h.cfg.GenerateRequestID && (rid == "" || x.external) {
-		rid = newRequestID()
+		rid = newRequestIDIn(&x.rid)
 		req.Header.Set("x-request-id", rid)
 	}
 	x.requestID = rid
 	x.ua = req.Header.Get("user-agent")
 	x.clientCert()
 	return true
+}
+
+// remoteHost is remote (the request's unmapped peer address) as text.
+func remoteHost(req *httpx.Request, remote netip.Addr) string {
+	if req.RemoteHost != "" {
+		return req.RemoteHost
+	}
+	return remote.String()
 }
 
 // clientCert applies forward_client_cert_details: drop what the client
@@ -125,6 +136,17 @@ const hexDigits = "0123456789abcdef"
 
 // newRequestID returns a random (version 4) UUID.
 func newRequestID() string {
+	var out [36]byte
+	return string(formatRequestID(&out))
+}
+
+// newRequestIDIn is newRequestID writing into out, which its owner never
+// writes again: the string shares out's memory instead of allocating.
+func newRequestIDIn(out *[36]byte) string {
+	return unsafe.String(&formatRequestID(out)[0], len(out))
+}
+
+func formatRequestID(out *[36]byte) []byte {
 	var b [16]byte
 	a, c := rand.Uint64(), rand.Uint64()
 	for i := 0; i < 8; i++ {
@@ -132,7 +154,6 @@ func newRequestID() string {
 	}
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	var out [36]byte
 	j := 0
 	for i, v := range b {
 		if i == 4 || i == 6 || i == 8 || i == 10 {
@@ -142,7 +163,7 @@ func newRequestID() string {
 		out[j], out[j+1] = hexDigits[v>>4], hexDigits[v&0xf]
 		j += 2
 	}
-	return string(out[:])
+	return out[:]
 }
 
 // underscores applies headers_with_underscores_action. Header names with
@@ -351,8 +372,10 @@ var cachedDate atomic.Pointer[dateCache]
 
 // httpDate returns the current time in HTTP format, formatted at most once
 // per second.
-func httpDate() string {
-	now := time.Now()
+func httpDate() string { return httpDateAt(time.Now()) }
+
+// httpDateAt is httpDate for a clock reading the caller has.
+func httpDateAt(now time.Time) string {
 	if d := cachedDate.Load(); d != nil && d.sec == now.Unix() {
 		return d.s
 	}

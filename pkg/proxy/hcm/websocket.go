@@ -92,7 +92,7 @@ func (x *exchange) tunnel(cluster *upstream.Cluster, wc *router.WeightedCluster,
 		return x.failReply(cluster, failConnect)
 	}
 	if dl, ok := ctx.Deadline(); ok {
-		conn.NC.SetDeadline(dl)
+		conn.SetDeadline(dl)
 	}
 	req := x.req
 	hdr := req.Header
@@ -142,7 +142,7 @@ func (x *exchange) tunnel(cluster *upstream.Cluster, wc *router.WeightedCluster,
 		return false
 	}
 	down, dbr := hj.hijack()
-	conn.NC.SetDeadline(time.Time{})
+	conn.SetDeadline(time.Time{})
 	in, out := relay(x.ctx, down, dbr, conn.NC, conn.BR, x.h.cfg.StreamIdleTimeout)
 	x.bytesIn += in
 	x.tunneled = out

@@ -289,9 +289,10 @@ func ParseContentLength(h *Header) (int64, error) {
 		if h.Fields[i].Name != "content-length" {
 			continue
 		}
-		for _, part := range strings.Split(h.Fields[i].Value, ",") {
-			v := string(trimOWS([]byte(part)))
-			m, ok := parseDecimal(v)
+		for rest, more := h.Fields[i].Value, true; more; {
+			var part string
+			part, rest, more = strings.Cut(rest, ",")
+			m, ok := parseDecimal(strings.Trim(part, " \t"))
 			if !ok {
 				return -1, fmt.Errorf("%w: invalid content-length %q", ErrMalformed, h.Fields[i].Value)
 			}
@@ -452,6 +453,10 @@ type Response struct {
 	// Trailer holds the trailers of a protocol that carries them (HTTP/2),
 	// set once Body returned io.EOF; nil when there were none.
 	Trailer *Header
+
+	// length is Body when the body has a length: kept here, it is not
+	// allocated per response.
+	length lengthReader
 }
 
 // maxResponseHeaders bounds an upstream response's header fields: upstreams
@@ -524,7 +529,8 @@ func ReadResponse(br *bufio.Reader, method string, resp *Response, scratch []byt
 	case f.length >= 0:
 		resp.ContentLength = f.length
 		if f.length > 0 {
-			resp.Body = &lengthReader{r: br, n: f.length}
+			resp.length = lengthReader{r: br, n: f.length}
+			resp.Body = &resp.length
 		} else {
 			resp.Body = nil
 		}

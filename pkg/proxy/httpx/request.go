@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // Field is one header.
@@ -152,8 +153,12 @@ type Request struct {
 	ContentLength int64
 	Body          io.Reader
 	RemoteAddr    netip.AddrPort
-	LocalAddr     netip.AddrPort
-	TLS           *tls.ConnectionState
+	// RemoteHost is RemoteAddr's address as text (an IPv4-mapped address
+	// unmapped), when the connection has it once for all its requests;
+	// empty: formatted when needed.
+	RemoteHost string
+	LocalAddr  netip.AddrPort
+	TLS        *tls.ConnectionState
 	// Close is set when the client asked to close the connection.
 	Close bool
 	// AbortBody, when set, makes a Body read that is blocked (or any later
@@ -161,6 +166,9 @@ type Request struct {
 	// something it does not control (an HTTP/2 transport writing the body
 	// upstream) may still be reading the body as the response completes.
 	AbortBody func()
+	// Received is when the request's first bytes were read, where its
+	// duration starts (zero: when the connection manager took it).
+	Received time.Time
 }
 
 // Path returns the target without its query.

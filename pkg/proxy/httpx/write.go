@@ -107,8 +107,7 @@ func WriteRequestHead(bw *bufio.Writer, method, target, authority string, h *Hea
 	switch {
 	case bodyLen > 0:
 		bw.WriteString("content-length: ")
-		var num [20]byte
-		bw.Write(strconv.AppendInt(num[:0], bodyLen, 10))
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), bodyLen, 10))
 		bw.WriteString("\r\n")
 	case bodyLen < 0:
 		bw.WriteString("transfer-encoding: chunked\r\n")
@@ -137,8 +136,7 @@ func WriteResponseHead(bw *bufio.Writer, status int, h *Header, bodyLen int64, c
 		bw.WriteString(line)
 	} else {
 		bw.WriteString("HTTP/1.1 ")
-		var num [8]byte
-		bw.Write(strconv.AppendInt(num[:0], int64(status), 10))
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(status), 10))
 		bw.WriteString(" \r\n")
 	}
 	writeFields(bw, h)
@@ -146,8 +144,9 @@ func WriteResponseHead(bw *bufio.Writer, status int, h *Header, bodyLen int64, c
 	case bodyLen >= 0:
 		if !(noBody && bodyLen == 0 && (status == 204 || status == 304 || status/100 == 1)) {
 			bw.WriteString("content-length: ")
-			var num [20]byte
-			bw.Write(strconv.AppendInt(num[:0], bodyLen, 10))
+			// Formatted in the buffer's free space: a local array would
+			// escape through Write.
+			bw.Write(strconv.AppendInt(bw.AvailableBuffer(), bodyLen, 10))
 			bw.WriteString("\r\n")
 		}
 	case noBody:
@@ -173,8 +172,7 @@ func (c ChunkedWriter) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var num [16]byte
-	c.W.Write(strconv.AppendInt(num[:0], int64(len(p)), 16))
+	c.W.Write(strconv.AppendInt(c.W.AvailableBuffer(), int64(len(p)), 16))
 	c.W.WriteString("\r\n")
 	n, err := c.W.Write(p)
 	if err != nil {

@@ -785,7 +785,7 @@ func (m *Manager) serve(ctx context.Context, r *running, nc net.Conn, oc *overlo
 		}
 		return
 	}
-	oc.Head() // a handshake that takes long may give way under pressure
+	oc.Head(time.Now()) // a handshake that takes long may give way under pressure
 	tc := tls.Server(conn, c.tls)
 	hctx, cancel := context.WithTimeout(ctx, inspectTimeout)
 	err := tc.HandshakeContext(hctx)

@@ -38,8 +38,8 @@ func TestAdmitEvictsTheLongestIdleThenSheds(t *testing.T) {
 	if !conns[0].Evicted() || m.Evicted.Load() != 1 {
 		t.Errorf("eviction not recorded")
 	}
-	conns[0].Done() // its owner notices the close and leaves
-	conns[2].Head() // its head just started arriving: not evictable yet
+	conns[0].Done()           // its owner notices the close and leaves
+	conns[2].Head(time.Now()) // its head just started arriving: not evictable yet
 	if c := m.Admit(&closer{}); c != nil {
 		t.Fatal("at the cap with no idle connection, a new one must be shed")
 	}
@@ -73,7 +73,7 @@ func TestAdmitIsConsistentUnderConcurrency(t *testing.T) {
 				}
 				admitted.Add(1)
 				if i%2 == 0 {
-					c.Idle()
+					c.Idle(time.Now())
 				}
 				c.Done()
 			}

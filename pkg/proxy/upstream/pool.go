@@ -35,6 +35,20 @@ type Conn struct {
 	// failure before any response byte may then be the server having
 	// closed it while idle, and the request can be replayed once.
 	Reused bool
+	// deadline is what SetDeadline last gave NC.
+	deadline time.Time
+}
+
+// SetDeadline sets NC's read and write deadline, unless it has it
+// already: requests without a timeout then cost a pooled connection no
+// runtime timer updates (each is a lock and a timer heap operation).
+// Deadlines on NC must be set through it.
+func (c *Conn) SetDeadline(t time.Time) error {
+	if t.Equal(c.deadline) {
+		return nil
+	}
+	c.deadline = t
+	return c.NC.SetDeadline(t)
 }
 
 // bufSize is each upstream connection's read and write buffer. Heads fit
