@@ -71,7 +71,7 @@ type ClientConn struct {
 	cfg ClientConfig
 	br  *bufio.Reader
 	cr  countingReader
-	rfr *http2.Framer
+	rfr *frameReader
 
 	out        *frameQueue // frames for the peer; buf and fr guarded by mu
 	readerDone chan struct{}

@@ -118,7 +118,7 @@ type Conn struct {
 	cancel context.CancelFunc
 	br     *bufio.Reader
 	cr     countingReader
-	rfr    *http2.Framer
+	rfr    *frameReader
 
 	handlers sync.WaitGroup // handler goroutines (workers)
 	// work hands streams to idle workers (a nil stream retires one). A
@@ -719,7 +719,8 @@ func (c *Conn) processHeaders(f *http2.MetaHeadersFrame) error {
 		// RFC 9113 section 8.3.1: exactly one :method, :scheme, :path.
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
 	}
-	req.Fields = f.RegularFields()
+	// The frame reader reuses its field list: the stream keeps a copy.
+	req.Fields = append([]hpack.HeaderField(nil), f.RegularFields()...)
 	if c.busy >= int(c.cfg.MaxConcurrentStreams) {
 		// Over the limit, or handlers of streams the client already
 		// reset are still finishing: refused, so the client may retry

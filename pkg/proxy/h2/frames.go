@@ -2,10 +2,14 @@ package h2
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -30,14 +34,169 @@ func defaultLimits(streamWindow, connWindow, maxHeaderList *uint32) {
 
 // newFrameReader reads frames from r through cr, which cuts off a header
 // block that keeps coming far beyond maxHeaderList (CONTINUATION floods).
-func newFrameReader(cr *countingReader, r io.Reader, maxHeaderList uint32) *http2.Framer {
+func newFrameReader(cr *countingReader, r io.Reader, maxHeaderList uint32) *frameReader {
 	*cr = countingReader{r: r, limit: 4*int64(maxHeaderList) + 64<<10}
 	fr := http2.NewFramer(nil, cr)
 	fr.SetMaxReadFrameSize(maxFrameSize)
 	fr.MaxHeaderListSize = maxHeaderList
-	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	fr.SetReuseFrames()
-	return fr
+	rd := &frameReader{Framer: fr, maxList: maxHeaderList}
+	rd.dec = hpack.NewDecoder(4096, rd.emit)
+	rd.dec.SetMaxStringLength(int(min(maxHeaderList, 1<<30)))
+	return rd
+}
+
+// frameReader reads frames as x/net's Framer does with ReadMetaHeaders
+// set — a HEADERS frame and its CONTINUATIONs come back as one
+// MetaHeadersFrame with the block decoded and checked the same way — but
+// into a frame and a field list it reuses: x/net allocates the frame and
+// a closure per header block and grows a new field list field by field,
+// about six allocations per request. What ReadFrame returns is valid
+// until the next ReadFrame; a caller keeping fields copies them.
+type frameReader struct {
+	*http2.Framer
+	dec     *hpack.Decoder
+	maxList uint32
+	meta    http2.MetaHeadersFrame
+	// The block being decoded: header list bytes still allowed, whether
+	// a regular field was seen (pseudo-fields come first), and the first
+	// invalid field's error.
+	remain     uint32
+	sawRegular bool
+	invalid    error
+}
+
+var (
+	errPseudoAfterRegular = errors.New("pseudo header field after regular")
+	errInvalidFieldName   = errors.New("invalid header field name")
+	errInvalidFieldValue  = errors.New("invalid header field value")
+)
+
+// ReadFrame reads the next frame, a whole header block for HEADERS.
+func (r *frameReader) ReadFrame() (http2.Frame, error) {
+	f, err := r.Framer.ReadFrame()
+	if err != nil {
+		return f, err
+	}
+	if hf, ok := f.(*http2.HeadersFrame); ok {
+		return r.readHeaderBlock(hf)
+	}
+	return f, nil
+}
+
+// readHeaderBlock decodes hf's block and the CONTINUATION frames that
+// follow it (the Framer checks they do, on the same stream). It answers
+// what x/net's readMetaFrame answers: a connection error for a block far
+// over the header list size, for more of a block after an invalid field,
+// and for HPACK errors; a stream error for an invalid field (the block is
+// still decoded, so the HPACK state stays in step) or pseudo-fields that
+// are unknown, repeated or of both a request and a response.
+func (r *frameReader) readHeaderBlock(hf *http2.HeadersFrame) (http2.Frame, error) {
+	r.meta = http2.MetaHeadersFrame{HeadersFrame: hf, Fields: r.meta.Fields[:0]}
+	r.remain, r.sawRegular, r.invalid = r.maxList, false, nil
+	r.dec.SetEmitEnabled(true)
+	frag, ended := hf.HeaderBlockFragment(), hf.HeadersEnded()
+	for {
+		// Do not decode much more than will be kept: a fragment over
+		// twice what the list may still hold (any, once it is full)
+		// ends the connection.
+		if int64(len(frag)) > 2*int64(r.remain) || r.invalid != nil {
+			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		if _, err := r.dec.Write(frag); err != nil {
+			return nil, http2.ConnectionError(http2.ErrCodeCompression)
+		}
+		if ended {
+			break
+		}
+		f, err := r.Framer.ReadFrame()
+		if err != nil {
+			return nil, err
+		}
+		cf := f.(*http2.ContinuationFrame) // the Framer checks the order
+		frag, ended = cf.HeaderBlockFragment(), cf.HeadersEnded()
+	}
+	if err := r.dec.Close(); err != nil {
+		return nil, http2.ConnectionError(http2.ErrCodeCompression)
+	}
+	if r.invalid == nil {
+		r.invalid = checkPseudos(r.meta.PseudoFields())
+	}
+	if r.invalid != nil {
+		return nil, http2.StreamError{StreamID: hf.StreamID, Code: http2.ErrCodeProtocol, Cause: r.invalid}
+	}
+	return &r.meta, nil
+}
+
+// emit takes one decoded field: invalid ones stop the block's decoding
+// into fields, and a list over maxList is truncated (MetaHeadersFrame's
+// Truncated), as x/net does.
+func (r *frameReader) emit(f hpack.HeaderField) {
+	switch {
+	case !httpguts.ValidHeaderFieldValue(f.Value):
+		r.invalid = errInvalidFieldValue // the value may be sensitive: not in the error
+	case strings.HasPrefix(f.Name, ":"):
+		if r.sawRegular {
+			r.invalid = errPseudoAfterRegular
+		}
+	default:
+		r.sawRegular = true
+		if !validWireName(f.Name) {
+			r.invalid = fmt.Errorf("%w %q", errInvalidFieldName, f.Name)
+		}
+	}
+	if r.invalid != nil {
+		r.dec.SetEmitEnabled(false)
+		return
+	}
+	size := f.Size()
+	if size > r.remain {
+		r.dec.SetEmitEnabled(false)
+		r.meta.Truncated = true
+		r.remain = 0
+		return
+	}
+	r.remain -= size
+	r.meta.Fields = append(r.meta.Fields, f)
+}
+
+// validWireName: a token in lower case (RFC 9113 section 8.2.1).
+func validWireName(v string) bool {
+	if v == "" {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !httpguts.IsTokenRune(rune(c)) || 'A' <= c && c <= 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+// checkPseudos refuses unknown and repeated pseudo-fields, and a mix of
+// request and response ones.
+func checkPseudos(pf []hpack.HeaderField) error {
+	var request, response bool
+	for i, f := range pf {
+		switch f.Name {
+		case ":method", ":path", ":scheme", ":authority", ":protocol":
+			request = true
+		case ":status":
+			response = true
+		default:
+			return fmt.Errorf("invalid pseudo-header %q", f.Name)
+		}
+		for _, g := range pf[:i] {
+			if f.Name == g.Name {
+				return fmt.Errorf("duplicate pseudo-header %q", f.Name)
+			}
+		}
+	}
+	if request && response {
+		return errors.New("mix of request and response pseudo headers")
+	}
+	return nil
 }
 
 // frameQueue is one connection's outgoing frames, shared by the server
