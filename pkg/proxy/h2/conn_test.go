@@ -167,7 +167,7 @@ func echo(s *Stream) {
 	if err != nil {
 		return
 	}
-	s.WriteHeader(200, []httpx.Field{{Name: "x-len", Value: strconv.Itoa(len(b))}}, false)
+	s.WriteHeader(200, []httpx.Field{{Name: "x-len", Value: strconv.Itoa(len(b))}}, nil, false)
 	s.Write(b)
 	s.End(nil)
 }
@@ -175,7 +175,7 @@ func echo(s *Stream) {
 // A response head, a small body and END_STREAM leave in one socket write.
 func TestResponseFramesAreBatched(t *testing.T) {
 	s := startServer(t, Config{}, func(s *Stream) {
-		s.WriteHeader(200, []httpx.Field{{Name: "content-type", Value: "text/plain"}}, false)
+		s.WriteHeader(200, []httpx.Field{{Name: "content-type", Value: "text/plain"}}, nil, false)
 		s.Write([]byte("hello"))
 		s.End(nil)
 	})
@@ -205,7 +205,7 @@ func TestRequestBodyBackpressure(t *testing.T) {
 		<-release
 		b, _ := io.ReadAll(s)
 		got <- len(b)
-		s.WriteHeader(200, nil, true)
+		s.WriteHeader(200, nil, nil, true)
 	})
 	c := dial(t, s)
 	c.headers(1, false, "/")
@@ -323,7 +323,7 @@ func TestBodyBufferStaysBoundedWhenReadBehind(t *testing.T) {
 func TestResponseFlowControl(t *testing.T) {
 	body := bytes.Repeat([]byte("x"), 100)
 	s := startServer(t, Config{}, func(s *Stream) {
-		s.WriteHeader(200, nil, false)
+		s.WriteHeader(200, nil, nil, false)
 		if n, err := s.Write(body); n != len(body) || err != nil {
 			t.Errorf("Write: %d %v", n, err)
 		}
@@ -362,7 +362,7 @@ func TestResetFreesStreamsAndFloodsAreClosed(t *testing.T) {
 			report(returned, err)
 			return
 		}
-		s.WriteHeader(200, nil, false)
+		s.WriteHeader(200, nil, nil, false)
 		_, err := s.Write(make([]byte, 1<<20)) // more than the window
 		report(returned, err)
 	})
@@ -426,7 +426,7 @@ func TestStreamsOverTheLimitAreRefused(t *testing.T) {
 	block := make(chan struct{})
 	s := startServer(t, Config{MaxConcurrentStreams: 3}, func(s *Stream) {
 		<-block
-		s.WriteHeader(204, nil, true)
+		s.WriteHeader(204, nil, nil, true)
 	})
 	defer close(block)
 	c := dial(t, s)
@@ -454,7 +454,7 @@ func TestShutdownDrainsGracefully(t *testing.T) {
 	release := make(chan struct{})
 	s := startServer(t, Config{}, func(s *Stream) {
 		<-release
-		s.WriteHeader(200, nil, false)
+		s.WriteHeader(200, nil, nil, false)
 		s.Write([]byte("done"))
 		s.End(nil)
 	})

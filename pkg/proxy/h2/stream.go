@@ -240,16 +240,18 @@ func isConnectionSpecific(name string) bool {
 
 // writeHeadersLocked encodes a header block and queues it as HEADERS
 // and CONTINUATION frames, contiguous in the queue.
-func (c *Conn) writeHeadersLocked(id uint32, status int, fields []httpx.Field, end bool) {
+func (c *Conn) writeHeadersLocked(id uint32, status int, fields, more []httpx.Field, end bool) {
 	c.hbuf.Reset()
 	if status > 0 {
 		c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: statusText(status)})
 	}
-	for _, f := range fields {
-		if isConnectionSpecific(f.Name) || f.Name == "" || f.Name[0] == ':' || !httpx.ValidFieldValue(f.Value) {
-			continue
+	for _, list := range [2][]httpx.Field{fields, more} {
+		for _, f := range list {
+			if isConnectionSpecific(f.Name) || f.Name == "" || f.Name[0] == ':' || !httpx.ValidFieldValue(f.Value) {
+				continue
+			}
+			c.henc.WriteField(hpack.HeaderField{Name: f.Name, Value: f.Value})
 		}
-		c.henc.WriteField(hpack.HeaderField{Name: f.Name, Value: f.Value})
 	}
 	blk := c.hbuf.Bytes()
 	frame := int(min(c.peerMaxFrame, maxFrameSize))
@@ -263,9 +265,18 @@ func (c *Conn) writeHeadersLocked(id uint32, status int, fields []httpx.Field, e
 	}
 }
 
+// statusTexts are the :status values, made once: strconv.Itoa allocates
+// for every number over 99.
+var statusTexts = func() (t [1000]string) {
+	for i := 100; i < len(t); i++ {
+		t[i] = strconv.Itoa(i)
+	}
+	return t
+}()
+
 func statusText(status int) string {
 	if status >= 100 && status <= 999 {
-		return strconv.Itoa(status)
+		return statusTexts[status]
 	}
 	return "500"
 }
@@ -278,15 +289,16 @@ func (s *Stream) Continue() error {
 	if err := s.writable(); err != nil || s.headersSent {
 		return err
 	}
-	c.writeHeadersLocked(s.id, 100, nil, false)
+	c.writeHeadersLocked(s.id, 100, nil, nil, false)
 	c.out.kick()
 	return nil
 }
 
-// WriteHeader queues the response head; end ends the stream with it.
-// Nothing is written to the connection until Write, Flush or End: a
+// WriteHeader queues the response head, fields and then more (fields a
+// caller adds without copying the first list); end ends the stream with
+// it. Nothing is written to the connection until Write, Flush or End: a
 // head and a small body leave together.
-func (s *Stream) WriteHeader(status int, fields []httpx.Field, end bool) error {
+func (s *Stream) WriteHeader(status int, fields, more []httpx.Field, end bool) error {
 	c := s.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -297,7 +309,7 @@ func (s *Stream) WriteHeader(status int, fields []httpx.Field, end bool) error {
 		return errStreamClosed
 	}
 	s.headersSent = true
-	c.writeHeadersLocked(s.id, status, fields, end)
+	c.writeHeadersLocked(s.id, status, fields, more, end)
 	if end {
 		c.afterEndLocked(s)
 		c.out.kick()
@@ -377,14 +389,14 @@ func (s *Stream) End(trailers []httpx.Field) error {
 func (c *Conn) endLocked(s *Stream, trailers []httpx.Field) {
 	if !s.headersSent {
 		s.headersSent = true
-		c.writeHeadersLocked(s.id, 200, nil, len(trailers) == 0)
+		c.writeHeadersLocked(s.id, 200, nil, nil, len(trailers) == 0)
 		if len(trailers) == 0 {
 			c.afterEndLocked(s)
 			return
 		}
 	}
 	if len(trailers) > 0 {
-		c.writeHeadersLocked(s.id, 0, trailers, true)
+		c.writeHeadersLocked(s.id, 0, trailers, nil, true)
 	} else {
 		c.out.writeDataLocked(s.id, nil, true)
 	}

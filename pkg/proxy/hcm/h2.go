@@ -207,12 +207,14 @@ type h2Writer struct {
 
 func (w *h2Writer) WriteHeader(status int, hdr *httpx.Header, length int64, noBody bool) error {
 	w.started, w.noBody = true, noBody
-	fields := hdr.Fields
+	var more []httpx.Field
+	var cl [1]httpx.Field // beside the header's fields, not appended to a copy of them
 	if length >= 0 && !noBody {
-		fields = append(fields[:len(fields):len(fields)], httpx.Field{Name: "content-length", Value: itoa(length)})
+		cl[0] = httpx.Field{Name: "content-length", Value: itoa(length)}
+		more = cl[:]
 	}
 	// A response without a body ends with its HEADERS frame.
-	return w.s.WriteHeader(status, fields, noBody && !w.resetAfter)
+	return w.s.WriteHeader(status, hdr.Fields, more, noBody && !w.resetAfter)
 }
 
 func (w *h2Writer) Write(p []byte) (int, error) {
