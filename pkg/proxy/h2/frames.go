@@ -92,6 +92,9 @@ func (r *frameReader) ReadFrame() (http2.Frame, error) {
 // still decoded, so the HPACK state stays in step) or pseudo-fields that
 // are unknown, repeated or of both a request and a response.
 func (r *frameReader) readHeaderBlock(hf *http2.HeadersFrame) (http2.Frame, error) {
+	// The last block's strings go (a large one would otherwise stay
+	// referenced by the connection until as many fields come again).
+	clear(r.meta.Fields)
 	r.meta = http2.MetaHeadersFrame{HeadersFrame: hf, Fields: r.meta.Fields[:0]}
 	r.remain, r.sawRegular, r.invalid = r.maxList, false, nil
 	r.dec.SetEmitEnabled(true)
