@@ -1,11 +1,16 @@
 package tcpproxy
 
 import (
+	"bytes"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/portico-gateway/portico/pkg/proxy/readahead"
 )
 
 // tcpPair is a real loopback connection: the accepted side and the dialer.
@@ -113,4 +118,93 @@ func TestPipeIdleTimeout(t *testing.T) {
 		}
 		within(t, "both directions over", done, 5*time.Second)
 	})
+}
+
+// TestPipeCarriesEveryByte: an echo exchange, then both directions at
+// once in chunks from one byte to more than the sockets buffer (so
+// writes wait for room), from behind a read-ahead wrapper whose bytes
+// come first: every byte arrives, in order, and half-closes end each
+// direction.
+func TestPipeCarriesEveryByte(t *testing.T) {
+	for seed := uint64(1); seed <= 4; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 0))
+			down, client := tcpPair(t)
+			server, up := tcpPair(t)
+			ahead := []byte("ahead of the socket:")
+			src := &readahead.Conn{Conn: down, Ahead: append([]byte(nil), ahead...)}
+			p := &piper{closeBoth: func() { up.Close(); down.Close() }}
+			p.last.Store(time.Now().UnixNano())
+			done := make(chan struct{})
+			go func() {
+				var wg sync.WaitGroup
+				wg.Add(2)
+				go func() { defer wg.Done(); p.pipe(up, src) }()
+				go func() { defer wg.Done(); p.pipe(down, up) }()
+				wg.Wait()
+				close(done)
+			}()
+
+			for i := range 50 {
+				msg := []byte(fmt.Sprintf("ping %d", i))
+				if i == 0 {
+					msg = append(append([]byte(nil), ahead...), msg...)
+					client.Write(msg[len(ahead):])
+				} else {
+					client.Write(msg)
+				}
+				got := make([]byte, len(msg))
+				server.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.ReadFull(server, got); err != nil || !bytes.Equal(got, msg) {
+					t.Fatalf("echo %d: %q, %v", i, got, err)
+				}
+				server.Write(got)
+				client.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.ReadFull(client, got); err != nil || !bytes.Equal(got, msg) {
+					t.Fatalf("echo %d back: %q, %v", i, got, err)
+				}
+			}
+
+			chunks := func() (parts [][]byte, all []byte) {
+				for range 30 {
+					n := 1 + rng.IntN(64)
+					if rng.IntN(5) == 0 {
+						n = 1 + rng.IntN(2<<20)
+					}
+					b := make([]byte, n)
+					for i := range b {
+						b[i] = byte(rng.Uint32())
+					}
+					parts, all = append(parts, b), append(all, b...)
+				}
+				return parts, all
+			}
+			toServer, wantServer := chunks()
+			toClient, wantClient := chunks()
+			send := func(c net.Conn, parts [][]byte) {
+				for _, b := range parts {
+					if _, err := c.Write(b); err != nil {
+						t.Errorf("write: %v", err)
+						return
+					}
+				}
+				c.(*net.TCPConn).CloseWrite()
+			}
+			expect := func(c net.Conn, want []byte) {
+				c.SetReadDeadline(time.Now().Add(30 * time.Second))
+				got, err := io.ReadAll(c)
+				if err != nil || !bytes.Equal(got, want) {
+					t.Errorf("read %d bytes (%v), want %d; the same bytes: %v", len(got), err, len(want), bytes.Equal(got, want))
+				}
+			}
+			var ends sync.WaitGroup
+			ends.Add(4)
+			go func() { defer ends.Done(); send(client, toServer) }()
+			go func() { defer ends.Done(); send(server, toClient) }()
+			go func() { defer ends.Done(); expect(server, wantServer) }()
+			go func() { defer ends.Done(); expect(client, wantClient) }()
+			ends.Wait()
+			within(t, "both directions over", done, 10*time.Second)
+		})
+	}
 }
