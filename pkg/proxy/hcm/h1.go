@@ -239,9 +239,7 @@ func (c *h1conn) start() {
 	// Evicting a parked connection must unpark it before closing it.
 	c.oc.SetCloser(c)
 	c.remote, c.local = addrPort(c.nc.RemoteAddr()), addrPort(c.nc.LocalAddr())
-	if a := c.remote.Addr().Unmap(); a.IsValid() {
-		c.remoteHost = a.String() // once, not per request (x-forwarded-for)
-	}
+	c.remoteHost = hostText(c.remote) // once, not per request (x-forwarded-for)
 	c.scheme = "http"
 	if c.state != nil {
 		c.scheme = "https"
@@ -516,6 +514,15 @@ func delayedClose(nc net.Conn) {
 	}
 	nc.SetReadDeadline(time.Now().Add(time.Second))
 	io.CopyN(io.Discard, nc, 256<<10)
+}
+
+// hostText is a peer's address as text (an IPv4-mapped one unmapped), as
+// requests carry it in httpx.Request.RemoteHost; empty if it has none.
+func hostText(ap netip.AddrPort) string {
+	if a := ap.Addr().Unmap(); a.IsValid() {
+		return a.String()
+	}
+	return ""
 }
 
 func addrPort(a net.Addr) netip.AddrPort {

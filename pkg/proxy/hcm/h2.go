@@ -23,10 +23,7 @@ import (
 // through the same pipeline as HTTP/1.1 ones (ServeRequest).
 func (h *Handler) serveH2(ctx context.Context, nc net.Conn, state *tls.ConnectionState) {
 	remote, local := addrPort(nc.RemoteAddr()), addrPort(nc.LocalAddr())
-	remoteHost := ""
-	if a := remote.Addr().Unmap(); a.IsValid() {
-		remoteHost = a.String() // once per connection, not per stream
-	}
+	remoteHost := hostText(remote) // once per connection, not per stream
 	cfg := h2.Config{
 		MaxConcurrentStreams:    h.cfg.HTTP2.MaxConcurrentStreams,
 		InitialStreamWindow:     h.cfg.HTTP2.InitialStreamWindow,
