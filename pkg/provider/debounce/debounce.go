@@ -8,7 +8,8 @@
 // the handler runs): after a quiet period, waiting only adds the holdoff to
 // every change's propagation. A file write is not complete when its first
 // event arrives (an in-place write truncates, then writes), so the file
-// provider waits for the holdoff.
+// provider waits for the holdoff, except for a file renamed into place,
+// which is complete when its event comes.
 package debounce
 
 import "time"

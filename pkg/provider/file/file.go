@@ -6,7 +6,8 @@
 // Kubernetes swaps a "..data" symlink when a ConfigMap is mounted. The
 // provider watches directories, not files, so it sees all of these; it
 // batches events (a holdoff after the last event, bounded by a maximum
-// delay) and keeps the last good version of any file that fails to parse,
+// delay; a lone atomic rename, complete when its event comes, is read at
+// once) and keeps the last good version of any file that fails to parse,
 // so a half-written file never takes routes away.
 package file
 
@@ -177,13 +178,27 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 	p.reload(nil)
 	publish(p.Snapshot())
 
-	// Trailing only: an in-place write's first event (the truncation)
-	// comes before its content.
+	// Trailing, except for the target of an atomic rename: an in-place
+	// write's first event (the truncation) comes before its content.
 	batch := debounce.Batcher{Holdoff: p.opts.Holdoff, MaxDelay: p.opts.MaxDelay}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
 	dirty := map[string]bool{}
+	take := func() {
+		batch.Taken(time.Now())
+		paths := make([]string, 0, len(dirty))
+		for d := range dirty {
+			paths = append(paths, d)
+		}
+		clear(dirty)
+		if p.reload(paths) {
+			publish(p.Snapshot())
+		} else {
+			p.log.V(1).Info("config files rescanned; none changed", "paths", len(paths))
+		}
+	}
+	var prev fsnotify.Event
 	for {
 		select {
 		case <-ctx.Done():
@@ -195,10 +210,21 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 			if ev.Has(fsnotify.Chmod) && !ev.Has(fsnotify.Write) {
 				continue
 			}
-			p.noteEvent(w, ev, dirty)
+			complete := renamedInto(prev, ev)
+			prev = ev
+			if !p.noteEvent(w, ev, dirty) {
+				continue
+			}
 			// Push the reload back, but never past MaxDelay from the
-			// first event of the batch.
-			_, wait := batch.Event(time.Now())
+			// first event of the batch. A lone rename's target is
+			// complete when its event comes: take it at once.
+			batch.Leading = complete
+			now, wait := batch.Event(time.Now())
+			if now {
+				timer.Stop()
+				take()
+				continue
+			}
 			timer.Reset(wait)
 		case err, ok := <-w.Errors:
 			if !ok {
@@ -206,20 +232,24 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 			}
 			p.log.Error(err, "file watcher error; rescanning", "dir", p.dir)
 			dirty[p.dir] = true
+			batch.Leading = false
+			_, wait := batch.Event(time.Now())
+			timer.Reset(wait)
 		case <-timer.C:
-			batch.Taken(time.Now())
-			paths := make([]string, 0, len(dirty))
-			for d := range dirty {
-				paths = append(paths, d)
-			}
-			clear(dirty)
-			if p.reload(paths) {
-				publish(p.Snapshot())
-			} else {
-				p.log.V(1).Info("config files rescanned; none changed", "paths", len(paths))
-			}
+			take()
 		}
 	}
+}
+
+// renamedInto reports whether ev is the arrival of a file renamed from a
+// name in the same directory, as an atomic write renames its temporary
+// file (inotify reports the move's two halves back to back: a Rename of
+// the old name, a Create of the new). Such a file is complete when its
+// event comes, unlike one being created or written in place.
+func renamedInto(prev, ev fsnotify.Event) bool {
+	return ev.Op == fsnotify.Create && prev.Op == fsnotify.Rename &&
+		filepath.Dir(prev.Name) == filepath.Dir(ev.Name) && prev.Name != ev.Name &&
+		!strings.HasPrefix(filepath.Base(ev.Name), ".")
 }
 
 // noteEvent records what to reload; new directories start being
@@ -229,19 +259,21 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 // whose config files are symlinks. A hidden regular file elsewhere (the
 // temporary file of an atomic write) cannot: renamed onto a visible name,
 // that name gets its own event. Rescanning for it stats every file of
-// the directory, 100 ms at 10,000 files.
-func (p *Provider) noteEvent(w *fsnotify.Watcher, ev fsnotify.Event, dirty map[string]bool) {
+// the directory, 100 ms at 10,000 files. It reports whether the event
+// left anything to reload.
+func (p *Provider) noteEvent(w *fsnotify.Watcher, ev fsnotify.Event, dirty map[string]bool) bool {
 	name := ev.Name
 	base := filepath.Base(name)
 	if strings.HasPrefix(base, ".") {
 		dir := filepath.Dir(name)
-		if p.hiddenMatters(dir, name, base) {
-			dirty[dir] = true
-			p.mu.Lock()
-			p.hiddenRescans[dir]++
-			p.mu.Unlock()
+		if !p.hiddenMatters(dir, name, base) {
+			return false
 		}
-		return
+		dirty[dir] = true
+		p.mu.Lock()
+		p.hiddenRescans[dir]++
+		p.mu.Unlock()
+		return true
 	}
 	if ev.Has(fsnotify.Create) {
 		if fi, err := os.Stat(name); err == nil && fi.IsDir() {
@@ -251,6 +283,7 @@ func (p *Provider) noteEvent(w *fsnotify.Watcher, ev fsnotify.Event, dirty map[s
 		}
 	}
 	dirty[name] = true
+	return true
 }
 
 // hiddenMatters reports whether an event on the hidden name in dir can

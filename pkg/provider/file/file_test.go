@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/go-logr/logr"
 	"sigs.k8s.io/yaml"
 
@@ -38,9 +39,14 @@ type watch struct {
 
 func startProvider(t *testing.T, dir string) *watch {
 	t.Helper()
+	return startProviderWith(t, dir, Options{Holdoff: 30 * time.Millisecond, MaxDelay: 200 * time.Millisecond})
+}
+
+func startProviderWith(t *testing.T, dir string, opts Options) *watch {
+	t.Helper()
 	w := &watch{cond: make(chan struct{}, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := New(dir, logr.Discard(), Options{Holdoff: 30 * time.Millisecond, MaxDelay: 200 * time.Millisecond})
+	p := New(dir, logr.Discard(), opts)
 	done := make(chan error, 1)
 	go func() {
 		done <- p.Run(ctx, func(r *resource.Resources) {
@@ -167,6 +173,45 @@ func TestEditorRenameOverAndGenerations(t *testing.T) {
 	w.await(t, "reload after touch", func(*resource.Resources) bool { return w.count() > before })
 	if g := w.latest().VirtualServices[0].Generation; g != 2 {
 		t.Errorf("generation after a no-op edit = %d, want 2", g)
+	}
+}
+
+// TestAtomicRenameIsReadAtOnce: a file renamed into place is complete
+// when its event comes, so it is read without waiting for the holdoff
+// (here an hour); writes in place still wait for it (renamedInto's table).
+func TestAtomicRenameIsReadAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "vs.yaml")
+	write(t, path, vs("a", "one.example.com"))
+	w := startProviderWith(t, dir, Options{Holdoff: time.Hour, MaxDelay: time.Hour})
+	tmp := filepath.Join(dir, ".vs.yaml.tmp")
+	write(t, tmp, vs("a", "two.example.com"))
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	w.await(t, "the renamed file, before the holdoff", func(r *resource.Resources) bool { return hostOf(r, "a") == "two.example.com" })
+}
+
+func TestRenamedInto(t *testing.T) {
+	ev := func(op fsnotify.Op, name string) fsnotify.Event { return fsnotify.Event{Op: op, Name: name} }
+	for _, c := range []struct {
+		name     string
+		prev, ev fsnotify.Event
+		want     bool
+	}{
+		{"dot-temp renamed over", ev(fsnotify.Rename, "d/.vs.yaml.tmp"), ev(fsnotify.Create, "d/vs.yaml"), true},
+		{"visible file renamed", ev(fsnotify.Rename, "d/a.yaml"), ev(fsnotify.Create, "d/b.yaml"), true},
+		{"created, not renamed", ev(fsnotify.Create, "d/.vs.yaml.tmp"), ev(fsnotify.Create, "d/vs.yaml"), false},
+		{"written in place", ev(fsnotify.Rename, "d/.vs.yaml.tmp"), ev(fsnotify.Write, "d/vs.yaml"), false},
+		{"created and written", ev(fsnotify.Rename, "d/.x"), ev(fsnotify.Create|fsnotify.Write, "d/vs.yaml"), false},
+		{"moved in from elsewhere", ev(fsnotify.Rename, "other/.vs.yaml.tmp"), ev(fsnotify.Create, "d/vs.yaml"), false},
+		{"renamed onto a hidden name", ev(fsnotify.Rename, "d/..data_tmp"), ev(fsnotify.Create, "d/..data"), false},
+		{"renamed away, then created again", ev(fsnotify.Rename, "d/vs.yaml"), ev(fsnotify.Create, "d/vs.yaml"), false},
+		{"nothing before", fsnotify.Event{}, ev(fsnotify.Create, "d/vs.yaml"), false},
+	} {
+		if got := renamedInto(c.prev, c.ev); got != c.want {
+			t.Errorf("%s: renamedInto = %v, want %v", c.name, got, c.want)
+		}
 	}
 }
 
