@@ -197,6 +197,22 @@ func NewReportSized(n int) *Report {
 	return &Report{byKey: make(map[resource.Key]*Status, n), order: make([]*Status, 0, n)}
 }
 
+// NewReportReusing is NewReportSized with the index of a report that is
+// no longer read (see Index), emptied and filled again instead of
+// allocating another of thousands of entries on every build.
+func NewReportReusing(index map[resource.Key]*Status, n int) *Report {
+	if index == nil {
+		return NewReportSized(n)
+	}
+	clear(index)
+	return &Report{byKey: index, order: make([]*Status, 0, n)}
+}
+
+// Index returns the report's index from key to status, for
+// NewReportReusing once nothing reads this report any more (the
+// statuses Finalize returned do not need it).
+func (r *Report) Index() map[resource.Key]*Status { return r.byKey }
+
 // Len is how many resources are tracked.
 func (r *Report) Len() int { return len(r.order) }
 
