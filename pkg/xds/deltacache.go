@@ -11,6 +11,8 @@ import (
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 )
 
 // deltaCache is go-control-plane's snapshot cache with delta watches of
@@ -34,6 +36,9 @@ import (
 type deltaCache struct {
 	cachev3.SnapshotCache
 	hash cachev3.NodeHash
+	// pieces, when set, takes the route configurations of responses, to
+	// be sent from their parts (codec.go).
+	pieces *pieceTable
 
 	mu     sync.Mutex
 	nodes  map[string]*deltaNode
@@ -160,7 +165,7 @@ func (c *deltaCache) respond(ctx context.Context, snap cachev3.ResourceSnapshot,
 		w.compared = items
 		return false, nil
 	}
-	resp.ctx = ctx
+	resp.ctx, resp.pieces = ctx, c.pieces
 	select {
 	case w.out <- resp:
 		return true, nil
@@ -245,6 +250,10 @@ type deltaResponse struct {
 	next      map[string]string
 	ctx       context.Context
 	encoded   atomic.Pointer[discoveryv3.DeltaDiscoveryResponse]
+	// pieces, when set, holds the values of route configurations, which
+	// the server's codec sends from their parts: their Anys here are
+	// empty (see codec.go).
+	pieces *pieceTable
 }
 
 // GetDeltaDiscoveryResponse encodes the response once.
@@ -255,6 +264,12 @@ func (r *deltaResponse) GetDeltaDiscoveryResponse() (*discoveryv3.DeltaDiscovery
 	typ := r.req.GetTypeUrl()
 	resources := make([]*discoveryv3.Resource, 0, len(r.resources))
 	for _, it := range r.resources {
+		if rc, ok := it.resource.(*routev3.RouteConfiguration); ok && r.pieces != nil {
+			a := &anypb.Any{TypeUrl: typ}
+			r.pieces.add(a, rc)
+			resources = append(resources, &discoveryv3.Resource{Name: it.name, Version: it.version, Resource: a})
+			continue
+		}
 		b, err := cachev3.MarshalResource(it.resource)
 		if err != nil {
 			return nil, err

@@ -55,8 +55,10 @@ type ClassFunc func(labels map[string]string) string
 
 // Server is the xDS server.
 type Server struct {
-	log       logr.Logger
-	cache     cachev3.SnapshotCache
+	log   logr.Logger
+	cache cachev3.SnapshotCache
+	// pieces is shared by the cache and the gRPC codec (codec.go).
+	pieces    *pieceTable
 	className ClassFunc
 
 	mu sync.Mutex
@@ -122,7 +124,9 @@ func NewServer(log logr.Logger, className ClassFunc) *Server {
 		refusals: auth.NewRateLimitedLog(log),
 		changed:  make(chan struct{}, 1),
 	}
-	s.cache = newDeltaCache(cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log.WithName("cache")}), cachev3.IDHash{})
+	dc := newDeltaCache(cachev3.NewSnapshotCache(true, cachev3.IDHash{}, cacheLogger{log.WithName("cache")}), cachev3.IDHash{})
+	dc.pieces = &pieceTable{}
+	s.cache, s.pieces = dc, dc.pieces
 	return s
 }
 
@@ -391,6 +395,7 @@ func (s *Server) ServeWith(ctx context.Context, lis net.Listener, o ServeOptions
 	if o.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(o.TLS)))
 	}
+	opts = append(opts, grpc.ForceServerCodecV2(newServerCodec(s.pieces)))
 	g := newGRPCServer(opts...)
 	s.registerServices(ctx, g)
 	errc := make(chan error, 1)
