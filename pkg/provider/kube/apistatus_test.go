@@ -212,7 +212,7 @@ func TestAPIStatusWriter(t *testing.T) {
 
 	// An Istio-keyed status never lands on the Gateway API Gateway of the
 	// same name, nor the reverse.
-	if err := w.write(ctx, &status.Status{Key: resource.Key{Group: resource.GatewayAPIGroup, Kind: "Gateway", Namespace: "edge", Name: "gw"}}); err != nil {
+	if err := w.write(ctx, &status.Status{Key: resource.Key{Group: resource.GatewayAPIGroup, Kind: "Gateway", Namespace: "edge", Name: "gw"}}, map[resource.Key]checkedStatus{}); err != nil {
 		t.Error(err)
 	}
 	if err := w.writeAPI(ctx, resource.Key{Kind: "Gateway", Namespace: "istio-system", Name: "gw"}, &gwv1.GatewayStatus{}); err != nil {

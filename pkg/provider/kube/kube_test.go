@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -222,7 +224,7 @@ func TestStatusWriter(t *testing.T) {
 		Field: "spec.servers[1].tls.credentialName", Message: `Secret istio-system/web-cert not found`})
 	st := r.Finalize()[0]
 	ctx := context.Background()
-	if err := w.write(ctx, st); err != nil {
+	if err := w.write(ctx, st, map[resource.Key]checkedStatus{}); err != nil {
 		t.Fatal(err)
 	}
 	got, rv := statusOf(t, c, "Gateway", "istio-system", "gw")
@@ -242,7 +244,7 @@ func TestStatusWriter(t *testing.T) {
 	}
 
 	// The same status again: no write.
-	if err := w.write(ctx, st); err != nil {
+	if err := w.write(ctx, st, map[resource.Key]checkedStatus{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, rv2 := statusOf(t, c, "Gateway", "istio-system", "gw"); rv2 != rv {
@@ -258,15 +260,84 @@ func TestStatusWriter(t *testing.T) {
 	}
 	r2 := status.NewReport()
 	r2.Track(key, 1)
-	if err := w.write(ctx, r2.Finalize()[0]); err != nil {
+	if err := w.write(ctx, r2.Finalize()[0], map[resource.Key]checkedStatus{}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := statusOf(t, c, "Gateway", "istio-system", "gw"); len(got["validationMessages"].([]any)) != 1 {
 		t.Errorf("a stale generation's status replaced the current one: %v", got)
 	}
 	// Deleted meanwhile: nothing to do, no error.
-	if err := w.write(ctx, &status.Status{Key: resource.Key{Kind: "Gateway", Namespace: "x", Name: "gone"}}); err != nil {
+	if err := w.write(ctx, &status.Status{Key: resource.Key{Kind: "Gateway", Namespace: "x", Name: "gone"}}, map[resource.Key]checkedStatus{}); err != nil {
 		t.Errorf("writing for a deleted object: %v", err)
+	}
+}
+
+// TestStatusWriterMemoEqualsComparingEverything: over random sequences
+// of new statuses, statuses clobbered by someone else, and passes with
+// nothing new, the writer that skips what it already checked leaves on
+// the object exactly what comparing every time would (the status of the
+// last pass), and writes only when something changed.
+func TestStatusWriterMemoEqualsComparingEverything(t *testing.T) {
+	p, c := fakeProvider(t, istioObject(t, gatewayYAML))
+	w := NewStatusWriter(p, nil, logr.Discard())
+	w.limiter = rate.NewLimiter(rate.Inf, 1)
+	ctx := context.Background()
+	key := resource.Key{Kind: "Gateway", Namespace: "istio-system", Name: "gw"}
+	rng := rand.New(rand.NewPCG(3, 11))
+	statusFor := func(n int) *status.Status {
+		r := status.NewReport()
+		r.Track(key, 1)
+		if n%3 != 0 {
+			r.Add(key, status.Message{Code: status.InvalidGatewayCredential, Level: status.Error, Reason: status.ReasonSecretNotFound,
+				Field: "spec.servers[1].tls.credentialName", Message: fmt.Sprintf("Secret istio-system/web-cert-%d not found", n)})
+		}
+		return r.Finalize()[0]
+	}
+	n := 0
+	st := statusFor(n)
+	wroteLast := false
+	for step := range 60 {
+		clobbered, changed := false, false
+		switch rng.IntN(3) {
+		case 0: // a new status
+			n++
+			changed = true
+			st = statusFor(n)
+		case 1: // someone else writes the status
+			u := &unstructured.Unstructured{}
+			u.SetGroupVersionKind(istioGVK("Gateway"))
+			if err := c.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.Name}, u); err != nil {
+				t.Fatal(err)
+			}
+			u.Object["status"] = map[string]any{"observedGeneration": "0", "conditions": []any{}}
+			if err := c.Status().Update(ctx, u); err != nil {
+				t.Fatal(err)
+			}
+			clobbered = true
+		}
+		_, before := statusOf(t, c, "Gateway", "istio-system", "gw")
+		compared := w.compared
+		next := map[resource.Key]checkedStatus{}
+		if err := w.write(ctx, st, next); err != nil {
+			t.Fatal(err)
+		}
+		w.checked = next
+		got, after := statusOf(t, c, "Gateway", "istio-system", "gw")
+		want := istioStatus(st, got, time.Now())
+		if !reflect.DeepEqual(normalise(got), normalise(want)) {
+			t.Fatalf("step %d: status %v, want %v", step, got, want)
+		}
+		// Written exactly when something changed since the last pass
+		// (every new status here renders differently).
+		if wrote := before != after; wrote != (changed || clobbered || step == 0) {
+			t.Fatalf("step %d: wrote %v, though changed %v, clobbered %v", step, wrote, changed, clobbered)
+		}
+		// And compared only then, or right after a write (the memo holds
+		// the version the write made, which the cache may not have yet).
+		if w.compared != compared && !changed && !clobbered && step > 0 && !wroteLast {
+			t.Fatalf("step %d: an unchanged status on an unchanged object compared again", step)
+		}
+		wroteLast = before != after
 	}
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -42,6 +45,15 @@ type StatusWriter struct {
 	pending []*status.Status
 	result  *gateway.Result
 	kick    chan struct{}
+	// checked is, per resource, the status last found on it or written
+	// to it, and the resourceVersion it was found at. While both are the
+	// same there is nothing to compare: a pass used to copy every object
+	// out of the cache and round-trip two statuses through JSON per
+	// resource, on every change, although one changed. Only the writer
+	// loop touches it.
+	checked map[resource.Key]checkedStatus
+	// compared counts the statuses compared in full (tests).
+	compared int
 	// elected, if set, replaces the manager's election (tests).
 	elected <-chan struct{}
 }
@@ -141,8 +153,10 @@ func (w *StatusWriter) pass(ctx context.Context) (failed bool) {
 		}
 		statuses = withExposure(statuses, exposed)
 	}
+	next := make(map[resource.Key]checkedStatus, len(statuses))
+	defer func() { w.checked = next }()
 	for _, st := range statuses {
-		if err := w.write(ctx, st); err != nil {
+		if err := w.write(ctx, st, next); err != nil {
 			if ctx.Err() != nil {
 				return false
 			}
@@ -232,31 +246,83 @@ func normalise(v any) any {
 	return out
 }
 
-func (w *StatusWriter) write(ctx context.Context, st *status.Status) error {
+// checkedStatus is a status found on a resource, or written to it, and
+// the resource's version then.
+type checkedStatus struct {
+	resourceVersion string
+	status          *status.Status
+}
+
+// sameStatus reports whether a and b render to the same Istio status.
+func sameStatus(a, b *status.Status) bool {
+	return a.ObservedGeneration == b.ObservedGeneration && slices.Equal(a.Conditions, b.Conditions) && slices.Equal(a.Messages, b.Messages)
+}
+
+// cachedObject returns the cache's object for key: the informer store's
+// own (never to be modified) when there is one, a copy otherwise; nil
+// when there is none.
+func (w *StatusWriter) cachedObject(ctx context.Context, gvk schema.GroupVersionKind, key resource.Key) (*unstructured.Unstructured, error) {
+	if s := w.p.stores[gvk]; s != nil {
+		obj, ok, err := s.GetByKey(key.Namespace + "/" + key.Name)
+		if err != nil {
+			return nil, err
+		}
+		if u, isU := obj.(*unstructured.Unstructured); ok && isU {
+			return u, nil
+		}
+		if !ok {
+			return nil, nil
+		}
+	}
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(gvk)
+	if err := w.p.cached.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.Name}, u); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return u, nil
+}
+
+// write brings one resource's status up to date, recording in next what
+// it found or wrote.
+func (w *StatusWriter) write(ctx context.Context, st *status.Status, next map[resource.Key]checkedStatus) error {
 	gvk, ok := w.p.gvks[st.Key.Kind]
 	if !ok || st.Key.Group != "" {
 		return nil // not an Istio kind
 	}
-	u := &unstructured.Unstructured{}
-	u.SetGroupVersionKind(gvk)
-	if err := w.p.cached.Get(ctx, types.NamespacedName{Namespace: st.Key.Namespace, Name: st.Key.Name}, u); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil // deleted meanwhile
-		}
-		return err
+	u, err := w.cachedObject(ctx, gvk, st.Key)
+	if err != nil || u == nil {
+		return err // nil: deleted meanwhile
+	}
+	rv := u.GetResourceVersion()
+	if c, ok := w.checked[st.Key]; ok && c.resourceVersion == rv && sameStatus(c.status, st) {
+		next[st.Key] = c
+		return nil
 	}
 	if st.ObservedGeneration < u.GetGeneration() {
 		return nil // a newer generation is being built; its status follows
 	}
+	w.compared++
 	current, _ := u.Object["status"].(map[string]any)
 	desired := istioStatus(st, current, time.Now())
 	if reflect.DeepEqual(normalise(current), normalise(desired)) {
+		next[st.Key] = checkedStatus{resourceVersion: rv, status: st}
 		return nil
 	}
 	if err := w.limiter.Wait(ctx); err != nil {
 		return err
 	}
-	patch, err := json.Marshal(map[string]any{"status": desired})
+	// A merge patch keeps keys it does not name: validation messages that
+	// went away are deleted by name (null), or they would stay, and every
+	// pass would find the status different and write it again.
+	body := desired
+	if _, ok := desired["validationMessages"]; !ok {
+		body = maps.Clone(desired)
+		body["validationMessages"] = nil
+	}
+	patch, err := json.Marshal(map[string]any{"status": body})
 	if err != nil {
 		return err
 	}
@@ -267,6 +333,11 @@ func (w *StatusWriter) write(ctx context.Context, st *status.Status) error {
 	err = w.p.api.Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch), client.FieldOwner("portico"))
 	if apierrors.IsNotFound(err) {
 		return nil
+	}
+	if err == nil {
+		// The version the patch made: the cache has it once its watch
+		// catches up, and then nothing is left to compare.
+		next[st.Key] = checkedStatus{resourceVersion: obj.GetResourceVersion(), status: st}
 	}
 	return err
 }
