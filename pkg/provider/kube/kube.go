@@ -144,6 +144,22 @@ func (p *Provider) markDirty(gvk schema.GroupVersionKind) {
 	p.mu.Unlock()
 }
 
+// statusOnly reports whether an update changed no more than a custom
+// resource's status: the same generation (which the API server raises on
+// every change to anything but metadata and status), labels,
+// annotations and deletion. Portico's own status writes are such
+// updates: each used to cost another snapshot, decode and build, on the
+// same cores as the change that caused it.
+func statusOnly(oldObj, newObj any) bool {
+	o, ok1 := oldObj.(*unstructured.Unstructured)
+	n, ok2 := newObj.(*unstructured.Unstructured)
+	if !ok1 || !ok2 || o.GetGeneration() == 0 || o.GetGeneration() != n.GetGeneration() {
+		return false
+	}
+	return maps.Equal(o.GetLabels(), n.GetLabels()) && maps.Equal(o.GetAnnotations(), n.GetAnnotations()) &&
+		o.GetDeletionTimestamp().Equal(n.GetDeletionTimestamp()) && o.GetUID() == n.GetUID()
+}
+
 type decodedObject struct {
 	rv  string
 	obj resource.Object
@@ -328,8 +344,14 @@ func (p *Provider) Run(ctx context.Context, publish func(*resource.Resources)) e
 		gvk, keyed := storeKey(obj)
 		if keyed {
 			h = toolscache.ResourceEventHandlerFuncs{
-				AddFunc:    func(any) { p.markDirty(gvk); p.kick() },
-				UpdateFunc: func(any, any) { p.markDirty(gvk); p.kick() },
+				AddFunc: func(any) { p.markDirty(gvk); p.kick() },
+				UpdateFunc: func(oldObj, newObj any) {
+					if statusOnly(oldObj, newObj) {
+						return
+					}
+					p.markDirty(gvk)
+					p.kick()
+				},
 				DeleteFunc: func(any) { p.markDirty(gvk); p.kick() },
 			}
 		}

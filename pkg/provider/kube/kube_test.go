@@ -517,3 +517,44 @@ func ctxWithTimeout(t *testing.T, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+func TestStatusOnly(t *testing.T) {
+	base := func() *unstructured.Unstructured {
+		u := istioObject(t, `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: default, uid: u1, resourceVersion: "10", labels: {a: "1"}, annotations: {b: "2"}}
+spec: {hosts: [a.example.com]}
+`)
+		u.SetGeneration(3) // YAML numbers decode as float64, which GetGeneration does not read
+		return u
+	}
+	now := metav1.Now()
+	for _, c := range []struct {
+		name   string
+		change func(u *unstructured.Unstructured)
+		want   bool
+	}{
+		{"status written", func(u *unstructured.Unstructured) {
+			u.Object["status"] = map[string]any{"observedGeneration": "3"}
+			u.SetResourceVersion("11")
+		}, true},
+		{"spec changed", func(u *unstructured.Unstructured) { u.SetGeneration(4) }, false},
+		{"label changed", func(u *unstructured.Unstructured) { u.SetLabels(map[string]string{"a": "2"}) }, false},
+		{"annotation added", func(u *unstructured.Unstructured) { u.SetAnnotations(map[string]string{"b": "2", "c": "3"}) }, false},
+		{"being deleted", func(u *unstructured.Unstructured) { u.SetDeletionTimestamp(&now) }, false},
+		{"re-created", func(u *unstructured.Unstructured) { u.SetUID("u2") }, false},
+		{"no generation kept", func(u *unstructured.Unstructured) { u.SetGeneration(0) }, false},
+	} {
+		old, n := base(), base()
+		c.change(n)
+		if c.name == "no generation kept" {
+			old.SetGeneration(0)
+		}
+		if got := statusOnly(old, n); got != c.want {
+			t.Errorf("%s: statusOnly = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if statusOnly(&corev1.Service{}, &corev1.Service{}) {
+		t.Error("a typed object's update taken for a status write")
+	}
+}
