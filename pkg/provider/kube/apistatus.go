@@ -65,7 +65,9 @@ func (w *StatusWriter) writeAPIStatuses(ctx context.Context, statuses []*status.
 		}
 		list := &unstructured.UnstructuredList{}
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-		if err := w.p.cached.List(ctx, list); err != nil {
+		// The cache's own objects, read only: a copy of every route per
+		// status pass cost more than the pass.
+		if err := w.p.cached.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 			w.log.Error(err, "listing for stale statuses", "kind", kind)
 			failed = true
 			continue
