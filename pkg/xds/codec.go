@@ -59,17 +59,6 @@ func (t *pieceTable) get(a *anypb.Any) (*routev3.RouteConfiguration, bool) {
 	return v.(*routev3.RouteConfiguration), true
 }
 
-// value returns the encoding of a's value: its own, or its route
-// configuration's from the table (for tests and anything else that reads
-// a response instead of sending it).
-func (t *pieceTable) value(a *anypb.Any) ([]byte, error) {
-	rc, ok := t.get(a)
-	if !ok {
-		return a.GetValue(), nil
-	}
-	return proto.MarshalOptions{Deterministic: true}.Marshal(rc)
-}
-
 // serverCodec is gRPC's proto codec, except for delta responses holding
 // Anys of the piece table.
 type serverCodec struct {
@@ -213,18 +202,7 @@ func (w *pieceWriter) refer(b []byte) {
 // its fields but the virtual hosts, then each virtual host, a compact
 // stand-in as its name and a reference to its remembered bytes.
 func (w *pieceWriter) routeConfiguration(rc *routev3.RouteConfiguration, opts proto.MarshalOptions) error {
-	shell := &routev3.RouteConfiguration{}
-	src, dst := rc.ProtoReflect(), shell.ProtoReflect()
-	src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.Number() != routeVHosts {
-			dst.Set(fd, v)
-		}
-		return true
-	})
-	if unknown := src.GetUnknown(); len(unknown) > 0 {
-		dst.SetUnknown(unknown)
-	}
-	b, err := opts.Marshal(shell)
+	b, err := opts.Marshal(shellOf(rc))
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/portico-gateway/portico/internal/scale"
@@ -134,6 +135,16 @@ func TestPiecedResponsesEqualMarshalled(t *testing.T) {
 			t.Errorf("%T: not the proto codec's bytes", m)
 		}
 	}
+}
+
+// value returns the encoding of a's value: its own, or its route
+// configuration's from the table.
+func (t *pieceTable) value(a *anypb.Any) ([]byte, error) {
+	rc, ok := t.get(a)
+	if !ok {
+		return a.GetValue(), nil
+	}
+	return proto.MarshalOptions{Deterministic: true}.Marshal(rc)
 }
 
 func resp(t *testing.T, pieces *pieceTable, rc *routev3.RouteConfiguration) *discoveryv3.DeltaDiscoveryResponse {

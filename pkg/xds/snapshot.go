@@ -429,15 +429,7 @@ func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, 
 		}
 		return h, r, nil
 	}
-	// The shell: everything but the virtual hosts.
-	shell := &routev3.RouteConfiguration{}
-	src, dst := rc.ProtoReflect(), shell.ProtoReflect()
-	src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.Name() != "virtual_hosts" {
-			dst.Set(fd, v)
-		}
-		return true
-	})
+	shell := shellOf(rc)
 	shellBytes, err := b.opts.Marshal(shell)
 	if err != nil {
 		return "", nil, err
@@ -492,6 +484,23 @@ func (b *builder) resource(r cachetypes.Resource) (string, cachetypes.Resource, 
 	m := &routeMemo{shell: shellBytes, shellHash: h, vhosts: rc.VirtualHosts, hash: routeVersion(h, hashes), wire: wire}
 	b.next.routes[rc.Name] = m
 	return m.hash, m.wire, nil
+}
+
+// shellOf returns a route configuration without its virtual hosts (their
+// fields and unknown bytes shared with rc).
+func shellOf(rc *routev3.RouteConfiguration) *routev3.RouteConfiguration {
+	shell := &routev3.RouteConfiguration{}
+	src, dst := rc.ProtoReflect(), shell.ProtoReflect()
+	src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Number() != routeVHosts {
+			dst.Set(fd, v)
+		}
+		return true
+	})
+	if unknown := src.GetUnknown(); len(unknown) > 0 {
+		dst.SetUnknown(unknown)
+	}
+	return shell
 }
 
 // NewSnapshot versions and checks resources: Consistent() (every EDS and
