@@ -16,7 +16,6 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,6 +26,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portico-gateway/portico/internal/freeport"
 	"github.com/portico-gateway/portico/internal/testenv"
 	"github.com/portico-gateway/portico/internal/testpki"
 	"github.com/portico-gateway/portico/test/hostile"
@@ -189,14 +189,7 @@ http {
 `, work, backend, h1, h2c, tlsPort)
 }
 
-func freePort() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-}
+func freePort() string { return strconv.Itoa(int(freeport.MustGet())) }
 
 func waitHTTP(url string, within time.Duration) error {
 	deadline := time.Now().Add(within)

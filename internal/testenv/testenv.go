@@ -23,6 +23,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/testr"
 
+	"github.com/portico-gateway/portico/internal/freeport"
 	"github.com/portico-gateway/portico/internal/golden"
 	"github.com/portico-gateway/portico/internal/poll"
 	"github.com/portico-gateway/portico/internal/testpki"
@@ -150,15 +151,16 @@ func (cp *ControlPlane) PublishResources(t testing.TB, tr *translate.Resources) 
 	}
 }
 
-// FreePort returns a port that was free a moment ago.
+// FreePort returns a loopback port that is the test process's own (see
+// package freeport: no other test process is handed it, and the kernel
+// does not give it out by itself).
 func FreePort(t testing.TB) uint32 {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Get()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return uint32(l.Addr().(*net.TCPAddr).Port)
+	return p
 }
 
 // Proxy is a running edge proxy.

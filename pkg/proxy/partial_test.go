@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
@@ -141,6 +142,7 @@ spec:
 	if err != nil {
 		t.Fatalf("TCP listener with 81 failing: %v", err)
 	}
+	c.SetDeadline(time.Now().Add(poll.Timeout)) // a socket nobody serves fails, not hangs
 	fmt.Fprint(c, "ping")
 	buf := make([]byte, 4)
 	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {

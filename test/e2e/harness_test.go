@@ -45,6 +45,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	sigsyaml "sigs.k8s.io/yaml"
 
+	"github.com/portico-gateway/portico/internal/freeport"
 	"github.com/portico-gateway/portico/internal/poll"
 	"github.com/portico-gateway/portico/internal/testenv"
 )
@@ -126,14 +127,8 @@ func run(name string, args ...string) error {
 	return nil
 }
 
-func freePort() uint32 {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return uint32(l.Addr().(*net.TCPAddr).Port)
-}
+// freePort returns a port no other test process is handed (package freeport).
+func freePort() uint32 { return freeport.MustGet() }
 
 func setup() (*harness, error) {
 	root, err := filepath.Abs("../..")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/portico-gateway/portico/internal/freeport"
 	"github.com/portico-gateway/portico/pkg/proxy/hcm"
 	"github.com/portico-gateway/portico/pkg/proxy/stats"
 )
@@ -20,25 +21,27 @@ type fakeClock struct{ t time.Time }
 
 func (c *fakeClock) now() time.Time          { return c.t }
 func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
-func freePort(t *testing.T) uint32           { return uint32(occupy(t, 0).Addr().(*net.TCPAddr).Port) }
-func spec(name string, port uint32) *Spec    { return specOn(name, "127.0.0.1", port) }
+func freePort(t *testing.T) uint32 {
+	p, err := freeport.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+func spec(name string, port uint32) *Spec { return specOn(name, "127.0.0.1", port) }
 func specOn(name, addr string, port uint32) *Spec {
 	return &Spec{Name: name, Address: addr, Port: port, Chains: []*ChainSpec{{Name: "c", Hash: "h", HTTP: &hcm.Config{StatPrefix: name, RouteConfig: "r"}}}}
 }
 
-// occupy listens on 127.0.0.1:port (0: any) as another process would;
-// port 0 is closed again by freePort's caller through Cleanup only.
+// occupy listens on 127.0.0.1:port as another process would, until the
+// test ends.
 func occupy(t *testing.T, port uint32) net.Listener {
 	t.Helper()
 	l, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if port == 0 {
-		l.Close()
-	} else {
-		t.Cleanup(func() { l.Close() })
-	}
+	t.Cleanup(func() { l.Close() })
 	return l
 }
 
