@@ -346,10 +346,8 @@ func (b *builder) bindHTTPRoutes(st *classState, t *routeTable, s *gwServer, req
 			vh.Sources = appendRef(vh.Sources, info.ref)
 			if _, done := st.clustersOf[info]; !done {
 				st.clustersOf[info] = struct{}{}
-				for _, rule := range info.http {
-					for _, ck := range rule.clusters {
-						b.useCluster(st, ck)
-					}
+				for _, ck := range info.allHTTPClusters() {
+					b.useCluster(st, ck)
 				}
 			}
 		}

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	networking "istio.io/client-go/pkg/apis/networking/v1"
-	security "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/portico-gateway/portico/pkg/gatewayapi"
@@ -244,6 +243,7 @@ type Builder struct {
 		report   map[resource.Key]*status.Status
 	}
 	lastReport map[resource.Key]*status.Status // the last build's report index
+	sorter     resource.Sorter                 // the snapshot's lists, sorted oldest first
 }
 
 // recycled returns m emptied for reuse, or a map with room for n when
@@ -288,7 +288,7 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 	if in.HasGatewayAPI() {
 		in, gwapi = convertGatewayAPI(in, opts)
 	}
-	res := sortedCopy(in)
+	res := bl.sorter.SortedCopy(in)
 	var limits *limitsMemo
 	if !bl.skipLimits {
 		limits = &limitsMemo{prev: bl.limits, next: recycled(bl.spare.limits, len(in.VirtualServices)+len(in.DestinationRules))}
@@ -444,18 +444,6 @@ func (b *builder) synthetic(key resource.Key) bool {
 	return b.gwapi != nil && b.gwapi.Synthetic(key)
 }
 
-func sortedCopy(in *resource.Resources) *resource.Resources {
-	out := *in
-	out.Gateways = append([]*networking.Gateway(nil), in.Gateways...)
-	out.VirtualServices = append([]*networking.VirtualService(nil), in.VirtualServices...)
-	out.DestinationRules = append([]*networking.DestinationRule(nil), in.DestinationRules...)
-	out.ServiceEntries = append([]*networking.ServiceEntry(nil), in.ServiceEntries...)
-	out.RequestAuthentications = append([]*security.RequestAuthentication(nil), in.RequestAuthentications...)
-	out.AuthorizationPolicies = append([]*security.AuthorizationPolicy(nil), in.AuthorizationPolicies...)
-	out.Sort()
-	return &out
-}
-
 func (b *builder) track(res *resource.Resources) {
 	// In the order statuses are listed (kind, namespace, name; the
 	// snapshot is sorted), so that Finalize finds them sorted.
@@ -562,21 +550,33 @@ func (b *builder) validateDestinationRule(dr *networking.DestinationRule) {
 // checkGatewayRefs reports gateways a VirtualService names that do not
 // exist and hosts no server of a named Gateway serves.
 func (b *builder) checkGatewayRefs(info *vsInfo) {
-	refs := append([]string(nil), info.gateways...)
+	refs := slices.Clip(info.gateways) // an append copies, never writes into info
 	for _, r := range info.http {
 		for _, m := range r.matches {
 			refs = append(refs, m.gateways...)
 		}
 	}
-	seen := map[string]bool{}
+	// Lists are usually a few names long: looking back beats making and
+	// hashing a map per VirtualService per build.
+	var seen map[string]bool
+	if len(refs) > 8 {
+		seen = make(map[string]bool, len(refs))
+	}
 	found, served := 0, 0
 	var notServed []string
 	var missing []status.Message
-	for _, ref := range refs {
-		if ref == "mesh" || seen[ref] {
+	for i, ref := range refs {
+		if ref == "mesh" {
 			continue
 		}
-		seen[ref] = true
+		if seen != nil {
+			if seen[ref] {
+				continue
+			}
+			seen[ref] = true
+		} else if slices.Contains(refs[:i], ref) {
+			continue
+		}
 		if _, ok := b.gateways[ref]; !ok {
 			missing = append(missing, status.Message{Code: status.ReferencedResourceNotFound, Level: status.Error, Reason: status.ReasonGatewayNotFound, Field: "spec.gateways",
 				Message: fmt.Sprintf("Gateway %s not found%s", ref, b.gatewayHint(ref))})

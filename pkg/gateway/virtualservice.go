@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -38,6 +39,41 @@ type vsInfo struct {
 	moreRoutes map[boundKey][]*ir.Route
 	// rateLimit is the portico.io/local-rate-limit of every HTTP route.
 	rateLimit *ir.LocalRateLimit
+	// httpClusters is every cluster of http, each once: made on first use
+	// and kept with the conversion, so that binding one VirtualService
+	// among thousands does not walk and hash every rule's clusters again.
+	httpClusters    []clusterKey
+	httpClustersSet bool
+}
+
+// allHTTPClusters returns the clusters of every HTTP rule, each once, in
+// first-use order.
+func (info *vsInfo) allHTTPClusters() []clusterKey {
+	if info.httpClustersSet {
+		return info.httpClusters
+	}
+	var out []clusterKey
+	var seen map[clusterKey]bool // past a few, so that many rules stay linear
+	for _, rule := range info.http {
+		for _, ck := range rule.clusters {
+			if seen == nil && len(out) == 8 {
+				seen = make(map[clusterKey]bool, 16)
+				for _, k := range out {
+					seen[k] = true
+				}
+			}
+			if seen != nil {
+				if !seen[ck] {
+					seen[ck] = true
+					out = append(out, ck)
+				}
+			} else if !slices.Contains(out, ck) {
+				out = append(out, ck)
+			}
+		}
+	}
+	info.httpClusters, info.httpClustersSet = out, true
+	return out
 }
 
 type boundKey struct {
