@@ -50,7 +50,7 @@ func TestClaimSkipsLockedAndListenedPorts(t *testing.T) {
 		t.Fatal("no bindable port in range")
 	}
 
-	other, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+	other, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDONLY, 0o666)
 	if err != nil {
 		t.Fatal(err)
 	}
