@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -185,12 +186,13 @@ func orDuration(d, def time.Duration) time.Duration {
 // tracingCluster is the collector's cluster when no routed destination
 // already provides it: the service's DNS name (an IP passes through),
 // HTTP/2 for OTLP over gRPC.
-func (t *translator) tracingCluster(have map[string]memoCluster) *ir.Cluster {
+func (t *translator) tracingCluster(have []*ir.Cluster) *ir.Cluster {
 	tr := t.opts.Tracing
 	if tr == nil || tr.Provider == nil {
 		return nil
 	}
-	if _, ok := have[tr.Provider.ClusterName()]; ok {
+	name := tr.Provider.ClusterName()
+	if slices.ContainsFunc(have, func(c *ir.Cluster) bool { return c.Name == name }) {
 		return nil
 	}
 	p := tr.Provider
