@@ -208,7 +208,8 @@ func Build(in *resource.Resources, opts Options) *Result {
 // the computation actually read, recorded by the accessors it read
 // through, so its results equal Build's. Not safe for concurrent use.
 type Builder struct {
-	limits map[objectID]*status.Message
+	// limits and spareLimits: see limitsMemo.
+	limits, spareLimits map[string]*limitsList
 	// skipLimits turns envoyLimits off (tests prove with it that each
 	// limit is one Envoy enforces).
 	skipLimits bool
@@ -235,7 +236,6 @@ type Builder struct {
 	// every object per change (a third of a megabyte a change at 1,000
 	// VirtualServices).
 	spare struct {
-		limits   map[objectID]*status.Message
 		vs       map[objectID]*vsMemo
 		clusters map[string]*clusterMemo
 		services map[objectName]*serviceMemo
@@ -291,8 +291,8 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 	res := bl.sorter.SortedCopy(in)
 	var limits *limitsMemo
 	if !bl.skipLimits {
-		limits = &limitsMemo{prev: bl.limits, next: recycled(bl.spare.limits, len(in.VirtualServices)+len(in.DestinationRules))}
-		defer func() { bl.limits, bl.spare.limits = limits.next, limits.prev }()
+		limits = &limitsMemo{prev: bl.limits, next: map[string]*limitsList{}, spare: bl.spareLimits}
+		defer func() { bl.limits, bl.spareLimits = limits.next, limits.prev }()
 	}
 	res, excluded := withoutExcluded(res, opts.Exclude, limits)
 	b := &builder{

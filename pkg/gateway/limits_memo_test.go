@@ -1,0 +1,94 @@
+package gateway
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"testing"
+
+	networkingapi "istio.io/api/networking/v1alpha3"
+	networking "istio.io/client-go/pkg/apis/networking/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/portico-gateway/portico/pkg/resource"
+)
+
+// TestLimitsMemoEqualsChecking drives a Builder through random edits of
+// VirtualServices of which some break Envoy's limits (an empty header
+// prefix): new versions that break or mend them, objects added and
+// deleted (every later one moves), and, in Kubernetes mode, informer
+// copies of unchanged versions. After every edit the statuses must be
+// those of a fresh Build: the memo must never hand one object's verdict to
+// another that took its place.
+func TestLimitsMemoEqualsChecking(t *testing.T) {
+	for seed := range uint64(100) {
+		rng := rand.New(rand.NewPCG(seed, 3))
+		kube := seed%2 == 1
+		rv := 0
+		newVS := func(name string, bad bool) *networking.VirtualService {
+			rv++
+			vs := &networking.VirtualService{}
+			vs.Name, vs.Namespace = name, "ns"
+			if kube {
+				vs.UID, vs.ResourceVersion = types.UID("uid-"+name), fmt.Sprint(rv)
+			}
+			prefix := "/x"
+			if bad {
+				prefix = ""
+			}
+			vs.Spec.Hosts = []string{name + ".example.com"}
+			vs.Spec.Http = []*networkingapi.HTTPRoute{{
+				Match: []*networkingapi.HTTPMatchRequest{{Headers: map[string]*networkingapi.StringMatch{
+					"x-a": {MatchType: &networkingapi.StringMatch_Prefix{Prefix: prefix}}}}},
+				Route: []*networkingapi.HTTPRouteDestination{{Destination: &networkingapi.Destination{Host: "web.example.com"}}},
+			}}
+			return vs
+		}
+		var list []*networking.VirtualService
+		next := 0
+		for range 8 {
+			next++
+			list = append(list, newVS(fmt.Sprintf("vs-%02d", next), rng.IntN(3) == 0))
+		}
+		bl := NewBuilder()
+		for step := range 40 {
+			switch op := rng.IntN(5); {
+			case op == 0 && len(list) > 0: // a new version, breaking or not
+				i := rng.IntN(len(list))
+				list = slices.Clone(list)
+				list[i] = newVS(list[i].Name, rng.IntN(2) == 0)
+			case op == 1:
+				next++
+				list = append(slices.Clone(list), newVS(fmt.Sprintf("vs-%02d", next%40), rng.IntN(3) == 0))
+				slices.SortFunc(list, func(a, b *networking.VirtualService) int { return compareNames(a.Name, b.Name) })
+				list = slices.CompactFunc(list, func(a, b *networking.VirtualService) bool { return a.Name == b.Name })
+			case op == 2 && len(list) > 0:
+				i := rng.IntN(len(list))
+				list = slices.Delete(slices.Clone(list), i, i+1)
+			case op == 3 && kube: // an informer's copy of every unchanged version
+				list = slices.Clone(list)
+				for i, vs := range list {
+					list[i] = vs.DeepCopy()
+				}
+			}
+			res := &resource.Resources{VirtualServices: list}
+			got, want := bl.Build(res, Options{}), Build(res, Options{})
+			if !reflect.DeepEqual(got.Statuses, want.Statuses) {
+				t.Fatalf("seed %d step %d: the Builder's statuses differ from a fresh Build's:\n%s\nwant:\n%s", seed, step, dump(got.Statuses), dump(want.Statuses))
+			}
+		}
+	}
+}
+
+func compareNames(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func dump(v any) string { return fmt.Sprintf("%+v", v) }
