@@ -78,8 +78,8 @@ func (s *Snapshot) Version() string {
 
 // memo remembers, for one class, what its last published snapshot held,
 // per xDS type (typeMemo), and its route configurations with their
-// virtual hosts' hashes (routeMemo). Only the last
-// snapshot's entries are kept: deleted resources are forgotten.
+// virtual hosts' hashes (routeMemo). Only the last snapshot's entries are
+// kept: deleted resources are forgotten.
 type memo struct {
 	types map[string]*typeMemo // by type URL
 	// routes are route configurations as last published, by name.
@@ -117,10 +117,10 @@ type typeMemo struct {
 // virtual hosts are the same again, so is what was published for it.
 // vhosts[i] (all valid, all compact stand-ins once the build is done,
 // which hold their own bytes) hashed to hashes[i]. They are looked up by
-// position first: the translator hands back the
-// same messages in the same places but for what changed, and a map
-// operation per virtual host per change (six, across the memos) was most
-// of preparing a one-route change at 10,000 virtual hosts.
+// position first: the translator hands back the same messages in the
+// same places but for what changed, and a map operation per virtual host
+// per change (six, across the memos) was most of preparing a one-route
+// change at 10,000 virtual hosts.
 type routeMemo struct {
 	shell     []byte
 	shellHash string
