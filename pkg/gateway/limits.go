@@ -486,7 +486,7 @@ func (m *limitsMemo) check(kind string, i, n int, obj resource.Object, id object
 			there = prev.objs[i]
 		}
 		switch {
-		case there == obj || there != nil && prev.ids[i] == id:
+		case there != nil && prev.ids[i] == id: // the same version (same object, or same UID and resourceVersion)
 			msg, found = prev.msgs[i], true
 		case there != nil && there.GetName() == obj.GetName() && there.GetNamespace() == obj.GetNamespace():
 			// Another version of the object in its place: checked anew.

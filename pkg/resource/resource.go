@@ -378,11 +378,16 @@ func (r *Resources) Sort() {
 	sortObjects(r.BackendTLSPolicies)
 	sortObjects(r.Namespaces)
 	sortObjects(r.ConfigMaps)
-	sort.SliceStable(r.Invalid, func(i, j int) bool {
-		if r.Invalid[i].Source != r.Invalid[j].Source {
-			return r.Invalid[i].Source < r.Invalid[j].Source
+	sortInvalid(r.Invalid)
+}
+
+// sortInvalid orders unreadable resources by source, then key.
+func sortInvalid(list []InvalidResource) {
+	sort.SliceStable(list, func(i, j int) bool {
+		if list[i].Source != list[j].Source {
+			return list[i].Source < list[j].Source
 		}
-		return r.Invalid[i].Key.String() < r.Invalid[j].Key.String()
+		return list[i].Key.String() < list[j].Key.String()
 	})
 }
 

@@ -2,7 +2,6 @@ package resource
 
 import (
 	"slices"
-	"sort"
 
 	networking "istio.io/client-go/pkg/apis/networking/v1"
 	security "istio.io/client-go/pkg/apis/security/v1"
@@ -76,12 +75,7 @@ func (s *Sorter) SortedCopy(r *Resources) *Resources {
 	sortInPlace(memoOf[*gwv1.BackendTLSPolicy](s, "BackendTLSPolicies"), out.BackendTLSPolicies)
 	sortInPlace(memoOf[*corev1.Namespace](s, "Namespaces"), out.Namespaces)
 	sortInPlace(memoOf[*corev1.ConfigMap](s, "ConfigMaps"), out.ConfigMaps)
-	sort.SliceStable(out.Invalid, func(i, j int) bool {
-		if out.Invalid[i].Source != out.Invalid[j].Source {
-			return out.Invalid[i].Source < out.Invalid[j].Source
-		}
-		return out.Invalid[i].Key.String() < out.Invalid[j].Key.String()
-	})
+	sortInvalid(out.Invalid)
 	return &out
 }
 
