@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	// Registers the proto codec that serverCodec falls back to.
@@ -216,7 +215,15 @@ func (w *pieceWriter) routeConfiguration(rc *routev3.RouteConfiguration, opts pr
 	w.out = make(mem.BufferSlice, 0, 2*len(rc.VirtualHosts)+1)
 	for _, vh := range rc.VirtualHosts {
 		unknown := vh.ProtoReflect().GetUnknown()
-		if len(unknown) == 0 || !onlyName(vh) {
+		n := len(unknown)
+		if vh.Name != "" {
+			n += protowire.SizeTag(vhostName) + protowire.SizeBytes(len(vh.Name))
+		}
+		// A compact stand-in has its name and unknown bytes and nothing
+		// else, which is exactly when its size is theirs. (Size skips
+		// unset fields by their Go values; ranging over the fields by
+		// reflection instead was 20 ms per change at 20,000 virtual hosts.)
+		if len(unknown) == 0 || opts.Size(vh) != n {
 			b, err := opts.Marshal(vh)
 			if err != nil {
 				return err
@@ -224,10 +231,6 @@ func (w *pieceWriter) routeConfiguration(rc *routev3.RouteConfiguration, opts pr
 			w.buf = protowire.AppendTag(w.buf, routeVHosts, protowire.BytesType)
 			w.buf = protowire.AppendBytes(w.buf, b)
 			continue
-		}
-		n := len(unknown)
-		if vh.Name != "" {
-			n += protowire.SizeTag(vhostName) + protowire.SizeBytes(len(vh.Name))
 		}
 		w.buf = protowire.AppendTag(w.buf, routeVHosts, protowire.BytesType)
 		w.buf = protowire.AppendVarint(w.buf, uint64(n))
@@ -238,15 +241,4 @@ func (w *pieceWriter) routeConfiguration(rc *routev3.RouteConfiguration, opts pr
 		w.refer(unknown)
 	}
 	return nil
-}
-
-// onlyName reports whether the name is the one field vh has set, as in a
-// compact stand-in.
-func onlyName(vh *routev3.VirtualHost) bool {
-	only := true
-	vh.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
-		only = fd.Number() == vhostName
-		return only
-	})
-	return only
 }

@@ -12,6 +12,7 @@ import (
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -58,8 +59,12 @@ func TestPiecedResponsesEqualMarshalled(t *testing.T) {
 	if !compactSeen || len(full) == 0 {
 		t.Fatalf("no compact virtual hosts among %d published route configurations", len(published))
 	}
+	// Unknown bytes beside other fields: not a stand-in, whose fields
+	// would be lost if it were sent as one.
+	mixed := &routev3.VirtualHost{Name: "mixed", Domains: []string{"y"}}
+	mixed.ProtoReflect().SetUnknown(protowire.AppendVarint(protowire.AppendTag(nil, 999, protowire.VarintType), 1))
 	extra := &routev3.RouteConfiguration{Name: "extra", ValidateClusters: wrapperspb.Bool(true), InternalOnlyHeaders: []string{"x-internal"},
-		VirtualHosts: []*routev3.VirtualHost{{Name: "plain", Domains: []string{"x"}}, {}}}
+		VirtualHosts: []*routev3.VirtualHost{{Name: "plain", Domains: []string{"x"}}, {}, mixed}}
 	candidates := append(append(append([]*routev3.RouteConfiguration{}, published...), full...), extra, &routev3.RouteConfiguration{})
 
 	codec := newServerCodec(&pieceTable{})
