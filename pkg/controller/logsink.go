@@ -16,24 +16,39 @@ import (
 // LogSink reports statuses in the log, once per change: standalone mode has
 // no API server to write them to (they are also on /debug/status).
 type LogSink struct {
-	log   logr.Logger
-	mu    sync.Mutex
-	last  map[resource.Key]*logged
-	epoch uint64
-}
-
-// logged is the status last logged for a resource, and the last update
-// that had one (older entries are forgotten: no set of every key is
-// built per update, which at tens of thousands of resources cost more
-// than the comparisons).
-type logged struct {
-	st    *status.Status
-	epoch uint64
+	log logr.Logger
+	mu  sync.Mutex
+	// last is the last update's statuses, in its order; a status is
+	// compared with the one in its own place there first, and looked up
+	// by key (index, made then) only when that is another resource's:
+	// from one update to the next the list keeps its order but for what
+	// changed, and a map of tens of thousands of keys written and read
+	// on every update cost more than the comparisons.
+	last, spare []*status.Status
+	index       map[resource.Key]int // positions in last, or nil
 }
 
 // NewLogSink returns a sink logging to log.
 func NewLogSink(log logr.Logger) *LogSink {
-	return &LogSink{log: log, last: map[resource.Key]*logged{}}
+	return &LogSink{log: log}
+}
+
+// previous returns the last update's status of key, which is expected at
+// position i.
+func (s *LogSink) previous(i int, key resource.Key) *status.Status {
+	if i < len(s.last) && s.last[i].Key == key {
+		return s.last[i]
+	}
+	if s.index == nil {
+		s.index = make(map[resource.Key]int, len(s.last))
+		for j, st := range s.last {
+			s.index[st.Key] = j
+		}
+	}
+	if j, ok := s.index[key]; ok {
+		return s.last[j]
+	}
+	return nil
 }
 
 // Update implements StatusSink.
@@ -41,15 +56,8 @@ func (s *LogSink) Update(_ context.Context, result *gateway.Result) {
 	statuses := result.Statuses
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.epoch++
-	for _, st := range statuses {
-		e := s.last[st.Key]
-		if e == nil {
-			e = &logged{}
-			s.last[st.Key] = e
-		}
-		old := e.st
-		e.st, e.epoch = st, s.epoch
+	for i, st := range statuses {
+		old := s.previous(i, st.Key)
 		if old != nil && slices.Equal(old.Conditions, st.Conditions) && slices.Equal(old.Messages, st.Messages) {
 			continue
 		}
@@ -70,9 +78,8 @@ func (s *LogSink) Update(_ context.Context, result *gateway.Result) {
 			s.log.Info("status", append(mkv, "message", m.Message)...)
 		}
 	}
-	for k, e := range s.last {
-		if e.epoch != s.epoch {
-			delete(s.last, k)
-		}
-	}
+	// A copy: the result's list is its owner's.
+	s.last, s.spare = append(s.spare[:0], statuses...), s.last
+	clear(s.spare)
+	s.index = nil
 }

@@ -176,10 +176,15 @@ func (l *lines) logger() logr.Logger {
 }
 
 func (l *lines) matching(subs ...string) []string {
+	return l.matchingSince(0, subs...)
+}
+
+// matchingSince is matching over the lines from the from'th on.
+func (l *lines) matchingSince(from int, subs ...string) []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []string
-	for _, s := range l.all {
+	for _, s := range l.all[from:] {
 		ok := true
 		for _, sub := range subs {
 			ok = ok && strings.Contains(s, sub)
