@@ -71,6 +71,11 @@ type routeTable struct {
 	// reorder marks the virtual hosts whose routes may hold a catch-all
 	// before their end (see appendRoutes).
 	reorder map[string]bool
+	// memoized says the table comes from a tableMemo: final is its
+	// virtual hosts, complete and in order, and vhosts and order are
+	// unused.
+	memoized bool
+	final    []*ir.VirtualHost
 }
 
 type addedKey struct {
@@ -141,7 +146,9 @@ func (b *builder) buildClass(gateways []*networking.Gateway, labels map[string]s
 		b.nextSizes["clusters\x00"+class] = len(st.clusters)
 		b.nextSizes["clustersOf\x00"+class] = len(st.clustersOf)
 		for name, t := range st.routes {
-			b.nextSizes["routes\x00"+class+"\x00"+name] = len(t.vhosts)
+			if !t.memoized {
+				b.nextSizes["routes\x00"+class+"\x00"+name] = len(t.vhosts)
+			}
 		}
 	}()
 	proxy := &ir.Proxy{}
@@ -335,9 +342,7 @@ func (b *builder) bindHTTPRoutes(st *classState, t *routeTable, s *gwServer, req
 			}
 			vh := t.vhost(host)
 			if by := t.appendRoutes(host, vh, routes); by != nil && *by != info.ref && allCatchAll(routes) {
-				b.report.Add(info.key, status.Message{Code: status.VirtualServiceUnreachableRule, Level: status.Warning, Reason: status.ReasonConflictingServer,
-					Field: "spec.http", Message: fmt.Sprintf("on %s, VirtualService %s/%s already matches every request and its routes come first because %s, so these routes are not reached while it exists",
-						vh.Name, by.Namespace, by.Name, wins(b.vsObject(by.Namespace, by.Name), info.obj))})
+				b.report.Add(info.key, b.unreachableMessage(vh, by, info))
 			}
 			vh.RequireTLS = vh.RequireTLS || requireTLS
 			if rl := b.gwRateLimit[gwKey]; rl != nil && vh.LocalRateLimit == nil {
@@ -363,6 +368,14 @@ func (b *builder) bindHTTPRoutes(st *classState, t *routeTable, s *gwServer, req
 			}
 		}
 	}
+}
+
+// unreachableMessage says that info's routes on vh, which all match
+// every request, come after those of by, which already did.
+func (b *builder) unreachableMessage(vh *ir.VirtualHost, by *ir.Ref, info *vsInfo) status.Message {
+	return status.Message{Code: status.VirtualServiceUnreachableRule, Level: status.Warning, Reason: status.ReasonConflictingServer,
+		Field: "spec.http", Message: fmt.Sprintf("on %s, VirtualService %s/%s already matches every request and its routes come first because %s, so these routes are not reached while it exists",
+			vh.Name, by.Namespace, by.Name, wins(b.vsObject(by.Namespace, by.Name), info.obj))}
 }
 
 // httpRoutes returns a VirtualService's routes for one server, cut after
@@ -410,11 +423,18 @@ type boundRoutes struct {
 func (b *builder) bindHTTP(st *classState, g *portGroup, s *gwServer, _ map[string]bool) {
 	name := ir.HTTPRouteName(s.port)
 	t, ok := st.routes[name]
-	if !ok {
+	switch {
+	case !ok && b.memoizable(s) && onlyHTTPServer(g, s):
+		t = &routeTable{name: name, port: s.port, memoized: true}
+		st.routes[name] = t
+		b.bindHTTPTable(st, t, s, s.httpsRedirect)
+	case !ok:
 		t = b.newRouteTable(st, name, s.port)
 		st.routes[name] = t
+		fallthrough
+	default:
+		b.bindHTTPRoutes(st, t, s, s.httpsRedirect)
 	}
-	b.bindHTTPRoutes(st, t, s, s.httpsRedirect)
 	if len(g.chains) == 0 {
 		g.chains = append(g.chains, &ir.FilterChain{
 			Name: name,
@@ -422,6 +442,17 @@ func (b *builder) bindHTTP(st *classState, g *portGroup, s *gwServer, _ map[stri
 		})
 	}
 	g.chains[0].Sources = appendRef(g.chains[0].Sources, s.gwRef)
+}
+
+// onlyHTTPServer reports whether s is the one HTTP server of its port,
+// and so the only one to fill the port's route table.
+func onlyHTTPServer(g *portGroup, s *gwServer) bool {
+	for _, o := range g.servers {
+		if o != s && o.kind == kindHTTP {
+			return false
+		}
+	}
+	return true
 }
 
 func statPrefix(s *gwServer) string { return fmt.Sprintf("outbound_%s_%d", s.bind, s.port) }
@@ -439,11 +470,17 @@ func (s *gwServer) serverNames() []string {
 
 func (b *builder) bindHTTPS(st *classState, g *portGroup, s *gwServer, _ map[string]bool) {
 	name := ir.HTTPSRouteName(s.port, s.portName, s.gw.Name, s.gw.Namespace)
-	t := b.newRouteTable(st, name, s.port)
-	st.routes[name] = t
-	b.bindHTTPRoutes(st, t, s, false)
-	if b.synthetic(s.gwKey) {
-		b.misdirected(t, g, s)
+	if b.memoizable(s) {
+		t := &routeTable{name: name, port: s.port, memoized: true}
+		st.routes[name] = t
+		b.bindHTTPTable(st, t, s, false)
+	} else {
+		t := b.newRouteTable(st, name, s.port)
+		st.routes[name] = t
+		b.bindHTTPRoutes(st, t, s, false)
+		if b.synthetic(s.gwKey) {
+			b.misdirected(t, g, s)
+		}
 	}
 	g.chains = append(g.chains, &ir.FilterChain{
 		Name:        name,
@@ -683,6 +720,11 @@ func assembleRoutes(st *classState) []*ir.RouteConfig {
 	for _, n := range names {
 		t := st.routes[n]
 		rc := &ir.RouteConfig{Name: n}
+		if t.memoized {
+			rc.VirtualHosts = t.final
+			out = append(out, rc)
+			continue
+		}
 		for _, h := range t.order {
 			vh := t.vhosts[h]
 			vh.Routes = t.finalRoutes(h, vh)

@@ -131,6 +131,11 @@ type builder struct {
 	// gwapi is the conversion of the snapshot's Gateway API objects (nil
 	// when there are none).
 	gwapi *gatewayapi.Output
+	// prevTables and nextTables carry route tables between builds, by
+	// class and table name (see tableMemo); noTableMemo binds every table
+	// with bindHTTPRoutes instead.
+	prevTables, nextTables map[string]*tableMemo
+	noTableMemo            bool
 }
 
 // clusterOnce builds a cluster, or reuses one built before (in this build
@@ -213,8 +218,12 @@ type Builder struct {
 	// skipLimits turns envoyLimits off (tests prove with it that each
 	// limit is one Envoy enforces).
 	skipLimits bool
-	vs         map[objectID]*vsMemo
-	sizes      map[string]int // see builder.sizes
+	// tables are the route tables of the last build (see tableMemo);
+	// noTableMemo binds every table without them (tests compare the two).
+	tables      map[string]*tableMemo
+	noTableMemo bool
+	vs          map[objectID]*vsMemo
+	sizes       map[string]int // see builder.sizes
 	// clusterOrder: see builder.clusterOrder.
 	clusterOrder map[string][]namedCluster
 	tracked      int // statuses the last report held
@@ -310,6 +319,9 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 		nextSizes:        make(map[string]int, len(bl.sizes)),
 		clusterOrder:     bl.clusterOrder,
 		nextClusterOrder: make(map[string][]namedCluster, len(bl.clusterOrder)),
+		prevTables:       bl.tables,
+		nextTables:       make(map[string]*tableMemo, len(bl.tables)),
+		noTableMemo:      bl.noTableMemo,
 	}
 	regMemo := &registryMemo{prev: bl.services, prevSE: bl.seHosts}
 	regReused := false
@@ -323,6 +335,7 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 		bl.spare.report, bl.lastReport = bl.lastReport, b.report.Index()
 		bl.sizes, bl.tracked = b.nextSizes, b.report.Len()
 		bl.clusterOrder = b.nextClusterOrder
+		bl.tables = b.nextTables
 	}()
 	for _, x := range excluded {
 		b.report.Track(x.key, x.generation)

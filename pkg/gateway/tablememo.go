@@ -1,0 +1,263 @@
+package gateway
+
+import (
+	"reflect"
+	"slices"
+
+	"github.com/portico-gateway/portico/pkg/ir"
+	"github.com/portico-gateway/portico/pkg/status"
+)
+
+// tableMemo is the binding of one route table that a single server fills
+// (every HTTPS server's own table; an HTTP port's table when one server
+// holds the port), kept from build to build so that a change re-binds
+// only the hosts it touches.
+//
+// Binding a table is a pass over every VirtualService bound to the
+// server's Gateway: each adds its routes to each host it shares with the
+// server. At 10,000 VirtualServices on one port that pass made a new
+// virtual host for every host on every change (a third of a change's
+// binding) although one VirtualService had changed. A virtual host is a
+// function of its host and of the VirtualServices that contribute to it,
+// in their order; so the memo keeps, per position in the list of bound
+// VirtualServices, the hosts that one contributed to, and per host its
+// contributors and its virtual host. When the list holds the same
+// VirtualServices (the same converted objects) at the same positions but
+// for a few, only the hosts those few contributed to before or do now are
+// built again; every other virtual host is the very object of the last
+// build, which the translator then recognises by identity.
+//
+// Everything a pass reads besides the VirtualServices is compared before
+// the memo is used (the server's Gateway, port, hosts and redirect, the
+// Gateway's rate limit, whether classes differ by source labels), and
+// anything else (another length, many changes, another server) builds it
+// again from scratch, with the same code. The result equals bindHTTPRoutes'
+// (TestTableMemoEqualsBinding), which still binds tables that several
+// servers share and Gateway API listeners' HTTPS tables.
+type tableMemo struct {
+	// The pass's inputs besides the VirtualServices.
+	gwKey            string
+	port             uint32
+	hosts            []serverHost
+	gwRef            ir.Ref
+	requireTLS       bool
+	rateLimit        *ir.LocalRateLimit
+	usesSourceLabels bool
+
+	// infos are the bound VirtualServices, hostsAt the hosts each
+	// contributed routes to (in hostIntersections' order, nil for none).
+	infos   []*vsInfo
+	hostsAt [][]string
+	byHost  map[string]*tableHost
+	// building is set while the memo is changed in place: a build that
+	// did not finish leaves it unusable.
+	building bool
+}
+
+// tableHost is one host of a memoized table.
+type tableHost struct {
+	// at lists the positions of its contributors, ascending.
+	at []int32
+	vh *ir.VirtualHost
+	// reports are the findings of its contributions, by position.
+	reports []tableReport
+}
+
+type tableReport struct {
+	at    int32
+	entry status.Entry
+}
+
+// memoizable reports whether a table filled by server s alone may be
+// bound through a tableMemo.
+func (b *builder) memoizable(s *gwServer) bool {
+	return !b.noTableMemo && !b.synthetic(s.gwKey)
+}
+
+// sameInputs reports whether the memo was made for this pass.
+func (m *tableMemo) sameInputs(b *builder, s *gwServer, requireTLS bool, rl *ir.LocalRateLimit) bool {
+	return !m.building && m.gwKey == s.gwKey.NamespacedName() && m.port == s.port && m.gwRef == s.gwRef &&
+		m.requireTLS == requireTLS && m.usesSourceLabels == b.usesSourceLabels &&
+		slices.Equal(m.hosts, s.hosts) && (m.rateLimit == rl || reflect.DeepEqual(m.rateLimit, rl))
+}
+
+// bindHTTPTable binds the HTTP rules of every VirtualService bound to s
+// into t, which no other server fills, through the class's memo of it
+// (see tableMemo). Its findings, the clusters it uses and its virtual
+// hosts are those bindHTTPRoutes would give.
+func (b *builder) bindHTTPTable(st *classState, t *routeTable, s *gwServer, requireTLS bool) {
+	key := st.class + "\x00" + t.name
+	infos := b.boundVirtualServices(s)
+	rl := b.gwRateLimit[s.gwKey.NamespacedName()]
+	m := b.prevTables[key]
+	var changed []int
+	if m != nil && m.sameInputs(b, s, requireTLS, rl) && len(m.infos) == len(infos) {
+		for i, info := range infos {
+			if m.infos[i] != info {
+				changed = append(changed, i)
+				if len(changed) > 16+len(infos)/8 {
+					m = nil // cheaper built again
+					break
+				}
+			}
+		}
+	} else {
+		m = nil
+	}
+	if m == nil {
+		m = &tableMemo{gwKey: s.gwKey.NamespacedName(), port: s.port, hosts: s.hosts, gwRef: s.gwRef,
+			requireTLS: requireTLS, rateLimit: rl, usesSourceLabels: b.usesSourceLabels}
+		m.fill(b, st, s, infos)
+	} else if len(changed) > 0 {
+		m.update(b, st, s, infos, changed)
+	}
+	b.nextTables[key] = m
+	m.emit(b, st, t, s)
+}
+
+// contributedHosts returns the hosts info adds routes to on server s.
+func (b *builder) contributedHosts(st *classState, info *vsInfo, s *gwServer) []string {
+	if len(info.http) == 0 {
+		return nil
+	}
+	hosts := hostIntersections(info, s)
+	if len(hosts) == 0 || len(b.httpRoutes(info, s.gwKey.NamespacedName(), s.port, st.labels)) == 0 {
+		return nil
+	}
+	return hosts
+}
+
+// fill builds the memo from scratch.
+func (m *tableMemo) fill(b *builder, st *classState, s *gwServer, infos []*vsInfo) {
+	m.infos = slices.Clone(infos)
+	m.hostsAt = make([][]string, len(infos))
+	m.byHost = make(map[string]*tableHost, len(infos))
+	for i, info := range infos {
+		hosts := b.contributedHosts(st, info, s)
+		m.hostsAt[i] = hosts
+		for _, h := range hosts {
+			th := m.byHost[h]
+			if th == nil {
+				th = &tableHost{}
+				m.byHost[h] = th
+			}
+			th.at = append(th.at, int32(i))
+		}
+	}
+	for h, th := range m.byHost {
+		m.build(b, st, h, th)
+	}
+}
+
+// update builds again the hosts that the VirtualServices at the changed
+// positions contributed to or do now.
+func (m *tableMemo) update(b *builder, st *classState, s *gwServer, infos []*vsInfo, changed []int) {
+	m.building = true
+	touched := map[string]*tableHost{}
+	for _, i := range changed {
+		for _, h := range m.hostsAt[i] {
+			th := m.byHost[h]
+			th.at = slices.DeleteFunc(th.at, func(at int32) bool { return at == int32(i) })
+			touched[h] = th
+		}
+		m.infos[i] = infos[i]
+		hosts := b.contributedHosts(st, infos[i], s)
+		m.hostsAt[i] = hosts
+		for _, h := range hosts {
+			th := m.byHost[h]
+			if th == nil {
+				th = &tableHost{}
+				m.byHost[h] = th
+			}
+			at, _ := slices.BinarySearch(th.at, int32(i))
+			th.at = slices.Insert(th.at, at, int32(i))
+			touched[h] = th
+		}
+	}
+	for h, th := range touched {
+		if len(th.at) == 0 {
+			delete(m.byHost, h)
+			continue
+		}
+		m.build(b, st, h, th)
+	}
+	m.building = false
+}
+
+// build makes host h's virtual host from its contributors, as
+// bindHTTPRoutes does contribution by contribution.
+func (m *tableMemo) build(b *builder, st *classState, h string, th *tableHost) {
+	vh := &ir.VirtualHost{Name: ir.VirtualHostName(h, m.port), Domains: []string{h}}
+	reorder := false
+	th.reports = th.reports[:0]
+	for _, at := range th.at {
+		info := m.infos[at]
+		routes := b.httpRoutes(info, m.gwKey, m.port, st.labels)
+		by := catchAllOwner(vh)
+		reorder = reorder || by != nil
+		vh.Routes = append(vh.Routes, routes...)
+		if by != nil && *by != info.ref && allCatchAll(routes) {
+			th.reports = append(th.reports, tableReport{at: at, entry: status.Entry{Key: info.key, Message: b.unreachableMessage(vh, by, info)}})
+		}
+		vh.RequireTLS = vh.RequireTLS || m.requireTLS
+		if m.rateLimit != nil && vh.LocalRateLimit == nil {
+			vh.LocalRateLimit = m.rateLimit
+		}
+		vh.Sources = appendRef(vh.Sources, info.ref)
+	}
+	if reorder {
+		vh.Routes = catchAllLast(vh.Routes)
+	}
+	th.vh = vh
+}
+
+// emit hands the memo's table to this build: its findings, its
+// clusters and its virtual hosts, all in the order in which
+// bindHTTPRoutes would have made them (VirtualService by VirtualService,
+// each one's hosts in turn; a host comes where its first contributor
+// first names it).
+func (m *tableMemo) emit(b *builder, st *classState, t *routeTable, s *gwServer) {
+	final := make([]*ir.VirtualHost, 0, len(m.byHost)+len(s.hosts))
+	for i, hosts := range m.hostsAt {
+		if len(hosts) == 0 {
+			continue
+		}
+		for _, h := range hosts {
+			th := m.byHost[h]
+			if th.at[0] == int32(i) {
+				final = append(final, th.vh)
+			}
+			for _, r := range th.reports {
+				if r.at == int32(i) {
+					b.report.Replay([]status.Entry{r.entry})
+				}
+			}
+		}
+		info := m.infos[i]
+		if _, done := st.clustersOf[info]; !done {
+			st.clustersOf[info] = struct{}{}
+			for _, ck := range info.allHTTPClusters() {
+				b.useCluster(st, ck)
+			}
+		}
+	}
+	if m.requireTLS {
+		// Istio redirects every host of an httpsRedirect server, bound to a
+		// VirtualService or not (a host listed twice, for two namespaces,
+		// once).
+		var redirected map[string]bool
+		for _, sh := range s.hosts {
+			if _, covered := m.byHost[sh.Host]; covered || redirected[sh.Host] {
+				continue
+			}
+			if redirected == nil {
+				redirected = map[string]bool{}
+			}
+			redirected[sh.Host] = true
+			final = append(final, &ir.VirtualHost{Name: ir.VirtualHostName(sh.Host, m.port), Domains: []string{sh.Host}, RequireTLS: true, Sources: []ir.Ref{s.gwRef}})
+		}
+	}
+	if len(final) > 0 { // nil otherwise, as bindHTTPRoutes leaves it
+		t.final = final
+	}
+}
