@@ -226,7 +226,6 @@ type Builder struct {
 	sizes       map[string]int // see builder.sizes
 	// clusterOrder: see builder.clusterOrder.
 	clusterOrder map[string][]namedCluster
-	tracked      int // statuses the last report held
 	services     map[objectName]*serviceMemo
 	seHosts      map[seHost]*service
 	clusters     map[string]*clusterMemo
@@ -249,10 +248,9 @@ type Builder struct {
 		clusters map[string]*clusterMemo
 		services map[objectName]*serviceMemo
 		seHosts  map[seHost]*service
-		report   map[resource.Key]*status.Status
 	}
-	lastReport map[resource.Key]*status.Status // the last build's report index
-	sorter     resource.Sorter                 // the snapshot's lists, sorted oldest first
+	reports status.ReportMemo // the last build's report index
+	sorter  resource.Sorter   // the snapshot's lists, sorted oldest first
 }
 
 // recycled returns m emptied for reuse, or a map with room for n when
@@ -306,7 +304,7 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 	res, excluded := withoutExcluded(res, opts.Exclude, limits)
 	b := &builder{
 		opts:             opts,
-		report:           status.NewReportReusing(bl.spare.report, bl.tracked),
+		report:           bl.reports.NewReport(),
 		gateways:         map[string]*networking.Gateway{},
 		servers:          map[string][]*gwServer{},
 		vsByGateway:      map[string][]*vsInfo{},
@@ -332,8 +330,8 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 			bl.spare.services, bl.spare.seHosts = regMemo.prev, regMemo.prevSE
 			bl.services, bl.seHosts = regMemo.next, regMemo.nextSE
 		}
-		bl.spare.report, bl.lastReport = bl.lastReport, b.report.Index()
-		bl.sizes, bl.tracked = b.nextSizes, b.report.Len()
+		bl.reports.Keep(b.report)
+		bl.sizes = b.nextSizes
 		bl.clusterOrder = b.nextClusterOrder
 		bl.tables = b.nextTables
 	}()

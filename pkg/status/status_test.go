@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -225,5 +226,83 @@ func TestFinalizeSharesOnlyWhatIsEqual(t *testing.T) {
 	}
 	if sharing == 0 {
 		t.Fatal("no two statuses shared their conditions")
+	}
+}
+
+// TestReportMemoEqualsFreshReport: over random sequences of builds that
+// track keys in the last build's order but for keys added, removed,
+// swapped or shuffled, then add messages to tracked and untracked keys
+// and look keys up, a report made through a ReportMemo behaves exactly
+// like a fresh one (every Get, and the finalized statuses), and the
+// memo's index holds exactly the last build's keys.
+func TestReportMemoEqualsFreshReport(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 17))
+	key := func(i int) resource.Key {
+		return resource.Key{Kind: []string{"Gateway", "VirtualService"}[i%2], Namespace: fmt.Sprintf("ns-%d", i%3), Name: fmt.Sprintf("r-%02d", i)}
+	}
+	for seq := range 200 {
+		var m ReportMemo
+		var keys []int
+		for i := range rng.IntN(12) {
+			keys = append(keys, i)
+		}
+		for step := range 15 {
+			keys = slices.Clone(keys)
+			switch rng.IntN(6) {
+			case 0: // one added somewhere
+				i := rng.IntN(40)
+				if !slices.Contains(keys, i) {
+					keys = slices.Insert(keys, rng.IntN(len(keys)+1), i)
+				}
+			case 1:
+				if len(keys) > 0 {
+					i := rng.IntN(len(keys))
+					keys = slices.Delete(keys, i, i+1)
+				}
+			case 2:
+				if len(keys) > 1 {
+					a, b := rng.IntN(len(keys)), rng.IntN(len(keys))
+					keys[a], keys[b] = keys[b], keys[a]
+				}
+			case 3:
+				rng.Shuffle(len(keys), func(a, b int) { keys[a], keys[b] = keys[b], keys[a] })
+			case 4:
+				if len(keys) > 0 {
+					keys = keys[:rng.IntN(len(keys))] // the last ones gone
+				}
+			}
+			got, want := m.NewReport(), NewReport()
+			for _, i := range keys {
+				g := int64(rng.IntN(3))
+				got.Track(key(i), g)
+				want.Track(key(i), g)
+			}
+			for range rng.IntN(8) {
+				k := key(rng.IntN(44))
+				switch rng.IntN(3) {
+				case 0:
+					msg := Message{Code: SchemaValidationError, Level: Error, Reason: ReasonInvalidSpec, Message: fmt.Sprint(rng.IntN(3))}
+					got.Add(k, msg)
+					want.Add(k, msg)
+				case 1:
+					msg := Message{Code: ReferencedResourceNotFound, Level: Warning, Reason: ReasonInvalidSpec, Message: "gone"}
+					got.Reject(k, msg)
+					want.Reject(k, msg)
+				default:
+					g, w := got.Get(k), want.Get(k)
+					if (g == nil) != (w == nil) || g != nil && g.Key != k {
+						t.Fatalf("sequence %d, step %d: Get(%v) = %v, want %v", seq, step, k, g, w)
+					}
+				}
+			}
+			gs, ws := got.Finalize(), want.Finalize()
+			if !reflect.DeepEqual(gs, ws) {
+				t.Fatalf("sequence %d, step %d: statuses\n%+v\nwant\n%+v", seq, step, gs, ws)
+			}
+			m.Keep(got)
+			if len(m.index) != got.Len() {
+				t.Fatalf("sequence %d, step %d: the memo's index holds %d keys, the report tracked %d", seq, step, len(m.index), got.Len())
+			}
+		}
 	}
 }
