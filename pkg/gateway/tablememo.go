@@ -47,7 +47,7 @@ type tableMemo struct {
 	// infos are the bound VirtualServices, hostsAt the hosts each
 	// contributed routes to (in hostIntersections' order, nil for none).
 	infos   []*vsInfo
-	hostsAt [][]string
+	hostsAt [][]*tableHost
 	byHost  map[string]*tableHost
 	// building is set while the memo is changed in place: a build that
 	// did not finish leaves it unusable.
@@ -56,6 +56,7 @@ type tableMemo struct {
 
 // tableHost is one host of a memoized table.
 type tableHost struct {
+	host string
 	// at lists the positions of its contributors, ascending.
 	at []int32
 	vh *ir.VirtualHost
@@ -130,17 +131,11 @@ func (b *builder) contributedHosts(st *classState, info *vsInfo, s *gwServer) []
 // fill builds the memo from scratch.
 func (m *tableMemo) fill(b *builder, st *classState, s *gwServer, infos []*vsInfo) {
 	m.infos = slices.Clone(infos)
-	m.hostsAt = make([][]string, len(infos))
+	m.hostsAt = make([][]*tableHost, len(infos))
 	m.byHost = make(map[string]*tableHost, len(infos))
 	for i, info := range infos {
-		hosts := b.contributedHosts(st, info, s)
-		m.hostsAt[i] = hosts
-		for _, h := range hosts {
-			th := m.byHost[h]
-			if th == nil {
-				th = &tableHost{}
-				m.byHost[h] = th
-			}
+		m.hostsAt[i] = m.hostsOf(b.contributedHosts(st, info, s))
+		for _, th := range m.hostsAt[i] {
 			th.at = append(th.at, int32(i))
 		}
 	}
@@ -155,23 +150,16 @@ func (m *tableMemo) update(b *builder, st *classState, s *gwServer, infos []*vsI
 	m.building = true
 	touched := map[string]*tableHost{}
 	for _, i := range changed {
-		for _, h := range m.hostsAt[i] {
-			th := m.byHost[h]
+		for _, th := range m.hostsAt[i] {
 			th.at = slices.DeleteFunc(th.at, func(at int32) bool { return at == int32(i) })
-			touched[h] = th
+			touched[th.host] = th
 		}
 		m.infos[i] = infos[i]
-		hosts := b.contributedHosts(st, infos[i], s)
-		m.hostsAt[i] = hosts
-		for _, h := range hosts {
-			th := m.byHost[h]
-			if th == nil {
-				th = &tableHost{}
-				m.byHost[h] = th
-			}
+		m.hostsAt[i] = m.hostsOf(b.contributedHosts(st, infos[i], s))
+		for _, th := range m.hostsAt[i] {
 			at, _ := slices.BinarySearch(th.at, int32(i))
 			th.at = slices.Insert(th.at, at, int32(i))
-			touched[h] = th
+			touched[th.host] = th
 		}
 	}
 	for h, th := range touched {
@@ -182,6 +170,23 @@ func (m *tableMemo) update(b *builder, st *classState, s *gwServer, infos []*vsI
 		m.build(b, st, h, th)
 	}
 	m.building = false
+}
+
+// hostsOf returns the memo's entries for hosts, made where missing.
+func (m *tableMemo) hostsOf(hosts []string) []*tableHost {
+	if len(hosts) == 0 {
+		return nil
+	}
+	out := make([]*tableHost, len(hosts))
+	for i, h := range hosts {
+		th := m.byHost[h]
+		if th == nil {
+			th = &tableHost{host: h}
+			m.byHost[h] = th
+		}
+		out[i] = th
+	}
+	return out
 }
 
 // build makes host h's virtual host from its contributors, as
@@ -222,8 +227,7 @@ func (m *tableMemo) emit(b *builder, st *classState, t *routeTable, s *gwServer)
 		if len(hosts) == 0 {
 			continue
 		}
-		for _, h := range hosts {
-			th := m.byHost[h]
+		for _, th := range hosts {
 			if th.at[0] == int32(i) {
 				final = append(final, th.vh)
 			}
