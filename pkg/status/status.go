@@ -158,6 +158,9 @@ type Report struct {
 	// write.
 	last  []*Status
 	moved bool
+	// lastSorted is the last build's statuses in Finalize's order, as
+	// positions in its order; sorted is this build's (see Finalize).
+	lastSorted, sorted []int32
 	// log is every write, in order (see Mark).
 	log []Entry
 }
@@ -166,12 +169,14 @@ type Report struct {
 // tracks every resource of a snapshot, thousands, in the same order
 // build after build but for what changed; filling a map of all their
 // keys again each time was a tenth of a one-VirtualService change's
-// binding. A report made by NewReport writes the index only from the
-// first key that is not where it was, and Keep readies the index for the
+// binding, and sorting them for Finalize another. A report made by
+// NewReport writes the index only from the first key that is not where it
+// was, and sorts them only if one is not; Keep readies the memo for the
 // next. Not safe for concurrent use; one report at a time.
 type ReportMemo struct {
-	index map[resource.Key]int32
-	last  []*Status
+	index  map[resource.Key]int32
+	last   []*Status
+	sorted []int32
 }
 
 // NewReport returns an empty report using the memo's index.
@@ -179,7 +184,7 @@ func (m *ReportMemo) NewReport() *Report {
 	if m.index == nil {
 		m.index = map[resource.Key]int32{}
 	}
-	return &Report{index: m.index, last: m.last, order: make([]*Status, 0, len(m.last))}
+	return &Report{index: m.index, last: m.last, lastSorted: m.sorted, order: make([]*Status, 0, len(m.last))}
 }
 
 // Keep readies the memo's index for the next report, r being the last
@@ -197,7 +202,7 @@ func (m *ReportMemo) Keep(r *Report) {
 			r.index[s.Key] = int32(i)
 		}
 	}
-	m.index, m.last = r.index, r.order
+	m.index, m.last, m.sorted = r.index, r.order, r.sorted
 }
 
 // Entry is one write to a report: a message on a resource, and whether it
@@ -317,13 +322,34 @@ func (r *Report) SetExtra(key resource.Key, name, value string) {
 // Finalize derives conditions from messages and returns all statuses sorted
 // by key. Call once, after the build.
 func (r *Report) Finalize() []*Status {
-	out := make([]*Status, 0, len(r.order))
 	good := map[int64][]Condition{}
 	for _, s := range r.order {
 		s.finalizeSharing(good)
-		out = append(out, s)
 	}
-	sortStatuses(out)
+	out := make([]*Status, 0, len(r.order))
+	if !r.moved && len(r.order) == len(r.last) && len(r.lastSorted) == len(r.order) {
+		// The keys of the last build, each in its place: they sort the
+		// same way.
+		for _, at := range r.lastSorted {
+			out = append(out, r.order[at])
+		}
+		r.sorted = r.lastSorted
+		return out
+	}
+	type ranked struct {
+		s  *Status
+		at int32
+	}
+	rs := make([]ranked, len(r.order))
+	for i, s := range r.order {
+		rs[i] = ranked{s, int32(i)}
+	}
+	sortByKey(rs, func(x ranked) resource.Key { return x.s.Key })
+	r.sorted = make([]int32, len(rs))
+	for i, x := range rs {
+		out = append(out, x.s)
+		r.sorted[i] = x.at
+	}
 	return out
 }
 
@@ -334,16 +360,22 @@ func (r *Report) Finalize() []*Status {
 // namespace first (a map lookup each), keeping arrival order within a
 // group, the groups are few and their members usually sorted already.
 func sortStatuses(out []*Status) {
-	cmp := func(a, b *Status) int { return compareKeys(a.Key, b.Key) }
+	sortByKey(out, func(s *Status) resource.Key { return s.Key })
+}
+
+// sortByKey is sortStatuses for anything with a key.
+func sortByKey[T any](out []T, key func(T) resource.Key) {
+	cmp := func(a, b T) int { return compareKeys(key(a), key(b)) }
 	if slices.IsSortedFunc(out, cmp) {
 		return
 	}
 	type group struct{ kind, namespace string }
 	index := map[group]int{}
 	var keys []group
-	var members [][]*Status
+	var members [][]T
 	for _, s := range out {
-		g := group{s.Key.Kind, s.Key.Namespace}
+		k := key(s)
+		g := group{k.Kind, k.Namespace}
 		i, ok := index[g]
 		if !ok {
 			i = len(keys)
