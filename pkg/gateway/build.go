@@ -106,7 +106,7 @@ type builder struct {
 	usesSourceLabels bool
 	// prevVS and nextVS carry VirtualService conversions between builds,
 	// by the identity of the VirtualService's version.
-	prevVS, nextVS map[objectID]*vsMemo
+	prevVS, nextVS *byPosition[*vsMemo]
 	// sizes are the previous build's map sizes (route tables, a class's
 	// clusters), and nextSizes this build's: maps made with them as hints
 	// are not grown and rehashed step by step on every build.
@@ -176,12 +176,12 @@ func (b *builder) clusterOnce(ck clusterKey, name string) *ir.Cluster {
 // previous build's conversion of the same version when every registry
 // read it made finds the same objects again; what it reported is
 // replayed.
-func (b *builder) convertVirtualServiceOnce(vs *networking.VirtualService) *vsInfo {
+func (b *builder) convertVirtualServiceOnce(i int, vs *networking.VirtualService) *vsInfo {
 	id := idOf(vs)
-	if m, ok := b.prevVS[id]; ok && m.domainSuffix == b.opts.DomainSuffix && b.reg.unchanged(m.deps) {
+	if m, ok := b.prevVS.find(i, id); ok && m.domainSuffix == b.opts.DomainSuffix && b.reg.unchanged(m.deps) {
 		b.report.Replay(m.reported)
 		b.usesSourceLabels = b.usesSourceLabels || m.usesSourceLabels
-		b.nextVS[id] = m
+		b.nextVS.set(i, id, m)
 		return m.info
 	}
 	outer := b.usesSourceLabels
@@ -194,7 +194,7 @@ func (b *builder) convertVirtualServiceOnce(vs *networking.VirtualService) *vsIn
 	b.reg.stopRecording(m.deps, outerReads)
 	m.usesSourceLabels = b.usesSourceLabels
 	b.usesSourceLabels = b.usesSourceLabels || outer
-	b.nextVS[id] = m
+	b.nextVS.set(i, id, m)
 	return m.info
 }
 
@@ -222,7 +222,6 @@ type Builder struct {
 	// noTableMemo binds every table without them (tests compare the two).
 	tables      map[string]*tableMemo
 	noTableMemo bool
-	vs          map[objectID]*vsMemo
 	sizes       map[string]int // see builder.sizes
 	// clusterOrder: see builder.clusterOrder.
 	clusterOrder map[string][]namedCluster
@@ -237,14 +236,16 @@ type Builder struct {
 	// drReported is what validating each DestinationRule reported, by
 	// the identity of its version; valid while the registry it read is
 	// drRegistry (the registry object is reused whole when unchanged).
-	drReported map[objectID][]status.Entry
-	drRegistry *registry
+	// drSpare is the build before the last's, refilled.
+	drReported, drSpare *byPosition[[]status.Entry]
+	drRegistry          *registry
+	// vs and spareVS: see builder.prevVS.
+	vs, spareVS *byPosition[*vsMemo]
 	// spare holds the memo maps of the build before the last, emptied
 	// and filled again by the next build instead of allocating maps of
 	// every object per change (a third of a megabyte a change at 1,000
 	// VirtualServices).
 	spare struct {
-		vs       map[objectID]*vsMemo
 		clusters map[string]*clusterMemo
 		services map[objectName]*serviceMemo
 		seHosts  map[seHost]*service
@@ -295,6 +296,9 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 	if in.HasGatewayAPI() {
 		in, gwapi = convertGatewayAPI(in, opts)
 	}
+	if bl.vs == nil {
+		bl.vs, bl.spareVS = &byPosition[*vsMemo]{}, &byPosition[*vsMemo]{}
+	}
 	res := bl.sorter.SortedCopy(in)
 	var limits *limitsMemo
 	if !bl.skipLimits {
@@ -309,7 +313,7 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 		servers:          map[string][]*gwServer{},
 		vsByGateway:      map[string][]*vsInfo{},
 		prevVS:           bl.vs,
-		nextVS:           recycled(bl.spare.vs, len(in.VirtualServices)),
+		nextVS:           bl.spareVS,
 		prevClusters:     bl.clusters,
 		nextClusters:     recycled(bl.spare.clusters, len(bl.clusters)),
 		gwapi:            gwapi,
@@ -324,7 +328,7 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 	regMemo := &registryMemo{prev: bl.services, prevSE: bl.seHosts}
 	regReused := false
 	defer func() {
-		bl.spare.vs, bl.spare.clusters = b.prevVS, b.prevClusters
+		bl.spareVS, bl.spare.clusters = b.prevVS, b.prevClusters
 		bl.vs, bl.clusters = b.nextVS, b.nextClusters
 		if !regReused {
 			bl.spare.services, bl.spare.seHosts = regMemo.prev, regMemo.prevSE
@@ -365,8 +369,9 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 		}
 	}
 	b.prepareSecurity(res)
-	for _, vs := range res.VirtualServices {
-		info := b.convertVirtualServiceOnce(vs)
+	b.nextVS.reset(len(res.VirtualServices))
+	for i, vs := range res.VirtualServices {
+		info := b.convertVirtualServiceOnce(i, vs)
 		if info == nil {
 			continue
 		}
@@ -504,23 +509,24 @@ func isIstioKind(k string) bool {
 // the same registry: what one validation reads is the rule itself, the
 // domain suffix (part of the registry's inputs) and the registry.
 func (b *builder) validateDestinationRules(bl *Builder, drs []*networking.DestinationRule) {
-	prev := bl.drReported
-	if bl.drRegistry != b.reg {
-		prev = nil
+	prev, next := bl.drReported, bl.drSpare
+	if prev == nil {
+		prev, next = &byPosition[[]status.Entry]{}, &byPosition[[]status.Entry]{}
 	}
-	next := make(map[objectID][]status.Entry, len(drs))
-	for _, dr := range drs {
+	valid := bl.drRegistry == b.reg
+	next.reset(len(drs))
+	for i, dr := range drs {
 		id := idOf(dr)
-		if entries, ok := prev[id]; ok {
+		if entries, ok := prev.find(i, id); ok && valid {
 			b.report.Replay(entries)
-			next[id] = entries
+			next.set(i, id, entries)
 			continue
 		}
 		mark := b.report.Mark()
 		b.validateDestinationRule(dr)
-		next[id] = b.report.Since(mark)
+		next.set(i, id, b.report.Since(mark))
 	}
-	bl.drReported, bl.drRegistry = next, b.reg
+	bl.drReported, bl.drSpare, bl.drRegistry = next, prev, b.reg
 }
 
 func (b *builder) validateDestinationRule(dr *networking.DestinationRule) {
