@@ -631,12 +631,21 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 		vhosts := map[string]compiledVirtualHost{}
 		for _, n := range names {
 			r := resources[n]
-			h := hashOf(r.Any.GetValue())
+			old := p.routeCfgs[n]
+			var lastVHosts []compiledVirtualHost
+			if old != nil {
+				lastVHosts = old.vhosts
+			}
+			sp, err := splitRoutes(r.Any.GetValue(), lastVHosts)
+			if err != nil {
+				return fmt.Errorf("route configuration %s: %w", n, err)
+			}
+			h := sp.hash
 			v := r.Version
 			if v == "" {
 				v = version
 			}
-			if old := p.routeCfgs[n]; old != nil && old.hash == h {
+			if old != nil && old.hash == h {
 				c := *old
 				c.version = v
 				next[n] = &c
@@ -647,10 +656,10 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 				continue
 			}
 			var last *router.Table
-			if old := p.routeCfgs[n]; old != nil {
+			if old != nil {
 				last = old.value
 			}
-			t, used, err := compileRouteConfiguration(r.Any.GetValue(), p.vhosts, vhosts, last)
+			t, used, err := compileRouteConfiguration(sp, p.vhosts, vhosts, last, lastVHosts)
 			if err != nil {
 				return fmt.Errorf("route configuration %s: %w", n, err)
 			}

@@ -7,6 +7,8 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/portico-gateway/portico/pkg/proxy/router"
 )
 
 func vhost(name, domain, cluster string) *routev3.VirtualHost {
@@ -40,7 +42,7 @@ func TestCompileRouteConfigurationReusesVirtualHosts(t *testing.T) {
 	rc := &routev3.RouteConfiguration{Name: "http.80", ValidateClusters: wrapperspb.Bool(false), IgnorePortInHostMatching: true,
 		VirtualHosts: []*routev3.VirtualHost{vhost("a:80", "a.example.com", "ca"), vhost("b:80", "b.example.com", "cb"), vhost("c:80", "*.example.org", "cc")}}
 	first := map[string]compiledVirtualHost{}
-	t1, m1, err := compileRouteConfiguration(wire(t, rc), nil, first, nil)
+	t1, m1, err := compileWire(t, wire(t, rc), nil, first, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +56,7 @@ func TestCompileRouteConfigurationReusesVirtualHosts(t *testing.T) {
 	changed := proto.Clone(rc).(*routev3.RouteConfiguration)
 	changed.VirtualHosts[1] = vhost("b:80", "b.example.com", "cb-v2")
 	second := map[string]compiledVirtualHost{}
-	t2, m2, err := compileRouteConfiguration(wire(t, changed), first, second, t1)
+	t2, m2, err := compileWire(t, wire(t, changed), first, second, t1, m1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,12 +81,48 @@ func TestCompileRouteConfigurationReusesVirtualHosts(t *testing.T) {
 
 	bad := proto.Clone(rc).(*routev3.RouteConfiguration)
 	bad.VirtualHosts[2].IncludeAttemptCountInResponse = true
-	if _, _, err := compileRouteConfiguration(wire(t, bad), first, map[string]compiledVirtualHost{}, t1); err == nil || !strings.Contains(err.Error(), "c:80") {
+	if _, _, err := compileWire(t, wire(t, bad), first, map[string]compiledVirtualHost{}, t1, m1); err == nil || !strings.Contains(err.Error(), "c:80") {
 		t.Errorf("an unsupported field in a virtual host: %v", err)
 	}
 	dup := proto.Clone(rc).(*routev3.RouteConfiguration)
 	dup.VirtualHosts[1].Domains = []string{"a.example.com"}
-	if _, _, err := compileRouteConfiguration(wire(t, dup), first, map[string]compiledVirtualHost{}, t1); err == nil {
+	if _, _, err := compileWire(t, wire(t, dup), first, map[string]compiledVirtualHost{}, t1, m1); err == nil {
 		t.Error("a domain in two virtual hosts must be rejected")
 	}
+
+	// Moved: found by their bytes' hash, not at their old places.
+	moved := proto.Clone(rc).(*routev3.RouteConfiguration)
+	moved.VirtualHosts[0], moved.VirtualHosts[2] = moved.VirtualHosts[2], moved.VirtualHosts[0]
+	_, m3, err := compileWire(t, wire(t, moved), first, map[string]compiledVirtualHost{}, t1, m1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m3[0].vh != m1[2].vh || m3[2].vh != m1[0].vh || m3[1].vh != m1[1].vh {
+		t.Error("moved virtual hosts were compiled again, or taken from the wrong place")
+	}
+
+	// A configuration's hash is that of its content.
+	again, err := splitRoutes(wire(t, rc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if same, _ := splitRoutes(wire(t, rc), m1); same.hash != again.hash {
+		t.Error("the same bytes hash differently when compared by place")
+	}
+	if other, _ := splitRoutes(wire(t, changed), m1); other.hash == again.hash {
+		t.Error("a changed virtual host left the configuration's hash unchanged")
+	}
+	if other, _ := splitRoutes(wire(t, moved), m1); other.hash == again.hash {
+		t.Error("virtual hosts in another order left the configuration's hash unchanged")
+	}
+}
+
+// compileWire splits and compiles a route configuration's bytes.
+func compileWire(t *testing.T, raw []byte, prev, next map[string]compiledVirtualHost, last *router.Table, lastVHosts []compiledVirtualHost) (*router.Table, []compiledVirtualHost, error) {
+	t.Helper()
+	sp, err := splitRoutes(raw, lastVHosts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return compileRouteConfiguration(sp, prev, next, last, lastVHosts)
 }
