@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 
@@ -21,8 +20,13 @@ type classState struct {
 	order  []portKey
 	routes map[string]*routeTable
 	// clusters is keyed by the key, not the name: a name would be built
-	// for every route of every build.
-	clusters map[clusterKey]struct{}
+	// for every route of every build. It is filled at the end of the
+	// class (see classClusters), from used, the keys bindings used
+	// directly, in order, and memoTables, the memoized tables, whose
+	// VirtualServices' clusters are used.
+	clusters   map[clusterKey]struct{}
+	used       []clusterKey
+	memoTables []*tableMemo
 	// clustersOf records the VirtualServices whose HTTP clusters are in
 	// clusters already: one bound through several hosts or servers adds
 	// them once.
@@ -136,15 +140,19 @@ func (b *builder) buildClass(gateways []*networking.Gateway, labels map[string]s
 		labels:     labels,
 		ports:      map[portKey]*portGroup{},
 		routes:     map[string]*routeTable{},
-		clusters:   make(map[clusterKey]struct{}, b.sizes["clusters\x00"+class]),
 		clustersOf: make(map[*vsInfo]struct{}, b.sizes["clustersOf\x00"+class]),
 		secrets:    map[string]*ir.Secret{},
 	}
 	b.cur = st
 	defer func() {
 		b.cur = nil
-		b.nextSizes["clusters\x00"+class] = len(st.clusters)
-		b.nextSizes["clustersOf\x00"+class] = len(st.clustersOf)
+		if st.clusters != nil {
+			b.nextSizes["clusters\x00"+class] = len(st.clusters)
+			b.nextSizes["clustersOf\x00"+class] = len(st.clustersOf)
+		} else { // the last build's clusters (see classClusters)
+			b.nextSizes["clusters\x00"+class] = b.sizes["clusters\x00"+class]
+			b.nextSizes["clustersOf\x00"+class] = b.sizes["clustersOf\x00"+class]
+		}
 		for name, t := range st.routes {
 			if !t.memoized {
 				b.nextSizes["routes\x00"+class+"\x00"+name] = len(t.vhosts)
@@ -192,18 +200,7 @@ func (b *builder) buildClass(gateways []*networking.Gateway, labels map[string]s
 	b.attachSecurity(st, proxy)
 	markRateLimited(proxy)
 
-	used := b.clusterOrder[class]
-	if !sameClusters(used, st.clusters) {
-		used = make([]namedCluster, 0, len(st.clusters))
-		for ck := range st.clusters {
-			used = append(used, namedCluster{ck.name(), ck})
-		}
-		slices.SortFunc(used, func(a, b namedCluster) int { return strings.Compare(a.name, b.name) })
-	}
-	b.nextClusterOrder[class] = used
-	for _, u := range used {
-		proxy.Clusters = append(proxy.Clusters, b.clusterOnce(u.key, u.name))
-	}
+	b.classClusters(st, proxy)
 	snames := make([]string, 0, len(st.secrets))
 	for n := range st.secrets {
 		snames = append(snames, n)
@@ -296,7 +293,7 @@ func (b *builder) boundVirtualServices(s *gwServer) []*vsInfo {
 }
 
 func (b *builder) useCluster(st *classState, ck clusterKey) {
-	st.clusters[ck] = struct{}{}
+	st.used = append(st.used, ck)
 }
 
 // bindHTTPRoutes adds the HTTP rules of every bound VirtualService to a

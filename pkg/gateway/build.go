@@ -136,6 +136,13 @@ type builder struct {
 	// with bindHTTPRoutes instead.
 	prevTables, nextTables map[string]*tableMemo
 	noTableMemo            bool
+	// prevClassClusters and nextClassClusters carry each class's
+	// clusters between builds (see classClusters), which may take the
+	// last build's whole when singleClass (the build has one class
+	// group); it then sets carryClusters, and the last build's cluster
+	// memo is the next build's.
+	prevClassClusters, nextClassClusters map[string]*classClusterMemo
+	singleClass, carryClusters           bool
 }
 
 // clusterOnce builds a cluster, or reuses one built before (in this build
@@ -222,7 +229,9 @@ type Builder struct {
 	// noTableMemo binds every table without them (tests compare the two).
 	tables      map[string]*tableMemo
 	noTableMemo bool
-	sizes       map[string]int // see builder.sizes
+	// classClusters: see builder.prevClassClusters.
+	classClusters map[string]*classClusterMemo
+	sizes         map[string]int // see builder.sizes
 	// clusterOrder: see builder.clusterOrder.
 	clusterOrder map[string][]namedCluster
 	services     map[objectName]*serviceMemo
@@ -307,29 +316,38 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 	}
 	res, excluded := withoutExcluded(res, opts.Exclude, limits)
 	b := &builder{
-		opts:             opts,
-		report:           bl.reports.NewReport(),
-		gateways:         map[string]*networking.Gateway{},
-		servers:          map[string][]*gwServer{},
-		vsByGateway:      map[string][]*vsInfo{},
-		prevVS:           bl.vs,
-		nextVS:           bl.spareVS,
-		prevClusters:     bl.clusters,
-		nextClusters:     recycled(bl.spare.clusters, len(bl.clusters)),
-		gwapi:            gwapi,
-		sizes:            bl.sizes,
-		nextSizes:        make(map[string]int, len(bl.sizes)),
-		clusterOrder:     bl.clusterOrder,
-		nextClusterOrder: make(map[string][]namedCluster, len(bl.clusterOrder)),
-		prevTables:       bl.tables,
-		nextTables:       make(map[string]*tableMemo, len(bl.tables)),
-		noTableMemo:      bl.noTableMemo,
+		opts:              opts,
+		report:            bl.reports.NewReport(),
+		gateways:          map[string]*networking.Gateway{},
+		servers:           map[string][]*gwServer{},
+		vsByGateway:       map[string][]*vsInfo{},
+		prevVS:            bl.vs,
+		nextVS:            bl.spareVS,
+		prevClusters:      bl.clusters,
+		nextClusters:      recycled(bl.spare.clusters, len(bl.clusters)),
+		gwapi:             gwapi,
+		sizes:             bl.sizes,
+		nextSizes:         make(map[string]int, len(bl.sizes)),
+		clusterOrder:      bl.clusterOrder,
+		nextClusterOrder:  make(map[string][]namedCluster, len(bl.clusterOrder)),
+		prevTables:        bl.tables,
+		nextTables:        make(map[string]*tableMemo, len(bl.tables)),
+		prevClassClusters: bl.classClusters,
+		nextClassClusters: make(map[string]*classClusterMemo, len(bl.classClusters)),
+		noTableMemo:       bl.noTableMemo,
 	}
 	regMemo := &registryMemo{prev: bl.services, prevSE: bl.seHosts}
 	regReused := false
 	defer func() {
-		bl.spareVS, bl.spare.clusters = b.prevVS, b.prevClusters
-		bl.vs, bl.clusters = b.nextVS, b.nextClusters
+		bl.spareVS, bl.vs = b.prevVS, b.nextVS
+		if b.carryClusters {
+			// The last build's clusters, whole (see classClusters); the
+			// spare map stays the spare.
+			bl.clusters = b.prevClusters
+		} else {
+			bl.spare.clusters, bl.clusters = b.prevClusters, b.nextClusters
+		}
+		bl.classClusters = b.nextClassClusters
 		if !regReused {
 			bl.spare.services, bl.spare.seHosts = regMemo.prev, regMemo.prevSE
 			bl.services, bl.seHosts = regMemo.next, regMemo.nextSE
@@ -380,7 +398,9 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 	}
 
 	result := &Result{}
-	for _, group := range b.classGroups(res.Gateways) {
+	groups := b.classGroups(res.Gateways)
+	b.singleClass = len(groups) == 1
+	for _, group := range groups {
 		p := b.buildClass(group.gateways, group.classes[0])
 		for _, labels := range group.classes {
 			cp := *p

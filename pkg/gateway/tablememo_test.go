@@ -29,8 +29,10 @@ import (
 // namespaces, a second HTTP server on the same port now and then (a
 // table two servers fill) and a rate limit that comes and goes. Edits:
 // new versions of VirtualServices (most often), additions, deletions,
-// several at once, new Gateways, and a Gateway's redirect or rate limit
-// alone.
+// several at once, new Gateways, a Gateway's redirect or rate limit
+// alone, and DestinationRules of the backends (so the registry changes
+// under unchanged VirtualServices, and clusters add secrets and report
+// findings).
 func TestTableMemoEqualsBinding(t *testing.T) {
 	sequences := 120
 	if testing.Short() {
@@ -100,6 +102,30 @@ func TestTableMemoEqualsBinding(t *testing.T) {
 			}
 			return gw
 		}
+		// DestinationRules for the backends: the registry changes under
+		// unchanged VirtualServices, and clusters add secrets (a CA file)
+		// and report findings (ISTIO_MUTUAL is not supported here).
+		newDR := func(i int) *networking.DestinationRule {
+			dr := &networking.DestinationRule{}
+			dr.Name, dr.Namespace = fmt.Sprintf("dr-%d", i), "ns1"
+			dr.CreationTimestamp = metav1.NewTime(created)
+			dr.Spec.Host = fmt.Sprintf("svc-%d.example.com", i)
+			switch rng.IntN(4) {
+			case 0:
+				dr.Spec.TrafficPolicy = &networkingapi.TrafficPolicy{Tls: &networkingapi.ClientTLSSettings{Mode: networkingapi.ClientTLSSettings_SIMPLE, CaCertificates: fmt.Sprintf("/etc/ca-%d.pem", rng.IntN(2))}}
+			case 1:
+				dr.Spec.TrafficPolicy = &networkingapi.TrafficPolicy{Tls: &networkingapi.ClientTLSSettings{Mode: networkingapi.ClientTLSSettings_ISTIO_MUTUAL}}
+			case 2:
+				dr.Spec.TrafficPolicy = &networkingapi.TrafficPolicy{ConnectionPool: &networkingapi.ConnectionPoolSettings{Http: &networkingapi.ConnectionPoolSettings_HTTPSettings{Http1MaxPendingRequests: int32(1 + rng.IntN(100))}}}
+			default:
+				return nil
+			}
+			return dr
+		}
+		drs := make([]*networking.DestinationRule, 4)
+		for i := range drs {
+			drs[i] = newDR(i)
+		}
 		gateways := []*networking.Gateway{newGateway("gw-a"), newGateway("gw-b")}
 		var list []*networking.VirtualService
 		for i := range 6 + rng.IntN(10) {
@@ -117,7 +143,7 @@ func TestTableMemoEqualsBinding(t *testing.T) {
 		bl := NewBuilder()
 		opts := Options{Classes: []map[string]string{{"istio": "ingressgateway"}}, Now: func() time.Time { return created }}
 		for step := range 30 {
-			switch op := rng.IntN(10); {
+			switch op := rng.IntN(11); {
 			case op < 5 && len(list) > 0: // new versions of one or a few
 				list = slices.Clone(list)
 				for range 1 + rng.IntN(2) {
@@ -136,6 +162,10 @@ func TestTableMemoEqualsBinding(t *testing.T) {
 				gateways = slices.Clone(gateways)
 				i := rng.IntN(2)
 				gateways[i] = newGateway(gateways[i].Name)
+			case op == 9:
+				drs = slices.Clone(drs)
+				i := rng.IntN(len(drs))
+				drs[i] = newDR(i)
 			case op == 8: // one thing of a Gateway: its redirect or its rate limit
 				gateways = slices.Clone(gateways)
 				i := rng.IntN(2)
@@ -148,6 +178,11 @@ func TestTableMemoEqualsBinding(t *testing.T) {
 				gateways[i] = gw
 			}
 			res := &resource.Resources{Gateways: gateways, VirtualServices: list}
+			for _, dr := range drs {
+				if dr != nil {
+					res.DestinationRules = append(res.DestinationRules, dr)
+				}
+			}
 			got := bl.Build(res, opts)
 			fresh := NewBuilder()
 			fresh.noTableMemo = true
