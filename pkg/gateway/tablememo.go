@@ -230,11 +230,10 @@ func (m *tableMemo) build(b *builder, st *classState, h string, th *tableHost) {
 }
 
 // emit hands the memo's table to this build: its findings and its
-// virtual hosts (its clusters at the end of the class, see
-// classClusters), all in the order in which
-// bindHTTPRoutes would have made them (VirtualService by VirtualService,
-// each one's hosts in turn; a host comes where its first contributor
-// first names it).
+// virtual hosts (its clusters come at the end of the class, see
+// classClusters), all in the order in which bindHTTPRoutes would have
+// made them (VirtualService by VirtualService, each one's hosts in turn;
+// a host comes where its first contributor first names it).
 func (m *tableMemo) emit(b *builder, st *classState, t *routeTable, s *gwServer) {
 	final := make([]*ir.VirtualHost, 0, len(m.byHost)+len(s.hosts))
 	for i, hosts := range m.hostsAt {
@@ -344,11 +343,15 @@ func (b *builder) classClusters(st *classState, proxy *ir.Proxy) {
 	b.nextClusterOrder[st.class] = order
 	mark := b.report.Mark()
 	var secrets []*ir.Secret
+	outer := b.addedSecrets
 	b.addedSecrets = &secrets
 	for _, u := range order {
 		proxy.Clusters = append(proxy.Clusters, b.clusterOnce(u.key, u.name))
 	}
-	b.addedSecrets = nil
+	b.addedSecrets = outer
+	if outer != nil {
+		*outer = append(*outer, secrets...)
+	}
 	b.nextClassClusters[st.class] = &classClusterMemo{reg: b.reg, used: st.used, tables: st.memoTables,
 		clusters: proxy.Clusters, order: order, reported: b.report.Since(mark), secrets: secrets}
 }
