@@ -628,7 +628,9 @@ func (p *Proxy) update(typeURL string, resources map[string]xdsclient.Resource, 
 		p.endpoints, p.endpointsForgotten = next, false
 	case resourcev3.RouteType:
 		next := map[string]*compiled[*router.Table]{}
-		vhosts := map[string]compiledVirtualHost{}
+		// Sized like the last: grown from empty, it rehashed tens of
+		// thousands of entries step by step on every update.
+		vhosts := make(map[string]compiledVirtualHost, len(p.vhosts))
 		for _, n := range names {
 			r := resources[n]
 			old := p.routeCfgs[n]

@@ -54,7 +54,7 @@ type splitRouteConfiguration struct {
 // hashed. The configuration's hash is made from its shell and its virtual
 // hosts' keys, which identify their bytes.
 func splitRoutes(raw []byte, last []compiledVirtualHost) (*splitRouteConfiguration, error) {
-	sp := &splitRouteConfiguration{}
+	sp := &splitRouteConfiguration{vhosts: make([][]byte, 0, len(last))}
 	for b := raw; len(b) > 0; {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
