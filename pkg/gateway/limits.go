@@ -440,6 +440,11 @@ func clip(s string) string {
 type limitsMemo struct {
 	prev, next map[string]*limitsList // by kind
 	spare      map[string]*limitsList // the build before the last's, to refill
+	// kind, kindPrev and kindNext are the lists check used last: a list
+	// is checked object after object, and looking its kind up in prev and
+	// next for each was two map lookups per object.
+	kind               string
+	kindPrev, kindNext *limitsList
 }
 
 // limitsList is one list's objects (nil where an object was not checked),
@@ -479,8 +484,11 @@ func resizedTo[T any](s []T, n int) []T {
 
 // check returns the verdict on obj, at index i of its list of n.
 func (m *limitsMemo) check(kind string, i, n int, obj resource.Object, id objectID) *status.Message {
+	if m.kindNext == nil || m.kind != kind || len(m.kindNext.objs) != n {
+		m.kind, m.kindPrev, m.kindNext = kind, m.prev[kind], m.list(kind, n)
+	}
 	msg, found := (*status.Message)(nil), false
-	if prev := m.prev[kind]; prev != nil {
+	if prev := m.kindPrev; prev != nil {
 		var there resource.Object
 		if i < len(prev.objs) {
 			there = prev.objs[i]
@@ -505,7 +513,7 @@ func (m *limitsMemo) check(kind string, i, n int, obj resource.Object, id object
 	if !found {
 		msg = envoyLimits(obj)
 	}
-	next := m.list(kind, n)
+	next := m.kindNext
 	next.objs[i], next.ids[i], next.msgs[i] = obj, id, msg
 	return msg
 }
