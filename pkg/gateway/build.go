@@ -184,11 +184,11 @@ func (b *builder) clusterOnce(ck clusterKey, name string) *ir.Cluster {
 // read it made finds the same objects again; what it reported is
 // replayed.
 func (b *builder) convertVirtualServiceOnce(i int, vs *networking.VirtualService) *vsInfo {
-	id := idOf(vs)
-	if m, ok := b.prevVS.find(i, id); ok && m.domainSuffix == b.opts.DomainSuffix && b.reg.unchanged(m.deps) {
+	id, name := idOf(vs), objectName{vs.Namespace, vs.Name}
+	if m, ok := b.prevVS.find(i, id, name); ok && m.domainSuffix == b.opts.DomainSuffix && b.reg.unchanged(m.deps) {
 		b.report.Replay(m.reported)
 		b.usesSourceLabels = b.usesSourceLabels || m.usesSourceLabels
-		b.nextVS.set(i, id, m)
+		b.nextVS.set(i, id, name, m)
 		return m.info
 	}
 	outer := b.usesSourceLabels
@@ -201,7 +201,7 @@ func (b *builder) convertVirtualServiceOnce(i int, vs *networking.VirtualService
 	b.reg.stopRecording(m.deps, outerReads)
 	m.usesSourceLabels = b.usesSourceLabels
 	b.usesSourceLabels = b.usesSourceLabels || outer
-	b.nextVS.set(i, id, m)
+	b.nextVS.set(i, id, name, m)
 	return m.info
 }
 
@@ -342,8 +342,8 @@ func (bl *Builder) Build(in *resource.Resources, opts Options) *Result {
 		bl.spareVS, bl.vs = b.prevVS, b.nextVS
 		if b.carryClusters {
 			// The last build's clusters, whole (see classClusters); the
-			// spare map stays the spare.
-			bl.clusters = b.prevClusters
+			// map this build did not fill is the next one's spare.
+			bl.clusters, bl.spare.clusters = b.prevClusters, b.nextClusters
 		} else {
 			bl.spare.clusters, bl.clusters = b.prevClusters, b.nextClusters
 		}
@@ -536,15 +536,15 @@ func (b *builder) validateDestinationRules(bl *Builder, drs []*networking.Destin
 	valid := bl.drRegistry == b.reg
 	next.reset(len(drs))
 	for i, dr := range drs {
-		id := idOf(dr)
-		if entries, ok := prev.find(i, id); ok && valid {
+		id, name := idOf(dr), objectName{dr.Namespace, dr.Name}
+		if entries, ok := prev.find(i, id, name); ok && valid {
 			b.report.Replay(entries)
-			next.set(i, id, entries)
+			next.set(i, id, name, entries)
 			continue
 		}
 		mark := b.report.Mark()
 		b.validateDestinationRule(dr)
-		next.set(i, id, b.report.Since(mark))
+		next.set(i, id, name, b.report.Since(mark))
 	}
 	bl.drReported, bl.drSpare, bl.drRegistry = next, prev, b.reg
 }

@@ -9,15 +9,25 @@ package gateway
 // wrote and read one entry per object: tens of thousands of hashes per
 // change.
 type byPosition[V any] struct {
-	ids  []objectID
-	vals []V
-	byID map[objectID]int // made on the first miss
+	ids   []objectID
+	names []objectName
+	vals  []V
+	byID  map[objectID]int // made on the first miss
 }
 
-// find returns the value of the version id, expected at position i.
-func (p *byPosition[V]) find(i int, id objectID) (V, bool) {
-	if i < len(p.ids) && p.ids[i] == id {
-		return p.vals[i], true
+// find returns the value of the version id of the object named name,
+// expected at position i. Another version of the same object in its
+// place is a miss without an index: a changed object, the common case,
+// must not cost one.
+func (p *byPosition[V]) find(i int, id objectID, name objectName) (V, bool) {
+	var zero V
+	if i < len(p.ids) {
+		if p.ids[i] == id {
+			return p.vals[i], true
+		}
+		if p.names[i] == name {
+			return zero, false
+		}
 	}
 	if p.byID == nil {
 		p.byID = make(map[objectID]int, len(p.ids))
@@ -28,16 +38,15 @@ func (p *byPosition[V]) find(i int, id objectID) (V, bool) {
 	if j, ok := p.byID[id]; ok && id != (objectID{}) {
 		return p.vals[j], true
 	}
-	var zero V
 	return zero, false
 }
 
 // reset empties p for a list of n, reusing its arrays.
 func (p *byPosition[V]) reset(n int) {
-	p.ids, p.vals, p.byID = resizedTo(p.ids, n), resizedTo(p.vals, n), nil
+	p.ids, p.names, p.vals, p.byID = resizedTo(p.ids, n), resizedTo(p.names, n), resizedTo(p.vals, n), nil
 }
 
 // set records the value of the version at position i.
-func (p *byPosition[V]) set(i int, id objectID, v V) {
-	p.ids[i], p.vals[i] = id, v
+func (p *byPosition[V]) set(i int, id objectID, name objectName, v V) {
+	p.ids[i], p.names[i], p.vals[i] = id, name, v
 }

@@ -140,8 +140,16 @@ func (m *routeMemo) lookup(i int, vh *routev3.VirtualHost) (string, bool) {
 	if m == nil {
 		return "", false
 	}
-	if i < len(m.vhosts) && m.vhosts[i] == vh {
-		return m.hashes[i], true
+	if i < len(m.vhosts) {
+		if m.vhosts[i] == vh {
+			return m.hashes[i], true
+		}
+		if m.vhosts[i].GetName() == vh.GetName() {
+			// Another version of the virtual host in its place: names
+			// are unique in a route configuration, so vh is nowhere
+			// else, and a changed virtual host costs no index.
+			return "", false
+		}
 	}
 	if m.index == nil {
 		m.index = make(map[*routev3.VirtualHost]int, len(m.vhosts))
