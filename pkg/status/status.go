@@ -145,9 +145,16 @@ type Status struct {
 
 // Report collects statuses for every resource seen during a build.
 type Report struct {
-	// order is the statuses as first tracked: the binder tracks in
-	// Finalize's order, so the sort is usually only a check.
+	// order is the statuses as first tracked (the binder tracks in
+	// Finalize's order, so the sort is usually only a check), keys and
+	// gens their keys and generations. A resource tracked and nothing
+	// more has no Status until one is asked for (status) or Finalize:
+	// most of a build's resources are such, and Finalize hands on the
+	// last build's status of one whose status is the same (see reuse),
+	// instead of allocating tens of thousands per build.
 	order []*Status
+	keys  []resource.Key
+	gens  []int64
 	// index gives each tracked key's position in order. It may hold
 	// other keys too (a ReportMemo's, from the last build): an entry
 	// counts only where order holds its key.
@@ -161,6 +168,7 @@ type Report struct {
 	// lastSorted is the last build's statuses in Finalize's order, as
 	// positions in its order; sorted is this build's (see Finalize).
 	lastSorted, sorted []int32
+	finalized          bool
 	// log is every write, in order (see Mark).
 	log []Entry
 }
@@ -184,12 +192,19 @@ func (m *ReportMemo) NewReport() *Report {
 	if m.index == nil {
 		m.index = map[resource.Key]int32{}
 	}
-	return &Report{index: m.index, last: m.last, lastSorted: m.sorted, order: make([]*Status, 0, len(m.last))}
+	n := len(m.last)
+	return &Report{index: m.index, last: m.last, lastSorted: m.sorted,
+		order: make([]*Status, 0, n), keys: make([]resource.Key, 0, n), gens: make([]int64, 0, n)}
 }
 
 // Keep readies the memo's index for the next report, r being the last
 // (finalized) one.
 func (m *ReportMemo) Keep(r *Report) {
+	if !r.finalized {
+		// A build that did not finish: nothing of it is kept.
+		m.index, m.last, m.sorted = nil, nil, nil
+		return
+	}
 	if r.index != nil && !r.moved {
 		// Every key sat at its old place: the index holds them, and
 		// the keys the last build had beyond them, which go.
@@ -198,8 +213,8 @@ func (m *ReportMemo) Keep(r *Report) {
 		}
 	} else {
 		clear(r.index)
-		for i, s := range r.order {
-			r.index[s.Key] = int32(i)
+		for i, k := range r.keys {
+			r.index[k] = int32(i)
 		}
 	}
 	m.index, m.last, m.sorted = r.index, r.order, r.sorted
@@ -246,25 +261,48 @@ func NewReport() *Report { return &Report{index: map[resource.Key]int32{}, moved
 func (r *Report) Len() int { return len(r.order) }
 
 // Track registers a resource so it gets a status even if nothing is wrong.
-func (r *Report) Track(key resource.Key, generation int64) *Status {
-	p := len(r.order)
-	var s *Status
-	switch {
-	case !r.moved && p < len(r.last) && r.last[p].Key == key:
+func (r *Report) Track(key resource.Key, generation int64) {
+	r.track(key, generation)
+}
+
+// track tracks key and returns its position.
+func (r *Report) track(key resource.Key, generation int64) int {
+	p := len(r.keys)
+	if !r.moved && p < len(r.last) && r.last[p].Key == key {
 		// Where it was: the index has it (and, keys being unique, it
 		// cannot have been tracked at another place yet).
-		s = &Status{Key: key}
-		r.order = append(r.order, s)
-	default:
-		if s = r.Get(key); s == nil {
-			s = &Status{Key: key}
-			r.order = append(r.order, s)
-			r.index[key] = int32(p)
-			r.moved = true
+	} else if q, ok := r.position(key); ok {
+		if generation > r.gens[q] {
+			r.gens[q] = generation
+			if s := r.order[q]; s != nil {
+				s.ObservedGeneration = generation
+			}
 		}
+		return q
+	} else {
+		r.index[key] = int32(p)
+		r.moved = true
 	}
-	if generation > s.ObservedGeneration {
-		s.ObservedGeneration = generation
+	r.order = append(r.order, nil)
+	r.keys = append(r.keys, key)
+	r.gens = append(r.gens, max(generation, 0))
+	return p
+}
+
+// position returns where key was tracked.
+func (r *Report) position(key resource.Key) (int, bool) {
+	if p, ok := r.index[key]; ok && int(p) < len(r.keys) && r.keys[p] == key {
+		return int(p), true
+	}
+	return 0, false
+}
+
+// status returns the Status at position p, made if it has none yet.
+func (r *Report) status(p int) *Status {
+	s := r.order[p]
+	if s == nil {
+		s = &Status{Key: r.keys[p], ObservedGeneration: r.gens[p]}
+		r.order[p] = s
 	}
 	return s
 }
@@ -277,10 +315,10 @@ func (s *Status) Reject() { s.rejected = true }
 // Rejected reports whether the resource is not used at all.
 func (s *Status) Rejected() bool { return s.rejected }
 
-// Get returns the status of key, or nil.
+// Get returns the status of key, or nil if it is not tracked.
 func (r *Report) Get(key resource.Key) *Status {
-	if p, ok := r.index[key]; ok && int(p) < len(r.order) && r.order[p].Key == key {
-		return r.order[p]
+	if p, ok := r.position(key); ok {
+		return r.status(p)
 	}
 	return nil
 }
@@ -294,7 +332,7 @@ func (r *Report) Add(key resource.Key, m Message) {
 }
 
 func (r *Report) add(key resource.Key, m Message) {
-	s := r.Track(key, 0)
+	s := r.status(r.track(key, 0))
 	for _, old := range s.Messages {
 		if old == m {
 			return
@@ -312,7 +350,7 @@ func (r *Report) Reject(key resource.Key, m Message) {
 
 // SetExtra records a fact on a resource's status.
 func (r *Report) SetExtra(key resource.Key, name, value string) {
-	s := r.Track(key, 0)
+	s := r.status(r.track(key, 0))
 	if s.Extra == nil {
 		s.Extra = map[string]string{}
 	}
@@ -323,7 +361,15 @@ func (r *Report) SetExtra(key resource.Key, name, value string) {
 // by key. Call once, after the build.
 func (r *Report) Finalize() []*Status {
 	good := map[int64][]Condition{}
-	for _, s := range r.order {
+	for p, s := range r.order {
+		if s == nil {
+			if s = r.reuse(p); s != nil {
+				r.order[p] = s
+				continue
+			}
+			s = r.status(p)
+		}
+		s.ObservedGeneration = r.gens[p]
 		s.finalizeSharing(good)
 	}
 	out := make([]*Status, 0, len(r.order))
@@ -333,7 +379,7 @@ func (r *Report) Finalize() []*Status {
 		for _, at := range r.lastSorted {
 			out = append(out, r.order[at])
 		}
-		r.sorted = r.lastSorted
+		r.sorted, r.finalized = r.lastSorted, true
 		return out
 	}
 	type ranked struct {
@@ -350,7 +396,27 @@ func (r *Report) Finalize() []*Status {
 		out = append(out, x.s)
 		r.sorted[i] = x.at
 	}
+	r.finalized = true
 	return out
+}
+
+// reuse returns the last build's status of the resource tracked at p
+// when it is what Finalize would make of it: tracked at the same place,
+// with nothing said (no message, extra or rejection) and the same
+// generation, its conditions follow from the generation alone. Finalized
+// statuses are never changed (gatewayapi's RenameStatuses copies shared
+// conditions before a change, and a status with nothing said has no
+// message to rename), so handing one on is safe; it also tells the status
+// writers, by identity, that nothing changed.
+func (r *Report) reuse(p int) *Status {
+	if p >= len(r.last) {
+		return nil
+	}
+	s := r.last[p]
+	if s.Key != r.keys[p] || s.ObservedGeneration != r.gens[p] || len(s.Messages) > 0 || s.rejected || s.Extra != nil || len(s.Conditions) == 0 {
+		return nil
+	}
+	return s
 }
 
 // sortStatuses orders statuses by compareKeys. They arrive grouped by

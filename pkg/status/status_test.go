@@ -188,10 +188,11 @@ func TestFinalizeSharesOnlyWhatIsEqual(t *testing.T) {
 		var alone []*Status
 		for i := range 1 + rng.IntN(50) {
 			key := resource.Key{Kind: "VirtualService", Namespace: "ns", Name: fmt.Sprintf("vs-%d", i)}
-			s := r.Track(key, int64(1+rng.IntN(3)))
+			r.Track(key, int64(1+rng.IntN(3)))
 			for range rng.IntN(3) {
 				r.Add(key, Message{Level: levels[rng.IntN(len(levels))], Reason: reasons[rng.IntN(len(reasons))], Message: fmt.Sprint(rng.IntN(5))})
 			}
+			s := r.Get(key)
 			if len(s.Messages) > 0 && rng.IntN(4) == 0 {
 				s.Reject()
 			}
@@ -231,17 +232,21 @@ func TestFinalizeSharesOnlyWhatIsEqual(t *testing.T) {
 
 // TestReportMemoEqualsFreshReport: over random sequences of builds that
 // track keys in the last build's order but for keys added, removed,
-// swapped or shuffled, then add messages to tracked and untracked keys
-// and look keys up, a report made through a ReportMemo behaves exactly
-// like a fresh one (every Get, and the finalized statuses), and the
-// memo's index holds exactly the last build's keys.
+// swapped or shuffled, with random generations, then add messages to
+// tracked and untracked keys and look keys up, a report made through a
+// ReportMemo behaves exactly like a fresh one (every Get, and the
+// finalized statuses, some of them handed on from the last build), and
+// the memo's index holds exactly the last build's keys; a build that
+// did not finish leaves the next one working.
 func TestReportMemoEqualsFreshReport(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 17))
 	key := func(i int) resource.Key {
 		return resource.Key{Kind: []string{"Gateway", "VirtualService"}[i%2], Namespace: fmt.Sprintf("ns-%d", i%3), Name: fmt.Sprintf("r-%02d", i)}
 	}
+	handedOn := 0 // statuses the last build's Finalize returned, returned again
 	for seq := range 200 {
 		var m ReportMemo
+		var last []*Status
 		var keys []int
 		for i := range rng.IntN(12) {
 			keys = append(keys, i)
@@ -272,14 +277,20 @@ func TestReportMemoEqualsFreshReport(t *testing.T) {
 				}
 			}
 			got, want := m.NewReport(), NewReport()
+			gens := map[resource.Key]int64{} // the highest generation tracked
 			for _, i := range keys {
 				g := int64(rng.IntN(3))
 				got.Track(key(i), g)
 				want.Track(key(i), g)
+				gens[key(i)] = max(gens[key(i)], g)
 			}
 			for range rng.IntN(8) {
 				k := key(rng.IntN(44))
-				switch rng.IntN(3) {
+				switch rng.IntN(4) {
+				case 3: // tracked again, at a later generation
+					got.Track(k, 4)
+					want.Track(k, 4)
+					gens[k] = 4
 				case 0:
 					msg := Message{Code: SchemaValidationError, Level: Error, Reason: ReasonInvalidSpec, Message: fmt.Sprint(rng.IntN(3))}
 					got.Add(k, msg)
@@ -295,14 +306,30 @@ func TestReportMemoEqualsFreshReport(t *testing.T) {
 					}
 				}
 			}
+			if rng.IntN(20) == 0 { // a build that did not finish
+				m.Keep(got)
+				continue
+			}
 			gs, ws := got.Finalize(), want.Finalize()
 			if !reflect.DeepEqual(gs, ws) {
 				t.Fatalf("sequence %d, step %d: statuses\n%+v\nwant\n%+v", seq, step, gs, ws)
 			}
+			for _, st := range gs {
+				if slices.Contains(last, st) {
+					handedOn++
+				}
+				if st.ObservedGeneration != gens[st.Key] {
+					t.Fatalf("sequence %d, step %d: %v observed generation %d, tracked up to %d", seq, step, st.Key, st.ObservedGeneration, gens[st.Key])
+				}
+			}
 			m.Keep(got)
+			last = gs
 			if len(m.index) != got.Len() {
 				t.Fatalf("sequence %d, step %d: the memo's index holds %d keys, the report tracked %d", seq, step, len(m.index), got.Len())
 			}
 		}
+	}
+	if handedOn == 0 {
+		t.Error("no status was handed on from the last build: the reuse went untested")
 	}
 }
