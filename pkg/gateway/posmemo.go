@@ -1,13 +1,13 @@
 package gateway
 
 // byPosition carries values computed from object versions (a
-// VirtualService's conversion, a DestinationRule's findings) from one
-// build to the next, as the last build's list: from one snapshot to the
-// next a list keeps its order but for what changed, so a version is
-// looked for at its own position first (an ID comparison) and through an
-// index only when another is there. Keyed by a map instead, every build
-// wrote and read one entry per object: tens of thousands of hashes per
-// change.
+// VirtualService's conversion, a DestinationRule's findings, an
+// Envoy-limits verdict) from one build to the next, as the last build's
+// list: from one snapshot to the next a list keeps its order but for what
+// changed, so a version is looked for at its own position first (an ID
+// comparison) and through an index only when another is there. Keyed by a
+// map instead, every build wrote and read one entry per object: tens of
+// thousands of hashes per change.
 type byPosition[V any] struct {
 	ids   []objectID
 	names []objectName
