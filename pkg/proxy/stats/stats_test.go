@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"sync"
@@ -168,5 +169,84 @@ func TestResetCounters(t *testing.T) {
 	c.Inc()
 	if c.Value() != 1 {
 		t.Errorf("counter counts again from zero: %d", c.Value())
+	}
+}
+
+// TestBlockReadsAsStatsMadeOneByOne makes the same stats as blocks in one
+// store and one by one in another, bumps both alike, and compares every
+// view of the two: a block is a layout of memory, not a different stat.
+func TestBlockReadsAsStatsMadeOneByOne(t *testing.T) {
+	l := NewLayout([]string{"upstream_rq_total", "outlier_detection.ejections_total"},
+		[]string{"upstream_cx_active", "circuit_breakers.default.cx_open"}, []string{"upstream_rq_time"})
+	blocks, single := NewStore(), NewStore()
+	for _, name := range []string{"outbound|80||a.default.svc.cluster.local", "b"} {
+		b := blocks.Block(ClusterScope(name), l)
+		if blocks.Block(ClusterScope(name), l) != b {
+			t.Fatal("asking twice for a block returned two: stats would reset on config updates")
+		}
+		sc := ClusterScope(name)
+		for i, n := range l.counters {
+			b.Counter(i).Add(uint64(len(name) + i))
+			single.Counter(sc, n).Add(uint64(len(name) + i))
+		}
+		for i, n := range l.gauges {
+			b.Gauge(i).Set(int64(len(name) * (i + 1)))
+			single.Gauge(sc, n).Set(int64(len(name) * (i + 1)))
+		}
+		b.Histogram(0).Observe(time.Duration(len(name)) * time.Millisecond)
+		single.Histogram(sc, "upstream_rq_time").Observe(time.Duration(len(name)) * time.Millisecond)
+		// By name, a block's stat is the block's.
+		if blocks.Counter(ClusterScope(name), "upstream_rq_total") != b.Counter(0) || blocks.Gauge(ClusterScope(name), "circuit_breakers.default.cx_open") != b.Gauge(1) ||
+			blocks.Histogram(ClusterScope(name), "upstream_rq_time") != b.Histogram(0) {
+			t.Error("a block's stat asked for by name is another stat")
+		}
+		// Names outside the layout are the scope's own.
+		blocks.Counter(ClusterScope(name), "upstream_rq_503").Add(3)
+		single.Counter(sc, "upstream_rq_503").Add(3)
+	}
+	for _, s := range []*Store{blocks, single} {
+		s.Gauge(Plain("server"), "live").Set(1)
+	}
+	views := func(s *Store) []string {
+		var text, prom strings.Builder
+		s.WriteText(&text, nil)
+		s.WritePrometheus(&prom)
+		names, qs := s.HistogramQuantiles(nil)
+		v, ok := s.Lookup("cluster.outbound|80||a.default.svc.cluster.local.outlier_detection.ejections_total")
+		return []string{text.String(), prom.String(), fmt.Sprint(names, qs), fmt.Sprint(v, ok)}
+	}
+	compare := func(when string) {
+		t.Helper()
+		got, want := views(blocks), views(single)
+		for i := range got {
+			if got[i] != want[i] {
+				t.Errorf("%s, view %d:\n%s\nwant:\n%s", when, i, got[i], want[i])
+			}
+		}
+	}
+	compare("bumped")
+	blocks.ResetCounters()
+	single.ResetCounters()
+	compare("reset")
+
+	for what, f := range map[string]func(){
+		"a second layout": func() { blocks.Block(ClusterScope("b"), NewLayout([]string{"x"}, nil, nil)) },
+		"a name made before": func() {
+			s := NewStore()
+			s.Counter(ClusterScope("c"), "upstream_rq_total")
+			s.Block(ClusterScope("c"), l)
+		},
+		"a block's name, as a gauge": func() { blocks.Gauge(ClusterScope("b"), "upstream_rq_total") },
+		"a block's gauge as a func":  func() { blocks.GaugeFunc(ClusterScope("b"), "upstream_cx_active", func() int64 { return 1 }) },
+		"a name twice in a layout":   func() { NewLayout([]string{"x"}, []string{"x"}, nil) },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s did not panic", what)
+				}
+			}()
+			f()
+		}()
 	}
 }

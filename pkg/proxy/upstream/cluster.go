@@ -89,35 +89,57 @@ type ClusterStats struct {
 // codeCounters are a cluster's counters by response status.
 type codeCounters [600]atomic.Pointer[stats.Counter]
 
+// The layout of a cluster's stats: the counters, gauges and histogram
+// newClusterStats resolves, by index.
+var (
+	clusterCounters = []string{"upstream_rq_total", "upstream_rq_pending_overflow", "upstream_rq_pending_total",
+		"upstream_rq_retry", "upstream_rq_retry_success", "upstream_rq_retry_overflow",
+		"upstream_rq_timeout", "upstream_rq_per_try_timeout", "upstream_cx_total",
+		"upstream_cx_connect_fail", "upstream_cx_connect_timeout", "upstream_cx_overflow",
+		"upstream_cx_destroy", "upstream_cx_destroy_remote", "upstream_cx_max_requests",
+		"upstream_cx_rx_bytes_total", "upstream_cx_tx_bytes_total", "upstream_cx_idle_timeout",
+		"outlier_detection.ejections_total", "outlier_detection.ejections_enforced_total", "outlier_detection.ejections_overflow",
+		"outlier_detection.ejections_detected_consecutive_5xx", "outlier_detection.ejections_enforced_consecutive_5xx",
+		"outlier_detection.ejections_detected_consecutive_gateway_failure",
+		"outlier_detection.ejections_enforced_consecutive_gateway_failure",
+		"outlier_detection.ejections_detected_consecutive_local_origin_failure",
+		"outlier_detection.ejections_enforced_consecutive_local_origin_failure",
+		"upstream_rq_1xx", "upstream_rq_2xx", "upstream_rq_3xx", "upstream_rq_4xx", "upstream_rq_5xx"}
+	clusterGauges = []string{"upstream_cx_active", "upstream_rq_active", "upstream_rq_pending_active",
+		"membership_healthy", "membership_total",
+		"circuit_breakers.default.cx_open", "circuit_breakers.default.rq_pending_open",
+		"circuit_breakers.default.rq_open", "circuit_breakers.default.rq_retry_open",
+		"outlier_detection.ejections_active"}
+	clusterLayout = stats.NewLayout(clusterCounters, clusterGauges, []string{"upstream_rq_time"})
+)
+
 func newClusterStats(store *stats.Store, name string) *ClusterStats {
 	sc := stats.ClusterScope(name)
-	c := func(n string) *stats.Counter { return store.Counter(sc, n) }
-	g := func(n string) *stats.Gauge { return store.Gauge(sc, n) }
-	s := &ClusterStats{scope: sc, store: store,
-		RqTotal: c("upstream_rq_total"), RqPendingOverflow: c("upstream_rq_pending_overflow"), RqPendingTotal: c("upstream_rq_pending_total"),
-		RqRetry: c("upstream_rq_retry"), RqRetrySuccess: c("upstream_rq_retry_success"), RqRetryOverflow: c("upstream_rq_retry_overflow"),
-		RqTimeout: c("upstream_rq_timeout"), RqPerTryTimeout: c("upstream_rq_per_try_timeout"), CxTotal: c("upstream_cx_total"),
-		CxConnectFail: c("upstream_cx_connect_fail"), CxConnectTimeout: c("upstream_cx_connect_timeout"), CxOverflow: c("upstream_cx_overflow"),
-		CxDestroy: c("upstream_cx_destroy"), CxDestroyRemote: c("upstream_cx_destroy_remote"), CxMaxRequests: c("upstream_cx_max_requests"),
-		CxRxBytes: c("upstream_cx_rx_bytes_total"), CxTxBytes: c("upstream_cx_tx_bytes_total"), CxIdleTimeout: c("upstream_cx_idle_timeout"),
-		CxActive: g("upstream_cx_active"), RqActive: g("upstream_rq_active"), RqPendingActive: g("upstream_rq_pending_active"),
-		MembershipHealthy: g("membership_healthy"), MembershipTotal: g("membership_total"),
-		CBCxOpen: g("circuit_breakers.default.cx_open"), CBRqPendingOpen: g("circuit_breakers.default.rq_pending_open"),
-		CBRqOpen: g("circuit_breakers.default.rq_open"), CBRqRetryOpen: g("circuit_breakers.default.rq_retry_open"),
-		EjectionsActive: g("outlier_detection.ejections_active"), EjectionsTotal: c("outlier_detection.ejections_total"),
-		EjectionsEnforced: c("outlier_detection.ejections_enforced_total"), EjectionsOverflow: c("outlier_detection.ejections_overflow"),
-		Detected5xx: c("outlier_detection.ejections_detected_consecutive_5xx"), Enforced5xx: c("outlier_detection.ejections_enforced_consecutive_5xx"),
-		DetectedGateway: c("outlier_detection.ejections_detected_consecutive_gateway_failure"),
-		EnforcedGateway: c("outlier_detection.ejections_enforced_consecutive_gateway_failure"),
-		DetectedLocal:   c("outlier_detection.ejections_detected_consecutive_local_origin_failure"),
-		EnforcedLocal:   c("outlier_detection.ejections_enforced_consecutive_local_origin_failure"),
-		RqTime:          store.Histogram(sc, "upstream_rq_time"),
+	b := store.Block(sc, clusterLayout)
+	s := &ClusterStats{scope: sc, store: store}
+	for i, p := range []**stats.Counter{&s.RqTotal, &s.RqPendingOverflow, &s.RqPendingTotal,
+		&s.RqRetry, &s.RqRetrySuccess, &s.RqRetryOverflow,
+		&s.RqTimeout, &s.RqPerTryTimeout, &s.CxTotal,
+		&s.CxConnectFail, &s.CxConnectTimeout, &s.CxOverflow,
+		&s.CxDestroy, &s.CxDestroyRemote, &s.CxMaxRequests,
+		&s.CxRxBytes, &s.CxTxBytes, &s.CxIdleTimeout,
+		&s.EjectionsTotal, &s.EjectionsEnforced, &s.EjectionsOverflow,
+		&s.Detected5xx, &s.Enforced5xx,
+		&s.DetectedGateway,
+		&s.EnforcedGateway,
+		&s.DetectedLocal,
+		&s.EnforcedLocal,
+		&s.RqClass[1], &s.RqClass[2], &s.RqClass[3], &s.RqClass[4], &s.RqClass[5]} {
+		*p = b.Counter(i)
 	}
-	for i, class := range []string{"", "1xx", "2xx", "3xx", "4xx", "5xx"} {
-		if class != "" {
-			s.RqClass[i] = c("upstream_rq_" + class)
-		}
+	for i, p := range []**stats.Gauge{&s.CxActive, &s.RqActive, &s.RqPendingActive,
+		&s.MembershipHealthy, &s.MembershipTotal,
+		&s.CBCxOpen, &s.CBRqPendingOpen,
+		&s.CBRqOpen, &s.CBRqRetryOpen,
+		&s.EjectionsActive} {
+		*p = b.Gauge(i)
 	}
+	s.RqTime = b.Histogram(0)
 	return s
 }
 
