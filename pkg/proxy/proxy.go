@@ -35,6 +35,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/portico-gateway/portico/pkg/configdump"
+	"github.com/portico-gateway/portico/pkg/idlegc"
 	"github.com/portico-gateway/portico/pkg/proxy/accesslog"
 	"github.com/portico-gateway/portico/pkg/proxy/hcm"
 	"github.com/portico-gateway/portico/pkg/proxy/idlepark"
@@ -141,7 +142,9 @@ type Proxy struct {
 	adminLog  logr.Logger
 	routerLog logr.Logger
 	started   time.Time
-	Stats     *stats.Store
+	// gc collects garbage between configuration updates (see idlegc).
+	gc    *idlegc.Collector
+	Stats *stats.Store
 	// Istio holds Istio's standard metrics (istio_requests_total, …).
 	Istio     *istiometrics.Metrics
 	Secrets   *ptls.Store
@@ -323,7 +326,9 @@ func New(opts Options, log logr.Logger) *Proxy {
 	env := &hcm.Env{Routes: p.routeTable, Clusters: p.Clusters, Stats: p.Stats, AccessLog: p.accessLog, Log: log.WithName("http"), Ctx: p.ctx, Overload: p.overload,
 		Istio: p.Istio, Tracing: p.tracing, Parker: parker}
 	p.Listeners = listener.NewManager(p.ctx, listener.Deps{HTTP: env, Secrets: p.Secrets, Stats: p.Stats, Log: log.WithName("connection"), Overload: p.overload}, opts.DrainTime, opts.PortMap)
-	p.client = xdsclient.New(xdsclient.Options{Address: opts.XDSAddress, Node: p.Node(), SOTW: opts.SOTW, Security: opts.XDSSecurity}, p, log.WithName("xds"))
+	// The proxy's last step of an update is applying it: collect at once.
+	p.gc = idlegc.New(log.WithName("gc"), 0)
+	p.client = xdsclient.New(xdsclient.Options{Address: opts.XDSAddress, Node: p.Node(), SOTW: opts.SOTW, Security: opts.XDSSecurity, GC: p.gc}, p, log.WithName("xds"))
 	return p
 }
 
@@ -372,6 +377,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error { return p.Secrets.Run(gctx) })
 	g.Go(func() error { return p.client.Run(gctx) })
+	g.Go(func() error { p.gc.Run(gctx); return nil })
 	g.Go(func() error { p.warmLoop(gctx); return nil })
 	g.Go(func() error { p.accessLog.Run(gctx, time.Second); return nil })
 	if p.opts.AdminAddress != "" {

@@ -26,6 +26,8 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/portico-gateway/portico/pkg/idlegc"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -60,6 +62,9 @@ type Options struct {
 	Security    Security
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
+	// GC, if set, is told of each response applied, so that it collects
+	// garbage between responses rather than during one.
+	GC *idlegc.Collector
 }
 
 // Client is an ADS client.
@@ -206,7 +211,11 @@ func (c *Client) setConnected(up bool) {
 
 // apply hands an update to the handler and records the outcome. A
 // partial rejection is a NACK whose update is nevertheless the new state.
-func (c *Client) apply(typeURL string, next map[string]Resource, version string) error {
+// received is the size of the response's resources, which the codec
+// allocated before.
+func (c *Client) apply(typeURL string, next map[string]Resource, version string, received int) error {
+	gc := c.opts.GC.Begin()
+	defer c.opts.GC.End(gc, uint64(received))
 	err := c.handler.Update(typeURL, next, version)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -489,7 +498,11 @@ func (c *Client) handleDelta(resp *discoveryv3.DeltaDiscoveryResponse, sendMu *s
 		delete(next, n)
 	}
 	ack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: t, ResponseNonce: resp.Nonce}
-	err := c.apply(t, next, resp.SystemVersionInfo)
+	received := 0
+	for _, r := range resp.Resources {
+		received += len(r.GetResource().GetValue())
+	}
+	err := c.apply(t, next, resp.SystemVersionInfo, received)
 	if err != nil {
 		c.log.Error(err, "rejected configuration (NACK)", "type", t, "partly", IsPartial(err))
 		ack.ErrorDetail = errorDetail(err.Error())
@@ -622,7 +635,11 @@ func (c *Client) handleSOTW(resp *discoveryv3.DiscoveryResponse, sendMu *sync.Mu
 	req := &discoveryv3.DiscoveryRequest{TypeUrl: t, ResponseNonce: resp.Nonce, ResourceNames: names}
 	err := decodeErr
 	if err == nil {
-		err = c.apply(t, next, resp.VersionInfo)
+		received := 0
+		for _, a := range resp.Resources {
+			received += len(a.GetValue())
+		}
+		err = c.apply(t, next, resp.VersionInfo, received)
 	}
 	req.VersionInfo = resp.VersionInfo
 	if err != nil {

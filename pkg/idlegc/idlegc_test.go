@@ -1,0 +1,131 @@
+package idlegc
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+)
+
+func TestDue(t *testing.T) {
+	const mb = 1 << 20
+	// Live 300 MB, goal 600 MB: the runtime may start a cycle from 510 MB.
+	at := func(heap, allocs uint64) heapState {
+		return heapState{allocs: allocs, goal: 600 * mb, live: 300 * mb, heap: heap}
+	}
+	for _, tc := range []struct {
+		name  string
+		s     heapState
+		m     Mark
+		extra uint64
+		want  bool
+	}{
+		{"far from the trigger", at(320*mb, 1000*mb), Mark{990 * mb}, 0, false},
+		{"the next change would cross it", at(495*mb, 1000*mb), Mark{990 * mb}, 0, true},
+		{"the next change stays short of it", at(485*mb, 1000*mb), Mark{990 * mb}, 0, false},
+		{"received bytes count", at(485*mb, 1000*mb), Mark{990 * mb}, 10 * mb, true},
+		{"already past it", at(560*mb, 1000*mb), Mark{1000 * mb}, 0, true},
+		{"a small heap is left alone", heapState{allocs: 100 * mb, goal: 40 * mb, live: 20 * mb, heap: 39 * mb}, Mark{90 * mb}, 0, false},
+		{"no goal (GOGC=off)", heapState{allocs: 100 * mb, goal: 0, live: 20 * mb, heap: 39 * mb}, Mark{90 * mb}, 0, false},
+		{"a mark from before the counter", at(495*mb, 1000*mb), Mark{1001 * mb}, 0, false},
+	} {
+		if got := due(tc.s, tc.m, tc.extra); got != tc.want {
+			t.Errorf("%s: due = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// fake returns a Collector whose heap reads state() and whose
+// collections are counted on the returned channel.
+func fake(quiet time.Duration, state func() heapState) (*Collector, chan struct{}) {
+	c := New(logr.Discard(), quiet)
+	c.read = state
+	collected := make(chan struct{}, 10)
+	c.collect = func() { collected <- struct{}{} }
+	return c, collected
+}
+
+func TestEndCollectsWhenDue(t *testing.T) {
+	const mb = 1 << 20
+	heap := uint64(320 * mb)
+	allocs := uint64(1000 * mb)
+	c, collected := fake(0, func() heapState { return heapState{allocs: allocs, goal: 600 * mb, live: 300 * mb, heap: heap} })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	m := c.Begin()
+	allocs += 10 * mb
+	c.End(m, 0)
+	// Not due: a due change after it must be the only collection.
+	m = c.Begin()
+	allocs += 10 * mb
+	heap = 500 * mb
+	c.End(m, 0)
+	select {
+	case <-collected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no collection after a change that brought the heap near its trigger")
+	}
+	select {
+	case <-collected:
+		t.Fatal("two collections for one due change")
+	default:
+	}
+}
+
+func TestCollectionDroppedWhenAChangeBegins(t *testing.T) {
+	const mb = 1 << 20
+	state := func() heapState { return heapState{allocs: 1000 * mb, goal: 600 * mb, live: 300 * mb, heap: 590 * mb} }
+	for _, quiet := range []time.Duration{0, time.Millisecond} {
+		c, collected := fake(quiet, state)
+		dropped := make(chan struct{}, 10)
+		c.dropped = func() { dropped <- struct{}{} }
+		// A due change, then another begins before Run gets to it: the
+		// collection is dropped.
+		c.End(c.Begin(), 0)
+		c.Begin()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { c.Run(ctx); close(done) }()
+		select {
+		case <-dropped:
+		case <-collected:
+			t.Errorf("quiet %v: collected although a change had begun", quiet)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("quiet %v: the collection was neither run nor dropped", quiet)
+		}
+		cancel()
+		<-done
+	}
+
+	// Cancelling the context ends Run while it waits out quiet.
+	c, collected := fake(time.Hour, state)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	c.End(c.Begin(), 0)
+	go func() { c.Run(ctx); close(done) }()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not end with its context while waiting to collect")
+	}
+	if len(collected) != 0 {
+		t.Error("collected while waiting out quiet")
+	}
+}
+
+func TestNilCollectorDoesNothing(t *testing.T) {
+	var c *Collector
+	c.End(c.Begin(), 1<<40)
+}
+
+func TestReadHeapReadsTheRuntime(t *testing.T) {
+	s := readHeap()
+	if s.allocs == 0 || s.goal == 0 || s.heap == 0 {
+		t.Errorf("runtime metrics missing: %+v", s)
+	}
+}
