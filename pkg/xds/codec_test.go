@@ -198,3 +198,29 @@ func TestPieceTableForgetsCollectedResponses(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestSendBufferKeepsTheLargestFreeBuffer(t *testing.T) {
+	var p sendBuffer
+	a := p.Get(100)
+	if len(*a) != 100 || cap(*a) < 100+100/8 {
+		t.Fatalf("new buffer: len %d cap %d, want 100 and room to grow", len(*a), cap(*a))
+	}
+	b := p.Get(50) // a is out: a new one
+	if &(*a)[0] == &(*b)[0] {
+		t.Fatal("a buffer in use was handed out again")
+	}
+	p.Put(b)
+	p.Put(a) // larger: kept instead of b
+	if c := p.Get(110); &(*c)[0] != &(*a)[0] || len(*c) != 110 {
+		t.Fatalf("the larger free buffer was not reused (len %d)", len(*c))
+	}
+	// Nothing free now: a request gets a new buffer, and one too large
+	// for the free buffer does too.
+	p.Put(b)
+	if d := p.Get(1000); &(*d)[0] == &(*b)[0] || len(*d) != 1000 {
+		t.Fatal("a free buffer too small was handed out")
+	}
+	if e := p.Get(10); &(*e)[0] != &(*b)[0] {
+		t.Fatal("the free buffer was dropped by a request it could not serve")
+	}
+}
