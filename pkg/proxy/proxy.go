@@ -326,8 +326,11 @@ func New(opts Options, log logr.Logger) *Proxy {
 	env := &hcm.Env{Routes: p.routeTable, Clusters: p.Clusters, Stats: p.Stats, AccessLog: p.accessLog, Log: log.WithName("http"), Ctx: p.ctx, Overload: p.overload,
 		Istio: p.Istio, Tracing: p.tracing, Parker: parker}
 	p.Listeners = listener.NewManager(p.ctx, listener.Deps{HTTP: env, Secrets: p.Secrets, Stats: p.Stats, Log: log.WithName("connection"), Overload: p.overload}, opts.DrainTime, opts.PortMap)
-	// The proxy's last step of an update is applying it: collect at once.
-	p.gc = idlegc.New(log.WithName("gc"), 0)
+	// A change can arrive as several responses, one per type (clusters,
+	// then load assignments, then routes), sent back to back: a
+	// collection waits that long for the next, and is dropped if it
+	// comes.
+	p.gc = idlegc.New(log.WithName("gc"), 50*time.Millisecond)
 	p.client = xdsclient.New(xdsclient.Options{Address: opts.XDSAddress, Node: p.Node(), SOTW: opts.SOTW, Security: opts.XDSSecurity, GC: p.gc}, p, log.WithName("xds"))
 	return p
 }
