@@ -40,14 +40,16 @@ import (
 // for it. Everything else is gRPC's proto codec's.
 
 // sendBuffer is the buffer pool of the responses serverCodec writes. It
-// keeps one free buffer, outside the garbage collector's reach: gRPC's
-// default pool keeps large buffers in a sync.Pool, which drops them at
-// every other collection, and a response of 30,000 routes on one port
-// is ~32 MB. Allocated afresh for one change in five, that was 6.5 MB
-// of garbage per change on average, and the change it fell on waited
+// keeps the last buffer returned, which a collection does not take back:
+// gRPC's default pool keeps large buffers in a sync.Pool, which drops
+// them at every other collection, and a response of 30,000 routes on one
+// port is ~32 MB. Allocated afresh for one change in five, that was 6.5
+// MB of garbage per change on average, and the change it fell on waited
 // for 32 MB to be zeroed and faulted in. One buffer serves a proxy's
 // stream, whose responses go one at a time; responses sent at once to
-// several proxies take new buffers, and the largest returned is kept.
+// several proxies take new buffers. The cost is one response's size kept
+// while idle; keeping the last returned rather than the largest lets it
+// shrink with the configuration.
 type sendBuffer struct {
 	mu   sync.Mutex
 	free *[]byte
@@ -70,12 +72,10 @@ func (p *sendBuffer) Get(n int) *[]byte {
 	return &nb
 }
 
-// Put keeps b as the free buffer if it is larger than the one kept.
+// Put keeps b as the free buffer.
 func (p *sendBuffer) Put(b *[]byte) {
 	p.mu.Lock()
-	if p.free == nil || cap(*b) > cap(*p.free) {
-		p.free = b
-	}
+	p.free = b
 	p.mu.Unlock()
 }
 

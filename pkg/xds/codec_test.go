@@ -199,7 +199,7 @@ func TestPieceTableForgetsCollectedResponses(t *testing.T) {
 	}
 }
 
-func TestSendBufferKeepsTheLargestFreeBuffer(t *testing.T) {
+func TestSendBufferKeepsTheLastBufferReturned(t *testing.T) {
 	var p sendBuffer
 	a := p.Get(100)
 	if len(*a) != 100 || cap(*a) < 100+100/8 {
@@ -210,17 +210,27 @@ func TestSendBufferKeepsTheLargestFreeBuffer(t *testing.T) {
 		t.Fatal("a buffer in use was handed out again")
 	}
 	p.Put(b)
-	p.Put(a) // larger: kept instead of b
+	p.Put(a) // the last returned is kept
 	if c := p.Get(110); &(*c)[0] != &(*a)[0] || len(*c) != 110 {
-		t.Fatalf("the larger free buffer was not reused (len %d)", len(*c))
+		t.Fatalf("the free buffer was not reused (len %d)", len(*c))
 	}
-	// Nothing free now: a request gets a new buffer, and one too large
-	// for the free buffer does too.
+	// Nothing free now: a request gets a new buffer.
+	if d := p.Get(10); &(*d)[0] == &(*a)[0] {
+		t.Fatal("a buffer in use was handed out again")
+	}
+	// A free buffer too small is not handed out, nor dropped.
 	p.Put(b)
 	if d := p.Get(1000); &(*d)[0] == &(*b)[0] || len(*d) != 1000 {
 		t.Fatal("a free buffer too small was handed out")
 	}
 	if e := p.Get(10); &(*e)[0] != &(*b)[0] {
 		t.Fatal("the free buffer was dropped by a request it could not serve")
+	}
+	// A smaller buffer returned last replaces a larger one: the pool
+	// shrinks with the configuration.
+	p.Put(a)
+	p.Put(b)
+	if f := p.Get(10); &(*f)[0] != &(*b)[0] {
+		t.Fatal("the last buffer returned was not the one kept")
 	}
 }
