@@ -187,9 +187,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		if c.last == nil {
 			continue // a proxy connected before any configuration arrived
 		}
-		gc := c.gc.Begin()
+		mark := c.gc.Begin()
 		c.build(ctx, c.last)
-		c.gc.End(gc, 0)
+		c.gc.End(mark, 0)
 	}
 }
 

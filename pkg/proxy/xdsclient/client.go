@@ -26,9 +26,9 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/portico-gateway/portico/pkg/idlegc"
-	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // Resource is one received resource.
@@ -214,8 +214,8 @@ func (c *Client) setConnected(up bool) {
 // received is the size of the response's resources, which the codec
 // allocated before.
 func (c *Client) apply(typeURL string, next map[string]Resource, version string, received int) error {
-	gc := c.opts.GC.Begin()
-	defer c.opts.GC.End(gc, uint64(received))
+	mark := c.opts.GC.Begin()
+	defer c.opts.GC.End(mark, uint64(received))
 	err := c.handler.Update(typeURL, next, version)
 	c.mu.Lock()
 	defer c.mu.Unlock()
