@@ -10,7 +10,9 @@
 # published; transfer: → proxy received it; apply: → proxy applied it.
 # BINDIR holds gateway-controller and edge-proxy (go build -o BINDIR/ ./cmd/...).
 # Ports 19901-19905 on 127.0.0.1 must be free. CTL_GODEBUG and PROXY_GODEBUG
-# (e.g. gctrace=1) go to each process; PHASES_LOGS=DIR keeps both logs.
+# (e.g. gctrace=1) go to each process; with gctrace=1 the slowest changes
+# are listed with the collections they overlapped. PHASES_LOGS=DIR keeps
+# both logs.
 B=$1; D=$2; N=${3:-20}
 [ -d "$D" ] && [ -f "$D/probe.yaml" ] || { echo "usage: $0 BINDIR CONFIGDIR [CHANGES]" >&2; exit 2; }
 W=$(mktemp -d)
@@ -50,12 +52,29 @@ rows=[]
 for w in writes:
     l=after(loaded,w); p=after(pub,l) if l else None; r=after(recv,p) if p else None; u=after(upd,r) if r else None
     if None in (l,p,r,u): continue
-    rows.append(((l-w)*1e3,(p-l)*1e3,(r-p)*1e3,(u-r)*1e3,(u-w)*1e3))
+    rows.append(((l-w)*1e3,(p-l)*1e3,(r-p)*1e3,(u-r)*1e3,(u-w)*1e3,w))
 names=['file','build','transfer','apply','total']
 for i,n in enumerate(names):
     v=[r[i] for r in rows]
     print(f"{n:9s} median {statistics.median(v):6.1f} ms  max {max(v):6.1f}  (n={len(v)})")
-print("slowest changes (ms):", "  ".join(names))
+# With gctrace=1, the collections each process ran while a change
+# propagated: "gc 17 @12.847s ... 241 ms" lines count from the process's
+# start, taken as its first log line's time (a few ms late at most).
+def collections(lines):
+    logged=[ts(l) for l in lines if l[:2]=='20']
+    if not logged:
+        return []
+    out=[]
+    for l in lines:
+        if l.startswith('gc ') and ' @' in l:
+            p=l.split()
+            clock=sum(float(x) for x in p[4].split('+'))/1e3
+            out.append((logged[0]+float(p[2][1:-1]), clock))
+    return out
+gcs=[('controller',t,d) for t,d in collections(ctl)]+[('proxy',t,d) for t,d in collections(prox)]
+print("slowest changes (ms):", "  ".join(names), "  collections overlapping" if gcs else "")
 for r in sorted(rows,key=lambda r:-r[4])[:5]:
-    print("  " + "  ".join(f"{x:6.1f}" for x in r))
+    w=r[5]; end=w+r[4]/1e3
+    over=[f"{who} {d*1e3:.0f} ms at +{(t-w)*1e3:.0f}" for who,t,d in gcs if t<end and t+d>w]
+    print("  " + "  ".join(f"{x:6.1f}" for x in r[:5]) + ("  " + ", ".join(over) if over else ""))
 PY
