@@ -9,6 +9,7 @@ import (
 
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networking "istio.io/client-go/pkg/apis/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/portico-gateway/portico/pkg/resource"
@@ -27,13 +28,18 @@ func TestLimitsMemoEqualsChecking(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, 3))
 		kube := seed%2 == 1
 		rv := 0
-		newVS := func(name string, bad bool) *networking.VirtualService {
+		// stamp names an object, and in Kubernetes mode gives it a UID and
+		// the next resource version.
+		stamp := func(m *metav1.ObjectMeta, uid, name string) {
 			rv++
-			vs := &networking.VirtualService{}
-			vs.Name, vs.Namespace = name, "ns"
+			m.Name, m.Namespace = name, "ns"
 			if kube {
-				vs.UID, vs.ResourceVersion = types.UID("uid-"+name), fmt.Sprint(rv)
+				m.UID, m.ResourceVersion = types.UID(uid+name), fmt.Sprint(rv)
 			}
+		}
+		newVS := func(name string, bad bool) *networking.VirtualService {
+			vs := &networking.VirtualService{}
+			stamp(&vs.ObjectMeta, "uid-", name)
 			prefix := "/x"
 			if bad {
 				prefix = ""
@@ -49,12 +55,8 @@ func TestLimitsMemoEqualsChecking(t *testing.T) {
 		// A DestinationRule of the same name for each: two lists of one
 		// length, checked one after the other.
 		newDR := func(name string, bad bool) *networking.DestinationRule {
-			rv++
 			dr := &networking.DestinationRule{}
-			dr.Name, dr.Namespace = name, "ns"
-			if kube {
-				dr.UID, dr.ResourceVersion = types.UID("dr-uid-"+name), fmt.Sprint(rv)
-			}
+			stamp(&dr.ObjectMeta, "dr-uid-", name)
 			header := "x-user"
 			if bad {
 				header = "x\nuser"

@@ -1,6 +1,8 @@
 package upstream
 
 import (
+	"maps"
+	"slices"
 	"testing"
 
 	"github.com/portico-gateway/portico/pkg/proxy/stats"
@@ -63,18 +65,10 @@ func TestClusterStatsHaveEnvoysNames(t *testing.T) {
 	store := stats.NewStore()
 	s := newClusterStats(store, "outbound|80||web.default.svc.cluster.local")
 	// Every stat is zero but the one bumped, which reads back as bumped.
+	names := slices.Concat(slices.Collect(maps.Keys(counters)), slices.Collect(maps.Keys(gauges)))
 	check := func(bumped string) {
 		t.Helper()
-		for n := range counters {
-			want := int64(0)
-			if n == bumped {
-				want = 1
-			}
-			if v, ok := store.Lookup(prefix + n); !ok || v != want {
-				t.Errorf("after bumping %s: %s = %d, %v; want %d", bumped, n, v, ok, want)
-			}
-		}
-		for n := range gauges {
+		for _, n := range names {
 			want := int64(0)
 			if n == bumped {
 				want = 1
