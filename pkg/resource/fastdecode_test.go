@@ -198,3 +198,54 @@ func TestFastDecodeEqualsPlainDecode(t *testing.T) {
 	}
 	t.Logf("%d documents compared", compared)
 }
+
+// TestReusedTreesLeaveNothingBehind decodes every kind of document (and
+// random mutations of them) with one tree store, then overwrites every
+// map and sequence the store took back: each object must still print as
+// it did right after its own decoding. An object keeping any part of
+// its document's tree would show the reuse by later documents, or the
+// overwrite.
+func TestReusedTreesLeaveNothingBehind(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 2))
+	var docs [][]byte
+	for _, doc := range corpus(t, rng) {
+		docs = append(docs, doc)
+		m := string(doc)
+		for range 5 {
+			m = mutate(rng, m)
+			docs = append(docs, []byte(m))
+		}
+	}
+	// A well-formed document last, so that the store ends holding what
+	// it took back.
+	docs = append(docs, docs[0])
+	type result struct {
+		objs  []resource.Object
+		err   error
+		first string
+	}
+	var results []result
+	poison, kept := resource.DecodeInOneStore(docs, func(_ int, objs []resource.Object, err error, fast bool) {
+		if fast {
+			results = append(results, result{objs, err, outcome(objs, err)})
+		}
+	})
+	if len(results) < len(docs)/2 {
+		t.Fatalf("only %d of %d documents were decoded the fast way", len(results), len(docs))
+	}
+	if n := poison(); n == 0 {
+		t.Fatal("the store took back no map or sequence")
+	}
+	// What a decoder keeping part of a tree would hold does change.
+	if was, now := kept(); now == was {
+		t.Fatalf("a tree kept after its release still reads %s: reuse would not show in what objects keep", now)
+	}
+	for i, r := range results {
+		if now := outcome(r.objs, r.err); now != r.first {
+			t.Fatalf("the %dth document decoded the fast way changed as its tree was reused:\nthen:\n%s\nnow:\n%s", i, r.first, now)
+		}
+	}
+	t.Logf("%d documents decoded with one store", len(results))
+}

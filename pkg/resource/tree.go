@@ -28,8 +28,19 @@ import (
 // decodeYAML decodes a document the fast way; ok is false when the
 // document must go the plain way.
 func decodeYAML(data []byte) (objs []Object, err error, ok bool) {
-	doc, ok := parseYAMLTree(data)
-	if !ok {
+	store := treeStores.Get().(*treeStore)
+	defer treeStores.Put(store)
+	return decodeYAMLIn(data, store)
+}
+
+// decodeYAMLIn is decodeYAML with the tree built from store.
+func decodeYAMLIn(data []byte, store *treeStore) (objs []Object, err error, ok bool) {
+	doc, fast := parseFastYAMLIn(data, store)
+	if fast {
+		// Nothing decoded keeps the tree's maps or sequences (see
+		// treeStore).
+		defer store.release(doc)
+	} else if doc, ok = parseYAMLv2Tree(data); !ok {
 		return nil, nil, false
 	}
 	tm, ok := typeMetaOf(doc)
@@ -40,19 +51,11 @@ func decodeYAML(data []byte) (objs []Object, err error, ok bool) {
 	return objs, err, true
 }
 
-// parseYAMLTree parses a document into the value encoding/json (with
-// UseNumber) would decode from YAMLToJSON's output, by Portico's own
-// parser for the plain subset configuration files use, or by yaml.v2 for
-// anything else; ok is false if yaml.v2 fails or the value is not a
-// mapping with string keys only.
-func parseYAMLTree(data []byte) (map[string]any, bool) {
-	if doc, ok := parseFastYAML(data); ok {
-		return doc, true
-	}
-	return parseYAMLv2Tree(data)
-}
-
-// parseYAMLv2Tree is parseYAMLTree by yaml.v2 alone.
+// parseYAMLv2Tree parses a document by yaml.v2 into the value
+// encoding/json (with UseNumber) would decode from YAMLToJSON's output,
+// as parseFastYAML does the plain subset configuration files use; ok is
+// false if yaml.v2 fails or the value is not a mapping with string keys
+// only.
 func parseYAMLv2Tree(data []byte) (map[string]any, bool) {
 	var y any
 	if yaml2.Unmarshal(data, &y) != nil {

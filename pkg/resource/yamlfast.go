@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -42,11 +43,18 @@ type fastParser struct {
 	lines []fastLine // every line, blank and comment lines included
 	pos   int        // next line to read
 	depth int
+	store *treeStore // where maps and sequences come from
 }
 
 // parseFastYAML parses a document whose top level is a block mapping; ok
 // is false whenever it is not sure it reads the document as yaml.v2 does.
 func parseFastYAML(data []byte) (map[string]any, bool) {
+	return parseFastYAMLIn(data, &treeStore{})
+}
+
+// parseFastYAMLIn is parseFastYAML building the tree from store's
+// storage (see treeStore).
+func parseFastYAMLIn(data []byte, store *treeStore) (map[string]any, bool) {
 	if len(data) == 0 || data[len(data)-1] != '\n' || !fastPrintable(data) {
 		return nil, false
 	}
@@ -55,7 +63,8 @@ func parseFastYAML(data []byte) (map[string]any, bool) {
 	// document's whole text alive).
 	src := string(data)
 	n := strings.Count(src, "\n")
-	p := &fastParser{lines: make([]fastLine, 0, n)}
+	p := &fastParser{lines: slices.Grow(store.lines[:0], n), store: store}
+	defer func() { store.lines = p.lines[:0] }()
 	for i := 0; len(src) > 0; i++ {
 		end := strings.IndexByte(src, '\n')
 		l := src[:end]
@@ -151,7 +160,7 @@ func (p *fastParser) mapping(indent int) (map[string]any, bool) {
 		return nil, false
 	}
 	defer func() { p.depth-- }()
-	m := make(map[string]any, 4)
+	m := p.store.mapping()
 	for {
 		p.skipBlank()
 		if p.pos >= len(p.lines) {
@@ -167,7 +176,7 @@ func (p *fastParser) mapping(indent int) (map[string]any, bool) {
 		if isSeqItem(l.text) {
 			return m, true // a sequence at a parent mapping's indentation ends this one
 		}
-		key, rest, ok := mappingKey(l.text)
+		key, rest, ok := p.mappingKey(l.text)
 		if !ok {
 			return nil, false
 		}
@@ -188,7 +197,7 @@ func (p *fastParser) sequence(indent int) ([]any, bool) {
 		return nil, false
 	}
 	defer func() { p.depth-- }()
-	s := make([]any, 0, 4)
+	s := p.store.sequence()
 	for {
 		p.skipBlank()
 		if p.pos >= len(p.lines) {
@@ -209,7 +218,7 @@ func (p *fastParser) sequence(indent int) ([]any, bool) {
 		rest = rest[sp:]
 		var v any
 		var ok bool
-		if _, _, isKey := mappingKey(rest); isKey && rest != "" {
+		if _, _, isKey := p.mappingKey(rest); isKey && rest != "" {
 			// A compact mapping: "- key: value" and keys below it at the
 			// column of key.
 			p.lines[p.pos] = fastLine{indent: indent + 1 + sp, text: rest, num: l.num}
@@ -238,7 +247,7 @@ func (p *fastParser) value(parent int, rest string, inMapping bool) (any, bool) 
 	case '|', '>':
 		return p.blockScalar(parent, rest)
 	case '[', '{':
-		v, tail, ok := flowCollection(rest, p.depth)
+		v, tail, ok := p.flowCollection(rest, p.depth)
 		if !ok || !onlyComment(tail) {
 			return nil, false
 		}
@@ -263,7 +272,7 @@ func (p *fastParser) value(parent int, rest string, inMapping bool) (any, bool) 
 	if strings.Contains(s, ": ") || strings.HasSuffix(s, ":") {
 		return nil, false
 	}
-	v, ok := resolvePlain(s)
+	v, ok := p.plain(s)
 	if !ok {
 		return nil, false
 	}
@@ -302,7 +311,7 @@ func plainStart(s string) bool {
 // mappingKey splits "key: rest" or "key:" into the key and the rest. Keys
 // are quoted scalars or plain scalars of the characters names use, and
 // must resolve to strings.
-func mappingKey(s string) (key, rest string, ok bool) {
+func (p *fastParser) mappingKey(s string) (key, rest string, ok bool) {
 	if s == "" {
 		return "", "", false
 	}
@@ -335,6 +344,9 @@ func mappingKey(s string) (key, rest string, ok bool) {
 	if k[0] == '-' || k == "<<" {
 		return "", "", false
 	}
+	if ks, ok := p.store.key(k); ok {
+		return ks, s[j+1:], true
+	}
 	v, ok := resolvePlain(k)
 	if !ok {
 		return "", "", false
@@ -343,6 +355,7 @@ func mappingKey(s string) (key, rest string, ok bool) {
 	if !isString || ks != k {
 		return "", "", false
 	}
+	p.store.learnKey(ks)
 	return ks, s[j+1:], true
 }
 
@@ -410,7 +423,7 @@ func quoted(s string) (v string, tail string, ok bool) {
 // flowCollection reads a one-line flow sequence or mapping at the start
 // of s (its keys scalars, its values scalars or flow collections); tail is
 // what follows it.
-func flowCollection(s string, depth int) (v any, tail string, ok bool) {
+func (p *fastParser) flowCollection(s string, depth int) (v any, tail string, ok bool) {
 	if depth++; depth > maxFastDepth {
 		return nil, "", false
 	}
@@ -422,9 +435,9 @@ func flowCollection(s string, depth int) (v any, tail string, ok bool) {
 	var seq []any
 	var m map[string]any
 	if open == '[' {
-		seq = []any{}
+		seq = p.store.sequence()
 	} else {
-		m = map[string]any{}
+		m = p.store.mapping()
 	}
 	if s != "" && s[0] == closing {
 		if open == '[' {
@@ -435,13 +448,10 @@ func flowCollection(s string, depth int) (v any, tail string, ok bool) {
 	for {
 		var key string
 		if open == '{' {
-			var kv any
-			kv, s, ok = flowScalar(s)
-			if !ok {
-				return nil, "", false
-			}
-			k, isString := kv.(string)
-			if !isString || s == "" || s[0] != ':' || len(s) < 2 || s[1] != ' ' {
+			var k string
+			var isString bool
+			k, s, isString, ok = p.flowKey(s)
+			if !ok || !isString || s == "" || s[0] != ':' || len(s) < 2 || s[1] != ' ' {
 				return nil, "", false
 			}
 			if _, dup := m[k]; dup {
@@ -452,10 +462,10 @@ func flowCollection(s string, depth int) (v any, tail string, ok bool) {
 		}
 		var item any
 		if s != "" && (s[0] == '[' || s[0] == '{') {
-			item, s, ok = flowCollection(s, depth)
+			item, s, ok = p.flowCollection(s, depth)
 			s = strings.TrimLeft(s, " ")
 		} else {
-			item, s, ok = flowScalar(s)
+			item, s, ok = p.flowScalar(s)
 		}
 		if !ok {
 			return nil, "", false
@@ -485,10 +495,34 @@ func flowCollection(s string, depth int) (v any, tail string, ok bool) {
 	}
 }
 
+// flowKey reads a key inside a flow mapping as flowScalar does; isString
+// is whether it is a string. Plain keys read before are the store's
+// interned copies.
+func (p *fastParser) flowKey(s string) (k, rest string, isString, ok bool) {
+	i := 0
+	for i < len(s) && flowPlainByte(s[i]) {
+		i++
+	}
+	if i > 0 && i < len(s) && s[i] == ':' && plainStart(s[:i]) {
+		if ks, known := p.store.key(s[:i]); known {
+			return ks, s[i:], true, true
+		}
+	}
+	v, rest, ok := p.flowScalar(s)
+	if !ok {
+		return "", "", false, false
+	}
+	k, isString = v.(string)
+	if isString && i > 0 && i < len(s) && s[i] == ':' && k == s[:i] {
+		p.store.learnKey(k)
+	}
+	return k, rest, isString, true
+}
+
 // flowScalar reads a scalar inside a flow collection; the rest has its
 // leading spaces removed. Plain scalars there are limited to characters
 // that cannot be flow indicators or comments.
-func flowScalar(s string) (v any, rest string, ok bool) {
+func (p *fastParser) flowScalar(s string) (v any, rest string, ok bool) {
 	if s == "" {
 		return nil, "", false
 	}
@@ -507,8 +541,21 @@ func flowScalar(s string) (v any, rest string, ok bool) {
 	if plain == "" || !plainStart(plain) {
 		return nil, "", false
 	}
-	v, ok = resolvePlain(plain)
+	v, ok = p.plain(plain)
 	return v, s[i:], ok
+}
+
+// plain is resolvePlain, with short strings and numbers read before
+// taken from the store.
+func (p *fastParser) plain(s string) (any, bool) {
+	if v, ok := p.store.values[s]; ok {
+		return v, true
+	}
+	v, ok := resolvePlain(s)
+	if ok {
+		p.store.learnValue(v)
+	}
+	return v, ok
 }
 
 // flowPlainByte reports whether c may be part of a plain scalar in a
