@@ -328,5 +328,5 @@ func endpointMetadata(c *ir.Cluster, labels map[string]string) *corev3.Metadata 
 			"labels": structpb.NewStructValue(&structpb.Struct{Fields: app}),
 		}}
 	}
-	return md
+	return packMetadata(md)
 }

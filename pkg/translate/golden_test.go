@@ -17,13 +17,14 @@ import (
 	"github.com/portico-gateway/portico/pkg/xds/validate"
 )
 
-// dump renders resources as YAML in Envoy's config_dump spelling.
+// dump renders resources as YAML in Envoy's config_dump spelling, as a
+// proxy decodes them (metadata is emitted encoded: see packMetadata).
 func dump(t *testing.T, res *translate.Resources) []byte {
 	t.Helper()
 	conv := func(msgs []proto.Message) []any {
 		var out []any
 		for _, m := range msgs {
-			b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
+			b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(decoded(t, m))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -47,6 +48,20 @@ func dump(t *testing.T, res *translate.Resources) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// decoded is m as its encoding decodes.
+func decoded(t *testing.T, m proto.Message) proto.Message {
+	t.Helper()
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := m.ProtoReflect().New().Interface()
+	if err := proto.Unmarshal(b, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func msgs[T proto.Message](list []T) []proto.Message {

@@ -22,7 +22,7 @@ func TestClusterConfigOnlyFromDestinationRule(t *testing.T) {
 		{"with a destination rule", []ir.Ref{se, dr}, dr.ConfigPath()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			md := clusterMetadata(&ir.Cluster{Name: "outbound|80||web.default.svc.cluster.local", Service: "web.default.svc.cluster.local", Sources: tc.sources})
+			md := UnpackMetadata(clusterMetadata(&ir.Cluster{Name: "outbound|80||web.default.svc.cluster.local", Service: "web.default.svc.cluster.local", Sources: tc.sources}))
 			istio := md.GetFilterMetadata()["istio"].GetFields()
 			if got := istio["config"].GetStringValue(); got != tc.want {
 				t.Errorf("istio.config = %q, want %q", got, tc.want)

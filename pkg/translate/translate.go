@@ -471,5 +471,5 @@ func sourceMetadataOf(refs []ir.Ref, extra map[string]*structpb.Value, defaultCo
 		}}
 	}
 	md.FilterMetadata[metaIstio] = istio
-	return md
+	return packMetadata(md)
 }

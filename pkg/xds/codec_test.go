@@ -19,6 +19,7 @@ import (
 
 	"github.com/portico-gateway/portico/internal/scale"
 	"github.com/portico-gateway/portico/pkg/gateway"
+	"github.com/portico-gateway/portico/pkg/ir"
 	"github.com/portico-gateway/portico/pkg/translate"
 )
 
@@ -232,5 +233,25 @@ func TestSendBufferKeepsTheLastBufferReturned(t *testing.T) {
 	p.Put(b)
 	if f := p.Get(10); &(*f)[0] != &(*b)[0] {
 		t.Fatal("the last buffer returned was not the one kept")
+	}
+}
+
+// TestSourcesReadsPackedMetadata: translation emits metadata encoded; the
+// error naming a resource that could not be published still names the
+// resources it came from.
+func TestSourcesReadsPackedMetadata(t *testing.T) {
+	p := &ir.Proxy{Clusters: []*ir.Cluster{{
+		Name: "outbound|80||web.default.svc.cluster.local", Service: "web.default.svc.cluster.local", Discovery: ir.DiscoveryEDS,
+		Sources: []ir.Ref{{Kind: "DestinationRule", Namespace: "default", Name: "web"}},
+	}}}
+	tr, err := translate.Translate(p, translate.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.Clusters) != 1 {
+		t.Fatalf("%d clusters", len(tr.Clusters))
+	}
+	if got := sources(tr.Clusters[0]); got != "DestinationRule/default/web" {
+		t.Errorf("sources = %q, want DestinationRule/default/web", got)
 	}
 }

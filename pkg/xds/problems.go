@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/portico-gateway/portico/pkg/translate"
 	"github.com/portico-gateway/portico/pkg/xds/validate"
 )
 
@@ -159,7 +160,7 @@ func sourcesOf(m protoreflect.Message) []string {
 	if !ok {
 		return nil
 	}
-	list := md.GetFilterMetadata()["portico"].GetFields()["sources"].GetListValue()
+	list := translate.UnpackMetadata(md).GetFilterMetadata()["portico"].GetFields()["sources"].GetListValue()
 	if list == nil {
 		return nil
 	}

@@ -741,7 +741,7 @@ func shortType(typeURL string) string {
 func sources(r cachetypes.Resource) string {
 	type withMeta interface{ GetMetadata() *corev3.Metadata }
 	if m, ok := r.(withMeta); ok {
-		if s := m.GetMetadata().GetFilterMetadata()["portico"].GetFields()["sources"].GetListValue(); s != nil {
+		if s := translate.UnpackMetadata(m.GetMetadata()).GetFilterMetadata()["portico"].GetFields()["sources"].GetListValue(); s != nil {
 			out := ""
 			for i, v := range s.GetValues() {
 				if i > 0 {
