@@ -13,7 +13,6 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/portico-gateway/portico/pkg/ir"
@@ -249,22 +248,24 @@ func (t *translator) upstreamTLS(u *ir.UpstreamTLS) *tlsv3.UpstreamTlsContext {
 // ServiceEntry or Service, which istioctl would show in its DESTINATION
 // RULE column (portico.sources still lists every source).
 func clusterMetadata(c *ir.Cluster) *corev3.Metadata {
-	svc := map[string]*structpb.Value{"host": structpb.NewStringValue(c.Service)}
+	svc := []mdField{{"host", mdString(c.Service)}}
 	if name, ns, ok := strings.Cut(strings.TrimSuffix(c.Service, ".svc.cluster.local"), "."); ok && strings.HasSuffix(c.Service, ".svc.cluster.local") {
-		svc["name"], svc["namespace"] = structpb.NewStringValue(name), structpb.NewStringValue(ns)
+		svc = append(svc, mdField{"name", mdString(name)}, mdField{"namespace", mdString(ns)})
 	}
-	extra := map[string]*structpb.Value{
-		"services": structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{structpb.NewStructValue(&structpb.Struct{Fields: svc})}}),
-	}
+	istio := []mdField{{"services", mdList(mdStruct(svc...))}}
 	if c.Subset != "" {
-		extra["subset"] = structpb.NewStringValue(c.Subset)
+		istio = append(istio, mdField{"subset", mdString(c.Subset)})
 	}
+	config := ""
 	for _, r := range c.Sources {
 		if r.Kind == "DestinationRule" {
-			extra["config"] = structpb.NewStringValue(r.ConfigPath())
+			config = r.ConfigPath()
 		}
 	}
-	return sourceMetadataOf(c.Sources, extra, false)
+	if config != "" {
+		istio = append(istio, mdField{"config", mdString(config)})
+	}
+	return sourceMetadataOf(c.Sources, istio)
 }
 
 // Istio's workload labels, in precedence order (pkg/model/labels in
@@ -312,21 +313,15 @@ func endpointMetadata(c *ir.Cluster, labels map[string]string) *corev3.Metadata 
 	if revision == "" {
 		revision = "latest"
 	}
-	md := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
-		metaIstio: {Fields: map[string]*structpb.Value{
-			"workload": structpb.NewStringValue(strings.Join([]string{workload, ns, canonical, revision, labels["topology.istio.io/cluster"]}, ";")),
-		}},
-	}}
-	app := map[string]*structpb.Value{}
+	filters := []mdField{{metaIstio, mdStruct(mdField{"workload", mdString(strings.Join([]string{workload, ns, canonical, revision, labels["topology.istio.io/cluster"]}, ";"))})}}
+	var app []mdField
 	for _, k := range []string{"app", "version"} {
 		if v := labels[k]; v != "" {
-			app[k] = structpb.NewStringValue(v)
+			app = append(app, mdField{k, mdString(v)})
 		}
 	}
 	if len(app) > 0 {
-		md.FilterMetadata[metaPortico] = &structpb.Struct{Fields: map[string]*structpb.Value{
-			"labels": structpb.NewStructValue(&structpb.Struct{Fields: app}),
-		}}
+		filters = append(filters, mdField{metaPortico, mdStruct(mdField{"labels", mdStruct(app...)})})
 	}
-	return packMetadata(md)
+	return packMetadata(filters...)
 }

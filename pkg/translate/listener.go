@@ -42,7 +42,7 @@ func (t *translator) listener(l *ir.Listener) (*listenerv3.Listener, error) {
 			Address:       l.Address,
 			PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: l.Port},
 		}}},
-		Metadata: sourceMetadata(l.Sources, nil),
+		Metadata: sourceMetadata(l.Sources),
 		// What a connection may buffer, as Istio sets it on gateways.
 		PerConnectionBufferLimitBytes: wrapperspb.UInt32(t.opts.Edge.PerConnectionBufferLimitBytes),
 	}
@@ -66,7 +66,7 @@ func (t *translator) listener(l *ir.Listener) (*listenerv3.Listener, error) {
 }
 
 func (t *translator) filterChain(fc *ir.FilterChain) (*listenerv3.FilterChain, error) {
-	chain := &listenerv3.FilterChain{Name: fc.Name, Metadata: sourceMetadata(fc.Sources, nil)}
+	chain := &listenerv3.FilterChain{Name: fc.Name, Metadata: sourceMetadata(fc.Sources)}
 	if len(fc.ServerNames) > 0 {
 		chain.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: fc.ServerNames}
 	}

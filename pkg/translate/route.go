@@ -30,7 +30,7 @@ func (t *translator) virtualHost(vh *ir.VirtualHost) (*routev3.VirtualHost, erro
 	v := &routev3.VirtualHost{
 		Name:     vh.Name,
 		Domains:  vh.Domains,
-		Metadata: sourceMetadata(vh.Sources, nil),
+		Metadata: sourceMetadata(vh.Sources),
 		// As Istio's gateways: upstreams see x-envoy-attempt-count.
 		IncludeRequestAttemptCount: true,
 	}

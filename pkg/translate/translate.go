@@ -23,7 +23,6 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/portico-gateway/portico/pkg/ir"
@@ -392,7 +391,7 @@ type translator struct {
 func (t *translator) refMetadata(r ir.Ref) *corev3.Metadata {
 	md, ok := t.meta[r]
 	if !ok {
-		md = sourceMetadata([]ir.Ref{r}, nil)
+		md = sourceMetadata([]ir.Ref{r})
 		if t.meta != nil {
 			t.meta[r] = md
 		}
@@ -442,34 +441,24 @@ const (
 )
 
 // sourceMetadata names the resources an object came from; istio.config is
-// the first of them unless extra sets it.
-func sourceMetadata(refs []ir.Ref, extra map[string]*structpb.Value) *corev3.Metadata {
-	return sourceMetadataOf(refs, extra, true)
-}
-
-// sourceMetadataOf is sourceMetadata, with istio.config defaulted to the
-// first source only when defaultConfig is set.
-func sourceMetadataOf(refs []ir.Ref, extra map[string]*structpb.Value, defaultConfig bool) *corev3.Metadata {
-	if len(refs) == 0 && len(extra) == 0 {
+// the first of them.
+func sourceMetadata(refs []ir.Ref) *corev3.Metadata {
+	if len(refs) == 0 {
 		return nil
 	}
-	md := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{}}
-	istio := &structpb.Struct{Fields: map[string]*structpb.Value{}}
-	for k, v := range extra {
-		istio.Fields[k] = v
-	}
+	return sourceMetadataOf(refs, []mdField{{"config", mdString(refs[0].ConfigPath())}})
+}
+
+// sourceMetadataOf is metadata of istio fields and portico.sources
+// listing refs (left out when there are none).
+func sourceMetadataOf(refs []ir.Ref, istio []mdField) *corev3.Metadata {
+	filters := []mdField{{metaIstio, mdStruct(istio...)}}
 	if len(refs) > 0 {
-		if _, ok := istio.Fields["config"]; !ok && defaultConfig {
-			istio.Fields["config"] = structpb.NewStringValue(refs[0].ConfigPath())
-		}
-		list := make([]*structpb.Value, len(refs))
+		list := make([]mdValue, len(refs))
 		for i, r := range refs {
-			list[i] = structpb.NewStringValue(r.String())
+			list[i] = mdString(r.String())
 		}
-		md.FilterMetadata[metaPortico] = &structpb.Struct{Fields: map[string]*structpb.Value{
-			"sources": structpb.NewListValue(&structpb.ListValue{Values: list}),
-		}}
+		filters = append(filters, mdField{metaPortico, mdStruct(mdField{"sources", mdList(list...)})})
 	}
-	md.FilterMetadata[metaIstio] = istio
-	return packMetadata(md)
+	return packMetadata(filters...)
 }
