@@ -15,11 +15,19 @@
 // live heap to the goal), it runs the collection now, while nothing is
 // propagating. The collections are as many, give or take one in a few,
 // and their work is the same; only their timing moves.
+//
+// After a change that allocated more than the heap keeps (a cold start,
+// a bulk apply), the collection also returns the free memory to the
+// operating system. The runtime would keep it: its scavenger releases
+// only what lies beyond the heap goal, twice the live heap, so a
+// controller that took 5,000 VirtualServices in stayed at its cold
+// start's 300 MiB RSS for good, though it needed 220.
 package idlegc
 
 import (
 	"context"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"sync/atomic"
 	"time"
@@ -50,10 +58,14 @@ type Collector struct {
 	// for a collection: one waiting out quiet is dropped when a change
 	// began since (that change's End decides again).
 	begun, asked atomic.Uint64
+	// release is whether the collection asked for returns free memory
+	// to the operating system.
+	release atomic.Bool
 	// read reads the heap's state; a test replaces it.
 	read func() heapState
-	// collect runs a collection; a test replaces it.
-	collect func()
+	// collect runs a collection, and free one that returns free memory;
+	// a test replaces them.
+	collect, free func()
 	// dropped, if set, is called when a collection is dropped (tests).
 	dropped func()
 }
@@ -68,7 +80,7 @@ type heapState struct {
 // controller's sends to its proxies), and is dropped if another change
 // begins meanwhile.
 func New(log logr.Logger, quiet time.Duration) *Collector {
-	return &Collector{log: log, kick: make(chan struct{}, 1), quiet: quiet, read: readHeap, collect: runtime.GC}
+	return &Collector{log: log, kick: make(chan struct{}, 1), quiet: quiet, read: readHeap, collect: runtime.GC, free: debug.FreeOSMemory}
 }
 
 func readHeap() heapState {
@@ -100,12 +112,17 @@ func (c *Collector) Begin() Mark {
 // bytes before Begin (a response's buffer, received before it could be
 // told from others). It asks Run for a collection when the heap is within
 // twice this change's allocation of the earliest point the runtime may
-// start one. It never blocks; a nil Collector does nothing.
+// start one, and for a release too after a burst. It never blocks; a nil
+// Collector does nothing.
 func (c *Collector) End(m Mark, extra uint64) {
 	if c == nil {
 		return
 	}
-	if due(c.read(), m, extra) {
+	s := c.read()
+	if burst(s, m, extra) {
+		c.release.Store(true)
+	}
+	if c.release.Load() || due(s, m, extra) {
 		c.asked.Store(c.begun.Load())
 		select {
 		case c.kick <- struct{}{}:
@@ -123,6 +140,13 @@ func due(s heapState, m Mark, extra uint64) bool {
 	change := s.allocs - m.allocs + extra
 	earliest := s.live + (s.goal-s.live)*7/10
 	return s.heap+2*change >= earliest
+}
+
+// burst reports whether a change that began at m and allocated extra
+// bytes before allocated more than the live heap (and the heap is worth
+// acting on): what it leaves free is then worth returning.
+func burst(s heapState, m Mark, extra uint64) bool {
+	return s.goal >= minGoal && s.allocs >= m.allocs && s.allocs-m.allocs+extra >= s.live
 }
 
 // Run collects whenever End asks, until ctx ends.
@@ -148,6 +172,11 @@ func (c *Collector) Run(ctx context.Context) {
 				continue
 			}
 			start := time.Now()
+			if c.release.Swap(false) {
+				c.free()
+				c.log.V(1).Info("collected garbage and returned free memory after a burst", "duration", time.Since(start))
+				continue
+			}
 			c.collect()
 			c.log.V(1).Info("collected garbage between changes", "duration", time.Since(start))
 		}

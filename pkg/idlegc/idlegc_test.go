@@ -129,3 +129,62 @@ func TestReadHeapReadsTheRuntime(t *testing.T) {
 		t.Errorf("runtime metrics missing: %+v", s)
 	}
 }
+
+func TestBurst(t *testing.T) {
+	const mb = 1 << 20
+	s := heapState{allocs: 1000 * mb, goal: 300 * mb, live: 140 * mb, heap: 150 * mb}
+	for _, tc := range []struct {
+		name  string
+		s     heapState
+		m     Mark
+		extra uint64
+		want  bool
+	}{
+		{"a cold start: more allocated than kept", s, Mark{700 * mb}, 0, true},
+		{"an ordinary change", s, Mark{990 * mb}, 0, false},
+		{"received bytes count", s, Mark{900 * mb}, 50 * mb, true},
+		{"a small heap is left alone", heapState{allocs: 1000 * mb, goal: 40 * mb, live: 20 * mb, heap: 30 * mb}, Mark{700 * mb}, 0, false},
+		{"a mark from before the counter", s, Mark{1001 * mb}, 0, false},
+	} {
+		if got := burst(tc.s, tc.m, tc.extra); got != tc.want {
+			t.Errorf("%s: burst = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestEndReleasesAfterABurst: after a change that allocated more than the
+// live heap, the collection returns free memory; ordinary due changes
+// after it collect only.
+func TestEndReleasesAfterABurst(t *testing.T) {
+	const mb = 1 << 20
+	allocs, heap := uint64(1000*mb), uint64(150*mb)
+	c, collected := fake(0, func() heapState { return heapState{allocs: allocs, goal: 300 * mb, live: 140 * mb, heap: heap} })
+	freed := make(chan struct{}, 10)
+	c.free = func() { freed <- struct{}{} }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	m := c.Begin()
+	allocs += 400 * mb // the first build of a cold start
+	c.End(m, 0)
+	select {
+	case <-freed:
+	case <-collected:
+		t.Fatal("a burst was followed by a plain collection")
+	case <-time.After(10 * time.Second):
+		t.Fatal("no release after a burst")
+	}
+	m = c.Begin()
+	allocs += 10 * mb
+	heap = 290 * mb // due
+	c.End(m, 0)
+	select {
+	case <-collected:
+	case <-freed:
+		t.Fatal("an ordinary change released memory")
+	case <-time.After(10 * time.Second):
+		t.Fatal("no collection after a due change")
+	}
+}
