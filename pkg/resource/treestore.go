@@ -25,6 +25,7 @@ const (
 	storeMaxItems  = 1024 // maps, and sequences, each
 	storeMaxMapLen = 16
 	storeMaxSeqCap = 64
+	storeMaxLines  = 4096
 	storeMaxKeys   = 4096
 	// Values are many more than keys, most of them names read once.
 	storeMaxValues   = 4096
@@ -67,6 +68,17 @@ func (t *treeStore) sequence() []any {
 		return s
 	}
 	return make([]any, 0, 4)
+}
+
+// keepLines takes back a parser's line slice, cleared (its lines point
+// into their document's text), unless it is too large to keep.
+func (t *treeStore) keepLines(lines []fastLine) {
+	if cap(lines) > storeMaxLines {
+		t.lines = nil
+		return
+	}
+	clear(lines)
+	t.lines = lines[:0]
 }
 
 // key returns the interned copy of a mapping key if there is one.

@@ -64,7 +64,7 @@ func parseFastYAMLIn(data []byte, store *treeStore) (map[string]any, bool) {
 	src := string(data)
 	n := strings.Count(src, "\n")
 	p := &fastParser{lines: slices.Grow(store.lines[:0], n), store: store}
-	defer func() { store.lines = p.lines[:0] }()
+	defer func() { store.keepLines(p.lines) }()
 	for i := 0; len(src) > 0; i++ {
 		end := strings.IndexByte(src, '\n')
 		l := src[:end]

@@ -63,6 +63,9 @@ func packMetadata(filters ...mdField) *corev3.Metadata {
 	sortFields(filters)
 	n := 0
 	for _, f := range filters {
+		if f.val.kind != mdStructKind {
+			panic("translate: filter metadata " + f.key + " is not a struct")
+		}
 		n += protowire.SizeTag(metadataFilterMetadata) + protowire.SizeBytes(mapEntrySize(f.key, sizeStruct(f.val.fields)))
 	}
 	b := make([]byte, 0, n)
