@@ -84,7 +84,7 @@ func Regular(path string, max int64) ([]byte, error) {
 	if err := checkInfo(fi, max); err != nil {
 		return nil, err
 	}
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	b, err := readAll(io.LimitReader(f, max+1), min(fi.Size(), max)+1)
 	if err != nil {
 		return nil, err
 	}
@@ -92,6 +92,27 @@ func Regular(path string, max int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: it grew past the limit of %d bytes while being read", ErrTooLarge, max)
 	}
 	return b, nil
+}
+
+// readAll is io.ReadAll into a buffer sized for the file (one byte more,
+// to read its end without growing): io.ReadAll starts at 512 bytes and
+// grows by appending, which for a cold start of 5,000 files of ~2 KB
+// was 24 MB of garbage, twice what was read.
+func readAll(r io.Reader, size int64) ([]byte, error) {
+	b := make([]byte, 0, max(size, 512))
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // grew while being read
+		}
+	}
 }
 
 // Cached is a small file read with Regular and read again only when its

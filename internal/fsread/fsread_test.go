@@ -2,12 +2,14 @@ package fsread
 
 import (
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -63,5 +65,26 @@ func TestRegularRefusesWhatIsNotAFile(t *testing.T) {
 		case c.want != nil && (!errors.Is(err, c.want) || !strings.Contains(err.Error(), c.says)):
 			t.Errorf("%s: got %v, want %v saying %q", c.name, err, c.want, c.says)
 		}
+	}
+}
+
+// TestReadAllWhateverTheSizeHint: the buffer is sized from the file's
+// size when it was opened, but a file may have grown or shrunk since, or
+// report no size at all (/proc): what is read is all of it either way,
+// and a read error is returned.
+func TestReadAllWhateverTheSizeHint(t *testing.T) {
+	data := strings.Repeat("0123456789", 300)
+	for _, hint := range []int64{0, 1, 511, 512, 513, 2999, 3000, 3001, 10000} {
+		// One byte at a time too: short reads must not end the loop.
+		for _, r := range []io.Reader{strings.NewReader(data), iotest.OneByteReader(strings.NewReader(data))} {
+			got, err := readAll(r, hint)
+			if err != nil || string(got) != data {
+				t.Fatalf("hint %d: read %d bytes (%v), want %d", hint, len(got), err, len(data))
+			}
+		}
+	}
+	boom := errors.New("boom")
+	if _, err := readAll(iotest.ErrReader(boom), 100); !errors.Is(err, boom) {
+		t.Errorf("read error = %v, want %v", err, boom)
 	}
 }
