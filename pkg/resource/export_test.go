@@ -1,6 +1,9 @@
 package resource
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"sync"
+)
 
 // DecodeDocumentPlain exposes the plain decoding path to the external
 // tests that compare the fast one with it.
@@ -45,4 +48,44 @@ func DecodeInOneStore(docs [][]byte, each func(i int, objs []Object, err error, 
 		return len(store.maps) + len(store.seqs)
 	}
 	return poison, kept
+}
+
+// sharedStore is one tree store for every ParseFastYAMLShared call, so
+// that parsing meets keys and values interned by earlier documents and
+// maps and sequences released by them, as a provider's worker does.
+var (
+	sharedStore   = &treeStore{keys: map[string]string{}, values: map[string]any{}}
+	sharedStoreMu sync.Mutex
+)
+
+// ParseFastYAMLShared is parseFastYAML with the shared store: it returns
+// a copy of the tree and releases the tree itself into the store.
+func ParseFastYAMLShared(data []byte) (map[string]any, bool) {
+	sharedStoreMu.Lock()
+	defer sharedStoreMu.Unlock()
+	doc, ok := parseFastYAMLIn(data, sharedStore)
+	if !ok {
+		return nil, false
+	}
+	c := copyTree(doc).(map[string]any)
+	sharedStore.release(doc)
+	return c, true
+}
+
+func copyTree(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, item := range x {
+			out[k] = copyTree(item)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, item := range x {
+			out[i] = copyTree(item)
+		}
+		return out
+	}
+	return v
 }

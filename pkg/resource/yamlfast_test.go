@@ -13,11 +13,13 @@ import (
 )
 
 // sameAsYAMLv2 checks one document: Portico's own parser either steps
-// aside or gives exactly what yaml.v2 (through jsonable) gives. It
-// reports whether the own parser handled the document.
+// aside or gives exactly what yaml.v2 (through jsonable) gives. It parses
+// with a store shared by every check, as a provider's worker does: keys
+// and values interned by earlier documents, their maps and sequences
+// reused. It reports whether the own parser handled the document.
 func sameAsYAMLv2(t testing.TB, doc []byte, what string) (handled bool) {
 	t.Helper()
-	fast, ok := resource.ParseFastYAML(doc)
+	fast, ok := resource.ParseFastYAMLShared(doc)
 	if !ok {
 		return false
 	}
