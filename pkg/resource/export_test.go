@@ -20,18 +20,22 @@ var (
 // store, as a provider's worker does, calling each with what each gave
 // (fast false for documents the fast way steps aside from). poison
 // overwrites every map and sequence the store holds, returning how many.
-// kept prints the tree of docs[0] as parsed and as it reads now: parsed
-// and released before the others were decoded, but kept, as a decoder
-// keeping part of a tree would.
-func DecodeInOneStore(docs [][]byte, each func(i int, objs []Object, err error, fast bool)) (poison func() int, kept func() (was, now string)) {
+// kept prints the tree of docs[0] as parsed and as it read once docs[1]
+// was decoded: parsed and released before the others were decoded, but
+// kept, as a decoder keeping part of a tree would.
+func DecodeInOneStore(docs [][]byte, each func(i int, objs []Object, err error, fast bool)) (poison func() int, kept func() (was, after string)) {
 	store := &treeStore{keys: map[string]string{}, values: map[string]any{}}
 	tree, _ := parseFastYAMLIn(docs[0], store)
 	was, _ := json.Marshal(tree)
 	store.release(tree)
-	kept = func() (string, string) { now, _ := json.Marshal(tree); return string(was), string(now) }
+	var after []byte
+	kept = func() (string, string) { return string(was), string(after) }
 	for i, doc := range docs {
 		objs, err, fast := decodeYAMLIn(doc, store)
 		each(i, objs, err, fast)
+		if i == 1 {
+			after, _ = json.Marshal(tree)
+		}
 	}
 	poison = func() int {
 		for _, m := range store.maps {
