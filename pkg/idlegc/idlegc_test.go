@@ -8,19 +8,23 @@ import (
 	"github.com/go-logr/logr"
 )
 
+// heapCase is a heap's state after a change that began at m and
+// allocated extra bytes before, and the answer wanted for it.
+type heapCase struct {
+	name  string
+	s     heapState
+	m     Mark
+	extra uint64
+	want  bool
+}
+
 func TestDue(t *testing.T) {
 	const mb = 1 << 20
 	// Live 300 MB, goal 600 MB: the runtime may start a cycle from 510 MB.
 	at := func(heap, allocs uint64) heapState {
 		return heapState{allocs: allocs, goal: 600 * mb, live: 300 * mb, heap: heap}
 	}
-	for _, tc := range []struct {
-		name  string
-		s     heapState
-		m     Mark
-		extra uint64
-		want  bool
-	}{
+	for _, tc := range []heapCase{
 		{"far from the trigger", at(320*mb, 1000*mb), Mark{990 * mb}, 0, false},
 		{"the next change would cross it", at(495*mb, 1000*mb), Mark{990 * mb}, 0, true},
 		{"the next change stays short of it", at(485*mb, 1000*mb), Mark{990 * mb}, 0, false},
@@ -133,13 +137,7 @@ func TestReadHeapReadsTheRuntime(t *testing.T) {
 func TestBurst(t *testing.T) {
 	const mb = 1 << 20
 	s := heapState{allocs: 1000 * mb, goal: 300 * mb, live: 140 * mb, heap: 150 * mb}
-	for _, tc := range []struct {
-		name  string
-		s     heapState
-		m     Mark
-		extra uint64
-		want  bool
-	}{
+	for _, tc := range []heapCase{
 		{"a cold start: more allocated than kept", s, Mark{700 * mb}, 0, true},
 		{"an ordinary change", s, Mark{990 * mb}, 0, false},
 		{"received bytes count", s, Mark{900 * mb}, 50 * mb, true},

@@ -266,12 +266,19 @@ func measureRouteConfiguration(rc *routev3.RouteConfiguration, opts proto.Marsha
 // ranging over the fields by reflection instead was 20 ms per change at
 // 20,000 virtual hosts.)
 func standInSize(vh *routev3.VirtualHost, opts proto.MarshalOptions) (int, bool) {
-	unknown := vh.ProtoReflect().GetUnknown()
-	n := len(unknown)
+	unknown, n := standInParts(vh)
+	return n, len(unknown) > 0 && opts.Size(vh) == n
+}
+
+// standInParts is what a stand-in is written as: its name, then its
+// unknown bytes (n long in all).
+func standInParts(vh *routev3.VirtualHost) (unknown []byte, n int) {
+	unknown = vh.ProtoReflect().GetUnknown()
+	n = len(unknown)
 	if vh.Name != "" {
 		n += protowire.SizeTag(vhostName) + protowire.SizeBytes(len(vh.Name))
 	}
-	return n, len(unknown) > 0 && opts.Size(vh) == n
+	return unknown, n
 }
 
 // appendRouteConfiguration appends rc's encoding as p measured it.
@@ -283,11 +290,7 @@ func appendRouteConfiguration(buf []byte, rc *routev3.RouteConfiguration, p rout
 			buf = protowire.AppendBytes(buf, p.full[i])
 			continue
 		}
-		unknown := vh.ProtoReflect().GetUnknown()
-		n := len(unknown)
-		if vh.Name != "" {
-			n += protowire.SizeTag(vhostName) + protowire.SizeBytes(len(vh.Name))
-		}
+		unknown, n := standInParts(vh)
 		buf = protowire.AppendVarint(buf, uint64(n))
 		if vh.Name != "" {
 			buf = protowire.AppendTag(buf, vhostName, protowire.BytesType)
