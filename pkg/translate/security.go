@@ -253,6 +253,7 @@ func principal(p *ir.Principal, tcp bool) (*rbacv3.Principal, error) {
 			return nil, fmt.Errorf("JWT metadata cannot be matched on a TCP filter chain")
 		}
 		m, err := metadataMatcher(p.Metadata)
+		//lint:ignore SA1019 Istio writes request.auth claims as Principal.metadata, which Envoy still accepts; proxies are sent what Istio's are
 		return &rbacv3.Principal{Identifier: &rbacv3.Principal_Metadata{Metadata: m}}, err
 	}
 	return nil, fmt.Errorf("empty principal")

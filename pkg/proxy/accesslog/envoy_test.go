@@ -58,6 +58,7 @@ func TestFromEnvoy(t *testing.T) {
 			}},
 		{"unknown logger", logger(t, "envoy.access_loggers.http_grpc", &corev3.DataSource{}), "unsupported access logger", nil},
 		{"file without path", logger(t, FileLogger, &filev3.FileAccessLog{}), "path is required", nil},
+		//lint:ignore SA1019 the deprecated format is the case under test
 		{"deprecated format", logger(t, FileLogger, &filev3.FileAccessLog{Path: "/x", AccessLogFormat: &filev3.FileAccessLog_Format{Format: "%START_TIME%"}}),
 			"only log_format", nil},
 		{"format from a file", logger(t, FileLogger, &filev3.FileAccessLog{Path: "/x",
