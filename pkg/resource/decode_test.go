@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networking "istio.io/client-go/pkg/apis/networking/v1"
 )
@@ -289,5 +291,72 @@ metadata: {name: deny-all, namespace: istio-system}
 	_, errs = Decode([]byte("apiVersion: security.istio.io/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: x}\nspec: {}\n"), "old.yaml")
 	if len(errs) != 1 || errs[0].Field != "apiVersion" || !strings.Contains(errs[0].Error(), "want v1beta1 or v1") {
 		t.Errorf("v1alpha1: %v", errs)
+	}
+}
+
+// Pods are decoded into a reused Pod and kept as their metadata: what one
+// Pod's document sets must not show in the next one's, nor the next one's
+// in what was kept of the first. Pods of both forms alternate, so that
+// each is decoded into a Pod the other form used before; the fast and
+// the JSON way both.
+func TestPodsDecodedOneAfterAnotherShareNothing(t *testing.T) {
+	full := `apiVersion: v1
+kind: Pod
+metadata:
+  name: full
+  namespace: ns
+  labels: {app: web, version: v1}
+  annotations: {a: b}
+  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-1, uid: "1"}]
+spec:
+  containers: [{name: app, image: app}]
+`
+	bare := `apiVersion: v1
+kind: Pod
+metadata: {name: bare}
+spec:
+  containers: []
+`
+	decode := func(doc string) *metav1.PartialObjectMetadata {
+		t.Helper()
+		objs, errs := Decode([]byte(doc), "pods.yaml")
+		if len(errs) > 0 || len(objs) != 1 {
+			t.Fatalf("decoding %q: %v objects, errors %v", doc, len(objs), errs)
+		}
+		return objs[0].(*metav1.PartialObjectMetadata)
+	}
+	var kept []*metav1.PartialObjectMetadata
+	for i := range 20 {
+		doc := full
+		if i%2 == 1 {
+			doc = bare
+		}
+		// Each form decoded the three ways: from the parse tree; from the
+		// tree, then again the JSON way into the same Pod (a quantity,
+		// which setTyped leaves to the JSON decoder); and from JSON only
+		// (a number as a key, which the tree leaves to YAMLToJSON).
+		way := i / 2 % 3
+		switch way {
+		case 1:
+			doc = strings.Replace(doc, "spec:", "spec:\n  overhead: {cpu: 250m}", 1)
+		case 2:
+			doc = strings.Replace(doc, "spec:", "spec:\n  nodeSelector: {1: one}", 1)
+		}
+		if _, _, ok := decodeYAML([]byte(doc)); ok != (way < 2) {
+			t.Fatalf("%q decoded the fast way: %v", doc, ok)
+		}
+		kept = append(kept, decode(doc))
+	}
+	for i, p := range kept {
+		if i%2 == 1 {
+			if p.Name != "bare" || p.Namespace != "default" || p.Labels != nil || p.Annotations != nil || p.OwnerReferences != nil {
+				t.Fatalf("the %dth Pod (bare) decoded with another's metadata: %+v", i, p.ObjectMeta)
+			}
+			continue
+		}
+		if p.Name != "full" || p.Namespace != "ns" || p.Labels["app"] != "web" || p.Labels["version"] != "v1" || len(p.Labels) != 2 ||
+			p.Annotations["a"] != "b" || len(p.OwnerReferences) != 1 || p.OwnerReferences[0].Name != "web-1" {
+			t.Fatalf("the %dth Pod (full) changed once others were decoded: %+v", i, p.ObjectMeta)
+		}
 	}
 }
