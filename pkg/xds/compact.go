@@ -1,6 +1,8 @@
 package xds
 
 import (
+	"fmt"
+
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -158,23 +160,36 @@ func clusterRefs(full proto.Message) []string {
 
 // consistent is Snapshot.Consistent (every load assignment and route
 // configuration referred to, every reference present) for a snapshot whose
-// clusters may be stand-ins: they are checked through stand-ins of
-// their references.
+// clusters may be stand-ins, whose references come from edsRefs. A
+// stand-in itself refers to nothing (its decoded part is its name). It
+// used to check a copy of the snapshot with a cluster made up for each
+// stand-in: 7 MB of garbage at 15,000 clusters.
 func (b *builder) consistent(snap *Snapshot) error {
-	check := &cachev3.Snapshot{Resources: snap.Resources}
-	idx := cachev3.GetResponseType(resourcev3.ClusterType)
-	items := make(map[string]cachetypes.ResourceWithTTL, len(snap.Resources[idx].Items))
-	for name, r := range snap.Resources[idx].Items {
-		if !isCompact(r.Resource) {
-			items[name] = r
-			continue
-		}
-		for _, ref := range b.edsRefs(r.Resource) {
-			items[name] = cachetypes.ResourceWithTTL{Resource: &clusterv3.Cluster{Name: name,
-				ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
-				EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{ServiceName: ref}}}
+	refs := cachev3.GetAllResourceReferences(snap.Resources)
+	eds := refs[resourcev3.EndpointType]
+	if eds == nil {
+		eds = map[string]bool{}
+		refs[resourcev3.EndpointType] = eds
+	}
+	for _, r := range snap.Resources[cachev3.GetResponseType(resourcev3.ClusterType)].Items {
+		if isCompact(r.Resource) {
+			for _, ref := range b.edsRefs(r.Resource) {
+				eds[ref] = true
+			}
 		}
 	}
-	check.Resources[idx] = cachev3.Resources{Version: snap.Resources[idx].Version, Items: items}
-	return check.Consistent()
+	for _, typ := range []string{resourcev3.EndpointType, resourcev3.RouteType} {
+		items := snap.Resources[cachev3.GetResponseType(typ)].Items
+		for name := range refs[typ] {
+			if _, ok := items[name]; !ok {
+				return fmt.Errorf("%s %q is referred to but missing", shortType(typ), name)
+			}
+		}
+		for name := range items {
+			if !refs[typ][name] {
+				return fmt.Errorf("%s %q is referred to by nothing", shortType(typ), name)
+			}
+		}
+	}
+	return nil
 }

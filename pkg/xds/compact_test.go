@@ -243,3 +243,53 @@ func TestRouteVersionFollowsContent(t *testing.T) {
 		}
 	}
 }
+
+// TestConsistencyOverStandIns: once clusters are stand-ins, their load
+// assignments are known from the memo only; a snapshot missing one of
+// them, or holding one no cluster refers to, must still be refused, and
+// the error must name it.
+func TestConsistencyOverStandIns(t *testing.T) {
+	ingress := map[string]string{"istio": "ingressgateway"}
+	res, err := scale.Options{VirtualServices: 8}.Resources()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := gateway.Build(res, gateway.Options{Classes: []map[string]string{ingress}}).Proxy(ingress)
+	tr := translate.NewTranslator(translate.Options{})
+	first, err := tr.Translate(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, memo, err := xds.NewSnapshot(first, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := func() *translate.Resources {
+		inc, err := tr.Translate(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range inc.Clusters {
+			if !compact(c) {
+				t.Fatalf("cluster %s handed back in full, not as a stand-in", c.Name)
+			}
+		}
+		return inc
+	}
+	if _, _, err := xds.NewSnapshot(again(), memo); err != nil {
+		t.Fatalf("the same translation refused: %v", err)
+	}
+
+	missing := again()
+	gone := missing.Endpoints[0].ClusterName
+	missing.Endpoints = missing.Endpoints[1:]
+	if _, _, err := xds.NewSnapshot(missing, memo); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q is referred to but missing", gone)) {
+		t.Fatalf("a snapshot missing load assignment %s: got %v", gone, err)
+	}
+
+	extra := again()
+	extra.Endpoints = append(extra.Endpoints, &endpointv3.ClusterLoadAssignment{ClusterName: "outbound|80||nobody.example.com"})
+	if _, _, err := xds.NewSnapshot(extra, memo); err == nil || !strings.Contains(err.Error(), `"outbound|80||nobody.example.com" is referred to by nothing`) {
+		t.Fatalf("a snapshot with an unreferenced load assignment: got %v", err)
+	}
+}
