@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -189,14 +190,21 @@ func fractionalPercent(pct float64) *typev3.FractionalPercent {
 	}
 }
 
+// previousHostsURL is the type URL of the retry host predicate every
+// retry policy carries. The predicate has no fields, so its Any is the URL
+// alone: packing it through anypb.MarshalFrom per route was 5 MB of
+// garbage at 12,500 routes.
+var previousHostsURL = "type.googleapis.com/" + string((&previoushostsv3.PreviousHostsPredicate{}).ProtoReflect().Descriptor().FullName())
+
 func routeAction(f *ir.Forward, m ir.Match) (*routev3.RouteAction, error) {
 	if len(f.Clusters) == 0 {
 		return nil, fmt.Errorf("forward without clusters")
 	}
-	a := &routev3.RouteAction{Timeout: durationpb.New(0)}
+	var timeout time.Duration // none: Envoy's default is 15 s, Istio's none
 	if f.Timeout != nil {
-		a.Timeout = durationpb.New(f.Timeout.Duration)
+		timeout = f.Timeout.Duration
 	}
+	a := &routev3.RouteAction{Timeout: durationpb.New(timeout)}
 	if len(f.Clusters) == 1 && f.Clusters[0].RequestHeaders.Empty() && f.Clusters[0].ResponseHeaders.Empty() {
 		a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: f.Clusters[0].Name}
 	} else {
@@ -229,7 +237,7 @@ func routeAction(f *ir.Forward, m ir.Match) (*routev3.RouteAction, error) {
 		if r.RetryPreviousHosts {
 			rp.RetryHostPredicate = []*routev3.RetryPolicy_RetryHostPredicate{{
 				Name:       PreviousHostsPredicate,
-				ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: toAny(&previoushostsv3.PreviousHostsPredicate{})},
+				ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: &anypb.Any{TypeUrl: previousHostsURL}},
 			}}
 		}
 		if r.Backoff != nil {

@@ -586,12 +586,18 @@ func (p *Provider) Snapshot() *resource.Resources {
 	}
 	p.merges++
 	paths := make([]string, 0, len(p.files))
-	for f := range p.files {
+	n := 0
+	for f, st := range p.files {
 		paths = append(paths, f)
+		if st != nil {
+			n += len(st.objs)
+		}
 	}
 	sort.Strings(paths)
 	res := &resource.Resources{}
-	seen := map[resource.Key]string{}
+	// Sized up front: grown from empty, it was 11 MB of garbage at 30,000
+	// objects.
+	seen := make(map[resource.Key]string, n)
 	var dups []resource.InvalidResource
 	for _, f := range paths {
 		st := p.files[f]
