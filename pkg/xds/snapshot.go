@@ -219,6 +219,8 @@ type builder struct {
 	carried map[string]bool
 	// prevT and nextT are the typeMemos of the type being versioned.
 	prevT, nextT *typeMemo
+	// valid validates new content (see validate.Validator).
+	valid *validate.Validator
 }
 
 // prepared is the per-message work of a snapshot, done ahead in parallel.
@@ -283,7 +285,7 @@ func (b *builder) prepare(byType map[string][]cachetypes.Resource) {
 			r.wire = bytes
 		}
 		if _, ok := b.prev.of(typeOf(work[i])).valid[r.hash]; !ok {
-			r.checked, r.invalid = true, validate.Deep(expand(work[i]))
+			r.checked, r.invalid = true, b.valid.Deep(expand(work[i]))
 		}
 	})
 	if b.pre == nil {
@@ -435,7 +437,7 @@ func (b *builder) check(hash string, m proto.Message) error {
 				if p.invalid != nil {
 					return p.invalid
 				}
-			} else if err := validate.Deep(expand(m)); err != nil {
+			} else if err := b.valid.Deep(expand(m)); err != nil {
 				return err
 			}
 		}
@@ -564,9 +566,9 @@ func newSnapshot(res *translate.Resources, prev *memo, st *Stream) (*Snapshot, *
 		prev = newMemo(nil)
 	}
 	b := &builder{prev: prev, next: newMemo(prev), opts: proto.MarshalOptions{Deterministic: true}, enc: map[proto.Message][]byte{},
-		vhosts: map[*routev3.VirtualHost]*routev3.VirtualHost{}}
+		vhosts: map[*routev3.VirtualHost]*routev3.VirtualHost{}, valid: validate.NewValidator()}
 	if st != nil {
-		b.pre = st.pre
+		b.pre, b.valid = st.pre, st.valid
 	}
 	// A type whose messages are exactly the last snapshot's is carried
 	// over whole. (Route configurations are made anew by every

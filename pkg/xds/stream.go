@@ -24,6 +24,9 @@ type Stream struct {
 	prev *memo
 	opts proto.MarshalOptions
 	pre  map[proto.Message]*prepared
+	// valid validates, memoising the packed messages found valid; the
+	// snapshot built from the stream goes on with it.
+	valid *validate.Validator
 }
 
 // Stream returns a Stream for a class's next build.
@@ -52,7 +55,7 @@ func (st *Stream) Compact(batch []proto.Message) {
 		}
 		r.hash = contentHash(bytes)
 		if _, ok := st.prev.of(typeOf(m)).valid[r.hash]; !ok {
-			r.checked, r.invalid = true, validate.Deep(expand(m))
+			r.checked, r.invalid = true, st.valid.Deep(expand(m))
 		}
 		if _, ok := compactFields(m); !ok || isCompact(m) {
 			return
@@ -95,7 +98,7 @@ func NewStream(prev *memo) *Stream {
 	if prev == nil {
 		prev = newMemo(nil)
 	}
-	return &Stream{prev: prev, opts: proto.MarshalOptions{Deterministic: true}, pre: map[proto.Message]*prepared{}}
+	return &Stream{prev: prev, opts: proto.MarshalOptions{Deterministic: true}, pre: map[proto.Message]*prepared{}, valid: validate.NewValidator()}
 }
 
 // NewSnapshotStream is NewSnapshot for resources translated with

@@ -20,39 +20,106 @@ import (
 type validator interface{ ValidateAll() error }
 
 // Deep validates m and every message packed in its Any fields.
-func Deep(m proto.Message) error {
-	if err := tree(m.ProtoReflect()); err != nil {
+func Deep(m proto.Message) error { return (*Validator)(nil).Deep(m) }
+
+// A Validator is Deep with a memo of the packed messages found valid, by
+// type URL and bytes: thousands of clusters carry the same packed
+// protocol options, routes the same retry predicate, listeners the same
+// filters, and unpacking each copy to validate it again was most of the
+// time and garbage of validating a cold start. Validity is a function of
+// the bytes (unmarshalling is deterministic and the rules read only the
+// message), so a payload seen valid stays valid. The memo is bounded
+// (memoEntries payloads of at most memoPayload bytes): a snapshot built
+// from hostile input cannot grow it without limit. Safe for concurrent
+// use; a nil Validator memoises nothing.
+type Validator struct {
+	mu    sync.Mutex
+	valid map[string]map[string]struct{} // type URL → payload
+	n     int
+	hits  int // answers from the memo (tests)
+}
+
+const (
+	memoEntries = 4096
+	memoPayload = 1 << 10
+)
+
+// NewValidator returns a Validator with an empty memo.
+func NewValidator() *Validator {
+	return &Validator{valid: map[string]map[string]struct{}{}}
+}
+
+// Deep validates m and every message packed in its Any fields.
+func (v *Validator) Deep(m proto.Message) error {
+	if err := v.tree(m.ProtoReflect()); err != nil {
 		return prefix(err, string(m.ProtoReflect().Descriptor().FullName()))
 	}
 	return nil
+}
+
+func (v *Validator) known(a *anypb.Any) bool {
+	if v == nil {
+		return false
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	_, ok := v.valid[a.GetTypeUrl()][string(a.GetValue())]
+	if ok {
+		v.hits++
+	}
+	return ok
+}
+
+func (v *Validator) remember(a *anypb.Any) {
+	if v == nil || len(a.GetValue()) > memoPayload {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.n >= memoEntries {
+		return
+	}
+	byType := v.valid[a.GetTypeUrl()]
+	if byType == nil {
+		byType = map[string]struct{}{}
+		v.valid[a.GetTypeUrl()] = byType
+	}
+	if _, ok := byType[string(a.GetValue())]; !ok {
+		byType[string(a.GetValue())] = struct{}{}
+		v.n++
+	}
 }
 
 // tree validates a message with ValidateAll, which checks the whole tree
 // of embedded messages but does not look inside Any fields; those are
 // then found, unpacked and validated the same way. (Calling ValidateAll
 // at every level instead would validate each subtree once per ancestor.)
-func tree(m protoreflect.Message) error {
-	if v, ok := m.Interface().(validator); ok {
-		if err := v.ValidateAll(); err != nil {
+func (v *Validator) tree(m protoreflect.Message) error {
+	if val, ok := m.Interface().(validator); ok {
+		if err := val.ValidateAll(); err != nil {
 			return &pathError{err: err}
 		}
 	}
-	return anys(m)
+	return v.anys(m)
 }
 
 // anys finds the Any fields under m and validates what they hold. It only
 // descends into fields whose type can lead to an Any (anyFields): most of
 // a route table (matches, header matchers, weights) cannot, and walking
 // it by reflection was most of the cost of validating a large snapshot.
-func anys(m protoreflect.Message) error {
+func (v *Validator) anys(m protoreflect.Message) error {
 	if a, ok := m.Interface().(*anypb.Any); ok {
+		if v.known(a) {
+			return nil
+		}
 		inner, err := a.UnmarshalNew()
 		if err != nil {
 			return &pathError{err: fmt.Errorf("cannot unpack %s: %w", a.GetTypeUrl(), err)}
 		}
-		if err := tree(inner.ProtoReflect()); err != nil {
+		if err := v.tree(inner.ProtoReflect()); err != nil {
 			return prefix(err, "<"+string(inner.ProtoReflect().Descriptor().FullName())+">")
 		}
+		v.remember(a)
 		return nil
 	}
 	for _, fd := range anyFields(m.Descriptor()) {
@@ -63,8 +130,8 @@ func anys(m protoreflect.Message) error {
 		var err error
 		switch {
 		case fd.IsMap():
-			val.Map().Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
-				if err = anys(v.Message()); err != nil {
+			val.Map().Range(func(k protoreflect.MapKey, item protoreflect.Value) bool {
+				if err = v.anys(item.Message()); err != nil {
 					err = prefix(err, fmt.Sprintf(".%s[%v]", fd.Name(), k.Interface()))
 				}
 				return err == nil
@@ -72,12 +139,12 @@ func anys(m protoreflect.Message) error {
 		case fd.IsList():
 			l := val.List()
 			for i := 0; i < l.Len() && err == nil; i++ {
-				if err = anys(l.Get(i).Message()); err != nil {
+				if err = v.anys(l.Get(i).Message()); err != nil {
 					err = prefix(err, fmt.Sprintf(".%s[%d]", fd.Name(), i))
 				}
 			}
 		default:
-			if err = anys(val.Message()); err != nil {
+			if err = v.anys(val.Message()); err != nil {
 				err = prefix(err, "."+string(fd.Name()))
 			}
 		}

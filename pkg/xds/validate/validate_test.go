@@ -193,6 +193,7 @@ func TestAnyFieldsWalkEqualsRange(t *testing.T) {
 	pool := []*anypb.Any{router, router, router, badHCM, unknown}
 	r := rand.New(rand.NewPCG(1, 2))
 	failed := 0
+	memo := NewValidator()
 	for i := range 3000 {
 		var m proto.Message
 		switch i % 3 {
@@ -204,7 +205,13 @@ func TestAnyFieldsWalkEqualsRange(t *testing.T) {
 			m = &listenerv3.Listener{}
 		}
 		fill(r, m.ProtoReflect(), 1+r.IntN(5), pool)
-		got, want := anys(m.ProtoReflect()), rangeAnys(m.ProtoReflect())
+		got, want := (*Validator)(nil).anys(m.ProtoReflect()), rangeAnys(m.ProtoReflect())
+		// Through a memo of every payload found valid so far: the same
+		// answer, and an error the reference finds too.
+		if cached := memo.anys(m.ProtoReflect()); (cached == nil) != (got == nil) ||
+			cached != nil && !slices.ContainsFunc(want, func(e error) bool { return e.Error() == cached.Error() }) {
+			t.Fatalf("%d: %T: with the memo %v, without %v", i, m, cached, got)
+		}
 		if (got == nil) != (len(want) == 0) {
 			t.Fatalf("%d: %T: walk %v, reference %v", i, m, got, want)
 		}
@@ -214,6 +221,9 @@ func TestAnyFieldsWalkEqualsRange(t *testing.T) {
 				t.Fatalf("%d: %T: walk reports %q, not among the reference's %q", i, m, got, want)
 			}
 		}
+	}
+	if memo.hits == 0 || memo.n == 0 {
+		t.Fatalf("the memo kept %d payloads and answered %d times: the generator repeats none", memo.n, memo.hits)
 	}
 	if failed < 300 || failed > 2700 {
 		t.Fatalf("%d of 3000 random messages had an invalid Any: the generator does not exercise both outcomes", failed)
