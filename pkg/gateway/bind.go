@@ -386,8 +386,10 @@ func (b *builder) httpRoutes(info *vsInfo, gwKey string, port uint32, labels map
 	if info.routes.set && info.routes.key == key {
 		return info.routes.routes
 	}
-	if routes, ok := info.moreRoutes[key]; ok {
-		return routes
+	for _, r := range info.moreRoutes {
+		if r.key == key {
+			return r.routes
+		}
 	}
 	var routes []*ir.Route
 	for _, rule := range info.http {
@@ -399,13 +401,10 @@ func (b *builder) httpRoutes(info *vsInfo, gwKey string, port uint32, labels map
 		}
 	}
 	routes = untilCatchAll(routes)
-	switch {
-	case !info.routes.set:
+	if !info.routes.set {
 		info.routes = boundRoutes{key: key, routes: routes, set: true}
-	case info.moreRoutes == nil:
-		info.moreRoutes = map[boundKey][]*ir.Route{key: routes}
-	default:
-		info.moreRoutes[key] = routes
+	} else {
+		info.moreRoutes = append(info.moreRoutes, boundRoutes{key: key, routes: routes, set: true})
 	}
 	return routes
 }

@@ -34,9 +34,12 @@ type vsInfo struct {
 	tcp      []*l4Rule
 	// routes caches httpRoutes per server (and class, with sourceLabels):
 	// the first server's inline, since most VirtualServices bind to one
-	// (a map each was 2.5 MB at 5,000), the others in moreRoutes.
+	// or two (a map each was 2.5 MB at 5,000), the others in moreRoutes,
+	// looked up in order: a VirtualService binds to a few servers, and a
+	// map for the second alone (a Gateway with HTTP and HTTPS servers)
+	// was another 2.9 MB.
 	routes     boundRoutes
-	moreRoutes map[boundKey][]*ir.Route
+	moreRoutes []boundRoutes
 	// rateLimit is the portico.io/local-rate-limit of every HTTP route.
 	rateLimit *ir.LocalRateLimit
 	// httpClusters is every cluster of http, each once: made on first use
