@@ -2,6 +2,7 @@ package xds
 
 import (
 	"fmt"
+	"slices"
 
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -180,16 +181,33 @@ func (b *builder) consistent(snap *Snapshot) error {
 	}
 	for _, typ := range []string{resourcev3.EndpointType, resourcev3.RouteType} {
 		items := snap.Resources[cachev3.GetResponseType(typ)].Items
+		var missing, unreferenced []string
 		for name := range refs[typ] {
 			if _, ok := items[name]; !ok {
-				return fmt.Errorf("%s %q is referred to but missing", shortType(typ), name)
+				missing = append(missing, name)
 			}
 		}
 		for name := range items {
 			if !refs[typ][name] {
-				return fmt.Errorf("%s %q is referred to by nothing", shortType(typ), name)
+				unreferenced = append(unreferenced, name)
 			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("%s %s referred to but missing", shortType(typ), someOf(missing))
+		}
+		if len(unreferenced) > 0 {
+			return fmt.Errorf("%s %s referred to by nothing", shortType(typ), someOf(unreferenced))
 		}
 	}
 	return nil
+}
+
+// someOf names the first of names in order, and how many others there
+// are: the same error for the same snapshot, and a short one.
+func someOf(names []string) string {
+	slices.Sort(names)
+	if len(names) == 1 {
+		return fmt.Sprintf("%q is", names[0])
+	}
+	return fmt.Sprintf("%q (and %d more) are", names[0], len(names)-1)
 }
